@@ -1,0 +1,24 @@
+//! jetstream-kv-operator: provisions the NATS JetStream KV buckets that Dapr `state.jetstream`
+//! Components name, and reports their state on a `KeyValueBucket` of the same name.
+//!
+//! The reconcile pipeline, one module per step:
+//! - [`dapr`]: the Dapr `Component` model and Dapr's own metadata rules (pure);
+//! - [`settings`]: bucket settings from `jetstreamkv.io/*` annotations (pure);
+//! - [`secrets`]: resolution of `secretKeyRef`s from the Component's namespace (I/O);
+//! - [`credentials`]: NATS JWT and seed checks before connecting (pure);
+//! - [`nats`]: shared connections, and the create-or-verify bucket plan (pure) and its execution;
+//! - [`crd`]: the `KeyValueBucket` resource, conditions and status (pure);
+//! - [`controller`]: the reconciler that runs the steps above;
+//! - [`http`] and [`metrics`]: health, readiness and Prometheus metrics;
+//! - [`cli`]: the command line.
+
+pub mod cli;
+pub mod controller;
+pub mod crd;
+pub mod credentials;
+pub mod dapr;
+pub mod http;
+pub mod metrics;
+pub mod nats;
+pub mod secrets;
+pub mod settings;
