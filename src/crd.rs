@@ -1,1 +1,262 @@
-//! (being written)
+//! The `KeyValueBucket` resource: what the operator understood of a Component, and the state of its
+//! bucket. One per `state.jetstream` Component, same name and namespace, owned by it.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The field manager of every write the operator makes.
+pub const MANAGER: &str = "jetstream-kv-operator";
+
+/// Condition types, in the order the pipeline evaluates them.
+pub mod condition {
+    /// The summary: the bucket exists, is a valid KV bucket, and matches what was asked.
+    pub const READY: &str = "Ready";
+    /// Metadata parsed, secrets read, credentials valid.
+    pub const CREDENTIALS_RESOLVED: &str = "CredentialsResolved";
+    /// A NATS connection with JetStream is open.
+    pub const CONNECTED: &str = "Connected";
+    /// The bucket exists (created or found) and is a valid KV bucket.
+    pub const BUCKET_AVAILABLE: &str = "BucketAvailable";
+    /// The bucket's settings match the Component's.
+    pub const CONFIG_SYNCED: &str = "ConfigSynced";
+    /// kstatus: work is under way (set only while true).
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus: no progress without a change to the Component (set only while true).
+    pub const STALLED: &str = "Stalled";
+}
+
+/// Spec of a KeyValueBucket. Written by the operator only: it shows what the operator understood
+/// of the Component. It never holds a secret value.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "jetstreamkv.io",
+    version = "v1alpha1",
+    kind = "KeyValueBucket",
+    namespaced,
+    shortname = "kvb",
+    status = "KeyValueBucketStatus",
+    doc = "The NATS JetStream KV bucket of a Dapr state.jetstream Component, as the operator sees it. Written by jetstream-kv-operator; edit the Component instead.",
+    printcolumn = r#"{"name":"Bucket","type":"string","jsonPath":".spec.bucket"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Managed","type":"boolean","priority":1,"jsonPath":".status.bucket.managed"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyValueBucketSpec {
+    /// Name of the Dapr Component this bucket belongs to (same namespace).
+    pub component: String,
+    /// The KV bucket name (the stream is `KV_<bucket>`); absent when the Component does not name
+    /// a valid one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// The NATS servers, with any credentials in the URLs redacted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
+    /// How the operator authenticates: `none`, `userinfo` or `jwt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+    /// The bucket configuration the Component asks for (defaults filled in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<BucketConfig>,
+    /// What happens to a bucket the operator did not create: `verify` or `adopt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_existing: Option<String>,
+    /// What happens to the bucket when the Component is deleted: `retain` or `delete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<String>,
+}
+
+/// Bucket settings, as asked for (spec) or as found on the server (status).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BucketConfig {
+    /// Values kept per key.
+    pub history: i64,
+    /// How long values live (Go duration); absent means forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    /// Size limit of the bucket in bytes; absent means unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<i64>,
+    /// Size limit of one value in bytes; absent means unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_value_size: Option<i64>,
+    /// `file` or `memory`.
+    pub storage: String,
+    /// Number of replicas.
+    pub replicas: i64,
+    /// Whether the stream is S2-compressed.
+    #[serde(default)]
+    pub compression: bool,
+    /// Description of the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// Status of a KeyValueBucket.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyValueBucketStatus {
+    /// The KeyValueBucket generation this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The Component generation this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component_generation: Option<i64>,
+    /// Ready, and the detail behind it: CredentialsResolved, Connected, BucketAvailable,
+    /// ConfigSynced; Reconciling and Stalled (kstatus) while true.
+    #[serde(default)]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// What the server reports about the bucket, when it was reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<BucketStatus>,
+}
+
+/// Facts about the bucket as NATS reports them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BucketStatus {
+    /// The stream that holds the bucket: `KV_<bucket>`.
+    pub stream: String,
+    /// True when the operator created (or adopted) the bucket and keeps it in sync; false when
+    /// it only verifies a bucket someone else manages.
+    pub managed: bool,
+    /// Version of the NATS server that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    /// The live settings of the bucket.
+    pub config: BucketConfig,
+    /// Bytes stored.
+    pub bytes: u64,
+    /// Values stored (all revisions kept).
+    pub values: u64,
+}
+
+/// Conditions are a list map keyed by `type`, so server-side apply merges them per type.
+fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Vec<Condition>>();
+    schema.insert("x-kubernetes-list-type".into(), "map".into());
+    schema.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
+    schema
+}
+
+impl KeyValueBucket {
+    /// The condition of a type, if set.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+    }
+}
+
+/// A condition to set: the pipeline decides these; [`merge_conditions`] stamps them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConditionSpec {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// Builds the conditions to write from the ones decided now and the ones already on the object:
+/// `lastTransitionTime` is kept when the status did not flip, so it tells when it really changed.
+pub fn merge_conditions(
+    previous: &[Condition],
+    next: &[ConditionSpec],
+    generation: Option<i64>,
+    now: Time,
+) -> Vec<Condition> {
+    next.iter()
+        .map(|spec| {
+            let status = if spec.status { "True" } else { "False" }.to_string();
+            let last_transition_time = previous
+                .iter()
+                .find(|c| c.type_ == spec.type_ && c.status == status)
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or_else(|| now.clone());
+            Condition {
+                type_: spec.type_.to_string(),
+                status,
+                reason: spec.reason.clone(),
+                message: spec.message.clone(),
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    fn spec(type_: &'static str, status: bool, reason: &str) -> ConditionSpec {
+        ConditionSpec {
+            type_,
+            status,
+            reason: reason.into(),
+            message: format!("{reason} happened"),
+        }
+    }
+
+    fn at(secs: i64) -> Time {
+        Time(jiff::Timestamp::from_second(secs).unwrap())
+    }
+
+    #[test]
+    fn transition_time_changes_only_when_status_flips() {
+        let first = merge_conditions(
+            &[],
+            &[spec(condition::READY, false, "NatsUnavailable")],
+            Some(1),
+            at(100),
+        );
+        assert_eq!(first[0].last_transition_time, at(100));
+
+        // Same status, another reason: still the first transition.
+        let second = merge_conditions(
+            &first,
+            &[spec(condition::READY, false, "AuthorizationFailed")],
+            Some(2),
+            at(200),
+        );
+        assert_eq!(second[0].last_transition_time, at(100));
+        assert_eq!(second[0].reason, "AuthorizationFailed");
+        assert_eq!(second[0].observed_generation, Some(2));
+
+        // Flip to True: a new transition.
+        let third = merge_conditions(
+            &second,
+            &[spec(condition::READY, true, "BucketCreated")],
+            Some(2),
+            at(300),
+        );
+        assert_eq!(third[0].last_transition_time, at(300));
+        assert_eq!(third[0].status, "True");
+    }
+
+    #[test]
+    fn crd_has_printer_columns_short_name_and_status_subresource() {
+        let crd = serde_json::to_value(KeyValueBucket::crd()).unwrap();
+        assert_eq!(crd["spec"]["names"]["shortNames"][0], "kvb");
+        let version = &crd["spec"]["versions"][0];
+        assert!(version["subresources"]["status"].is_object());
+        let columns: Vec<&str> = version["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(columns, ["Bucket", "Ready", "Reason", "Managed", "Age"]);
+        let conditions =
+            &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
+        assert_eq!(conditions["x-kubernetes-list-type"], "map");
+    }
+}

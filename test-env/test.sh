@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The project's test command: builds or installs everything the tests need (cached outside the
+# repository), checks formatting and lints, and runs every test against a real Kubernetes
+# control plane and real nats-servers that the tests start and stop themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n==> %s\n' "$*" >&2; }
+t0=$(date +%s)
+
+step "setting up the test environment (test-env/setup.sh)"
+eval "$(test-env/setup.sh)"
+# Build artefacts live in the cache too, so a fresh clone does not rebuild every dependency.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$JKO_CACHE/target}"
+rm -rf "$CARGO_TARGET_DIR/tmp/controlplanes" "$CARGO_TARGET_DIR/tmp/operator-logs"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+
+step "cargo test (unit tests, then integration tests against real servers)"
+cargo test --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-8}"
+
+step "checking that no test server is left running"
+sleep 1
+# Every server the tests start runs one of these two binaries; the quick start's own servers
+# (under the cache's quickstart folder) are not the tests' business.
+leftover=$(pgrep -af -- "$JKO_CONTROLPLANE_BIN|$JKO_NATS_SERVER_BIN" | grep -v -- "$JKO_CACHE/quickstart" || true)
+if [ -n "$leftover" ]; then
+  echo "processes left running after the tests:" >&2
+  echo "$leftover" >&2
+  exit 1
+fi
+echo "none left running; all tests passed in $(( $(date +%s) - t0 ))s" >&2

@@ -1,0 +1,156 @@
+//! Test support shared by the integration tests: a real Kubernetes control plane and a real
+//! nats-server, started once per test binary, plus helpers to act on them as a user would.
+//!
+//! Processes are started from one long-lived thread with a parent-death signal, so they die with
+//! the test binary even when it panics or is killed; the control plane also exits when its stdin
+//! (a pipe held by the test binary) closes.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+pub mod controlplane;
+pub mod nats;
+pub mod operator;
+pub mod process;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+pub use controlplane::ControlPlane;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The control plane shared by every test of this binary, with the project's CRDs installed.
+pub fn control_plane() -> &'static ControlPlane {
+    static CP: OnceLock<ControlPlane> = OnceLock::new();
+    CP.get_or_init(|| {
+        let cp = ControlPlane::start();
+        let crds = repo_root().join("crds");
+        cp.kubectl(&["apply", "--server-side", "-f", path_str(&crds)], None)
+            .expect("install the CRDs in crds/");
+        cp.kubectl(
+            &["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"],
+            None,
+        )
+        .expect("CRDs established");
+        cp
+    })
+}
+
+/// A kube client for the shared control plane. A new one per test: each tokio test has its own
+/// runtime, and a client's connection pool lives on the runtime that made it.
+pub async fn client() -> Client {
+    client_for(&control_plane().kubeconfig).await
+}
+
+/// A kube client from a kubeconfig file.
+pub async fn client_for(kubeconfig: &Path) -> Client {
+    let kc = Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is valid");
+    Client::try_from(config).expect("kube client")
+}
+
+/// A namespace of its own for one test, deleted (with everything in it) when dropped.
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    /// Creates a namespace named after the test with a random suffix.
+    pub async fn new(client: &Client, test: &str) -> Self {
+        let name = format!("{}-{}", test.replace('_', "-"), random_suffix());
+        let api: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"jetstreamkv.io/test": "true"}}
+        }))
+        .expect("namespace object");
+        api.create(&PostParams::default(), &ns)
+            .await
+            .expect("create test namespace");
+        Self { name }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Best effort and non-blocking: the namespace controller finishes the deletion.
+        let _ = control_plane().kubectl(&["delete", "namespace", &self.name, "--wait=false"], None);
+    }
+}
+
+/// A short random suffix for names that must not collide between tests running in parallel.
+pub fn random_suffix() -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    format!("{:08x}", h.finish() as u32)
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` with `describe()`'s text,
+/// which should show the user what they would look at (the object, its events, logs).
+pub async fn eventually<T, F, Fut>(
+    timeout: Duration,
+    what: &str,
+    mut check: F,
+    describe: impl AsyncFnOnce() -> String,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            let details = describe().await;
+            panic!("timed out after {timeout:?} waiting for {what}\n{details}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What `kubectl describe` and recent events say about an object, for failure messages.
+pub fn describe(namespace: &str, kind: &str, name: &str) -> String {
+    let cp = control_plane();
+    let obj = cp
+        .kubectl(&["-n", namespace, "get", kind, name, "-o", "yaml"], None)
+        .unwrap_or_else(|e| e);
+    let events = cp
+        .kubectl(
+            &["-n", namespace, "get", "events", "--sort-by=.metadata.creationTimestamp"],
+            None,
+        )
+        .unwrap_or_else(|e| e);
+    format!("--- {kind}/{name} in {namespace}:\n{obj}\n--- events in {namespace}:\n{events}")
+}
+
+/// Deletes every object of a list, for tests that clean up across namespaces.
+pub async fn delete_all<K>(api: &Api<K>)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let _ = api
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await;
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}

@@ -1,0 +1,93 @@
+//! The operator binary run as a separate process, as in a cluster, against the test servers.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::process::{free_port, signal, spawn_tied, tail};
+
+/// A running operator process; killed on drop.
+pub struct Operator {
+    pub log: PathBuf,
+    pub http_addr: String,
+    child: Mutex<Option<Child>>,
+}
+
+impl Operator {
+    /// Starts the operator with `KUBECONFIG=kubeconfig` and extra `run` arguments. Logs go to a
+    /// file (text format, debug level for this crate) that tests read with [`Operator::logs`].
+    pub fn start(kubeconfig: &Path, args: &[&str]) -> Self {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
+        std::fs::create_dir_all(&dir).expect("operator log directory");
+        let log = dir.join(format!("{}-{}.log", std::process::id(), super::random_suffix()));
+        let http_addr = format!("127.0.0.1:{}", free_port());
+        let out = std::fs::File::create(&log).expect("operator log file");
+        let err = out.try_clone().expect("operator log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jetstream-kv-operator"));
+        cmd.arg("run")
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("HTTP_ADDR", &http_addr)
+            .env("LOG_LEVEL", "info,jetstream_kv_operator=debug")
+            .env("LOG_FORMAT", "text")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let child = spawn_tied(cmd, libc::SIGKILL).expect("start the operator");
+        Self {
+            log,
+            http_addr,
+            child: Mutex::new(Some(child)),
+        }
+    }
+
+    /// Everything the operator has logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last lines of the log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        tail(&self.log, 60)
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns how long it took and the exit status.
+    pub fn terminate(&self) -> (Duration, Option<std::process::ExitStatus>) {
+        let started = std::time::Instant::now();
+        let mut guard = self.child.lock().expect("child lock");
+        let Some(mut child) = guard.take() else {
+            return (Duration::ZERO, None);
+        };
+        signal(&child, libc::SIGTERM);
+        let status = child.wait().ok();
+        (started.elapsed(), status)
+    }
+
+    /// Kills the process with SIGKILL, as a node failure would.
+    pub fn kill(&self) {
+        if let Some(mut child) = self.child.lock().expect("child lock").take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// GETs a path of the operator's HTTP endpoint: (status code, body).
+    pub fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.http_addr).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let status = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+        Some((status, body))
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
