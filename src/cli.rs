@@ -1,1 +1,189 @@
-//! (being written)
+//! The command line: `run` the controller, print the `crd`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kube::CustomResourceExt;
+
+use crate::controller;
+use crate::crd::KeyValueBucket;
+use crate::http::{self, Health};
+use crate::metrics::Metrics;
+
+/// Provisions the NATS JetStream KV buckets of Dapr state.jetstream Components.
+#[derive(Parser, Debug)]
+#[command(name = "jetstream-kv-operator", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the controller.
+    Run(RunArgs),
+    /// Print the KeyValueBucket CustomResourceDefinition as YAML.
+    Crd,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Options of `run`; every one can also be set from the environment.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Namespaces to watch, comma-separated; empty watches all namespaces.
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',', default_value = "")]
+    pub namespaces: Vec<String>,
+    /// Period of the drift check of Ready buckets (jittered by 10%), e.g. 5m, 90s, 1h30m.
+    #[arg(long, env = "RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub resync_interval: Duration,
+    /// Cap of the exponential back-off after transient errors.
+    #[arg(long, env = "MAX_BACKOFF", default_value = "2m", value_parser = parse_duration)]
+    pub max_backoff: Duration,
+    /// Timeout of a NATS connect.
+    #[arg(long, env = "NATS_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub nats_connect_timeout: Duration,
+    /// Timeout of each NATS request.
+    #[arg(long, env = "NATS_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub nats_request_timeout: Duration,
+    /// Reconciles run at once.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log filter (tracing syntax), e.g. info or info,jetstream_kv_operator=debug.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Name of this instance (Events, leader election); the pod name in a cluster.
+    #[arg(long, env = "POD_NAME", default_value = "jetstream-kv-operator")]
+    pub identity: String,
+}
+
+/// Parses Go-style durations (`90s`, `5m`, `1h30m`, `250ms`), as Kubernetes users write them.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let err = || format!("{s:?} is not a duration: use e.g. 90s, 5m, 1h30m or 250ms");
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(err());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+        if digits == 0 {
+            return Err(err());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| err())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => return Err(err()),
+        };
+        total += unit;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| format!("LOG_LEVEL {filter:?} is not a valid filter: {e}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    result.map_err(|e| format!("cannot set up logging: {e}"))
+}
+
+/// Runs the command line; the process exit code is 0 on success.
+pub async fn main() -> Result<(), String> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => {
+            let yaml = serde_yaml::to_string(&KeyValueBucket::crd())
+                .map_err(|e| format!("cannot render the CRD: {e}"))?;
+            print!("{yaml}");
+            Ok(())
+        }
+        Command::Run(args) => run(args).await,
+    }
+}
+
+async fn run(args: RunArgs) -> Result<(), String> {
+    init_logging(args.log_format, &args.log_level)?;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("cannot reach the Kubernetes API (kubeconfig or in-cluster config): {e}"))?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let server = http::serve(args.http_addr, health.clone(), metrics.clone())
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.http_addr))?;
+    tokio::spawn(server);
+    let config = controller::Config {
+        namespaces: args.namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
+        resync: args.resync_interval,
+        max_backoff: args.max_backoff,
+        connect_timeout: args.nats_connect_timeout,
+        request_timeout: args.nats_request_timeout,
+        concurrency: args.concurrency,
+        instance: args.identity,
+    };
+    tracing::info!(
+        namespaces = ?config.namespaces,
+        resync = ?config.resync,
+        "starting jetstream-kv-operator {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    controller::run(client, config, health, metrics, shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_go_syntax() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        for bad in ["", "5", "m", "5x", "-1s", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

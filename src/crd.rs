@@ -159,7 +159,8 @@ impl KeyValueBucket {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConditionSpec {
     pub type_: &'static str,
-    pub status: bool,
+    /// True, False, or None for Unknown (not evaluated because an earlier step failed).
+    pub status: Option<bool>,
     pub reason: String,
     pub message: String,
 }
@@ -174,7 +175,12 @@ pub fn merge_conditions(
 ) -> Vec<Condition> {
     next.iter()
         .map(|spec| {
-            let status = if spec.status { "True" } else { "False" }.to_string();
+            let status = match spec.status {
+                Some(true) => "True",
+                Some(false) => "False",
+                None => "Unknown",
+            }
+            .to_string();
             let last_transition_time = previous
                 .iter()
                 .find(|c| c.type_ == spec.type_ && c.status == status)
@@ -200,7 +206,7 @@ mod tests {
     fn spec(type_: &'static str, status: bool, reason: &str) -> ConditionSpec {
         ConditionSpec {
             type_,
-            status,
+            status: Some(status),
             reason: reason.into(),
             message: format!("{reason} happened"),
         }

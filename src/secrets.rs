@@ -1,6 +1,14 @@
-//! Secret values and their resolution from Kubernetes Secrets.
+//! Secret values and their resolution from Kubernetes Secrets, as Dapr does it in Kubernetes
+//! mode: from the Component's own namespace only, `key` defaulting to the reference's name, the
+//! raw bytes as the value, a missing Secret an error and a missing key an empty value.
 
+use std::collections::BTreeMap;
 use std::fmt;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+
+use crate::dapr::metadata::{MetadataEntry, ValueSource};
 
 /// A value that may be a credential. Its `Debug` and `Display` never show the content, so it can
 /// sit in any struct that is logged or put in an error without leaking.
@@ -35,6 +43,99 @@ impl fmt::Display for SecretValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
     }
+}
+
+/// A Secret could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(
+        "Secret {secret:?} (referenced by metadata item {item:?}) does not exist in namespace {namespace:?}; create it there: Secrets are only read from the Component's own namespace"
+    )]
+    NotFound {
+        secret: String,
+        item: String,
+        namespace: String,
+    },
+    #[error(
+        "the operator may not read Secret {secret:?} in namespace {namespace:?}; grant it get on Secrets there (is the namespace watched?)"
+    )]
+    Forbidden { secret: String, namespace: String },
+    #[error("reading Secret {secret:?} failed: {detail}")]
+    Api { secret: String, detail: String },
+}
+
+impl SecretError {
+    /// The condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "SecretNotFound",
+            Self::Forbidden { .. } => "SecretAccessDenied",
+            Self::Api { .. } => "SecretReadFailed",
+        }
+    }
+
+    /// Whether the error is fixed by a change the operator watches (a Secret created) rather
+    /// than by retrying.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, Self::Api { .. })
+    }
+}
+
+/// Resolves every metadata entry to its value, reading each referenced Secret once.
+pub async fn resolve(
+    client: &Client,
+    namespace: &str,
+    entries: &[MetadataEntry],
+) -> Result<Vec<(String, SecretValue)>, SecretError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut secrets: BTreeMap<&str, Secret> = BTreeMap::new();
+    let mut values = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let value = match &entry.source {
+            ValueSource::Inline(v) => v.clone(),
+            ValueSource::Secret { name, key } => {
+                if !secrets.contains_key(name.as_str()) {
+                    let secret = api.get_opt(name).await.map_err(|e| match &e {
+                        kube::Error::Api(s) if s.code == 403 => SecretError::Forbidden {
+                            secret: name.clone(),
+                            namespace: namespace.to_string(),
+                        },
+                        _ => SecretError::Api {
+                            secret: name.clone(),
+                            detail: e.to_string(),
+                        },
+                    })?;
+                    let secret = secret.ok_or_else(|| SecretError::NotFound {
+                        secret: name.clone(),
+                        item: entry.name.clone(),
+                        namespace: namespace.to_string(),
+                    })?;
+                    secrets.insert(name, secret);
+                }
+                value_of(&secrets[name.as_str()], key)
+            }
+        };
+        values.push((entry.name.clone(), value));
+    }
+    Ok(values)
+}
+
+/// The value of a key of a Secret: its raw bytes, untrimmed; empty when the key is missing.
+fn value_of(secret: &Secret, key: &str) -> SecretValue {
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|s| s.clone().into_bytes())
+        })
+        .unwrap_or_default();
+    SecretValue::new(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 #[cfg(test)]

@@ -1,1 +1,84 @@
-//! (being written)
+//! NATS: shared connections ([`pool`]) and the create-or-verify logic of KV buckets ([`bucket`]).
+
+pub mod bucket;
+pub mod pool;
+
+use async_nats::jetstream;
+
+/// What went wrong talking to NATS, as a reason a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error(
+        "cannot reach the NATS server at {servers}: {detail}; check natsURL and that the server is running"
+    )]
+    Unreachable { servers: String, detail: String },
+    #[error(
+        "the NATS server at {servers} refused the credentials (authorization violation); check the user, password or JWT in the Component's metadata and its Secrets"
+    )]
+    AuthorizationFailed { servers: String },
+    #[error(
+        "TLS with the NATS server at {servers} failed: {detail}; check the tls:// URL and the server certificate"
+    )]
+    Tls { servers: String, detail: String },
+    #[error(
+        "JetStream is not enabled for this account on {servers}; enable JetStream on the server and give the account JetStream limits"
+    )]
+    JetStreamDisabled { servers: String },
+    #[error("the account's JetStream limits are reached: {detail}; raise the account limits or free space")]
+    AccountLimits { detail: String },
+    #[error("no suitable placement for the bucket: {detail}; lower replicas or fix the placement annotations")]
+    NoSuitablePlacement { detail: String },
+    #[error("the NATS server did not answer in time ({what}); it may be overloaded or restarting")]
+    Timeout { what: String },
+    #[error("NATS request failed ({what}): {detail}")]
+    Request { what: String, detail: String },
+}
+
+impl NatsError {
+    /// The condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unreachable { .. } => "NatsUnavailable",
+            Self::AuthorizationFailed { .. } => "AuthorizationFailed",
+            Self::Tls { .. } => "TlsFailed",
+            Self::JetStreamDisabled { .. } => "JetStreamDisabled",
+            Self::AccountLimits { .. } => "AccountLimitsExceeded",
+            Self::NoSuitablePlacement { .. } => "NoSuitablePlacement",
+            Self::Timeout { .. } => "NatsTimeout",
+            Self::Request { .. } => "NatsRequestFailed",
+        }
+    }
+
+    /// Whether retrying without a change anywhere cannot help (kstatus `Stalled`). All NATS errors
+    /// are retried with back-off anyway, because the fix is often on the server side.
+    pub fn needs_intervention(&self) -> bool {
+        !matches!(
+            self,
+            Self::Unreachable { .. } | Self::Timeout { .. } | Self::Request { .. }
+        )
+    }
+
+    /// Maps a JetStream API error to a reason by its NATS error code.
+    pub(crate) fn from_jetstream(what: &str, err: &jetstream::Error) -> Self {
+        let detail = err.description().to_string();
+        match err.error_code() {
+            // JetStream not enabled (for the account).
+            jetstream::ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT
+            | jetstream::ErrorCode::JETSTREAM_NOT_ENABLED => Self::JetStreamDisabled {
+                servers: "the server".into(),
+            },
+            // Maximum streams, storage or memory limits of the account.
+            jetstream::ErrorCode::MAXIMUM_STREAMS_LIMIT
+            | jetstream::ErrorCode::ACCOUNT_RESOURCES_EXCEEDED
+            | jetstream::ErrorCode::INSUFFICIENT_RESOURCES
+            | jetstream::ErrorCode::STORAGE_RESOURCES_EXCEEDED
+            | jetstream::ErrorCode::MEMORY_RESOURCES_EXCEEDED => Self::AccountLimits { detail },
+            jetstream::ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED
+            | jetstream::ErrorCode::CLUSTER_NO_PEERS => Self::NoSuitablePlacement { detail },
+            _ => Self::Request {
+                what: what.into(),
+                detail,
+            },
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! One NATS connection per (servers, credentials), shared by every Component that uses it.
+//!
+//! Each Component is a *user* of exactly one connection. When its servers or credentials change
+//! (a rotated Secret) it moves to another connection, and a connection that no Component uses any
+//! more is closed at once: idle connections never pile up and rotated credentials stop being used.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::{Client, ConnectErrorKind, ConnectOptions};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+use super::NatsError;
+use crate::dapr::store::{NatsAuth, StoreConfig};
+use crate::secrets::SecretValue;
+
+/// The identity of a connection: a digest of servers and credentials, so the key itself can be
+/// logged or kept without holding a secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnectionKey([u8; 32]);
+
+impl ConnectionKey {
+    fn of(config: &StoreConfig) -> Self {
+        let mut h = Sha256::new();
+        h.update(config.servers.expose().as_bytes());
+        h.update([0]);
+        if let NatsAuth::Jwt { jwt, seed } = &config.auth {
+            h.update(jwt.expose().as_bytes());
+            h.update([0]);
+            h.update(seed.expose().as_bytes());
+        }
+        Self(h.finalize().into())
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    client: OnceCell<Client>,
+}
+
+#[derive(Default)]
+struct State {
+    slots: HashMap<ConnectionKey, Arc<Slot>>,
+    /// Which connection each Component (`namespace/name`) uses.
+    users: HashMap<String, ConnectionKey>,
+}
+
+/// The shared connections.
+pub struct ConnectionPool {
+    state: Mutex<State>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
+impl ConnectionPool {
+    /// A pool whose connections time out after `connect_timeout` when connecting and after
+    /// `request_timeout` on every request.
+    pub fn new(
+        connect_timeout: Duration,
+        request_timeout: Duration,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) -> Self {
+        Self {
+            state: Mutex::default(),
+            connect_timeout,
+            request_timeout,
+            metrics,
+        }
+    }
+
+    /// The connection for `config`, opened if needed, with `user` (the Component's
+    /// `namespace/name`) recorded as using it. A Component that used another connection before
+    /// leaves it (and it is closed if nobody else uses it).
+    pub async fn connect(&self, user: &str, config: &StoreConfig) -> Result<Client, NatsError> {
+        let key = ConnectionKey::of(config);
+        let slot = {
+            let mut state = self.lock();
+            let slot = state.slots.entry(key).or_default().clone();
+            if let Some(old) = state.users.insert(user.to_string(), key) {
+                if old != key {
+                    self.close_if_unused(&mut state, old);
+                }
+            }
+            slot
+        };
+        let result = slot
+            .client
+            .get_or_try_init(|| self.open(config))
+            .await
+            .cloned();
+        if result.is_err() {
+            // Forget the failed attempt so the next reconcile tries again.
+            let mut state = self.lock();
+            if state
+                .slots
+                .get(&key)
+                .is_some_and(|s| Arc::ptr_eq(s, &slot) && s.client.get().is_none())
+            {
+                state.slots.remove(&key);
+            }
+        }
+        self.update_gauge();
+        result
+    }
+
+    /// `user` no longer uses any connection (its Component was deleted or is not ours any more).
+    pub fn release(&self, user: &str) {
+        let mut state = self.lock();
+        if let Some(key) = state.users.remove(user) {
+            self.close_if_unused(&mut state, key);
+        }
+        drop(state);
+        self.update_gauge();
+    }
+
+    /// Number of open connections.
+    pub fn open_connections(&self) -> usize {
+        self.lock()
+            .slots
+            .values()
+            .filter(|s| s.client.get().is_some())
+            .count()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the maps inconsistent (each update is a
+        // single insert/remove), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn close_if_unused(&self, state: &mut State, key: ConnectionKey) {
+        if state.users.values().any(|k| *k == key) {
+            return;
+        }
+        if let Some(slot) = state.slots.remove(&key) {
+            if let Some(client) = slot.client.get().cloned() {
+                tracing::info!("closing a NATS connection no Component uses any more");
+                tokio::spawn(async move {
+                    let _ = client.drain().await;
+                });
+            }
+        }
+    }
+
+    fn update_gauge(&self) {
+        if let Some(m) = &self.metrics {
+            m.set_nats_connections(self.open_connections());
+        }
+    }
+
+    async fn open(&self, config: &StoreConfig) -> Result<Client, NatsError> {
+        let servers = config.redacted_servers.join(",");
+        let target = parse_servers(&config.servers)?;
+        let mut options = match &config.auth {
+            NatsAuth::Jwt { jwt, seed } => {
+                let key_pair = Arc::new(nkeys::KeyPair::from_seed(seed.expose()).map_err(|_| {
+                    // The credentials were checked before; this only guards a logic error.
+                    NatsError::AuthorizationFailed {
+                        servers: servers.clone(),
+                    }
+                })?);
+                ConnectOptions::with_jwt(jwt.expose().to_string(), move |nonce| {
+                    let key_pair = key_pair.clone();
+                    async move { key_pair.sign(&nonce).map_err(async_nats::AuthError::new) }
+                })
+            }
+            _ => ConnectOptions::new(),
+        };
+        match &target.userinfo {
+            Some(UserInfo::Password(user, pass)) => {
+                options = options.user_and_password(user.clone(), pass.expose().to_string());
+            }
+            Some(UserInfo::Token(token)) => {
+                options = options.token(token.expose().to_string());
+            }
+            None => {}
+        }
+        options = options
+            .name("jetstream-kv-operator")
+            .connection_timeout(self.connect_timeout)
+            .request_timeout(Some(self.request_timeout))
+            // Reconnect for ever in the background: a NATS restart heals without us.
+            .max_reconnects(None);
+        tracing::debug!(servers = %servers, "opening a NATS connection");
+        options
+            .connect(target.addresses.as_slice())
+            .await
+            .map_err(|e| map_connect_error(&servers, &e))
+    }
+}
+
+fn map_connect_error(servers: &str, err: &async_nats::ConnectError) -> NatsError {
+    let servers = servers.to_string();
+    match err.kind() {
+        ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
+            NatsError::AuthorizationFailed { servers }
+        }
+        ConnectErrorKind::Tls => NatsError::Tls {
+            servers,
+            detail: err.kind().to_string(),
+        },
+        kind => NatsError::Unreachable {
+            servers,
+            detail: kind.to_string(),
+        },
+    }
+}
+
+enum UserInfo {
+    Password(String, SecretValue),
+    Token(SecretValue),
+}
+
+struct Target {
+    addresses: Vec<async_nats::ServerAddr>,
+    userinfo: Option<UserInfo>,
+}
+
+/// Splits a Dapr `natsURL` (comma-separated, each maybe with `user:pass@` or `token@`) into
+/// addresses without credentials and the credentials, which the NATS client takes separately.
+fn parse_servers(servers: &SecretValue) -> Result<Target, NatsError> {
+    let mut addresses = Vec::new();
+    let mut userinfo = None;
+    for raw in servers.expose().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let with_scheme = if raw.contains("://") {
+            raw.to_string()
+        } else {
+            format!("nats://{raw}")
+        };
+        let mut url = url::Url::parse(&with_scheme).map_err(|_| NatsError::Unreachable {
+            servers: "natsURL".into(),
+            detail: "a server URL does not parse".into(),
+        })?;
+        if userinfo.is_none() && !url.username().is_empty() {
+            let user = percent_decode(url.username());
+            userinfo = Some(match url.password() {
+                Some(pass) => UserInfo::Password(user, SecretValue::new(percent_decode(pass))),
+                None => UserInfo::Token(SecretValue::new(user)),
+            });
+        }
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        let addr = url
+            .as_str()
+            .parse::<async_nats::ServerAddr>()
+            .map_err(|_| NatsError::Unreachable {
+                servers: "natsURL".into(),
+                detail: "a server URL is not a NATS address".into(),
+            })?;
+        addresses.push(addr);
+    }
+    Ok(Target {
+        addresses,
+        userinfo,
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+            if let Ok(v) = u8::from_str_radix(hex, 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_urls_are_taken_out_of_the_addresses() {
+        let t = parse_servers(&SecretValue::new(
+            "nats://alice:p%40ss@127.0.0.1:4222, 127.0.0.1:4223",
+        ))
+        .unwrap();
+        assert_eq!(t.addresses.len(), 2);
+        for a in &t.addresses {
+            assert!(!format!("{a:?}").contains("p@ss"));
+            assert!(!format!("{a:?}").contains("alice"));
+        }
+        match t.userinfo {
+            Some(UserInfo::Password(user, pass)) => {
+                assert_eq!(user, "alice");
+                assert_eq!(pass.expose(), "p@ss");
+            }
+            _ => panic!("expected user and password"),
+        }
+    }
+
+    #[test]
+    fn a_user_without_password_is_a_token() {
+        let t = parse_servers(&SecretValue::new("nats://s3cr3t@localhost:4222")).unwrap();
+        assert!(matches!(t.userinfo, Some(UserInfo::Token(ref v)) if v.expose() == "s3cr3t"));
+    }
+}
