@@ -1,0 +1,123 @@
+{{/*
+The chart name, or nameOverride.
+*/}}
+{{- define "jetstream-kv-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The full name that prefixes every resource: fullnameOverride, or <release>-<chart> (just <release>
+when it already contains the chart name). Truncated to 63 characters, the limit of label values
+and DNS labels.
+*/}}
+{{- define "jetstream-kv-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The chart label value: <name>-<version>.
+*/}}
+{{- define "jetstream-kv-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels on every resource.
+*/}}
+{{- define "jetstream-kv-operator.labels" -}}
+helm.sh/chart: {{ include "jetstream-kv-operator.chart" . }}
+{{ include "jetstream-kv-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "jetstream-kv-operator.version" . | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: jetstream-kv-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+Labels that select the operator pods. Never change them: a Deployment's selector is immutable.
+*/}}
+{{- define "jetstream-kv-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "jetstream-kv-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The version the release runs: the image tag, else the appVersion. A label value, so sanitised.
+*/}}
+{{- define "jetstream-kv-operator.version" -}}
+{{- default .Chart.AppVersion .Values.image.tag | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The ServiceAccount the operator runs as.
+*/}}
+{{- define "jetstream-kv-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "jetstream-kv-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The container image: repository@digest when a digest is set, else repository:tag.
+*/}}
+{{- define "jetstream-kv-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The leader-election Lease name.
+*/}}
+{{- define "jetstream-kv-operator.leaseName" -}}
+{{- default (include "jetstream-kv-operator.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{/*
+RBAC rules on the namespaced resources of the namespaces the operator watches. Used by the
+ClusterRole (all namespaces) or by one Role per watched namespace, so that both modes grant
+exactly the same verbs.
+*/}}
+{{- define "jetstream-kv-operator.watchedRules" -}}
+# The Dapr Components it provisions buckets for: read them, and write only their metadata
+# (status annotations and, with deletion-policy: delete, a finalizer) with server-side apply.
+- apiGroups: ["dapr.io"]
+  resources: ["components"]
+  verbs: ["get", "list", "watch", "patch"]
+# Setting an owner reference with blockOwnerDeletion (KeyValueBucket -> Component) needs this
+# where the OwnerReferencesPermissionEnforcement admission plugin runs.
+- apiGroups: ["dapr.io"]
+  resources: ["components/finalizers"]
+  verbs: ["update"]
+# Secrets that Components reference (secretKeyRef): read only, in watched namespaces only.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch"]
+# Its own resource, one per Component.
+- apiGroups: ["jetstreamkv.io"]
+  resources: ["keyvaluebuckets"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: ["jetstreamkv.io"]
+  resources: ["keyvaluebuckets/status"]
+  verbs: ["get", "patch", "update"]
+# Events on Components and KeyValueBuckets.
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}

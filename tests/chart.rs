@@ -1,0 +1,632 @@
+//! The Helm chart, rendered by the real `helm` (no cluster needed): it lints, its values are
+//! validated by its schema, the Deployment is hardened, and the operator's ServiceAccount gets
+//! exactly the permissions it needs, in exactly the namespaces it watches.
+//!
+//! `helm` comes from `JKO_HELM_BIN`, else from `PATH`: run `eval "$(test-env/setup.sh)"` first.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, EnvVar};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+
+const RELEASE: &str = "kvo";
+const RELEASE_NAMESPACE: &str = "jko-system";
+/// `<release>-<chart>`: the name of every object of the release.
+const FULLNAME: &str = "kvo-jetstream-kv-operator";
+const NAMESPACED: &[&str] = &["--set", "watchNamespaces={team-a,team-b}"];
+
+fn chart_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/jetstream-kv-operator")
+}
+
+fn helm_bin() -> PathBuf {
+    let hint = r#"run `eval "$(test-env/setup.sh)"` to build helm and set JKO_HELM_BIN"#;
+    if let Some(bin) = std::env::var_os("JKO_HELM_BIN") {
+        let bin = PathBuf::from(bin);
+        assert!(
+            bin.is_file(),
+            "JKO_HELM_BIN={} does not exist: {hint}",
+            bin.display()
+        );
+        return bin;
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("helm"))
+                .find(|candidate| candidate.is_file())
+        })
+        .unwrap_or_else(|| panic!("helm is neither in JKO_HELM_BIN nor on PATH: {hint}"))
+}
+
+/// Runs helm; `Ok(stdout)` when it succeeds, `Err(stdout + stderr)` when it fails.
+fn helm(args: &[&str]) -> Result<String, String> {
+    let output = Command::new(helm_bin())
+        .args(args)
+        .output()
+        .expect("helm runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if output.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+fn lint(extra: &[&str]) -> Result<String, String> {
+    let chart = chart_dir();
+    let mut args = vec!["lint", "--strict", chart.to_str().expect("UTF-8 path")];
+    args.extend_from_slice(extra);
+    helm(&args)
+}
+
+/// `helm template` with extra arguments (`--set ...`), as parsed objects.
+fn try_render(extra: &[&str]) -> Result<Objects, String> {
+    let chart = chart_dir();
+    let mut args = vec![
+        "template",
+        RELEASE,
+        chart.to_str().expect("UTF-8 path"),
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--kube-version",
+        "1.33.0",
+    ];
+    args.extend_from_slice(extra);
+    let manifest = helm(&args)?;
+    let objects = serde_yaml::Deserializer::from_str(&manifest)
+        .map(|document| Value::deserialize(document).expect("helm renders valid YAML"))
+        .filter(|object| !object.is_null())
+        .collect();
+    Ok(Objects(objects))
+}
+
+fn render(extra: &[&str]) -> Objects {
+    try_render(extra).unwrap_or_else(|error| panic!("helm template {extra:?} failed:\n{error}"))
+}
+
+/// The objects of a rendered release.
+struct Objects(Vec<Value>);
+
+impl Objects {
+    /// Every object of `kind`, deserialized as the Kubernetes type a user's cluster would see.
+    fn all<T: DeserializeOwned>(&self, kind: &str) -> Vec<T> {
+        self.0
+            .iter()
+            .filter(|object| object["kind"].as_str() == Some(kind))
+            .map(|object| {
+                serde_yaml::from_value(object.clone()).unwrap_or_else(|error| {
+                    panic!("rendered {kind} is not a valid {kind}: {error}")
+                })
+            })
+            .collect()
+    }
+
+    fn count(&self, kind: &str) -> usize {
+        self.0
+            .iter()
+            .filter(|object| object["kind"].as_str() == Some(kind))
+            .count()
+    }
+
+    fn deployment(&self) -> Deployment {
+        let mut deployments = self.all::<Deployment>("Deployment");
+        assert_eq!(deployments.len(), 1, "one Deployment");
+        deployments.remove(0)
+    }
+
+    /// Every permission granted to the operator's ServiceAccount, through any binding.
+    fn operator_grants(&self) -> BTreeSet<Grant> {
+        let cluster_roles = self.all::<ClusterRole>("ClusterRole");
+        let roles = self.all::<Role>("Role");
+        let cluster_role = |name: &str| -> Vec<PolicyRule> {
+            let role = cluster_roles
+                .iter()
+                .find(|role| role.metadata.name.as_deref() == Some(name))
+                .unwrap_or_else(|| panic!("binding refers to ClusterRole {name}, not rendered"));
+            role.rules.clone().unwrap_or_default()
+        };
+        let mut grants = BTreeSet::new();
+        for binding in self.all::<ClusterRoleBinding>("ClusterRoleBinding") {
+            if binds_operator(binding.subjects.as_deref()) {
+                assert_eq!(binding.role_ref.kind, "ClusterRole");
+                add_grants(&mut grants, "*", &cluster_role(&binding.role_ref.name));
+            }
+        }
+        for binding in self.all::<RoleBinding>("RoleBinding") {
+            if !binds_operator(binding.subjects.as_deref()) {
+                continue;
+            }
+            let namespace = binding
+                .metadata
+                .namespace
+                .clone()
+                .expect("namespaced binding");
+            let rules = match binding.role_ref.kind.as_str() {
+                "ClusterRole" => cluster_role(&binding.role_ref.name),
+                "Role" => roles
+                    .iter()
+                    .find(|role| {
+                        role.metadata.name.as_deref() == Some(binding.role_ref.name.as_str())
+                            && role.metadata.namespace.as_deref() == Some(namespace.as_str())
+                    })
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "RoleBinding {namespace}/{} has no Role",
+                            binding.role_ref.name
+                        )
+                    })
+                    .rules
+                    .clone()
+                    .unwrap_or_default(),
+                other => panic!("unexpected roleRef kind {other}"),
+            };
+            add_grants(&mut grants, &namespace, &rules);
+        }
+        grants
+    }
+}
+
+/// One permission: in a namespace (`*`: cluster-wide), on a resource (optionally one object).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Grant {
+    namespace: String,
+    group: String,
+    resource: String,
+    verb: String,
+    /// `*`: any object.
+    object: String,
+}
+
+fn grant(namespace: &str, group: &str, resource: &str, verb: &str, object: &str) -> Grant {
+    Grant {
+        namespace: namespace.into(),
+        group: group.into(),
+        resource: resource.into(),
+        verb: verb.into(),
+        object: object.into(),
+    }
+}
+
+fn add_grants(grants: &mut BTreeSet<Grant>, namespace: &str, rules: &[PolicyRule]) {
+    for rule in rules {
+        assert!(
+            rule.non_resource_urls.is_none(),
+            "no non-resource URLs: {rule:?}"
+        );
+        let objects = match rule.resource_names.as_deref() {
+            None | Some([]) => vec!["*".to_owned()],
+            Some(names) => names.to_vec(),
+        };
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    for object in &objects {
+                        grants.insert(grant(namespace, group, resource, verb, object));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn binds_operator(subjects: Option<&[k8s_openapi::api::rbac::v1::Subject]>) -> bool {
+    subjects.unwrap_or_default().iter().any(|subject| {
+        subject.kind == "ServiceAccount"
+            && subject.name == FULLNAME
+            && subject.namespace.as_deref() == Some(RELEASE_NAMESPACE)
+    })
+}
+
+/// What the operator needs in each namespace it watches (`*`: all of them).
+fn watched_namespace_grants(namespace: &str) -> Vec<Grant> {
+    let mut grants = Vec::new();
+    let mut add = |group: &str, resource: &str, verbs: &[&str]| {
+        for verb in verbs {
+            grants.push(grant(namespace, group, resource, verb, "*"));
+        }
+    };
+    add("dapr.io", "components", &["get", "list", "watch", "patch"]);
+    add("dapr.io", "components/finalizers", &["update"]);
+    add("", "secrets", &["get", "list", "watch"]);
+    let kvb_verbs = [
+        "get", "list", "watch", "create", "patch", "update", "delete",
+    ];
+    add("jetstreamkv.io", "keyvaluebuckets", &kvb_verbs);
+    add(
+        "jetstreamkv.io",
+        "keyvaluebuckets/status",
+        &["get", "patch", "update"],
+    );
+    add("events.k8s.io", "events", &["create", "patch"]);
+    add("", "events", &["create", "patch"]);
+    grants
+}
+
+/// The leader-election Lease: in the release namespace, and only the release's own Lease beyond
+/// `create` (which cannot name an object that does not exist yet).
+fn lease_grants() -> Vec<Grant> {
+    let mut grants = vec![grant(
+        RELEASE_NAMESPACE,
+        "coordination.k8s.io",
+        "leases",
+        "create",
+        "*",
+    )];
+    for verb in ["get", "update", "patch"] {
+        grants.push(grant(
+            RELEASE_NAMESPACE,
+            "coordination.k8s.io",
+            "leases",
+            verb,
+            FULLNAME,
+        ));
+    }
+    grants
+}
+
+fn operator_container(deployment: &Deployment) -> Container {
+    let pod = deployment
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.as_ref())
+        .expect("pod spec");
+    assert_eq!(pod.containers.len(), 1, "one container");
+    pod.containers[0].clone()
+}
+
+fn env<'a>(container: &'a Container, name: &str) -> &'a EnvVar {
+    let vars = container.env.as_deref().unwrap_or_default();
+    let matching: Vec<_> = vars.iter().filter(|var| var.name == name).collect();
+    assert_eq!(matching.len(), 1, "exactly one {name} in {vars:?}");
+    matching[0]
+}
+
+fn env_value(container: &Container, name: &str) -> String {
+    env(container, name)
+        .value
+        .clone()
+        .unwrap_or_else(|| panic!("{name} has a literal value"))
+}
+
+fn env_field_path(container: &Container, name: &str) -> String {
+    env(container, name)
+        .value_from
+        .as_ref()
+        .and_then(|source| source.field_ref.as_ref())
+        .map(|field| field.field_path.clone())
+        .unwrap_or_else(|| panic!("{name} comes from the downward API"))
+}
+
+fn assert_schema_rejects(set: &str, path: &str) {
+    let error = match try_render(&["--set", set]) {
+        Ok(_) => panic!("--set {set} was accepted"),
+        Err(error) => error,
+    };
+    assert!(
+        error.contains("don't meet the specifications of the schema") && error.contains(path),
+        "--set {set} should fail schema validation at {path}, got:\n{error}"
+    );
+}
+
+#[test]
+fn lint_passes_with_default_values() {
+    if let Err(error) = lint(&[]) {
+        panic!("helm lint --strict failed:\n{error}");
+    }
+}
+
+#[test]
+fn lint_passes_when_watching_listed_namespaces() {
+    if let Err(error) = lint(NAMESPACED) {
+        panic!("helm lint --strict {NAMESPACED:?} failed:\n{error}");
+    }
+}
+
+#[test]
+fn lint_passes_with_every_optional_object_enabled() {
+    let all = [
+        "--set",
+        "replicas=2,serviceMonitor.enabled=true,podDisruptionBudget.enabled=true,networkPolicy.enabled=true",
+    ];
+    if let Err(error) = lint(&all) {
+        panic!("helm lint --strict {all:?} failed:\n{error}");
+    }
+}
+
+#[test]
+fn by_default_the_operator_watches_all_namespaces_with_one_cluster_role() {
+    let objects = render(&[]);
+
+    let bound: Vec<String> = objects
+        .all::<ClusterRoleBinding>("ClusterRoleBinding")
+        .into_iter()
+        .filter(|binding| binds_operator(binding.subjects.as_deref()))
+        .map(|binding| binding.role_ref.name)
+        .collect();
+    assert_eq!(bound, [FULLNAME], "one ClusterRole bound to the operator");
+
+    let expected: BTreeSet<Grant> = watched_namespace_grants("*")
+        .into_iter()
+        .chain(lease_grants())
+        .collect();
+    assert_eq!(
+        objects.operator_grants(),
+        expected,
+        "exactly these permissions"
+    );
+
+    let operator = operator_container(&objects.deployment());
+    assert_eq!(env_value(&operator, "WATCH_NAMESPACES"), "");
+}
+
+#[test]
+fn watching_listed_namespaces_grants_secrets_there_and_nowhere_else() {
+    let objects = render(NAMESPACED);
+
+    let expected: BTreeSet<Grant> = watched_namespace_grants("team-a")
+        .into_iter()
+        .chain(watched_namespace_grants("team-b"))
+        .chain(lease_grants())
+        .collect();
+    assert_eq!(
+        objects.operator_grants(),
+        expected,
+        "exactly these permissions"
+    );
+
+    for namespace in ["team-a", "team-b"] {
+        let role = objects
+            .all::<Role>("Role")
+            .into_iter()
+            .find(|role| role.metadata.namespace.as_deref() == Some(namespace))
+            .unwrap_or_else(|| panic!("a Role in {namespace}"));
+        let reads_secrets = role.rules.iter().flatten().any(|rule| {
+            rule.resources
+                .iter()
+                .flatten()
+                .any(|resource| resource == "secrets")
+                && ["get", "list", "watch"]
+                    .iter()
+                    .all(|verb| rule.verbs.iter().any(|granted| granted == verb))
+        });
+        assert!(reads_secrets, "the Role in {namespace} reads Secrets");
+    }
+
+    for role in objects.all::<ClusterRole>("ClusterRole") {
+        let touches_secrets = role.rules.iter().flatten().any(|rule| {
+            rule.resources
+                .iter()
+                .flatten()
+                .any(|resource| resource == "secrets" || resource == "*")
+        });
+        assert!(
+            !touches_secrets,
+            "ClusterRole {:?} grants Secrets",
+            role.metadata.name
+        );
+    }
+    assert_eq!(
+        objects.count("ClusterRoleBinding"),
+        0,
+        "nothing bound cluster-wide"
+    );
+
+    let operator = operator_container(&objects.deployment());
+    assert_eq!(env_value(&operator, "WATCH_NAMESPACES"), "team-a,team-b");
+}
+
+#[test]
+fn the_operator_can_never_write_secrets() {
+    for values in [&[][..], NAMESPACED] {
+        let writes: Vec<Grant> = render(values)
+            .operator_grants()
+            .into_iter()
+            .filter(|grant| grant.resource == "secrets" || grant.resource == "*")
+            .filter(|grant| !["get", "list", "watch"].contains(&grant.verb.as_str()))
+            .collect();
+        assert!(writes.is_empty(), "with {values:?}: {writes:?}");
+    }
+}
+
+#[test]
+fn the_lease_role_is_in_the_release_namespace_and_names_the_operators_lease() {
+    let objects = render(&[]);
+    let lease_roles: Vec<Role> = objects
+        .all::<Role>("Role")
+        .into_iter()
+        .filter(|role| {
+            role.rules
+                .iter()
+                .flatten()
+                .any(|rule| rule.resources.iter().flatten().any(|r| r == "leases"))
+        })
+        .collect();
+    assert_eq!(lease_roles.len(), 1, "one Role for the Lease");
+    assert_eq!(
+        lease_roles[0].metadata.namespace.as_deref(),
+        Some(RELEASE_NAMESPACE)
+    );
+
+    let operator = operator_container(&objects.deployment());
+    assert_eq!(env_value(&operator, "LEADER_ELECTION"), "true");
+    // The Lease the Role names is the one the operator uses, in its own namespace.
+    assert_eq!(env_value(&operator, "LEASE_NAME"), FULLNAME);
+    assert_eq!(
+        env_field_path(&operator, "LEASE_NAMESPACE"),
+        "metadata.namespace"
+    );
+    assert_eq!(env_field_path(&operator, "POD_NAME"), "metadata.name");
+}
+
+#[test]
+fn without_leader_election_there_is_no_lease_access_and_one_replica_only() {
+    let objects = render(&["--set", "leaderElection.enabled=false"]);
+    assert!(
+        objects
+            .operator_grants()
+            .iter()
+            .all(|grant| grant.resource != "leases"),
+        "no Lease permission"
+    );
+    let operator = operator_container(&objects.deployment());
+    assert_eq!(env_value(&operator, "LEADER_ELECTION"), "false");
+
+    let error = try_render(&["--set", "leaderElection.enabled=false,replicas=2"])
+        .err()
+        .expect("two replicas without leader election are refused");
+    assert!(error.contains("leaderElection.enabled"), "{error}");
+}
+
+#[test]
+fn the_deployment_is_hardened() {
+    let deployment = render(&[]).deployment();
+    let pod = deployment
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.clone())
+        .expect("pod spec");
+    let pod_security = pod.security_context.expect("pod securityContext");
+    assert_eq!(pod_security.run_as_non_root, Some(true));
+    assert_eq!(pod_security.run_as_user, Some(65532));
+    assert_eq!(
+        pod_security.seccomp_profile.map(|profile| profile.type_),
+        Some("RuntimeDefault".to_owned())
+    );
+
+    let operator = operator_container(&deployment);
+    let security = operator
+        .security_context
+        .clone()
+        .expect("container securityContext");
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(security.run_as_user, Some(65532));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert!(!security.privileged.unwrap_or(false), "not privileged");
+    let capabilities = security.capabilities.expect("capabilities");
+    assert_eq!(capabilities.drop, Some(vec!["ALL".to_owned()]));
+    assert_eq!(capabilities.add.unwrap_or_default(), Vec::<String>::new());
+    assert_eq!(
+        security.seccomp_profile.map(|profile| profile.type_),
+        Some("RuntimeDefault".to_owned())
+    );
+
+    let resources = operator.resources.clone().expect("resources");
+    assert!(resources.requests.is_some_and(|r| r.contains_key("memory")));
+    assert!(resources.limits.is_some_and(|r| r.contains_key("memory")));
+
+    let http_get = |probe: Option<&k8s_openapi::api::core::v1::Probe>| {
+        probe
+            .and_then(|probe| probe.http_get.as_ref())
+            .map(|get| (get.path.clone().unwrap_or_default(), get.port.clone()))
+    };
+    let http_port =
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("http".into());
+    assert_eq!(
+        http_get(operator.liveness_probe.as_ref()),
+        Some(("/healthz".to_owned(), http_port.clone()))
+    );
+    assert_eq!(
+        http_get(operator.readiness_probe.as_ref()),
+        Some(("/readyz".to_owned(), http_port))
+    );
+    let ports = operator.ports.clone().unwrap_or_default();
+    assert!(
+        ports
+            .iter()
+            .any(|port| port.name.as_deref() == Some("http") && port.container_port == 8080)
+    );
+    assert_eq!(env_value(&operator, "HTTP_ADDR"), "0.0.0.0:8080");
+    assert_eq!(operator.args, Some(vec!["run".to_owned()]));
+}
+
+#[test]
+fn the_image_tag_defaults_to_the_app_version() {
+    let chart: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(chart_dir().join("Chart.yaml")).expect("Chart.yaml"),
+    )
+    .expect("Chart.yaml is YAML");
+    let app_version = chart["appVersion"].as_str().expect("appVersion");
+    let image = operator_container(&render(&[]).deployment())
+        .image
+        .expect("image");
+    assert!(image.ends_with(&format!(":{app_version}")), "{image}");
+
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let pinned =
+        operator_container(&render(&["--set", &format!("image.digest={digest}")]).deployment())
+            .image
+            .expect("image");
+    assert!(pinned.ends_with(&format!("@{digest}")), "{pinned}");
+}
+
+#[test]
+fn the_schema_rejects_bad_values() {
+    assert_schema_rejects("replicas=-1", "/replicas");
+    assert_schema_rejects("logFormat=xml", "/logFormat");
+    assert_schema_rejects("resyncInterval=often", "/resyncInterval");
+    assert_schema_rejects("watchNamespaces={Team_A}", "/watchNamespaces/0");
+    assert_schema_rejects("image.pullPolicy=Sometimes", "/image/pullPolicy");
+    // A misspelt value is an error, not silently ignored.
+    assert_schema_rejects("replica=2", "replica");
+}
+
+#[test]
+fn optional_objects_are_off_by_default_and_select_the_operator_pods_when_on() {
+    let defaults = render(&[]);
+    for kind in ["ServiceMonitor", "PodDisruptionBudget", "NetworkPolicy"] {
+        assert_eq!(defaults.count(kind), 0, "no {kind} by default");
+    }
+    assert_eq!(defaults.count("Service"), 1, "the metrics Service");
+
+    let enabled = render(&[
+        "--set",
+        "replicas=2,serviceMonitor.enabled=true,podDisruptionBudget.enabled=true,networkPolicy.enabled=true",
+    ]);
+    let deployment = enabled.deployment();
+    let pod_labels = deployment
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.metadata.as_ref())
+        .and_then(|metadata| metadata.labels.clone())
+        .expect("pod labels");
+    for kind in [
+        "ServiceMonitor",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "Service",
+    ] {
+        let objects: Vec<Value> = enabled.all(kind);
+        assert_eq!(objects.len(), 1, "one {kind}");
+        let spec = &objects[0]["spec"];
+        let selector = if kind == "Service" {
+            &spec["selector"]
+        } else if kind == "NetworkPolicy" {
+            &spec["podSelector"]["matchLabels"]
+        } else {
+            &spec["selector"]["matchLabels"]
+        };
+        let selector = selector
+            .as_mapping()
+            .unwrap_or_else(|| panic!("{kind} has a selector"));
+        assert!(!selector.is_empty(), "{kind} selects something");
+        for (key, value) in selector {
+            let (key, value) = (key.as_str().expect("key"), value.as_str().expect("value"));
+            assert_eq!(
+                pod_labels.get(key).map(String::as_str),
+                Some(value),
+                "{kind} selects the pods"
+            );
+        }
+    }
+}
