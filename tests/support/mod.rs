@@ -154,3 +154,89 @@ where
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
 }
+
+/// The nats-server (JetStream) shared by the tests of this binary.
+pub fn nats() -> &'static nats::NatsServer {
+    static NATS: OnceLock<nats::NatsServer> = OnceLock::new();
+    NATS.get_or_init(nats::NatsServer::start)
+}
+
+/// Resync period of the shared operator: short, so drift and steady-state tests run quickly.
+pub const RESYNC: Duration = Duration::from_secs(4);
+
+/// The operator process shared by the tests of this binary, watching every namespace.
+pub fn operator() -> &'static operator::Operator {
+    static OPERATOR: OnceLock<operator::Operator> = OnceLock::new();
+    OPERATOR.get_or_init(|| {
+        operator::Operator::start(
+            &control_plane().kubeconfig,
+            &["--resync-interval", "4s", "--max-backoff", "2s"],
+        )
+    })
+}
+
+/// `kubectl wait --for=condition=<condition> kvb/<name>`, as a user would; on timeout, panics
+/// with the KeyValueBucket, the namespace's events and the operator's log.
+pub fn wait_kvb(namespace: &str, name: &str, condition: &str, timeout: Duration) {
+    // `kubectl wait --for=condition` fails at once while the object does not exist yet.
+    let _ = control_plane().kubectl(
+        &[
+            "-n",
+            namespace,
+            "wait",
+            "--for=create",
+            &format!("kvb/{name}"),
+            &format!("--timeout={}s", timeout.as_secs()),
+        ],
+        None,
+    );
+    let result = control_plane().kubectl(
+        &[
+            "-n",
+            namespace,
+            "wait",
+            &format!("--for=condition={condition}"),
+            &format!("kvb/{name}"),
+            &format!("--timeout={}s", timeout.as_secs()),
+        ],
+        None,
+    );
+    if let Err(e) = result {
+        panic!(
+            "{e}\n{}\n--- operator log:\n{}",
+            describe(namespace, "kvb", name),
+            operator().log_tail()
+        );
+    }
+}
+
+/// A JetStream context on a NATS URL, for checking buckets as Dapr would see them.
+pub async fn jetstream(url: &str) -> async_nats::jetstream::Context {
+    let client = async_nats::connect(url).await.expect("connect to nats-server");
+    async_nats::jetstream::new(client)
+}
+
+/// Waits until the KeyValueBucket's condition `type_` has `status` and `reason`; returns the
+/// object. Panics with what a user would look at when it does not happen.
+pub async fn wait_condition(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> jetstream_kv_operator::crd::KeyValueBucket {
+    let api: Api<jetstream_kv_operator::crd::KeyValueBucket> =
+        Api::namespaced(client.clone(), namespace);
+    eventually(
+        Duration::from_secs(60),
+        &format!("kvb/{name} in {namespace} to have {type_}={status} reason {reason}"),
+        || async {
+            let kvb = api.get_opt(name).await.ok().flatten()?;
+            let c = kvb.condition(type_)?;
+            (c.status == status && c.reason == reason).then_some(kvb)
+        },
+        async || format!("{}\n--- operator log:\n{}", describe(namespace, "kvb", name), operator().log_tail()),
+    )
+    .await
+}

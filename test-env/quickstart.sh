@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Quick start: a local Kubernetes control plane and a NATS server with JetStream, the operator
+# running against them, and examples/statestore.yaml applied until its bucket is Ready.
+#
+#   test-env/quickstart.sh          start everything (again) and show the result
+#   test-env/quickstart.sh stop     stop everything it started
+#
+# Everything it starts keeps running in the background so you can try more Components:
+#   export KUBECONFIG=~/.cache/jetstream-kv-operator/quickstart/controlplane/kubeconfig
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+eval "$(test-env/setup.sh)"
+state="$JKO_CACHE/quickstart"
+mkdir -p "$state"
+
+stop_all() {
+  for name in operator nats controlplane; do
+    if [ -f "$state/$name.pid" ]; then
+      pid=$(cat "$state/$name.pid")
+      if kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -9 "$pid" 2>/dev/null || true
+      fi
+      rm -f "$state/$name.pid"
+    fi
+  done
+}
+if [ "${1:-}" = "stop" ]; then
+  stop_all
+  echo "stopped the quick start's operator, nats-server and control plane" >&2
+  exit 0
+fi
+stop_all
+rm -rf "$state/controlplane" "$state/nats"
+
+step "starting the Kubernetes control plane (etcd, kube-apiserver, garbage collector)"
+setsid "$JKO_CONTROLPLANE_BIN" --dir "$state/controlplane" >"$state/controlplane.out" 2>"$state/controlplane.log" </dev/null &
+echo $! >"$state/controlplane.pid"
+for _ in $(seq 600); do
+  grep -q '^READY' "$state/controlplane.out" 2>/dev/null && break
+  kill -0 "$(cat "$state/controlplane.pid")" 2>/dev/null || { cat "$state/controlplane.log" >&2; exit 1; }
+  sleep 0.2
+done
+grep -q '^READY' "$state/controlplane.out" || { echo "control plane not ready; see $state/controlplane.log" >&2; exit 1; }
+export KUBECONFIG="$state/controlplane/kubeconfig"
+kubectl version 2>/dev/null | grep Server >&2
+
+step "starting nats-server with JetStream"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+nats_port=4222
+if (echo >/dev/tcp/127.0.0.1/4222) 2>/dev/null; then nats_port=$(free_port); fi
+monitor_port=$(free_port)
+setsid "$JKO_NATS_SERVER_BIN" -a 127.0.0.1 -p "$nats_port" -m "$monitor_port" -js -sd "$state/nats" >"$state/nats.log" 2>&1 </dev/null &
+echo $! >"$state/nats.pid"
+for _ in $(seq 100); do
+  (echo >/dev/tcp/127.0.0.1/"$nats_port") 2>/dev/null && break
+  sleep 0.1
+done
+echo "nats-server $("$JKO_NATS_SERVER_BIN" --version | awk '{print $2}') on nats://127.0.0.1:$nats_port (monitoring on http://127.0.0.1:$monitor_port)" >&2
+
+step "building the operator"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$JKO_CACHE/target}"
+cargo build --locked --bin jetstream-kv-operator
+operator="$CARGO_TARGET_DIR/debug/jetstream-kv-operator"
+
+step "installing the CRDs (Dapr Component, KeyValueBucket)"
+kubectl apply --server-side -f crds/ >&2
+kubectl wait --for=condition=Established crd --all --timeout=60s >&2
+
+step "running the operator (log: $state/operator.log)"
+HTTP_ADDR="127.0.0.1:$(free_port)" setsid "$operator" run >"$state/operator.log" 2>&1 </dev/null &
+echo $! >"$state/operator.pid"
+
+step "applying examples/statestore.yaml"
+sed "s#nats://127.0.0.1:4222#nats://127.0.0.1:$nats_port#" examples/statestore.yaml | kubectl apply -f - >&2
+kubectl wait --for=condition=Ready kvb/statestore --timeout=120s >&2 || {
+  kubectl get kvb statestore -o yaml >&2 || true
+  tail -30 "$state/operator.log" >&2
+  exit 1
+}
+
+step "the KeyValueBucket"
+kubectl get kvb statestore -o wide
+kubectl get kvb statestore -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}'
+
+step "the bucket as NATS reports it"
+python3 - "$monitor_port" <<'PY'
+import json, sys, urllib.request
+jsz = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/jsz?streams=true&config=true"))
+for account in jsz.get("account_details", []):
+    for s in account.get("stream_detail", []):
+        c = s["config"]
+        print(f'{s["name"]}: subjects={c["subjects"]} history={c["max_msgs_per_subject"]} '
+              f'storage={c["storage"]} replicas={c["num_replicas"]} metadata={ {k: v for k, v in c.get("metadata", {}).items() if not k.startswith("_nats")} }')
+PY
+
+cat >&2 <<MSG
+
+The operator, the control plane and nats-server keep running. Try it:
+  export KUBECONFIG=$KUBECONFIG
+  kubectl get kvb -A
+  kubectl describe component statestore
+Stop everything with: test-env/quickstart.sh stop
+MSG
