@@ -123,12 +123,16 @@ impl k8s_openapi::Metadata for Component {
 }
 
 /// The serialized shape, borrowed, so that serializing needs no clone.
+///
+/// An empty spec is left out: a Component built only to carry metadata (say, for a server-side
+/// apply of annotations) must never claim, and so overwrite, the user's spec.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct WireRef<'a> {
     api_version: &'static str,
     kind: &'static str,
     metadata: &'a ObjectMeta,
+    #[serde(skip_serializing_if = "is_empty_spec")]
     spec: &'a ComponentSpec,
     #[serde(skip_serializing_if = "Option::is_none")]
     auth: &'a Option<ComponentAuth>,
@@ -197,6 +201,10 @@ impl<'de> Deserialize<'de> for Component {
     }
 }
 
+fn is_empty_spec(spec: &&ComponentSpec) -> bool {
+    **spec == ComponentSpec::default()
+}
+
 /// Reads `null` as the type's default, as Go's JSON decoding does for Dapr itself.
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
@@ -209,7 +217,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+        CustomResourceDefinition, JSONSchemaPropsOrArray,
+    };
     use serde_json::json;
 
     fn from_yaml(yaml: &str) -> Component {
@@ -301,16 +311,27 @@ scopes:
     }
 
     #[test]
-    fn serializing_a_default_component_writes_only_what_is_there() {
+    fn serializing_writes_only_what_is_there() {
         let v = serde_json::to_value(Component::default()).unwrap();
         assert_eq!(
             v,
-            json!({
-                "apiVersion": "dapr.io/v1alpha1",
-                "kind": "Component",
-                "metadata": {},
-                "spec": {"type": "", "version": "", "metadata": []},
-            })
+            json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Component", "metadata": {}})
+        );
+
+        // A Component that only carries annotations does not touch the spec when applied.
+        let mut c = Component::default();
+        c.metadata.name = Some("statestore".into());
+        c.metadata.annotations = Some([("jetstreamkv.io/ready".into(), "true".into())].into());
+        let v = serde_json::to_value(&c).unwrap();
+        assert!(v.get("spec").is_none(), "{v}");
+        assert_eq!(v["metadata"]["annotations"]["jetstreamkv.io/ready"], "true");
+
+        let mut c = Component::default();
+        c.spec.type_ = "state.jetstream".into();
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(
+            v["spec"],
+            json!({"type": "state.jetstream", "version": "", "metadata": []})
         );
     }
 
@@ -460,7 +481,7 @@ scopes:
             .as_ref()
             .unwrap();
         let item = match item {
-            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(s) => s,
+            JSONSchemaPropsOrArray::Schema(s) => s,
             other => panic!("metadata items: {other:?}"),
         };
         assert_eq!(item.required.as_deref(), Some(&["name".to_string()][..]));
