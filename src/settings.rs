@@ -1,1 +1,1135 @@
-//! (being written)
+//! Bucket settings and policies from `jetstreamkv.io/*` annotations on a Component.
+//!
+//! Dapr ignores annotations, so they are where a Component says how its bucket should look. All
+//! annotations are read before anything is decided: a bad one fails the whole set, never leaving a
+//! half-applied configuration. Unknown `jetstreamkv.io/*` keys are errors, because a typo would
+//! otherwise silently give a bucket with default settings.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The prefix of every annotation this operator reads or writes.
+pub const ANNOTATION_PREFIX: &str = "jetstreamkv.io/";
+
+/// Status summary annotation written by the operator: `true` or `false`.
+pub const READY_ANNOTATION: &str = "jetstreamkv.io/ready";
+/// Status summary annotation written by the operator: the reason of the Ready condition.
+pub const REASON_ANNOTATION: &str = "jetstreamkv.io/reason";
+/// Status summary annotation written by the operator: the Component generation reported.
+pub const OBSERVED_GENERATION_ANNOTATION: &str = "jetstreamkv.io/observed-generation";
+
+/// Annotation for [`BucketSettings::on_existing`].
+pub const ON_EXISTING_ANNOTATION: &str = "jetstreamkv.io/on-existing";
+/// Annotation for [`BucketSettings::deletion_policy`].
+pub const DELETION_POLICY_ANNOTATION: &str = "jetstreamkv.io/deletion-policy";
+/// Annotation for [`BucketSettings::allow_data_loss`].
+pub const ALLOW_DATA_LOSS_ANNOTATION: &str = "jetstreamkv.io/allow-data-loss";
+
+/// The operator's own status annotations: never settings, so skipped when reading them.
+const STATUS_ANNOTATIONS: [&str; 3] = [
+    READY_ANNOTATION,
+    REASON_ANNOTATION,
+    OBSERVED_GENERATION_ANNOTATION,
+];
+
+/// The policy annotations (how the operator behaves, not how the bucket looks).
+const POLICY_ANNOTATIONS: [&str; 3] = [
+    ON_EXISTING_ANNOTATION,
+    DELETION_POLICY_ANNOTATION,
+    ALLOW_DATA_LOSS_ANNOTATION,
+];
+
+/// Most values a KV key keeps (a NATS limit).
+const MAX_HISTORY: i64 = 64;
+/// Most replicas of a JetStream stream (a NATS limit).
+const MAX_REPLICAS: usize = 5;
+/// Shortest non-zero TTL NATS accepts (`max age needs to be >= 100ms`).
+const MIN_TTL: Duration = Duration::from_millis(100);
+/// Annotation values longer than this are cut in error messages.
+const MAX_SHOWN_VALUE: usize = 80;
+
+/// A bucket setting that can be set by annotation.
+///
+/// Recorded in [`BucketSettings::explicit`] when set, because a bucket the operator did not
+/// create is only compared on the settings the Component asks for.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum Setting {
+    /// `jetstreamkv.io/history`
+    History,
+    /// `jetstreamkv.io/ttl`
+    Ttl,
+    /// `jetstreamkv.io/max-bytes`
+    MaxBytes,
+    /// `jetstreamkv.io/max-value-size`
+    MaxValueSize,
+    /// `jetstreamkv.io/storage`
+    Storage,
+    /// `jetstreamkv.io/replicas`
+    Replicas,
+    /// `jetstreamkv.io/compression`
+    Compression,
+    /// `jetstreamkv.io/description`
+    Description,
+    /// `jetstreamkv.io/placement-cluster`
+    PlacementCluster,
+    /// `jetstreamkv.io/placement-tags`
+    PlacementTags,
+}
+
+impl Setting {
+    /// Every setting, in annotation order.
+    pub const ALL: [Setting; 10] = [
+        Setting::History,
+        Setting::Ttl,
+        Setting::MaxBytes,
+        Setting::MaxValueSize,
+        Setting::Storage,
+        Setting::Replicas,
+        Setting::Compression,
+        Setting::Description,
+        Setting::PlacementCluster,
+        Setting::PlacementTags,
+    ];
+
+    /// The full annotation key, e.g. `jetstreamkv.io/max-bytes`.
+    pub fn annotation(self) -> &'static str {
+        match self {
+            Setting::History => "jetstreamkv.io/history",
+            Setting::Ttl => "jetstreamkv.io/ttl",
+            Setting::MaxBytes => "jetstreamkv.io/max-bytes",
+            Setting::MaxValueSize => "jetstreamkv.io/max-value-size",
+            Setting::Storage => "jetstreamkv.io/storage",
+            Setting::Replicas => "jetstreamkv.io/replicas",
+            Setting::Compression => "jetstreamkv.io/compression",
+            Setting::Description => "jetstreamkv.io/description",
+            Setting::PlacementCluster => "jetstreamkv.io/placement-cluster",
+            Setting::PlacementTags => "jetstreamkv.io/placement-tags",
+        }
+    }
+
+    fn from_annotation(key: &str) -> Option<Setting> {
+        Setting::ALL.into_iter().find(|s| s.annotation() == key)
+    }
+}
+
+/// Where the bucket's data is kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Storage {
+    /// On disk (the default: survives server restarts).
+    #[default]
+    File,
+    /// In memory.
+    Memory,
+}
+
+/// What to do with a bucket that exists but was not created by the operator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OnExisting {
+    /// Check it matches the explicit settings; never change it.
+    #[default]
+    Verify,
+    /// Take it over: manage it as if the operator had created it.
+    Adopt,
+}
+
+/// What happens to the bucket when its Component is deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum DeletionPolicy {
+    /// Keep the bucket and its data.
+    #[default]
+    Retain,
+    /// Delete the bucket, if the operator created it and no other Component uses it.
+    Delete,
+}
+
+impl Storage {
+    /// The annotation and serialized value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Storage::File => "file",
+            Storage::Memory => "memory",
+        }
+    }
+}
+
+impl OnExisting {
+    /// The annotation and serialized value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnExisting::Verify => "verify",
+            OnExisting::Adopt => "adopt",
+        }
+    }
+}
+
+impl DeletionPolicy {
+    /// The annotation and serialized value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeletionPolicy::Retain => "retain",
+            DeletionPolicy::Delete => "delete",
+        }
+    }
+}
+
+/// The desired bucket configuration and the operator's policies for one Component.
+///
+/// The default fits Dapr: one value per key, no TTL, no size limits, file storage, one replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketSettings {
+    /// Values kept per key (1..=64).
+    pub history: i64,
+    /// How long a value lives; `None` for ever.
+    pub ttl: Option<Duration>,
+    /// Most bytes the bucket holds; `None` for unlimited.
+    pub max_bytes: Option<i64>,
+    /// Largest value in bytes; `None` for unlimited.
+    pub max_value_size: Option<i32>,
+    /// Where the data is kept.
+    pub storage: Storage,
+    /// Stream replicas (1..=5).
+    pub replicas: usize,
+    /// Whether the stream is compressed (S2).
+    pub compression: bool,
+    /// Bucket description.
+    pub description: Option<String>,
+    /// JetStream cluster to place the bucket in.
+    pub placement_cluster: Option<String>,
+    /// Server tags the bucket's placement requires.
+    pub placement_tags: Vec<String>,
+    /// What to do with a bucket the operator did not create.
+    pub on_existing: OnExisting,
+    /// What to do with the bucket when the Component is deleted.
+    pub deletion_policy: DeletionPolicy,
+    /// Whether changes that discard data (lower history or limits, shorter TTL) may be applied.
+    pub allow_data_loss: bool,
+    /// The settings the Component sets by annotation (even to their default value).
+    pub explicit: BTreeSet<Setting>,
+}
+
+impl Default for BucketSettings {
+    fn default() -> Self {
+        Self {
+            history: 1,
+            ttl: None,
+            max_bytes: None,
+            max_value_size: None,
+            storage: Storage::File,
+            replicas: 1,
+            compression: false,
+            description: None,
+            placement_cluster: None,
+            placement_tags: Vec::new(),
+            on_existing: OnExisting::Verify,
+            deletion_policy: DeletionPolicy::Retain,
+            allow_data_loss: false,
+            explicit: BTreeSet::new(),
+        }
+    }
+}
+
+/// An annotation that cannot be used. Permanent: the Component must change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// A known annotation with a value it does not accept.
+    #[error("annotation {annotation} has the value {value:?}, which is not valid: use {expected}")]
+    InvalidAnnotation {
+        /// The annotation key.
+        annotation: String,
+        /// The value as written (shortened when long).
+        value: String,
+        /// What the annotation accepts.
+        expected: String,
+    },
+    /// A `jetstreamkv.io/` annotation the operator does not know (likely a typo).
+    #[error("annotation {annotation} is not known{hint}: the known annotations are {known}")]
+    UnknownAnnotation {
+        /// The annotation key.
+        annotation: String,
+        /// `, did you mean ...?` when a known key is close, else empty.
+        hint: String,
+        /// The known keys, comma separated.
+        known: String,
+    },
+}
+
+impl SettingsError {
+    /// The CamelCase reason for conditions, events and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SettingsError::InvalidAnnotation { .. } => "InvalidAnnotation",
+            SettingsError::UnknownAnnotation { .. } => "UnknownAnnotation",
+        }
+    }
+
+    /// Always true: only a change to the Component can fix an annotation.
+    pub fn is_permanent(&self) -> bool {
+        true
+    }
+}
+
+/// Reads the bucket settings and policies from a Component's annotations.
+///
+/// Values are trimmed (except `description`); keywords and booleans match case-insensitively.
+/// Annotations outside `jetstreamkv.io/` and the operator's own status annotations are ignored.
+/// The first problem in key order is returned, so the same annotations always give the same
+/// error.
+pub fn from_annotations(
+    annotations: &BTreeMap<String, String>,
+) -> Result<BucketSettings, SettingsError> {
+    let mut settings = BucketSettings::default();
+    for (key, raw) in annotations {
+        if !key.starts_with(ANNOTATION_PREFIX) || STATUS_ANNOTATIONS.contains(&key.as_str()) {
+            continue;
+        }
+        let value = raw.trim();
+        let invalid = |expected: &str| SettingsError::InvalidAnnotation {
+            annotation: key.clone(),
+            value: shorten(raw),
+            expected: expected.to_owned(),
+        };
+        if let Some(setting) = Setting::from_annotation(key) {
+            apply(&mut settings, setting, raw, value).map_err(invalid)?;
+            settings.explicit.insert(setting);
+        } else {
+            apply_policy(&mut settings, key, value)
+                .ok_or_else(|| unknown(key))?
+                .map_err(invalid)?;
+        }
+    }
+    Ok(settings)
+}
+
+/// Sets one bucket setting, or says what it accepts.
+fn apply(
+    settings: &mut BucketSettings,
+    setting: Setting,
+    raw: &str,
+    value: &str,
+) -> Result<(), &'static str> {
+    match setting {
+        Setting::History => {
+            const EXPECTED: &str = "an integer from 1 to 64 (values kept per key)";
+            settings.history = value
+                .parse::<i64>()
+                .ok()
+                .filter(|h| (1..=MAX_HISTORY).contains(h))
+                .ok_or(EXPECTED)?;
+        }
+        Setting::Ttl => {
+            const EXPECTED: &str = "a duration such as 90s, 30m, 1h30m or 24h (units ns, us, ms, \
+                s, m, h), at least 100ms, or 0 for no TTL";
+            let ttl = parse_duration(value).ok_or(EXPECTED)?;
+            if !ttl.is_zero() && ttl < MIN_TTL {
+                return Err(EXPECTED);
+            }
+            settings.ttl = Some(ttl).filter(|d| !d.is_zero());
+        }
+        Setting::MaxBytes => {
+            const EXPECTED: &str = "a positive size in bytes, optionally with a suffix Ki, Mi, \
+                Gi, Ti (powers of 1024) or K, M, G, T (powers of 1000), e.g. 512Mi, or -1 for \
+                unlimited";
+            settings.max_bytes = parse_limit(value).ok_or(EXPECTED)?;
+        }
+        Setting::MaxValueSize => {
+            const EXPECTED: &str = "a positive size in bytes up to 2147483647 (2Gi - 1), \
+                optionally with a suffix Ki, Mi, Gi (powers of 1024) or K, M, G (powers of \
+                1000), e.g. 1Mi, or -1 for unlimited";
+            settings.max_value_size = match parse_limit(value).ok_or(EXPECTED)? {
+                None => None,
+                Some(size) => Some(i32::try_from(size).map_err(|_| EXPECTED)?),
+            };
+        }
+        Setting::Storage => {
+            settings.storage = Storage::parse(value).ok_or("\"file\" or \"memory\"")?;
+        }
+        Setting::Replicas => {
+            settings.replicas = value
+                .parse::<usize>()
+                .ok()
+                .filter(|r| (1..=MAX_REPLICAS).contains(r))
+                .ok_or("an integer from 1 to 5")?;
+        }
+        Setting::Compression => {
+            settings.compression = if value.eq_ignore_ascii_case("s2") {
+                true
+            } else {
+                boolean(value).ok_or("\"true\", \"s2\" (the same as true) or \"false\"")?
+            };
+        }
+        // Free text: kept as written, so that it compares equal to what NATS stores.
+        Setting::Description => {
+            settings.description = Some(raw.to_owned()).filter(|d| !d.is_empty())
+        }
+        Setting::PlacementCluster => {
+            settings.placement_cluster = Some(value.to_owned()).filter(|c| !c.is_empty());
+        }
+        Setting::PlacementTags => {
+            settings.placement_tags = value
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+    }
+    Ok(())
+}
+
+/// Sets one policy, or says what it accepts; `None` when `key` is no policy annotation.
+fn apply_policy(
+    settings: &mut BucketSettings,
+    key: &str,
+    value: &str,
+) -> Option<Result<(), &'static str>> {
+    let result = match key {
+        ON_EXISTING_ANNOTATION => OnExisting::parse(value)
+            .map(|v| settings.on_existing = v)
+            .ok_or("\"verify\" (check the bucket, never change it) or \"adopt\" (manage it)"),
+        DELETION_POLICY_ANNOTATION => DeletionPolicy::parse(value)
+            .map(|v| settings.deletion_policy = v)
+            .ok_or("\"retain\" (keep the bucket) or \"delete\" (delete it with the Component)"),
+        ALLOW_DATA_LOSS_ANNOTATION => boolean(value)
+            .map(|v| settings.allow_data_loss = v)
+            .ok_or("\"true\" or \"false\""),
+        _ => return None,
+    };
+    Some(result)
+}
+
+/// The annotation values of an enum setting.
+trait Keyword: Copy + 'static {
+    const ALL: &'static [Self];
+
+    fn keyword(self) -> &'static str;
+
+    /// The variant `value` names, matched case-insensitively.
+    fn parse(value: &str) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|v| v.keyword().eq_ignore_ascii_case(value))
+    }
+}
+
+impl Keyword for Storage {
+    const ALL: &'static [Self] = &[Storage::File, Storage::Memory];
+    fn keyword(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl Keyword for OnExisting {
+    const ALL: &'static [Self] = &[OnExisting::Verify, OnExisting::Adopt];
+    fn keyword(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl Keyword for DeletionPolicy {
+    const ALL: &'static [Self] = &[DeletionPolicy::Retain, DeletionPolicy::Delete];
+    fn keyword(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+fn boolean(value: &str) -> Option<bool> {
+    if value.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if value.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// A size limit: `-1` is unlimited (`None`); otherwise a positive size.
+fn parse_limit(value: &str) -> Option<Option<i64>> {
+    if value == "-1" {
+        return Some(None);
+    }
+    parse_size(value).filter(|s| *s > 0).map(Some)
+}
+
+/// A size in bytes with an optional Kubernetes-style suffix: binary `Ki`..`Ti`, decimal `K`
+/// (or `k`)..`T`. Decimal suffixes mean powers of 1000 here as in Kubernetes quantities and in
+/// the nats-server configuration, so `1G` is the same number for the cluster and for NATS.
+fn parse_size(value: &str) -> Option<i64> {
+    const SUFFIXES: [(&str, i64); 9] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("K", 1_000),
+        ("k", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+    ];
+    let (digits, multiplier) = SUFFIXES
+        .iter()
+        .find_map(|(suffix, m)| value.strip_suffix(suffix).map(|d| (d, *m)))
+        .unwrap_or((value, 1));
+    // Digits only: no sign, no spaces between the number and its suffix.
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<i64>().ok()?.checked_mul(multiplier)
+}
+
+/// Parses a Go duration (`time.ParseDuration`): a sequence of decimal numbers, each with an
+/// optional fraction and a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), e.g. `1h30m` or `1.5s`;
+/// `0` alone is zero. Negative durations are refused (a TTL cannot be negative), and like Go,
+/// durations beyond about 292 years (`i64` nanoseconds, which NATS uses too) are refused.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    const UNITS: [(&str, u128); 8] = [
+        ("ns", 1),
+        ("us", 1_000),
+        ("µs", 1_000), // U+00B5 micro sign
+        ("μs", 1_000), // U+03BC Greek mu
+        ("ms", 1_000_000),
+        ("s", 1_000_000_000),
+        ("m", 60_000_000_000),
+        ("h", 3_600_000_000_000),
+    ];
+    let text = text.strip_prefix('+').unwrap_or(text);
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    if text.is_empty() {
+        return None;
+    }
+    let mut rest = text;
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let (int, after) = rest.split_at(int_len);
+        let (frac, after) = match after.strip_prefix('.') {
+            Some(after) => {
+                let len = after.bytes().take_while(u8::is_ascii_digit).count();
+                after.split_at(len)
+            }
+            None => ("", after),
+        };
+        if int.is_empty() && frac.is_empty() {
+            return None;
+        }
+        // The longest unit that matches, so that `ms` is not read as `m` followed by `s`.
+        let (unit, scale) = UNITS
+            .iter()
+            .filter(|(u, _)| after.starts_with(u))
+            .max_by_key(|(u, _)| u.len())?;
+        rest = &after[unit.len()..];
+
+        let whole = if int.is_empty() {
+            0
+        } else {
+            int.parse::<u128>().ok()?
+        };
+        let mut nanos = whole.checked_mul(*scale)?;
+        // Digits of the fraction beyond nanosecond precision of the hour cannot matter.
+        let mut place = *scale;
+        for digit in frac.bytes().take(20) {
+            place /= 10;
+            nanos = nanos.checked_add(u128::from(digit - b'0') * place)?;
+        }
+        total = total.checked_add(nanos)?;
+    }
+    let nanos = u64::try_from(total)
+        .ok()
+        .filter(|n| *n <= i64::MAX as u64)?;
+    Some(Duration::from_nanos(nanos))
+}
+
+/// Formats a duration the way Go writes one, without zero parts: `1h30m`, `90s` as `1m30s`,
+/// `24h`, `1.5s`, `250ms`, `0s`. [`parse_duration`] reads it back to the same value.
+pub fn format_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".to_owned();
+    }
+    if d < Duration::from_secs(1) {
+        let nanos = u64::from(d.subsec_nanos());
+        return if nanos >= 1_000_000 {
+            decimal(nanos, 1_000_000, "ms")
+        } else if nanos >= 1_000 {
+            decimal(nanos, 1_000, "µs")
+        } else {
+            format!("{nanos}ns")
+        };
+    }
+    let secs = d.as_secs();
+    let (hours, minutes, seconds) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let mut out = String::new();
+    if hours > 0 {
+        let _ = write!(out, "{hours}h");
+    }
+    if minutes > 0 {
+        let _ = write!(out, "{minutes}m");
+    }
+    if seconds > 0 || d.subsec_nanos() > 0 {
+        let nanos = seconds * 1_000_000_000 + u64::from(d.subsec_nanos());
+        out.push_str(&decimal(nanos, 1_000_000_000, "s"));
+    }
+    out
+}
+
+/// `value / unit` with the fraction's trailing zeros dropped, then the unit name.
+fn decimal(value: u64, unit: u64, name: &str) -> String {
+    let (whole, frac) = (value / unit, value % unit);
+    if frac == 0 {
+        return format!("{whole}{name}");
+    }
+    let width = unit.ilog10() as usize;
+    let digits = format!("{frac:0width$}");
+    format!("{whole}.{}{name}", digits.trim_end_matches('0'))
+}
+
+fn unknown(key: &str) -> SettingsError {
+    let known: Vec<&str> = Setting::ALL
+        .iter()
+        .map(|s| s.annotation())
+        .chain(POLICY_ANNOTATIONS)
+        .collect();
+    // Compare the names after the prefix, ignoring case: a couple of edits away is a typo, as
+    // long as the edits are not most of the name.
+    let name = key
+        .trim_start_matches(ANNOTATION_PREFIX)
+        .to_ascii_lowercase();
+    let hint = known
+        .iter()
+        .map(|k| {
+            (
+                edit_distance(k.trim_start_matches(ANNOTATION_PREFIX), &name),
+                *k,
+            )
+        })
+        .filter(|(d, k)| *d <= 2 && 2 * d < k.len() - ANNOTATION_PREFIX.len())
+        .min()
+        .map(|(_, k)| format!(" (did you mean {k}?)"))
+        .unwrap_or_default();
+    SettingsError::UnknownAnnotation {
+        annotation: key.to_owned(),
+        hint,
+        known: known.join(", "),
+    }
+}
+
+/// Levenshtein distance, for suggesting the annotation a typo meant.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// A value for an error message: cut when long, since annotations can hold kilobytes.
+fn shorten(value: &str) -> String {
+    match value.char_indices().nth(MAX_SHOWN_VALUE) {
+        Some((cut, _)) => format!("{}...", &value[..cut]),
+        None => value.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn read(key: &str, value: &str) -> Result<BucketSettings, SettingsError> {
+        from_annotations(&annotations(&[(key, value)]))
+    }
+
+    /// Reads one annotation that must be accepted; checks it is recorded as explicit (for bucket
+    /// settings) and returns the settings.
+    fn good(key: &str, value: &str) -> BucketSettings {
+        let s = read(key, value).unwrap_or_else(|e| panic!("{key}={value:?}: {e}"));
+        let want: BTreeSet<Setting> = Setting::from_annotation(key).into_iter().collect();
+        assert_eq!(s.explicit, want, "{key}={value:?}");
+        s
+    }
+
+    /// Reads one annotation that must be refused, and checks the message.
+    fn bad(key: &str, value: &str, expected_mentions: &str) {
+        let e = read(key, value).expect_err(&format!("{key}={value:?} accepted"));
+        assert_eq!(e.reason(), "InvalidAnnotation", "{key}={value:?}");
+        assert!(e.is_permanent());
+        let msg = e.to_string();
+        assert!(msg.contains(key), "{msg}");
+        assert!(msg.contains(&format!("{:?}", shorten(value))), "{msg}");
+        assert!(msg.contains(expected_mentions), "{msg}");
+    }
+
+    #[test]
+    fn defaults_fit_dapr() {
+        let s = from_annotations(&BTreeMap::new()).unwrap();
+        assert_eq!(s, BucketSettings::default());
+        assert_eq!(s.history, 1);
+        assert_eq!(s.ttl, None);
+        assert_eq!(s.max_bytes, None);
+        assert_eq!(s.max_value_size, None);
+        assert_eq!(s.storage, Storage::File);
+        assert_eq!(s.replicas, 1);
+        assert!(!s.compression);
+        assert_eq!(s.description, None);
+        assert_eq!(s.placement_cluster, None);
+        assert!(s.placement_tags.is_empty());
+        assert_eq!(s.on_existing, OnExisting::Verify);
+        assert_eq!(s.deletion_policy, DeletionPolicy::Retain);
+        assert!(!s.allow_data_loss);
+        assert!(s.explicit.is_empty());
+    }
+
+    #[test]
+    fn other_and_status_annotations_are_ignored() {
+        let s = from_annotations(&annotations(&[
+            ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
+            ("dapr.io/enabled", "true"),
+            ("other.jetstreamkv.io/history", "x"),
+            ("jetstreamkv.io.example/history", "x"),
+            (READY_ANNOTATION, "false"),
+            (REASON_ANNOTATION, "MissingBucket"),
+            (OBSERVED_GENERATION_ANNOTATION, "7"),
+        ]))
+        .unwrap();
+        assert_eq!(s, BucketSettings::default());
+    }
+
+    #[test]
+    fn history() {
+        for (v, want) in [("1", 1), ("5", 5), ("64", 64), (" 10 ", 10)] {
+            assert_eq!(good("jetstreamkv.io/history", v).history, want, "{v}");
+        }
+        for v in [
+            "0",
+            "65",
+            "-1",
+            "",
+            "one",
+            "1.5",
+            "5x",
+            "99999999999999999999",
+        ] {
+            bad("jetstreamkv.io/history", v, "from 1 to 64");
+        }
+    }
+
+    #[test]
+    fn ttl() {
+        let cases = [
+            ("90s", Some(90)),
+            ("30m", Some(1800)),
+            ("1h30m", Some(5400)),
+            ("24h", Some(86_400)),
+            ("168h", Some(604_800)),
+            ("1.5h", Some(5400)),
+            ("1h0m0s", Some(3600)),
+            ("+10s", Some(10)),
+            ("0", None),
+            ("0s", None),
+            ("0h0m", None),
+        ];
+        for (v, secs) in cases {
+            assert_eq!(
+                good("jetstreamkv.io/ttl", v).ttl,
+                secs.map(Duration::from_secs),
+                "{v}"
+            );
+        }
+        assert_eq!(
+            good("jetstreamkv.io/ttl", "100ms").ttl,
+            Some(Duration::from_millis(100))
+        );
+        for v in [
+            "", "10", "-5s", "1d", "1w", "5 s", "1h 30m", "s", ".s", "1.2.3s", "P1D", "99ms",
+            "1us", "3000000h",
+        ] {
+            bad("jetstreamkv.io/ttl", v, "1h30m");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        let cases = [
+            ("1", Some(1)),
+            ("1024", Some(1024)),
+            ("1Ki", Some(1024)),
+            ("512Mi", Some(512 << 20)),
+            ("2Gi", Some(2 << 30)),
+            ("1Ti", Some(1 << 40)),
+            ("1K", Some(1000)),
+            ("1k", Some(1000)),
+            ("5M", Some(5_000_000)),
+            ("1G", Some(1_000_000_000)),
+            ("2T", Some(2_000_000_000_000)),
+            (" 10Mi ", Some(10 << 20)),
+            ("-1", None),
+        ];
+        for (v, want) in cases {
+            assert_eq!(good("jetstreamkv.io/max-bytes", v).max_bytes, want, "{v}");
+        }
+        for v in [
+            "0",
+            "-2",
+            "",
+            "Mi",
+            "1.5Gi",
+            "1 Gi",
+            "1GB",
+            "1gi",
+            "1Pi",
+            "10x",
+            "+5",
+            "-1Mi",
+            "9999999Ti",
+        ] {
+            bad("jetstreamkv.io/max-bytes", v, "-1 for unlimited");
+        }
+    }
+
+    #[test]
+    fn max_value_size() {
+        let cases = [
+            ("1Mi", Some(1 << 20)),
+            ("1024", Some(1024)),
+            ("2147483647", Some(i32::MAX)),
+            ("1G", Some(1_000_000_000)),
+            ("-1", None),
+        ];
+        for (v, want) in cases {
+            assert_eq!(
+                good("jetstreamkv.io/max-value-size", v).max_value_size,
+                want,
+                "{v}"
+            );
+        }
+        for v in ["0", "2Gi", "2147483648", "3G", "big", ""] {
+            bad("jetstreamkv.io/max-value-size", v, "2147483647");
+        }
+    }
+
+    #[test]
+    fn storage() {
+        for (v, want) in [
+            ("file", Storage::File),
+            ("memory", Storage::Memory),
+            ("Memory", Storage::Memory),
+        ] {
+            assert_eq!(good("jetstreamkv.io/storage", v).storage, want, "{v}");
+        }
+        for v in ["disk", "mem", ""] {
+            bad("jetstreamkv.io/storage", v, "\"file\" or \"memory\"");
+        }
+    }
+
+    #[test]
+    fn replicas() {
+        for (v, want) in [("1", 1), ("3", 3), ("5", 5)] {
+            assert_eq!(good("jetstreamkv.io/replicas", v).replicas, want, "{v}");
+        }
+        for v in ["0", "6", "-1", "three", ""] {
+            bad("jetstreamkv.io/replicas", v, "from 1 to 5");
+        }
+    }
+
+    #[test]
+    fn compression() {
+        for (v, want) in [
+            ("true", true),
+            ("TRUE", true),
+            ("s2", true),
+            ("S2", true),
+            ("false", false),
+        ] {
+            assert_eq!(
+                good("jetstreamkv.io/compression", v).compression,
+                want,
+                "{v}"
+            );
+        }
+        for v in ["yes", "1", "none", "gzip", ""] {
+            bad("jetstreamkv.io/compression", v, "\"s2\"");
+        }
+    }
+
+    #[test]
+    fn free_text_settings() {
+        let s = good("jetstreamkv.io/description", "Orders of the shop ");
+        assert_eq!(s.description.as_deref(), Some("Orders of the shop "));
+        assert_eq!(good("jetstreamkv.io/description", "").description, None);
+
+        let s = good("jetstreamkv.io/placement-cluster", " east ");
+        assert_eq!(s.placement_cluster.as_deref(), Some("east"));
+        assert_eq!(
+            good("jetstreamkv.io/placement-cluster", "").placement_cluster,
+            None
+        );
+
+        let s = good("jetstreamkv.io/placement-tags", "ssd, az:1 ,,region-eu");
+        assert_eq!(s.placement_tags, ["ssd", "az:1", "region-eu"]);
+        assert!(
+            good("jetstreamkv.io/placement-tags", " ")
+                .placement_tags
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn policies_are_not_bucket_settings() {
+        let cases = [
+            ("jetstreamkv.io/on-existing", "adopt"),
+            ("jetstreamkv.io/on-existing", "verify"),
+            ("jetstreamkv.io/deletion-policy", "delete"),
+            ("jetstreamkv.io/deletion-policy", "Retain"),
+            ("jetstreamkv.io/allow-data-loss", "true"),
+            ("jetstreamkv.io/allow-data-loss", "False"),
+        ];
+        for (key, value) in cases {
+            assert!(good(key, value).explicit.is_empty(), "{key}");
+        }
+        assert_eq!(
+            good("jetstreamkv.io/on-existing", "adopt").on_existing,
+            OnExisting::Adopt
+        );
+        assert_eq!(
+            good("jetstreamkv.io/deletion-policy", "delete").deletion_policy,
+            DeletionPolicy::Delete
+        );
+        assert!(good("jetstreamkv.io/allow-data-loss", "true").allow_data_loss);
+        bad("jetstreamkv.io/on-existing", "overwrite", "\"adopt\"");
+        bad("jetstreamkv.io/deletion-policy", "orphan", "\"retain\"");
+        bad(
+            "jetstreamkv.io/allow-data-loss",
+            "yes",
+            "\"true\" or \"false\"",
+        );
+    }
+
+    #[test]
+    fn explicit_records_every_setting_given_even_at_its_default() {
+        let all: Vec<(&str, &str)> = vec![
+            ("jetstreamkv.io/history", "1"),
+            ("jetstreamkv.io/ttl", "0"),
+            ("jetstreamkv.io/max-bytes", "-1"),
+            ("jetstreamkv.io/max-value-size", "-1"),
+            ("jetstreamkv.io/storage", "file"),
+            ("jetstreamkv.io/replicas", "1"),
+            ("jetstreamkv.io/compression", "false"),
+            ("jetstreamkv.io/description", ""),
+            ("jetstreamkv.io/placement-cluster", ""),
+            ("jetstreamkv.io/placement-tags", ""),
+            ("jetstreamkv.io/on-existing", "verify"),
+        ];
+        let s = from_annotations(&annotations(&all)).unwrap();
+        assert_eq!(s.explicit, Setting::ALL.into_iter().collect());
+        let mut without_explicit = s.clone();
+        without_explicit.explicit.clear();
+        assert_eq!(without_explicit, BucketSettings::default());
+    }
+
+    #[test]
+    fn a_full_set_is_read_together() {
+        let s = from_annotations(&annotations(&[
+            ("jetstreamkv.io/history", "10"),
+            ("jetstreamkv.io/ttl", "1h30m"),
+            ("jetstreamkv.io/storage", "memory"),
+            ("jetstreamkv.io/replicas", "3"),
+            ("jetstreamkv.io/deletion-policy", "delete"),
+            ("dapr.io/app-id", "shop"),
+        ]))
+        .unwrap();
+        assert_eq!(s.history, 10);
+        assert_eq!(s.ttl, Some(Duration::from_secs(5400)));
+        assert_eq!(s.storage, Storage::Memory);
+        assert_eq!(s.replicas, 3);
+        assert_eq!(s.deletion_policy, DeletionPolicy::Delete);
+        assert_eq!(
+            s.explicit,
+            [
+                Setting::History,
+                Setting::Ttl,
+                Setting::Storage,
+                Setting::Replicas
+            ]
+            .into()
+        );
+    }
+
+    #[test]
+    fn one_bad_annotation_fails_the_whole_set() {
+        let r = from_annotations(&annotations(&[
+            ("jetstreamkv.io/history", "5"),
+            ("jetstreamkv.io/replicas", "9"),
+        ]));
+        assert_eq!(r.unwrap_err().reason(), "InvalidAnnotation");
+    }
+
+    #[test]
+    fn unknown_annotations_are_typos() {
+        let cases = [
+            ("jetstreamkv.io/histroy", Some("jetstreamkv.io/history")),
+            ("jetstreamkv.io/max_bytes", Some("jetstreamkv.io/max-bytes")),
+            ("jetstreamkv.io/TTL", Some("jetstreamkv.io/ttl")),
+            (
+                "jetstreamkv.io/deletionPolicy",
+                Some("jetstreamkv.io/deletion-policy"),
+            ),
+            ("jetstreamkv.io/ttls", Some("jetstreamkv.io/ttl")),
+            ("jetstreamkv.io/tag", None),
+            ("jetstreamkv.io/something-else", None),
+            ("jetstreamkv.io/", None),
+        ];
+        for (key, hint) in cases {
+            let e = read(key, "1").unwrap_err();
+            assert_eq!(e.reason(), "UnknownAnnotation", "{key}");
+            let msg = e.to_string();
+            assert!(msg.contains(key), "{msg}");
+            for s in Setting::ALL {
+                assert!(msg.contains(s.annotation()), "{msg}");
+            }
+            for p in POLICY_ANNOTATIONS {
+                assert!(msg.contains(p), "{msg}");
+            }
+            match hint {
+                Some(h) => assert!(msg.contains(&format!("did you mean {h}?")), "{msg}"),
+                None => assert!(!msg.contains("did you mean"), "{msg}"),
+            }
+        }
+    }
+
+    #[test]
+    fn long_values_are_shortened_in_messages() {
+        let long = "x".repeat(1000);
+        let msg = read("jetstreamkv.io/history", &long)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.len() < 400, "{msg}");
+        assert!(msg.contains("..."), "{msg}");
+    }
+
+    #[test]
+    fn parse_duration_follows_go() {
+        let cases = [
+            ("0", Some(0)),
+            ("1ns", Some(1)),
+            ("1us", Some(1_000)),
+            ("1µs", Some(1_000)),
+            ("1μs", Some(1_000)),
+            ("1.5ms", Some(1_500_000)),
+            (".5s", Some(500_000_000)),
+            ("5.s", Some(5_000_000_000)),
+            ("1m1s", Some(61_000_000_000)),
+            ("1s1m", Some(61_000_000_000)),
+            ("2h45m30.5s", Some(9_930_500_000_000)),
+            ("2562047h47m16.854775807s", Some(i64::MAX as u64)),
+            ("2562047h47m16.854775808s", None),
+            ("", None),
+            ("5", None),
+            ("-1s", None),
+            ("1x", None),
+            ("1S", None),
+            ("1h-1m", None),
+        ];
+        for (text, nanos) in cases {
+            assert_eq!(
+                parse_duration(text),
+                nanos.map(Duration::from_nanos),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn format_duration_is_go_style_without_zero_parts() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_nanos(5), "5ns"),
+            (Duration::from_nanos(1_500), "1.5µs"),
+            (Duration::from_millis(100), "100ms"),
+            (Duration::from_micros(2_250), "2.25ms"),
+            (Duration::from_secs(1), "1s"),
+            (Duration::from_millis(1_500), "1.5s"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_secs(1800), "30m"),
+            (Duration::from_secs(5400), "1h30m"),
+            (Duration::from_secs(86_400), "24h"),
+            (Duration::from_secs(3601), "1h1s"),
+            (Duration::from_millis(3_600_500), "1h0.5s"),
+        ];
+        for (d, want) in cases {
+            let text = format_duration(d);
+            assert_eq!(text, want, "{d:?}");
+            assert_eq!(parse_duration(&text), Some(d), "{text} reads back");
+        }
+    }
+
+    #[test]
+    fn enums_serialize_lowercase() {
+        let v = serde_json::to_value((Storage::Memory, OnExisting::Adopt, DeletionPolicy::Delete))
+            .unwrap();
+        assert_eq!(v, serde_json::json!(["memory", "adopt", "delete"]));
+        for s in [Storage::File, Storage::Memory] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for o in [OnExisting::Verify, OnExisting::Adopt] {
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
+        for d in [DeletionPolicy::Retain, DeletionPolicy::Delete] {
+            assert_eq!(serde_json::to_value(d).unwrap(), d.as_str());
+        }
+        assert_eq!(
+            serde_json::to_value(Setting::MaxValueSize).unwrap(),
+            "maxValueSize"
+        );
+        let back: Storage = serde_json::from_str("\"file\"").unwrap();
+        assert_eq!(back, Storage::File);
+        // schemars writes documented unit variants as `oneOf` consts (kube's CRD generation
+        // hoists them into an `enum`); either way the values are the lowercase names.
+        let schema = serde_json::to_value(schemars::schema_for!(Storage)).unwrap();
+        let values: Vec<_> = schema["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["const"].clone())
+            .collect();
+        assert_eq!(
+            values,
+            [serde_json::json!("file"), serde_json::json!("memory")]
+        );
+    }
+
+    #[test]
+    fn every_setting_has_a_distinct_annotation() {
+        let keys: BTreeSet<_> = Setting::ALL.iter().map(|s| s.annotation()).collect();
+        assert_eq!(keys.len(), Setting::ALL.len());
+        for s in Setting::ALL {
+            assert!(s.annotation().starts_with(ANNOTATION_PREFIX));
+            assert_eq!(Setting::from_annotation(s.annotation()), Some(s));
+        }
+    }
+}
