@@ -1,0 +1,489 @@
+//! A real `nats-server` with JetStream for integration tests: one per test, on its own free
+//! ports and its own store directory, so tests run in parallel.
+//!
+//! The binary comes from `JKO_NATS_SERVER_BIN`, else `nats-server` on `PATH`
+//! (`eval "$(test-env/setup.sh)"` sets both up).
+//!
+//! Setup and the monitoring calls are blocking (std I/O): they are quick, talk to another process,
+//! and keep this module free of async plumbing. Calling them from a `#[tokio::test]` is fine.
+//!
+//! ```ignore
+//! let server = NatsServer::start();
+//! let client = async_nats::connect(server.url()).await?;
+//!
+//! let (server, accounts) = NatsServer::start_operator_mode();
+//! let (jwt, seed) = accounts.new_user("orders", None);
+//! let client = user_connect_options(&jwt, &seed).connect(server.url()).await?;
+//! ```
+
+// Included by several test binaries, each using a part of it.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use jetstream_kv_operator::credentials::jwt;
+use nkeys::KeyPair;
+
+/// The environment variable naming the nats-server binary.
+pub const NATS_SERVER_BIN_ENV: &str = "JKO_NATS_SERVER_BIN";
+
+/// How long a start may take before the test fails (JetStream recovers its store on restart).
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running (or stopped) nats-server, killed on drop.
+pub struct NatsServer {
+    /// Holds the config, the logs and the JetStream store; removed on drop.
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    port: u16,
+    monitor_port: u16,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a JetStream server without authentication on free 127.0.0.1 ports.
+    pub fn start() -> NatsServer {
+        Self::start_with("")
+    }
+
+    /// Starts a JetStream server in operator mode (decentralized JWT auth) with a system account,
+    /// an application account with JetStream, and an account without JetStream.
+    pub fn start_operator_mode() -> (NatsServer, NatsAccounts) {
+        let accounts = NatsAccounts::new();
+        let server = Self::start_with(&accounts.server_config());
+        (server, accounts)
+    }
+
+    /// Writes a config ending with `extra` and starts the server, retrying on other ports if one
+    /// was taken between choosing it and the server binding it.
+    fn start_with(extra: &str) -> NatsServer {
+        let mut last_failure = String::new();
+        for _attempt in 0..5 {
+            let dir = tempfile::Builder::new()
+                .prefix("jko-nats-")
+                .tempdir()
+                .unwrap_or_else(|e| panic!("cannot create a temp dir for nats-server: {e}"));
+            let (port, monitor_port) = (free_port(), free_port());
+            let config = dir.path().join("nats-server.conf");
+            let text = format!(
+                "server_name: \"jko-test-{port}\"\n\
+                 listen: \"127.0.0.1:{port}\"\n\
+                 http: \"127.0.0.1:{monitor_port}\"\n\
+                 log_file: {log:?}\n\
+                 jetstream {{\n  store_dir: {store:?}\n}}\n\
+                 {extra}",
+                log = dir.path().join("nats-server.log"),
+                store = dir.path().join("jetstream"),
+            );
+            fs::write(&config, text)
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", config.display()));
+            let mut server = NatsServer {
+                dir,
+                config,
+                port,
+                monitor_port,
+                child: None,
+            };
+            match server.spawn_and_wait() {
+                Ok(()) => return server,
+                Err(failure) if failure.contains("address already in use") => {
+                    last_failure = failure
+                }
+                Err(failure) => panic!("{failure}"),
+            }
+        }
+        panic!("nats-server could not bind free ports in 5 attempts:\n{last_failure}");
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:<monitor port>`.
+    pub fn monitor_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.monitor_port)
+    }
+
+    /// The server's directory: config, `nats-server.log`, and the JetStream store.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Kills the server (an outage), keeping its port and store for [`NatsServer::start_again`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the server process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Starts the server again after [`NatsServer::stop`]: same port, config and store, so streams
+    /// written before survive (file storage).
+    pub fn start_again(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "start_again: the server is running; stop() it first"
+        );
+        if let Err(failure) = self.spawn_and_wait() {
+            panic!("{failure}");
+        }
+    }
+
+    /// `/connz?auth=1`: connections with their authorized user and account.
+    pub fn connz(&self) -> serde_json::Value {
+        self.monitor("/connz?auth=1")
+    }
+
+    /// `/jsz?streams=1&config=1`: JetStream usage with stream details. In operator mode add
+    /// `&accounts=1` through [`NatsServer::monitor`] to see streams per account.
+    pub fn jsz(&self) -> serde_json::Value {
+        self.monitor("/jsz?streams=1&config=1")
+    }
+
+    /// `/varz`: server information (version, config).
+    pub fn varz(&self) -> serde_json::Value {
+        self.monitor("/varz")
+    }
+
+    /// GETs a monitoring endpoint (`path` with query) and parses its JSON; panics on failure.
+    pub fn monitor(&self, path: &str) -> serde_json::Value {
+        let (status, body) = http_get(self.monitor_port, path)
+            .unwrap_or_else(|e| panic!("GET {}{path}: {e}", self.monitor_url()));
+        assert_eq!(
+            status,
+            200,
+            "GET {}{path}: status {status}: {body}",
+            self.monitor_url()
+        );
+        serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("GET {}{path}: not JSON ({e}): {body}", self.monitor_url()))
+    }
+
+    /// The last `lines` lines of the server's log (and of its stderr, where config errors go).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for name in ["nats-server.log", "stderr.log"] {
+            let text = fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            if !all.is_empty() {
+                out.push_str(&format!("--- {name} (last {lines} lines) ---\n"));
+                out.push_str(&all[all.len().saturating_sub(lines)..].join("\n"));
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
+        let stderr = fs::File::create(self.dir.path().join("stderr.log"))
+            .map_err(|e| format!("cannot create the nats-server stderr log: {e}"))?;
+        let mut command = Command::new(nats_server_bin());
+        command
+            .arg("-c")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        self.child = Some(spawn_tied_to_this_process(command)?);
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                return Err(format!(
+                    "nats-server exited during start ({status}); config {}:\n{}\n{}",
+                    self.config.display(),
+                    fs::read_to_string(&self.config).unwrap_or_default(),
+                    self.log_tail(40)
+                ));
+            }
+            if self.is_ready() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                self.stop();
+                return Err(format!(
+                    "nats-server not healthy after {START_TIMEOUT:?} on {}:\n{}",
+                    self.url(),
+                    self.log_tail(40)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl NatsServer {
+    /// Healthy, and really this server: a port picked as free may have gone to another test's
+    /// server meanwhile, which would answer on "our" monitor port while ours fails to bind.
+    fn is_ready(&self) -> bool {
+        // /healthz answers 200 once JetStream is ready.
+        if !matches!(http_get(self.monitor_port, "/healthz"), Ok((200, _))) {
+            return false;
+        }
+        let ours = http_get(self.monitor_port, "/varz")
+            .ok()
+            .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+            .is_some_and(|varz| varz["port"] == self.port);
+        let accepts = TcpStream::connect_timeout(
+            &SocketAddr::from(([127, 0, 0, 1], self.port)),
+            Duration::from_secs(1),
+        )
+        .is_ok();
+        ours && accepts
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The keys and JWTs of a server in operator mode.
+pub struct NatsAccounts {
+    /// The operator that signs the accounts.
+    pub operator: KeyPair,
+    /// The system account (`system_account`).
+    pub system_account: KeyPair,
+    /// The application account, with JetStream enabled (unlimited).
+    pub account: KeyPair,
+    /// The application account's JWT, as preloaded in the server.
+    pub account_jwt: String,
+    /// An account the server knows, with JetStream disabled.
+    pub account_without_jetstream: KeyPair,
+    operator_jwt: String,
+    system_account_jwt: String,
+    account_without_jetstream_jwt: String,
+}
+
+impl NatsAccounts {
+    fn new() -> Self {
+        let operator = KeyPair::new_operator();
+        let system_account = KeyPair::new_account();
+        let account = KeyPair::new_account();
+        let account_without_jetstream = KeyPair::new_account();
+        let mint = |r: Result<String, jwt::JwtError>| r.unwrap_or_else(|e| panic!("minting: {e}"));
+        NatsAccounts {
+            operator_jwt: mint(jwt::operator_jwt(&operator, "jko-test-operator")),
+            system_account_jwt: mint(jwt::account_jwt(
+                &operator,
+                &system_account.public_key(),
+                "SYS",
+                false,
+            )),
+            account_jwt: mint(jwt::account_jwt(
+                &operator,
+                &account.public_key(),
+                "APP",
+                true,
+            )),
+            account_without_jetstream_jwt: mint(jwt::account_jwt(
+                &operator,
+                &account_without_jetstream.public_key(),
+                "NOJS",
+                false,
+            )),
+            operator,
+            system_account,
+            account,
+            account_without_jetstream,
+        }
+    }
+
+    /// The application account's public key (`A...`).
+    pub fn account_public_key(&self) -> String {
+        self.account.public_key()
+    }
+
+    /// A new user of the application account: `(jwt, seed)`, expiring at `expires` (unix secs).
+    pub fn new_user(&self, name: &str, expires: Option<i64>) -> (String, String) {
+        mint_user(&self.account, name, expires)
+    }
+
+    /// A new user of the account without JetStream: `(jwt, seed)`.
+    pub fn new_user_without_jetstream(&self, name: &str) -> (String, String) {
+        mint_user(&self.account_without_jetstream, name, None)
+    }
+
+    /// A well-formed user signed by an account the server does not know: `(jwt, seed)`.
+    pub fn user_of_unknown_account(&self, name: &str) -> (String, String) {
+        mint_user(&KeyPair::new_account(), name, None)
+    }
+
+    fn server_config(&self) -> String {
+        format!(
+            "operator: {op:?}\n\
+             system_account: {sys:?}\n\
+             resolver: MEMORY\n\
+             resolver_preload: {{\n  {sys}: {sys_jwt:?}\n  {app}: {app_jwt:?}\n  {nojs}: {nojs_jwt:?}\n}}\n",
+            op = self.operator_jwt,
+            sys = self.system_account.public_key(),
+            sys_jwt = self.system_account_jwt,
+            app = self.account.public_key(),
+            app_jwt = self.account_jwt,
+            nojs = self.account_without_jetstream.public_key(),
+            nojs_jwt = self.account_without_jetstream_jwt,
+        )
+    }
+}
+
+fn mint_user(account: &KeyPair, name: &str, expires: Option<i64>) -> (String, String) {
+    let user = KeyPair::new_user();
+    let token = jwt::user_jwt(account, &user.public_key(), name, expires)
+        .unwrap_or_else(|e| panic!("minting a user JWT: {e}"));
+    let seed = user
+        .seed()
+        .unwrap_or_else(|e| panic!("a new key pair has a seed: {e}"));
+    (token, seed)
+}
+
+/// Connect options that authenticate with a user JWT and sign the server nonce with its seed.
+pub fn user_connect_options(jwt: &str, seed: &str) -> async_nats::ConnectOptions {
+    let key =
+        std::sync::Arc::new(KeyPair::from_seed(seed).unwrap_or_else(|e| panic!("not a seed: {e}")));
+    async_nats::ConnectOptions::with_jwt(jwt.to_owned(), move |nonce| {
+        let key = key.clone();
+        async move { key.sign(&nonce).map_err(async_nats::AuthError::new) }
+    })
+}
+
+/// The nats-server binary: `$JKO_NATS_SERVER_BIN`, else `nats-server` on `PATH`.
+pub fn nats_server_bin() -> PathBuf {
+    const HINT: &str = "run `eval \"$(test-env/setup.sh)\"` from the repository root first";
+    if let Some(bin) = std::env::var_os(NATS_SERVER_BIN_ENV).filter(|v| !v.is_empty()) {
+        let bin = PathBuf::from(bin);
+        assert!(
+            is_executable(&bin),
+            "{NATS_SERVER_BIN_ENV}={} is not an executable file; {HINT}",
+            bin.display()
+        );
+        return bin;
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("nats-server"))
+        .find(|p| is_executable(p))
+        .unwrap_or_else(|| {
+            panic!("no nats-server: {NATS_SERVER_BIN_ENV} is unset and none is on PATH; {HINT}")
+        })
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// A port free at the time of asking (the OS picks it).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
+}
+
+/// Spawns `command` so that the child gets SIGKILL when this test process dies, even when it is
+/// killed (no `Drop` runs then).
+///
+/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process, and
+/// test threads end with their test. A server kept in a shared static would then die with the
+/// first test that used it; so every spawn is done by one thread that lives as long as the process.
+fn spawn_tied_to_this_process(command: Command) -> Result<Child, String> {
+    type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("nats-server-spawner".to_owned())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    let _ = reply.send(spawn_with_parent_death_signal(&mut command));
+                }
+            })
+            .unwrap_or_else(|e| panic!("cannot start the spawner thread: {e}"));
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((command, reply_tx))
+        .map_err(|_| "the nats-server spawner thread is gone".to_owned())?;
+    reply_rx
+        .recv()
+        .map_err(|_| "the nats-server spawner thread is gone".to_owned())?
+        .map_err(|e| format!("cannot run {}: {e}", nats_server_bin().display()))
+}
+
+#[cfg(target_os = "linux")]
+fn spawn_with_parent_death_signal(command: &mut Command) -> std::io::Result<Child> {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
+    // (prctl, getppid); it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl: then no signal will ever come.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("test process exited during spawn"));
+            }
+            Ok(())
+        });
+    }
+    command.spawn()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn spawn_with_parent_death_signal(command: &mut Command) -> std::io::Result<Child> {
+    // Elsewhere the server is only killed on drop.
+    command.spawn()
+}
+
+/// A minimal HTTP/1.0 GET on 127.0.0.1 (the server closes the connection after the response, so
+/// reading to the end is the whole response): `(status, body)`.
+fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let timeout = Duration::from_secs(5);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no end of HTTP headers"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no HTTP status"))?;
+    Ok((status, body.to_owned()))
+}
