@@ -39,7 +39,12 @@ pub enum LogFormat {
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Namespaces to watch, comma-separated; empty watches all namespaces.
-    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',', default_value = "")]
+    #[arg(
+        long,
+        env = "WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
     pub namespaces: Vec<String>,
     /// Period of the drift check of Ready buckets (jittered by 10%), e.g. 5m, 90s, 1h30m.
     #[arg(long, env = "RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
@@ -128,9 +133,9 @@ pub async fn main() -> Result<(), String> {
 
 async fn run(args: RunArgs) -> Result<(), String> {
     init_logging(args.log_format, &args.log_level)?;
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| format!("cannot reach the Kubernetes API (kubeconfig or in-cluster config): {e}"))?;
+    let client = kube::Client::try_default().await.map_err(|e| {
+        format!("cannot reach the Kubernetes API (kubeconfig or in-cluster config): {e}")
+    })?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let server = http::serve(args.http_addr, health.clone(), metrics.clone())
@@ -138,7 +143,11 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.http_addr))?;
     tokio::spawn(server);
     let config = controller::Config {
-        namespaces: args.namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
+        namespaces: args
+            .namespaces
+            .into_iter()
+            .filter(|n| !n.is_empty())
+            .collect(),
         resync: args.resync_interval,
         max_backoff: args.max_backoff,
         connect_timeout: args.nats_connect_timeout,

@@ -11,19 +11,19 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, future};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, PartialObjectMeta, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, metadata_watcher, predicates, watcher};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use rand::Rng;
 use serde_json::json;
 
 use crate::crd::{
-    BucketStatus, ConditionSpec, KeyValueBucket, KeyValueBucketSpec, KeyValueBucketStatus,
-    MANAGER, condition, merge_conditions,
+    BucketStatus, ConditionSpec, KeyValueBucket, KeyValueBucketSpec, KeyValueBucketStatus, MANAGER,
+    condition, merge_conditions,
 };
 use crate::dapr::Component;
 use crate::dapr::store::{NatsAuth, StoreConfig};
@@ -182,14 +182,22 @@ fn build(
     metrics: Arc<Metrics>,
     written: Arc<Mutex<HashMap<String, Written>>>,
 ) -> (Controller<DeserializeGuard<Component>>, Arc<Context>) {
-    let api = |c: &Client| -> (Api<DeserializeGuard<Component>>, Api<KeyValueBucket>, Api<Secret>) {
+    let api = |c: &Client| -> (
+        Api<DeserializeGuard<Component>>,
+        Api<KeyValueBucket>,
+        Api<PartialObjectMeta<Secret>>,
+    ) {
         match &scope {
             Some(ns) => (
                 Api::namespaced(c.clone(), ns),
                 Api::namespaced(c.clone(), ns),
                 Api::namespaced(c.clone(), ns),
             ),
-            None => (Api::all(c.clone()), Api::all(c.clone()), Api::all(c.clone())),
+            None => (
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+            ),
         }
     };
     let (components_api, kvbs_api, secrets_api) = api(&client);
@@ -210,7 +218,7 @@ fn build(
         .predicate_filter(predicates::generation, Default::default());
 
     // Secrets: metadata only; the data is read when a Component that uses the Secret reconciles.
-    let secret_stream = metadata_watcher(secrets_api, watcher::Config::default().any_semantic())
+    let secret_stream = watcher(secrets_api, watcher::Config::default().any_semantic())
         .default_backoff()
         .touched_objects();
     let by_secret = components.clone();
@@ -277,7 +285,10 @@ fn component_predicate(obj: &DeserializeGuard<Component>) -> Option<u64> {
 }
 
 /// Closes connections of Components that no longer exist (deleted Components get no reconcile).
-async fn sweep_connections(pool: Arc<ConnectionPool>, written: Arc<Mutex<HashMap<String, Written>>>) {
+async fn sweep_connections(
+    pool: Arc<ConnectionPool>,
+    written: Arc<Mutex<HashMap<String, Written>>>,
+) {
     let _ = (pool, written);
     future::pending::<()>().await
 }
@@ -487,7 +498,12 @@ impl Steps {
 
     /// The final list: every detail condition (Unknown where not reached), then Ready and the
     /// kstatus conditions.
-    fn finish(mut self, ready_reason: &str, ready_message: String, retry: Retry) -> Vec<ConditionSpec> {
+    fn finish(
+        mut self,
+        ready_reason: &str,
+        ready_message: String,
+        retry: Retry,
+    ) -> Vec<ConditionSpec> {
         let blocker = self
             .conditions
             .iter()
@@ -578,13 +594,29 @@ async fn observe(
     let entries = match crate::dapr::metadata::parse_metadata(component) {
         Ok(e) => e,
         Err(e) => {
-            return fail(steps, spec, condition::CREDENTIALS_RESOLVED, e.reason(), e.to_string(), Retry::AwaitChange, previous_bucket);
+            return fail(
+                steps,
+                spec,
+                condition::CREDENTIALS_RESOLVED,
+                e.reason(),
+                e.to_string(),
+                Retry::AwaitChange,
+                previous_bucket,
+            );
         }
     };
     let settings = match crate::settings::from_annotations(&component.annotations().clone()) {
         Ok(s) => s,
         Err(e) => {
-            return fail(steps, spec, condition::CONFIG_SYNCED, e.reason(), e.to_string(), Retry::AwaitChange, previous_bucket);
+            return fail(
+                steps,
+                spec,
+                condition::CONFIG_SYNCED,
+                e.reason(),
+                e.to_string(),
+                Retry::AwaitChange,
+                previous_bucket,
+            );
         }
     };
     spec.config = Some(bucket::desired_config(&settings));
@@ -593,14 +625,34 @@ async fn observe(
     let values = match crate::secrets::resolve(&ctx.client, &namespace, &entries).await {
         Ok(v) => v,
         Err(e) => {
-            let retry = if e.is_permanent() { Retry::AwaitChange } else { Retry::Backoff };
-            return fail(steps, spec, condition::CREDENTIALS_RESOLVED, e.reason(), e.to_string(), retry, previous_bucket);
+            let retry = if e.is_permanent() {
+                Retry::AwaitChange
+            } else {
+                Retry::Backoff
+            };
+            return fail(
+                steps,
+                spec,
+                condition::CREDENTIALS_RESOLVED,
+                e.reason(),
+                e.to_string(),
+                retry,
+                previous_bucket,
+            );
         }
     };
     let store = match crate::dapr::store::store_config(&values) {
         Ok(s) => s,
         Err(e) => {
-            return fail(steps, spec, condition::CREDENTIALS_RESOLVED, e.reason(), e.to_string(), Retry::AwaitChange, previous_bucket);
+            return fail(
+                steps,
+                spec,
+                condition::CREDENTIALS_RESOLVED,
+                e.reason(),
+                e.to_string(),
+                Retry::AwaitChange,
+                previous_bucket,
+            );
         }
     };
     spec.bucket = Some(store.bucket.clone());
@@ -609,22 +661,42 @@ async fn observe(
     if let NatsAuth::Jwt { jwt, seed } = &store.auth {
         let now = jiff::Timestamp::now().as_second();
         if let Err(e) = crate::credentials::check_user_credentials(jwt, seed, now) {
-            return fail(steps, spec, condition::CREDENTIALS_RESOLVED, e.reason(), e.to_string(), Retry::AwaitChange, previous_bucket);
+            return fail(
+                steps,
+                spec,
+                condition::CREDENTIALS_RESOLVED,
+                e.reason(),
+                e.to_string(),
+                Retry::AwaitChange,
+                previous_bucket,
+            );
         }
     }
     steps.pass(
         condition::CREDENTIALS_RESOLVED,
         "Resolved",
-        format!("metadata and credentials resolved (auth: {})", store.auth.kind()),
+        format!(
+            "metadata and credentials resolved (auth: {})",
+            store.auth.kind()
+        ),
     );
 
     // Act: connect, look at the bucket, create or verify it.
-    let previous_bucket = previous_bucket.filter(|b| b.stream == bucket::stream_name(&store.bucket));
+    let previous_bucket =
+        previous_bucket.filter(|b| b.stream == bucket::stream_name(&store.bucket));
     let client = match ctx.pool.connect(key, &store).await {
         Ok(c) => c,
         Err(e) => {
             let retry = Retry::Backoff;
-            return fail(steps, spec, condition::CONNECTED, e.reason(), e.to_string(), retry, previous_bucket);
+            return fail(
+                steps,
+                spec,
+                condition::CONNECTED,
+                e.reason(),
+                e.to_string(),
+                retry,
+                previous_bucket,
+            );
         }
     };
     let servers = store.redacted_servers.join(",");
@@ -633,7 +705,15 @@ async fn observe(
             servers,
             detail: "the connection is down and reconnecting".into(),
         };
-        return fail(steps, spec, condition::CONNECTED, e.reason(), e.to_string(), Retry::Backoff, previous_bucket);
+        return fail(
+            steps,
+            spec,
+            condition::CONNECTED,
+            e.reason(),
+            e.to_string(),
+            Retry::Backoff,
+            previous_bucket,
+        );
     }
     let server = client.server_info();
     let js = async_nats::jetstream::new(client.clone());
@@ -642,15 +722,39 @@ async fn observe(
     let live = match nats_bucket.fetch().await {
         Ok(live) => live,
         Err(e) => {
-            return fail(steps, spec, condition::CONNECTED, e.reason(), e.to_string(), Retry::Backoff, previous_bucket);
+            return fail(
+                steps,
+                spec,
+                condition::CONNECTED,
+                e.reason(),
+                e.to_string(),
+                Retry::Backoff,
+                previous_bucket,
+            );
         }
     };
     steps.pass(
         condition::CONNECTED,
         "Connected",
-        format!("connected to NATS {} at {servers} with JetStream", server.version),
+        format!(
+            "connected to NATS {} at {servers} with JetStream",
+            server.version
+        ),
     );
-    act(ctx, steps, spec, &store, &settings, key, &nats_bucket, live, previous_bucket, server.version.clone(), server.cluster.is_some()).await
+    act(
+        ctx,
+        steps,
+        spec,
+        &store,
+        &settings,
+        key,
+        &nats_bucket,
+        live,
+        previous_bucket,
+        server.version.clone(),
+        server.cluster.is_some(),
+    )
+    .await
 }
 
 fn enum_name<T: serde::Serialize>(v: &T) -> String {
@@ -686,9 +790,18 @@ async fn act(
     // At most two rounds: a create that races with another creator plans again against the
     // bucket that won.
     for _ in 0..2 {
-        let plan = bucket::plan(&desired, live.as_ref().map(|i| &i.config), previously_managed, clustered);
+        let plan = bucket::plan(
+            &desired,
+            live.as_ref().map(|i| &i.config),
+            previously_managed,
+            clustered,
+        );
         let facts = |info: &async_nats::jetstream::stream::Info, managed: bool| {
-            Some(bucket::status_of(info, managed, Some(server_version.clone())))
+            Some(bucket::status_of(
+                info,
+                managed,
+                Some(server_version.clone()),
+            ))
         };
         let (retry, bucket_status) = match plan {
             Plan::Create(config) | Plan::Recreate(config) => {
@@ -699,10 +812,22 @@ async fn act(
                         if recreate {
                             events.push((EventType::Warning, "BucketRecreated", format!("bucket {name} was deleted outside the operator; created it again (its data was lost)")));
                         } else {
-                            events.push((EventType::Normal, "BucketCreated", format!("created bucket {name} (stream {stream})")));
+                            events.push((
+                                EventType::Normal,
+                                "BucketCreated",
+                                format!("created bucket {name} (stream {stream})"),
+                            ));
                         }
-                        steps.pass(condition::BUCKET_AVAILABLE, "BucketCreated", format!("bucket {name} created (stream {stream})"));
-                        steps.pass(condition::CONFIG_SYNCED, "InSync", "bucket settings match the Component");
+                        steps.pass(
+                            condition::BUCKET_AVAILABLE,
+                            "BucketCreated",
+                            format!("bucket {name} created (stream {stream})"),
+                        );
+                        steps.pass(
+                            condition::CONFIG_SYNCED,
+                            "InSync",
+                            "bucket settings match the Component",
+                        );
                         (Retry::Resync, facts(&info, true))
                     }
                     Ok(info) => {
@@ -725,48 +850,122 @@ async fn act(
                 (Retry::Resync, None)
             }
             Plan::InSync { managed } => {
-                let how = if managed { "managed by the operator" } else { "verified; not managed by the operator" };
-                steps.pass(condition::BUCKET_AVAILABLE, "BucketFound", format!("bucket {name} exists (stream {stream}); {how}"));
-                steps.pass(condition::CONFIG_SYNCED, "InSync", "bucket settings match the Component");
+                let how = if managed {
+                    "managed by the operator"
+                } else {
+                    "verified; not managed by the operator"
+                };
+                steps.pass(
+                    condition::BUCKET_AVAILABLE,
+                    "BucketFound",
+                    format!("bucket {name} exists (stream {stream}); {how}"),
+                );
+                steps.pass(
+                    condition::CONFIG_SYNCED,
+                    "InSync",
+                    "bucket settings match the Component",
+                );
                 let info = live.as_ref();
                 (Retry::Resync, info.and_then(|i| facts(i, managed)))
             }
-            Plan::Update { config, changes, adopt } => {
+            Plan::Update {
+                config,
+                changes,
+                adopt,
+            } => {
                 ctx.metrics.nats_request("update");
-                let what = changes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+                let what = changes
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 match nats_bucket.update(*config).await {
                     Ok(info) => {
-                        let verb = if adopt { "adopted and updated" } else { "updated" };
-                        events.push((EventType::Normal, "BucketUpdated", format!("{verb} bucket {name}: {what}")));
-                        steps.pass(condition::BUCKET_AVAILABLE, "BucketFound", format!("bucket {name} exists (stream {stream}); managed by the operator"));
-                        steps.pass(condition::CONFIG_SYNCED, "ConfigUpdated", format!("{verb}: {what}"));
+                        let verb = if adopt {
+                            "adopted and updated"
+                        } else {
+                            "updated"
+                        };
+                        events.push((
+                            EventType::Normal,
+                            "BucketUpdated",
+                            format!("{verb} bucket {name}: {what}"),
+                        ));
+                        steps.pass(
+                            condition::BUCKET_AVAILABLE,
+                            "BucketFound",
+                            format!(
+                                "bucket {name} exists (stream {stream}); managed by the operator"
+                            ),
+                        );
+                        steps.pass(
+                            condition::CONFIG_SYNCED,
+                            "ConfigUpdated",
+                            format!("{verb}: {what}"),
+                        );
                         (Retry::Resync, facts(&info, true))
                     }
                     Err(e) => {
-                        steps.pass(condition::BUCKET_AVAILABLE, "BucketFound", format!("bucket {name} exists (stream {stream})"));
-                        steps.fail(condition::CONFIG_SYNCED, e.reason(), format!("updating {what} failed: {e}"));
+                        steps.pass(
+                            condition::BUCKET_AVAILABLE,
+                            "BucketFound",
+                            format!("bucket {name} exists (stream {stream})"),
+                        );
+                        steps.fail(
+                            condition::CONFIG_SYNCED,
+                            e.reason(),
+                            format!("updating {what} failed: {e}"),
+                        );
                         (Retry::Backoff, live.as_ref().and_then(|i| facts(i, true)))
                     }
                 }
             }
-            Plan::Blocked { managed, reason, changes } => {
-                let what = changes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            Plan::Blocked {
+                managed,
+                reason,
+                changes,
+            } => {
+                let what = changes
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 let message = match reason {
-                    bucket::BlockReason::ConfigMismatch => format!("bucket {name} was not created by the operator and differs from the Component: {what}; the operator only verifies it: change the annotations, fix the bucket, or set jetstreamkv.io/on-existing: adopt"),
-                    bucket::BlockReason::DataLossRefused => format!("refused to apply {what} to bucket {name}: it would discard stored data; set jetstreamkv.io/allow-data-loss: \"true\" to apply it"),
-                    bucket::BlockReason::ImmutableFieldChanged => format!("cannot change {what} of bucket {name}: NATS cannot change it on an existing bucket; revert the annotation or migrate the data to a new bucket"),
-                    bucket::BlockReason::UnsupportedByServer => format!("cannot apply {what} to bucket {name}: the server is not clustered; use replicas 1"),
+                    bucket::BlockReason::ConfigMismatch => format!(
+                        "bucket {name} was not created by the operator and differs from the Component: {what}; the operator only verifies it: change the annotations, fix the bucket, or set jetstreamkv.io/on-existing: adopt"
+                    ),
+                    bucket::BlockReason::DataLossRefused => format!(
+                        "refused to apply {what} to bucket {name}: it would discard stored data; set jetstreamkv.io/allow-data-loss: \"true\" to apply it"
+                    ),
+                    bucket::BlockReason::ImmutableFieldChanged => format!(
+                        "cannot change {what} of bucket {name}: NATS cannot change it on an existing bucket; revert the annotation or migrate the data to a new bucket"
+                    ),
+                    bucket::BlockReason::UnsupportedByServer => format!(
+                        "cannot apply {what} to bucket {name}: the server is not clustered; use replicas 1"
+                    ),
                 };
-                steps.pass(condition::BUCKET_AVAILABLE, "BucketFound", format!("bucket {name} exists (stream {stream})"));
+                steps.pass(
+                    condition::BUCKET_AVAILABLE,
+                    "BucketFound",
+                    format!("bucket {name} exists (stream {stream})"),
+                );
                 steps.fail(condition::CONFIG_SYNCED, reason.reason(), message);
                 (Retry::Resync, live.as_ref().and_then(|i| facts(i, managed)))
             }
         };
         let managed = bucket_status.as_ref().map(|b| b.managed).unwrap_or(false);
         let (ready_reason, ready_message) = if managed {
-            ("BucketManaged", format!("bucket {name} is ready and managed by the operator"))
+            (
+                "BucketManaged",
+                format!("bucket {name} is ready and managed by the operator"),
+            )
         } else {
-            ("BucketVerified", format!("bucket {name} is ready; it was created outside the operator and is only verified"))
+            (
+                "BucketVerified",
+                format!(
+                    "bucket {name} is ready; it was created outside the operator and is only verified"
+                ),
+            )
         };
         let conditions = steps.finish(ready_reason, ready_message, retry);
         return Outcome {
@@ -777,7 +976,11 @@ async fn act(
             retry,
         };
     }
-    steps.fail(condition::BUCKET_AVAILABLE, "BucketCreateConflict", format!("bucket {name} kept changing while it was being created; retrying"));
+    steps.fail(
+        condition::BUCKET_AVAILABLE,
+        "BucketCreateConflict",
+        format!("bucket {name} kept changing while it was being created; retrying"),
+    );
     Outcome {
         conditions: steps.finish("", String::new(), Retry::Backoff),
         spec,
@@ -823,9 +1026,16 @@ async fn report(
             "spec": outcome.spec,
         });
         let applied = api
-            .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(object))
+            .patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(object),
+            )
             .await
-            .map_err(|source| ReportError { what: "KeyValueBucket", source })?;
+            .map_err(|source| ReportError {
+                what: "KeyValueBucket",
+                source,
+            })?;
         ctx.metrics.api_write("apply-keyvaluebucket");
         generation = applied.metadata.generation;
     }
@@ -836,7 +1046,12 @@ async fn report(
     let status = KeyValueBucketStatus {
         observed_generation: generation,
         component_generation: component.metadata.generation,
-        conditions: merge_conditions(&previous_status.conditions, &outcome.conditions, generation, now),
+        conditions: merge_conditions(
+            &previous_status.conditions,
+            &outcome.conditions,
+            generation,
+            now,
+        ),
         bucket: outcome.bucket.clone(),
     };
     if status != previous_status {
@@ -845,28 +1060,51 @@ async fn report(
             "kind": "KeyValueBucket",
             "status": status,
         });
-        api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch))
-            .await
-            .map_err(|source| ReportError { what: "KeyValueBucket status", source })?;
+        api.patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await
+        .map_err(|source| ReportError {
+            what: "KeyValueBucket status",
+            source,
+        })?;
         ctx.metrics.api_write("apply-keyvaluebucket-status");
     }
-    ctx.written.lock().unwrap_or_else(|e| e.into_inner()).insert(
-        key.to_string(),
-        Written {
-            spec: outcome.spec.clone(),
-            generation,
-            status: status.clone(),
-        },
-    );
+    ctx.written
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(
+            key.to_string(),
+            Written {
+                spec: outcome.spec.clone(),
+                generation,
+                status: status.clone(),
+            },
+        );
 
     // 3. The summary annotations on the Component, for tools that only look at it.
-    let ready = status.conditions.iter().find(|c| c.type_ == condition::READY);
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::READY);
     let wanted: BTreeMap<&str, String> = BTreeMap::from([
-        (annotation::READY, ready.map(|c| c.status.to_lowercase()).unwrap_or_default()),
-        (annotation::REASON, ready.map(|c| c.reason.clone()).unwrap_or_default()),
+        (
+            annotation::READY,
+            ready.map(|c| c.status.to_lowercase()).unwrap_or_default(),
+        ),
+        (
+            annotation::REASON,
+            ready.map(|c| c.reason.clone()).unwrap_or_default(),
+        ),
         (
             annotation::OBSERVED_GENERATION,
-            component.metadata.generation.unwrap_or_default().to_string(),
+            component
+                .metadata
+                .generation
+                .unwrap_or_default()
+                .to_string(),
         ),
     ]);
     let current = component.annotations();
@@ -887,9 +1125,13 @@ async fn report(
         .map(|c| (c.status.clone(), c.reason.clone()));
     let after = ready.map(|c| (c.status.clone(), c.reason.clone()));
     let mut events = outcome.events.clone();
-    if events.is_empty() && before != after {
-        if let Some(c) = ready {
-            let type_ = if c.status == "True" { EventType::Normal } else { EventType::Warning };
+    if let Some(c) = ready.filter(|_| events.is_empty() && before != after) {
+        {
+            let type_ = if c.status == "True" {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            };
             let reason: &'static str = event_reason(&c.reason);
             events.push((type_, reason, c.message.clone()));
         }
@@ -934,9 +1176,16 @@ async fn apply_component(
     patch: serde_json::Value,
 ) -> Result<(), ReportError> {
     let api: Api<Component> = Api::namespaced(ctx.client.clone(), namespace);
-    api.patch_metadata(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch))
-        .await
-        .map_err(|source| ReportError { what: "Component annotations", source })?;
+    api.patch_metadata(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await
+    .map_err(|source| ReportError {
+        what: "Component annotations",
+        source,
+    })?;
     ctx.metrics.api_write("apply-component-annotations");
     Ok(())
 }

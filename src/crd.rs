@@ -140,7 +140,10 @@ pub struct BucketStatus {
 fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let mut schema = generator.subschema_for::<Vec<Condition>>();
     schema.insert("x-kubernetes-list-type".into(), "map".into());
-    schema.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
+    schema.insert(
+        "x-kubernetes-list-map-keys".into(),
+        serde_json::json!(["type"]),
+    );
     schema
 }
 
@@ -261,8 +264,8 @@ mod tests {
             .map(|c| c["name"].as_str().unwrap())
             .collect();
         assert_eq!(columns, ["Bucket", "Ready", "Reason", "Managed", "Age"]);
-        let conditions =
-            &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
+        let conditions = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+            ["conditions"];
         assert_eq!(conditions["x-kubernetes-list-type"], "map");
     }
 }

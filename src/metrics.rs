@@ -115,7 +115,10 @@ impl Metrics {
 
     /// Records the Ready state of one KeyValueBucket (`None` when it is gone).
     pub fn set_ready(&self, object: &str, ready: Option<bool>) {
-        let mut map = self.ready_by_object.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self
+            .ready_by_object
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         match ready {
             Some(true) => map.insert(object.to_string(), "true"),
             Some(false) => map.insert(object.to_string(), "false"),
@@ -173,7 +176,9 @@ mod tests {
         m.set_ready("a/y", None);
         let text = m.encode();
         assert!(text.contains("jetstream_kv_reconciles_total 2"), "{text}");
-        assert!(text.contains(r#"jetstream_kv_reconcile_errors_total{reason="NatsUnavailable"} 1"#));
+        assert!(
+            text.contains(r#"jetstream_kv_reconcile_errors_total{reason="NatsUnavailable"} 1"#)
+        );
         assert!(text.contains(r#"jetstream_kv_buckets{ready="true"} 1"#));
         assert!(text.contains(r#"jetstream_kv_buckets{ready="false"} 0"#));
     }

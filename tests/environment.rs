@@ -50,7 +50,10 @@ spec:
         ns = ns.name
     ));
     let api: Api<Component> = Api::namespaced(client, &ns.name);
-    let c = api.get("statestore").await.expect("typed get of the Component");
+    let c = api
+        .get("statestore")
+        .await
+        .expect("typed get of the Component");
     assert_eq!(c.spec.type_, "state.jetstream");
     assert_eq!(c.spec.version, "v1");
     assert_eq!(
@@ -60,10 +63,17 @@ spec:
     assert_eq!(c.scopes, ["orders", "billing"]);
     let replicas = &c.spec.metadata[1];
     assert_eq!(replicas.name, "replicas");
-    assert_eq!(replicas.value, Some(serde_json::json!(3)), "a JSON number stays a number");
+    assert_eq!(
+        replicas.value,
+        Some(serde_json::json!(3)),
+        "a JSON number stays a number"
+    );
     let jwt = &c.spec.metadata[2];
     let secret_ref = jwt.secret_key_ref.as_ref().expect("secretKeyRef");
-    assert_eq!((secret_ref.name.as_str(), secret_ref.key.as_deref()), ("nats-user", Some("jwt")));
+    assert_eq!(
+        (secret_ref.name.as_str(), secret_ref.key.as_deref()),
+        ("nats-user", Some("jwt"))
+    );
 }
 
 #[tokio::test]
@@ -88,7 +98,12 @@ async fn owner_references_are_garbage_collected() {
     support::eventually(
         Duration::from_secs(60),
         "the owned ConfigMap to be garbage-collected",
-        || async { api.get_opt("owned").await.ok().and_then(|o| o.is_none().then_some(())) },
+        || async {
+            api.get_opt("owned")
+                .await
+                .ok()
+                .and_then(|o| o.is_none().then_some(()))
+        },
         async || support::describe(&ns.name, "configmap", "owned"),
     )
     .await;

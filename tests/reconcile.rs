@@ -52,17 +52,28 @@ async fn applied_component_gets_a_bucket_dapr_can_bind_to() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "ready").await;
     let bucket = unique_bucket("orders");
-    control_plane().apply(&component(&ns.name, "statestore", &nats().url(), &bucket, ""));
+    control_plane().apply(&component(
+        &ns.name,
+        "statestore",
+        &nats().url(),
+        &bucket,
+        "",
+    ));
     wait_kvb(&ns.name, "statestore", "Ready", READY);
 
     // Dapr's check: stream KV_<bucket> exists with max_msgs_per_subject >= 1.
-    let config = stream_config(&nats().url(), &bucket).await.expect("the bucket exists");
+    let config = stream_config(&nats().url(), &bucket)
+        .await
+        .expect("the bucket exists");
     assert_eq!(config["name"], format!("KV_{bucket}"));
     assert_eq!(config["subjects"][0], format!("$KV.{bucket}.>"));
     assert_eq!(config["max_msgs_per_subject"], 1, "default history 1");
     assert_eq!(config["storage"], "file");
     assert_eq!(config["num_replicas"], 1);
-    assert_eq!(config["metadata"]["jetstreamkv.io/component"], format!("{}/statestore", ns.name));
+    assert_eq!(
+        config["metadata"]["jetstreamkv.io/component"],
+        format!("{}/statestore", ns.name)
+    );
     // And a Dapr-style client can use it as a KV store.
     let js = support::jetstream(&nats().url()).await;
     let store = js.get_key_value(&bucket).await.expect("bind as KV");
@@ -79,7 +90,12 @@ async fn applied_component_gets_a_bucket_dapr_can_bind_to() {
     let ready = kvb.condition("Ready").unwrap();
     assert_eq!(ready.reason, "BucketManaged");
     assert_eq!(ready.observed_generation, kvb.metadata.generation);
-    for detail in ["CredentialsResolved", "Connected", "BucketAvailable", "ConfigSynced"] {
+    for detail in [
+        "CredentialsResolved",
+        "Connected",
+        "BucketAvailable",
+        "ConfigSynced",
+    ] {
         assert_eq!(kvb.condition(detail).unwrap().status, "True", "{detail}");
     }
     // Owned by the Component, and summarised on it for tools that only see Components.
@@ -150,7 +166,15 @@ async fn existing_bucket_is_verified_and_never_touched() {
         &bucket,
         r#""jetstreamkv.io/history": "7""#,
     ));
-    let kvb = wait_condition(&client, &ns.name, "theirs", "ConfigSynced", "False", "ConfigMismatch").await;
+    let kvb = wait_condition(
+        &client,
+        &ns.name,
+        "theirs",
+        "ConfigSynced",
+        "False",
+        "ConfigMismatch",
+    )
+    .await;
     let message = &kvb.condition("ConfigSynced").unwrap().message;
     assert!(message.contains("history 3 -> 7"), "{message}");
     assert_eq!(kvb.condition("Ready").unwrap().status, "False");
@@ -166,13 +190,48 @@ async fn bad_manifests_get_their_own_reason_and_no_bucket() {
     let url = nats().url();
     let item = |name: &str, value: &str| format!("  - name: {name}\n    value: {value:?}\n");
     let cases: Vec<(&str, String, String, &str)> = vec![
-        ("no-url", String::new(), item("bucket", "b_nourl"), "MissingNatsURL"),
-        ("no-bucket", String::new(), item("natsURL", &url), "MissingBucket"),
-        ("bad-name", String::new(), item("natsURL", &url) + &item("bucket", "has.dot"), "InvalidBucketName"),
-        ("jwt-only", String::new(), item("natsURL", &url) + &item("bucket", "b_jwt") + &item("jwt", "eyJ"), "JwtWithoutSeed"),
-        ("dup", String::new(), item("natsURL", &url) + &item("natsurl", &url) + &item("bucket", "b_dup"), "DuplicateMetadata"),
-        ("template", String::new(), item("natsURL", &url) + &item("bucket", "b_{uuid}"), "UnresolvableTemplate"),
-        ("bad-annotation", r#""jetstreamkv.io/history": "many""#.into(), item("natsURL", &url) + &item("bucket", "b_annot"), "InvalidAnnotation"),
+        (
+            "no-url",
+            String::new(),
+            item("bucket", "b_nourl"),
+            "MissingNatsURL",
+        ),
+        (
+            "no-bucket",
+            String::new(),
+            item("natsURL", &url),
+            "MissingBucket",
+        ),
+        (
+            "bad-name",
+            String::new(),
+            item("natsURL", &url) + &item("bucket", "has.dot"),
+            "InvalidBucketName",
+        ),
+        (
+            "jwt-only",
+            String::new(),
+            item("natsURL", &url) + &item("bucket", "b_jwt") + &item("jwt", "eyJ"),
+            "JwtWithoutSeed",
+        ),
+        (
+            "dup",
+            String::new(),
+            item("natsURL", &url) + &item("natsurl", &url) + &item("bucket", "b_dup"),
+            "DuplicateMetadata",
+        ),
+        (
+            "template",
+            String::new(),
+            item("natsURL", &url) + &item("bucket", "b_{uuid}"),
+            "UnresolvableTemplate",
+        ),
+        (
+            "bad-annotation",
+            r#""jetstreamkv.io/history": "many""#.into(),
+            item("natsURL", &url) + &item("bucket", "b_annot"),
+            "InvalidAnnotation",
+        ),
     ];
     let mut manifest = String::new();
     for (name, annotations, metadata, _) in &cases {
@@ -191,20 +250,36 @@ async fn bad_manifests_get_their_own_reason_and_no_bucket() {
     manifest += &component(&ns.name, "good", &url, &good, "");
     control_plane().apply(&manifest);
 
-    let mut all = cases.iter().map(|(n, _, _, r)| (*n, *r)).collect::<Vec<_>>();
+    let mut all = cases
+        .iter()
+        .map(|(n, _, _, r)| (*n, *r))
+        .collect::<Vec<_>>();
     all.push(("v2", "UnsupportedVersion"));
     for (name, reason) in &all {
         let kvb = wait_condition(&client, &ns.name, name, "Ready", "False", reason).await;
         let ready = kvb.condition("Ready").unwrap();
-        assert!(ready.message.len() > 20, "{name}: the message says what to fix: {}", ready.message);
-        assert!(kvb.condition("Stalled").is_some_and(|c| c.status == "True"), "{name}: Stalled");
+        assert!(
+            ready.message.len() > 20,
+            "{name}: the message says what to fix: {}",
+            ready.message
+        );
+        assert!(
+            kvb.condition("Stalled").is_some_and(|c| c.status == "True"),
+            "{name}: Stalled"
+        );
     }
     wait_kvb(&ns.name, "good", "Ready", READY);
     let js = support::jetstream(&url).await;
     for bucket in ["b_nourl", "b_jwt", "b_dup", "b_annot", "b_v2"] {
-        assert!(js.get_stream(format!("KV_{bucket}")).await.is_err(), "{bucket} was created");
+        assert!(
+            js.get_stream(format!("KV_{bucket}")).await.is_err(),
+            "{bucket} was created"
+        );
     }
-    assert!(!operator().logs().contains("panicked"), "the operator panicked");
+    assert!(
+        !operator().logs().contains("panicked"),
+        "the operator panicked"
+    );
 }
 
 #[tokio::test]
@@ -212,21 +287,35 @@ async fn unreachable_nats_backs_off_then_becomes_ready_when_it_starts() {
     operator();
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "outage").await;
-    let server = support::nats::NatsServer::start();
+    let mut server = support::nats::NatsServer::start();
     let url = server.url();
     server.stop();
     let bucket = unique_bucket("later");
     control_plane().apply(&component(&ns.name, "later", &url, &bucket, ""));
-    let kvb = wait_condition(&client, &ns.name, "later", "Ready", "False", "NatsUnavailable").await;
+    let kvb = wait_condition(
+        &client,
+        &ns.name,
+        "later",
+        "Ready",
+        "False",
+        "NatsUnavailable",
+    )
+    .await;
     assert_eq!(kvb.condition("Connected").unwrap().status, "False");
-    assert!(kvb.condition("Reconciling").is_some_and(|c| c.status == "True"));
+    assert!(
+        kvb.condition("Reconciling")
+            .is_some_and(|c| c.status == "True")
+    );
     let components: Api<Component> = Api::namespaced(client.clone(), &ns.name);
     let generation = components.get("later").await.unwrap().metadata.generation;
 
     server.start_again();
     wait_kvb(&ns.name, "later", "Ready", READY);
     assert!(stream_config(&url, &bucket).await.is_some());
-    assert_eq!(components.get("later").await.unwrap().metadata.generation, generation);
+    assert_eq!(
+        components.get("later").await.unwrap().metadata.generation,
+        generation
+    );
 }
 
 #[tokio::test]
@@ -243,12 +332,24 @@ async fn other_types_are_ignored_and_type_changes_and_deletes_clean_up() {
     control_plane().apply(&component(&ns.name, "changing", &url, &bucket, ""));
     wait_kvb(&ns.name, "changing", "Ready", READY);
     let kvbs: Api<KeyValueBucket> = Api::namespaced(client.clone(), &ns.name);
-    assert!(kvbs.get_opt("redis").await.unwrap().is_none(), "a redis Component got a KeyValueBucket");
+    assert!(
+        kvbs.get_opt("redis").await.unwrap().is_none(),
+        "a redis Component got a KeyValueBucket"
+    );
 
     // Type changes away from state.jetstream: the KeyValueBucket goes, the bucket stays.
     control_plane()
         .kubectl(
-            &["-n", &ns.name, "patch", "component", "changing", "--type=merge", "-p", r#"{"spec":{"type":"state.redis"}}"#],
+            &[
+                "-n",
+                &ns.name,
+                "patch",
+                "component",
+                "changing",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"type":"state.redis"}}"#,
+            ],
             None,
         )
         .unwrap();
@@ -266,9 +367,17 @@ async fn other_types_are_ignored_and_type_changes_and_deletes_clean_up() {
     control_plane().apply(&component(&ns.name, "deleted", &url, &kept, ""));
     wait_kvb(&ns.name, "deleted", "Ready", READY);
     let js = support::jetstream(&url).await;
-    js.get_key_value(&kept).await.unwrap().put("k", "v".into()).await.unwrap();
+    js.get_key_value(&kept)
+        .await
+        .unwrap()
+        .put("k", "v".into())
+        .await
+        .unwrap();
     let components: Api<Component> = Api::namespaced(client.clone(), &ns.name);
-    components.delete("deleted", &DeleteParams::default()).await.unwrap();
+    components
+        .delete("deleted", &DeleteParams::default())
+        .await
+        .unwrap();
     support::eventually(
         READY,
         "the KeyValueBucket of a deleted Component to be garbage-collected",
@@ -276,7 +385,13 @@ async fn other_types_are_ignored_and_type_changes_and_deletes_clean_up() {
         async || support::describe(&ns.name, "kvb", "deleted"),
     )
     .await;
-    let value = js.get_key_value(&kept).await.unwrap().get("k").await.unwrap();
+    let value = js
+        .get_key_value(&kept)
+        .await
+        .unwrap()
+        .get("k")
+        .await
+        .unwrap();
     assert_eq!(value.as_deref(), Some(&b"v"[..]), "the data survived");
 }
 
@@ -293,11 +408,19 @@ async fn steady_state_writes_nothing() {
     let kvbs: Api<KeyValueBucket> = Api::namespaced(client.clone(), &ns.name);
     let components: Api<Component> = Api::namespaced(client.clone(), &ns.name);
     let kvb_rv = kvbs.get("steady").await.unwrap().metadata.resource_version;
-    let component_rv = components.get("steady").await.unwrap().metadata.resource_version;
+    let component_rv = components
+        .get("steady")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
     let config = stream_config(&nats().url(), &bucket).await.unwrap();
     let mutations = |m: &str| {
         m.lines()
-            .filter(|l| l.starts_with("jetstream_kv_nats_requests_total{kind=\"create\"}") || l.starts_with("jetstream_kv_nats_requests_total{kind=\"update\"}"))
+            .filter(|l| {
+                l.starts_with("jetstream_kv_nats_requests_total{kind=\"create\"}")
+                    || l.starts_with("jetstream_kv_nats_requests_total{kind=\"update\"}")
+            })
             .map(str::to_string)
             .collect::<Vec<_>>()
     };
@@ -312,8 +435,23 @@ async fn steady_state_writes_nothing() {
     tokio::time::sleep(RESYNC * 3).await;
     let (_, after) = operator().http_get("/metrics").expect("metrics");
     assert!(reconciles(&after) > reconciles(&before), "resyncs ran");
-    assert_eq!(kvbs.get("steady").await.unwrap().metadata.resource_version, kvb_rv);
-    assert_eq!(components.get("steady").await.unwrap().metadata.resource_version, component_rv);
+    assert_eq!(
+        kvbs.get("steady").await.unwrap().metadata.resource_version,
+        kvb_rv
+    );
+    assert_eq!(
+        components
+            .get("steady")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        component_rv
+    );
     assert_eq!(stream_config(&nats().url(), &bucket).await.unwrap(), config);
-    assert_eq!(mutations(&before), mutations(&after), "no create or update sent to NATS");
+    assert_eq!(
+        mutations(&before),
+        mutations(&after),
+        "no create or update sent to NATS"
+    );
 }

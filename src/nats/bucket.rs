@@ -257,7 +257,7 @@ fn setting_of(field: &str) -> Setting {
 /// Why a stream is not a KV bucket Dapr can bind to, if it is not.
 fn kv_problem(bucket: &str, live: &stream::Config) -> Option<String> {
     let subject = format!("$KV.{bucket}.>");
-    if !live.subjects.iter().any(|s| *s == subject) {
+    if !live.subjects.contains(&subject) {
         return Some(format!(
             "stream {} exists but does not hold the subjects {subject}: it is not a KV bucket; use another bucket name or recreate it with `nats kv add {bucket}`",
             live.name
@@ -529,12 +529,15 @@ impl<'a> Bucket<'a> {
 
     /// Updates the stream in place.
     pub async fn update(&self, config: stream::Config) -> Result<stream::Info, NatsError> {
-        self.js.update_stream(config).await.map_err(|e| match e.kind() {
-            jetstream::context::UpdateStreamErrorKind::JetStream(js) => {
-                NatsError::from_jetstream("update stream", &js)
-            }
-            _ => request_error("update stream", &e),
-        })
+        self.js
+            .update_stream(config)
+            .await
+            .map_err(|e| match e.kind() {
+                jetstream::context::UpdateStreamErrorKind::JetStream(js) => {
+                    NatsError::from_jetstream("update stream", &js)
+                }
+                _ => request_error("update stream", &e),
+            })
     }
 
     /// Deletes the stream and every value in it.
@@ -600,7 +603,10 @@ mod tests {
         let s = settings();
         let d = desired(&s);
         assert!(matches!(plan(&d, None, None, false), Plan::Create(_)));
-        assert!(matches!(plan(&d, None, Some(true), false), Plan::Recreate(_)));
+        assert!(matches!(
+            plan(&d, None, Some(true), false),
+            Plan::Recreate(_)
+        ));
         assert_eq!(plan(&d, None, Some(false), false), Plan::Missing);
     }
 
@@ -609,7 +615,10 @@ mod tests {
         let s = settings();
         let d = desired(&s);
         let live = desired_stream(&d);
-        assert_eq!(plan(&d, Some(&live), None, false), Plan::InSync { managed: true });
+        assert_eq!(
+            plan(&d, Some(&live), None, false),
+            Plan::InSync { managed: true }
+        );
     }
 
     #[test]
@@ -619,7 +628,10 @@ mod tests {
         let mut live = desired_stream(&d);
         live.metadata.clear();
         live.max_messages_per_subject = 5; // differs from the default, but not asked for
-        assert_eq!(plan(&d, Some(&live), None, false), Plan::InSync { managed: false });
+        assert_eq!(
+            plan(&d, Some(&live), None, false),
+            Plan::InSync { managed: false }
+        );
 
         let mut explicit = settings();
         explicit.history = 3;
@@ -669,7 +681,11 @@ mod tests {
         let mut ttl = settings();
         ttl.ttl = Some(Duration::from_secs(3600));
         let changes = diff(&ttl, &live, false);
-        assert_eq!(changes[0].kind, ChangeKind::DataLoss, "a TTL where there was none");
+        assert_eq!(
+            changes[0].kind,
+            ChangeKind::DataLoss,
+            "a TTL where there was none"
+        );
         let mut bigger = settings();
         bigger.history = 5;
         bigger.compression = true;

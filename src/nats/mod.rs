@@ -24,9 +24,13 @@ pub enum NatsError {
         "JetStream is not enabled for this account on {servers}; enable JetStream on the server and give the account JetStream limits"
     )]
     JetStreamDisabled { servers: String },
-    #[error("the account's JetStream limits are reached: {detail}; raise the account limits or free space")]
+    #[error(
+        "the account's JetStream limits are reached: {detail}; raise the account limits or free space"
+    )]
     AccountLimits { detail: String },
-    #[error("no suitable placement for the bucket: {detail}; lower replicas or fix the placement annotations")]
+    #[error(
+        "no suitable placement for the bucket: {detail}; lower replicas or fix the placement annotations"
+    )]
     NoSuitablePlacement { detail: String },
     #[error("the NATS server did not answer in time ({what}); it may be overloaded or restarting")]
     Timeout { what: String },
@@ -60,7 +64,7 @@ impl NatsError {
 
     /// Maps a JetStream API error to a reason by its NATS error code.
     pub(crate) fn from_jetstream(what: &str, err: &jetstream::Error) -> Self {
-        let detail = err.description().to_string();
+        let detail = err.to_string();
         match err.error_code() {
             // JetStream not enabled (for the account).
             jetstream::ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT

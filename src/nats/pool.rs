@@ -79,10 +79,10 @@ impl ConnectionPool {
         let slot = {
             let mut state = self.lock();
             let slot = state.slots.entry(key).or_default().clone();
-            if let Some(old) = state.users.insert(user.to_string(), key) {
-                if old != key {
-                    self.close_if_unused(&mut state, old);
-                }
+            if let Some(old) = state.users.insert(user.to_string(), key)
+                && old != key
+            {
+                self.close_if_unused(&mut state, old);
             }
             slot
         };
@@ -135,13 +135,15 @@ impl ConnectionPool {
         if state.users.values().any(|k| *k == key) {
             return;
         }
-        if let Some(slot) = state.slots.remove(&key) {
-            if let Some(client) = slot.client.get().cloned() {
-                tracing::info!("closing a NATS connection no Component uses any more");
-                tokio::spawn(async move {
-                    let _ = client.drain().await;
-                });
-            }
+        if let Some(client) = state
+            .slots
+            .remove(&key)
+            .and_then(|slot| slot.client.get().cloned())
+        {
+            tracing::info!("closing a NATS connection no Component uses any more");
+            tokio::spawn(async move {
+                let _ = client.drain().await;
+            });
         }
     }
 
@@ -156,12 +158,13 @@ impl ConnectionPool {
         let target = parse_servers(&config.servers)?;
         let mut options = match &config.auth {
             NatsAuth::Jwt { jwt, seed } => {
-                let key_pair = Arc::new(nkeys::KeyPair::from_seed(seed.expose()).map_err(|_| {
-                    // The credentials were checked before; this only guards a logic error.
-                    NatsError::AuthorizationFailed {
-                        servers: servers.clone(),
-                    }
-                })?);
+                let key_pair =
+                    Arc::new(nkeys::KeyPair::from_seed(seed.expose()).map_err(|_| {
+                        // The credentials were checked before; this only guards a logic error.
+                        NatsError::AuthorizationFailed {
+                            servers: servers.clone(),
+                        }
+                    })?);
                 ConnectOptions::with_jwt(jwt.expose().to_string(), move |nonce| {
                     let key_pair = key_pair.clone();
                     async move { key_pair.sign(&nonce).map_err(async_nats::AuthError::new) }
@@ -224,7 +227,12 @@ struct Target {
 fn parse_servers(servers: &SecretValue) -> Result<Target, NatsError> {
     let mut addresses = Vec::new();
     let mut userinfo = None;
-    for raw in servers.expose().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for raw in servers
+        .expose()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let with_scheme = if raw.contains("://") {
             raw.to_string()
         } else {

@@ -90,7 +90,11 @@ impl ControlPlane {
         let mut cmd = Command::new("kubectl");
         cmd.args(args)
             .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("run kubectl: {e}"))?;
@@ -128,10 +132,8 @@ impl ControlPlane {
         signal(&self.child.lock().expect("child lock"), libc::SIGUSR1);
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
-            if let Some(r) = read_ready(&self.dir) {
-                if Some(r.apiserver_pid) != before {
-                    return;
-                }
+            if read_ready(&self.dir).is_some_and(|r| Some(r.apiserver_pid) != before) {
+                return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -36,7 +36,13 @@ pub fn control_plane() -> &'static ControlPlane {
         cp.kubectl(&["apply", "--server-side", "-f", path_str(&crds)], None)
             .expect("install the CRDs in crds/");
         cp.kubectl(
-            &["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"],
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd",
+                "--all",
+                "--timeout=60s",
+            ],
             None,
         )
         .expect("CRDs established");
@@ -134,7 +140,13 @@ pub fn describe(namespace: &str, kind: &str, name: &str) -> String {
         .unwrap_or_else(|e| e);
     let events = cp
         .kubectl(
-            &["-n", namespace, "get", "events", "--sort-by=.metadata.creationTimestamp"],
+            &[
+                "-n",
+                namespace,
+                "get",
+                "events",
+                "--sort-by=.metadata.creationTimestamp",
+            ],
             None,
         )
         .unwrap_or_else(|e| e);
@@ -212,7 +224,9 @@ pub fn wait_kvb(namespace: &str, name: &str, condition: &str, timeout: Duration)
 
 /// A JetStream context on a NATS URL, for checking buckets as Dapr would see them.
 pub async fn jetstream(url: &str) -> async_nats::jetstream::Context {
-    let client = async_nats::connect(url).await.expect("connect to nats-server");
+    let client = async_nats::connect(url)
+        .await
+        .expect("connect to nats-server");
     async_nats::jetstream::new(client)
 }
 
@@ -236,7 +250,13 @@ pub async fn wait_condition(
             let c = kvb.condition(type_)?;
             (c.status == status && c.reason == reason).then_some(kvb)
         },
-        async || format!("{}\n--- operator log:\n{}", describe(namespace, "kvb", name), operator().log_tail()),
+        async || {
+            format!(
+                "{}\n--- operator log:\n{}",
+                describe(namespace, "kvb", name),
+                operator().log_tail()
+            )
+        },
     )
     .await
 }

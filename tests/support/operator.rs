@@ -20,7 +20,11 @@ impl Operator {
     pub fn start(kubeconfig: &Path, args: &[&str]) -> Self {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
         std::fs::create_dir_all(&dir).expect("operator log directory");
-        let log = dir.join(format!("{}-{}.log", std::process::id(), super::random_suffix()));
+        let log = dir.join(format!(
+            "{}-{}.log",
+            std::process::id(),
+            super::random_suffix()
+        ));
         let http_addr = format!("127.0.0.1:{}", free_port());
         let out = std::fs::File::create(&log).expect("operator log file");
         let err = out.try_clone().expect("operator log file");
@@ -81,7 +85,9 @@ impl Operator {
         let mut response = String::new();
         stream.read_to_string(&mut response).ok()?;
         let status = response.split_whitespace().nth(1)?.parse().ok()?;
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())?;
         Some((status, body))
     }
 }
