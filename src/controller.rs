@@ -106,7 +106,7 @@ struct Outcome {
     spec: KeyValueBucketSpec,
     conditions: Vec<ConditionSpec>,
     bucket: Option<BucketStatus>,
-    events: Vec<(EventType, &'static str, String)>,
+    events: Vec<(EventType, String, String)>,
     retry: Retry,
 }
 
@@ -810,11 +810,11 @@ async fn act(
                 match nats_bucket.create(*config).await {
                     Ok(info) if bucket::is_managed_by(&info.config, key) => {
                         if recreate {
-                            events.push((EventType::Warning, "BucketRecreated", format!("bucket {name} was deleted outside the operator; created it again (its data was lost)")));
+                            events.push((EventType::Warning, "BucketRecreated".into(), format!("bucket {name} was deleted outside the operator; created it again (its data was lost)")));
                         } else {
                             events.push((
                                 EventType::Normal,
-                                "BucketCreated",
+                                "BucketCreated".into(),
                                 format!("created bucket {name} (stream {stream})"),
                             ));
                         }
@@ -888,7 +888,7 @@ async fn act(
                         };
                         events.push((
                             EventType::Normal,
-                            "BucketUpdated",
+                            "BucketUpdated".into(),
                             format!("{verb} bucket {name}: {what}"),
                         ));
                         steps.pass(
@@ -1132,14 +1132,13 @@ async fn report(
             } else {
                 EventType::Warning
             };
-            let reason: &'static str = event_reason(&c.reason);
-            events.push((type_, reason, c.message.clone()));
+            events.push((type_, event_reason(&c.reason), c.message.clone()));
         }
     }
     for (type_, reason, note) in events {
         let event = Event {
             type_,
-            reason: reason.to_string(),
+            reason,
             note: Some(note),
             action: "Reconcile".into(),
             secondary: None,
@@ -1153,20 +1152,19 @@ async fn report(
     Ok(())
 }
 
-/// Event reasons are a fixed vocabulary (the Ready reasons are all static strings).
-fn event_reason(reason: &str) -> &'static str {
+/// The Event reason for a Ready transition: the Ready reason itself, grouped where several
+/// reasons mean the same thing to someone reading `kubectl describe`.
+fn event_reason(reason: &str) -> String {
     match reason {
-        "BucketVerified" => "BucketVerified",
         "BucketManaged" => "BucketReady",
         "NatsUnavailable" | "NatsTimeout" => "NatsUnavailable",
-        "AuthorizationFailed" => "AuthorizationFailed",
         "ConfigMismatch" | "DataLossRefused" | "ImmutableFieldChanged" | "UnsupportedByServer" => {
             "ConfigDrift"
         }
-        "SecretNotFound" | "SecretAccessDenied" => "SecretNotFound",
         r if r.starts_with("Jwt") || r.starts_with("Seed") => "CredentialsInvalid",
-        _ => "NotReady",
+        other => other,
     }
+    .to_string()
 }
 
 async fn apply_component(
