@@ -10,6 +10,7 @@ use kube::CustomResourceExt;
 use crate::controller;
 use crate::crd::KeyValueBucket;
 use crate::http::{self, Health};
+use crate::leader::{Election, LeaseConfig};
 use crate::metrics::Metrics;
 
 /// Provisions the NATS JetStream KV buckets of Dapr state.jetstream Components.
@@ -23,7 +24,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the controller.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the KeyValueBucket CustomResourceDefinition as YAML.
     Crd,
 }
@@ -70,9 +71,22 @@ pub struct RunArgs {
     /// Log filter (tracing syntax), e.g. info or info,jetstream_kv_operator=debug.
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
-    /// Name of this instance (Events, leader election); the pod name in a cluster.
-    #[arg(long, env = "POD_NAME", default_value = "jetstream-kv-operator")]
-    pub identity: String,
+    /// Name of this instance (Events, leader election); the pod name in a cluster. Defaults to
+    /// the host name.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Elect a leader with a Lease: only the holder reconciles. Needed with several replicas.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "jetstream-kv-operator")]
+    pub lease_name: String,
+    /// Namespace of the Lease (the operator's own namespace in a cluster).
+    #[arg(long, env = "LEASE_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// How long a leader keeps the Lease without renewing it; a standby takes over after that.
+    #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
 }
 
 /// Parses Go-style durations (`90s`, `5m`, `1h30m`, `250ms`), as Kubernetes users write them.
@@ -131,7 +145,7 @@ pub async fn main() -> Result<(), String> {
             print!("{yaml}");
             Ok(())
         }
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
     }
 }
 
@@ -146,6 +160,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.http_addr))?;
     tokio::spawn(server);
+    let identity = args.identity.clone().unwrap_or_else(hostname);
     let config = controller::Config {
         namespaces: args
             .namespaces
@@ -157,17 +172,75 @@ async fn run(args: RunArgs) -> Result<(), String> {
         connect_timeout: args.nats_connect_timeout,
         request_timeout: args.nats_request_timeout,
         concurrency: args.concurrency,
-        instance: args.identity,
+        instance: identity.clone(),
     };
     tracing::info!(
         namespaces = ?config.namespaces,
         resync = ?config.resync,
+        identity = %identity,
+        leader_election = args.leader_election,
         "starting jetstream-kv-operator {}",
         env!("CARGO_PKG_VERSION")
     );
-    controller::run(client, config, health, metrics, shutdown_signal()).await;
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown_signal()));
+    if !args.leader_election {
+        controller::run(client, config, health, metrics, shutdown).await;
+        tracing::info!("stopped");
+        return Ok(());
+    }
+
+    let lease = LeaseConfig {
+        name: args.lease_name,
+        namespace: args.lease_namespace,
+        identity,
+        duration: args.lease_duration,
+    };
+    let mut election = Election::join(client.clone(), &lease).await.map_err(|e| {
+        format!(
+            "cannot join the leader election on Lease {}/{}: {e}",
+            lease.namespace, lease.name
+        )
+    })?;
+    // A standby is healthy and ready: it serves, and takes over when the leader goes.
+    health.set_ready(true);
+    tracing::info!(lease = %lease.name, "waiting to become the leader");
+    tokio::select! {
+        _ = election.acquired() => {}
+        _ = shutdown.clone() => {
+            election.release(Duration::from_secs(5)).await;
+            tracing::info!("stopped");
+            return Ok(());
+        }
+    }
+    tracing::info!(lease = %lease.name, "became the leader");
+    health.set_ready(false);
+    let lost = election.lost();
+    let lost_leadership = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = lost_leadership.clone();
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = lost => flag.store(true, std::sync::atomic::Ordering::Relaxed),
+        }
+    };
+    controller::run(client, config, health, metrics, stop).await;
+    if lost_leadership.load(std::sync::atomic::Ordering::Relaxed) {
+        // Another instance may be writing now: stop at once, and let the restart rejoin.
+        return Err(
+            "lost the leader Lease; exiting so that a fresh start rejoins the election".into(),
+        );
+    }
+    election.release(Duration::from_secs(5)).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| crate::crd::MANAGER.to_string())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

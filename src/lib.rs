@@ -9,6 +9,7 @@
 //! - [`nats`]: shared connections, and the create-or-verify bucket plan (pure) and its execution;
 //! - [`crd`]: the `KeyValueBucket` resource, conditions and status (pure);
 //! - [`controller`]: the reconciler that runs the steps above;
+//! - [`leader`]: leader election with a Lease, so that only one replica writes;
 //! - [`http`] and [`metrics`]: health, readiness and Prometheus metrics;
 //! - [`cli`]: the command line.
 
@@ -18,6 +19,7 @@ pub mod crd;
 pub mod credentials;
 pub mod dapr;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod nats;
 pub mod secrets;

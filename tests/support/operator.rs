@@ -18,6 +18,11 @@ impl Operator {
     /// Starts the operator with `KUBECONFIG=kubeconfig` and extra `run` arguments. Logs go to a
     /// file (text format, debug level for this crate) that tests read with [`Operator::logs`].
     pub fn start(kubeconfig: &Path, args: &[&str]) -> Self {
+        Self::start_with_env(kubeconfig, args, &[])
+    }
+
+    /// Like [`Operator::start`], with extra environment variables (as a Deployment sets them).
+    pub fn start_with_env(kubeconfig: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
         std::fs::create_dir_all(&dir).expect("operator log directory");
         let log = dir.join(format!(
@@ -35,6 +40,7 @@ impl Operator {
             .env("HTTP_ADDR", &http_addr)
             .env("LOG_LEVEL", "info,jetstream_kv_operator=debug")
             .env("LOG_FORMAT", "text")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
