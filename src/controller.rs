@@ -31,7 +31,11 @@ use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::nats::bucket::{self, Bucket, Desired, Plan};
 use crate::nats::pool::ConnectionPool;
-use crate::settings::BucketSettings;
+use crate::settings::{BucketSettings, DeletionPolicy};
+
+/// The finalizer that holds a Component with `deletion-policy: delete` until its bucket is
+/// deleted.
+pub const FINALIZER: &str = "jetstreamkv.io/bucket";
 
 /// Annotations the operator writes on Components, for tools that only see the Component.
 pub mod annotation {
@@ -88,6 +92,9 @@ pub struct Context {
     config: Config,
     failures: Mutex<HashMap<String, u32>>,
     written: Arc<Mutex<HashMap<String, Written>>>,
+    /// The KeyValueBucket caches of every watched scope, to find other Components that use the
+    /// same bucket (set once all scopes are built).
+    peers: Arc<std::sync::OnceLock<Vec<Store<KeyValueBucket>>>>,
 }
 
 /// When to look at an object again.
@@ -108,6 +115,8 @@ struct Outcome {
     bucket: Option<BucketStatus>,
     events: Vec<(EventType, String, String)>,
     retry: Retry,
+    /// Whether the Component should carry our finalizer; None when unknown (bad annotations).
+    wants_finalizer: Option<bool>,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -136,19 +145,18 @@ pub async fn run(
         config.namespaces.iter().cloned().map(Some).collect()
     };
     let shutdown = future::Shared::clone(&futures::FutureExt::shared(Box::pin(shutdown)));
-    let written = Arc::new(Mutex::new(HashMap::new()));
+    let shared = Shared {
+        client,
+        pool: pool.clone(),
+        recorder,
+        metrics,
+        written: Arc::new(Mutex::new(HashMap::new())),
+        peers: Arc::new(std::sync::OnceLock::new()),
+    };
     let mut controllers = Vec::new();
     let mut stores = Vec::new();
     for scope in scopes {
-        let (controller, ctx) = build(
-            client.clone(),
-            scope,
-            &config,
-            pool.clone(),
-            recorder.clone(),
-            metrics.clone(),
-            written.clone(),
-        );
+        let (controller, ctx) = build(scope, &config, shared.clone());
         stores.push((ctx.components.clone(), ctx.kvbs.clone()));
         let shutdown = shutdown.clone();
         controllers.push(
@@ -158,6 +166,9 @@ pub async fn run(
                 .for_each(|_| future::ready(())),
         );
     }
+    let _ = shared
+        .peers
+        .set(stores.iter().map(|(_, kvbs)| kvbs.clone()).collect());
     let ready = async move {
         for (components, kvbs) in stores {
             let _ = components.wait_until_ready().await;
@@ -166,22 +177,38 @@ pub async fn run(
         health.set_ready(true);
         tracing::info!("caches synced; ready");
     };
-    let sweeper = sweep_connections(pool.clone(), written.clone());
+    let sweeper = sweep_connections(pool.clone(), shared.written.clone());
     tokio::select! {
         _ = future::join(future::join_all(controllers), ready) => {}
         _ = sweeper => {}
     }
 }
 
-fn build(
+/// What every scope's controller shares.
+#[derive(Clone)]
+struct Shared {
     client: Client,
-    scope: Option<String>,
-    config: &Config,
     pool: Arc<ConnectionPool>,
     recorder: Recorder,
     metrics: Arc<Metrics>,
     written: Arc<Mutex<HashMap<String, Written>>>,
+    peers: Arc<std::sync::OnceLock<Vec<Store<KeyValueBucket>>>>,
+}
+
+/// The controller of one scope (all namespaces, or one): its watches and its context.
+fn build(
+    scope: Option<String>,
+    config: &Config,
+    shared: Shared,
 ) -> (Controller<DeserializeGuard<Component>>, Arc<Context>) {
+    let Shared {
+        client,
+        pool,
+        recorder,
+        metrics,
+        written,
+        peers,
+    } = shared;
     let api = |c: &Client| -> (
         Api<DeserializeGuard<Component>>,
         Api<KeyValueBucket>,
@@ -254,6 +281,7 @@ fn build(
         config: config.clone(),
         failures: Mutex::default(),
         written,
+        peers,
     });
     (controller, ctx)
 }
@@ -356,6 +384,9 @@ async fn reconcile(
             return Ok(Action::await_change());
         }
     };
+    if component.metadata.deletion_timestamp.is_some() {
+        return finalize(component, &key, &ctx).await;
+    }
     if !component.is_jetstream_state_store() {
         return forget(component, &key, &ctx).await;
     }
@@ -439,7 +470,8 @@ async fn forget(component: &Component, key: &str, ctx: &Context) -> Result<Actio
     let ours = component
         .annotations()
         .keys()
-        .any(|k| k == annotation::READY || k == annotation::REASON);
+        .any(|k| k == annotation::READY || k == annotation::REASON)
+        || component.finalizers().iter().any(|f| f == FINALIZER);
     if ours {
         // Applying no annotations under our field manager removes the ones we own.
         let patch = json!({
@@ -559,6 +591,169 @@ impl Steps {
     }
 }
 
+/// Why a reconcile stopped before the bucket was reached.
+struct Failure {
+    condition: &'static str,
+    reason: String,
+    message: String,
+    retry: Retry,
+}
+
+impl Failure {
+    fn new(condition: &'static str, reason: &str, message: String, retry: Retry) -> Self {
+        Self {
+            condition,
+            reason: reason.to_string(),
+            message,
+            retry,
+        }
+    }
+
+    fn nats(condition: &'static str, e: &crate::nats::NatsError) -> Self {
+        Self::new(condition, e.reason(), e.to_string(), Retry::Backoff)
+    }
+}
+
+/// What one reconcile has found so far: each step adds to it, the first failure ends it.
+struct Pass {
+    steps: Steps,
+    spec: KeyValueBucketSpec,
+    bucket: Option<BucketStatus>,
+    events: Vec<(EventType, String, String)>,
+    wants_finalizer: Option<bool>,
+}
+
+impl Pass {
+    fn new(component: &Component, previous: Option<&Written>) -> Self {
+        Self {
+            steps: Steps::new(),
+            spec: KeyValueBucketSpec {
+                component: component.name_any(),
+                ..Default::default()
+            },
+            bucket: previous.and_then(|p| p.status.bucket.clone()),
+            events: Vec::new(),
+            wants_finalizer: None,
+        }
+    }
+
+    fn fail(mut self, failure: Failure) -> Outcome {
+        self.steps
+            .fail(failure.condition, &failure.reason, failure.message);
+        self.finish(failure.retry, "", String::new())
+    }
+
+    fn finish(self, retry: Retry, ready_reason: &str, ready_message: String) -> Outcome {
+        Outcome {
+            conditions: self.steps.finish(ready_reason, ready_message, retry),
+            spec: self.spec,
+            bucket: self.bucket,
+            events: self.events,
+            retry,
+            wants_finalizer: self.wants_finalizer,
+        }
+    }
+}
+
+/// The read-and-decide part: Dapr's metadata rules, the annotations, the Secrets and the
+/// credentials, into a connection config and bucket settings. Fills in what it understood in
+/// `spec` as it goes (never a secret).
+async fn resolve(
+    component: &Component,
+    ctx: &Context,
+    spec: &mut KeyValueBucketSpec,
+) -> Result<(StoreConfig, BucketSettings), Failure> {
+    let credentials = |reason: &str, message: String, retry: Retry| {
+        Failure::new(condition::CREDENTIALS_RESOLVED, reason, message, retry)
+    };
+    let entries = crate::dapr::metadata::parse_metadata(component)
+        .map_err(|e| credentials(e.reason(), e.to_string(), Retry::AwaitChange))?;
+    let settings = crate::settings::from_annotations(component.annotations()).map_err(|e| {
+        Failure::new(
+            condition::CONFIG_SYNCED,
+            e.reason(),
+            e.to_string(),
+            Retry::AwaitChange,
+        )
+    })?;
+    spec.config = Some(bucket::desired_config(&settings));
+    spec.on_existing = Some(settings.on_existing.as_str().to_string());
+    spec.deletion_policy = Some(settings.deletion_policy.as_str().to_string());
+    let namespace = component.namespace().unwrap_or_default();
+    let values = crate::secrets::resolve(&ctx.client, &namespace, &entries)
+        .await
+        .map_err(|e| {
+            let retry = if e.is_permanent() {
+                Retry::AwaitChange
+            } else {
+                Retry::Backoff
+            };
+            credentials(e.reason(), e.to_string(), retry)
+        })?;
+    let store = crate::dapr::store::store_config(&values)
+        .map_err(|e| credentials(e.reason(), e.to_string(), Retry::AwaitChange))?;
+    spec.bucket = Some(store.bucket.clone());
+    spec.servers = store.redacted_servers.clone();
+    spec.auth = Some(store.auth.kind().to_string());
+    if let NatsAuth::Jwt { jwt, seed } = &store.auth {
+        let now = jiff::Timestamp::now().as_second();
+        crate::credentials::check_user_credentials(jwt, seed, now)
+            .map_err(|e| credentials(e.reason(), e.to_string(), Retry::AwaitChange))?;
+    }
+    Ok((store, settings))
+}
+
+/// Other Components (any namespace) whose KeyValueBucket names the same bucket on the same
+/// servers, as `namespace/name`, with whether they ask for the same settings.
+fn other_users(ctx: &Context, key: &str, spec: &KeyValueBucketSpec) -> Vec<(String, bool)> {
+    let Some(stores) = ctx.peers.get() else {
+        return Vec::new();
+    };
+    let mut users: Vec<(String, bool)> = stores
+        .iter()
+        .flat_map(|store| store.state())
+        .filter(|kvb| kvb.spec.bucket.is_some() && kvb.spec.bucket == spec.bucket)
+        .filter(|kvb| kvb.spec.servers == spec.servers)
+        .map(|kvb| (object_key(kvb.as_ref()), kvb.spec.config == spec.config))
+        .filter(|(other, _)| other != key)
+        .collect();
+    users.sort();
+    users
+}
+
+/// The bucket side: connect and fetch the live bucket. One NATS read.
+async fn connect(
+    ctx: &Context,
+    key: &str,
+    store: &StoreConfig,
+) -> Result<
+    (
+        async_nats::Client,
+        Option<async_nats::jetstream::stream::Info>,
+    ),
+    Failure,
+> {
+    let client = ctx
+        .pool
+        .connect(key, store)
+        .await
+        .map_err(|e| Failure::nats(condition::CONNECTED, &e))?;
+    if client.connection_state() != async_nats::connection::State::Connected {
+        let e = crate::nats::NatsError::Unreachable {
+            servers: store.redacted_servers.join(","),
+            detail: "the connection is down and reconnecting".into(),
+        };
+        return Err(Failure::nats(condition::CONNECTED, &e));
+    }
+    let js = async_nats::jetstream::new(client.clone());
+    ctx.metrics.nats_request("info");
+    let live = Bucket::new(&js, &store.bucket)
+        .fetch()
+        .await
+        .map_err(|e| Failure::nats(condition::CONNECTED, &e))?;
+    Ok((client, live))
+}
+
 /// Read, decide and act for one `state.jetstream` Component.
 async fn observe(
     component: &Component,
@@ -566,113 +761,13 @@ async fn observe(
     ctx: &Context,
     previous: Option<&Written>,
 ) -> Outcome {
-    let namespace = component.namespace().unwrap_or_default();
-    let mut steps = Steps::new();
-    let mut spec = KeyValueBucketSpec {
-        component: component.name_any(),
-        ..Default::default()
+    let mut pass = Pass::new(component, previous);
+    let (store, settings) = match resolve(component, ctx, &mut pass.spec).await {
+        Ok(r) => r,
+        Err(f) => return pass.fail(f),
     };
-    let previous_bucket = previous.and_then(|p| p.status.bucket.clone());
-    let fail = |mut steps: Steps,
-                spec: KeyValueBucketSpec,
-                type_: &'static str,
-                reason: &str,
-                message: String,
-                retry: Retry,
-                bucket: Option<BucketStatus>| {
-        steps.fail(type_, reason, message);
-        Outcome {
-            conditions: steps.finish("", String::new(), retry),
-            spec,
-            bucket,
-            events: Vec::new(),
-            retry,
-        }
-    };
-
-    // Read and decide: Dapr's metadata rules, the annotations, the Secrets, the credentials.
-    let entries = match crate::dapr::metadata::parse_metadata(component) {
-        Ok(e) => e,
-        Err(e) => {
-            return fail(
-                steps,
-                spec,
-                condition::CREDENTIALS_RESOLVED,
-                e.reason(),
-                e.to_string(),
-                Retry::AwaitChange,
-                previous_bucket,
-            );
-        }
-    };
-    let settings = match crate::settings::from_annotations(&component.annotations().clone()) {
-        Ok(s) => s,
-        Err(e) => {
-            return fail(
-                steps,
-                spec,
-                condition::CONFIG_SYNCED,
-                e.reason(),
-                e.to_string(),
-                Retry::AwaitChange,
-                previous_bucket,
-            );
-        }
-    };
-    spec.config = Some(bucket::desired_config(&settings));
-    spec.on_existing = Some(enum_name(&settings.on_existing));
-    spec.deletion_policy = Some(enum_name(&settings.deletion_policy));
-    let values = match crate::secrets::resolve(&ctx.client, &namespace, &entries).await {
-        Ok(v) => v,
-        Err(e) => {
-            let retry = if e.is_permanent() {
-                Retry::AwaitChange
-            } else {
-                Retry::Backoff
-            };
-            return fail(
-                steps,
-                spec,
-                condition::CREDENTIALS_RESOLVED,
-                e.reason(),
-                e.to_string(),
-                retry,
-                previous_bucket,
-            );
-        }
-    };
-    let store = match crate::dapr::store::store_config(&values) {
-        Ok(s) => s,
-        Err(e) => {
-            return fail(
-                steps,
-                spec,
-                condition::CREDENTIALS_RESOLVED,
-                e.reason(),
-                e.to_string(),
-                Retry::AwaitChange,
-                previous_bucket,
-            );
-        }
-    };
-    spec.bucket = Some(store.bucket.clone());
-    spec.servers = store.redacted_servers.clone();
-    spec.auth = Some(store.auth.kind().to_string());
-    if let NatsAuth::Jwt { jwt, seed } = &store.auth {
-        let now = jiff::Timestamp::now().as_second();
-        if let Err(e) = crate::credentials::check_user_credentials(jwt, seed, now) {
-            return fail(
-                steps,
-                spec,
-                condition::CREDENTIALS_RESOLVED,
-                e.reason(),
-                e.to_string(),
-                Retry::AwaitChange,
-                previous_bucket,
-            );
-        }
-    }
-    steps.pass(
+    pass.wants_finalizer = Some(settings.deletion_policy == DeletionPolicy::Delete);
+    pass.steps.pass(
         condition::CREDENTIALS_RESOLVED,
         "Resolved",
         format!(
@@ -680,103 +775,84 @@ async fn observe(
             store.auth.kind()
         ),
     );
+    // Facts about another bucket (the Component was renamed to a new one) do not apply.
+    let stream = bucket::stream_name(&store.bucket);
+    pass.bucket = pass.bucket.take().filter(|b| b.stream == stream);
 
-    // Act: connect, look at the bucket, create or verify it.
-    let previous_bucket =
-        previous_bucket.filter(|b| b.stream == bucket::stream_name(&store.bucket));
-    let client = match ctx.pool.connect(key, &store).await {
+    let (client, live) = match connect(ctx, key, &store).await {
         Ok(c) => c,
-        Err(e) => {
-            let retry = Retry::Backoff;
-            return fail(
-                steps,
-                spec,
-                condition::CONNECTED,
-                e.reason(),
-                e.to_string(),
-                retry,
-                previous_bucket,
-            );
-        }
+        Err(f) => return pass.fail(f),
     };
-    let servers = store.redacted_servers.join(",");
-    if client.connection_state() != async_nats::connection::State::Connected {
-        let e = crate::nats::NatsError::Unreachable {
-            servers,
-            detail: "the connection is down and reconnecting".into(),
-        };
-        return fail(
-            steps,
-            spec,
-            condition::CONNECTED,
-            e.reason(),
-            e.to_string(),
-            Retry::Backoff,
-            previous_bucket,
-        );
-    }
     let server = client.server_info();
-    let js = async_nats::jetstream::new(client.clone());
-    let nats_bucket = Bucket::new(&js, &store.bucket);
-    ctx.metrics.nats_request("info");
-    let live = match nats_bucket.fetch().await {
-        Ok(live) => live,
-        Err(e) => {
-            return fail(
-                steps,
-                spec,
-                condition::CONNECTED,
-                e.reason(),
-                e.to_string(),
-                Retry::Backoff,
-                previous_bucket,
-            );
-        }
-    };
-    steps.pass(
+    pass.steps.pass(
         condition::CONNECTED,
         "Connected",
         format!(
-            "connected to NATS {} at {servers} with JetStream",
-            server.version
+            "connected to NATS {} at {} with JetStream",
+            server.version,
+            store.redacted_servers.join(",")
         ),
     );
+
+    // Two Components asking different things of one bucket: touch nothing until they agree.
+    let conflicting: Vec<String> = other_users(ctx, key, &pass.spec)
+        .into_iter()
+        .filter(|(_, same)| !same)
+        .map(|(other, _)| other)
+        .collect();
+    if !conflicting.is_empty() {
+        let name = &store.bucket;
+        if let Some(info) = &live {
+            let managed = bucket::is_managed_by(&info.config, key);
+            pass.bucket = Some(bucket::status_of(
+                info,
+                managed,
+                Some(server.version.clone()),
+            ));
+            pass.steps.pass(
+                condition::BUCKET_AVAILABLE,
+                "BucketFound",
+                format!("bucket {name} exists (stream {stream})"),
+            );
+        }
+        return pass.fail(Failure::new(
+            condition::CONFIG_SYNCED,
+            "ConflictingComponents",
+            format!(
+                "{} also use(s) bucket {name} on the same server with different bucket settings; the operator changes nothing until the jetstreamkv.io/* bucket annotations of these Components agree, or they use different buckets",
+                conflicting.join(", ")
+            ),
+            Retry::Resync,
+        ));
+    }
+
+    let js = async_nats::jetstream::new(client);
+    let previous_config = previous.and_then(|p| p.spec.config.clone());
     act(
         ctx,
-        steps,
-        spec,
+        pass,
         &store,
         &settings,
         key,
-        &nats_bucket,
+        &Bucket::new(&js, &store.bucket),
         live,
-        previous_bucket,
-        server.version.clone(),
-        server.cluster.is_some(),
+        previous_config,
+        &server,
     )
     .await
-}
-
-fn enum_name<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn act(
     ctx: &Context,
-    mut steps: Steps,
-    spec: KeyValueBucketSpec,
+    mut pass: Pass,
     store: &StoreConfig,
     settings: &BucketSettings,
     key: &str,
     nats_bucket: &Bucket<'_>,
     mut live: Option<async_nats::jetstream::stream::Info>,
-    previous_bucket: Option<BucketStatus>,
-    server_version: String,
-    clustered: bool,
+    previous_config: Option<crate::crd::BucketConfig>,
+    server: &async_nats::ServerInfo,
 ) -> Outcome {
     let desired = Desired {
         bucket: &store.bucket,
@@ -785,8 +861,15 @@ async fn act(
     };
     let name = &store.bucket;
     let stream = bucket::stream_name(name);
-    let mut events = Vec::new();
-    let previously_managed = previous_bucket.as_ref().map(|b| b.managed);
+    let previously_managed = pass.bucket.as_ref().map(|b| b.managed);
+    let clustered = server.cluster.is_some();
+    let facts = |info: &async_nats::jetstream::stream::Info, managed: bool| {
+        Some(bucket::status_of(
+            info,
+            managed,
+            Some(server.version.clone()),
+        ))
+    };
     // At most two rounds: a create that races with another creator plans again against the
     // bucket that won.
     for _ in 0..2 {
@@ -796,58 +879,60 @@ async fn act(
             previously_managed,
             clustered,
         );
-        let facts = |info: &async_nats::jetstream::stream::Info, managed: bool| {
-            Some(bucket::status_of(
-                info,
-                managed,
-                Some(server_version.clone()),
-            ))
-        };
-        let (retry, bucket_status) = match plan {
+        let retry = match plan {
             Plan::Create(config) | Plan::Recreate(config) => {
-                let recreate = previously_managed == Some(true);
                 ctx.metrics.nats_request("create");
                 match nats_bucket.create(*config).await {
                     Ok(info) if bucket::is_managed_by(&info.config, key) => {
-                        if recreate {
-                            events.push((EventType::Warning, "BucketRecreated".into(), format!("bucket {name} was deleted outside the operator; created it again (its data was lost)")));
+                        pass.events.push(if previously_managed == Some(true) {
+                            (
+                                EventType::Warning,
+                                "BucketRecreated".into(),
+                                format!("bucket {name} was deleted outside the operator; created it again (its data was lost)"),
+                            )
                         } else {
-                            events.push((
+                            (
                                 EventType::Normal,
                                 "BucketCreated".into(),
                                 format!("created bucket {name} (stream {stream})"),
-                            ));
-                        }
-                        steps.pass(
+                            )
+                        });
+                        pass.steps.pass(
                             condition::BUCKET_AVAILABLE,
                             "BucketCreated",
                             format!("bucket {name} created (stream {stream})"),
                         );
-                        steps.pass(
+                        pass.steps.pass(
                             condition::CONFIG_SYNCED,
                             "InSync",
                             "bucket settings match the Component",
                         );
-                        (Retry::Resync, facts(&info, true))
+                        pass.bucket = facts(&info, true);
+                        Retry::Resync
                     }
                     Ok(info) => {
                         // Someone else created it first: verify what they made.
                         live = Some(info);
                         continue;
                     }
-                    Err(e) => {
-                        steps.fail(condition::BUCKET_AVAILABLE, e.reason(), e.to_string());
-                        (Retry::Backoff, None)
-                    }
+                    Err(e) => return pass.fail(Failure::nats(condition::BUCKET_AVAILABLE, &e)),
                 }
             }
             Plan::Missing => {
-                steps.fail(condition::BUCKET_AVAILABLE, "BucketMissing", format!("bucket {name} (stream {stream}) no longer exists; the operator only verified it and does not create it again: recreate it, or set jetstreamkv.io/on-existing: adopt and recreate the Component"));
-                (Retry::Backoff, None)
+                return pass.fail(Failure::new(
+                    condition::BUCKET_AVAILABLE,
+                    "BucketMissing",
+                    format!("bucket {name} (stream {stream}) no longer exists; the operator only verified it, so it does not create it again: recreate it, or set jetstreamkv.io/on-existing: adopt and re-create the Component"),
+                    Retry::Backoff,
+                ));
             }
             Plan::NotKeyValue(problem) => {
-                steps.fail(condition::BUCKET_AVAILABLE, "NotAKeyValueBucket", problem);
-                (Retry::Resync, None)
+                return pass.fail(Failure::new(
+                    condition::BUCKET_AVAILABLE,
+                    "NotAKeyValueBucket",
+                    problem,
+                    Retry::Resync,
+                ));
             }
             Plan::InSync { managed } => {
                 let how = if managed {
@@ -855,18 +940,18 @@ async fn act(
                 } else {
                     "verified; not managed by the operator"
                 };
-                steps.pass(
+                pass.steps.pass(
                     condition::BUCKET_AVAILABLE,
                     "BucketFound",
                     format!("bucket {name} exists (stream {stream}); {how}"),
                 );
-                steps.pass(
+                pass.steps.pass(
                     condition::CONFIG_SYNCED,
                     "InSync",
                     "bucket settings match the Component",
                 );
-                let info = live.as_ref();
-                (Retry::Resync, info.and_then(|i| facts(i, managed)))
+                pass.bucket = live.as_ref().and_then(|i| facts(i, managed));
+                Retry::Resync
             }
             Plan::Update {
                 config,
@@ -879,44 +964,51 @@ async fn act(
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(", ");
+                // Same desired settings as last time, yet the bucket differs: someone changed
+                // it behind the operator's back.
+                let drift = !adopt && previous_config.as_ref() == pass.spec.config.as_ref();
+                pass.steps.pass(
+                    condition::BUCKET_AVAILABLE,
+                    "BucketFound",
+                    format!("bucket {name} exists (stream {stream}); managed by the operator"),
+                );
                 match nats_bucket.update(*config).await {
                     Ok(info) => {
-                        let verb = if adopt {
-                            "adopted and updated"
+                        let (type_, reason, note) = if drift {
+                            (
+                                EventType::Warning,
+                                "ConfigDrift",
+                                format!(
+                                    "bucket {name} was changed outside the operator; restored {what}"
+                                ),
+                            )
+                        } else if adopt {
+                            (
+                                EventType::Normal,
+                                "BucketAdopted",
+                                format!("adopted bucket {name} and applied {what}"),
+                            )
                         } else {
-                            "updated"
+                            (
+                                EventType::Normal,
+                                "BucketUpdated",
+                                format!("updated bucket {name}: {what}"),
+                            )
                         };
-                        events.push((
-                            EventType::Normal,
-                            "BucketUpdated".into(),
-                            format!("{verb} bucket {name}: {what}"),
-                        ));
-                        steps.pass(
-                            condition::BUCKET_AVAILABLE,
-                            "BucketFound",
-                            format!(
-                                "bucket {name} exists (stream {stream}); managed by the operator"
-                            ),
-                        );
-                        steps.pass(
-                            condition::CONFIG_SYNCED,
-                            "ConfigUpdated",
-                            format!("{verb}: {what}"),
-                        );
-                        (Retry::Resync, facts(&info, true))
+                        pass.events.push((type_, reason.into(), note.clone()));
+                        pass.steps
+                            .pass(condition::CONFIG_SYNCED, "ConfigUpdated", note);
+                        pass.bucket = facts(&info, true);
+                        Retry::Resync
                     }
                     Err(e) => {
-                        steps.pass(
-                            condition::BUCKET_AVAILABLE,
-                            "BucketFound",
-                            format!("bucket {name} exists (stream {stream})"),
-                        );
-                        steps.fail(
+                        pass.bucket = live.as_ref().and_then(|i| facts(i, true));
+                        return pass.fail(Failure::new(
                             condition::CONFIG_SYNCED,
                             e.reason(),
                             format!("updating {what} failed: {e}"),
-                        );
-                        (Retry::Backoff, live.as_ref().and_then(|i| facts(i, true)))
+                            Retry::Backoff,
+                        ));
                     }
                 }
             }
@@ -938,22 +1030,27 @@ async fn act(
                         "refused to apply {what} to bucket {name}: it would discard stored data; set jetstreamkv.io/allow-data-loss: \"true\" to apply it"
                     ),
                     bucket::BlockReason::ImmutableFieldChanged => format!(
-                        "cannot change {what} of bucket {name}: NATS cannot change it on an existing bucket; revert the annotation or migrate the data to a new bucket"
+                        "cannot change {what} of bucket {name}: NATS cannot change it on an existing bucket; revert the annotation, or move the data to a new bucket"
                     ),
                     bucket::BlockReason::UnsupportedByServer => format!(
                         "cannot apply {what} to bucket {name}: the server is not clustered; use replicas 1"
                     ),
                 };
-                steps.pass(
+                pass.steps.pass(
                     condition::BUCKET_AVAILABLE,
                     "BucketFound",
                     format!("bucket {name} exists (stream {stream})"),
                 );
-                steps.fail(condition::CONFIG_SYNCED, reason.reason(), message);
-                (Retry::Resync, live.as_ref().and_then(|i| facts(i, managed)))
+                pass.bucket = live.as_ref().and_then(|i| facts(i, managed));
+                return pass.fail(Failure::new(
+                    condition::CONFIG_SYNCED,
+                    reason.reason(),
+                    message,
+                    Retry::Resync,
+                ));
             }
         };
-        let managed = bucket_status.as_ref().map(|b| b.managed).unwrap_or(false);
+        let managed = pass.bucket.as_ref().is_some_and(|b| b.managed);
         let (ready_reason, ready_message) = if managed {
             (
                 "BucketManaged",
@@ -967,27 +1064,125 @@ async fn act(
                 ),
             )
         };
-        let conditions = steps.finish(ready_reason, ready_message, retry);
-        return Outcome {
-            spec,
-            conditions,
-            bucket: bucket_status.or(previous_bucket),
-            events,
-            retry,
-        };
+        return pass.finish(retry, ready_reason, ready_message);
     }
-    steps.fail(
+    pass.fail(Failure::new(
         condition::BUCKET_AVAILABLE,
         "BucketCreateConflict",
         format!("bucket {name} kept changing while it was being created; retrying"),
-    );
-    Outcome {
-        conditions: steps.finish("", String::new(), Retry::Backoff),
-        spec,
-        bucket: None,
-        events,
-        retry: Retry::Backoff,
+        Retry::Backoff,
+    ))
+}
+
+/// A Component being deleted that carries our finalizer (deletion-policy: delete): delete its
+/// bucket if the operator created it and nobody else uses it, then let the deletion finish.
+async fn finalize(component: &Component, key: &str, ctx: &Context) -> Result<Action, ReportError> {
+    if !component.finalizers().iter().any(|f| f == FINALIZER) {
+        ctx.pool.release(key);
+        return Ok(Action::await_change());
     }
+    let delete = crate::settings::from_annotations(component.annotations())
+        .is_ok_and(|s| s.deletion_policy == DeletionPolicy::Delete);
+    let (type_, reason, note) = if delete {
+        match delete_bucket(component, key, ctx).await {
+            Ok(event) => event,
+            Err(failure) => {
+                // Keep the finalizer and say why the deletion waits.
+                let previous = previous_state(ctx, component);
+                let mut pass = Pass::new(component, previous.as_ref());
+                if let Some(p) = &previous {
+                    pass.spec = p.spec.clone();
+                }
+                pass.wants_finalizer = Some(true);
+                let outcome = pass.fail(Failure::new(
+                    failure.condition,
+                    "DeletionPending",
+                    format!("the Component is being deleted with jetstreamkv.io/deletion-policy: delete, and its bucket cannot be deleted yet: {} ({}); it is retried. Remove the deletion-policy annotation to keep the bucket and let the deletion finish", failure.message, failure.reason),
+                    Retry::Backoff,
+                ));
+                report(component, key, ctx, previous.as_ref(), &outcome).await?;
+                return Ok(Action::requeue(ctx.backoff(key)));
+            }
+        }
+    } else {
+        (
+            EventType::Normal,
+            "BucketRetained",
+            "the Component is deleted and its deletion policy is retain: the bucket and its data are kept".to_string(),
+        )
+    };
+    publish(ctx, component, key, type_, reason.to_string(), note).await;
+    // Applying nothing under our field manager drops our finalizer and annotations.
+    let namespace = component.namespace().unwrap_or_default();
+    let name = component.name_any();
+    let patch = json!({
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": name, "namespace": namespace},
+    });
+    apply_component(ctx, &namespace, &name, patch).await?;
+    ctx.pool.release(key);
+    ctx.metrics.set_ready(key, None);
+    ctx.written
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(key);
+    ctx.succeeded(key);
+    Ok(Action::await_change())
+}
+
+/// Deletes the bucket of a Component being deleted, when that is safe; returns the Event to
+/// publish.
+async fn delete_bucket(
+    component: &Component,
+    key: &str,
+    ctx: &Context,
+) -> Result<(EventType, &'static str, String), Failure> {
+    let mut spec = KeyValueBucketSpec::default();
+    let (store, _) = resolve(component, ctx, &mut spec).await?;
+    let name = &store.bucket;
+    let (client, live) = connect(ctx, key, &store).await?;
+    let Some(live) = live else {
+        return Ok((
+            EventType::Normal,
+            "BucketRetained",
+            format!("bucket {name} no longer exists; nothing to delete"),
+        ));
+    };
+    if !bucket::is_managed_by(&live.config, key) {
+        return Ok((
+            EventType::Normal,
+            "BucketRetained",
+            format!(
+                "bucket {name} was not created by the operator for this Component, so it is kept"
+            ),
+        ));
+    }
+    let users: Vec<String> = other_users(ctx, key, &spec)
+        .into_iter()
+        .map(|(other, _)| other)
+        .collect();
+    if !users.is_empty() {
+        return Ok((
+            EventType::Normal,
+            "BucketRetained",
+            format!(
+                "bucket {name} is kept: {} still use(s) it",
+                users.join(", ")
+            ),
+        ));
+    }
+    let js = async_nats::jetstream::new(client);
+    ctx.metrics.nats_request("delete");
+    Bucket::new(&js, name)
+        .delete()
+        .await
+        .map_err(|e| Failure::nats(condition::BUCKET_AVAILABLE, &e))?;
+    Ok((
+        EventType::Normal,
+        "BucketDeleted",
+        format!("deleted bucket {name} and its data (jetstreamkv.io/deletion-policy: delete)"),
+    ))
 }
 
 /// Writes what changed: the KeyValueBucket (spec, then status), the Component's annotations, and
@@ -1107,12 +1302,21 @@ async fn report(
                 .to_string(),
         ),
     ]);
+    // With them, our finalizer when the deletion policy asks for one (one apply for both).
     let current = component.annotations();
-    if wanted.iter().any(|(k, v)| current.get(*k) != Some(v)) {
+    let has_finalizer = component.finalizers().iter().any(|f| f == FINALIZER);
+    let wants_finalizer = outcome.wants_finalizer.unwrap_or(has_finalizer);
+    if wanted.iter().any(|(k, v)| current.get(*k) != Some(v)) || wants_finalizer != has_finalizer {
+        let finalizers: &[&str] = if wants_finalizer { &[FINALIZER] } else { &[] };
         let patch = json!({
             "apiVersion": "dapr.io/v1alpha1",
             "kind": "Component",
-            "metadata": {"name": name, "namespace": namespace, "annotations": wanted},
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "annotations": wanted,
+                "finalizers": finalizers,
+            },
         });
         apply_component(ctx, &namespace, &name, patch).await?;
     }
@@ -1136,20 +1340,35 @@ async fn report(
         }
     }
     for (type_, reason, note) in events {
-        let event = Event {
-            type_,
-            reason,
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        let reference = component.object_ref(&());
-        match ctx.recorder.publish(&event, &reference).await {
-            Ok(()) => ctx.metrics.api_write("event"),
-            Err(e) => tracing::warn!(component = %key, error = %e, "could not publish an Event"),
-        }
+        publish(ctx, component, key, type_, reason, note).await;
     }
     Ok(())
+}
+
+/// Publishes an Event on the Component; a failure is logged, never fatal.
+async fn publish(
+    ctx: &Context,
+    component: &Component,
+    key: &str,
+    type_: EventType,
+    reason: String,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason,
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    match ctx
+        .recorder
+        .publish(&event, &component.object_ref(&()))
+        .await
+    {
+        Ok(()) => ctx.metrics.api_write("event"),
+        Err(e) => tracing::warn!(component = %key, error = %e, "could not publish an Event"),
+    }
 }
 
 /// The Event reason for a Ready transition: the Ready reason itself, grouped where several
