@@ -1377,9 +1377,6 @@ fn event_reason(reason: &str) -> String {
     match reason {
         "BucketManaged" => "BucketReady",
         "NatsUnavailable" | "NatsTimeout" => "NatsUnavailable",
-        "ConfigMismatch" | "DataLossRefused" | "ImmutableFieldChanged" | "UnsupportedByServer" => {
-            "ConfigDrift"
-        }
         r if r.starts_with("Jwt") || r.starts_with("Seed") => "CredentialsInvalid",
         other => other,
     }

@@ -1,0 +1,772 @@
+//! Bucket lifecycle against the real servers: updates of managed buckets, the data-loss guard,
+//! fields NATS cannot change, adoption, drift, deletion policy and conflicting Components.
+
+mod support;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use jetstream_kv_operator::crd::KeyValueBucket;
+use jetstream_kv_operator::dapr::Component;
+use kube::Api;
+use kube::api::DeleteParams;
+use support::{RESYNC, TestNamespace, control_plane, nats, operator, wait_condition, wait_kvb};
+
+const READY: Duration = Duration::from_secs(60);
+
+fn component(
+    ns: &str,
+    name: &str,
+    url: &str,
+    bucket: &str,
+    annotations: &[(&str, &str)],
+) -> String {
+    let annotations = annotations
+        .iter()
+        .map(|(k, v)| format!("\"jetstreamkv.io/{k}\": \"{v}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\n  namespace: {ns}\n  annotations: {{{annotations}}}\nspec:\n  type: state.jetstream\n  version: v1\n  metadata:\n  - name: natsURL\n    value: {url}\n  - name: bucket\n    value: {bucket}\n"
+    )
+}
+
+fn bucket_name(prefix: &str) -> String {
+    format!("{prefix}_{}", support::random_suffix())
+}
+
+async fn js() -> jetstream::Context {
+    support::jetstream(&nats().url()).await
+}
+
+async fn stream_config(bucket: &str) -> Option<jetstream::stream::Config> {
+    let mut stream = js().await.get_stream(format!("KV_{bucket}")).await.ok()?;
+    Some(stream.info().await.ok()?.config.clone())
+}
+
+/// Every revision of every key, oldest first, as (key, value) pairs.
+async fn history(bucket: &str) -> Vec<(String, String)> {
+    use futures::StreamExt;
+    let store = js().await.get_key_value(bucket).await.expect("bucket");
+    let mut keys: Vec<String> = store
+        .keys()
+        .await
+        .unwrap()
+        .map(|k| k.unwrap())
+        .collect()
+        .await;
+    keys.sort();
+    let mut out = Vec::new();
+    for key in keys {
+        let mut entries = store.history(&key).await.unwrap();
+        while let Some(entry) = entries.next().await {
+            let entry = entry.unwrap();
+            out.push((
+                key.clone(),
+                String::from_utf8_lossy(&entry.value).into_owned(),
+            ));
+        }
+    }
+    out
+}
+
+async fn events_of(ns: &str, name: &str) -> Vec<(String, String)> {
+    let out = control_plane()
+        .kubectl(
+            &[
+                "-n",
+                ns,
+                "get",
+                "events",
+                "--field-selector",
+                &format!("involvedObject.name={name}"),
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["reason"].as_str().unwrap_or_default().to_string(),
+                e["message"]
+                    .as_str()
+                    .or(e["note"].as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn wait_event(ns: &str, name: &str, reason: &str) -> String {
+    support::eventually(
+        READY,
+        &format!("a {reason} Event on component/{name}"),
+        || async {
+            events_of(ns, name)
+                .await
+                .into_iter()
+                .find(|(r, _)| r == reason)
+                .map(|(_, m)| m)
+        },
+        async || support::describe(ns, "component", name),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn managed_buckets_follow_annotation_changes_with_an_event() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "update").await;
+    let bucket = bucket_name("grow");
+    let url = nats().url();
+    // TTL and size limits only grow here: lowering them (or adding one) would discard data.
+    control_plane().apply(&component(
+        &ns.name,
+        "grow",
+        &url,
+        &bucket,
+        &[("ttl", "1h"), ("max-bytes", "5Mi")],
+    ));
+    wait_kvb(&ns.name, "grow", "Ready", READY);
+    control_plane().apply(&component(
+        &ns.name,
+        "grow",
+        &url,
+        &bucket,
+        &[
+            ("history", "5"),
+            ("ttl", "2h"),
+            ("max-bytes", "10Mi"),
+            ("compression", "true"),
+            ("description", "orders state"),
+        ],
+    ));
+    let message = wait_event(&ns.name, "grow", "BucketUpdated").await;
+    assert!(message.contains("history 1 -> 5"), "{message}");
+    let config = stream_config(&bucket).await.unwrap();
+    assert_eq!(config.max_messages_per_subject, 5);
+    assert_eq!(config.max_age, Duration::from_secs(7200));
+    assert_eq!(config.max_bytes, 10 * 1024 * 1024);
+    assert_eq!(config.compression, Some(jetstream::stream::Compression::S2));
+    assert_eq!(config.description.as_deref(), Some("orders state"));
+    wait_kvb(&ns.name, "grow", "Ready", READY);
+    let kvb = Api::<KeyValueBucket>::namespaced(client, &ns.name)
+        .get("grow")
+        .await
+        .unwrap();
+    let live = kvb.status.unwrap().bucket.unwrap().config;
+    assert_eq!(
+        Some(live),
+        kvb.spec.config,
+        "live settings shown next to the desired ones"
+    );
+}
+
+#[tokio::test]
+async fn changes_that_would_lose_data_are_refused_unless_allowed() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "dataloss").await;
+    let bucket = bucket_name("precious");
+    let url = nats().url();
+    control_plane().apply(&component(
+        &ns.name,
+        "precious",
+        &url,
+        &bucket,
+        &[("history", "5")],
+    ));
+    wait_kvb(&ns.name, "precious", "Ready", READY);
+    let store = js().await.get_key_value(&bucket).await.unwrap();
+    for i in 0..4 {
+        store.put("order", format!("v{i}").into()).await.unwrap();
+    }
+    store.put("other", "x".into()).await.unwrap();
+    let before = history(&bucket).await;
+    assert_eq!(before.len(), 5);
+
+    control_plane().apply(&component(
+        &ns.name,
+        "precious",
+        &url,
+        &bucket,
+        &[("history", "1")],
+    ));
+    let kvb = wait_condition(
+        &client,
+        &ns.name,
+        "precious",
+        "ConfigSynced",
+        "False",
+        "DataLossRefused",
+    )
+    .await;
+    let message = &kvb.condition("ConfigSynced").unwrap().message;
+    assert!(
+        message.contains("history 5 -> 1") && message.contains("allow-data-loss"),
+        "{message}"
+    );
+    tokio::time::sleep(RESYNC).await;
+    assert_eq!(
+        history(&bucket).await,
+        before,
+        "every key and history entry is still there"
+    );
+    assert_eq!(
+        stream_config(&bucket)
+            .await
+            .unwrap()
+            .max_messages_per_subject,
+        5
+    );
+
+    control_plane().apply(&component(
+        &ns.name,
+        "precious",
+        &url,
+        &bucket,
+        &[("history", "1"), ("allow-data-loss", "true")],
+    ));
+    wait_kvb(&ns.name, "precious", "Ready", READY);
+    assert_eq!(
+        stream_config(&bucket)
+            .await
+            .unwrap()
+            .max_messages_per_subject,
+        1
+    );
+}
+
+#[tokio::test]
+async fn fields_nats_cannot_change_are_reported_not_sent() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "immutable").await;
+    let bucket = bucket_name("fixed");
+    let url = nats().url();
+    control_plane().apply(&component(&ns.name, "fixed", &url, &bucket, &[]));
+    wait_kvb(&ns.name, "fixed", "Ready", READY);
+    let metrics = || operator().http_get("/metrics").unwrap().1;
+    let updates = |m: &str| {
+        m.lines()
+            .filter(|l| l.contains("kind=\"update\""))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let before = updates(&metrics());
+
+    control_plane().apply(&component(
+        &ns.name,
+        "fixed",
+        &url,
+        &bucket,
+        &[("storage", "memory")],
+    ));
+    let kvb = wait_condition(
+        &client,
+        &ns.name,
+        "fixed",
+        "ConfigSynced",
+        "False",
+        "ImmutableFieldChanged",
+    )
+    .await;
+    assert!(
+        kvb.condition("ConfigSynced")
+            .unwrap()
+            .message
+            .contains("storage file -> memory")
+    );
+    control_plane().apply(&component(
+        &ns.name,
+        "fixed",
+        &url,
+        &bucket,
+        &[("replicas", "3")],
+    ));
+    let kvb = wait_condition(
+        &client,
+        &ns.name,
+        "fixed",
+        "ConfigSynced",
+        "False",
+        "UnsupportedByServer",
+    )
+    .await;
+    assert!(
+        kvb.condition("ConfigSynced")
+            .unwrap()
+            .message
+            .contains("replicas 1 -> 3")
+    );
+    assert_eq!(
+        updates(&metrics()),
+        before,
+        "an update request was sent to NATS"
+    );
+    assert_eq!(
+        stream_config(&bucket).await.unwrap().storage,
+        jetstream::stream::StorageType::File
+    );
+}
+
+#[tokio::test]
+async fn foreign_buckets_are_verified_by_default_and_adopted_on_request() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "adopt").await;
+    let bucket = bucket_name("foreign");
+    let url = nats().url();
+    js().await
+        .create_key_value(kv::Config {
+            bucket: bucket.clone(),
+            history: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    control_plane().apply(&component(
+        &ns.name,
+        "foreign",
+        &url,
+        &bucket,
+        &[("history", "4")],
+    ));
+    wait_condition(
+        &client,
+        &ns.name,
+        "foreign",
+        "ConfigSynced",
+        "False",
+        "ConfigMismatch",
+    )
+    .await;
+    assert_eq!(
+        stream_config(&bucket)
+            .await
+            .unwrap()
+            .max_messages_per_subject,
+        2
+    );
+
+    control_plane().apply(&component(
+        &ns.name,
+        "foreign",
+        &url,
+        &bucket,
+        &[("history", "4"), ("on-existing", "adopt")],
+    ));
+    wait_event(&ns.name, "foreign", "BucketAdopted").await;
+    wait_kvb(&ns.name, "foreign", "Ready", READY);
+    let config = stream_config(&bucket).await.unwrap();
+    assert_eq!(config.max_messages_per_subject, 4);
+    assert_eq!(
+        config.metadata["jetstreamkv.io/component"],
+        format!("{}/foreign", ns.name)
+    );
+    let kvb = Api::<KeyValueBucket>::namespaced(client, &ns.name)
+        .get("foreign")
+        .await
+        .unwrap();
+    assert_eq!(kvb.condition("Ready").unwrap().reason, "BucketManaged");
+}
+
+#[tokio::test]
+async fn drift_is_restored_deleted_buckets_recreated_and_missing_foreign_ones_reported() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "drift").await;
+    let url = nats().url();
+    let bucket = bucket_name("drifty");
+    control_plane().apply(&component(
+        &ns.name,
+        "drifty",
+        &url,
+        &bucket,
+        &[("history", "5")],
+    ));
+    wait_kvb(&ns.name, "drifty", "Ready", READY);
+
+    // Someone lowers the history with the NATS API: restored at the next resync, with an Event.
+    // (Raising it behind our back would be refused on the way back: that would discard data.)
+    let mut config = stream_config(&bucket).await.unwrap();
+    config.max_messages_per_subject = 2;
+    js().await.update_stream(config).await.unwrap();
+    let message = wait_event(&ns.name, "drifty", "ConfigDrift").await;
+    assert!(message.contains("history 2 -> 5"), "{message}");
+    assert_eq!(
+        stream_config(&bucket)
+            .await
+            .unwrap()
+            .max_messages_per_subject,
+        5
+    );
+
+    // Someone deletes it: recreated, with a Warning.
+    js().await
+        .delete_stream(format!("KV_{bucket}"))
+        .await
+        .unwrap();
+    wait_event(&ns.name, "drifty", "BucketRecreated").await;
+    assert!(stream_config(&bucket).await.is_some());
+
+    // A bucket the operator only verifies disappears: reported, not recreated.
+    let foreign = bucket_name("gone");
+    js().await
+        .create_key_value(kv::Config {
+            bucket: foreign.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    control_plane().apply(&component(&ns.name, "gone", &url, &foreign, &[]));
+    wait_kvb(&ns.name, "gone", "Ready", READY);
+    js().await
+        .delete_stream(format!("KV_{foreign}"))
+        .await
+        .unwrap();
+    wait_condition(&client, &ns.name, "gone", "Ready", "False", "BucketMissing").await;
+    assert!(stream_config(&foreign).await.is_none());
+}
+
+#[tokio::test]
+async fn deletion_retains_by_default_and_deletes_only_what_is_safe() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "deletion").await;
+    let components: Api<Component> = Api::namespaced(client.clone(), &ns.name);
+    let url = nats().url();
+
+    // Default: retain, and every key survives.
+    let kept = bucket_name("kept");
+    control_plane().apply(&component(&ns.name, "kept", &url, &kept, &[]));
+    wait_kvb(&ns.name, "kept", "Ready", READY);
+    js().await
+        .get_key_value(&kept)
+        .await
+        .unwrap()
+        .put("k", "v".into())
+        .await
+        .unwrap();
+    components
+        .delete("kept", &DeleteParams::default())
+        .await
+        .unwrap();
+    support::eventually(
+        READY,
+        "the Component to be gone",
+        || async {
+            components
+                .get_opt("kept")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+        async || String::new(),
+    )
+    .await;
+    assert_eq!(history(&kept).await, [("k".to_string(), "v".to_string())]);
+
+    // delete: a finalizer, and the bucket goes with the Component.
+    let doomed = bucket_name("doomed");
+    control_plane().apply(&component(
+        &ns.name,
+        "doomed",
+        &url,
+        &doomed,
+        &[("deletion-policy", "delete")],
+    ));
+    wait_kvb(&ns.name, "doomed", "Ready", READY);
+    support::eventually(
+        READY,
+        "the finalizer on the Component",
+        || async {
+            components
+                .get("doomed")
+                .await
+                .ok()?
+                .metadata
+                .finalizers?
+                .contains(&"jetstreamkv.io/bucket".to_string())
+                .then_some(())
+        },
+        async || support::describe(&ns.name, "component", "doomed"),
+    )
+    .await;
+    components
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .unwrap();
+    support::eventually(
+        READY,
+        "the Component to be gone",
+        || async {
+            components
+                .get_opt("doomed")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+        async || support::describe(&ns.name, "component", "doomed"),
+    )
+    .await;
+    assert!(
+        stream_config(&doomed).await.is_none(),
+        "the bucket was not deleted"
+    );
+
+    // delete, but another Component (another namespace) uses the same bucket: kept, and said why.
+    let other_ns = TestNamespace::new(&client, "deletion-other").await;
+    let shared = bucket_name("shared");
+    control_plane().apply(&component(
+        &ns.name,
+        "owner",
+        &url,
+        &shared,
+        &[("deletion-policy", "delete")],
+    ));
+    wait_kvb(&ns.name, "owner", "Ready", READY);
+    control_plane().apply(&component(
+        &other_ns.name,
+        "user",
+        &url,
+        &shared,
+        &[("deletion-policy", "delete")],
+    ));
+    wait_kvb(&other_ns.name, "user", "Ready", READY);
+    components
+        .delete("owner", &DeleteParams::default())
+        .await
+        .unwrap();
+    let message = wait_event(&ns.name, "owner", "BucketRetained").await;
+    assert!(
+        message.contains(&format!("{}/user", other_ns.name)),
+        "{message}"
+    );
+    assert!(stream_config(&shared).await.is_some());
+}
+
+#[tokio::test]
+async fn deletion_waits_for_nats_and_the_annotation_can_release_it() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "deletion-wait").await;
+    let components: Api<Component> = Api::namespaced(client.clone(), &ns.name);
+    let mut server = support::nats::NatsServer::start();
+    let url = server.url();
+    let bucket = bucket_name("waiting");
+    control_plane().apply(&component(
+        &ns.name,
+        "waiting",
+        &url,
+        &bucket,
+        &[("deletion-policy", "delete")],
+    ));
+    wait_kvb(&ns.name, "waiting", "Ready", READY);
+    support::eventually(
+        READY,
+        "the finalizer",
+        || async {
+            components
+                .get("waiting")
+                .await
+                .ok()?
+                .metadata
+                .finalizers
+                .map(|_| ())
+        },
+        async || String::new(),
+    )
+    .await;
+
+    server.stop();
+    components
+        .delete("waiting", &DeleteParams::default())
+        .await
+        .unwrap();
+    let kvb = wait_condition(
+        &client,
+        &ns.name,
+        "waiting",
+        "Ready",
+        "False",
+        "DeletionPending",
+    )
+    .await;
+    assert!(
+        kvb.condition("Ready")
+            .unwrap()
+            .message
+            .contains("Remove the deletion-policy annotation")
+    );
+    server.start_again();
+    support::eventually(
+        READY,
+        "the deletion to finish once NATS is back",
+        || async {
+            components
+                .get_opt("waiting")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+        async || support::describe(&ns.name, "kvb", "waiting"),
+    )
+    .await;
+    let js = support::jetstream(&url).await;
+    assert!(
+        js.get_stream(format!("KV_{bucket}")).await.is_err(),
+        "the bucket was not deleted"
+    );
+
+    // NATS down for good: removing the annotation lets the deletion finish, bucket untouched.
+    let stuck = bucket_name("stuck");
+    control_plane().apply(&component(
+        &ns.name,
+        "stuck",
+        &url,
+        &stuck,
+        &[("deletion-policy", "delete")],
+    ));
+    wait_kvb(&ns.name, "stuck", "Ready", READY);
+    support::eventually(
+        READY,
+        "the finalizer",
+        || async {
+            components
+                .get("stuck")
+                .await
+                .ok()?
+                .metadata
+                .finalizers
+                .map(|_| ())
+        },
+        async || String::new(),
+    )
+    .await;
+    server.stop();
+    components
+        .delete("stuck", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_condition(
+        &client,
+        &ns.name,
+        "stuck",
+        "Ready",
+        "False",
+        "DeletionPending",
+    )
+    .await;
+    control_plane()
+        .kubectl(
+            &[
+                "-n",
+                &ns.name,
+                "annotate",
+                "component",
+                "stuck",
+                "jetstreamkv.io/deletion-policy-",
+            ],
+            None,
+        )
+        .unwrap();
+    support::eventually(
+        READY,
+        "the deletion to finish without NATS",
+        || async {
+            components
+                .get_opt("stuck")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+        async || support::describe(&ns.name, "component", "stuck"),
+    )
+    .await;
+    server.start_again();
+    let js = support::jetstream(&url).await;
+    assert!(
+        js.get_stream(format!("KV_{stuck}")).await.is_ok(),
+        "the bucket was deleted"
+    );
+}
+
+#[tokio::test]
+async fn conflicting_components_are_reported_and_the_bucket_is_left_alone() {
+    operator();
+    let client = support::client().await;
+    let a = TestNamespace::new(&client, "conflict-a").await;
+    let b = TestNamespace::new(&client, "conflict-b").await;
+    let url = nats().url();
+    let bucket = bucket_name("contested");
+    control_plane().apply(&component(
+        &a.name,
+        "first",
+        &url,
+        &bucket,
+        &[("history", "2")],
+    ));
+    wait_kvb(&a.name, "first", "Ready", READY);
+    control_plane().apply(&component(
+        &b.name,
+        "second",
+        &url,
+        &bucket,
+        &[("history", "6")],
+    ));
+    let second = wait_condition(
+        &client,
+        &b.name,
+        "second",
+        "ConfigSynced",
+        "False",
+        "ConflictingComponents",
+    )
+    .await;
+    assert!(
+        second
+            .condition("ConfigSynced")
+            .unwrap()
+            .message
+            .contains(&format!("{}/first", a.name))
+    );
+    let first = wait_condition(
+        &client,
+        &a.name,
+        "first",
+        "ConfigSynced",
+        "False",
+        "ConflictingComponents",
+    )
+    .await;
+    assert!(
+        first
+            .condition("ConfigSynced")
+            .unwrap()
+            .message
+            .contains(&format!("{}/second", b.name))
+    );
+
+    let revision = |c: &jetstream::stream::Config| (c.max_messages_per_subject, c.metadata.clone());
+    let before = revision(&stream_config(&bucket).await.unwrap());
+    let mut info = js().await.get_stream(format!("KV_{bucket}")).await.unwrap();
+    let created = info.info().await.unwrap().created;
+    tokio::time::sleep(RESYNC * 3).await;
+    let after = stream_config(&bucket).await.unwrap();
+    assert_eq!(revision(&after), before, "the bucket was flipped");
+    assert_eq!(after.max_messages_per_subject, 2);
+    assert_eq!(info.info().await.unwrap().created, created);
+}
