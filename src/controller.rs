@@ -16,7 +16,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use rand::Rng;
 use serde_json::json;
@@ -236,13 +236,15 @@ fn build(
         .applied_objects()
         .predicate_filter(component_predicate, Default::default());
 
+    // Our KeyValueBuckets are cached (previous status, other users of a bucket) but trigger
+    // nothing: every write to them is ours, and one deleted by hand is re-created at the next
+    // resync. Triggering on them would cost a second reconcile for every new Component.
     let (kvbs, kvbs_writer) = reflector::store();
-    // Only spec changes (and re-creations) of our KeyValueBuckets matter: status writes are ours.
-    let kvb_stream = watcher(kvbs_api, watcher::Config::default().any_semantic())
+    let kvb_cache = watcher(kvbs_api, watcher::Config::default().any_semantic())
         .default_backoff()
         .reflect(kvbs_writer)
-        .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+        .for_each(|_| future::ready(()));
+    tokio::spawn(kvb_cache);
 
     // Secrets: metadata only; the data is read when a Component that uses the Secret reconciles.
     let secret_stream = watcher(secrets_api, watcher::Config::default().any_semantic())
@@ -251,7 +253,6 @@ fn build(
     let by_secret = components.clone();
 
     let controller = Controller::for_stream(component_stream, components.clone())
-        .owns_stream(kvb_stream)
         .watches_stream(secret_stream, move |secret| {
             let namespace = secret.namespace();
             let name = secret.name_any();
@@ -899,8 +900,10 @@ async fn act(
                         });
                         pass.steps.pass(
                             condition::BUCKET_AVAILABLE,
-                            "BucketCreated",
-                            format!("bucket {name} created (stream {stream})"),
+                            "BucketFound",
+                            format!(
+                                "bucket {name} exists (stream {stream}); managed by the operator"
+                            ),
                         );
                         pass.steps.pass(
                             condition::CONFIG_SYNCED,
@@ -995,9 +998,14 @@ async fn act(
                                 format!("updated bucket {name}: {what}"),
                             )
                         };
-                        pass.events.push((type_, reason.into(), note.clone()));
-                        pass.steps
-                            .pass(condition::CONFIG_SYNCED, "ConfigUpdated", note);
+                        pass.events.push((type_, reason.into(), note));
+                        // What changed is in the Event; the condition stays as it will read
+                        // at the next resync, so that resync writes nothing.
+                        pass.steps.pass(
+                            condition::CONFIG_SYNCED,
+                            "InSync",
+                            "bucket settings match the Component",
+                        );
                         pass.bucket = facts(&info, true);
                         Retry::Resync
                     }
@@ -1200,7 +1208,13 @@ async fn report(
 
     // 1. The KeyValueBucket itself, owned by the Component (garbage-collected with it).
     let mut generation = previous.and_then(|p| p.generation);
-    if previous.is_none_or(|p| p.spec != outcome.spec) {
+    // Not in the cache: new, or deleted by hand (then our memory of it is stale). Write both
+    // parts; an apply of identical content changes nothing on the server.
+    let cached = ctx
+        .kvbs
+        .get(&ObjectRef::new(&name).within(&namespace))
+        .is_some();
+    if !cached || previous.is_none_or(|p| p.spec != outcome.spec) {
         let owner = OwnerReference {
             api_version: "dapr.io/v1alpha1".into(),
             kind: "Component".into(),
@@ -1249,7 +1263,7 @@ async fn report(
         ),
         bucket: outcome.bucket.clone(),
     };
-    if status != previous_status {
+    if !cached || status != previous_status {
         let patch = json!({
             "apiVersion": "jetstreamkv.io/v1alpha1",
             "kind": "KeyValueBucket",
@@ -1261,9 +1275,16 @@ async fn report(
             &Patch::Apply(patch),
         )
         .await
-        .map_err(|source| ReportError {
-            what: "KeyValueBucket status",
-            source,
+        .map_err(|source| {
+            // Deleted by hand: forget what we wrote so the next attempt re-creates it.
+            ctx.written
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(key);
+            ReportError {
+                what: "KeyValueBucket status",
+                source,
+            }
         })?;
         ctx.metrics.api_write("apply-keyvaluebucket-status");
     }

@@ -456,3 +456,27 @@ async fn steady_state_writes_nothing() {
         "no create or update sent to NATS"
     );
 }
+
+#[tokio::test]
+async fn a_keyvaluebucket_deleted_by_hand_comes_back() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "kvb-deleted").await;
+    let bucket = unique_bucket("back");
+    control_plane().apply(&component(&ns.name, "back", &nats().url(), &bucket, ""));
+    wait_kvb(&ns.name, "back", "Ready", READY);
+    let kvbs: Api<KeyValueBucket> = Api::namespaced(client.clone(), &ns.name);
+    let uid = kvbs.get("back").await.unwrap().metadata.uid;
+    kvbs.delete("back", &DeleteParams::default()).await.unwrap();
+    support::eventually(
+        READY,
+        "the KeyValueBucket to be re-created at a resync",
+        || async {
+            let kvb = kvbs.get_opt("back").await.ok()??;
+            (kvb.metadata.uid != uid && kvb.condition("Ready").is_some_and(|c| c.status == "True"))
+                .then_some(())
+        },
+        async || support::describe(&ns.name, "kvb", "back"),
+    )
+    .await;
+}
