@@ -269,3 +269,54 @@ async fn pipeline_changes_and_operator_annotations_never_overwrite_each_other() 
         "one field manager entry for the operator"
     );
 }
+
+#[tokio::test]
+async fn check_in_ci_reports_the_reason_the_operator_reports_in_the_cluster() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "gitops-check").await;
+    let fixture = support::repo_root().join("tests/fixtures/check/bad-components.yaml");
+
+    // What CI says about the manifest...
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jetstream-kv-operator"))
+        .args(["check", "--output", "json"])
+        .arg(&fixture)
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let mut first: Vec<(String, String)> = Vec::new();
+    for p in report["problems"].as_array().expect("problems") {
+        let name = p["name"].as_str().expect("name").to_owned();
+        if !first.iter().any(|(n, _)| *n == name) {
+            first.push((name, p["reason"].as_str().expect("reason").to_owned()));
+        }
+    }
+    assert_eq!(first.len(), 9, "{report:#}");
+
+    // ...is what the operator says once it is applied: the first problem of each Component is
+    // the reason of its KeyValueBucket's Ready condition.
+    control_plane()
+        .kubectl(
+            &["-n", &ns.name, "apply", "-f", support::path_str(&fixture)],
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    for (name, reason) in &first {
+        let kvb = support::wait_condition(&client, &ns.name, name, "Ready", "False", reason).await;
+        let stalled = kvb.condition("Stalled").expect("Stalled");
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", reason.as_str()),
+            "{name}"
+        );
+        let message = &kvb.condition("Ready").expect("Ready").message;
+        let checked = report["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name.as_str())
+            .unwrap();
+        assert_eq!(checked["message"], message.as_str(), "{name}: same message");
+    }
+}
