@@ -134,12 +134,28 @@ fn assert_operator_annotations(c: &Value, ready: &str, reason: &str) {
 
 #[tokio::test]
 async fn a_pipeline_reapplying_the_same_manifest_sees_no_conflict_and_changes_nothing() {
+    reapplying_changes_nothing("gitops", "", false).await;
+}
+
+#[tokio::test]
+async fn the_same_with_the_operators_finalizer_on_the_component() {
+    // deletion-policy delete: the operator also owns a finalizer on the Component.
+    reapplying_changes_nothing(
+        "gitops-finalizer",
+        "    jetstreamkv.io/deletion-policy: delete\n",
+        true,
+    )
+    .await;
+}
+
+async fn reapplying_changes_nothing(test: &str, extra_annotations: &str, finalizer: bool) {
     operator();
     let client = support::client().await;
-    let ns = TestNamespace::new(&client, "gitops").await;
+    let ns = TestNamespace::new(&client, test).await;
     let bucket = format!("gitops_{}", support::random_suffix());
-    let annotations = "    team: shop\n    jetstreamkv.io/history: \"2\"\n";
-    let m = manifest(&ns.name, &nats().url(), &bucket, annotations);
+    let annotations =
+        format!("    team: shop\n    jetstreamkv.io/history: \"2\"\n{extra_annotations}");
+    let m = manifest(&ns.name, &nats().url(), &bucket, &annotations);
 
     // Created by the pipeline, then made Ready by the operator.
     pipeline_apply(&m);
@@ -149,15 +165,18 @@ async fn a_pipeline_reapplying_the_same_manifest_sees_no_conflict_and_changes_no
 
     // Each side owns its own fields: the operator exactly its three annotations, the pipeline
     // none of them.
-    let ours = owned_by(&before, OPERATOR_MANAGER);
+    let mut metadata = serde_json::json!({"f:annotations": {
+        "f:jetstreamkv.io/observed-generation": {},
+        "f:jetstreamkv.io/ready": {},
+        "f:jetstreamkv.io/reason": {},
+    }});
+    if finalizer {
+        metadata["f:finalizers"] = serde_json::json!({"v:\"jetstreamkv.io/bucket\"": {}});
+    }
     assert_eq!(
-        ours,
-        [serde_json::json!({"f:metadata": {"f:annotations": {
-            "f:jetstreamkv.io/observed-generation": {},
-            "f:jetstreamkv.io/ready": {},
-            "f:jetstreamkv.io/reason": {},
-        }}})],
-        "the operator owns only its status annotations"
+        owned_by(&before, OPERATOR_MANAGER),
+        [serde_json::json!({ "f:metadata": metadata })],
+        "the operator owns only its status annotations (and its finalizer)"
     );
     let theirs = owned_by(&before, PIPELINE_MANAGER);
     assert_eq!(theirs.len(), 1);
@@ -180,7 +199,10 @@ async fn a_pipeline_reapplying_the_same_manifest_sees_no_conflict_and_changes_no
     assert_eq!(
         resource_version(&after_first),
         resource_version(&before),
-        "the first re-apply of an unchanged manifest changed the Component"
+        "the first re-apply of an unchanged manifest changed the Component:\n--- before:\n{:#}\n--- after:\n{:#}\n--- operator log:\n{}",
+        before,
+        after_first,
+        operator().log_tail()
     );
     assert_eq!(
         resource_version(&after_second),

@@ -16,7 +16,7 @@ local transient = {
   NatsUnavailable = true, NatsTimeout = true, NatsRequestFailed = true,
   AuthorizationFailed = true, TlsFailed = true, JetStreamDisabled = true,
   AccountLimitsExceeded = true, NoSuitablePlacement = true, BucketMissing = true,
-  BucketCreateConflict = true, SecretReadFailed = true,
+  BucketCreateConflict = true, SecretReadFailed = true, DeletionPending = true,
 }
 
 local hs = {}

@@ -19,7 +19,7 @@ local needs_change = {
   JwtNotYetValid = true, JwtSignatureInvalid = true, SeedMalformed = true, SeedNotUser = true,
   SeedDoesNotMatchJwt = true, InvalidAnnotation = true, UnknownAnnotation = true,
   NotAKeyValueBucket = true, ConfigMismatch = true, DataLossRefused = true,
-  ImmutableFieldChanged = true, UnsupportedByServer = true,
+  ImmutableFieldChanged = true, UnsupportedByServer = true, ConflictingComponents = true,
 }
 
 local function describe(c)
