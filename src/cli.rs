@@ -1,4 +1,4 @@
-//! The command line: `run` the controller, print the `crd`.
+//! The command line: `run` the controller, print the `crd`, `check` manifests in CI.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +27,24 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the KeyValueBucket CustomResourceDefinition as YAML.
     Crd,
+    /// Check Dapr state.jetstream Components in YAML manifests as the operator would, offline.
+    ///
+    /// Reads multi-document YAML from files, directories (every *.yaml and *.yml under them) or
+    /// stdin (`-`), e.g. `kustomize build . | jetstream-kv-operator check -`, and reports every
+    /// problem the operator would report, with the operator's reasons. Other kinds pass through.
+    /// Exit status 0 when there is no problem, 1 otherwise.
+    Check(CheckArgs),
+}
+
+/// Options of `check`.
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Files, directories, or `-` for stdin.
+    #[arg(required = true, value_name = "FILE|DIR|-")]
+    pub paths: Vec<std::path::PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "text")]
+    pub output: crate::check::OutputFormat,
 }
 
 /// Log output format.
@@ -146,6 +164,7 @@ pub async fn main() -> Result<(), String> {
             Ok(())
         }
         Command::Run(args) => run(*args).await,
+        Command::Check(args) => crate::check::run(&args.paths, args.output),
     }
 }
 

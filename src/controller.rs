@@ -1328,17 +1328,21 @@ async fn report(
     let has_finalizer = component.finalizers().iter().any(|f| f == FINALIZER);
     let wants_finalizer = outcome.wants_finalizer.unwrap_or(has_finalizer);
     if wanted.iter().any(|(k, v)| current.get(*k) != Some(v)) || wants_finalizer != has_finalizer {
-        let finalizers: &[&str] = if wants_finalizer { &[FINALIZER] } else { &[] };
-        let patch = json!({
+        let mut patch = json!({
             "apiVersion": "dapr.io/v1alpha1",
             "kind": "Component",
             "metadata": {
                 "name": name,
                 "namespace": namespace,
                 "annotations": wanted,
-                "finalizers": finalizers,
             },
         });
+        // Only when wanted: leaving it out of the apply removes the one we own. An empty list
+        // made every later apply of a GitOps tool's field manager write the Component again
+        // (one write per sync, seen as drift; tests/gitops.rs).
+        if wants_finalizer {
+            patch["metadata"]["finalizers"] = json!([FINALIZER]);
+        }
         apply_component(ctx, &namespace, &name, patch).await?;
     }
 

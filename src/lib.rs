@@ -11,8 +11,9 @@
 //! - [`controller`]: the reconciler that runs the steps above;
 //! - [`leader`]: leader election with a Lease, so that only one replica writes;
 //! - [`http`] and [`metrics`]: health, readiness and Prometheus metrics;
-//! - [`cli`]: the command line.
+//! - [`cli`]: the command line, and [`check`]: the manifest checks offline, for CI.
 
+pub mod check;
 pub mod cli;
 pub mod controller;
 pub mod crd;

@@ -53,13 +53,26 @@ if [ ! -x "$helm_dir/helm" ]; then
   elapsed "$t"
 fi
 
+# 4. A Lua 5.1 interpreter (Argo CD's dialect), for the Argo CD health check tests; Debian's package.
+lua_bin=$(command -v lua5.1 || true)
+if [ -z "$lua_bin" ]; then
+  step "installing lua5.1 (apt) for the Argo CD health check tests"
+  t=$(date +%s)
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  { $sudo apt-get update -qq && $sudo apt-get install -y -qq lua5.1; } >&2
+  lua_bin=$(command -v lua5.1)
+  elapsed "$t"
+fi
+
 command -v kubectl >/dev/null || { echo "kubectl is not installed" >&2; exit 1; }
-step "environment ready: $("$cp_bin" --version 2>/dev/null || echo "Kubernetes ${KUBERNETES_VERSION}"), $("$nats_bin" --version), helm ${HELM_VERSION}"
+step "environment ready: $("$cp_bin" --version 2>/dev/null || echo "Kubernetes ${KUBERNETES_VERSION}"), $("$nats_bin" --version), helm ${HELM_VERSION}, $("$lua_bin" -v 2>&1 | cut -d' ' -f1-2)"
 
 cat <<ENV
 export JKO_CACHE='$cache'
 export JKO_CONTROLPLANE_BIN='$cp_bin'
 export JKO_NATS_SERVER_BIN='$nats_bin'
 export JKO_HELM_BIN='$helm_dir/helm'
+export JKO_LUA_BIN='$lua_bin'
 export PATH='$helm_dir':"\$PATH"
 ENV

@@ -7,7 +7,7 @@ use super::ComponentError;
 use crate::secrets::SecretValue;
 
 /// Dapr's per-pod templates: each sidecar replaces them with its own values.
-const POD_TEMPLATES: [&str; 4] = ["{uuid}", "{podName}", "{appID}", "{namespace}"];
+pub const POD_TEMPLATES: [&str; 4] = ["{uuid}", "{podName}", "{appID}", "{namespace}"];
 
 /// URL schemes the NATS client accepts.
 const NATS_SCHEMES: [&str; 4] = ["nats", "tls", "ws", "wss"];
