@@ -489,7 +489,8 @@ async fn forget(component: &Component, key: &str, ctx: &Context) -> Result<Actio
 /// detail conditions are Unknown.
 struct Steps {
     conditions: Vec<ConditionSpec>,
-    failed: Option<(&'static str, String)>,
+    /// kstatus for a failure: Stalled (true) or Reconciling (false).
+    stalled: bool,
 }
 
 const DETAIL: [&str; 4] = [
@@ -503,7 +504,7 @@ impl Steps {
     fn new() -> Self {
         Self {
             conditions: Vec::new(),
-            failed: None,
+            stalled: false,
         }
     }
 
@@ -517,26 +518,17 @@ impl Steps {
     }
 
     fn fail(&mut self, type_: &'static str, reason: &str, message: impl Into<String>) {
-        let message = message.into();
         self.conditions.push(ConditionSpec {
             type_,
             status: Some(false),
             reason: reason.into(),
-            message: message.clone(),
+            message: message.into(),
         });
-        if self.failed.is_none() {
-            self.failed = Some((type_, message));
-        }
     }
 
     /// The final list: every detail condition (Unknown where not reached), then Ready and the
     /// kstatus conditions.
-    fn finish(
-        mut self,
-        ready_reason: &str,
-        ready_message: String,
-        retry: Retry,
-    ) -> Vec<ConditionSpec> {
+    fn finish(mut self, ready_reason: &str, ready_message: String) -> Vec<ConditionSpec> {
         let blocker = self
             .conditions
             .iter()
@@ -576,10 +568,10 @@ impl Steps {
         out.extend(self.conditions);
         if let Some(b) = &blocker {
             // kstatus: Stalled when only a change can help, Reconciling while retrying.
-            let type_ = if retry == Retry::Backoff {
-                condition::RECONCILING
-            } else {
+            let type_ = if self.stalled {
                 condition::STALLED
+            } else {
+                condition::RECONCILING
             };
             out.push(ConditionSpec {
                 type_,
@@ -598,6 +590,8 @@ struct Failure {
     reason: String,
     message: String,
     retry: Retry,
+    /// kstatus: Stalled (only a change can help) rather than Reconciling.
+    stalled: bool,
 }
 
 impl Failure {
@@ -606,12 +600,18 @@ impl Failure {
             condition,
             reason: reason.to_string(),
             message,
+            stalled: retry != Retry::Backoff,
             retry,
         }
     }
 
+    /// NATS failures are all retried with back-off, since the fix is often on the server; the
+    /// ones that need someone to act (credentials refused, JetStream off, limits) are Stalled.
     fn nats(condition: &'static str, e: &crate::nats::NatsError) -> Self {
-        Self::new(condition, e.reason(), e.to_string(), Retry::Backoff)
+        Self {
+            stalled: e.needs_intervention(),
+            ..Self::new(condition, e.reason(), e.to_string(), Retry::Backoff)
+        }
     }
 }
 
@@ -639,6 +639,7 @@ impl Pass {
     }
 
     fn fail(mut self, failure: Failure) -> Outcome {
+        self.steps.stalled = failure.stalled;
         self.steps
             .fail(failure.condition, &failure.reason, failure.message);
         self.finish(failure.retry, "", String::new())
@@ -646,7 +647,7 @@ impl Pass {
 
     fn finish(self, retry: Retry, ready_reason: &str, ready_message: String) -> Outcome {
         Outcome {
-            conditions: self.steps.finish(ready_reason, ready_message, retry),
+            conditions: self.steps.finish(ready_reason, ready_message),
             spec: self.spec,
             bucket: self.bucket,
             events: self.events,
@@ -698,8 +699,15 @@ async fn resolve(
     spec.auth = Some(store.auth.kind().to_string());
     if let NatsAuth::Jwt { jwt, seed } = &store.auth {
         let now = jiff::Timestamp::now().as_second();
-        crate::credentials::check_user_credentials(jwt, seed, now)
-            .map_err(|e| credentials(e.reason(), e.to_string(), Retry::AwaitChange))?;
+        crate::credentials::check_user_credentials(jwt, seed, now).map_err(|e| {
+            // A JWT that is not valid yet heals with time: retry it; the others need a change.
+            let retry = if e.is_permanent() {
+                Retry::AwaitChange
+            } else {
+                Retry::Backoff
+            };
+            credentials(e.reason(), e.to_string(), retry)
+        })?;
     }
     Ok((store, settings))
 }

@@ -13,10 +13,9 @@
 
 -- Reasons of transient failures, which the operator retries with back-off (Reconciling=True).
 local transient = {
-  NatsUnavailable = true, NatsTimeout = true, NatsRequestFailed = true,
-  AuthorizationFailed = true, TlsFailed = true, JetStreamDisabled = true,
-  AccountLimitsExceeded = true, NoSuitablePlacement = true, BucketMissing = true,
-  BucketCreateConflict = true, SecretReadFailed = true, DeletionPending = true,
+  NatsUnavailable = true, NatsTimeout = true, NatsRequestFailed = true, JwtNotYetValid = true,
+  BucketMissing = true, BucketCreateConflict = true, SecretReadFailed = true,
+  DeletionPending = true,
 }
 
 local hs = {}

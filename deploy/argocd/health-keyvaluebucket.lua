@@ -16,10 +16,12 @@ local needs_change = {
   MissingBucket = true, InvalidBucketName = true, JwtWithoutSeed = true, SeedWithoutJwt = true,
   UnresolvableTemplate = true, SecretNotFound = true, SecretAccessDenied = true,
   JwtMalformed = true, JwtNotUser = true, JwtIssuerNotAccount = true, JwtExpired = true,
-  JwtNotYetValid = true, JwtSignatureInvalid = true, SeedMalformed = true, SeedNotUser = true,
+  JwtSignatureInvalid = true, SeedMalformed = true, SeedNotUser = true,
   SeedDoesNotMatchJwt = true, InvalidAnnotation = true, UnknownAnnotation = true,
   NotAKeyValueBucket = true, ConfigMismatch = true, DataLossRefused = true,
   ImmutableFieldChanged = true, UnsupportedByServer = true, ConflictingComponents = true,
+  AuthorizationFailed = true, TlsFailed = true, JetStreamDisabled = true,
+  AccountLimitsExceeded = true, NoSuitablePlacement = true,
 }
 
 local function describe(c)
