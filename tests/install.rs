@@ -137,31 +137,7 @@ async fn helm_install_gives_the_operator_enough_rbac_to_make_a_component_ready()
     );
     let bucket = format!("chart_{}", support::random_suffix());
     control_plane().apply(&component(&apps.name, "statestore", &bucket));
-    let wait = control_plane().kubectl(
-        &[
-            "-n",
-            &apps.name,
-            "wait",
-            "--for=create",
-            "kvb/statestore",
-            "--timeout=60s",
-        ],
-        None,
-    );
-    wait.and_then(|_| {
-        control_plane().kubectl(
-            &[
-                "-n",
-                &apps.name,
-                "wait",
-                "--for=condition=Ready",
-                "kvb/statestore",
-                "--timeout=60s",
-            ],
-            None,
-        )
-    })
-    .unwrap_or_else(|e| panic!("{e}\n--- operator log:\n{}", operator.log_tail()));
+    wait_kvb_with(&apps.name, "statestore", &operator);
     assert!(
         !operator.logs().contains("403"),
         "a request was forbidden:\n{}",
@@ -242,32 +218,7 @@ async fn with_listed_namespaces_the_operator_cannot_read_secrets_elsewhere() {
     );
     let bucket = format!("scoped_{}", support::random_suffix());
     control_plane().apply(&component(&watched.name, "statestore", &bucket));
-    control_plane()
-        .kubectl(
-            &[
-                "-n",
-                &watched.name,
-                "wait",
-                "--for=create",
-                "kvb/statestore",
-                "--timeout=60s",
-            ],
-            None,
-        )
-        .and_then(|_| {
-            control_plane().kubectl(
-                &[
-                    "-n",
-                    &watched.name,
-                    "wait",
-                    "--for=condition=Ready",
-                    "kvb/statestore",
-                    "--timeout=60s",
-                ],
-                None,
-            )
-        })
-        .unwrap_or_else(|e| panic!("{e}\n--- operator log:\n{}", operator.log_tail()));
+    wait_kvb_with(&watched.name, "statestore", &operator);
     operator.terminate();
     helm(&["uninstall", &release, "-n", &system.name]);
 }
@@ -383,32 +334,7 @@ async fn only_the_leader_writes_and_a_standby_takes_over_when_it_dies() {
 }
 
 fn wait_kvb_with(ns: &str, name: &str, operator: &Operator) {
-    let cp = control_plane();
-    cp.kubectl(
-        &[
-            "-n",
-            ns,
-            "wait",
-            "--for=create",
-            &format!("kvb/{name}"),
-            "--timeout=60s",
-        ],
-        None,
-    )
-    .and_then(|_| {
-        cp.kubectl(
-            &[
-                "-n",
-                ns,
-                "wait",
-                "--for=condition=Ready",
-                &format!("kvb/{name}"),
-                "--timeout=60s",
-            ],
-            None,
-        )
-    })
-    .unwrap_or_else(|e| panic!("{e}\n--- operator log:\n{}", operator.log_tail()));
+    support::wait_kvb_of(operator, ns, name, "Ready", Duration::from_secs(60));
 }
 
 #[tokio::test]

@@ -104,6 +104,34 @@ async fn events_of(ns: &str, name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Waits until a Component is gone (its deletion finished).
+async fn wait_gone(components: &Api<Component>, name: &str, what: &str) {
+    support::eventually(
+        READY,
+        what,
+        || async { components.get_opt(name).await.ok()?.is_none().then_some(()) },
+        async || format!("{:?}", components.get_opt(name).await),
+    )
+    .await;
+}
+
+/// Waits until the operator has put its finalizer on a Component.
+async fn wait_finalizer(components: &Api<Component>, name: &str) {
+    support::eventually(
+        READY,
+        &format!("the operator's finalizer on component/{name}"),
+        || async {
+            let finalizers = components.get(name).await.ok()?.metadata.finalizers?;
+            finalizers
+                .iter()
+                .any(|f| f == "jetstreamkv.io/bucket")
+                .then_some(())
+        },
+        async || format!("{:?}", components.get_opt(name).await),
+    )
+    .await;
+}
+
 async fn wait_event(ns: &str, name: &str, reason: &str) -> String {
     support::eventually(
         READY,
@@ -460,20 +488,7 @@ async fn deletion_retains_by_default_and_deletes_only_what_is_safe() {
         .delete("kept", &DeleteParams::default())
         .await
         .unwrap();
-    support::eventually(
-        READY,
-        "the Component to be gone",
-        || async {
-            components
-                .get_opt("kept")
-                .await
-                .ok()?
-                .is_none()
-                .then_some(())
-        },
-        async || String::new(),
-    )
-    .await;
+    wait_gone(&components, "kept", "the Component to be gone").await;
     assert_eq!(history(&kept).await, [("k".to_string(), "v".to_string())]);
 
     // delete: a finalizer, and the bucket goes with the Component.
@@ -486,40 +501,12 @@ async fn deletion_retains_by_default_and_deletes_only_what_is_safe() {
         &[("deletion-policy", "delete")],
     ));
     wait_kvb(&ns.name, "doomed", "Ready", READY);
-    support::eventually(
-        READY,
-        "the finalizer on the Component",
-        || async {
-            components
-                .get("doomed")
-                .await
-                .ok()?
-                .metadata
-                .finalizers?
-                .contains(&"jetstreamkv.io/bucket".to_string())
-                .then_some(())
-        },
-        async || support::describe(&ns.name, "component", "doomed"),
-    )
-    .await;
+    wait_finalizer(&components, "doomed").await;
     components
         .delete("doomed", &DeleteParams::default())
         .await
         .unwrap();
-    support::eventually(
-        READY,
-        "the Component to be gone",
-        || async {
-            components
-                .get_opt("doomed")
-                .await
-                .ok()?
-                .is_none()
-                .then_some(())
-        },
-        async || support::describe(&ns.name, "component", "doomed"),
-    )
-    .await;
+    wait_gone(&components, "doomed", "the Component to be gone").await;
     assert!(
         stream_config(&doomed).await.is_none(),
         "the bucket was not deleted"
@@ -573,21 +560,7 @@ async fn deletion_waits_for_nats_and_the_annotation_can_release_it() {
         &[("deletion-policy", "delete")],
     ));
     wait_kvb(&ns.name, "waiting", "Ready", READY);
-    support::eventually(
-        READY,
-        "the finalizer",
-        || async {
-            components
-                .get("waiting")
-                .await
-                .ok()?
-                .metadata
-                .finalizers
-                .map(|_| ())
-        },
-        async || String::new(),
-    )
-    .await;
+    wait_finalizer(&components, "waiting").await;
 
     server.stop();
     components
@@ -610,18 +583,10 @@ async fn deletion_waits_for_nats_and_the_annotation_can_release_it() {
             .contains("Remove the deletion-policy annotation")
     );
     server.start_again();
-    support::eventually(
-        READY,
+    wait_gone(
+        &components,
+        "waiting",
         "the deletion to finish once NATS is back",
-        || async {
-            components
-                .get_opt("waiting")
-                .await
-                .ok()?
-                .is_none()
-                .then_some(())
-        },
-        async || support::describe(&ns.name, "kvb", "waiting"),
     )
     .await;
     let js = support::jetstream(&url).await;
@@ -640,21 +605,7 @@ async fn deletion_waits_for_nats_and_the_annotation_can_release_it() {
         &[("deletion-policy", "delete")],
     ));
     wait_kvb(&ns.name, "stuck", "Ready", READY);
-    support::eventually(
-        READY,
-        "the finalizer",
-        || async {
-            components
-                .get("stuck")
-                .await
-                .ok()?
-                .metadata
-                .finalizers
-                .map(|_| ())
-        },
-        async || String::new(),
-    )
-    .await;
+    wait_finalizer(&components, "stuck").await;
     server.stop();
     components
         .delete("stuck", &DeleteParams::default())
@@ -682,20 +633,7 @@ async fn deletion_waits_for_nats_and_the_annotation_can_release_it() {
             None,
         )
         .unwrap();
-    support::eventually(
-        READY,
-        "the deletion to finish without NATS",
-        || async {
-            components
-                .get_opt("stuck")
-                .await
-                .ok()?
-                .is_none()
-                .then_some(())
-        },
-        async || support::describe(&ns.name, "component", "stuck"),
-    )
-    .await;
+    wait_gone(&components, "stuck", "the deletion to finish without NATS").await;
     server.start_again();
     let js = support::jetstream(&url).await;
     assert!(

@@ -190,6 +190,17 @@ pub fn operator() -> &'static operator::Operator {
 /// `kubectl wait --for=condition=<condition> kvb/<name>`, as a user would; on timeout, panics
 /// with the KeyValueBucket, the namespace's events and the operator's log.
 pub fn wait_kvb(namespace: &str, name: &str, condition: &str, timeout: Duration) {
+    wait_kvb_of(operator(), namespace, name, condition, timeout)
+}
+
+/// [`wait_kvb`] for a given operator process (whose log the failure shows).
+pub fn wait_kvb_of(
+    operator: &operator::Operator,
+    namespace: &str,
+    name: &str,
+    condition: &str,
+    timeout: Duration,
+) {
     // `kubectl wait --for=condition` fails at once while the object does not exist yet.
     let _ = control_plane().kubectl(
         &[
@@ -217,7 +228,7 @@ pub fn wait_kvb(namespace: &str, name: &str, condition: &str, timeout: Duration)
         panic!(
             "{e}\n{}\n--- operator log:\n{}",
             describe(namespace, "kvb", name),
-            operator().log_tail()
+            operator.log_tail()
         );
     }
 }
