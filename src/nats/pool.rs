@@ -27,12 +27,23 @@ impl ConnectionKey {
         h.update(config.servers.expose().as_bytes());
         h.update([0]);
         if let NatsAuth::Jwt { jwt, seed } = &config.auth {
-            h.update(jwt.expose().as_bytes());
+            // The same credentials with or without a trailing line break are one connection.
+            h.update(without_line_breaks(jwt).as_bytes());
             h.update([0]);
-            h.update(seed.expose().as_bytes());
+            h.update(without_line_breaks(seed).as_bytes());
         }
         Self(h.finalize().into())
     }
+}
+
+/// A JWT or seed as the Go decoders that `nats-server` and Dapr use read it: they skip `\r` and
+/// `\n`, and Secrets made from files usually end with one.
+fn without_line_breaks(value: &SecretValue) -> String {
+    value
+        .expose()
+        .chars()
+        .filter(|c| *c != '\r' && *c != '\n')
+        .collect()
 }
 
 #[derive(Default)]
@@ -116,6 +127,11 @@ impl ConnectionPool {
         self.update_gauge();
     }
 
+    /// The Components (`namespace/name`) that use a connection.
+    pub fn users(&self) -> Vec<String> {
+        self.lock().users.keys().cloned().collect()
+    }
+
     /// Number of open connections.
     pub fn open_connections(&self) -> usize {
         self.lock()
@@ -158,14 +174,15 @@ impl ConnectionPool {
         let target = parse_servers(&config.servers)?;
         let mut options = match &config.auth {
             NatsAuth::Jwt { jwt, seed } => {
-                let key_pair =
-                    Arc::new(nkeys::KeyPair::from_seed(seed.expose()).map_err(|_| {
-                        // The credentials were checked before; this only guards a logic error.
-                        NatsError::AuthorizationFailed {
-                            servers: servers.clone(),
-                        }
-                    })?);
-                ConnectOptions::with_jwt(jwt.expose().to_string(), move |nonce| {
+                // Parsed like the credentials check parsed it, so a seed that passed the check
+                // (line breaks and all) signs the nonce.
+                let key_pair = Arc::new(crate::credentials::user_key_pair(seed).map_err(|_| {
+                    // The credentials were checked before; this only guards a logic error.
+                    NatsError::AuthorizationFailed {
+                        servers: servers.clone(),
+                    }
+                })?);
+                ConnectOptions::with_jwt(without_line_breaks(jwt), move |nonce| {
                     let key_pair = key_pair.clone();
                     async move { key_pair.sign(&nonce).map_err(async_nats::AuthError::new) }
                 })
@@ -307,6 +324,30 @@ mod tests {
             }
             _ => panic!("expected user and password"),
         }
+    }
+
+    #[test]
+    fn credentials_with_a_trailing_line_break_share_the_connection() {
+        let user = nkeys::KeyPair::new_user();
+        let seed = user.seed().unwrap();
+        let config = |jwt: &str, seed: &str| StoreConfig {
+            servers: SecretValue::new("nats://127.0.0.1:4222"),
+            redacted_servers: vec!["nats://127.0.0.1:4222".into()],
+            bucket: "b".into(),
+            auth: NatsAuth::Jwt {
+                jwt: SecretValue::new(jwt),
+                seed: SecretValue::new(seed),
+            },
+            connection_name: None,
+        };
+        assert_eq!(
+            ConnectionKey::of(&config("eyJ.a.b", &seed)),
+            ConnectionKey::of(&config("eyJ.a.b\n", &format!("{seed}\r\n")))
+        );
+        assert_ne!(
+            ConnectionKey::of(&config("eyJ.a.b", &seed)),
+            ConnectionKey::of(&config("eyJ.a.c", &seed))
+        );
     }
 
     #[test]
