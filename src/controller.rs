@@ -169,6 +169,7 @@ pub async fn run(
     let _ = shared
         .peers
         .set(stores.iter().map(|(_, kvbs)| kvbs.clone()).collect());
+    let components: Vec<_> = stores.iter().map(|(c, _)| c.clone()).collect();
     let ready = async move {
         for (components, kvbs) in stores {
             let _ = components.wait_until_ready().await;
@@ -177,7 +178,13 @@ pub async fn run(
         health.set_ready(true);
         tracing::info!("caches synced; ready");
     };
-    let sweeper = sweep_connections(pool.clone(), shared.written.clone());
+    let sweeper = sweep_connections(
+        pool.clone(),
+        shared.written.clone(),
+        shared.metrics.clone(),
+        components,
+        config.resync.min(SWEEP_INTERVAL),
+    );
     tokio::select! {
         _ = future::join(future::join_all(controllers), ready) => {}
         _ = sweeper => {}
@@ -230,9 +237,22 @@ fn build(
     let (components_api, kvbs_api, secrets_api) = api(&client);
 
     let (components, components_writer) = reflector::store();
+    let (on_delete, written_on_delete, metrics_on_delete) =
+        (pool.clone(), written.clone(), metrics.clone());
     let component_stream = watcher(components_api, watcher::Config::default().any_semantic())
         .default_backoff()
         .reflect(components_writer)
+        // A deleted Component gets no reconcile: let go of its connection here.
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(c)) = event {
+                forget_deleted(
+                    &object_key(c),
+                    &on_delete,
+                    &written_on_delete,
+                    &metrics_on_delete,
+                );
+            }
+        })
         .applied_objects()
         .predicate_filter(component_predicate, Default::default());
 
@@ -313,13 +333,58 @@ fn component_predicate(obj: &DeserializeGuard<Component>) -> Option<u64> {
     Some(h.finish())
 }
 
+/// Longest time between two sweeps of deleted Components.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Closes connections of Components that no longer exist (deleted Components get no reconcile).
+/// Deletions are handled as the watch sees them; this catches the ones it missed (a deletion
+/// while the watch re-listed, a reconcile that finished after the deletion).
 async fn sweep_connections(
     pool: Arc<ConnectionPool>,
     written: Arc<Mutex<HashMap<String, Written>>>,
+    metrics: Arc<Metrics>,
+    components: Vec<Store<DeserializeGuard<Component>>>,
+    every: Duration,
 ) {
-    let _ = (pool, written);
-    future::pending::<()>().await
+    for store in &components {
+        // An empty store before the first list says nothing about what exists.
+        let _ = store.wait_until_ready().await;
+    }
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let exists = |key: &str| {
+            let (namespace, name) = key.split_once('/').unwrap_or_default();
+            let reference = ObjectRef::new(name).within(namespace);
+            components.iter().any(|s| s.get(&reference).is_some())
+        };
+        let known: Vec<String> = {
+            let written = written.lock().unwrap_or_else(|e| e.into_inner());
+            pool.users()
+                .into_iter()
+                .chain(written.keys().cloned())
+                .collect()
+        };
+        for key in known.iter().filter(|k| !exists(k)) {
+            forget_deleted(key, &pool, &written, &metrics);
+        }
+    }
+}
+
+/// Lets go of what the operator holds for a deleted Component: its connection (closed when no
+/// other Component uses it), what it last wrote, its metrics.
+fn forget_deleted(
+    key: &str,
+    pool: &ConnectionPool,
+    written: &Mutex<HashMap<String, Written>>,
+    metrics: &Metrics,
+) {
+    pool.release(key);
+    metrics.set_ready(key, None);
+    written
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(key);
 }
 
 fn error_policy(
@@ -399,6 +464,15 @@ async fn reconcile(
         .iter()
         .find(|c| c.type_ == condition::READY)
         .cloned();
+    if !outcome
+        .conditions
+        .iter()
+        .any(|c| c.type_ == condition::CREDENTIALS_RESOLVED && c.status == Some(true))
+    {
+        // No usable credentials (a Secret gone, rotated to something invalid, an expired JWT):
+        // the connection made with the old ones is not this Component's any more.
+        ctx.pool.release(&key);
+    }
     report(component, &key, &ctx, previous.as_ref(), &outcome).await?;
     let failed_reason = ready
         .as_ref()
