@@ -61,6 +61,13 @@ impl NatsServer {
         (server, accounts)
     }
 
+    /// Starts a JetStream server that accepts only `user` with `password` (no accounts).
+    pub fn start_with_password(user: &str, password: &str) -> NatsServer {
+        Self::start_with(&format!(
+            "authorization {{\n  user: {user:?}\n  password: {password:?}\n}}\n"
+        ))
+    }
+
     /// Writes a config ending with `extra` and starts the server, retrying on other ports if one
     /// was taken between choosing it and the server binding it.
     fn start_with(extra: &str) -> NatsServer {
@@ -272,6 +279,9 @@ pub struct NatsAccounts {
     pub account_jwt: String,
     /// An account the server knows, with JetStream disabled.
     pub account_without_jetstream: KeyPair,
+    /// An account with JetStream limited to one stream.
+    pub account_with_one_stream: KeyPair,
+    account_with_one_stream_jwt: String,
     operator_jwt: String,
     system_account_jwt: String,
     account_without_jetstream_jwt: String,
@@ -283,6 +293,7 @@ impl NatsAccounts {
         let system_account = KeyPair::new_account();
         let account = KeyPair::new_account();
         let account_without_jetstream = KeyPair::new_account();
+        let account_with_one_stream = KeyPair::new_account();
         let mint = |r: Result<String, jwt::JwtError>| r.unwrap_or_else(|e| panic!("minting: {e}"));
         NatsAccounts {
             operator_jwt: mint(jwt::operator_jwt(&operator, "jko-test-operator")),
@@ -304,10 +315,15 @@ impl NatsAccounts {
                 "NOJS",
                 false,
             )),
+            account_with_one_stream_jwt: one_stream_account_jwt(
+                &operator,
+                &account_with_one_stream.public_key(),
+            ),
             operator,
             system_account,
             account,
             account_without_jetstream,
+            account_with_one_stream,
         }
     }
 
@@ -326,6 +342,11 @@ impl NatsAccounts {
         mint_user(&self.account_without_jetstream, name, None)
     }
 
+    /// A new user of the account limited to one JetStream stream: `(jwt, seed)`.
+    pub fn new_user_with_one_stream(&self, name: &str) -> (String, String) {
+        mint_user(&self.account_with_one_stream, name, None)
+    }
+
     /// A well-formed user signed by an account the server does not know: `(jwt, seed)`.
     pub fn user_of_unknown_account(&self, name: &str) -> (String, String) {
         mint_user(&KeyPair::new_account(), name, None)
@@ -336,7 +357,7 @@ impl NatsAccounts {
             "operator: {op:?}\n\
              system_account: {sys:?}\n\
              resolver: MEMORY\n\
-             resolver_preload: {{\n  {sys}: {sys_jwt:?}\n  {app}: {app_jwt:?}\n  {nojs}: {nojs_jwt:?}\n}}\n",
+             resolver_preload: {{\n  {sys}: {sys_jwt:?}\n  {app}: {app_jwt:?}\n  {nojs}: {nojs_jwt:?}\n  {one}: {one_jwt:?}\n}}\n",
             op = self.operator_jwt,
             sys = self.system_account.public_key(),
             sys_jwt = self.system_account_jwt,
@@ -344,8 +365,21 @@ impl NatsAccounts {
             app_jwt = self.account_jwt,
             nojs = self.account_without_jetstream.public_key(),
             nojs_jwt = self.account_without_jetstream_jwt,
+            one = self.account_with_one_stream.public_key(),
+            one_jwt = self.account_with_one_stream_jwt,
         )
     }
+}
+
+/// An account JWT like [`jwt::account_jwt`] with JetStream, but at most one stream.
+fn one_stream_account_jwt(operator: &KeyPair, account_pub: &str) -> String {
+    let token = jwt::account_jwt(operator, account_pub, "ONESTREAM", true)
+        .unwrap_or_else(|e| panic!("minting: {e}"));
+    let mut claims = jwt::decode(&token)
+        .unwrap_or_else(|e| panic!("decoding a minted JWT: {e}"))
+        .claims;
+    claims.nats["limits"]["streams"] = serde_json::Value::from(1);
+    jwt::encode(&claims, operator).unwrap_or_else(|e| panic!("minting: {e}"))
 }
 
 fn mint_user(account: &KeyPair, name: &str, expires: Option<i64>) -> (String, String) {

@@ -33,7 +33,13 @@ impl Operator {
         let http_addr = format!("127.0.0.1:{}", free_port());
         let out = std::fs::File::create(&log).expect("operator log file");
         let err = out.try_clone().expect("operator log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jetstream-kv-operator"));
+        // `JKO_OPERATOR_BIN` runs another build of the operator (a release build, or a copy kept
+        // safe from other worktrees that share the target directory and overwrite its binary).
+        let bin = std::env::var_os("JKO_OPERATOR_BIN")
+            .filter(|b| !b.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_jetstream-kv-operator")));
+        let mut cmd = Command::new(bin);
         cmd.arg("run")
             .args(args)
             .env("KUBECONFIG", kubeconfig)
