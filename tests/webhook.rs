@@ -3,9 +3,11 @@
 //! messages, good Components and other types pass, and with the operator stopped every apply
 //! still works (`failurePolicy: Ignore`).
 //!
-//! The operator runs in self-signed mode on a free 127.0.0.1 port and writes its CA to a file;
-//! the test registers it with a URL `clientConfig`, scoped to the test's namespace so that
-//! nothing else in the cluster goes through it.
+//! The operator runs in self-signed mode on a free 127.0.0.1 port (a URL `clientConfig`, as no
+//! Service can reach a process outside the cluster) and adds its CA to the caBundle of the
+//! ValidatingWebhookConfiguration the test registers, as it does in the chart's self-signed
+//! mode; the configuration is scoped to the test's namespace so that nothing else goes through
+//! it, and deleted at the end even when the test fails.
 
 mod support;
 
@@ -94,6 +96,20 @@ async fn kubectl_apply_of_a_bad_component_is_refused_with_the_operators_message(
     let ca_file = dir.path().join("ca.crt");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
+    // Registered before the operator starts, without a caBundle: the operator adds its CA, as
+    // in the chart's self-signed mode.
+    let config = WebhookConfiguration(format!("jko-test-{}", ns.name));
+    cp.apply(&format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\n\
+         metadata:\n  name: {name}\nwebhooks:\n- name: {WEBHOOK}\n  admissionReviewVersions: \
+         [v1]\n  sideEffects: None\n  failurePolicy: Ignore\n  timeoutSeconds: 5\n  \
+         clientConfig:\n    url: https://{addr}/validate\n  namespaceSelector:\n    \
+         matchLabels:\n      kubernetes.io/metadata.name: {ns}\n  rules:\n  - apiGroups: \
+         [dapr.io]\n    apiVersions: [v1alpha1]\n    operations: [CREATE, UPDATE]\n    \
+         resources: [components]\n    scope: Namespaced\n",
+        name = config.0,
+        ns = ns.name,
+    ));
     let operator = Operator::start(
         &cp.kubeconfig,
         &[
@@ -106,23 +122,38 @@ async fn kubectl_apply_of_a_bad_component_is_refused_with_the_operators_message(
             "127.0.0.1",
             "--webhook-ca-file",
             ca_file.to_str().expect("UTF-8 path"),
+            "--webhook-config-name",
+            &config.0,
         ],
     );
     let ca = wait_for_file(&ca_file, &operator);
-
-    let config = WebhookConfiguration(format!("jko-test-{}", ns.name));
-    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(ca.as_bytes());
-    cp.apply(&format!(
-        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\n\
-         metadata:\n  name: {name}\nwebhooks:\n- name: {WEBHOOK}\n  admissionReviewVersions: \
-         [v1]\n  sideEffects: None\n  failurePolicy: Ignore\n  timeoutSeconds: 5\n  \
-         clientConfig:\n    url: https://{addr}/validate\n    caBundle: {ca_bundle}\n  \
-         namespaceSelector:\n    matchLabels:\n      kubernetes.io/metadata.name: {ns}\n  \
-         rules:\n  - apiGroups: [dapr.io]\n    apiVersions: [v1alpha1]\n    operations: [CREATE, \
-         UPDATE]\n    resources: [components]\n    scope: Namespaced\n",
-        name = config.0,
-        ns = ns.name,
-    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let bundle = cp
+            .kubectl(
+                &[
+                    "get",
+                    "validatingwebhookconfiguration",
+                    &config.0,
+                    "-o",
+                    "jsonpath={.webhooks[0].clientConfig.caBundle}",
+                ],
+                None,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let bundle = base64::engine::general_purpose::STANDARD
+            .decode(bundle.trim())
+            .unwrap_or_default();
+        if String::from_utf8_lossy(&bundle).trim() == ca.trim() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the operator did not put its CA in the caBundle:\n{}",
+            operator.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     let bad = component(
         &ns.name,
