@@ -653,6 +653,32 @@ mod tests {
         natsURL\n    value: nats://nats:4222\n  - name: bucket\n    value: orders\n";
 
     #[test]
+    fn objects_as_json_are_checked_like_documents() {
+        let json = |yaml: &str| -> serde_json::Value { serde_yaml::from_str(yaml).unwrap() };
+        assert_eq!(
+            check_object(&json(GOOD), NOW),
+            ObjectCheck::Checked(ComponentFindings::default())
+        );
+        let ObjectCheck::Checked(found) = check_object(&json(&GOOD.replace("orders", "a.b")), NOW)
+        else {
+            panic!("a state.jetstream Component is checked");
+        };
+        assert_eq!(reasons(&found), ["InvalidBucketName"]);
+        assert!(found.problems.iter().all(|p| p.permanent));
+        assert_eq!(found.permanent_problems().count(), 1);
+        let redis = GOOD.replace("state.jetstream", "state.redis");
+        assert_eq!(check_object(&json(&redis), NOW), ObjectCheck::NotOurs);
+        let config_map = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n";
+        assert_eq!(check_object(&json(config_map), NOW), ObjectCheck::NotOurs);
+        let unreadable =
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nspec:\n  metadata: {natsURL: n}\n";
+        assert!(matches!(
+            check_object(&json(unreadable), NOW),
+            ObjectCheck::Unreadable(_)
+        ));
+    }
+
+    #[test]
     fn a_valid_component_has_no_findings() {
         assert_eq!(
             check_component(&component(GOOD), NOW),
