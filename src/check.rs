@@ -21,7 +21,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use kube::ResourceExt as _;
-use serde::Serialize;
+use serde::{Deserialize as _, Serialize};
 
 use crate::dapr::Component;
 use crate::dapr::metadata::{ValueSource, parse_metadata};
@@ -102,19 +102,67 @@ pub struct Report {
     pub notes: Vec<Finding>,
 }
 
-/// What the pure checks say about one Component: problems `(reason, message)` in the
-/// reconciler's order, and notes on checks skipped.
+/// One problem the pure checks found in a Component.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The operator's CamelCase reason.
+    pub reason: String,
+    /// What is wrong and what to do; never a secret value.
+    pub message: String,
+    /// Whether only a change of the manifest can fix it. False only for what time heals (a JWT
+    /// that is not valid yet), which the operator retries instead of reporting as Stalled.
+    pub permanent: bool,
+}
+
+/// What the pure checks say about one Component: problems in the reconciler's order, and notes
+/// on checks skipped.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ComponentFindings {
-    /// `(reason, message)`; the first one is what the operator's `Ready` condition would show.
-    pub problems: Vec<(String, String)>,
+    /// The first one is what the operator's `Ready` condition would show.
+    pub problems: Vec<Problem>,
     /// Checks skipped because a value comes from a Secret.
     pub notes: Vec<String>,
 }
 
 impl ComponentFindings {
-    fn problem(&mut self, reason: &str, message: impl ToString) {
-        self.problems.push((reason.to_owned(), message.to_string()));
+    fn problem(&mut self, reason: &str, message: impl ToString, permanent: bool) {
+        self.problems.push(Problem {
+            reason: reason.to_owned(),
+            message: message.to_string(),
+            permanent,
+        });
+    }
+
+    /// The problems that only a change of the manifest can fix.
+    pub fn permanent_problems(&self) -> impl Iterator<Item = &Problem> {
+        self.problems.iter().filter(|p| p.permanent)
+    }
+}
+
+/// What the checks make of one object, given as the JSON the API server serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ObjectCheck {
+    /// Not a Dapr Component of type `state.jetstream`: not the operator's business.
+    NotOurs,
+    /// A `dapr.io/v1alpha1` Component whose shape cannot be read, and why.
+    Unreadable(String),
+    /// A `state.jetstream` Component, checked.
+    Checked(ComponentFindings),
+}
+
+/// Runs [`check_component`] on one object of any kind, as JSON: the admission webhook's entry
+/// point, with the same selection of objects as `check` on YAML documents.
+pub fn check_object(object: &serde_json::Value, now_unix: i64) -> ObjectCheck {
+    let field = |k: &str| object.get(k).and_then(serde_json::Value::as_str);
+    if !is_component_type(field("apiVersion"), field("kind")) {
+        return ObjectCheck::NotOurs;
+    }
+    match Component::deserialize(object) {
+        Err(e) => ObjectCheck::Unreadable(e.to_string()),
+        Ok(c) if c.is_jetstream_state_store() => {
+            ObjectCheck::Checked(check_component(&c, now_unix))
+        }
+        Ok(_) => ObjectCheck::NotOurs,
     }
 }
 
@@ -127,10 +175,10 @@ pub fn check_component(component: &Component, now_unix: i64) -> ComponentFinding
     let mut out = ComponentFindings::default();
     let entries = parse_metadata(component);
     if let Err(e) = &entries {
-        out.problem(e.reason(), e);
+        out.problem(e.reason(), e, e.is_permanent());
     }
     if let Err(e) = crate::settings::from_annotations(component.annotations()) {
-        out.problem(e.reason(), &e);
+        out.problem(e.reason(), &e, e.is_permanent());
     }
     let Ok(entries) = entries else {
         return out;
@@ -151,7 +199,7 @@ pub fn check_component(component: &Component, now_unix: i64) -> ComponentFinding
         })
         .collect();
     if let Err(e) = store_config(&values) {
-        out.problem(e.reason(), &e);
+        out.problem(e.reason(), &e, e.is_permanent());
     }
     // The credential checks come after the store's in the reconciler, but do not depend on its
     // other items: run them whenever both are inline and usable, so that a broken bucket name
@@ -168,7 +216,7 @@ pub fn check_component(component: &Component, now_unix: i64) -> ComponentFinding
     match (inline("jwt"), inline("seedKey")) {
         (Some(Some(jwt)), Some(Some(seed))) if usable(jwt) && usable(seed) => {
             if let Err(e) = crate::credentials::check_user_credentials(jwt, seed, now_unix) {
-                out.problem(e.reason(), &e);
+                out.problem(e.reason(), &e, e.is_permanent());
             }
         }
         (Some(None), Some(_)) | (Some(_), Some(None)) => out.notes.push(
@@ -341,10 +389,10 @@ pub fn check_text(file: &str, text: &str, now_unix: i64, report: &mut Report) {
         }
         report.summary.components += 1;
         let found = check_component(&component, now_unix);
-        for (reason, message) in found.problems {
+        for problem in found.problems {
             report
                 .problems
-                .push(object(at(doc.line, None, &reason, message)));
+                .push(object(at(doc.line, None, &problem.reason, problem.message)));
         }
         for note in found.notes {
             report
@@ -356,9 +404,13 @@ pub fn check_text(file: &str, text: &str, now_unix: i64, report: &mut Report) {
 
 /// Whether a document is a Dapr Component (`dapr.io/v1alpha1`, kind `Component`).
 fn is_dapr_component(value: &serde_yaml::Value) -> bool {
-    use k8s_openapi::Resource as _;
     let field = |k: &str| value.get(k).and_then(serde_yaml::Value::as_str);
-    field("apiVersion") == Some(Component::API_VERSION) && field("kind") == Some(Component::KIND)
+    is_component_type(field("apiVersion"), field("kind"))
+}
+
+fn is_component_type(api_version: Option<&str>, kind: Option<&str>) -> bool {
+    use k8s_openapi::Resource as _;
+    api_version == Some(Component::API_VERSION) && kind == Some(Component::KIND)
 }
 
 /// serde_yaml's message with each ` at line L column C` counted from the file's start instead
@@ -577,7 +629,7 @@ mod tests {
     }
 
     fn reasons(found: &ComponentFindings) -> Vec<&str> {
-        found.problems.iter().map(|(r, _)| r.as_str()).collect()
+        found.problems.iter().map(|p| p.reason.as_str()).collect()
     }
 
     fn check(text: &str) -> Report {
@@ -601,6 +653,32 @@ mod tests {
         natsURL\n    value: nats://nats:4222\n  - name: bucket\n    value: orders\n";
 
     #[test]
+    fn objects_as_json_are_checked_like_documents() {
+        let json = |yaml: &str| -> serde_json::Value { serde_yaml::from_str(yaml).unwrap() };
+        assert_eq!(
+            check_object(&json(GOOD), NOW),
+            ObjectCheck::Checked(ComponentFindings::default())
+        );
+        let ObjectCheck::Checked(found) = check_object(&json(&GOOD.replace("orders", "a.b")), NOW)
+        else {
+            panic!("a state.jetstream Component is checked");
+        };
+        assert_eq!(reasons(&found), ["InvalidBucketName"]);
+        assert!(found.problems.iter().all(|p| p.permanent));
+        assert_eq!(found.permanent_problems().count(), 1);
+        let redis = GOOD.replace("state.jetstream", "state.redis");
+        assert_eq!(check_object(&json(&redis), NOW), ObjectCheck::NotOurs);
+        let config_map = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n";
+        assert_eq!(check_object(&json(config_map), NOW), ObjectCheck::NotOurs);
+        let unreadable =
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nspec:\n  metadata: {natsURL: n}\n";
+        assert!(matches!(
+            check_object(&json(unreadable), NOW),
+            ObjectCheck::Unreadable(_)
+        ));
+    }
+
+    #[test]
     fn a_valid_component_has_no_findings() {
         assert_eq!(
             check_component(&component(GOOD), NOW),
@@ -618,7 +696,10 @@ mod tests {
         let found = check_component(&c, NOW);
         // The annotations come before the store checks in the reconciler.
         assert_eq!(reasons(&found), ["UnknownAnnotation", "InvalidBucketName"]);
-        assert!(found.problems[0].1.contains("did you mean"), "{found:?}");
+        assert!(
+            found.problems[0].message.contains("did you mean"),
+            "{found:?}"
+        );
 
         let c = component(
             "metadata:\n  annotations:\n    jetstreamkv.io/history: many\nspec:\n  type: \

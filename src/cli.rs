@@ -105,6 +105,43 @@ pub struct RunArgs {
     /// How long a leader keeps the Lease without renewing it; a standby takes over after that.
     #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
+}
+
+/// Options of the validating admission webhook (off unless `--webhook-addr` is set). It runs in
+/// every replica, leader or not.
+#[derive(Args, Debug, Default)]
+pub struct WebhookArgs {
+    /// Address of the HTTPS admission webhook (POST /validate), e.g. 0.0.0.0:9443. Unset: no
+    /// webhook.
+    #[arg(long, env = "WEBHOOK_ADDR")]
+    pub webhook_addr: Option<SocketAddr>,
+    /// Directory holding tls.crt and tls.key (a mounted kubernetes.io/tls Secret, e.g.
+    /// cert-manager's); re-read every minute, so renewals need no restart.
+    #[arg(long, env = "WEBHOOK_CERT_DIR", conflicts_with = "webhook_self_signed")]
+    pub webhook_cert_dir: Option<std::path::PathBuf>,
+    /// Generate a CA and a serving certificate in memory at start-up instead.
+    #[arg(long, env = "WEBHOOK_SELF_SIGNED", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub webhook_self_signed: bool,
+    /// Self-signed mode: the webhook's Service; the certificate names
+    /// <service>.<namespace>.svc (and its shorter and longer forms).
+    #[arg(long, env = "WEBHOOK_SERVICE_NAME")]
+    pub webhook_service_name: Option<String>,
+    /// Self-signed mode: the Service's namespace (the operator's own).
+    #[arg(long, env = "WEBHOOK_SERVICE_NAMESPACE", default_value = "default")]
+    pub webhook_service_namespace: String,
+    /// Self-signed mode: more names (DNS names or IP addresses) the certificate is valid for,
+    /// comma-separated, e.g. 127.0.0.1 for a webhook reached by URL.
+    #[arg(long = "webhook-host", env = "WEBHOOK_HOSTS", value_delimiter = ',')]
+    pub webhook_hosts: Vec<String>,
+    /// Self-signed mode: the ValidatingWebhookConfiguration whose caBundle gets the generated
+    /// CA (needs get and patch on it). Unset: the caBundle is left alone.
+    #[arg(long, env = "WEBHOOK_CONFIG_NAME")]
+    pub webhook_config_name: Option<String>,
+    /// Self-signed mode: also write the generated CA certificate (PEM) to this file.
+    #[arg(long, env = "WEBHOOK_CA_FILE")]
+    pub webhook_ca_file: Option<std::path::PathBuf>,
 }
 
 /// Parses Go-style durations (`90s`, `5m`, `1h30m`, `250ms`), as Kubernetes users write them.
@@ -179,6 +216,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.http_addr))?;
     tokio::spawn(server);
+    start_webhook(&args.webhook, &client).await?;
     let identity = args.identity.clone().unwrap_or_else(hostname);
     let config = controller::Config {
         namespaces: args
@@ -251,6 +289,70 @@ async fn run(args: RunArgs) -> Result<(), String> {
     }
     election.release(Duration::from_secs(5)).await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Starts the admission webhook when `--webhook-addr` is set: its certificate first, then the
+/// server, then (self-signed mode) the caBundle upkeep. A webhook asked for but impossible to
+/// serve stops the operator, rather than leaving it silently off.
+async fn start_webhook(args: &WebhookArgs, client: &kube::Client) -> Result<(), String> {
+    use crate::webhook;
+    let Some(addr) = args.webhook_addr else {
+        return Ok(());
+    };
+    let mut ca_to_inject = None;
+    let certificates = match (&args.webhook_cert_dir, args.webhook_self_signed) {
+        (Some(dir), _) => {
+            let key = webhook::load_cert_dir(dir).map_err(|e| e.to_string())?;
+            let certificates = webhook::Certificates::new(Arc::new(key));
+            tokio::spawn(certificates.clone().watch_dir(dir.clone()));
+            certificates
+        }
+        (None, true) => {
+            let mut names = args
+                .webhook_service_name
+                .as_deref()
+                .map(|service| webhook::service_names(service, &args.webhook_service_namespace))
+                .unwrap_or_default();
+            names.extend(args.webhook_hosts.iter().filter(|h| !h.is_empty()).cloned());
+            if names.is_empty() {
+                return Err("--webhook-self-signed needs --webhook-service-name or \
+                            --webhook-host: the names the certificate is for"
+                    .into());
+            }
+            let generated = webhook::self_signed(&names).map_err(|e| e.to_string())?;
+            if let Some(file) = &args.webhook_ca_file {
+                std::fs::write(file, &generated.ca_pem).map_err(|e| {
+                    format!("cannot write the webhook CA to {}: {e}", file.display())
+                })?;
+            }
+            if let Some(config) = &args.webhook_config_name {
+                ca_to_inject = Some((config.clone(), generated.ca_pem.clone()));
+            }
+            tracing::info!(?names, "generated the webhook's CA and serving certificate");
+            webhook::Certificates::new(generated.serving)
+        }
+        (None, false) => {
+            return Err(
+                "--webhook-addr needs a certificate: --webhook-cert-dir DIR (tls.crt, \
+                        tls.key) or --webhook-self-signed"
+                    .into(),
+            );
+        }
+    };
+    let server = webhook::serve(addr, certificates)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(server);
+    if let Some((config, ca_pem)) = ca_to_inject {
+        // The first attempt is awaited, so that a missing configuration or permission shows at
+        // start-up; the upkeep after it only logs.
+        match webhook::inject_ca_bundle(client.clone(), &config, &ca_pem).await {
+            Ok(_) => tracing::info!(configuration = %config, "webhook CA is in the caBundle"),
+            Err(e) => tracing::warn!("{e}; retrying every minute"),
+        }
+        tokio::spawn(webhook::keep_ca_bundle(client.clone(), config, ca_pem));
+    }
     Ok(())
 }
 

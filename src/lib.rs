@@ -11,7 +11,8 @@
 //! - [`controller`]: the reconciler that runs the steps above;
 //! - [`leader`]: leader election with a Lease, so that only one replica writes;
 //! - [`http`] and [`metrics`]: health, readiness and Prometheus metrics;
-//! - [`cli`]: the command line, and [`check`]: the manifest checks offline, for CI.
+//! - [`cli`]: the command line, and [`check`]: the manifest checks offline, for CI;
+//! - [`webhook`]: the same checks as a validating admission webhook, at `kubectl apply` time.
 
 pub mod check;
 pub mod cli;
@@ -25,3 +26,4 @@ pub mod metrics;
 pub mod nats;
 pub mod secrets;
 pub mod settings;
+pub mod webhook;

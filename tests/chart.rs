@@ -630,3 +630,296 @@ fn optional_objects_are_off_by_default_and_select_the_operator_pods_when_on() {
         }
     }
 }
+
+const WEBHOOK_ON: &[&str] = &["--set", "webhook.enabled=true"];
+const WEBHOOK_CERT_MANAGER: &[&str] = &[
+    "--set",
+    "webhook.enabled=true,webhook.certManager.enabled=true",
+];
+/// `<fullname>-webhook`: the webhook's Service (and cert-manager Certificate).
+const WEBHOOK_SERVICE: &str = "kvo-jetstream-kv-operator-webhook";
+
+fn webhook_configuration(
+    objects: &Objects,
+) -> k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration {
+    let mut all = objects.all("ValidatingWebhookConfiguration");
+    assert_eq!(all.len(), 1, "one ValidatingWebhookConfiguration");
+    all.remove(0)
+}
+
+#[test]
+fn the_webhook_is_off_by_default() {
+    for values in [&[][..], NAMESPACED] {
+        let objects = render(values);
+        for kind in ["ValidatingWebhookConfiguration", "Certificate", "Issuer"] {
+            assert_eq!(objects.count(kind), 0, "{kind} with {values:?}");
+        }
+        let services: Vec<String> = objects
+            .all::<k8s_openapi::api::core::v1::Service>("Service")
+            .into_iter()
+            .filter_map(|s| s.metadata.name)
+            .collect();
+        assert!(
+            !services.contains(&WEBHOOK_SERVICE.to_owned()),
+            "{services:?}"
+        );
+        let operator = operator_container(&objects.deployment());
+        assert!(
+            operator
+                .env
+                .iter()
+                .flatten()
+                .all(|var| !var.name.starts_with("WEBHOOK_")),
+            "no webhook settings: {:?}",
+            operator.env
+        );
+        let grants = objects.operator_grants();
+        assert!(
+            grants
+                .iter()
+                .all(|g| g.group != "admissionregistration.k8s.io"),
+            "{grants:?}"
+        );
+    }
+}
+
+#[test]
+fn lint_passes_with_the_webhook_on() {
+    for values in [WEBHOOK_ON, WEBHOOK_CERT_MANAGER] {
+        if let Err(error) = lint(values) {
+            panic!("helm lint --strict {values:?} failed:\n{error}");
+        }
+    }
+    let everything = [
+        "--set",
+        "webhook.enabled=true,networkPolicy.enabled=true,replicas=2",
+        "--set",
+        "watchNamespaces={team-a,team-b}",
+    ];
+    if let Err(error) = lint(&everything) {
+        panic!("helm lint --strict {everything:?} failed:\n{error}");
+    }
+}
+
+#[test]
+fn the_webhook_checks_components_on_create_and_update_and_never_blocks_when_down() {
+    let objects = render(WEBHOOK_ON);
+    let configuration = webhook_configuration(&objects);
+    assert_eq!(configuration.metadata.name.as_deref(), Some(FULLNAME));
+    let webhooks = configuration.webhooks.expect("webhooks");
+    assert_eq!(webhooks.len(), 1);
+    let webhook = &webhooks[0];
+    assert_eq!(webhook.name, "components.jetstreamkv.io");
+    assert_eq!(webhook.failure_policy.as_deref(), Some("Ignore"));
+    assert_eq!(webhook.side_effects, "None");
+    assert_eq!(webhook.admission_review_versions, ["v1"]);
+    assert_eq!(webhook.timeout_seconds, Some(5));
+    assert!(webhook.namespace_selector.is_none(), "all namespaces");
+    let rules = webhook.rules.as_deref().expect("rules");
+    assert_eq!(rules.len(), 1);
+    let rule = &rules[0];
+    assert_eq!(
+        rule.api_groups.as_deref(),
+        Some(&["dapr.io".to_owned()][..])
+    );
+    assert_eq!(
+        rule.api_versions.as_deref(),
+        Some(&["v1alpha1".to_owned()][..])
+    );
+    assert_eq!(
+        rule.resources.as_deref(),
+        Some(&["components".to_owned()][..])
+    );
+    assert_eq!(
+        rule.operations.as_deref(),
+        Some(&["CREATE".to_owned(), "UPDATE".to_owned()][..])
+    );
+
+    // The API server reaches the operator's pods through the webhook Service, on the port the
+    // operator listens on.
+    let service_ref = webhook.client_config.service.as_ref().expect("a Service");
+    assert_eq!(
+        (service_ref.name.as_str(), service_ref.namespace.as_str()),
+        (WEBHOOK_SERVICE, RELEASE_NAMESPACE)
+    );
+    assert_eq!(service_ref.path.as_deref(), Some("/validate"));
+    assert!(
+        webhook.client_config.ca_bundle.is_none(),
+        "the operator injects its CA"
+    );
+    let service = objects
+        .all::<k8s_openapi::api::core::v1::Service>("Service")
+        .into_iter()
+        .find(|s| s.metadata.name.as_deref() == Some(WEBHOOK_SERVICE))
+        .expect("the webhook Service");
+    let spec = service.spec.expect("spec");
+    let port = &spec.ports.as_deref().expect("ports")[0];
+    assert_eq!(Some(port.port), service_ref.port);
+    let deployment = objects.deployment();
+    let pod_labels = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .expect("pod labels");
+    for (key, value) in spec.selector.expect("selector") {
+        assert_eq!(pod_labels.get(&key), Some(&value), "selector {key}");
+    }
+    let operator = operator_container(&deployment);
+    let container_port = operator
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("webhook"))
+        .expect("a webhook container port");
+    assert_eq!(
+        port.target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("webhook".into()))
+    );
+    assert_eq!(
+        env_value(&operator, "WEBHOOK_ADDR"),
+        format!("0.0.0.0:{}", container_port.container_port)
+    );
+
+    // Self-signed mode: the operator names the Service in its certificate and patches the
+    // caBundle of exactly this configuration.
+    assert_eq!(env_value(&operator, "WEBHOOK_SELF_SIGNED"), "true");
+    assert_eq!(
+        env_value(&operator, "WEBHOOK_SERVICE_NAME"),
+        WEBHOOK_SERVICE
+    );
+    assert_eq!(
+        env_field_path(&operator, "WEBHOOK_SERVICE_NAMESPACE"),
+        "metadata.namespace"
+    );
+    assert_eq!(env_value(&operator, "WEBHOOK_CONFIG_NAME"), FULLNAME);
+    let webhook_grants: BTreeSet<Grant> = objects
+        .operator_grants()
+        .into_iter()
+        .filter(|g| g.group == "admissionregistration.k8s.io")
+        .collect();
+    let expected: BTreeSet<Grant> = ["get", "patch"]
+        .into_iter()
+        .map(|verb| {
+            grant(
+                "*",
+                "admissionregistration.k8s.io",
+                "validatingwebhookconfigurations",
+                verb,
+                FULLNAME,
+            )
+        })
+        .collect();
+    assert_eq!(webhook_grants, expected);
+    // Nothing else changes.
+    let rest: BTreeSet<Grant> = objects
+        .operator_grants()
+        .into_iter()
+        .filter(|g| g.group != "admissionregistration.k8s.io")
+        .collect();
+    assert_eq!(rest, render(&[]).operator_grants());
+}
+
+#[test]
+fn the_webhook_only_sees_the_watched_namespaces() {
+    let objects = render(&[
+        "--set",
+        "webhook.enabled=true,webhook.failurePolicy=Fail",
+        "--set",
+        "watchNamespaces={team-a,team-b}",
+    ]);
+    let webhook = webhook_configuration(&objects).webhooks.expect("webhooks")[0].clone();
+    assert_eq!(webhook.failure_policy.as_deref(), Some("Fail"));
+    let selector = webhook.namespace_selector.expect("a namespaceSelector");
+    let expressions = selector.match_expressions.expect("matchExpressions");
+    assert_eq!(expressions.len(), 1);
+    assert_eq!(expressions[0].key, "kubernetes.io/metadata.name");
+    assert_eq!(expressions[0].operator, "In");
+    assert_eq!(
+        expressions[0].values.as_deref(),
+        Some(&["team-a".to_owned(), "team-b".to_owned()][..])
+    );
+}
+
+#[test]
+fn with_cert_manager_the_certificate_is_mounted_and_its_ca_injected() {
+    let objects = render(WEBHOOK_CERT_MANAGER);
+    let configuration = webhook_configuration(&objects);
+    let annotations = configuration.metadata.annotations.expect("annotations");
+    assert_eq!(
+        annotations
+            .get("cert-manager.io/inject-ca-from")
+            .map(String::as_str),
+        Some(format!("{RELEASE_NAMESPACE}/{WEBHOOK_SERVICE}").as_str())
+    );
+    assert_eq!(objects.count("Issuer"), 1);
+    let certificate = objects
+        .0
+        .iter()
+        .find(|o| o["kind"].as_str() == Some("Certificate"))
+        .expect("a Certificate");
+    assert_eq!(
+        certificate["metadata"]["name"].as_str(),
+        Some(WEBHOOK_SERVICE)
+    );
+    let secret = certificate["spec"]["secretName"]
+        .as_str()
+        .expect("secretName");
+    let dns_names: Vec<&str> = certificate["spec"]["dnsNames"]
+        .as_sequence()
+        .expect("dnsNames")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        dns_names.contains(&format!("{WEBHOOK_SERVICE}.{RELEASE_NAMESPACE}.svc").as_str()),
+        "{dns_names:?}"
+    );
+
+    let deployment = objects.deployment();
+    let operator = operator_container(&deployment);
+    let dir = env_value(&operator, "WEBHOOK_CERT_DIR");
+    let mount = operator
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == dir)
+        .expect("the certificate is mounted at WEBHOOK_CERT_DIR");
+    let volumes = deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|s| s.volumes)
+        .expect("volumes");
+    let volume = volumes
+        .iter()
+        .find(|v| v.name == mount.name)
+        .expect("the mounted volume");
+    assert_eq!(
+        volume
+            .secret
+            .as_ref()
+            .and_then(|s| s.secret_name.as_deref()),
+        Some(secret)
+    );
+    for var in ["WEBHOOK_SELF_SIGNED", "WEBHOOK_CONFIG_NAME"] {
+        assert!(
+            operator.env.iter().flatten().all(|v| v.name != var),
+            "no {var} with cert-manager"
+        );
+    }
+    assert!(
+        objects
+            .operator_grants()
+            .iter()
+            .all(|g| g.group != "admissionregistration.k8s.io"),
+        "cert-manager injects the CA: the operator needs no access to the configuration"
+    );
+}
+
+#[test]
+fn the_schema_checks_the_webhook_values() {
+    assert_schema_rejects("webhook.failurePolicy=Maybe", "/webhook/failurePolicy");
+    assert_schema_rejects("webhook.port=443", "/webhook/port");
+    assert_schema_rejects("webhook.timeoutSeconds=60", "/webhook/timeoutSeconds");
+    assert_schema_rejects("webhook.enable=true", "/webhook");
+}

@@ -121,3 +121,14 @@ exactly the same verbs.
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/*
+The admission webhook's Service, and the name of its ValidatingWebhookConfiguration.
+*/}}
+{{- define "jetstream-kv-operator.webhookService" -}}
+{{- printf "%s-webhook" (include "jetstream-kv-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "jetstream-kv-operator.webhookConfiguration" -}}
+{{- include "jetstream-kv-operator.fullname" . }}
+{{- end }}
