@@ -60,7 +60,7 @@ if [ -z "$lua_bin" ]; then
   t=$(date +%s)
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  { $sudo apt-get update -qq && $sudo apt-get install -y -qq lua5.1; } >&2
+  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq lua5.1; } >&2
   lua_bin=$(command -v lua5.1)
   elapsed "$t"
 fi

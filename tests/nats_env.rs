@@ -2,8 +2,7 @@
 //! JetStream server, an operator-mode server with minted JWT users, outages, and the
 //! credentials checks agreeing with what the real server accepts.
 
-#[path = "support/nats.rs"]
-mod nats;
+mod support;
 
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use async_nats::ConnectErrorKind;
 use async_nats::jetstream::{self, kv};
 use jetstream_kv_operator::credentials::{self, CredentialsError};
 use jetstream_kv_operator::secrets::SecretValue;
-use nats::{NatsServer, user_connect_options};
+use support::nats::{NatsServer, user_connect_options};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -21,14 +21,14 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use jetstream_kv_operator::credentials::jwt;
+
+use super::process::{free_port, spawn_tied};
 use nkeys::KeyPair;
 
 /// The environment variable naming the nats-server binary.
@@ -211,7 +211,10 @@ impl NatsServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
-        self.child = Some(spawn_tied_to_this_process(command)?);
+        self.child = Some(
+            spawn_tied(command, libc::SIGKILL)
+                .map_err(|e| format!("cannot run {}: {e}", nats_server_bin().display()))?,
+        );
 
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -427,73 +430,6 @@ pub fn nats_server_bin() -> PathBuf {
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// A port free at the time of asking (the OS picks it).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
-}
-
-/// Spawns `command` so that the child gets SIGKILL when this test process dies, even when it is
-/// killed (no `Drop` runs then).
-///
-/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process, and
-/// test threads end with their test. A server kept in a shared static would then die with the
-/// first test that used it; so every spawn is done by one thread that lives as long as the process.
-fn spawn_tied_to_this_process(command: Command) -> Result<Child, String> {
-    type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Request>();
-        std::thread::Builder::new()
-            .name("nats-server-spawner".to_owned())
-            .spawn(move || {
-                for (mut command, reply) in rx {
-                    let _ = reply.send(spawn_with_parent_death_signal(&mut command));
-                }
-            })
-            .unwrap_or_else(|e| panic!("cannot start the spawner thread: {e}"));
-        Mutex::new(tx)
-    });
-    let (reply_tx, reply_rx) = mpsc::channel();
-    spawner
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .send((command, reply_tx))
-        .map_err(|_| "the nats-server spawner thread is gone".to_owned())?;
-    reply_rx
-        .recv()
-        .map_err(|_| "the nats-server spawner thread is gone".to_owned())?
-        .map_err(|e| format!("cannot run {}: {e}", nats_server_bin().display()))
-}
-
-#[cfg(target_os = "linux")]
-fn spawn_with_parent_death_signal(command: &mut Command) -> std::io::Result<Child> {
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
-    // (prctl, getppid); it allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died before prctl: then no signal will ever come.
-            if libc::getppid() != parent {
-                return Err(std::io::Error::other("test process exited during spawn"));
-            }
-            Ok(())
-        });
-    }
-    command.spawn()
-}
-
-#[cfg(not(target_os = "linux"))]
-fn spawn_with_parent_death_signal(command: &mut Command) -> std::io::Result<Child> {
-    // Elsewhere the server is only killed on drop.
-    command.spawn()
 }
 
 /// A minimal HTTP/1.0 GET on 127.0.0.1 (the server closes the connection after the response, so

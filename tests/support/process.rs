@@ -21,12 +21,20 @@ pub fn spawn_tied(cmd: Command, death_signal: i32) -> io::Result<Child> {
         std::thread::Builder::new()
             .name("child-spawner".into())
             .spawn(move || {
+                let parent = std::process::id() as libc::pid_t;
                 for (mut cmd, signal, reply) in rx {
-                    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+                    // SAFETY: runs between fork and exec and only makes async-signal-safe
+                    // calls (prctl, getppid); it allocates nothing.
                     unsafe {
                         cmd.pre_exec(move || {
                             if libc::prctl(libc::PR_SET_PDEATHSIG, signal) != 0 {
                                 return Err(io::Error::last_os_error());
+                            }
+                            // The parent may have died before prctl: no signal would come then.
+                            if libc::getppid() != parent {
+                                return Err(io::Error::other(
+                                    "the test process exited during spawn",
+                                ));
                             }
                             Ok(())
                         });
