@@ -818,10 +818,14 @@ async fn act(
                                 format!("created bucket {name} (stream {stream})"),
                             ));
                         }
+                        // Worded as the next reconcile will find it, so that it does not write
+                        // the status a second time; the BucketCreated Event tells the creation.
                         steps.pass(
                             condition::BUCKET_AVAILABLE,
-                            "BucketCreated",
-                            format!("bucket {name} created (stream {stream})"),
+                            "BucketFound",
+                            format!(
+                                "bucket {name} exists (stream {stream}); managed by the operator"
+                            ),
                         );
                         steps.pass(
                             condition::CONFIG_SYNCED,
