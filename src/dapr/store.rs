@@ -167,13 +167,19 @@ fn split_servers(servers: &str) -> impl Iterator<Item = &str> {
 
 /// Checks each server URL and returns them redacted.
 fn check_servers(servers: &str) -> Result<Vec<String>, ComponentError> {
+    // A password may hold a comma, which splits it across entries; an entry that does not parse
+    // may then be a piece of a password that redaction cannot recognise, so when natsURL holds
+    // credentials anywhere, such an entry is named by its position only.
+    let has_credentials = servers.contains('@');
     let mut redacted = Vec::new();
-    for server in split_servers(servers) {
+    for (i, server) in split_servers(servers).enumerate() {
         if let Err(problem) = parse_server(server) {
-            return Err(ComponentError::InvalidNatsURL {
-                url: redact_url(server),
-                problem,
-            });
+            let url = if has_credentials {
+                format!("#{} (not shown: natsURL holds credentials)", i + 1)
+            } else {
+                redact_url(server)
+            };
+            return Err(ComponentError::InvalidNatsURL { url, problem });
         }
         redacted.push(redact_url(server));
     }
