@@ -5,6 +5,7 @@
 //! annotations, Events), writing only what changed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -88,6 +89,8 @@ pub struct Context {
     config: Config,
     failures: Mutex<HashMap<String, u32>>,
     written: Arc<Mutex<HashMap<String, Written>>>,
+    /// Both caches have been listed: reconciles wait for it.
+    synced: Arc<AtomicBool>,
 }
 
 /// When to look at an object again.
@@ -149,7 +152,7 @@ pub async fn run(
             metrics.clone(),
             written.clone(),
         );
-        stores.push((ctx.components.clone(), ctx.kvbs.clone()));
+        stores.push((ctx.components.clone(), ctx.kvbs.clone(), ctx.synced.clone()));
         let shutdown = shutdown.clone();
         controllers.push(
             controller
@@ -159,9 +162,10 @@ pub async fn run(
         );
     }
     let ready = async move {
-        for (components, kvbs) in stores {
+        for (components, kvbs, synced) in stores {
             let _ = components.wait_until_ready().await;
             let _ = kvbs.wait_until_ready().await;
+            synced.store(true, Ordering::Release);
         }
         health.set_ready(true);
         tracing::info!("caches synced; ready");
@@ -254,6 +258,7 @@ fn build(
         config: config.clone(),
         failures: Mutex::default(),
         written,
+        synced: Arc::default(),
     });
     (controller, ctx)
 }
@@ -346,6 +351,12 @@ async fn reconcile(
     obj: Arc<DeserializeGuard<Component>>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReportError> {
+    // Right after a start the Component watch can deliver before the KeyValueBuckets are listed:
+    // without them every status would look new and be written again, with an Event. (Not
+    // `Store::wait_until_ready` here: its DelayedInit wakes only the last of several waiters.)
+    if !ctx.synced.load(Ordering::Acquire) {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
     let key = object_key(obj.as_ref());
     let component = match &obj.0 {
         Ok(c) => c,
