@@ -167,14 +167,14 @@ fn split_servers(servers: &str) -> impl Iterator<Item = &str> {
 
 /// Checks each server URL and returns them redacted.
 fn check_servers(servers: &str) -> Result<Vec<String>, ComponentError> {
-    // A password may hold a comma, which splits it across entries; an entry that does not parse
-    // may then be a piece of a password that redaction cannot recognise, so when natsURL holds
-    // credentials anywhere, such an entry is named by its position only.
+    // A password may hold a comma, which splits it across entries; an entry without `@` that
+    // does not parse may then be the head of a password that redaction cannot recognise, so when
+    // natsURL holds credentials elsewhere, such an entry is named by its position only.
     let has_credentials = servers.contains('@');
     let mut redacted = Vec::new();
     for (i, server) in split_servers(servers).enumerate() {
         if let Err(problem) = parse_server(server) {
-            let url = if has_credentials {
+            let url = if has_credentials && !server.contains('@') {
                 format!("#{} (not shown: natsURL holds credentials)", i + 1)
             } else {
                 redact_url(server)
@@ -368,6 +368,12 @@ mod tests {
                 "scheme",
             ),
             ("nats://ho st:4222", "nats://ho st:4222", ""),
+            // A comma in a password splits it: its head is not shown.
+            (
+                "nats://u:pa55,w0rd@nats",
+                "#1 (not shown: natsURL holds credentials)",
+                "port",
+            ),
         ];
         for (url, shown, problem) in cases {
             let e = err(&[("natsURL", url), ("bucket", "b")]);
