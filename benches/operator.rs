@@ -6,6 +6,7 @@
 //! ```text
 //! cargo bench --bench operator -- [--sizes 100,1000] [--scenarios wave,idle,restart]
 //!     [--resync 30s] [--noise-per-component 2] [--in-flight 64] [--out bench/results]
+//!     [--operator-args "--concurrency 32"]
 //! ```
 //!
 //! Each size gets a fresh control plane, nats-server and operator, so sizes do not influence
@@ -48,6 +49,7 @@ struct Options {
     noise_per_component: usize,
     in_flight: usize,
     out: PathBuf,
+    operator_args: Vec<String>,
 }
 
 fn options() -> Result<Options, String> {
@@ -58,6 +60,7 @@ fn options() -> Result<Options, String> {
         noise_per_component: 2,
         in_flight: 64,
         out: support::repo_root().join("bench/results"),
+        operator_args: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -80,6 +83,9 @@ fn options() -> Result<Options, String> {
             }
             "--in-flight" => o.in_flight = value()?.parse().map_err(|e| format!("{e}"))?,
             "--out" => o.out = PathBuf::from(value()?),
+            "--operator-args" => {
+                o.operator_args = value()?.split_whitespace().map(str::to_string).collect()
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -146,10 +152,11 @@ async fn run_size(options: &Options, size: usize) {
     cp.install_crds();
     let nats = NatsServer::start();
     let resync = format!("{}s", options.resync.as_secs());
-    let operator_args: Vec<String> = ["--resync-interval", &resync, "--log-level", "info"]
+    let mut operator_args: Vec<String> = ["--resync-interval", &resync, "--log-level", "info"]
         .iter()
         .map(|s| s.to_string())
         .collect();
+    operator_args.extend(options.operator_args.iter().cloned());
     let operator = Env::start_operator(&cp.kubeconfig, &operator_args);
     let client = support::client_for(&cp.kubeconfig).await;
     let mut env = Env {
@@ -161,7 +168,8 @@ async fn run_size(options: &Options, size: usize) {
     };
     wait_operator_ready(&env.operator, Duration::from_secs(60)).await;
     let date = jiff::Timestamp::now().strftime("%Y-%m-%dT%H%M").to_string();
-    let machine = machine(&env);
+    let mut machine = machine(&env);
+    machine["operator_args"] = json!(env.operator_args.join(" "));
 
     let namespaces: Vec<String> = (0..NAMESPACES)
         .map(|i| format!("bench-{i:02}-{}", support::random_suffix()))
@@ -928,8 +936,8 @@ fn write_readme(dir: &Path) {
         md += &format!("- {m}\n");
     }
     md += "\n## Wave\n\n\
-           | run | Components (+ others) | load | apply s | all Ready after first / last apply s | latency p50 / p95 / p99 s | API writes per Component (operator / API server) | NATS requests per Component (operator / nats-server) | reconciles per Component | operator CPU s | peak RSS MiB | Events |\n\
-           |---|---|---|---|---|---|---|---|---|---|---|---|\n";
+           | run | operator flags | Components (+ others) | load | apply s | all Ready after first / last apply s | latency p50 / p95 / p99 s | API writes per Component (operator / API server) | NATS requests per Component (operator / nats-server) | reconciles per Component | operator CPU s | peak RSS MiB | Events |\n\
+           |---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (file, v) in of("wave") {
         let pc = &v["per_component"];
         let l = &v["latency_seconds"];
@@ -943,8 +951,11 @@ fn write_readme(dir: &Path) {
             })
             .unwrap_or_default();
         md += &format!(
-            "| {} | {} (+{}) | {} | {} | {} / {}{} | {} / {} / {} | {} / {} | {} / {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} (+{}) | {} | {} | {} / {}{} | {} / {} / {} | {} / {} | {} / {} | {} | {} | {} | {} |\n",
             file.trim_end_matches(".json"),
+            v["machine"]["operator_args"]
+                .as_str()
+                .unwrap_or("--resync-interval 30s --log-level info"),
             num(&v["components"]),
             num(&v["noise_components"]),
             v["load_before"].as_str().unwrap_or(""),
