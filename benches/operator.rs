@@ -936,7 +936,7 @@ fn write_readme(dir: &Path) {
         md += &format!("- {m}\n");
     }
     md += "\n## Wave\n\n\
-           | run | operator flags | Components (+ others) | load | apply s | all Ready after first / last apply s | latency p50 / p95 / p99 s | API writes per Component (operator / API server) | NATS requests per Component (operator / nats-server) | reconciles per Component | operator CPU s | peak RSS MiB | Events |\n\
+           | run (commit) | operator flags | Components (+ others) | load | apply s | all Ready after first / last apply s | latency p50 / p95 / p99 s | API writes per Component (operator / API server) | NATS requests per Component (operator / nats-server) | reconciles per Component | operator CPU s | peak RSS MiB | Events |\n\
            |---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (file, v) in of("wave") {
         let pc = &v["per_component"];
@@ -952,7 +952,11 @@ fn write_readme(dir: &Path) {
             .unwrap_or_default();
         md += &format!(
             "| {} | {} | {} (+{}) | {} | {} | {} / {}{} | {} / {} / {} | {} / {} | {} / {} | {} | {} | {} | {} |\n",
-            file.trim_end_matches(".json"),
+            format!(
+                "{} ({})",
+                file.trim_end_matches(".json"),
+                v["machine"]["git_commit"].as_str().unwrap_or("?")
+            ),
             v["machine"]["operator_args"]
                 .as_str()
                 .unwrap_or("--resync-interval 30s --log-level info"),
@@ -981,13 +985,17 @@ fn write_readme(dir: &Path) {
         );
     }
     md += "\n## Idle (three resync periods)\n\n\
-           | run | Components | load | seconds (resync) | API writes (operator / API server) | mutating NATS requests | NATS reads (nats-server) | reconciles | operator CPU s | RSS / peak MiB |\n\
+           | run (commit) | Components | load | seconds (resync) | API writes (operator / API server) | mutating NATS requests | NATS reads (nats-server) | reconciles | operator CPU s | RSS / peak MiB |\n\
            |---|---|---|---|---|---|---|---|---|---|\n";
     for (file, v) in of("idle") {
         let d = &v["idle"];
         md += &format!(
             "| {} | {} | {} | {} ({}) | {} / {} | {} | {} | {} | {} | {} / {} |\n",
-            file.trim_end_matches(".json"),
+            format!(
+                "{} ({})",
+                file.trim_end_matches(".json"),
+                v["machine"]["git_commit"].as_str().unwrap_or("?")
+            ),
             num(&v["components"]),
             v["load_before"].as_str().unwrap_or(""),
             num(&v["idle_seconds"]),
@@ -1003,13 +1011,17 @@ fn write_readme(dir: &Path) {
         );
     }
     md += "\n## Restart (SIGTERM, start again, everything Ready)\n\n\
-           | run | Components | load | caches synced s | all re-verified s | API writes (operator / API server) | mutating NATS requests | NATS reads | operator CPU s | peak RSS MiB |\n\
+           | run (commit) | Components | load | caches synced s | all re-verified s | API writes (operator / API server) | mutating NATS requests | NATS reads | operator CPU s | peak RSS MiB |\n\
            |---|---|---|---|---|---|---|---|---|---|\n";
     for (file, v) in of("restart") {
         let d = &v["after_restart"];
         md += &format!(
             "| {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} |\n",
-            file.trim_end_matches(".json"),
+            format!(
+                "{} ({})",
+                file.trim_end_matches(".json"),
+                v["machine"]["git_commit"].as_str().unwrap_or("?")
+            ),
             num(&v["components"]),
             v["load_before"].as_str().unwrap_or(""),
             num(&v["caches_synced_seconds"]),
