@@ -678,6 +678,7 @@ async fn wave(env: &Env, options: &Options, size: usize, namespaces: &[String]) 
             "api_writes_apiserver": per(&to_settled["apiserver"]["operator_writes"]),
             "nats_requests_operator_metrics": per(&to_settled["operator_metrics"]["nats_requests"]),
             "nats_requests_nats_server": per(&to_settled["nats_server"]["jetstream_api_requests"]),
+            "nats_creates": per(&to_settled["operator_metrics"]["by_series"]["jetstream_kv_nats_requests_total{kind=\"create\"}"]),
             "reconciles": per(&to_settled["operator_metrics"]["reconciles"]),
             "api_writes_at_all_ready": per(&to_ready["operator_metrics"]["api_writes"]),
             "nats_requests_at_all_ready": per(&to_ready["operator_metrics"]["nats_requests"]),
@@ -977,7 +978,15 @@ fn write_readme(dir: &Path) {
             num(&pc["api_writes_operator_metrics"]),
             num(&pc["api_writes_apiserver"]),
             num(&pc["nats_requests_operator_metrics"]),
-            num(&pc["nats_requests_nats_server"]),
+            if pc["nats_creates"].is_null() {
+                num(&pc["nats_requests_nats_server"])
+            } else {
+                format!(
+                    "{} ({} creates)",
+                    num(&pc["nats_requests_nats_server"]),
+                    num(&pc["nats_creates"])
+                )
+            },
             num(&pc["reconciles"]),
             num(&v["until_settled"]["operator_process"]["cpu_seconds"]),
             num(&v["until_settled"]["operator_process"]["peak_rss_mib"]),
