@@ -881,6 +881,12 @@ fn machine(env: &Env) -> Value {
     })
 }
 
+/// A run's name in the tables: its file name and commit.
+fn run_label(file: &str, v: &Value) -> String {
+    let commit = v["machine"]["git_commit"].as_str().unwrap_or("?");
+    format!("{} ({commit})", file.trim_end_matches(".json"))
+}
+
 /// Regenerates `README.md` from every result file in `dir`.
 fn write_readme(dir: &Path) {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -953,11 +959,7 @@ fn write_readme(dir: &Path) {
             .unwrap_or_default();
         md += &format!(
             "| {} | {} | {} (+{}) | {} | {} | {} / {}{} | {} / {} / {} | {} / {} | {} / {} | {} | {} | {} | {} |\n",
-            format!(
-                "{} ({})",
-                file.trim_end_matches(".json"),
-                v["machine"]["git_commit"].as_str().unwrap_or("?")
-            ),
+            run_label(file, v),
             v["machine"]["operator_args"]
                 .as_str()
                 .unwrap_or("--resync-interval 30s --log-level info"),
@@ -1000,11 +1002,7 @@ fn write_readme(dir: &Path) {
         let d = &v["idle"];
         md += &format!(
             "| {} | {} | {} | {} ({}) | {} / {} | {} | {} | {} | {} | {} / {} |\n",
-            format!(
-                "{} ({})",
-                file.trim_end_matches(".json"),
-                v["machine"]["git_commit"].as_str().unwrap_or("?")
-            ),
+            run_label(file, v),
             num(&v["components"]),
             v["load_before"].as_str().unwrap_or(""),
             num(&v["idle_seconds"]),
@@ -1026,11 +1024,7 @@ fn write_readme(dir: &Path) {
         let d = &v["after_restart"];
         md += &format!(
             "| {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} |\n",
-            format!(
-                "{} ({})",
-                file.trim_end_matches(".json"),
-                v["machine"]["git_commit"].as_str().unwrap_or("?")
-            ),
+            run_label(file, v),
             num(&v["components"]),
             v["load_before"].as_str().unwrap_or(""),
             num(&v["caches_synced_seconds"]),
