@@ -5,6 +5,7 @@
 //! annotations, Events), writing only what changed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -95,6 +96,8 @@ pub struct Context {
     /// The KeyValueBucket caches of every watched scope, to find other Components that use the
     /// same bucket (set once all scopes are built).
     peers: Arc<std::sync::OnceLock<Vec<Store<KeyValueBucket>>>>,
+    /// Both caches have been listed: reconciles wait for it.
+    synced: Arc<AtomicBool>,
 }
 
 /// When to look at an object again.
@@ -157,7 +160,7 @@ pub async fn run(
     let mut stores = Vec::new();
     for scope in scopes {
         let (controller, ctx) = build(scope, &config, shared.clone());
-        stores.push((ctx.components.clone(), ctx.kvbs.clone()));
+        stores.push((ctx.components.clone(), ctx.kvbs.clone(), ctx.synced.clone()));
         let shutdown = shutdown.clone();
         controllers.push(
             controller
@@ -168,12 +171,14 @@ pub async fn run(
     }
     let _ = shared
         .peers
-        .set(stores.iter().map(|(_, kvbs)| kvbs.clone()).collect());
-    let components: Vec<_> = stores.iter().map(|(c, _)| c.clone()).collect();
+        .set(stores.iter().map(|(_, kvbs, _)| kvbs.clone()).collect());
+    let components: Vec<_> = stores.iter().map(|(c, _, _)| c.clone()).collect();
+    let synced: Vec<_> = stores.iter().map(|(_, _, s)| s.clone()).collect();
     let ready = async move {
-        for (components, kvbs) in stores {
+        for (components, kvbs, synced) in stores {
             let _ = components.wait_until_ready().await;
             let _ = kvbs.wait_until_ready().await;
+            synced.store(true, Ordering::Release);
         }
         health.set_ready(true);
         tracing::info!("caches synced; ready");
@@ -183,6 +188,7 @@ pub async fn run(
         shared.written.clone(),
         shared.metrics.clone(),
         components,
+        synced,
         config.resync.min(SWEEP_INTERVAL),
     );
     tokio::select! {
@@ -303,6 +309,7 @@ fn build(
         failures: Mutex::default(),
         written,
         peers,
+        synced: Arc::default(),
     });
     (controller, ctx)
 }
@@ -344,11 +351,13 @@ async fn sweep_connections(
     written: Arc<Mutex<HashMap<String, Written>>>,
     metrics: Arc<Metrics>,
     components: Vec<Store<DeserializeGuard<Component>>>,
+    synced: Vec<Arc<AtomicBool>>,
     every: Duration,
 ) {
-    for store in &components {
-        // An empty store before the first list says nothing about what exists.
-        let _ = store.wait_until_ready().await;
+    // An empty store before the first list says nothing about what exists. (Polled, not
+    // `Store::wait_until_ready`: that wakes only one of several waiters.)
+    while !synced.iter().all(|s| s.load(Ordering::Acquire)) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let mut tick = tokio::time::interval(every);
     loop {
@@ -440,6 +449,12 @@ async fn reconcile(
     obj: Arc<DeserializeGuard<Component>>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReportError> {
+    // Right after a start the Component watch can deliver before the KeyValueBuckets are listed:
+    // without them every status would look new and be written again, with an Event. (Not
+    // `Store::wait_until_ready` here: its DelayedInit wakes only the last of several waiters.)
+    if !ctx.synced.load(Ordering::Acquire) {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
     let key = object_key(obj.as_ref());
     let component = match &obj.0 {
         Ok(c) => c,

@@ -167,15 +167,43 @@ fn split_servers(servers: &str) -> impl Iterator<Item = &str> {
 
 /// Checks each server URL and returns them redacted.
 fn check_servers(servers: &str) -> Result<Vec<String>, ComponentError> {
-    let mut redacted = Vec::new();
-    for server in split_servers(servers) {
-        if let Err(problem) = parse_server(server) {
-            return Err(ComponentError::InvalidNatsURL {
-                url: redact_url(server),
-                problem,
-            });
+    // A password may hold a comma, which splits it across entries, and no parser can tell where
+    // such a password ends. So with credentials and several entries, nothing of the user info is
+    // shown (not even a user name, which may be a password's tail), and an entry without user
+    // info, or one that does not parse, is named by its position only.
+    let entries: Vec<&str> = split_servers(servers).collect();
+    let ambiguous = servers.contains('@') && servers.contains(',');
+    let show = |i: usize, server: &str, url: &Url| {
+        if !ambiguous {
+            redact_url(server)
+        } else if server.contains('@') {
+            // Rebuilt from what was parsed: no user info, no path (where a password's '@'
+            // could have pushed a piece of it).
+            let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!(
+                "{}://{REDACTED}@{}{port}",
+                url.scheme(),
+                url.host_str().unwrap_or_default()
+            )
+        } else {
+            // Possibly a piece of a password cut by a comma.
+            format!("#{} (not shown: natsURL holds credentials)", i + 1)
         }
-        redacted.push(redact_url(server));
+    };
+    let mut redacted = Vec::new();
+    for (i, server) in entries.iter().enumerate() {
+        let url = match parse_server(server) {
+            Ok(url) => url,
+            Err(problem) => {
+                let url = if ambiguous {
+                    format!("#{} (not shown: natsURL holds credentials)", i + 1)
+                } else {
+                    redact_url(server)
+                };
+                return Err(ComponentError::InvalidNatsURL { url, problem });
+            }
+        };
+        redacted.push(show(i, server, &url));
     }
     if redacted.is_empty() {
         return Err(ComponentError::MissingNatsURL);
@@ -328,8 +356,9 @@ mod tests {
             ("user:pa55w0rd@nats:4222", &["user:***@nats:4222"]),
             ("nats://t0ken-s3cret@nats:4222", &["nats://***@nats:4222"]),
             (
+                // Several entries with credentials: a user name could be a password's tail.
                 "nats://u:pa55w0rd@a:4222,tls://t0ken-s3cret@b",
-                &["nats://u:***@a:4222", "tls://***@b"],
+                &["nats://***@a:4222", "tls://***@b"],
             ),
         ];
         for (url, redacted) in cases {
@@ -358,10 +387,16 @@ mod tests {
             ("nats://u:pa55w0rd@:4222", "nats://u:***@:4222", "host"),
             (
                 "nats://a:4222,ftp://t0ken-s3cret@b",
-                "ftp://***@b",
+                "#2 (not shown: natsURL holds credentials)",
                 "scheme",
             ),
             ("nats://ho st:4222", "nats://ho st:4222", ""),
+            // A comma in a password splits it: its head is not shown.
+            (
+                "nats://u:pa55,w0rd@nats",
+                "#1 (not shown: natsURL holds credentials)",
+                "port",
+            ),
         ];
         for (url, shown, problem) in cases {
             let e = err(&[("natsURL", url), ("bucket", "b")]);

@@ -500,11 +500,8 @@ impl<'a> Bucket<'a> {
     /// existing one so the caller plans again against it.
     pub async fn create(&self, config: stream::Config) -> Result<stream::Info, NatsError> {
         match self.js.create_stream(config).await {
-            Ok(mut stream) => stream
-                .info()
-                .await
-                .cloned()
-                .map_err(|e| request_error("stream info", &e)),
+            // The create response carries the stream info: asking again would be a second request.
+            Ok(stream) => Ok(stream.cached_info().clone()),
             Err(e) => match e.kind() {
                 jetstream::context::CreateStreamErrorKind::JetStream(js)
                     if js.error_code() == jetstream::ErrorCode::STREAM_NAME_EXIST =>

@@ -126,6 +126,32 @@ impl ControlPlane {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The current kube-apiserver process id (it changes with [`ControlPlane::restart_apiserver`]).
+    pub fn apiserver_pid(&self) -> Option<u32> {
+        read_ready(&self.dir).map(|r| r.apiserver_pid)
+    }
+
+    /// Installs the project's CRDs (crds/) and waits until they are established.
+    pub fn install_crds(&self) {
+        let crds = super::repo_root().join("crds");
+        self.kubectl(
+            &["apply", "--server-side", "-f", super::path_str(&crds)],
+            None,
+        )
+        .expect("install the CRDs in crds/");
+        self.kubectl(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd",
+                "--all",
+                "--timeout=60s",
+            ],
+            None,
+        )
+        .expect("CRDs established");
+    }
+
     /// Restarts kube-apiserver on the same port and etcd data, and waits until it serves again.
     pub fn restart_apiserver(&self) {
         let before = read_ready(&self.dir).map(|r| r.apiserver_pid);

@@ -32,20 +32,7 @@ pub fn control_plane() -> &'static ControlPlane {
     static CP: OnceLock<ControlPlane> = OnceLock::new();
     CP.get_or_init(|| {
         let cp = ControlPlane::start();
-        let crds = repo_root().join("crds");
-        cp.kubectl(&["apply", "--server-side", "-f", path_str(&crds)], None)
-            .expect("install the CRDs in crds/");
-        cp.kubectl(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "crd",
-                "--all",
-                "--timeout=60s",
-            ],
-            None,
-        )
-        .expect("CRDs established");
+        cp.install_crds();
         cp
     })
 }

@@ -137,6 +137,11 @@ impl NatsServer {
         }
     }
 
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the server process is running.
     pub fn is_running(&mut self) -> bool {
         self.child

@@ -58,6 +58,15 @@ impl Operator {
         }
     }
 
+    /// The process id while it runs, for reading its CPU time and memory from `/proc`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child
+            .lock()
+            .expect("child lock")
+            .as_ref()
+            .map(Child::id)
+    }
+
     /// Everything the operator has logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
