@@ -11,7 +11,11 @@ step "setting up the test environment (test-env/setup.sh)"
 eval "$(test-env/setup.sh)"
 # Build artefacts live in the cache too, so a fresh clone does not rebuild every dependency.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$JKO_CACHE/target}"
-rm -rf "$CARGO_TARGET_DIR/tmp/controlplanes" "$CARGO_TARGET_DIR/tmp/operator-logs"
+# The servers' data (etcd, JetStream stores) and logs of a run live under target/tmp: cleared
+# before, and after unless KEEP_TEST_DATA is set (to read logs of a failure).
+clean_test_data() { rm -rf "$CARGO_TARGET_DIR/tmp/controlplanes" "$CARGO_TARGET_DIR/tmp/operator-logs"; }
+clean_test_data
+[ -n "${KEEP_TEST_DATA:-}" ] || trap clean_test_data EXIT
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
