@@ -277,3 +277,23 @@ async fn server_outlives_the_thread_that_started_it() {
     assert!(server.is_running(), "{}", server.log_tail(20));
     async_nats::connect(server.url()).await.unwrap();
 }
+
+/// The lifecycle tests rely on this to show a refused change was never sent: an update that
+/// NATS refuses (storage type changed) counts as an error in the server's JetStream API stats.
+#[tokio::test]
+async fn a_refused_stream_update_counts_as_an_api_error() {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    create_bucket(client.clone(), "refused").await;
+    let errors = || server.jsz()["api"]["errors"].as_u64().unwrap_or_default();
+    let before = errors();
+    let js = jetstream::new(client);
+    let mut stream = js.get_stream("KV_refused").await.unwrap();
+    let mut config = stream.info().await.unwrap().config.clone();
+    config.storage = jetstream::stream::StorageType::Memory;
+    assert!(
+        js.update_stream(config).await.is_err(),
+        "NATS changed the storage type"
+    );
+    assert_eq!(errors(), before + 1);
+}

@@ -10,41 +10,12 @@ use jetstream_kv_operator::crd::KeyValueBucket;
 use jetstream_kv_operator::dapr::Component;
 use kube::Api;
 use kube::api::DeleteParams;
-use support::{RESYNC, TestNamespace, control_plane, nats, operator, wait_condition, wait_kvb};
+use support::{
+    RESYNC, TestNamespace, component_yaml as component, control_plane, nats, operator,
+    stream_config_json as stream_config, unique_bucket, wait_condition, wait_kvb,
+};
 
 const READY: Duration = Duration::from_secs(60);
-
-fn component(ns: &str, name: &str, nats_url: &str, bucket: &str, annotations: &str) -> String {
-    format!(
-        r#"
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata:
-  name: {name}
-  namespace: {ns}
-  annotations: {{{annotations}}}
-spec:
-  type: state.jetstream
-  version: v1
-  metadata:
-  - name: natsURL
-    value: {nats_url}
-  - name: bucket
-    value: {bucket}
-"#
-    )
-}
-
-fn unique_bucket(prefix: &str) -> String {
-    format!("{prefix}_{}", support::random_suffix())
-}
-
-async fn stream_config(url: &str, bucket: &str) -> Option<serde_json::Value> {
-    let js = support::jetstream(url).await;
-    let mut stream = js.get_stream(format!("KV_{bucket}")).await.ok()?;
-    let info = stream.info().await.ok()?;
-    Some(serde_json::to_value(&info.config).expect("stream config as JSON"))
-}
 
 #[tokio::test]
 async fn applied_component_gets_a_bucket_dapr_can_bind_to() {
@@ -394,67 +365,6 @@ async fn other_types_are_ignored_and_type_changes_and_deletes_clean_up() {
         .await
         .unwrap();
     assert_eq!(value.as_deref(), Some(&b"v"[..]), "the data survived");
-}
-
-#[tokio::test]
-async fn steady_state_writes_nothing() {
-    operator();
-    let client = support::client().await;
-    let ns = TestNamespace::new(&client, "steady").await;
-    let bucket = unique_bucket("steady");
-    control_plane().apply(&component(&ns.name, "steady", &nats().url(), &bucket, ""));
-    wait_kvb(&ns.name, "steady", "Ready", READY);
-    // Let the first resync after Ready pass, then watch three more.
-    tokio::time::sleep(RESYNC * 2).await;
-    let kvbs: Api<KeyValueBucket> = Api::namespaced(client.clone(), &ns.name);
-    let components: Api<Component> = Api::namespaced(client.clone(), &ns.name);
-    let kvb_rv = kvbs.get("steady").await.unwrap().metadata.resource_version;
-    let component_rv = components
-        .get("steady")
-        .await
-        .unwrap()
-        .metadata
-        .resource_version;
-    let config = stream_config(&nats().url(), &bucket).await.unwrap();
-    let mutations = |m: &str| {
-        m.lines()
-            .filter(|l| {
-                l.starts_with("jetstream_kv_nats_requests_total{kind=\"create\"}")
-                    || l.starts_with("jetstream_kv_nats_requests_total{kind=\"update\"}")
-            })
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
-    let reconciles = |m: &str| {
-        m.lines()
-            .find(|l| l.starts_with("jetstream_kv_reconciles_total"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or_default()
-    };
-    let (_, before) = operator().http_get("/metrics").expect("metrics");
-    tokio::time::sleep(RESYNC * 3).await;
-    let (_, after) = operator().http_get("/metrics").expect("metrics");
-    assert!(reconciles(&after) > reconciles(&before), "resyncs ran");
-    assert_eq!(
-        kvbs.get("steady").await.unwrap().metadata.resource_version,
-        kvb_rv
-    );
-    assert_eq!(
-        components
-            .get("steady")
-            .await
-            .unwrap()
-            .metadata
-            .resource_version,
-        component_rv
-    );
-    assert_eq!(stream_config(&nats().url(), &bucket).await.unwrap(), config);
-    assert_eq!(
-        mutations(&before),
-        mutations(&after),
-        "no create or update sent to NATS"
-    );
 }
 
 #[tokio::test]

@@ -258,3 +258,44 @@ pub async fn wait_condition(
     )
     .await
 }
+
+/// A `state.jetstream` Component manifest; `annotations` is the inside of a YAML flow map.
+pub fn component_yaml(
+    ns: &str,
+    name: &str,
+    nats_url: &str,
+    bucket: &str,
+    annotations: &str,
+) -> String {
+    format!(
+        r#"
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: {name}
+  namespace: {ns}
+  annotations: {{{annotations}}}
+spec:
+  type: state.jetstream
+  version: v1
+  metadata:
+  - name: natsURL
+    value: {nats_url}
+  - name: bucket
+    value: {bucket}
+"#
+    )
+}
+
+/// A bucket name no other test uses.
+pub fn unique_bucket(prefix: &str) -> String {
+    format!("{prefix}_{}", random_suffix())
+}
+
+/// A bucket's stream configuration as NATS reports it, as JSON; None when it does not exist.
+pub async fn stream_config_json(url: &str, bucket: &str) -> Option<serde_json::Value> {
+    let js = jetstream(url).await;
+    let mut stream = js.get_stream(format!("KV_{bucket}")).await.ok()?;
+    let info = stream.info().await.ok()?;
+    Some(serde_json::to_value(&info.config).expect("stream config as JSON"))
+}

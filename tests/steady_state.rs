@@ -1,0 +1,78 @@
+//! Steady state costs nothing: once a Component is Ready, resyncs write nothing to the API server
+//! and send nothing but reads to NATS. A test binary of its own, so that the operator's counters
+//! count this test only.
+
+mod support;
+
+use std::time::Duration;
+
+use jetstream_kv_operator::crd::KeyValueBucket;
+use jetstream_kv_operator::dapr::Component;
+use kube::Api;
+use support::{
+    RESYNC, TestNamespace, component_yaml as component, control_plane, nats, operator,
+    stream_config_json as stream_config, unique_bucket, wait_kvb,
+};
+
+const READY: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn steady_state_writes_nothing() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "steady").await;
+    let bucket = unique_bucket("steady");
+    control_plane().apply(&component(&ns.name, "steady", &nats().url(), &bucket, ""));
+    wait_kvb(&ns.name, "steady", "Ready", READY);
+    // Let the first resync after Ready pass, then watch three more.
+    tokio::time::sleep(RESYNC * 2).await;
+    let kvbs: Api<KeyValueBucket> = Api::namespaced(client.clone(), &ns.name);
+    let components: Api<Component> = Api::namespaced(client.clone(), &ns.name);
+    let kvb_rv = kvbs.get("steady").await.unwrap().metadata.resource_version;
+    let component_rv = components
+        .get("steady")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let config = stream_config(&nats().url(), &bucket).await.unwrap();
+    let mutations = |m: &str| {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("jetstream_kv_nats_requests_total{kind=\"create\"}")
+                    || l.starts_with("jetstream_kv_nats_requests_total{kind=\"update\"}")
+            })
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let reconciles = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("jetstream_kv_reconciles_total"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_default()
+    };
+    let (_, before) = operator().http_get("/metrics").expect("metrics");
+    tokio::time::sleep(RESYNC * 3).await;
+    let (_, after) = operator().http_get("/metrics").expect("metrics");
+    assert!(reconciles(&after) > reconciles(&before), "resyncs ran");
+    assert_eq!(
+        kvbs.get("steady").await.unwrap().metadata.resource_version,
+        kvb_rv
+    );
+    assert_eq!(
+        components
+            .get("steady")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        component_rv
+    );
+    assert_eq!(stream_config(&nats().url(), &bucket).await.unwrap(), config);
+    assert_eq!(
+        mutations(&before),
+        mutations(&after),
+        "no create or update sent to NATS"
+    );
+}
