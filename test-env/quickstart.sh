@@ -76,7 +76,10 @@ echo $! >"$state/operator.pid"
 
 step "applying examples/statestore.yaml"
 sed "s#nats://127.0.0.1:4222#nats://127.0.0.1:$nats_port#" examples/statestore.yaml | kubectl apply -f - >&2
-kubectl wait --for=condition=Ready kvb/statestore --timeout=120s >&2 || {
+# The KeyValueBucket appears a moment after the Component, and `kubectl wait --for=condition`
+# fails at once on an object that does not exist yet: wait for it to exist first.
+{ kubectl wait --for=create kvb/statestore --timeout=60s >/dev/null &&
+  kubectl wait --for=condition=Ready kvb/statestore --timeout=120s >&2; } || {
   kubectl get kvb statestore -o yaml >&2 || true
   tail -30 "$state/operator.log" >&2
   exit 1
