@@ -171,7 +171,6 @@ fn check_servers(servers: &str) -> Result<Vec<String>, ComponentError> {
     // such a password ends. So with credentials and several entries, nothing of the user info is
     // shown (not even a user name, which may be a password's tail), and an entry without user
     // info, or one that does not parse, is named by its position only.
-    let entries: Vec<&str> = split_servers(servers).collect();
     let ambiguous = servers.contains('@') && servers.contains(',');
     let show = |i: usize, server: &str, url: &Url| {
         if !ambiguous {
@@ -191,7 +190,7 @@ fn check_servers(servers: &str) -> Result<Vec<String>, ComponentError> {
         }
     };
     let mut redacted = Vec::new();
-    for (i, server) in entries.iter().enumerate() {
+    for (i, server) in split_servers(servers).enumerate() {
         let url = match parse_server(server) {
             Ok(url) => url,
             Err(problem) => {
