@@ -26,7 +26,7 @@ use serde::{Deserialize as _, Serialize};
 use crate::dapr::Component;
 use crate::dapr::metadata::{ValueSource, parse_metadata};
 use crate::dapr::store::store_config;
-use crate::secrets::SecretValue;
+use crate::secret_value::SecretValue;
 
 /// Reason of a document that is not valid YAML (check only: the API server rejects it).
 pub const INVALID_YAML: &str = "InvalidYAML";

@@ -4,6 +4,7 @@
 //! The reconcile pipeline, one module per step:
 //! - [`dapr`]: the Dapr `Component` model and Dapr's own metadata rules (pure);
 //! - [`settings`]: bucket settings from `jetstreamkv.io/*` annotations (pure);
+//! - [`secret_value`]: a value that never prints its content (pure);
 //! - [`secrets`]: resolution of `secretKeyRef`s from the Component's namespace (I/O);
 //! - [`credentials`]: NATS JWT and seed checks before connecting (pure);
 //! - [`nats`]: shared connections, and the create-or-verify bucket plan (pure) and its execution;
@@ -24,6 +25,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod nats;
+pub mod secret_value;
 pub mod secrets;
 pub mod settings;
 pub mod webhook;

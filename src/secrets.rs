@@ -3,47 +3,12 @@
 //! raw bytes as the value, a missing Secret an error and a missing key an empty value.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
 use crate::dapr::metadata::{MetadataEntry, ValueSource};
-
-/// A value that may be a credential. Its `Debug` and `Display` never show the content, so it can
-/// sit in any struct that is logged or put in an error without leaking.
-#[derive(Clone, PartialEq, Eq, Hash, Default)]
-pub struct SecretValue(String);
-
-impl SecretValue {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The content. Call only where the value is handed to the thing that needs it (the NATS
-    /// client, a parser); never to format it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Whether the value is empty (a missing Secret key resolves to an empty value).
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for SecretValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretValue(<redacted>)")
-    }
-}
-
-impl fmt::Display for SecretValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+use crate::secret_value::SecretValue;
 
 /// A Secret could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -136,16 +101,4 @@ fn value_of(secret: &Secret, key: &str) -> SecretValue {
         })
         .unwrap_or_default();
     SecretValue::new(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secret_value_never_formats_its_content() {
-        let v = SecretValue::new("s3cr3t");
-        assert!(!format!("{v:?} {v}").contains("s3cr3t"));
-        assert_eq!(v.expose(), "s3cr3t");
-    }
 }

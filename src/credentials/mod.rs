@@ -13,7 +13,7 @@ pub mod jwt;
 
 use nkeys::KeyPair;
 
-use crate::secrets::SecretValue;
+use crate::secret_value::SecretValue;
 
 /// What a valid user JWT says about the user. Nothing in it is secret.
 #[derive(Debug, Clone, PartialEq, Eq)]

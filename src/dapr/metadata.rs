@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use super::ComponentError;
 use super::component::{Component, MetadataItem};
-use crate::secrets::SecretValue;
+use crate::secret_value::SecretValue;
 
 /// Dapr versions of the `state.jetstream` component (empty is what Dapr assumes as `v1`).
 const SUPPORTED_VERSIONS: [&str; 3] = ["v1", "v0", ""];

@@ -4,7 +4,7 @@
 use url::Url;
 
 use super::ComponentError;
-use crate::secrets::SecretValue;
+use crate::secret_value::SecretValue;
 
 /// Dapr's per-pod templates: each sidecar replaces them with its own values.
 pub const POD_TEMPLATES: [&str; 4] = ["{uuid}", "{podName}", "{appID}", "{namespace}"];
