@@ -21,6 +21,7 @@ pub mod controller;
 pub mod crd;
 pub mod credentials;
 pub mod dapr;
+pub mod duration;
 pub mod http;
 pub mod leader;
 pub mod metrics;
