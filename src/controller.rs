@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, future};
+use k8s_openapi::Resource as _;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, DeleteParams, PartialObjectMeta, Patch, PatchParams};
@@ -32,18 +33,14 @@ use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::nats::bucket::{self, Bucket, Desired, Plan};
 use crate::nats::pool::ConnectionPool;
-use crate::settings::{BucketSettings, DeletionPolicy};
+use crate::settings::{
+    BucketSettings, DeletionPolicy, OBSERVED_GENERATION_ANNOTATION, READY_ANNOTATION,
+    REASON_ANNOTATION, STATUS_ANNOTATIONS,
+};
 
 /// The finalizer that holds a Component with `deletion-policy: delete` until its bucket is
 /// deleted.
 pub const FINALIZER: &str = "jetstreamkv.io/bucket";
-
-/// Annotations the operator writes on Components, for tools that only see the Component.
-pub mod annotation {
-    pub const READY: &str = "jetstreamkv.io/ready";
-    pub const REASON: &str = "jetstreamkv.io/reason";
-    pub const OBSERVED_GENERATION: &str = "jetstreamkv.io/observed-generation";
-}
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -326,12 +323,7 @@ fn component_predicate(obj: &DeserializeGuard<Component>) -> Option<u64> {
     if let Some(annotations) = &meta.annotations {
         for (k, v) in annotations {
             if k.starts_with("jetstreamkv.io/")
-                && ![
-                    annotation::READY,
-                    annotation::REASON,
-                    annotation::OBSERVED_GENERATION,
-                ]
-                .contains(&k.as_str())
+                && !STATUS_ANNOTATIONS.contains(&k.as_str())
             {
                 (k, v).hash(&mut h);
             }
@@ -560,13 +552,13 @@ async fn forget(component: &Component, key: &str, ctx: &Context) -> Result<Actio
     let ours = component
         .annotations()
         .keys()
-        .any(|k| k == annotation::READY || k == annotation::REASON)
+        .any(|k| k == READY_ANNOTATION || k == REASON_ANNOTATION)
         || component.finalizers().iter().any(|f| f == FINALIZER);
     if ours {
         // Applying no annotations under our field manager removes the ones we own.
         let patch = json!({
-            "apiVersion": "dapr.io/v1alpha1",
-            "kind": "Component",
+            "apiVersion": Component::API_VERSION,
+            "kind": Component::KIND,
             "metadata": {"name": name, "namespace": namespace},
         });
         apply_component(ctx, &namespace, &name, patch).await?;
@@ -1221,8 +1213,8 @@ async fn finalize(component: &Component, key: &str, ctx: &Context) -> Result<Act
     let namespace = component.namespace().unwrap_or_default();
     let name = component.name_any();
     let patch = json!({
-        "apiVersion": "dapr.io/v1alpha1",
-        "kind": "Component",
+        "apiVersion": Component::API_VERSION,
+        "kind": Component::KIND,
         "metadata": {"name": name, "namespace": namespace},
     });
     apply_component(ctx, &namespace, &name, patch).await?;
@@ -1313,8 +1305,8 @@ async fn report(
         .is_some();
     if !cached || previous.is_none_or(|p| p.spec != outcome.spec) {
         let owner = OwnerReference {
-            api_version: "dapr.io/v1alpha1".into(),
-            kind: "Component".into(),
+            api_version: Component::API_VERSION.into(),
+            kind: Component::KIND.into(),
             name: name.clone(),
             uid: component.uid().unwrap_or_default(),
             controller: Some(true),
@@ -1404,15 +1396,15 @@ async fn report(
         .find(|c| c.type_ == condition::READY);
     let wanted: BTreeMap<&str, String> = BTreeMap::from([
         (
-            annotation::READY,
+            READY_ANNOTATION,
             ready.map(|c| c.status.to_lowercase()).unwrap_or_default(),
         ),
         (
-            annotation::REASON,
+            REASON_ANNOTATION,
             ready.map(|c| c.reason.clone()).unwrap_or_default(),
         ),
         (
-            annotation::OBSERVED_GENERATION,
+            OBSERVED_GENERATION_ANNOTATION,
             component
                 .metadata
                 .generation
@@ -1426,8 +1418,8 @@ async fn report(
     let wants_finalizer = outcome.wants_finalizer.unwrap_or(has_finalizer);
     if wanted.iter().any(|(k, v)| current.get(*k) != Some(v)) || wants_finalizer != has_finalizer {
         let mut patch = json!({
-            "apiVersion": "dapr.io/v1alpha1",
-            "kind": "Component",
+            "apiVersion": Component::API_VERSION,
+            "kind": Component::KIND,
             "metadata": {
                 "name": name,
                 "namespace": namespace,

@@ -29,7 +29,7 @@ pub const DELETION_POLICY_ANNOTATION: &str = "jetstreamkv.io/deletion-policy";
 pub const ALLOW_DATA_LOSS_ANNOTATION: &str = "jetstreamkv.io/allow-data-loss";
 
 /// The operator's own status annotations: never settings, so skipped when reading them.
-const STATUS_ANNOTATIONS: [&str; 3] = [
+pub const STATUS_ANNOTATIONS: [&str; 3] = [
     READY_ANNOTATION,
     REASON_ANNOTATION,
     OBSERVED_GENERATION_ANNOTATION,

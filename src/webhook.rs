@@ -33,6 +33,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 
 use crate::check::{ObjectCheck, check_object};
+use crate::dapr::Component;
 
 /// The path the API server posts AdmissionReviews to.
 pub const PATH: &str = "/validate";
@@ -103,8 +104,8 @@ pub fn review(body: &[u8], now_unix: i64) -> AdmissionReview<DynamicObject> {
 pub fn decide(request: &AdmissionRequest<DynamicObject>, now_unix: i64) -> AdmissionResponse {
     let allow = AdmissionResponse::from(request);
     if !matches!(request.operation, Operation::Create | Operation::Update)
-        || request.kind.group != "dapr.io"
-        || request.kind.kind != "Component"
+        || request.kind.group != <Component as k8s_openapi::Resource>::GROUP
+        || request.kind.kind != <Component as k8s_openapi::Resource>::KIND
     {
         return allow;
     }
