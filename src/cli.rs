@@ -7,11 +7,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt;
 
-use crate::controller;
 use crate::crd::KeyValueBucket;
 use crate::http::{self, Health};
-use crate::leader::{Election, LeaseConfig};
 use crate::metrics::Metrics;
+use crate::runtime;
+use crate::runtime::leader::{Election, LeaseConfig};
 
 /// Provisions the NATS JetStream KV buckets of Dapr state.jetstream Components.
 #[derive(Parser, Debug)]
@@ -193,7 +193,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     tokio::spawn(server);
     start_webhook(&args.webhook, &client).await?;
     let identity = args.identity.clone().unwrap_or_else(hostname);
-    let config = controller::Config {
+    let config = runtime::Config {
         namespaces: args
             .namespaces
             .into_iter()
@@ -216,7 +216,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     );
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown_signal()));
     if !args.leader_election {
-        controller::run(client, config, health, metrics, shutdown).await;
+        runtime::run(client, config, health, metrics, shutdown).await;
         tracing::info!("stopped");
         return Ok(());
     }
@@ -255,7 +255,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             _ = lost => flag.store(true, std::sync::atomic::Ordering::Relaxed),
         }
     };
-    controller::run(client, config, health, metrics, stop).await;
+    runtime::run(client, config, health, metrics, stop).await;
     if lost_leadership.load(std::sync::atomic::Ordering::Relaxed) {
         // Another instance may be writing now: stop at once, and let the restart rejoin.
         return Err(

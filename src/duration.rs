@@ -154,11 +154,7 @@ mod tests {
             ("1h-1m", None),
         ];
         for (text, nanos) in cases {
-            assert_eq!(
-                parse(text),
-                nanos.map(Duration::from_nanos),
-                "{text}"
-            );
+            assert_eq!(parse(text), nanos.map(Duration::from_nanos), "{text}");
         }
     }
 

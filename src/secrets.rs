@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
 use crate::dapr::metadata::{MetadataEntry, ValueSource};
+use crate::failure::{Failure, Retry};
 use crate::secret_value::SecretValue;
 
 /// A Secret could not be read.
@@ -29,9 +30,9 @@ pub enum SecretError {
     Api { secret: String, detail: String },
 }
 
-impl SecretError {
+impl Failure for SecretError {
     /// The condition reason.
-    pub fn reason(&self) -> &'static str {
+    fn reason(&self) -> &'static str {
         match self {
             Self::NotFound { .. } => "SecretNotFound",
             Self::Forbidden { .. } => "SecretAccessDenied",
@@ -39,10 +40,13 @@ impl SecretError {
         }
     }
 
-    /// Whether the error is fixed by a change the operator watches (a Secret created) rather
-    /// than by retrying.
-    pub fn is_permanent(&self) -> bool {
-        !matches!(self, Self::Api { .. })
+    /// Fixed by a change the operator watches (a Secret created, access granted), except a
+    /// failed read, which is retried with back-off.
+    fn retry(&self) -> Retry {
+        match self {
+            Self::Api { .. } => Retry::Backoff,
+            _ => Retry::AwaitChange,
+        }
     }
 }
 

@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use schemars::JsonSchema;
+
+use crate::failure::{Failure, Retry};
 use serde::{Deserialize, Serialize};
 
 /// The prefix of every annotation this operator reads or writes.
@@ -262,18 +264,18 @@ pub enum SettingsError {
     },
 }
 
-impl SettingsError {
+impl Failure for SettingsError {
     /// The CamelCase reason for conditions, events and metrics.
-    pub fn reason(&self) -> &'static str {
+    fn reason(&self) -> &'static str {
         match self {
             SettingsError::InvalidAnnotation { .. } => "InvalidAnnotation",
             SettingsError::UnknownAnnotation { .. } => "UnknownAnnotation",
         }
     }
 
-    /// Always true: only a change to the Component can fix an annotation.
-    pub fn is_permanent(&self) -> bool {
-        true
+    /// Only a change to the Component can fix an annotation.
+    fn retry(&self) -> Retry {
+        Retry::AwaitChange
     }
 }
 

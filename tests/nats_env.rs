@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_nats::ConnectErrorKind;
 use async_nats::jetstream::{self, kv};
 use jetstream_kv_operator::credentials::{self, CredentialsError};
+use jetstream_kv_operator::failure::Failure as _;
 use jetstream_kv_operator::secret_value::SecretValue;
 use support::nats::{NatsServer, user_connect_options};
 

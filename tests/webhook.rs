@@ -14,7 +14,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use jetstream_kv_operator::check::{ObjectCheck, check_object};
+use jetstream_kv_operator::validate::{ObjectCheck, check_object};
 use support::operator::Operator;
 use support::process::free_port;
 use support::{TestNamespace, client, control_plane};

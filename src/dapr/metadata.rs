@@ -142,6 +142,7 @@ fn inline_value(value: Option<&serde_json::Value>) -> String {
 mod tests {
     use super::*;
     use crate::dapr::component::{ComponentAuth, SecretKeyRef};
+    use crate::failure::Failure as _;
     use serde_json::json;
 
     fn component(version: &str, items: Vec<MetadataItem>) -> Component {

@@ -243,6 +243,7 @@ fn is_valid_bucket_name(bucket: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::failure::Failure as _;
 
     const PASSWORD: &str = "pa55w0rd";
     const TOKEN: &str = "t0ken-s3cret";

@@ -9,6 +9,7 @@ use async_nats::jetstream::{self, stream};
 
 use super::NatsError;
 use crate::crd::{BucketConfig, BucketStatus};
+use crate::failure::{Failure, Retry};
 use crate::settings::{BucketSettings, OnExisting, Setting, Storage};
 
 /// Stream metadata key that marks a stream as created by this operator.
@@ -98,15 +99,21 @@ pub enum BlockReason {
     UnsupportedByServer,
 }
 
-impl BlockReason {
+impl Failure for BlockReason {
     /// The condition reason.
-    pub fn reason(self) -> &'static str {
+    fn reason(&self) -> &'static str {
         match self {
             Self::ConfigMismatch => "ConfigMismatch",
             Self::DataLossRefused => "DataLossRefused",
             Self::ImmutableFieldChanged => "ImmutableFieldChanged",
             Self::UnsupportedByServer => "UnsupportedByServer",
         }
+    }
+
+    /// Blocked on a bucket someone must change (or an annotation that allows it): looked at
+    /// again at the drift check.
+    fn retry(&self) -> Retry {
+        Retry::Resync
     }
 }
 

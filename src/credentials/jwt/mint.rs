@@ -108,4 +108,3 @@ pub fn user_jwt(
     claims.nats.insert("sub".to_owned(), json!({}));
     encode(&claims, account)
 }
-
