@@ -191,9 +191,30 @@ fn the_argocd_cm_snippet_embeds_exactly_the_scripts_and_nothing_else() {
 #[test]
 fn the_scripts_name_no_library_argo_cd_does_not_load() {
     let forbidden = [
-        "string.", "math.", "io.", "debug.", "coroutine.", "utf8.", "bit32.", "channel.",
-        "require", "load(", "loadstring", "dofile", "loadfile", ":lower", ":upper", ":sub",
-        ":find", ":match", ":gsub", ":gmatch", ":format", ":len", ":byte", ":rep",
+        "string.",
+        "math.",
+        "io.",
+        "debug.",
+        "coroutine.",
+        "utf8.",
+        "bit32.",
+        "channel.",
+        "require",
+        "load(",
+        "loadstring",
+        "dofile",
+        "loadfile",
+        ":lower",
+        ":upper",
+        ":sub",
+        ":find",
+        ":match",
+        ":gsub",
+        ":gmatch",
+        ":format",
+        ":len",
+        ":byte",
+        ":rep",
     ];
     for script in [KVB_SCRIPT, COMPONENT_SCRIPT] {
         for (n, line) in read(script).lines().enumerate() {
@@ -234,7 +255,13 @@ fn the_reason_lists_match_the_reason_table_in_the_docs() {
         let body = &text[start..start + text[start..].find('}').unwrap()];
         body.split(',')
             .filter_map(|item| item.split_once(" = true"))
-            .map(|(k, _)| k.trim().rsplit(['{', '\n', ' ']).next().unwrap().to_string())
+            .map(|(k, _)| {
+                k.trim()
+                    .rsplit(['{', '\n', ' '])
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
             .collect()
     };
     assert!(stalled.len() > 20 && reconciling.len() > 5, "docs table");
@@ -303,42 +330,69 @@ fn every_branch_of_the_scripts_runs_in_argo_cds_lua_vm() {
             "Progressing",
         ),
         (
-            kvb(2, json!({"observedGeneration": 1, "conditions": [cond("Ready", "True", "BucketManaged")]})),
+            kvb(
+                2,
+                json!({"observedGeneration": 1, "conditions": [cond("Ready", "True", "BucketManaged")]}),
+            ),
             "Progressing",
         ),
         (
-            kvb(1, json!({"conditions": [cond("Ready", "True", "BucketVerified")]})),
+            kvb(
+                1,
+                json!({"conditions": [cond("Ready", "True", "BucketVerified")]}),
+            ),
             "Healthy",
         ),
         (
-            kvb(2, json!({"conditions": [cond("Ready", "True", "BucketVerified")]})),
+            kvb(
+                2,
+                json!({"conditions": [cond("Ready", "True", "BucketVerified")]}),
+            ),
             "Progressing",
         ),
         (
-            kvb(1, json!({"observedGeneration": 1, "conditions": [
-                cond("Ready", "False", "InvalidBucketName"), cond("Stalled", "True", "InvalidBucketName")]})),
+            kvb(
+                1,
+                json!({"observedGeneration": 1, "conditions": [
+                cond("Ready", "False", "InvalidBucketName"), cond("Stalled", "True", "InvalidBucketName")]}),
+            ),
             "Degraded",
         ),
         (
-            kvb(1, json!({"observedGeneration": 1, "conditions": [
-                cond("Ready", "False", "NatsUnavailable"), cond("Reconciling", "True", "NatsUnavailable")]})),
+            kvb(
+                1,
+                json!({"observedGeneration": 1, "conditions": [
+                cond("Ready", "False", "NatsUnavailable"), cond("Reconciling", "True", "NatsUnavailable")]}),
+            ),
             "Progressing",
         ),
         // Without Stalled (an older operator), a reason that needs a change is still Degraded.
         (
-            kvb(1, json!({"observedGeneration": 1, "conditions": [cond("Ready", "False", "MissingBucket")]})),
+            kvb(
+                1,
+                json!({"observedGeneration": 1, "conditions": [cond("Ready", "False", "MissingBucket")]}),
+            ),
             "Degraded",
         ),
         (
-            kvb(1, json!({"observedGeneration": 1, "conditions": [cond("Ready", "False", "NatsUnavailable")]})),
+            kvb(
+                1,
+                json!({"observedGeneration": 1, "conditions": [cond("Ready", "False", "NatsUnavailable")]}),
+            ),
             "Progressing",
         ),
         (
-            kvb(1, json!({"observedGeneration": 1, "conditions": [cond("Ready", "Unknown", "Checking")]})),
+            kvb(
+                1,
+                json!({"observedGeneration": 1, "conditions": [cond("Ready", "Unknown", "Checking")]}),
+            ),
             "Progressing",
         ),
         (
-            kvb(1, json!({"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}]})),
+            kvb(
+                1,
+                json!({"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True"}]}),
+            ),
             "Healthy",
         ),
     ];
@@ -373,7 +427,11 @@ fn every_branch_of_the_scripts_runs_in_argo_cds_lua_vm() {
                 ("Healthy", "Current")
             };
             let flux = t.is_string().then_some(flux);
-            (comp(t.clone(), 1, ours("false", "MissingBucket", "1")), argo, flux)
+            (
+                comp(t.clone(), 1, ours("false", "MissingBucket", "1")),
+                argo,
+                flux,
+            )
         })
         .collect();
     let jetstream = || json!("state.jetstream");
@@ -402,10 +460,16 @@ fn every_branch_of_the_scripts_runs_in_argo_cds_lua_vm() {
         .map(|(_, w)| (*w, None))
         .chain(comp_cases.iter().map(|(_, w, f)| (*w, *f)));
     for ((obj, (argo, flux)), v) in objects.iter().zip(wants).zip(&verdicts) {
-        assert_eq!(v.argocd.error, None, "Argo CD failed to run the script on {obj:#}");
+        assert_eq!(
+            v.argocd.error, None,
+            "Argo CD failed to run the script on {obj:#}"
+        );
         assert_eq!(v.argocd.status, argo, "Argo CD on {obj:#}: {:?}", v.argocd);
         if let Some(flux) = flux {
-            let f = v.flux_cel.as_ref().expect("a Flux verdict for every Component");
+            let f = v
+                .flux_cel
+                .as_ref()
+                .expect("a Flux verdict for every Component");
             assert_eq!(f.error, None, "Flux on {obj:#}");
             assert_eq!(f.status, flux, "Flux on {obj:#}");
         }
@@ -420,8 +484,7 @@ fn every_branch_of_the_scripts_runs_in_argo_cds_lua_vm() {
 /// not load) is Unknown in Argo CD, for every Component: what the tests above would catch.
 #[test]
 fn a_script_calling_an_unloaded_library_is_unknown_in_argo_cd() {
-    let patch: Value = serde_yaml::from_str(&read(ARGOCD_CM_PATCH)).unwrap();
-    let mut patch = patch;
+    let mut patch: Value = serde_yaml::from_str(&read(ARGOCD_CM_PATCH)).unwrap();
     patch["data"][COMPONENT_KEY] = json!(
         "local hs = {status = \"Healthy\", message = \"\"}\n\
          if string.lower(obj.spec.type) == \"state.jetstream\" then hs.status = \"Progressing\" end\n\
@@ -430,11 +493,7 @@ fn a_script_calling_an_unloaded_library_is_unknown_in_argo_cd() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("argocd-cm.yaml");
     std::fs::write(&path, serde_yaml::to_string(&patch).unwrap()).unwrap();
-    let verdicts = judge_with(
-        &path,
-        None,
-        &[comp(json!("state.redis"), 1, Value::Null)],
-    );
+    let verdicts = judge_with(&path, None, &[comp(json!("state.redis"), 1, Value::Null)]);
     assert_eq!(verdicts[0].argocd.status, "Unknown", "{:?}", verdicts[0]);
     let error = verdicts[0].argocd.error.as_deref().unwrap_or_default();
     assert!(error.contains("lower"), "{error}");
@@ -541,7 +600,13 @@ async fn verdicts_on_objects_captured_from_the_operator_are_the_ones_the_docs_pr
     // here the way the operator makes it: create, then write the status).
     let applied = kubectl_json(
         &["apply", "-f", "-", "-o", "json"],
-        Some(&support::component_yaml(n, "ready", &url, &support::unique_bucket("judges"), "")),
+        Some(&support::component_yaml(
+            n,
+            "ready",
+            &url,
+            &support::unique_bucket("judges"),
+            "",
+        )),
     );
     captures.add("just applied, no status or annotations yet", applied);
     let created = kubectl_json(
@@ -562,29 +627,59 @@ async fn verdicts_on_objects_captured_from_the_operator_are_the_ones_the_docs_pr
     // Generation behind: a spec change the operator has not observed yet (the responses of the
     // patches are the objects right after the change).
     let patched = kubectl_json(
-        &["-n", n, "patch", "component", "ready", "--type=json", "-o", "json", "-p",
-          r#"[{"op":"add","path":"/spec/ignoreErrors","value":true}]"#],
+        &[
+            "-n",
+            n,
+            "patch",
+            "component",
+            "ready",
+            "--type=json",
+            "-o",
+            "json",
+            "-p",
+            r#"[{"op":"add","path":"/spec/ignoreErrors","value":true}]"#,
+        ],
         None,
     );
     assert_eq!(patched["metadata"]["generation"], 2, "{patched:#}");
-    captures.add("generation behind (spec changed, not observed yet)", patched);
+    captures.add(
+        "generation behind (spec changed, not observed yet)",
+        patched,
+    );
     let patched = kubectl_json(
-        &["-n", n, "patch", "kvb", "ready", "--type=merge", "-o", "json", "-p",
-          r#"{"spec":{"servers":["nats://127.0.0.1:1"]}}"#],
+        &[
+            "-n",
+            n,
+            "patch",
+            "kvb",
+            "ready",
+            "--type=merge",
+            "-o",
+            "json",
+            "-p",
+            r#"{"spec":{"servers":["nats://127.0.0.1:1"]}}"#,
+        ],
         None,
     );
     assert_ne!(
         patched["metadata"]["generation"], patched["status"]["observedGeneration"],
         "{patched:#}"
     );
-    captures.add("generation behind (spec changed, not observed yet)", patched);
+    captures.add(
+        "generation behind (spec changed, not observed yet)",
+        patched,
+    );
 
     // Stalled, one reason of each class of the docs' reason table.
     let js = support::jetstream(&url).await;
     let theirs = support::unique_bucket("theirs");
-    js.create_key_value(kv::Config { bucket: theirs.clone(), history: 3, ..Default::default() })
-        .await
-        .expect("create a bucket outside the operator");
+    js.create_key_value(kv::Config {
+        bucket: theirs.clone(),
+        history: 3,
+        ..Default::default()
+    })
+    .await
+    .expect("create a bucket outside the operator");
     let password = NatsServer::start_with_password("judge", "right-password");
     let wrong_password = format!("nats://judge:wrong-password@127.0.0.1:{}", password.port());
     let bucket = || support::unique_bucket("judges");
@@ -597,30 +692,50 @@ async fn verdicts_on_objects_captured_from_the_operator_are_the_ones_the_docs_pr
         (
             "Stalled, a Secret reason (`SecretNotFound`)",
             "secret",
-            component_with(n, "secret", &[
-                "{name: natsURL, secretKeyRef: {name: no-such-secret, key: url}}".into(),
-                format!("{{name: bucket, value: {}}}", bucket()),
-            ]),
+            component_with(
+                n,
+                "secret",
+                &[
+                    "{name: natsURL, secretKeyRef: {name: no-such-secret, key: url}}".into(),
+                    format!("{{name: bucket, value: {}}}", bucket()),
+                ],
+            ),
         ),
         (
             "Stalled, a credentials reason (`JwtMalformed`)",
             "credentials",
-            component_with(n, "credentials", &[
-                format!("{{name: natsURL, value: '{url}'}}"),
-                format!("{{name: bucket, value: {}}}", bucket()),
-                "{name: jwt, value: not-a-jwt}".into(),
-                "{name: seedKey, value: SUAnotaseed}".into(),
-            ]),
+            component_with(
+                n,
+                "credentials",
+                &[
+                    format!("{{name: natsURL, value: '{url}'}}"),
+                    format!("{{name: bucket, value: {}}}", bucket()),
+                    "{name: jwt, value: not-a-jwt}".into(),
+                    "{name: seedKey, value: SUAnotaseed}".into(),
+                ],
+            ),
         ),
         (
             "Stalled, an annotation reason (`InvalidAnnotation`)",
             "annotation",
-            support::component_yaml(n, "annotation", &url, &bucket(), r#""jetstreamkv.io/storage": "ssd""#),
+            support::component_yaml(
+                n,
+                "annotation",
+                &url,
+                &bucket(),
+                r#""jetstreamkv.io/storage": "ssd""#,
+            ),
         ),
         (
             "Stalled, a bucket reason (`ConfigMismatch`)",
             "bucket",
-            support::component_yaml(n, "bucket", &url, &theirs, r#""jetstreamkv.io/history": "7""#),
+            support::component_yaml(
+                n,
+                "bucket",
+                &url,
+                &theirs,
+                r#""jetstreamkv.io/history": "7""#,
+            ),
         ),
         (
             "Stalled, a NATS-side reason (`AuthorizationFailed`)",
@@ -643,9 +758,26 @@ async fn verdicts_on_objects_captured_from_the_operator_are_the_ones_the_docs_pr
     let mut down = NatsServer::start();
     let down_url = down.url();
     down.stop();
-    control_plane().apply(&support::component_yaml(n, "outage", &down_url, &bucket(), ""));
-    wait_condition(&client, n, "outage", "Reconciling", "True", "NatsUnavailable").await;
-    captures.add("Reconciling (`NatsUnavailable`)", get_json(n, "kvb", "outage"));
+    control_plane().apply(&support::component_yaml(
+        n,
+        "outage",
+        &down_url,
+        &bucket(),
+        "",
+    ));
+    wait_condition(
+        &client,
+        n,
+        "outage",
+        "Reconciling",
+        "True",
+        "NatsUnavailable",
+    )
+    .await;
+    captures.add(
+        "Reconciling (`NatsUnavailable`)",
+        get_json(n, "kvb", "outage"),
+    );
     captures.add(
         "Reconciling (`NatsUnavailable`)",
         wait_annotations(n, "outage", "NatsUnavailable").await,
@@ -657,13 +789,19 @@ async fn verdicts_on_objects_captured_from_the_operator_are_the_ones_the_docs_pr
     wait_kvb(n, "held", "Ready", Duration::from_secs(60));
     let hold = r#"{"metadata":{"finalizers":["example.com/hold"]}}"#;
     control_plane()
-        .kubectl(&["-n", n, "patch", "kvb", "held", "--type=merge", "-p", hold], None)
+        .kubectl(
+            &["-n", n, "patch", "kvb", "held", "--type=merge", "-p", hold],
+            None,
+        )
         .unwrap_or_else(|e| panic!("{e}"));
     control_plane()
         .kubectl(&["-n", n, "delete", "kvb", "held", "--wait=false"], None)
         .unwrap_or_else(|e| panic!("{e}"));
     let held = get_json(n, "kvb", "held");
-    assert!(held["metadata"]["deletionTimestamp"].is_string(), "{held:#}");
+    assert!(
+        held["metadata"]["deletionTimestamp"].is_string(),
+        "{held:#}"
+    );
     captures.add("terminating, held by a finalizer", held);
 
     let mut doomed_server = NatsServer::start();
@@ -681,18 +819,27 @@ async fn verdicts_on_objects_captured_from_the_operator_are_the_ones_the_docs_pr
         "the operator's finalizer on component/doomed",
         || async {
             let c = get_json(n, "component", "doomed");
-            c["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty()).then_some(())
+            c["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty())
+                .then_some(())
         },
         async || support::describe(n, "component", "doomed"),
     )
     .await;
     doomed_server.stop();
     control_plane()
-        .kubectl(&["-n", n, "delete", "component", "doomed", "--wait=false"], None)
+        .kubectl(
+            &["-n", n, "delete", "component", "doomed", "--wait=false"],
+            None,
+        )
         .unwrap_or_else(|e| panic!("{e}"));
     wait_condition(&client, n, "doomed", "Ready", "False", "DeletionPending").await;
     let doomed = get_json(n, "component", "doomed");
-    assert!(doomed["metadata"]["deletionTimestamp"].is_string(), "{doomed:#}");
+    assert!(
+        doomed["metadata"]["deletionTimestamp"].is_string(),
+        "{doomed:#}"
+    );
     captures.add("terminating, held by a finalizer", doomed);
 
     // Another Component type: the operator leaves it alone.
@@ -713,23 +860,36 @@ async fn verdicts_on_objects_captured_from_the_operator_are_the_ones_the_docs_pr
     let mut covered = BTreeSet::new();
     let mut report = String::from("\nstate | kind | Argo CD | kstatus | Flux CEL\n");
     for ((state, obj), v) in captures.0.iter().zip(&verdicts) {
-        let row = table
-            .get(state)
-            .unwrap_or_else(|| panic!("{state:?} is not a row of the state table of docs/gitops.md"));
+        let row = table.get(state).unwrap_or_else(|| {
+            panic!("{state:?} is not a row of the state table of docs/gitops.md")
+        });
         let kind = obj["kind"].as_str().unwrap();
         let flux = v.flux_cel.as_ref().map(|f| f.status.as_str()).unwrap_or("");
         report.push_str(&format!(
             "{state} | {kind} | {} ({}) | {} | {flux}\n",
             v.argocd.status, v.argocd.message, v.kstatus.status
         ));
-        assert_eq!(v.argocd.error, None, "Argo CD failed on {state} {kind}: {obj:#}");
+        assert_eq!(
+            v.argocd.error, None,
+            "Argo CD failed on {state} {kind}: {obj:#}"
+        );
         let (got, columns): (Vec<&str>, &[usize]) = if kind == "KeyValueBucket" {
-            (vec![&v.argocd.status, &v.kstatus.status], &KVB_COLUMNS)
+            (
+                vec![v.argocd.status.as_str(), v.kstatus.status.as_str()],
+                &KVB_COLUMNS[..],
+            )
         } else {
-            (vec![&v.argocd.status, &v.kstatus.status, flux], &COMPONENT_COLUMNS)
+            (
+                vec![v.argocd.status.as_str(), v.kstatus.status.as_str(), flux],
+                &COMPONENT_COLUMNS[..],
+            )
         };
         let want: Vec<&str> = columns.iter().map(|&c| row[c].as_str()).collect();
-        assert_eq!(got, want, "{state}, {kind}: Argo CD {:?}; object {obj:#}", v.argocd);
+        assert_eq!(
+            got, want,
+            "{state}, {kind}: Argo CD {:?}; object {obj:#}",
+            v.argocd
+        );
         covered.extend(columns.iter().map(|&c| (state.clone(), c)));
     }
     println!("{report}");
@@ -752,21 +912,48 @@ async fn verdicts_on_objects_captured_from_the_operator_are_the_ones_the_docs_pr
             .unwrap();
         verdicts[i].argocd.message.clone()
     };
-    let m = message("Stalled, a manifest reason (`InvalidBucketName`)", "Component");
-    assert_eq!(m, "Bucket not ready: InvalidBucketName; see kubectl describe keyvaluebucket manifest");
-    let m = message("Stalled, a manifest reason (`InvalidBucketName`)", "KeyValueBucket");
-    assert!(m.starts_with("InvalidBucketName: bucket name \"has.dot\" is not valid"), "{m}");
+    let m = message(
+        "Stalled, a manifest reason (`InvalidBucketName`)",
+        "Component",
+    );
+    assert_eq!(
+        m,
+        "Bucket not ready: InvalidBucketName; see kubectl describe keyvaluebucket manifest"
+    );
+    let m = message(
+        "Stalled, a manifest reason (`InvalidBucketName`)",
+        "KeyValueBucket",
+    );
+    assert!(
+        m.starts_with("InvalidBucketName: bucket name \"has.dot\" is not valid"),
+        "{m}"
+    );
     let m = message("Reconciling (`NatsUnavailable`)", "Component");
     assert!(m.contains("retrying: NatsUnavailable"), "{m}");
     let m = message("terminating, held by a finalizer", "KeyValueBucket");
-    assert_eq!(m, "Pending deletion; blocked by finalizers: example.com/hold");
-    let m = message("generation behind (spec changed, not observed yet)", "Component");
+    assert_eq!(
+        m,
+        "Pending deletion; blocked by finalizers: example.com/hold"
+    );
+    let m = message(
+        "generation behind (spec changed, not observed yet)",
+        "Component",
+    );
     assert!(m.contains("observe generation 2"), "{m}");
 
     // Let the held objects go.
     control_plane()
         .kubectl(
-            &["-n", n, "patch", "kvb", "held", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#],
+            &[
+                "-n",
+                n,
+                "patch",
+                "kvb",
+                "held",
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ],
             None,
         )
         .unwrap_or_else(|e| panic!("{e}"));

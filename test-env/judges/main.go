@@ -243,16 +243,22 @@ func readObjects(path string) ([]*unstructured.Unstructured, error) {
 	var objects []*unstructured.Unstructured
 	decoder := k8syaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
 	for {
-		var content map[string]any
-		if err := decoder.Decode(&content); err != nil {
+		var raw json.RawMessage
+		if err := decoder.Decode(&raw); err != nil {
 			if errors.Is(err, io.EOF) {
 				return objects, nil
 			}
 			return nil, fmt.Errorf("%s: object %d: %w", path, len(objects)+1, err)
 		}
-		if content == nil {
+		if len(bytes.TrimSpace(raw)) == 0 || string(raw) == "null" {
 			continue
 		}
-		objects = append(objects, &unstructured.Unstructured{Object: content})
+		// As the API machinery decodes objects, so whole numbers are int64 (a generation,
+		// observedGeneration), which kstatus and the CEL evaluator need.
+		obj := &unstructured.Unstructured{}
+		if err := obj.UnmarshalJSON(raw); err != nil {
+			return nil, fmt.Errorf("%s: object %d: %w", path, len(objects)+1, err)
+		}
+		objects = append(objects, obj)
 	}
 }
