@@ -53,26 +53,37 @@ if [ ! -x "$helm_dir/helm" ]; then
   elapsed "$t"
 fi
 
-# 4. A Lua 5.1 interpreter (Argo CD's dialect), for the Argo CD health check tests; Debian's package.
-lua_bin=$(command -v lua5.1 || true)
-if [ -z "$lua_bin" ]; then
-  step "installing lua5.1 (apt) for the Argo CD health check tests"
+# 4. The health judges: Argo CD's, kstatus' and Flux's own health code in one small Go program
+#    (test-env/judges), plus Argo CD's stock argocd-cm ConfigMap from the same Argo CD module.
+#    Argo CD needs a newer Go than the control plane: the `toolchain` line of judges/go.mod names
+#    it, and GOTOOLCHAIN=auto lets the go command fetch it as a Go module.
+judges_toolchain=$(sed -n 's/^toolchain //p' "$here/judges/go.mod")
+judges_key=$(cat "$here"/judges/go.mod "$here"/judges/go.sum "$here"/judges/*.go | sha256sum | cut -c1-16)
+judges_dir="$cache/judges-${judges_toolchain}-${judges_key}"
+if [ ! -x "$judges_dir/judges" ] || [ ! -s "$judges_dir/argocd-cm.yaml" ]; then
+  step "building the health judges (Argo CD, kstatus, Flux CEL) from Go modules with ${judges_toolchain} (cold: about 11 CPU-minutes, far longer on a busy machine; a linked binary of 130 MB)"
   t=$(date +%s)
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq lua5.1; } >&2
-  lua_bin=$(command -v lua5.1)
+  mkdir -p "$judges_dir"
+  (
+    cd "$here/judges"
+    export GOTOOLCHAIN=auto GOCACHE="$cache/go-build-judges"
+    go build -trimpath -ldflags "-s -w" -o "$judges_dir/judges.tmp" .
+    argocd_dir=$(go list -m -f '{{.Dir}}' github.com/argoproj/argo-cd/v3)
+    cp "$argocd_dir/manifests/base/config/argocd-cm.yaml" "$judges_dir/argocd-cm.yaml"
+  ) >&2
+  mv "$judges_dir/judges.tmp" "$judges_dir/judges"
   elapsed "$t"
 fi
 
 command -v kubectl >/dev/null || { echo "kubectl is not installed" >&2; exit 1; }
-step "environment ready: $("$cp_bin" --version 2>/dev/null || echo "Kubernetes ${KUBERNETES_VERSION}"), $("$nats_bin" --version), helm ${HELM_VERSION}, $("$lua_bin" -v 2>&1 | cut -d' ' -f1-2)"
+step "environment ready: $("$cp_bin" --version 2>/dev/null || echo "Kubernetes ${KUBERNETES_VERSION}"), $("$nats_bin" --version), helm ${HELM_VERSION}, the health judges (${judges_toolchain})"
 
 cat <<ENV
 export JKO_CACHE='$cache'
 export JKO_CONTROLPLANE_BIN='$cp_bin'
 export JKO_NATS_SERVER_BIN='$nats_bin'
 export JKO_HELM_BIN='$helm_dir/helm'
-export JKO_LUA_BIN='$lua_bin'
+export JKO_JUDGES_BIN='$judges_dir/judges'
+export JKO_ARGOCD_CM='$judges_dir/argocd-cm.yaml'
 export PATH='$helm_dir':"\$PATH"
 ENV
