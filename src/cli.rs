@@ -25,8 +25,13 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller.
     Run(Box<RunArgs>),
-    /// Print the KeyValueBucket CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML: the KeyValueBucket's (default) or, with
+    /// `--policy`, the cluster admin's NatsServerPolicy.
+    Crd {
+        /// Print the NatsServerPolicy CRD instead.
+        #[arg(long)]
+        policy: bool,
+    },
     /// Check Dapr state.jetstream Components in YAML manifests as the operator would, offline.
     ///
     /// Reads multi-document YAML from files, directories (every *.yaml and *.yml under them) or
@@ -194,9 +199,14 @@ fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
 pub async fn main() -> Result<(), String> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => {
-            let yaml = serde_yaml::to_string(&KeyValueBucket::crd())
-                .map_err(|e| format!("cannot render the CRD: {e}"))?;
+        Command::Crd { policy } => {
+            let crd = if policy {
+                crate::policy::NatsServerPolicy::crd()
+            } else {
+                KeyValueBucket::crd()
+            };
+            let yaml =
+                serde_yaml::to_string(&crd).map_err(|e| format!("cannot render the CRD: {e}"))?;
             print!("{yaml}");
             Ok(())
         }

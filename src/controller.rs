@@ -781,9 +781,21 @@ async fn resolve(
             };
             credentials(e.reason(), e.to_string(), retry)
         })?;
-    let store = crate::dapr::store::store_config(&values)
+    // A natsURL or bucket read from a Secret is shown as where it came from, never as itself.
+    let origin = |item: &str| {
+        entries
+            .iter()
+            .find(|e| e.name == item)
+            .and_then(|e| match &e.source {
+                crate::dapr::ValueSource::Secret { name, key } => {
+                    Some(crate::dapr::store::shown_origin(name, key))
+                }
+                crate::dapr::ValueSource::Inline(_) => None,
+            })
+    };
+    let store = crate::dapr::store::store_config_with_origins(&values, origin)
         .map_err(|e| credentials(e.reason(), e.to_string(), Retry::AwaitChange))?;
-    spec.bucket = Some(store.bucket.clone());
+    spec.bucket = Some(store.shown_bucket.clone());
     spec.servers = store.redacted_servers.clone();
     spec.auth = Some(store.auth.kind().to_string());
     if let NatsAuth::Jwt { jwt, seed } = &store.auth {
@@ -801,19 +813,25 @@ async fn resolve(
     Ok((store, settings))
 }
 
-/// Other Components (any namespace) whose KeyValueBucket names the same bucket on the same
-/// servers, as `namespace/name`, with whether they ask for the same settings.
-fn other_users(ctx: &Context, key: &str, spec: &KeyValueBucketSpec) -> Vec<(String, bool)> {
+/// Other Components (any namespace) whose KeyValueBucket last saw the bucket with this
+/// identity (what the server reports about the stream, not the text of a URL), as
+/// `namespace/name`.
+fn other_users(ctx: &Context, key: &str, identity: &str) -> Vec<String> {
     let Some(stores) = ctx.peers.get() else {
         return Vec::new();
     };
-    let mut users: Vec<(String, bool)> = stores
+    let mut users: Vec<String> = stores
         .iter()
         .flat_map(|store| store.state())
-        .filter(|kvb| kvb.spec.bucket.is_some() && kvb.spec.bucket == spec.bucket)
-        .filter(|kvb| kvb.spec.servers == spec.servers)
-        .map(|kvb| (object_key(kvb.as_ref()), kvb.spec.config == spec.config))
-        .filter(|(other, _)| other != key)
+        .filter(|kvb| {
+            kvb.status
+                .as_ref()
+                .and_then(|s| s.bucket.as_ref())
+                .and_then(|b| b.identity.as_deref())
+                == Some(identity)
+        })
+        .map(|kvb| object_key(kvb.as_ref()))
+        .filter(|other| other != key)
         .collect();
     users.sort();
     users
@@ -874,7 +892,7 @@ async fn observe(
         ),
     );
     // Facts about another bucket (the Component was renamed to a new one) do not apply.
-    let stream = bucket::stream_name(&store.bucket);
+    let stream = bucket::stream_name(&store.shown_bucket);
     pass.bucket = pass.bucket.take().filter(|b| b.stream == stream);
 
     let (client, live) = match connect(ctx, key, &store).await {
@@ -887,42 +905,14 @@ async fn observe(
         "Connected",
         format!(
             "connected to NATS {} at {} with JetStream",
-            server.version,
+            crate::nats::remote_text(&server.version),
             store.redacted_servers.join(",")
         ),
     );
 
-    // Two Components asking different things of one bucket: touch nothing until they agree.
-    let conflicting: Vec<String> = other_users(ctx, key, &pass.spec)
-        .into_iter()
-        .filter(|(_, same)| !same)
-        .map(|(other, _)| other)
-        .collect();
-    if !conflicting.is_empty() {
-        let name = &store.bucket;
-        if let Some(info) = &live {
-            let managed = bucket::is_managed_by(&info.config, key);
-            pass.bucket = Some(bucket::status_of(
-                info,
-                managed,
-                Some(server.version.clone()),
-            ));
-            pass.steps.pass(
-                condition::BUCKET_AVAILABLE,
-                "BucketFound",
-                format!("bucket {name} exists (stream {stream})"),
-            );
-        }
-        return pass.fail(Failure::new(
-            condition::CONFIG_SYNCED,
-            "ConflictingComponents",
-            format!(
-                "{} also use(s) bucket {name} on the same server with different bucket settings; the operator changes nothing until the jetstreamkv.io/* bucket annotations of these Components agree, or they use different buckets",
-                conflicting.join(", ")
-            ),
-            Retry::Resync,
-        ));
-    }
+    // Two Components asking different things of one bucket cannot fight over it: only the
+    // Component the operator created it for changes it (ownership is law, see `bucket::plan`);
+    // the others verify it. So no other Component can block its owner.
 
     let js = async_nats::jetstream::new(client);
     let previous_config = previous.and_then(|p| p.spec.config.clone());
@@ -957,16 +947,15 @@ async fn act(
         owner: key,
         settings,
     };
-    let name = &store.bucket;
+    let name = &store.shown_bucket;
     let stream = bucket::stream_name(name);
     let previously_managed = pass.bucket.as_ref().map(|b| b.managed);
     let clustered = server.cluster.is_some();
     let facts = |info: &async_nats::jetstream::stream::Info, managed: bool| {
-        Some(bucket::status_of(
-            info,
-            managed,
-            Some(server.version.clone()),
-        ))
+        let mut facts = bucket::status_of(info, managed, Some(server));
+        // The stream name holds the bucket name, which may have come from a Secret.
+        facts.stream = stream.clone();
+        Some(facts)
     };
     // At most two rounds: a create that races with another creator plans again against the
     // bucket that won.
@@ -1140,6 +1129,14 @@ async fn act(
                     bucket::BlockReason::UnsupportedByServer => format!(
                         "cannot apply {what} to bucket {name}: the server is not clustered; use replicas 1"
                     ),
+                    bucket::BlockReason::OwnedElsewhere => format!(
+                        "bucket {name} was created by the operator for another Component, so this one only verifies it: it is never adopted, changed, purged or deleted on this Component's behalf{}; use a bucket of this Component's own, or remove jetstreamkv.io/on-existing: adopt and the differing bucket annotations",
+                        if what.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (differs: {what})")
+                        }
+                    ),
                 };
                 pass.steps.pass(
                     condition::BUCKET_AVAILABLE,
@@ -1245,7 +1242,7 @@ async fn delete_bucket(
 ) -> Result<(EventType, &'static str, String), Failure> {
     let mut spec = KeyValueBucketSpec::default();
     let (store, _) = resolve(component, ctx, &mut spec).await?;
-    let name = &store.bucket;
+    let name = &store.shown_bucket;
     let (client, live) = connect(ctx, key, &store).await?;
     let Some(live) = live else {
         return Ok((
@@ -1263,23 +1260,29 @@ async fn delete_bucket(
             ),
         ));
     }
-    let users: Vec<String> = other_users(ctx, key, &spec)
-        .into_iter()
-        .map(|(other, _)| other)
-        .collect();
+    let domain = client.server_info().domain;
+    let users = other_users(ctx, key, &bucket::identity(&live, domain.as_deref()));
     if !users.is_empty() {
+        // Components of other namespaces are counted, never named.
+        let namespace = format!("{}/", component.namespace().unwrap_or_default());
+        let (here, elsewhere): (Vec<_>, Vec<_>) =
+            users.iter().partition(|u| u.starts_with(&namespace));
+        let mut who: Vec<String> = here.iter().map(|u| u.to_string()).collect();
+        if !elsewhere.is_empty() {
+            who.push(format!(
+                "{} Component(s) in other namespaces",
+                elsewhere.len()
+            ));
+        }
         return Ok((
             EventType::Normal,
             "BucketRetained",
-            format!(
-                "bucket {name} is kept: {} still use(s) it",
-                users.join(", ")
-            ),
+            format!("bucket {name} is kept: {} still use(s) it", who.join(", ")),
         ));
     }
     let js = async_nats::jetstream::new(client);
     ctx.metrics.nats_request("delete");
-    Bucket::new(&js, name)
+    Bucket::new(&js, &store.bucket)
         .delete()
         .await
         .map_err(|e| Failure::nats(condition::BUCKET_AVAILABLE, &e))?;

@@ -8,6 +8,7 @@
 //! - [`credentials`]: NATS JWT and seed checks before connecting (pure);
 //! - [`nats`]: shared connections, and the create-or-verify bucket plan (pure) and its execution;
 //! - [`crd`]: the `KeyValueBucket` resource, conditions and status (pure);
+//! - [`policy`]: the admin's `NatsServerPolicy`: which servers which namespaces may use (pure);
 //! - [`controller`]: the reconciler that runs the steps above;
 //! - [`leader`]: leader election with a Lease, so that only one replica writes;
 //! - [`http`] and [`metrics`]: health, readiness and Prometheus metrics;
@@ -24,6 +25,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod nats;
+pub mod policy;
 pub mod secrets;
 pub mod settings;
 pub mod webhook;

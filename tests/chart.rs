@@ -575,6 +575,10 @@ fn the_schema_rejects_bad_values() {
     assert_schema_rejects("replicas=-1", "/replicas");
     assert_schema_rejects("logFormat=xml", "/logFormat");
     assert_schema_rejects("resyncInterval=often", "/resyncInterval");
+    // Zero panicked the sweeper; an overflowing one wrapped (issue 13).
+    assert_schema_rejects("resyncInterval=0s", "/resyncInterval");
+    assert_schema_rejects("resyncInterval=0h0m00s", "/resyncInterval");
+    assert_schema_rejects("resyncInterval=99999999999999999999h", "/resyncInterval");
     assert_schema_rejects("watchNamespaces={Team_A}", "/watchNamespaces/0");
     assert_schema_rejects("image.pullPolicy=Sometimes", "/image/pullPolicy");
     // A misspelt value is an error, not silently ignored.

@@ -42,6 +42,18 @@ pub enum ComponentError {
         second: String,
     },
 
+    /// More metadata, or longer names or values, than any `state.jetstream` Component needs.
+    #[error(
+        "{what} is more than the operator reads (at most {limit}): remove what the \
+         state.jetstream store does not use"
+    )]
+    TooMuchMetadata {
+        /// What is too big, e.g. `80000 metadata items`.
+        what: String,
+        /// The cap.
+        limit: String,
+    },
+
     /// A metadata item uses `envRef`, which only the sidecar can resolve.
     #[error(
         "metadata item {name:?} uses envRef {env:?}: the variable is resolved by the Dapr \
@@ -136,6 +148,7 @@ impl ComponentError {
         match self {
             Self::UnsupportedVersion { .. } => "UnsupportedVersion",
             Self::DuplicateMetadata { .. } => "DuplicateMetadata",
+            Self::TooMuchMetadata { .. } => "TooMuchMetadata",
             Self::EnvRefUnsupported { .. } => "EnvRefUnsupported",
             Self::SecretStoreUnsupported { .. } => "SecretStoreUnsupported",
             Self::MissingNatsURL => "MissingNatsURL",
@@ -168,6 +181,10 @@ mod tests {
             ComponentError::DuplicateMetadata {
                 first: "bucket".into(),
                 second: "Bucket".into(),
+            },
+            ComponentError::TooMuchMetadata {
+                what: "300 metadata items".into(),
+                limit: "256 items".into(),
             },
             ComponentError::EnvRefUnsupported {
                 name: "jwt".into(),
