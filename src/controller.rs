@@ -60,6 +60,12 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Reconciles run at once.
     pub concurrency: u16,
+    /// Reconciles of one namespace at once (its fair share of `concurrency`).
+    pub namespace_concurrency: usize,
+    /// Only servers a NatsServerPolicy allows may be used.
+    pub enforce_server_policy: bool,
+    /// Watch Secret metadata (list/watch) to see rotations at once; false: get only.
+    pub watch_secrets: bool,
     /// Name of this instance in Events.
     pub instance: String,
 }
@@ -98,6 +104,10 @@ pub struct Context {
     peers: Arc<std::sync::OnceLock<Vec<Store<KeyValueBucket>>>>,
     /// Both caches have been listed: reconciles wait for it.
     synced: Arc<AtomicBool>,
+    /// The admin's NatsServerPolicies, when enforced.
+    policy: Option<crate::policy::Enforcer>,
+    /// Workers held per namespace.
+    share: Arc<crate::fair_share::NamespaceShare>,
 }
 
 /// When to look at an object again.
@@ -148,6 +158,9 @@ pub async fn run(
         config.namespaces.iter().cloned().map(Some).collect()
     };
     let shutdown = future::Shared::clone(&futures::FutureExt::shared(Box::pin(shutdown)));
+    let policy = config
+        .enforce_server_policy
+        .then(|| crate::policy::Enforcer::start(&client));
     let shared = Shared {
         client,
         pool: pool.clone(),
@@ -155,6 +168,10 @@ pub async fn run(
         metrics,
         written: Arc::new(Mutex::new(HashMap::new())),
         peers: Arc::new(std::sync::OnceLock::new()),
+        policy,
+        share: Arc::new(crate::fair_share::NamespaceShare::new(
+            config.namespace_concurrency,
+        )),
     };
     let mut controllers = Vec::new();
     let mut stores = Vec::new();
@@ -206,6 +223,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     written: Arc<Mutex<HashMap<String, Written>>>,
     peers: Arc<std::sync::OnceLock<Vec<Store<KeyValueBucket>>>>,
+    policy: Option<crate::policy::Enforcer>,
+    share: Arc<crate::fair_share::NamespaceShare>,
 }
 
 /// The controller of one scope (all namespaces, or one): its watches and its context.
@@ -221,6 +240,8 @@ fn build(
         metrics,
         written,
         peers,
+        policy,
+        share,
     } = shared;
     let api = |c: &Client| -> (
         Api<DeserializeGuard<Component>>,
@@ -273,9 +294,15 @@ fn build(
     tokio::spawn(kvb_cache);
 
     // Secrets: metadata only; the data is read when a Component that uses the Secret reconciles.
-    let secret_stream = watcher(secrets_api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .touched_objects();
+    // Without list/watch rights (--watch-secrets=false) a rotation is seen at the next resync.
+    let secret_stream = if config.watch_secrets {
+        watcher(secrets_api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .touched_objects()
+            .boxed()
+    } else {
+        futures::stream::pending().boxed()
+    };
     let by_secret = components.clone();
 
     let controller = Controller::for_stream(component_stream, components.clone())
@@ -310,6 +337,8 @@ fn build(
         written,
         peers,
         synced: Arc::default(),
+        policy,
+        share,
     });
     (controller, ctx)
 }
@@ -455,6 +484,15 @@ async fn reconcile(
     if !ctx.synced.load(Ordering::Acquire) {
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
+    if ctx.policy.as_ref().is_some_and(|p| !p.is_synced()) {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    // Fair share: a namespace whose share of the workers is taken waits outside the workers.
+    let namespace = obj.meta().namespace.clone().unwrap_or_default();
+    let Some(_slot) = ctx.share.try_acquire(&namespace) else {
+        ctx.metrics.fair_share_deferred();
+        return Ok(Action::requeue(jitter(Duration::from_millis(300), 0.5)));
+    };
     let key = object_key(obj.as_ref());
     let component = match &obj.0 {
         Ok(c) => c,
@@ -798,6 +836,34 @@ async fn resolve(
     spec.bucket = Some(store.shown_bucket.clone());
     spec.servers = store.redacted_servers.clone();
     spec.auth = Some(store.auth.kind().to_string());
+    if let Some(policy) = &ctx.policy {
+        // Before any DNS lookup or connection.
+        let has_credentials = store.auth != NatsAuth::None;
+        if let crate::policy::Decision::NotAllowed(why) =
+            policy.decide(&namespace, store.servers.expose(), has_credentials)
+        {
+            // The first natsURL item counts (Dapr's rule), whatever its case.
+            let from_secret = entries
+                .iter()
+                .find(|e| e.name.eq_ignore_ascii_case("natsURL"))
+                .is_some_and(|e| matches!(e.source, crate::dapr::ValueSource::Secret { .. }));
+            let message = if from_secret {
+                // The refusal names the server, which came from a Secret.
+                format!(
+                    "the natsURL from {} names a NATS server that no NatsServerPolicy allows for namespace {namespace}; use an allowed server or ask the cluster admin to allow it",
+                    store.redacted_servers.join(",")
+                )
+            } else {
+                why
+            };
+            return Err(Failure::new(
+                condition::CONNECTED,
+                "ServerNotAllowed",
+                message,
+                Retry::Resync,
+            ));
+        }
+    }
     if let NatsAuth::Jwt { jwt, seed } = &store.auth {
         let now = jiff::Timestamp::now().as_second();
         crate::credentials::check_user_credentials(jwt, seed, now).map_err(|e| {

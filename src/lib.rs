@@ -9,7 +9,7 @@
 //! - [`nats`]: shared connections, and the create-or-verify bucket plan (pure) and its execution;
 //! - [`crd`]: the `KeyValueBucket` resource, conditions and status (pure);
 //! - [`policy`]: the admin's `NatsServerPolicy`: which servers which namespaces may use (pure);
-//! - [`controller`]: the reconciler that runs the steps above;
+//! - [`controller`]: the reconciler that runs the steps above, [`fair_share`] between namespaces;
 //! - [`leader`]: leader election with a Lease, so that only one replica writes;
 //! - [`http`] and [`metrics`]: health, readiness and Prometheus metrics;
 //! - [`cli`]: the command line, and [`check`]: the manifest checks offline, for CI;
@@ -21,6 +21,7 @@ pub mod controller;
 pub mod crd;
 pub mod credentials;
 pub mod dapr;
+pub mod fair_share;
 pub mod http;
 pub mod leader;
 pub mod metrics;

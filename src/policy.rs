@@ -311,6 +311,84 @@ pub fn servers_of(nats_url: &str) -> Vec<ServerRef> {
         .collect()
 }
 
+/// The policies and namespace labels of the cluster, watched, for the reconciler.
+#[derive(Clone)]
+pub struct Enforcer {
+    policies: kube::runtime::reflector::Store<NatsServerPolicy>,
+    namespaces: kube::runtime::reflector::Store<
+        kube::api::PartialObjectMeta<k8s_openapi::api::core::v1::Namespace>,
+    >,
+    synced: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Enforcer {
+    /// Starts watching NatsServerPolicies and namespace metadata (cluster-wide, read only).
+    pub fn start(client: &kube::Client) -> Self {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, reflector, watcher};
+        let (policies, policies_writer) = reflector::store();
+        let (namespaces, namespaces_writer) = reflector::store();
+        let policy_api: kube::Api<NatsServerPolicy> = kube::Api::all(client.clone());
+        let namespace_api: kube::Api<
+            kube::api::PartialObjectMeta<k8s_openapi::api::core::v1::Namespace>,
+        > = kube::Api::all(client.clone());
+        tokio::spawn(
+            watcher(policy_api, watcher::Config::default().any_semantic())
+                .default_backoff()
+                .reflect(policies_writer)
+                .for_each(|_| futures::future::ready(())),
+        );
+        tokio::spawn(
+            watcher(namespace_api, watcher::Config::default().any_semantic())
+                .default_backoff()
+                .reflect(namespaces_writer)
+                .for_each(|_| futures::future::ready(())),
+        );
+        let synced = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (p, n, s) = (policies.clone(), namespaces.clone(), synced.clone());
+        tokio::spawn(async move {
+            let _ = p.wait_until_ready().await;
+            let _ = n.wait_until_ready().await;
+            s.store(true, std::sync::atomic::Ordering::Release);
+        });
+        Self {
+            policies,
+            namespaces,
+            synced,
+        }
+    }
+
+    /// Whether both caches have been listed (before that, every decision would be a refusal).
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The decision for a Component of `namespace` using `nats_url`. No DNS, no connection.
+    pub fn decide(&self, namespace: &str, nats_url: &str, has_credentials: bool) -> Decision {
+        let policies: Vec<NatsServerPolicySpec> = self
+            .policies
+            .state()
+            .iter()
+            .map(|p| p.spec.clone())
+            .collect();
+        let labels = self
+            .namespaces
+            .get(&kube::runtime::reflector::ObjectRef::new(namespace))
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default();
+        let servers = servers_of(nats_url);
+        decide(
+            &policies,
+            &Request {
+                namespace,
+                namespace_labels: &labels,
+                servers: &servers,
+                has_credentials,
+            },
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
