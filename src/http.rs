@@ -1,20 +1,19 @@
 //! The HTTP endpoint: `/healthz` (the process runs), `/readyz` (the caches are synced) and
 //! `/metrics` (Prometheus text). Two endpoints and a metrics page do not need a web framework.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
+
+/// Open connections at most: probes and a scraper or two need a handful.
+const MAX_CONNECTIONS: usize = 64;
 
 /// What the endpoint reports.
 #[derive(Default)]
@@ -42,21 +41,24 @@ pub async fn serve(
 ) -> std::io::Result<impl std::future::Future<Output = ()>> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
+    let cap = crate::serving::ConnectionCap::new(MAX_CONNECTIONS);
     Ok(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            // Past the cap, the new connection is closed at once.
+            let Some(permit) = cap.admit() else {
+                continue;
+            };
             let health = health.clone();
             let metrics = metrics.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| {
+                let handle = move |req: Request<hyper::body::Incoming>| {
                     let response = respond(&req, &health, &metrics);
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                    async move { response }
+                };
+                crate::serving::serve_connection(stream, handle, permit).await;
             });
         }
     })

@@ -11,7 +11,8 @@
 //! - [`policy`]: the admin's `NatsServerPolicy`: which servers which namespaces may use (pure);
 //! - [`controller`]: the reconciler that runs the steps above, [`fair_share`] between namespaces;
 //! - [`leader`]: leader election with a Lease, so that only one replica writes;
-//! - [`http`] and [`metrics`]: health, readiness and Prometheus metrics;
+//! - [`http`] and [`metrics`]: health, readiness and Prometheus metrics; [`serving`]: the limits
+//!   of every HTTP server (connections, header and request timeouts);
 //! - [`cli`]: the command line, and [`check`]: the manifest checks offline, for CI;
 //! - [`webhook`]: the same checks as a validating admission webhook, at `kubectl apply` time.
 
@@ -28,5 +29,6 @@ pub mod metrics;
 pub mod nats;
 pub mod policy;
 pub mod secrets;
+pub mod serving;
 pub mod settings;
 pub mod webhook;

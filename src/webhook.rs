@@ -9,7 +9,6 @@
 //! cert-manager's, reloaded when it is renewed) or a CA and serving certificate generated in
 //! memory at start-up, whose CA the operator adds to its ValidatingWebhookConfiguration.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -17,10 +16,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Bytes;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::DynamicObject;
@@ -36,9 +32,10 @@ use crate::check::{ObjectCheck, check_object};
 
 /// The path the API server posts AdmissionReviews to.
 pub const PATH: &str = "/validate";
-/// The largest AdmissionReview accepted (the API server's own request limit is 3 MiB, and a
-/// review holds the object twice on UPDATE).
-const MAX_BODY: usize = 8 << 20;
+/// The largest AdmissionReview accepted.
+const MAX_BODY: usize = crate::serving::MAX_WEBHOOK_BODY;
+/// Open connections at most (the API servers keep a few each).
+const MAX_CONNECTIONS: usize = 128;
 /// How many CAs the self-signed mode keeps in a `caBundle`: one per replica that may still be
 /// serving, newest first. Older ones belong to processes that are gone (their keys were only in
 /// their memory), so dropping them is harmless.
@@ -440,9 +437,14 @@ pub async fn serve(
         .await
         .map_err(|e| WebhookError::Generate(format!("cannot listen on {addr}: {e}")))?;
     tracing::info!(%addr, path = PATH, "serving the validating admission webhook");
+    let cap = crate::serving::ConnectionCap::new(MAX_CONNECTIONS);
     Ok(async move {
         loop {
             let Ok((stream, peer)) = listener.accept().await else {
+                continue;
+            };
+            // Past the cap, the new connection is closed at once.
+            let Some(permit) = cap.admit() else {
                 continue;
             };
             let acceptor = acceptor.clone();
@@ -457,11 +459,7 @@ pub async fn serve(
                     }
                     Err(_) => return,
                 };
-                let service =
-                    service_fn(|req| async move { Ok::<_, Infallible>(handle(req).await) });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                crate::serving::serve_connection(stream, handle, permit).await;
             });
         }
     })
