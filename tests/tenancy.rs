@@ -386,11 +386,6 @@ async fn silent_servers_are_bounded_and_failures_are_folded() {
         "TooMuchMetadata",
     )
     .await;
-    assert!(
-        silent
-            .iter()
-            .all(|s| s.accepted.load(std::sync::atomic::Ordering::SeqCst) <= 2)
-    );
 }
 
 /// Finding 3: servers a remote advertises (`connect_urls`) are never dialled.
