@@ -259,31 +259,17 @@ fn watch_ready(client: &Client) -> Arc<Mutex<ReadySeen>> {
 }
 
 fn jetstream_component(ns: &str, name: &str, url: &str, bucket: &str) -> Component {
-    serde_json::from_value(json!({
-        "apiVersion": "dapr.io/v1alpha1",
-        "kind": "Component",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"type": "state.jetstream", "version": "v1", "metadata": [
-            {"name": "natsURL", "value": url},
-            {"name": "bucket", "value": bucket},
-        ]},
-    }))
-    .expect("component")
+    support::ComponentManifest::store(ns, name, url, bucket).component()
 }
 
 fn noise_component(ns: &str, name: &str, i: usize) -> Component {
     let type_ = NOISE_TYPES[i % NOISE_TYPES.len()];
-    serde_json::from_value(json!({
-        "apiVersion": "dapr.io/v1alpha1",
-        "kind": "Component",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"type": type_, "version": "v1", "metadata": [
-            {"name": "host", "value": format!("{name}.example:6379")},
-            {"name": "enableTLS", "value": false},
-            {"name": "password", "secretKeyRef": {"name": "redis", "key": "password"}},
-        ]},
-    }))
-    .expect("component")
+    support::ComponentManifest::new(ns, name)
+        .type_(type_)
+        .item("host", &format!("{name}.example:6379"))
+        .raw_item(json!({"name": "enableTLS", "value": false}))
+        .item_from_secret("password", "redis", Some("password"))
+        .component()
 }
 
 /// A point-in-time reading of every counter the benchmark compares.
@@ -338,17 +324,6 @@ fn proc_stats(pid: Option<u32>) -> Proc {
     }
 }
 
-/// Parses Prometheus text into `name{labels}` → value (labels as printed).
-fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
 fn label<'a>(series: &'a str, name: &str) -> &'a str {
     let needle = format!("{name}=\"");
     series
@@ -364,7 +339,7 @@ async fn snapshot(env: &Env) -> Snapshot {
         .expect("request");
     let text = env.client.request_text(request).await.unwrap_or_default();
     // Only the request counter is kept: the API server exposes thousands of series.
-    let apiserver = parse_prometheus(&text)
+    let apiserver = support::fixtures::samples(&text)
         .into_iter()
         .filter(|(k, _)| k.starts_with("apiserver_request_total{"))
         .map(|(k, v)| {
@@ -388,7 +363,7 @@ async fn snapshot(env: &Env) -> Snapshot {
     let operator = env
         .operator
         .http_get("/metrics")
-        .map(|(_, body)| parse_prometheus(&body))
+        .map(|(_, body)| support::fixtures::samples(&body))
         .unwrap_or_default()
         .into_iter()
         .filter(|(k, _)| k.starts_with("jetstream_kv_"))
@@ -697,7 +672,7 @@ async fn settle(env: &Env) -> Duration {
         env.operator
             .http_get("/metrics")
             .and_then(|(_, body)| {
-                parse_prometheus(&body)
+                support::fixtures::samples(&body)
                     .get("jetstream_kv_reconciles_total")
                     .copied()
             })
@@ -786,7 +761,7 @@ async fn restart(env: &mut Env, size: usize) -> Value {
             .operator
             .http_get("/metrics")
             .and_then(|(_, body)| {
-                parse_prometheus(&body)
+                support::fixtures::samples(&body)
                     .get("jetstream_kv_buckets{ready=\"true\"}")
                     .copied()
             })

@@ -7,11 +7,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt;
 
-use crate::controller;
 use crate::crd::KeyValueBucket;
 use crate::http::{self, Health};
-use crate::leader::{Election, LeaseConfig};
 use crate::metrics::Metrics;
+use crate::runtime;
+use crate::runtime::leader::{Election, LeaseConfig};
 
 /// Provisions the NATS JetStream KV buckets of Dapr state.jetstream Components.
 #[derive(Parser, Debug)]
@@ -171,35 +171,10 @@ pub struct WebhookArgs {
     pub webhook_ca_file: Option<std::path::PathBuf>,
 }
 
-/// Parses Go-style durations (`90s`, `5m`, `1h30m`, `250ms`), as Kubernetes users write them.
+/// Parses a duration flag: a Go duration above zero (`90s`, `1.5m`, `1h30m`, `250ms`); see
+/// [`crate::duration::parse_flag`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("{s:?} is not a duration: use e.g. 90s, 5m, 1h30m or 250ms");
-    let mut total = Duration::ZERO;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(err());
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
-        if digits == 0 {
-            return Err(err());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| err())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            _ => return Err(err()),
-        };
-        total += unit;
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
+    crate::duration::parse_flag(s)
 }
 
 fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
@@ -250,7 +225,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     tokio::spawn(server);
     start_webhook(&args.webhook, &client).await?;
     let identity = args.identity.clone().unwrap_or_else(hostname);
-    let config = controller::Config {
+    let config = runtime::Config {
         namespaces: args
             .namespaces
             .into_iter()
@@ -281,7 +256,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     );
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown_signal()));
     if !args.leader_election {
-        controller::run(client, config, health, metrics, shutdown).await;
+        runtime::run(client, config, health, metrics, shutdown).await;
         tracing::info!("stopped");
         return Ok(());
     }
@@ -320,7 +295,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             _ = lost => flag.store(true, std::sync::atomic::Ordering::Relaxed),
         }
     };
-    controller::run(client, config, health, metrics, stop).await;
+    runtime::run(client, config, health, metrics, stop).await;
     if lost_leadership.load(std::sync::atomic::Ordering::Relaxed) {
         // Another instance may be writing now: stop at once, and let the restart rejoin.
         return Err(
@@ -429,7 +404,8 @@ mod tests {
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        for bad in ["", "5", "m", "5x", "-1s", "1.5h"] {
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        for bad in ["", "0", "5", "m", "5x", "-1s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -10,21 +10,51 @@ use serde::{Deserialize, Serialize};
 pub const MANAGER: &str = "jetstream-kv-operator";
 
 /// Condition types, in the order the pipeline evaluates them.
-pub mod condition {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConditionType {
     /// The summary: the bucket exists, is a valid KV bucket, and matches what was asked.
-    pub const READY: &str = "Ready";
+    Ready,
     /// Metadata parsed, secrets read, credentials valid.
-    pub const CREDENTIALS_RESOLVED: &str = "CredentialsResolved";
+    CredentialsResolved,
     /// A NATS connection with JetStream is open.
-    pub const CONNECTED: &str = "Connected";
+    Connected,
     /// The bucket exists (created or found) and is a valid KV bucket.
-    pub const BUCKET_AVAILABLE: &str = "BucketAvailable";
+    BucketAvailable,
     /// The bucket's settings match the Component's.
-    pub const CONFIG_SYNCED: &str = "ConfigSynced";
+    ConfigSynced,
     /// kstatus: work is under way (set only while true).
-    pub const RECONCILING: &str = "Reconciling";
+    Reconciling,
     /// kstatus: no progress without a change to the Component (set only while true).
-    pub const STALLED: &str = "Stalled";
+    Stalled,
+}
+
+impl ConditionType {
+    /// The detail conditions, one per step of the pipeline, in its order.
+    pub const DETAIL: [ConditionType; 4] = [
+        Self::CredentialsResolved,
+        Self::Connected,
+        Self::BucketAvailable,
+        Self::ConfigSynced,
+    ];
+
+    /// The type as written in `status.conditions`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "Ready",
+            Self::CredentialsResolved => "CredentialsResolved",
+            Self::Connected => "Connected",
+            Self::BucketAvailable => "BucketAvailable",
+            Self::ConfigSynced => "ConfigSynced",
+            Self::Reconciling => "Reconciling",
+            Self::Stalled => "Stalled",
+        }
+    }
+}
+
+impl std::fmt::Display for ConditionType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Spec of a KeyValueBucket. Written by the operator only: it shows what the operator understood
@@ -167,7 +197,7 @@ impl KeyValueBucket {
 /// A condition to set: the pipeline decides these; [`merge_conditions`] stamps them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConditionSpec {
-    pub type_: &'static str,
+    pub type_: ConditionType,
     /// True, False, or None for Unknown (not evaluated because an earlier step failed).
     pub status: Option<bool>,
     pub reason: String,
@@ -192,11 +222,11 @@ pub fn merge_conditions(
             .to_string();
             let last_transition_time = previous
                 .iter()
-                .find(|c| c.type_ == spec.type_ && c.status == status)
+                .find(|c| c.type_ == spec.type_.as_str() && c.status == status)
                 .map(|c| c.last_transition_time.clone())
                 .unwrap_or_else(|| now.clone());
             Condition {
-                type_: spec.type_.to_string(),
+                type_: spec.type_.as_str().to_string(),
                 status,
                 reason: spec.reason.clone(),
                 message: spec.message.clone(),
@@ -212,7 +242,7 @@ mod tests {
     use super::*;
     use kube::CustomResourceExt;
 
-    fn spec(type_: &'static str, status: bool, reason: &str) -> ConditionSpec {
+    fn spec(type_: ConditionType, status: bool, reason: &str) -> ConditionSpec {
         ConditionSpec {
             type_,
             status: Some(status),
@@ -229,7 +259,7 @@ mod tests {
     fn transition_time_changes_only_when_status_flips() {
         let first = merge_conditions(
             &[],
-            &[spec(condition::READY, false, "NatsUnavailable")],
+            &[spec(ConditionType::Ready, false, "NatsUnavailable")],
             Some(1),
             at(100),
         );
@@ -238,7 +268,7 @@ mod tests {
         // Same status, another reason: still the first transition.
         let second = merge_conditions(
             &first,
-            &[spec(condition::READY, false, "AuthorizationFailed")],
+            &[spec(ConditionType::Ready, false, "AuthorizationFailed")],
             Some(2),
             at(200),
         );
@@ -249,7 +279,7 @@ mod tests {
         // Flip to True: a new transition.
         let third = merge_conditions(
             &second,
-            &[spec(condition::READY, true, "BucketCreated")],
+            &[spec(ConditionType::Ready, true, "BucketCreated")],
             Some(2),
             at(300),
         );

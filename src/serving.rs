@@ -21,6 +21,9 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// The longest a connection stays open, busy or idle.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// Open connections at most, per server: probes, a scraper or two, and the API servers' few
+/// connections to the webhook.
+pub const MAX_CONNECTIONS: usize = 128;
 /// The largest AdmissionReview the webhook reads: like controller-runtime's 7 MiB (the API
 /// server's own request limit is 3 MiB, and a review holds the object twice on UPDATE).
 pub const MAX_WEBHOOK_BODY: usize = 7 << 20;

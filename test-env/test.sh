@@ -24,13 +24,21 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 
 step "cargo test (unit tests, then integration tests against real servers)"
+# This run's marker: every server the tests start inherits it (see the leftover check below).
+export JKO_TEST_RUN="test-sh-$$-$(date +%s%N)"
 cargo test --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-8}"
 
 step "checking that no test server is left running"
 sleep 1
-# Every server the tests start runs one of these two binaries; the quick start's own servers
-# (under the cache's quickstart folder) are not the tests' business.
-leftover=$(pgrep -af -- "$JKO_CONTROLPLANE_BIN|$JKO_NATS_SERVER_BIN" | grep -v -- "$JKO_CACHE/quickstart" || true)
+# Every server the tests start runs one of these two binaries and inherits this run's marker
+# (JKO_TEST_RUN, set before the tests start) in its environment: count only those, not
+# the servers of another checkout, tool or quick start on the same machine.
+leftover=""
+for pid in $(pgrep -f -- "$JKO_CONTROLPLANE_BIN|$JKO_NATS_SERVER_BIN" || true); do
+  if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -xF -- "JKO_TEST_RUN=$JKO_TEST_RUN" >/dev/null; then
+    leftover+="$(ps -o pid=,args= -p "$pid" || true)"$'\n'
+  fi
+done
 if [ -n "$leftover" ]; then
   echo "processes left running after the tests:" >&2
   echo "$leftover" >&2

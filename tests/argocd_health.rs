@@ -128,11 +128,7 @@ fn keep(name: &str, obj: &Value) {
 }
 
 fn component(ns: &str, name: &str, url: &str, bucket: &str) -> String {
-    format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\n  namespace: {ns}\n\
-         spec:\n  type: state.jetstream\n  version: v1\n  metadata:\n  - name: natsURL\n    \
-         value: {url}\n  - name: bucket\n    value: {bucket}\n"
-    )
+    support::ComponentManifest::store(ns, name, url, bucket).yaml()
 }
 
 #[test]

@@ -66,10 +66,7 @@ fn service_account_kubeconfig(namespace: &str, account: &str) -> PathBuf {
 }
 
 fn component(ns: &str, name: &str, bucket: &str) -> String {
-    format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  type: state.jetstream\n  version: v1\n  metadata:\n  - name: natsURL\n    value: {}\n  - name: bucket\n    value: {bucket}\n",
-        nats().url()
-    )
+    support::ComponentManifest::store(ns, name, &nats().url(), bucket).yaml()
 }
 
 fn kubectl_as(kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
@@ -245,12 +242,7 @@ async fn lease_holder(client: &kube::Client, ns: &str, name: &str) -> Option<Str
 
 fn reconciles(op: &Operator) -> f64 {
     op.http_get("/metrics")
-        .and_then(|(_, body)| {
-            body.lines()
-                .find(|l| l.starts_with("jetstream_kv_reconciles_total"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
+        .map(|(_, body)| support::fixtures::metric(&body, "jetstream_kv_reconciles_total"))
         .unwrap_or_default()
 }
 

@@ -38,7 +38,7 @@ fn operator() -> &'static Operator {
 }
 
 fn component(ns: &str, name: &str, url: &str, bucket: &str) -> String {
-    support::component_yaml(ns, name, &format!("{url:?}"), bucket, "")
+    support::component_yaml(ns, name, url, bucket, "")
 }
 
 /// A policy that lets exactly `namespace` use `servers` (each a ServerPattern as YAML flow).

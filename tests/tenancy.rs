@@ -15,7 +15,7 @@ use support::{TestNamespace, control_plane, nats, operator, wait_condition, wait
 const READY: Duration = Duration::from_secs(60);
 
 fn component(ns: &str, name: &str, url: &str, bucket: &str, annotations: &str) -> String {
-    support::component_yaml(ns, name, &format!("{url:?}"), bucket, annotations)
+    support::component_yaml(ns, name, url, bucket, annotations)
 }
 
 /// Everything an owner would miss if another tenant touched its bucket: the stream config, when

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::ComponentError;
 use super::component::{Component, MetadataItem};
-use crate::secrets::SecretValue;
+use crate::secret_value::SecretValue;
 
 /// Dapr versions of the `state.jetstream` component (empty is what Dapr assumes as `v1`).
 const SUPPORTED_VERSIONS: [&str; 3] = ["v1", "v0", ""];
@@ -190,6 +190,7 @@ fn inline_value(value: Option<&serde_json::Value>) -> String {
 mod tests {
     use super::*;
     use crate::dapr::component::{ComponentAuth, SecretKeyRef};
+    use crate::failure::Failure as _;
     use serde_json::json;
 
     fn component(version: &str, items: Vec<MetadataItem>) -> Component {

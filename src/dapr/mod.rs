@@ -6,6 +6,8 @@
 //!
 //! Every error here is a [`ComponentError`]: the manifest must change before retrying helps.
 
+use crate::failure::{Failure, Retry};
+
 pub mod component;
 pub mod metadata;
 pub mod store;
@@ -142,9 +144,9 @@ pub enum ComponentError {
     },
 }
 
-impl ComponentError {
+impl Failure for ComponentError {
     /// The CamelCase reason for conditions, events and metrics.
-    pub fn reason(&self) -> &'static str {
+    fn reason(&self) -> &'static str {
         match self {
             Self::UnsupportedVersion { .. } => "UnsupportedVersion",
             Self::DuplicateMetadata { .. } => "DuplicateMetadata",
@@ -161,11 +163,11 @@ impl ComponentError {
         }
     }
 
-    /// Whether retrying without a change to the manifest can help. Never: every variant is a
-    /// property of what is written in the Component (or the Secrets it names, whose change
-    /// triggers a new reconcile anyway).
-    pub fn is_permanent(&self) -> bool {
-        true
+    /// Retrying without a change to the manifest cannot help: every variant is a property of
+    /// what is written in the Component (or the Secrets it names, whose change triggers a new
+    /// reconcile anyway).
+    fn retry(&self) -> Retry {
+        Retry::AwaitChange
     }
 }
 

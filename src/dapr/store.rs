@@ -4,7 +4,7 @@
 use url::Url;
 
 use super::ComponentError;
-use crate::secrets::SecretValue;
+use crate::secret_value::SecretValue;
 
 /// Dapr's per-pod templates: each sidecar replaces them with its own values.
 pub const POD_TEMPLATES: [&str; 4] = ["{uuid}", "{podName}", "{appID}", "{namespace}"];
@@ -291,6 +291,7 @@ fn is_valid_bucket_name(bucket: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::failure::Failure as _;
 
     const PASSWORD: &str = "pa55w0rd";
     const TOKEN: &str = "t0ken-s3cret";

@@ -9,7 +9,8 @@ use async_nats::jetstream::{self, stream};
 
 use super::NatsError;
 use crate::crd::{BucketConfig, BucketStatus};
-use crate::settings::{self, BucketSettings, OnExisting, Setting, Storage};
+use crate::failure::{Failure, Retry};
+use crate::settings::{BucketSettings, OnExisting, Setting, Storage};
 
 /// Stream metadata key that marks a stream as created by this operator.
 pub const META_MANAGED_BY: &str = "jetstreamkv.io/managed-by";
@@ -101,9 +102,9 @@ pub enum BlockReason {
     OwnedElsewhere,
 }
 
-impl BlockReason {
+impl Failure for BlockReason {
     /// The condition reason.
-    pub fn reason(self) -> &'static str {
+    fn reason(&self) -> &'static str {
         match self {
             Self::ConfigMismatch => "ConfigMismatch",
             Self::DataLossRefused => "DataLossRefused",
@@ -111,6 +112,12 @@ impl BlockReason {
             Self::UnsupportedByServer => "UnsupportedByServer",
             Self::OwnedElsewhere => "BucketOwnedElsewhere",
         }
+    }
+
+    /// Blocked on a bucket someone must change (or an annotation that allows it): looked at
+    /// again at the drift check.
+    fn retry(&self) -> Retry {
+        Retry::Resync
     }
 }
 
@@ -331,7 +338,7 @@ fn ttl(d: Duration) -> String {
     if d.is_zero() {
         "none".into()
     } else {
-        settings::format_duration(d)
+        crate::duration::format(d)
     }
 }
 
@@ -453,7 +460,7 @@ fn storage_name(s: stream::StorageType) -> &'static str {
 pub fn live_config(live: &stream::Config) -> BucketConfig {
     BucketConfig {
         history: live.max_messages_per_subject,
-        ttl: (!live.max_age.is_zero()).then(|| settings::format_duration(live.max_age)),
+        ttl: (!live.max_age.is_zero()).then(|| crate::duration::format(live.max_age)),
         max_bytes: (live.max_bytes > 0).then_some(live.max_bytes),
         max_value_size: (live.max_message_size > 0).then_some(i64::from(live.max_message_size)),
         storage: storage_name(live.storage).into(),
@@ -467,7 +474,7 @@ pub fn live_config(live: &stream::Config) -> BucketConfig {
 pub fn desired_config(s: &BucketSettings) -> BucketConfig {
     BucketConfig {
         history: s.history,
-        ttl: s.ttl.map(settings::format_duration),
+        ttl: s.ttl.map(crate::duration::format),
         max_bytes: s.max_bytes.filter(|v| *v >= 0),
         max_value_size: s.max_value_size.filter(|v| *v >= 0).map(i64::from),
         storage: storage_name(storage_type(s.storage)).into(),

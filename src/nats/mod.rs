@@ -5,6 +5,8 @@ pub mod pool;
 
 use async_nats::jetstream;
 
+use crate::failure::{Failure, Retry};
+
 /// The longest piece of text from a NATS server (a version, an error description) that goes
 /// into a status or an Event.
 pub const MAX_REMOTE_TEXT: usize = 128;
@@ -58,9 +60,9 @@ pub enum NatsError {
     Request { what: String, detail: String },
 }
 
-impl NatsError {
+impl Failure for NatsError {
     /// The condition reason.
-    pub fn reason(&self) -> &'static str {
+    fn reason(&self) -> &'static str {
         match self {
             Self::Unreachable { .. } => "NatsUnavailable",
             Self::AuthorizationFailed { .. } => "AuthorizationFailed",
@@ -73,15 +75,22 @@ impl NatsError {
         }
     }
 
-    /// Whether retrying without a change anywhere cannot help (kstatus `Stalled`). All NATS errors
-    /// are retried with back-off anyway, because the fix is often on the server side.
-    pub fn needs_intervention(&self) -> bool {
+    /// All NATS errors are retried with back-off, because the fix is often on the server side.
+    fn retry(&self) -> Retry {
+        Retry::Backoff
+    }
+
+    /// Whether retrying without a change anywhere cannot help (kstatus `Stalled`): credentials
+    /// refused, JetStream off, limits.
+    fn stalled(&self) -> bool {
         !matches!(
             self,
             Self::Unreachable { .. } | Self::Timeout { .. } | Self::Request { .. }
         )
     }
+}
 
+impl NatsError {
     /// Maps a JetStream API error to a reason by its NATS error code.
     pub(crate) fn from_jetstream(what: &str, err: &jetstream::Error) -> Self {
         let detail = remote_text(&err.to_string());

@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 
 use super::NatsError;
 use crate::dapr::store::{NatsAuth, StoreConfig};
-use crate::secrets::SecretValue;
+use crate::secret_value::SecretValue;
 
 /// The identity of a connection: a digest of servers and credentials, so the key itself can be
 /// logged or kept without holding a secret.

@@ -1,5 +1,8 @@
 //! The HTTP endpoint: `/healthz` (the process runs), `/readyz` (the caches are synced) and
-//! `/metrics` (Prometheus text). Two endpoints and a metrics page do not need a web framework.
+//! `/metrics` (Prometheus text). Two endpoints and a metrics page do not need a web framework:
+//! [`serve`] is the one serving loop, which the admission webhook uses too.
+
+pub mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,9 +14,6 @@ use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
-
-/// Open connections at most: probes and a scraper or two need a handful.
-const MAX_CONNECTIONS: usize = 64;
 
 /// What the endpoint reports.
 #[derive(Default)]
@@ -41,27 +41,10 @@ pub async fn serve(
 ) -> std::io::Result<impl std::future::Future<Output = ()>> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
-    let cap = crate::serving::ConnectionCap::new(MAX_CONNECTIONS);
-    Ok(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            // Past the cap, the new connection is closed at once.
-            let Some(permit) = cap.admit() else {
-                continue;
-            };
-            let health = health.clone();
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let handle = move |req: Request<hyper::body::Incoming>| {
-                    let response = respond(&req, &health, &metrics);
-                    async move { response }
-                };
-                crate::serving::serve_connection(stream, handle, permit).await;
-            });
-        }
-    })
+    Ok(serve::serve(listener, None, move |req| {
+        let response = respond(&req, &health, &metrics);
+        async move { response }
+    }))
 }
 
 fn respond<B>(req: &Request<B>, health: &Health, metrics: &Metrics) -> Response<Full<Bytes>> {
