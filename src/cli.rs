@@ -25,8 +25,13 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller.
     Run(Box<RunArgs>),
-    /// Print the KeyValueBucket CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML: the KeyValueBucket's (default) or, with
+    /// `--policy`, the cluster admin's NatsServerPolicy.
+    Crd {
+        /// Print the NatsServerPolicy CRD instead.
+        #[arg(long)]
+        policy: bool,
+    },
     /// Check Dapr state.jetstream Components in YAML manifests as the operator would, offline.
     ///
     /// Reads multi-document YAML from files, directories (every *.yaml and *.yml under them) or
@@ -45,6 +50,15 @@ pub struct CheckArgs {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: crate::check::OutputFormat,
+}
+
+/// Whether the admin's NatsServerPolicies are enforced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ServerPolicy {
+    /// Only servers a NatsServerPolicy allows (none without a policy).
+    Enforce,
+    /// Any server.
+    Off,
 }
 
 /// Log output format.
@@ -80,6 +94,19 @@ pub struct RunArgs {
     /// Reconciles run at once.
     #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
+    /// Reconciles of one namespace at once (its fair share of --concurrency); 0: half of
+    /// --concurrency.
+    #[arg(long, env = "NAMESPACE_CONCURRENCY", default_value_t = 0)]
+    pub namespace_concurrency: u16,
+    /// Which NATS servers Components may use: `enforce` (only those a NatsServerPolicy allows;
+    /// none without a policy) or `off` (any). The chart sets `enforce`.
+    #[arg(long, env = "SERVER_POLICY", value_enum, default_value = "off")]
+    pub server_policy: ServerPolicy,
+    /// Watch Secret metadata (needs list and watch on Secrets), so a rotated Secret is seen at
+    /// once. False: Secrets are only read by name (get), and a rotation is seen at the next
+    /// resync.
+    #[arg(long, env = "WATCH_SECRETS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub watch_secrets: bool,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
@@ -169,9 +196,14 @@ fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
 pub async fn main() -> Result<(), String> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => {
-            let yaml = serde_yaml::to_string(&KeyValueBucket::crd())
-                .map_err(|e| format!("cannot render the CRD: {e}"))?;
+        Command::Crd { policy } => {
+            let crd = if policy {
+                crate::policy::NatsServerPolicy::crd()
+            } else {
+                KeyValueBucket::crd()
+            };
+            let yaml =
+                serde_yaml::to_string(&crd).map_err(|e| format!("cannot render the CRD: {e}"))?;
             print!("{yaml}");
             Ok(())
         }
@@ -204,11 +236,19 @@ async fn run(args: RunArgs) -> Result<(), String> {
         connect_timeout: args.nats_connect_timeout,
         request_timeout: args.nats_request_timeout,
         concurrency: args.concurrency,
+        namespace_concurrency: match args.namespace_concurrency {
+            0 => crate::fair_share::NamespaceShare::default_limit(usize::from(args.concurrency)),
+            n => usize::from(n),
+        },
+        enforce_server_policy: args.server_policy == ServerPolicy::Enforce,
+        watch_secrets: args.watch_secrets,
         instance: identity.clone(),
     };
     tracing::info!(
         namespaces = ?config.namespaces,
         resync = ?config.resync,
+        server_policy = ?args.server_policy,
+        watch_secrets = config.watch_secrets,
         identity = %identity,
         leader_election = args.leader_election,
         "starting jetstream-kv-operator {}",

@@ -158,6 +158,12 @@ pub struct BucketStatus {
     /// Version of the NATS server that answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_version: Option<String>,
+    /// Which bucket this is, as the server identifies it: a digest of the JetStream domain,
+    /// the cluster, the stream name and the stream's creation time. Two KeyValueBuckets with
+    /// the same identity use the same bucket, however their natsURLs are spelled; buckets of
+    /// the same name in different accounts or on different servers differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
     /// The live settings of the bucket.
     pub config: BucketConfig,
     /// Bytes stored.

@@ -15,6 +15,9 @@
 //! - [`reconcile`]: the reconcile pipeline: read → validate → plan → execute → status → report;
 //! - [`runtime`]: watches, predicate, sweeper, leader election;
 //! - [`http`] and [`metrics`]: the one serving loop, health, readiness and Prometheus metrics;
+//! - [`policy`]: the admin's `NatsServerPolicy`: which servers which namespaces may use (pure);
+//!   [`fair_share`]: the reconcile workers shared between namespaces;
+//! - [`serving`]: the limits of every HTTP server (connections, header and request timeouts);
 //! - [`cli`]: the command line, and [`check`]: the manifest checks offline, for CI;
 //! - [`webhook`]: the same checks as a validating admission webhook, at `kubectl apply` time.
 
@@ -25,13 +28,16 @@ pub mod credentials;
 pub mod dapr;
 pub mod duration;
 pub mod failure;
+pub mod fair_share;
 pub mod http;
 pub mod metrics;
 pub mod nats;
+pub mod policy;
 pub mod reconcile;
 pub mod runtime;
 pub mod secret_value;
 pub mod secrets;
+pub mod serving;
 pub mod settings;
 pub mod validate;
 pub mod webhook;

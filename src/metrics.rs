@@ -36,6 +36,7 @@ pub struct Metrics {
     nats_connections: Gauge,
     nats_requests: Family<KindLabel, Counter>,
     api_writes: Family<KindLabel, Counter>,
+    fair_share_deferred: Counter,
     ready_by_object: Mutex<HashMap<String, &'static str>>,
 }
 
@@ -56,6 +57,12 @@ impl Metrics {
         let nats_connections = Gauge::default();
         let nats_requests = Family::<KindLabel, Counter>::default();
         let api_writes = Family::<KindLabel, Counter>::default();
+        let fair_share_deferred = Counter::default();
+        registry.register(
+            "fair_share_deferred",
+            "Reconciles put back because their namespace held its share of the workers",
+            fair_share_deferred.clone(),
+        );
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -96,6 +103,7 @@ impl Metrics {
             nats_connections,
             nats_requests,
             api_writes,
+            fair_share_deferred,
             ready_by_object: Mutex::default(),
         }
     }
@@ -151,6 +159,11 @@ impl Metrics {
         self.api_writes
             .get_or_create(&KindLabel { kind: kind.into() })
             .inc();
+    }
+
+    /// Counts a reconcile put back because its namespace held its share of the workers.
+    pub fn fair_share_deferred(&self) {
+        self.fair_share_deferred.inc();
     }
 
     /// The metrics in the Prometheus text format.

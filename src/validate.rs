@@ -10,7 +10,7 @@
 //!
 //! The steps, in order: Dapr's metadata rules ([`crate::dapr::parse_metadata`]), the bucket
 //! settings annotations ([`crate::settings::from_annotations`]), the Secret values, the store's
-//! own checks ([`crate::dapr::store_config`]) and, when both are known, the NATS user credential
+//! own checks ([`crate::dapr::store::store_config_with_origins`]) and, when both are known, the NATS user credential
 //! checks ([`crate::credentials::check_user_credentials`]). Independent steps all run, so that one
 //! CI run shows every fix needed; what a step needs from an earlier failed one is skipped.
 
@@ -18,7 +18,7 @@ use kube::ResourceExt as _;
 use serde::Deserialize as _;
 
 use crate::crd::ConditionType;
-use crate::dapr::store::{POD_TEMPLATES, StoreConfig, store_config};
+use crate::dapr::store::{POD_TEMPLATES, StoreConfig, store_config_with_origins};
 use crate::dapr::{Component, MetadataEntry, ValueSource, parse_metadata};
 use crate::failure::{Failure, Problem};
 use crate::secret_value::SecretValue;
@@ -120,7 +120,19 @@ pub fn validate(component: &Component, values: Values<'_>, now_unix: i64) -> Val
         .iter()
         .map(|(name, v)| (name.clone(), v.clone().unwrap_or_else(|| placeholder(name))))
         .collect();
-    match store_config(&values) {
+    // A natsURL or bucket read from a Secret is shown as where it came from, never as itself.
+    let origin = |item: &str| {
+        entries
+            .iter()
+            .find(|e| e.name == item)
+            .and_then(|e| match &e.source {
+                ValueSource::Secret { name, key } => {
+                    Some(crate::dapr::store::shown_origin(name, key))
+                }
+                ValueSource::Inline(_) => None,
+            })
+    };
+    match store_config_with_origins(&values, origin) {
         Err(e) => out.problem(CredentialsResolved, &e),
         Ok(store) if out.clean() => out.store = Some(store),
         Ok(_) => {}
@@ -149,6 +161,48 @@ pub fn validate(component: &Component, values: Values<'_>, now_unix: i64) -> Val
     out
 }
 
+/// The admin's server policy, once the store's config is known: a server no NatsServerPolicy
+/// allows is a problem (`ServerNotAllowed`), decided before any DNS lookup or connection.
+/// `decide` is the cluster's policies applied to the namespace (see [`crate::policy`]).
+pub fn check_server_policy(
+    validation: &mut Validation,
+    component: &Component,
+    decide: impl FnOnce(&str, &str, bool) -> crate::policy::Decision,
+) {
+    let Some(store) = &validation.store else {
+        return;
+    };
+    let namespace = component.namespace().unwrap_or_default();
+    let has_credentials = store.auth != crate::dapr::NatsAuth::None;
+    let crate::policy::Decision::NotAllowed(why) =
+        decide(&namespace, store.servers.expose(), has_credentials)
+    else {
+        return;
+    };
+    // The first natsURL item counts (Dapr's rule), whatever its case: when it came from a
+    // Secret, the refusal (which names the server) is not shown.
+    let from_secret = parse_metadata(component).is_ok_and(|entries| {
+        entries
+            .iter()
+            .find(|e| e.name.eq_ignore_ascii_case("natsURL"))
+            .is_some_and(|e| matches!(e.source, ValueSource::Secret { .. }))
+    });
+    let message = if from_secret {
+        format!(
+            "the natsURL from {} names a NATS server that no NatsServerPolicy allows for namespace {namespace}; use an allowed server or ask the cluster admin to allow it",
+            store.redacted_servers.join(",")
+        )
+    } else {
+        why
+    };
+    validation.findings.problems.push(Problem::new(
+        ConditionType::Connected,
+        "ServerNotAllowed",
+        message,
+        crate::failure::Retry::Resync,
+    ));
+}
+
 /// Offline, an inline value is known and a Secret's is not (a note says so).
 fn offline(entry: &MetadataEntry, out: &mut Validation) -> (String, Option<SecretValue>) {
     match &entry.source {
@@ -166,7 +220,7 @@ fn offline(entry: &MetadataEntry, out: &mut Validation) -> (String, Option<Secre
 }
 
 /// Whether a credential can be checked: present, and not a per-pod template (which
-/// [`store_config`] reports already).
+/// [`store_config_with_origins`] reports already).
 fn usable(value: &SecretValue) -> bool {
     !value.is_empty() && !POD_TEMPLATES.iter().any(|t| value.expose().contains(t))
 }

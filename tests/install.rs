@@ -93,6 +93,9 @@ async fn helm_install_gives_the_operator_enough_rbac_to_make_a_component_ready()
     let system = TestNamespace::new(&client, "jko-system").await;
     let apps = TestNamespace::new(&client, "apps").await;
     let release = format!("kvo{}", &support::random_suffix()[..4]);
+    // The shared-cluster default: the server policy enforced, and the one-line common case
+    // (one NATS server for everyone) allowing the test server.
+    let allowed = format!("natsServerPolicy.servers={{127.0.0.1:{}}}", nats().port());
     let out = helm(&[
         "install",
         &release,
@@ -100,6 +103,8 @@ async fn helm_install_gives_the_operator_enough_rbac_to_make_a_component_ready()
         "-n",
         &system.name,
         "--wait=false",
+        "--set",
+        &allowed,
     ]);
     assert!(out.contains("STATUS: deployed"), "{out}");
     let fullname = format!("{release}-jetstream-kv-operator");
@@ -130,6 +135,7 @@ async fn helm_install_gives_the_operator_enough_rbac_to_make_a_component_ready()
             ("LEASE_NAME", &fullname),
             ("LEASE_NAMESPACE", &system.name),
             ("POD_NAME", "chart-identity"),
+            ("SERVER_POLICY", "enforce"),
         ],
     );
     let bucket = format!("chart_{}", support::random_suffix());

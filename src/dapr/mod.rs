@@ -44,6 +44,18 @@ pub enum ComponentError {
         second: String,
     },
 
+    /// More metadata, or longer names or values, than any `state.jetstream` Component needs.
+    #[error(
+        "{what} is more than the operator reads (at most {limit}): remove what the \
+         state.jetstream store does not use"
+    )]
+    TooMuchMetadata {
+        /// What is too big, e.g. `80000 metadata items`.
+        what: String,
+        /// The cap.
+        limit: String,
+    },
+
     /// A metadata item uses `envRef`, which only the sidecar can resolve.
     #[error(
         "metadata item {name:?} uses envRef {env:?}: the variable is resolved by the Dapr \
@@ -138,6 +150,7 @@ impl Failure for ComponentError {
         match self {
             Self::UnsupportedVersion { .. } => "UnsupportedVersion",
             Self::DuplicateMetadata { .. } => "DuplicateMetadata",
+            Self::TooMuchMetadata { .. } => "TooMuchMetadata",
             Self::EnvRefUnsupported { .. } => "EnvRefUnsupported",
             Self::SecretStoreUnsupported { .. } => "SecretStoreUnsupported",
             Self::MissingNatsURL => "MissingNatsURL",
@@ -170,6 +183,10 @@ mod tests {
             ComponentError::DuplicateMetadata {
                 first: "bucket".into(),
                 second: "Bucket".into(),
+            },
+            ComponentError::TooMuchMetadata {
+                what: "300 metadata items".into(),
+                limit: "256 items".into(),
             },
             ComponentError::EnvRefUnsupported {
                 name: "jwt".into(),

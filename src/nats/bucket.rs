@@ -97,6 +97,9 @@ pub enum BlockReason {
     DataLossRefused,
     ImmutableFieldChanged,
     UnsupportedByServer,
+    /// The operator created the bucket for another Component: ownership is law, so this one
+    /// only verifies it, whatever its annotations ask (adopt, allow-data-loss, delete).
+    OwnedElsewhere,
 }
 
 impl Failure for BlockReason {
@@ -107,6 +110,7 @@ impl Failure for BlockReason {
             Self::DataLossRefused => "DataLossRefused",
             Self::ImmutableFieldChanged => "ImmutableFieldChanged",
             Self::UnsupportedByServer => "UnsupportedByServer",
+            Self::OwnedElsewhere => "BucketOwnedElsewhere",
         }
     }
 
@@ -177,8 +181,19 @@ fn duplicate_window(max_age: Duration) -> Duration {
 
 /// Whether the operator created this stream for this Component.
 pub fn is_managed_by(config: &stream::Config, owner: &str) -> bool {
-    config.metadata.get(META_COMPONENT).map(String::as_str) == Some(owner)
-        && config.metadata.contains_key(META_MANAGED_BY)
+    owner_of(config) == Some(owner)
+}
+
+/// The Component (`namespace/name`) the operator created this stream for, if any.
+pub fn owner_of(config: &stream::Config) -> Option<&str> {
+    if !config.metadata.contains_key(META_MANAGED_BY) {
+        return None;
+    }
+    config
+        .metadata
+        .get(META_COMPONENT)
+        .map(String::as_str)
+        .filter(|o| !o.is_empty())
 }
 
 /// Decides what to do. `previously_managed` is what the last status said (None when there was
@@ -200,8 +215,22 @@ pub fn plan(
         return Plan::NotKeyValue(problem);
     }
     let managed = is_managed_by(live, d.owner);
-    let adopt = !managed && d.settings.on_existing == OnExisting::Adopt;
     let mut changes = diff(d.settings, live, clustered);
+    if !managed && owner_of(live).is_some() {
+        // Ownership is law: another Component's bucket is never adopted, updated, purged or
+        // deleted on this one's behalf. Asking to adopt it is refused; otherwise it is verified.
+        changes.retain(|c| d.settings.explicit.contains(&setting_of(c.field)));
+        return if changes.is_empty() && d.settings.on_existing != OnExisting::Adopt {
+            Plan::InSync { managed: false }
+        } else {
+            Plan::Blocked {
+                managed: false,
+                reason: BlockReason::OwnedElsewhere,
+                changes,
+            }
+        };
+    }
+    let adopt = !managed && d.settings.on_existing == OnExisting::Adopt;
     if !managed && !adopt {
         // Verify only: compare what the Component asks for explicitly, never touch the bucket.
         changes.retain(|c| d.settings.explicit.contains(&setting_of(c.field)));
@@ -459,16 +488,39 @@ pub fn desired_config(s: &BucketSettings) -> BucketConfig {
 pub fn status_of(
     info: &stream::Info,
     managed: bool,
-    server_version: Option<String>,
+    server: Option<&async_nats::ServerInfo>,
 ) -> BucketStatus {
     BucketStatus {
         stream: info.config.name.clone(),
         managed,
-        server_version,
+        server_version: server.map(|s| super::remote_text(&s.version)),
+        identity: Some(identity(info, server.and_then(|s| s.domain.as_deref()))),
         config: live_config(&info.config),
         bytes: info.state.bytes,
         values: info.state.messages,
     }
+}
+
+/// The bucket's identity as the server reports it (see [`BucketStatus::identity`]): what decides
+/// whether two Components use the same bucket, never the text of their URLs. The creation time
+/// (nanoseconds) tells apart streams of one name in different accounts or on different servers.
+pub fn identity(info: &stream::Info, domain: Option<&str>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        domain.unwrap_or_default(),
+        info.cluster
+            .as_ref()
+            .and_then(|c| c.name.as_deref())
+            .unwrap_or_default(),
+        &info.config.name,
+        &format!("{:?}", info.created),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let digest = h.finalize();
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The NATS side of one bucket: the requests a plan needs.
@@ -555,7 +607,7 @@ impl<'a> Bucket<'a> {
 }
 
 fn request_error(what: &str, e: &dyn std::fmt::Display) -> NatsError {
-    let detail = e.to_string();
+    let detail = super::remote_text(&e.to_string());
     if detail.contains("timed out") {
         NatsError::Timeout { what: what.into() }
     } else if detail.contains("no responders") {
@@ -737,6 +789,65 @@ mod tests {
             plan(&desired(&s), Some(&live), None, false),
             Plan::NotKeyValue(_)
         ));
+    }
+
+    #[test]
+    fn another_components_bucket_is_never_adopted_updated_or_purged() {
+        let victim = settings();
+        let live = desired_stream(&Desired {
+            bucket: "orders",
+            owner: "team-a/statestore",
+            settings: &victim,
+        });
+        // Whatever the attacker asks: adopt, data loss allowed, a short TTL.
+        let mut attack = settings();
+        attack.on_existing = OnExisting::Adopt;
+        attack.allow_data_loss = true;
+        attack.ttl = Some(Duration::from_millis(100));
+        attack.explicit.insert(Setting::Ttl);
+        let d = Desired {
+            bucket: "orders",
+            owner: "team-b/statestore",
+            settings: &attack,
+        };
+        for previously_managed in [None, Some(true), Some(false)] {
+            match plan(&d, Some(&live), previously_managed, false) {
+                Plan::Blocked {
+                    managed: false,
+                    reason: BlockReason::OwnedElsewhere,
+                    changes,
+                } => assert_eq!(changes.len(), 1, "{changes:?}"),
+                other => panic!("unexpected plan {other:?}"),
+            }
+        }
+        // Adopt with identical settings still does not move ownership.
+        let mut same = settings();
+        same.on_existing = OnExisting::Adopt;
+        let d = Desired {
+            bucket: "orders",
+            owner: "team-b/statestore",
+            settings: &same,
+        };
+        assert!(matches!(
+            plan(&d, Some(&live), None, false),
+            Plan::Blocked {
+                reason: BlockReason::OwnedElsewhere,
+                ..
+            }
+        ));
+        // Without adopt and with matching settings it is verified, like any foreign bucket.
+        let plain = settings();
+        let d = Desired {
+            bucket: "orders",
+            owner: "team-b/statestore",
+            settings: &plain,
+        };
+        assert_eq!(
+            plan(&d, Some(&live), None, false),
+            Plan::InSync { managed: false }
+        );
+        assert_eq!(owner_of(&live), Some("team-a/statestore"));
+        assert_eq!(BlockReason::OwnedElsewhere.reason(), "BucketOwnedElsewhere");
     }
 
     #[test]

@@ -7,6 +7,26 @@ use async_nats::jetstream;
 
 use crate::failure::{Failure, Retry};
 
+/// The longest piece of text from a NATS server (a version, an error description) that goes
+/// into a status or an Event.
+pub const MAX_REMOTE_TEXT: usize = 128;
+
+/// Text a NATS server sent, made fit to show: control characters dropped, at most
+/// [`MAX_REMOTE_TEXT`] characters. A server is untrusted input: it could send a megabyte, or
+/// terminal escapes, as its "version".
+pub fn remote_text(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_REMOTE_TEXT + 1)
+        .collect();
+    if out.chars().count() > MAX_REMOTE_TEXT {
+        out = out.chars().take(MAX_REMOTE_TEXT).collect();
+        out.push_str("...");
+    }
+    out
+}
+
 /// What went wrong talking to NATS, as a reason a user can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
@@ -73,7 +93,7 @@ impl Failure for NatsError {
 impl NatsError {
     /// Maps a JetStream API error to a reason by its NATS error code.
     pub(crate) fn from_jetstream(what: &str, err: &jetstream::Error) -> Self {
-        let detail = err.to_string();
+        let detail = remote_text(&err.to_string());
         match err.error_code() {
             // JetStream not enabled (for the account).
             jetstream::ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT
@@ -93,5 +113,24 @@ impl NatsError {
                 detail,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_text_is_bounded_and_has_no_control_characters() {
+        assert_eq!(remote_text("2.12.1"), "2.12.1");
+        let shown = remote_text(&format!("\u{1b}[31mred{}", "x".repeat(1 << 20)));
+        assert!(
+            shown.chars().count() <= MAX_REMOTE_TEXT + 3,
+            "{}",
+            shown.len()
+        );
+        assert!(!shown.contains('\u{1b}'));
+        assert!(shown.ends_with("..."));
+        assert_eq!(remote_text("a\nb\rc"), "abc");
     }
 }

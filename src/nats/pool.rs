@@ -202,29 +202,41 @@ impl ConnectionPool {
             .name("jetstream-kv-operator")
             .connection_timeout(self.connect_timeout)
             .request_timeout(Some(self.request_timeout))
+            // Only the servers the Component lists (and the admin policy allowed): servers a
+            // remote advertises (`connect_urls`) are never dialled.
+            .ignore_discovered_servers()
+            .retain_servers_order()
             // Reconnect for ever in the background: a NATS restart heals without us.
             .max_reconnects(None);
         tracing::debug!(servers = %servers, "opening a NATS connection");
-        options
-            .connect(target.addresses.as_slice())
-            .await
-            .map_err(|e| map_connect_error(&servers, &e))
+        // One deadline for the whole connect, however many servers are listed and however
+        // slowly each one answers (a server trickling an endless INFO line included).
+        let connect = options.connect(target.addresses.as_slice());
+        let result = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(result) => result.map_err(|e| (e.kind(), e.to_string())),
+            Err(_) => Err((ConnectErrorKind::TimedOut, "deadline exceeded".to_string())),
+        };
+        result.map_err(|(kind, detail)| {
+            // The detail stays in the operator's log: in a status it would tell whoever writes
+            // a Component whether a port is closed, filtered or serving something else.
+            tracing::warn!(servers = %servers, kind = ?kind, detail = %super::remote_text(&detail), "NATS connect failed");
+            map_connect_error(&servers, kind)
+        })
     }
 }
 
-fn map_connect_error(servers: &str, err: &async_nats::ConnectError) -> NatsError {
+/// Folds connect failures: refused, timed out, not resolvable, not NATS, TLS failures all read
+/// the same in a status, so a Component cannot be used to scan ports. Only a refusal of the
+/// credentials (which needs a NATS handshake) is told apart, because the fix is in the Component.
+fn map_connect_error(servers: &str, kind: ConnectErrorKind) -> NatsError {
     let servers = servers.to_string();
-    match err.kind() {
+    match kind {
         ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
             NatsError::AuthorizationFailed { servers }
         }
-        ConnectErrorKind::Tls => NatsError::Tls {
+        _ => NatsError::Unreachable {
             servers,
-            detail: err.kind().to_string(),
-        },
-        kind => NatsError::Unreachable {
-            servers,
-            detail: kind.to_string(),
+            detail: "no NATS server answered in time (the operator's log says why)".into(),
         },
     }
 }
@@ -268,6 +280,14 @@ fn parse_servers(servers: &SecretValue) -> Result<Target, NatsError> {
         }
         let _ = url.set_username("");
         let _ = url.set_password(None);
+        if matches!(url.scheme(), "ws" | "wss") {
+            // async-nats is built without WebSocket support: it would dial the host as raw
+            // TCP (to port 80 or 443), which is not what the URL asks for.
+            return Err(NatsError::Unreachable {
+                servers: "natsURL".into(),
+                detail: "ws:// and wss:// servers are not supported by the operator; use nats:// or tls://".into(),
+            });
+        }
         let addr = url
             .as_str()
             .parse::<async_nats::ServerAddr>()
@@ -334,6 +354,7 @@ mod tests {
             servers: SecretValue::new("nats://127.0.0.1:4222"),
             redacted_servers: vec!["nats://127.0.0.1:4222".into()],
             bucket: "b".into(),
+            shown_bucket: "b".into(),
             auth: NatsAuth::Jwt {
                 jwt: SecretValue::new(jwt),
                 seed: SecretValue::new(seed),

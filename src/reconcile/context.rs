@@ -32,6 +32,10 @@ pub struct Context {
     pub max_backoff: Duration,
     /// Both caches have been listed: reconciles wait for it.
     pub synced: Arc<AtomicBool>,
+    /// The admin's NatsServerPolicies, when enforced.
+    pub policy: Option<crate::policy::Enforcer>,
+    /// Workers held per namespace (fair share).
+    pub share: Arc<crate::fair_share::NamespaceShare>,
 }
 
 impl Context {
@@ -75,7 +79,8 @@ impl Context {
     }
 }
 
-fn jitter(d: Duration, fraction: f64) -> Duration {
+/// `d` ±`fraction`.
+pub fn jitter(d: Duration, fraction: f64) -> Duration {
     let f = rand::rng().random_range((1.0 - fraction)..(1.0 + fraction));
     d.mul_f64(f)
 }

@@ -10,7 +10,7 @@ use super::execute::connect;
 use super::read;
 use super::report::{self, ReportError};
 use super::status::{self, FINALIZER, Note, Reason};
-use crate::crd::{ConditionType, KeyValueBucketSpec};
+use crate::crd::ConditionType;
 use crate::dapr::Component;
 use crate::failure::Problem;
 use crate::nats::bucket::{self, Bucket};
@@ -62,8 +62,13 @@ pub async fn finalize(
 async fn delete_bucket(component: &Component, key: &str, ctx: &Context) -> Result<Note, Problem> {
     let values = read::secret_values(ctx, component).await;
     let now = jiff::Timestamp::now().as_second();
-    let validation = validate(component, Values::Read(&values), now);
-    let Some((store, settings)) = validation.valid() else {
+    let mut validation = validate(component, Values::Read(&values), now);
+    if let Some(policy) = &ctx.policy {
+        crate::validate::check_server_policy(&mut validation, component, |ns, url, creds| {
+            policy.decide(ns, url, creds)
+        });
+    }
+    let Some((store, _)) = validation.valid() else {
         return Err(validation.first_problem().cloned().unwrap_or_else(|| {
             Problem::new(
                 ConditionType::CredentialsResolved,
@@ -73,7 +78,7 @@ async fn delete_bucket(component: &Component, key: &str, ctx: &Context) -> Resul
             )
         }));
     };
-    let name = &store.bucket;
+    let name = &store.shown_bucket;
     let retained = |note: String| Ok(Note::normal(Reason::BucketRetained, note));
     let (client, live) = connect(ctx, key, store)
         .await
@@ -86,27 +91,31 @@ async fn delete_bucket(component: &Component, key: &str, ctx: &Context) -> Resul
             "bucket {name} was not created by the operator for this Component, so it is kept"
         ));
     }
-    let spec = KeyValueBucketSpec {
-        bucket: Some(store.bucket.clone()),
-        servers: store.redacted_servers.clone(),
-        config: Some(bucket::desired_config(settings)),
-        ..Default::default()
-    };
-    let users: Vec<String> = ctx
+    // Other users by the bucket's identity as the server reports it, never by URL text.
+    let domain = client.server_info().domain;
+    let users = ctx
         .index
-        .other_users(key, &spec)
-        .into_iter()
-        .map(|(other, _)| other)
-        .collect();
+        .other_users(key, &bucket::identity(&live, domain.as_deref()));
     if !users.is_empty() {
+        // Components of other namespaces are counted, never named.
+        let namespace = format!("{}/", component.namespace().unwrap_or_default());
+        let (here, elsewhere): (Vec<&String>, Vec<&String>) =
+            users.iter().partition(|u| u.starts_with(&namespace));
+        let mut who: Vec<String> = here.iter().map(|u| u.to_string()).collect();
+        if !elsewhere.is_empty() {
+            who.push(format!(
+                "{} Component(s) in other namespaces",
+                elsewhere.len()
+            ));
+        }
         return retained(format!(
             "bucket {name} is kept: {} still use(s) it",
-            users.join(", ")
+            who.join(", ")
         ));
     }
     let js = async_nats::jetstream::new(client);
     ctx.metrics.nats_request("delete");
-    Bucket::new(&js, name)
+    Bucket::new(&js, &store.bucket)
         .delete()
         .await
         .map_err(|e| Problem::of(ConditionType::BucketAvailable, &e))?;

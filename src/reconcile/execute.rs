@@ -99,6 +99,8 @@ pub async fn execute(
         Err(e) => return Progress::NotConnected(e),
     };
     let server = client.server_info();
+    // The stream as shown: its name holds the bucket's, which may have come from a Secret.
+    let shown_stream = bucket::stream_name(&store.shown_bucket);
     let step = if conflicting.is_empty() {
         let js = async_nats::jetstream::new(client.clone());
         let target = Target {
@@ -111,20 +113,23 @@ pub async fn execute(
             },
             previously_managed,
             clustered: server.cluster.is_some(),
-            version: &server.version,
+            server: &server,
+            shown_stream: &shown_stream,
         };
         apply(&target, live).await
     } else {
         BucketStep::Conflict {
             facts: live.as_ref().map(|i| {
                 let managed = bucket::is_managed_by(&i.config, key);
-                bucket::status_of(i, managed, Some(server.version.clone()))
+                let mut facts = bucket::status_of(i, managed, Some(&server));
+                facts.stream = shown_stream.clone();
+                facts
             }),
             others: conflicting,
         }
     };
     Progress::Connected {
-        version: server.version.clone(),
+        version: crate::nats::remote_text(&server.version),
         step: Box::new(step),
     }
 }
@@ -136,17 +141,17 @@ struct Target<'a> {
     desired: Desired<'a>,
     previously_managed: Option<bool>,
     clustered: bool,
-    /// The server's version, for the bucket's facts.
-    version: &'a str,
+    /// The server, for the bucket's facts (version, identity).
+    server: &'a async_nats::ServerInfo,
+    /// The stream as shown (the bucket name may have come from a Secret).
+    shown_stream: &'a str,
 }
 
 impl Target<'_> {
     fn facts(&self, info: &stream::Info, managed: bool) -> Option<BucketStatus> {
-        Some(bucket::status_of(
-            info,
-            managed,
-            Some(self.version.to_owned()),
-        ))
+        let mut facts = bucket::status_of(info, managed, Some(self.server));
+        facts.stream = self.shown_stream.to_owned();
+        Some(facts)
     }
 }
 

@@ -20,8 +20,9 @@ pub struct Written {
     pub status: KeyValueBucketStatus,
 }
 
-/// Where a bucket lives: its name and the servers, as a KeyValueBucket spec names them.
-type Place = (String, Vec<String>);
+/// Which bucket: its identity as the server reports it (`status.bucket.identity`), never the
+/// text of a URL.
+type Place = String;
 
 /// What one KeyValueBucket says about its bucket.
 #[derive(Clone, Debug, PartialEq)]
@@ -93,20 +94,25 @@ impl Index {
         keys.into_iter().cloned().collect()
     }
 
-    /// A KeyValueBucket was seen (watch): record which bucket it names, with which settings.
-    pub fn bucket_seen(&self, key: &str, spec: &KeyValueBucketSpec) {
+    /// A KeyValueBucket was seen (watch): record which bucket it last reached, by the identity
+    /// the server reported, with which settings.
+    pub fn bucket_seen(&self, key: &str, kvb: &crate::crd::KeyValueBucket) {
         let mut state = self.lock();
         state.drop_use(key);
-        let Some(bucket) = spec.bucket.clone() else {
+        let Some(place) = kvb
+            .status
+            .as_ref()
+            .and_then(|s| s.bucket.as_ref())
+            .and_then(|b| b.identity.clone())
+        else {
             return;
         };
-        let place = (bucket, spec.servers.clone());
         state
             .users
             .entry(place.clone())
             .or_default()
             .insert(key.to_owned());
-        let config = spec.config.clone();
+        let config = kvb.spec.config.clone();
         state
             .uses
             .insert(key.to_owned(), BucketUse { place, config });
@@ -131,34 +137,17 @@ impl Index {
         }
     }
 
-    /// Other Components whose KeyValueBucket names the same bucket on the same servers as `spec`,
-    /// as `namespace/name` in order, with whether they ask for the same settings.
-    pub fn other_users(&self, key: &str, spec: &KeyValueBucketSpec) -> Vec<(String, bool)> {
-        let Some(bucket) = spec.bucket.clone() else {
-            return Vec::new();
-        };
+    /// Other Components whose KeyValueBucket last reached the bucket with this identity, as
+    /// `namespace/name` in order.
+    pub fn other_users(&self, key: &str, identity: &str) -> Vec<String> {
         let state = self.lock();
-        let Some(users) = state.users.get(&(bucket, spec.servers.clone())) else {
+        let Some(users) = state.users.get(identity) else {
             return Vec::new();
         };
         users
             .iter()
             .filter(|other| *other != key)
-            .map(|other| {
-                let same = state
-                    .uses
-                    .get(other)
-                    .is_some_and(|u| u.config == spec.config);
-                (other.clone(), same)
-            })
-            .collect()
-    }
-
-    /// Other Components that use the same bucket as `spec` with different settings.
-    pub fn conflicting_users(&self, key: &str, spec: &KeyValueBucketSpec) -> Vec<String> {
-        self.other_users(key, spec)
-            .into_iter()
-            .filter_map(|(other, same)| (!same).then_some(other))
+            .cloned()
             .collect()
     }
 
@@ -188,39 +177,45 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::{BucketStatus, KeyValueBucket};
 
-    fn spec(bucket: &str, history: i64) -> KeyValueBucketSpec {
-        KeyValueBucketSpec {
-            component: "c".into(),
-            bucket: Some(bucket.into()),
-            servers: vec!["nats://nats:4222".into()],
-            config: Some(BucketConfig {
-                history,
+    fn kvb(identity: &str, history: i64) -> KeyValueBucket {
+        let mut kvb = KeyValueBucket::new(
+            "c",
+            KeyValueBucketSpec {
+                component: "c".into(),
+                bucket: Some("orders".into()),
+                servers: vec!["nats://nats:4222".into()],
+                config: Some(BucketConfig {
+                    history,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        kvb.status = Some(KeyValueBucketStatus {
+            bucket: Some(BucketStatus {
+                identity: Some(identity.into()),
                 ..Default::default()
             }),
             ..Default::default()
-        }
+        });
+        kvb
     }
 
     #[test]
-    fn other_users_of_a_bucket_are_a_lookup() {
+    fn other_users_of_a_bucket_are_a_lookup_by_server_identity() {
         let index = Index::default();
-        index.bucket_seen("a/one", &spec("orders", 1));
-        index.bucket_seen("b/two", &spec("orders", 1));
-        index.bucket_seen("c/three", &spec("orders", 5));
-        index.bucket_seen("d/four", &spec("carts", 1));
-        assert_eq!(
-            index.other_users("a/one", &spec("orders", 1)),
-            [("b/two".to_owned(), true), ("c/three".to_owned(), false)]
-        );
-        // Renamed to another bucket: no longer a user of the first.
-        index.bucket_seen("b/two", &spec("carts", 1));
-        assert_eq!(
-            index.other_users("a/one", &spec("orders", 1)),
-            [("c/three".to_owned(), false)]
-        );
+        index.bucket_seen("a/one", &kvb("orders@1", 1));
+        index.bucket_seen("b/two", &kvb("orders@1", 1));
+        index.bucket_seen("c/three", &kvb("orders@1", 5));
+        index.bucket_seen("d/four", &kvb("orders@2", 1));
+        assert_eq!(index.other_users("a/one", "orders@1"), ["b/two", "c/three"]);
+        // Moved to another bucket: no longer a user of the first.
+        index.bucket_seen("b/two", &kvb("carts@1", 1));
+        assert_eq!(index.other_users("a/one", "orders@1"), ["c/three"]);
         index.bucket_gone("c/three");
-        assert!(index.other_users("a/one", &spec("orders", 1)).is_empty());
+        assert!(index.other_users("a/one", "orders@1").is_empty());
     }
 
     #[test]
@@ -230,14 +225,14 @@ mod tests {
         index.set_written(
             key,
             Written {
-                spec: spec("orders", 1),
+                spec: kvb("orders@1", 1).spec,
                 generation: Some(1),
                 status: KeyValueBucketStatus::default(),
             },
         );
         assert_eq!(index.failed(key), 1);
         assert_eq!(index.failed(key), 2);
-        index.bucket_seen(key, &spec("orders", 1));
+        index.bucket_seen(key, &kvb("orders@1", 1));
         assert_eq!(index.keys(), [key]);
         index.remove(key);
         index.bucket_gone(key);
@@ -248,14 +243,11 @@ mod tests {
     #[test]
     fn a_relist_drops_the_buckets_it_no_longer_lists_in_its_scope() {
         let index = Index::default();
-        index.bucket_seen("a/one", &spec("orders", 1));
-        index.bucket_seen("a/two", &spec("orders", 1));
-        index.bucket_seen("b/three", &spec("orders", 1));
+        index.bucket_seen("a/one", &kvb("orders@1", 1));
+        index.bucket_seen("a/two", &kvb("orders@1", 1));
+        index.bucket_seen("b/three", &kvb("orders@1", 1));
         let seen = HashSet::from(["a/one".to_owned()]);
         index.buckets_relisted(|k| k.starts_with("a/"), &seen);
-        assert_eq!(
-            index.other_users("x/y", &spec("orders", 1)),
-            [("a/one".to_owned(), true), ("b/three".to_owned(), true)]
-        );
+        assert_eq!(index.other_users("x/y", "orders@1"), ["a/one", "b/three"]);
     }
 }

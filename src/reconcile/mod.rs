@@ -42,6 +42,21 @@ pub async fn reconcile(
     if !ctx.is_synced() {
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
+    if ctx.policy.as_ref().is_some_and(|p| !p.is_synced()) {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    // Fair share: a namespace whose share of the workers is taken waits outside the workers.
+    let namespace = kube::Resource::meta(obj.as_ref())
+        .namespace
+        .clone()
+        .unwrap_or_default();
+    let Some(_slot) = ctx.share.try_acquire(&namespace) else {
+        ctx.metrics.fair_share_deferred();
+        return Ok(Action::requeue(context::jitter(
+            Duration::from_millis(300),
+            0.5,
+        )));
+    };
     let key = object_key(obj.as_ref());
     let component = match &obj.0 {
         Ok(c) => c,
@@ -66,16 +81,21 @@ pub async fn reconcile(
     let values = read::secret_values(&ctx, component).await;
     // Validate.
     let now = jiff::Timestamp::now().as_second();
-    let validation = validate(component, Values::Read(&values), now);
+    let mut validation = validate(component, Values::Read(&values), now);
+    // The admin's server policy: before any DNS lookup or connection.
+    if let Some(policy) = &ctx.policy {
+        crate::validate::check_server_policy(&mut validation, component, |ns, url, creds| {
+            policy.decide(ns, url, creds)
+        });
+    }
     // Plan and execute, when valid.
     let progress = match validation.valid() {
         Some((store, settings)) => {
-            let managed = status::previously_managed(previous.as_ref(), &store.bucket);
-            // Two Components asking different things of one bucket: touch nothing until they
-            // agree.
-            let spec = status::understood(&name, &validation);
-            let conflicting = ctx.index.conflicting_users(&key, &spec);
-            Some(execute::execute(&ctx, &key, store, settings, managed, conflicting).await)
+            let managed = status::previously_managed(previous.as_ref(), &store.shown_bucket);
+            // Two Components asking different things of one bucket cannot fight over it: only
+            // the Component the operator created it for changes it (ownership is law, see
+            // `bucket::plan`), so no other Component can block its owner.
+            Some(execute::execute(&ctx, &key, store, settings, managed, Vec::new()).await)
         }
         None => None,
     };

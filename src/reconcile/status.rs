@@ -252,6 +252,7 @@ impl Decision {
 /// Whether the operator managed the bucket `bucket` when it last looked (facts about another
 /// bucket, of a Component renamed to a new one, do not count).
 pub fn previously_managed(previous: Option<&Written>, bucket: &str) -> Option<bool> {
+    // `bucket` as shown (`<Secret name, key>` when it came from a Secret), like the facts.
     let stream = bucket::stream_name(bucket);
     previous
         .and_then(|p| p.status.bucket.as_ref())
@@ -272,7 +273,7 @@ pub fn understood(name: &str, validation: &Validation) -> KeyValueBucketSpec {
         spec.deletion_policy = Some(settings.deletion_policy.as_str().to_owned());
     }
     if let Some(store) = &validation.store {
-        spec.bucket = Some(store.bucket.clone());
+        spec.bucket = Some(store.shown_bucket.clone());
         spec.servers = store.redacted_servers.clone();
         spec.auth = Some(store.auth.kind().to_owned());
     }
@@ -309,7 +310,7 @@ pub fn decide(
             store.auth.kind()
         ),
     );
-    let bucket_name = &store.bucket;
+    let bucket_name = &store.shown_bucket;
     let stream = bucket::stream_name(bucket_name);
     d.bucket = d.bucket.take().filter(|b| b.stream == stream);
     let (version, step) = match progress {
@@ -500,6 +501,14 @@ fn blocked_message(reason: bucket::BlockReason, name: &str, what: &str) -> Strin
         ),
         bucket::BlockReason::UnsupportedByServer => format!(
             "cannot apply {what} to bucket {name}: the server is not clustered; use replicas 1"
+        ),
+        bucket::BlockReason::OwnedElsewhere => format!(
+            "bucket {name} was created by the operator for another Component, so this one only verifies it: it is never adopted, changed, purged or deleted on this Component's behalf{}; use a bucket of this Component's own, or remove jetstreamkv.io/on-existing: adopt and the differing bucket annotations",
+            if what.is_empty() {
+                String::new()
+            } else {
+                format!(" (differs: {what})")
+            }
         ),
     }
 }

@@ -36,6 +36,12 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Reconciles run at once.
     pub concurrency: u16,
+    /// Reconciles of one namespace at once (its fair share of `concurrency`).
+    pub namespace_concurrency: usize,
+    /// Only servers a NatsServerPolicy allows may be used.
+    pub enforce_server_policy: bool,
+    /// Watch Secret metadata (list/watch) to see rotations at once; false: get only.
+    pub watch_secrets: bool,
     /// Name of this instance in Events.
     pub instance: String,
 }
@@ -48,6 +54,8 @@ struct Shared {
     recorder: Recorder,
     metrics: Arc<Metrics>,
     index: Arc<Index>,
+    policy: Option<crate::policy::Enforcer>,
+    share: Arc<crate::fair_share::NamespaceShare>,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -76,12 +84,19 @@ pub async fn run(
         config.namespaces.iter().cloned().map(Some).collect()
     };
     let shutdown = future::Shared::clone(&futures::FutureExt::shared(Box::pin(shutdown)));
+    let policy = config
+        .enforce_server_policy
+        .then(|| crate::policy::Enforcer::start(&client));
     let shared = Shared {
         client,
         pool: pool.clone(),
         recorder,
         metrics: metrics.clone(),
         index: Arc::default(),
+        policy,
+        share: Arc::new(crate::fair_share::NamespaceShare::new(
+            config.namespace_concurrency,
+        )),
     };
     let mut controllers = Vec::new();
     let mut scopes_built = Vec::new();

@@ -48,6 +48,8 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
         recorder,
         metrics,
         index,
+        policy,
+        share,
     } = shared;
     let (components, components_writer) = reflector::store();
     let held = Held {
@@ -94,12 +96,18 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
     tokio::spawn(kvb_cache);
 
     // Secrets: metadata only; the data is read when a Component that uses the Secret reconciles.
-    let secret_stream = watcher(
-        api::<PartialObjectMeta<Secret>>(&client, &scope),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .touched_objects();
+    // Without list/watch rights (--watch-secrets=false) a rotation is seen at the next resync.
+    let secret_stream = if config.watch_secrets {
+        watcher(
+            api::<PartialObjectMeta<Secret>>(&client, &scope),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff()
+        .touched_objects()
+        .boxed()
+    } else {
+        futures::stream::pending().boxed()
+    };
     let by_secret = components.clone();
 
     let controller = Controller::for_stream(component_stream, components.clone())
@@ -118,6 +126,8 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
         resync: config.resync,
         max_backoff: config.max_backoff,
         synced: Arc::default(),
+        policy,
+        share,
     });
     Built {
         controller,
@@ -159,12 +169,12 @@ struct BucketFeed {
 impl BucketFeed {
     fn event(&mut self, event: &watcher::Event<KeyValueBucket>) {
         match event {
-            watcher::Event::Apply(kvb) => self.index.bucket_seen(&object_key(kvb), &kvb.spec),
+            watcher::Event::Apply(kvb) => self.index.bucket_seen(&object_key(kvb), kvb),
             watcher::Event::Delete(kvb) => self.index.bucket_gone(&object_key(kvb)),
             watcher::Event::Init => self.relisted = Some(HashSet::new()),
             watcher::Event::InitApply(kvb) => {
                 let key = object_key(kvb);
-                self.index.bucket_seen(&key, &kvb.spec);
+                self.index.bucket_seen(&key, kvb);
                 self.relisted.get_or_insert_default().insert(key);
             }
             watcher::Event::InitDone => {

@@ -37,7 +37,7 @@ pub use reload::{Certificates, tls_config};
 pub const PATH: &str = "/validate";
 /// The largest AdmissionReview accepted (the API server's own request limit is 3 MiB, and a
 /// review holds the object twice on UPDATE).
-const MAX_BODY: usize = 8 << 20;
+const MAX_BODY: usize = crate::serving::MAX_WEBHOOK_BODY;
 /// How often a certificate directory is re-read, and the `caBundle` re-asserted.
 const REFRESH: Duration = Duration::from_secs(60);
 
