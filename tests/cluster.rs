@@ -207,17 +207,22 @@ async fn r3_bucket_is_created_on_three_zones_and_its_cluster_shown_in_status() {
     assert_eq!(shown_all, nodes);
     assert!(!shown.replicas.iter().any(|r| r.server == shown_leader));
 
-    // A bucket made outside the operator, R3: verified; asking for R1 of it is a mismatch.
-    let foreign = support::unique_bucket("r3foreign");
-    js(&cluster.url())
-        .await
-        .create_key_value(kv::Config {
-            bucket: foreign.clone(),
-            num_replicas: 3,
-            ..Default::default()
-        })
-        .await
-        .expect("create an R3 bucket outside the operator");
+    // Buckets made outside the operator, R3: verified; asking for R1 of one is a mismatch.
+    let (foreign, other) = (
+        support::unique_bucket("r3foreign"),
+        support::unique_bucket("r3other"),
+    );
+    for bucket in [&foreign, &other] {
+        js(&cluster.url())
+            .await
+            .create_key_value(kv::Config {
+                bucket: bucket.clone(),
+                num_replicas: 3,
+                ..Default::default()
+            })
+            .await
+            .expect("create an R3 bucket outside the operator");
+    }
     control_plane().apply(&component(
         &ns.name,
         "verify",
@@ -239,7 +244,7 @@ async fn r3_bucket_is_created_on_three_zones_and_its_cluster_shown_in_status() {
         &ns.name,
         "mismatch",
         &cluster.url(),
-        &foreign,
+        &other,
         &[("replicas", "1")],
     ));
     let kvb = wait_condition(
@@ -254,7 +259,7 @@ async fn r3_bucket_is_created_on_three_zones_and_its_cluster_shown_in_status() {
     let message = &kvb.condition("Ready").unwrap().message;
     assert!(message.contains("replicas 3 -> 1"), "{message}");
     assert_eq!(
-        stream_info(&cluster.url(), &foreign)
+        stream_info(&cluster.url(), &other)
             .await
             .config
             .num_replicas,

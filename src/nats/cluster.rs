@@ -48,20 +48,26 @@ fn replica_state(p: &stream::PeerInfo) -> ReplicaState {
 pub fn availability_problem(info: &stream::Info) -> Option<NatsError> {
     let facts = stream_cluster(info)?;
     let replicas = info.config.num_replicas.max(1);
-    let offline: Vec<String> = facts
+    // With a leader, every replica not offline still votes. Without one, the list names every
+    // peer, and only the current ones are known to be there (the others are not heard from).
+    let reachable = |r: &&ReplicaStatus| match facts.leader {
+        Some(_) => r.state != ReplicaState::Offline,
+        None => r.state == ReplicaState::Current,
+    };
+    let down: Vec<String> = facts
         .replicas
         .iter()
-        .filter(|r| r.state == ReplicaState::Offline)
+        .filter(|r| !reachable(r))
         .map(|r| r.server.clone())
         .collect();
-    let up = usize::from(facts.leader.is_some()) + facts.replicas.len() - offline.len();
+    let up = usize::from(facts.leader.is_some()) + facts.replicas.len() - down.len();
     let quorum = replicas / 2 + 1;
     if up < quorum {
         return Some(NatsError::QuorumLost {
             stream: info.config.name.clone(),
             replicas,
             up,
-            offline,
+            down,
         });
     }
     if facts.leader.is_none() {
@@ -232,6 +238,18 @@ mod tests {
             availability_problem(&leaderless).unwrap().reason(),
             "QuorumLost"
         );
+        // Without a leader, a peer not current is not counted: it may be gone.
+        let unheard = info(
+            3,
+            None,
+            vec![
+                peer("n1", true, false),
+                peer("n2", false, false),
+                peer("n3", false, false),
+            ],
+        );
+        let text = availability_problem(&unheard).unwrap().to_string();
+        assert!(text.contains("1 of 3") && text.contains("n2, n3"), "{text}");
         let electing = info(
             3,
             None,

@@ -36,14 +36,14 @@ pub enum NatsError {
     )]
     NoSuitablePlacement { detail: String },
     #[error(
-        "stream {stream} cannot take writes: quorum lost, only {up} of {replicas} replicas are up ({offline_list} offline); it recovers when a majority of its servers is back",
-        offline_list = offline.join(", ")
+        "stream {stream} cannot take writes: quorum lost, only {up} of {replicas} replicas are up ({down_list} not reachable); it recovers when a majority of its servers is back",
+        down_list = down.join(", ")
     )]
     QuorumLost {
         stream: String,
         replicas: usize,
         up: usize,
-        offline: Vec<String>,
+        down: Vec<String>,
     },
     #[error(
         "stream {stream} has no leader yet: its replicas are electing one after the leader was lost; retrying"
