@@ -165,6 +165,11 @@ impl NatsCluster {
         }
     }
 
+    /// The process id of node `i` while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
+    }
+
     /// Whether node `i` runs.
     pub fn is_running(&mut self, i: usize) -> bool {
         self.nodes[i]
