@@ -30,6 +30,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
 use support::ControlPlane;
+use support::cluster::NatsCluster;
 use support::nats::NatsServer;
 use support::operator::Operator;
 
@@ -50,6 +51,8 @@ struct Options {
     in_flight: usize,
     out: PathBuf,
     operator_args: Vec<String>,
+    /// A three-node JetStream cluster and R3 buckets instead of one nats-server.
+    cluster: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -61,6 +64,7 @@ fn options() -> Result<Options, String> {
         in_flight: 64,
         out: support::repo_root().join("bench/results"),
         operator_args: Vec::new(),
+        cluster: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -83,6 +87,7 @@ fn options() -> Result<Options, String> {
             }
             "--in-flight" => o.in_flight = value()?.parse().map_err(|e| format!("{e}"))?,
             "--out" => o.out = PathBuf::from(value()?),
+            "--cluster" => o.cluster = true,
             "--operator-args" => {
                 o.operator_args = value()?.split_whitespace().map(str::to_string).collect()
             }
@@ -131,10 +136,70 @@ fn progress(message: &str) {
 /// Everything one size runs against.
 struct Env {
     cp: ControlPlane,
-    nats: NatsServer,
+    nats: Nats,
     operator: Operator,
     operator_args: Vec<String>,
     client: Client,
+}
+
+/// One nats-server, or a three-node cluster whose buckets get three replicas.
+enum Nats {
+    Single(NatsServer),
+    Cluster(NatsCluster),
+}
+
+impl Nats {
+    fn url(&self) -> String {
+        match self {
+            Nats::Single(s) => s.url(),
+            Nats::Cluster(c) => c.url(),
+        }
+    }
+
+    /// `/jsz`; on a cluster the API counters summed over the nodes, the streams of node 1 (which
+    /// holds a replica of every R3 stream).
+    fn jsz(&self) -> Value {
+        match self {
+            Nats::Single(s) => s.monitor("/jsz"),
+            Nats::Cluster(c) => {
+                let mut jsz = c.monitor(0, "/jsz");
+                for field in ["total", "errors"] {
+                    let sum: f64 = (0..3)
+                        .map(|i| {
+                            c.monitor(i, "/jsz")["api"][field]
+                                .as_f64()
+                                .unwrap_or_default()
+                        })
+                        .sum();
+                    jsz["api"][field] = json!(sum);
+                }
+                jsz
+            }
+        }
+    }
+
+    fn varz(&self) -> Value {
+        match self {
+            Nats::Single(s) => s.varz(),
+            Nats::Cluster(c) => c.monitor(0, "/varz"),
+        }
+    }
+
+    /// The process whose CPU and memory are recorded (node 1 of a cluster).
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Nats::Single(s) => s.pid(),
+            Nats::Cluster(c) => c.pid(0),
+        }
+    }
+
+    /// Bucket settings of the wave's Components.
+    fn settings(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Nats::Single(_) => &[],
+            Nats::Cluster(_) => &[("replicas", "3")],
+        }
+    }
 }
 
 impl Env {
@@ -150,7 +215,11 @@ async fn run_size(options: &Options, size: usize) {
     ));
     let cp = ControlPlane::start();
     cp.install_crds();
-    let nats = NatsServer::start();
+    let nats = if options.cluster {
+        Nats::Cluster(NatsCluster::start())
+    } else {
+        Nats::Single(NatsServer::start())
+    };
     let resync = format!("{}s", options.resync.as_secs());
     let mut operator_args: Vec<String> = ["--resync-interval", &resync, "--log-level", "info"]
         .iter()
@@ -170,6 +239,9 @@ async fn run_size(options: &Options, size: usize) {
     let date = jiff::Timestamp::now().strftime("%Y-%m-%dT%H%M").to_string();
     let mut machine = machine(&env);
     machine["operator_args"] = json!(env.operator_args.join(" "));
+    if options.cluster {
+        machine["nats"] = json!("3-node JetStream cluster, R3 buckets");
+    }
 
     let namespaces: Vec<String> = (0..NAMESPACES)
         .map(|i| format!("bench-{i:02}-{}", support::random_suffix()))
@@ -258,8 +330,16 @@ fn watch_ready(client: &Client) -> Arc<Mutex<ReadySeen>> {
     seen
 }
 
-fn jetstream_component(ns: &str, name: &str, url: &str, bucket: &str) -> Component {
-    support::ComponentManifest::store(ns, name, url, bucket).component()
+fn jetstream_component(
+    ns: &str,
+    name: &str,
+    url: &str,
+    bucket: &str,
+    settings: &[(&str, &str)],
+) -> Component {
+    support::ComponentManifest::store(ns, name, url, bucket)
+        .settings(settings)
+        .component()
 }
 
 fn noise_component(ns: &str, name: &str, i: usize) -> Component {
@@ -368,7 +448,7 @@ async fn snapshot(env: &Env) -> Snapshot {
         .into_iter()
         .filter(|(k, _)| k.starts_with("jetstream_kv_"))
         .collect();
-    let jsz = env.nats.monitor("/jsz");
+    let jsz = env.nats.jsz();
     Snapshot {
         at: Instant::now(),
         apiserver,
@@ -504,6 +584,7 @@ async fn wave(env: &Env, options: &Options, size: usize, namespaces: &[String]) 
     let seen = watch_ready(&env.client);
     let before = snapshot(env).await;
     let url = env.nats.url();
+    let settings = env.nats.settings();
     let run = support::random_suffix();
 
     // Interleave the noise with ours, as a real cluster's Components come.
@@ -515,7 +596,7 @@ async fn wave(env: &Env, options: &Options, size: usize, namespaces: &[String]) 
             let name = format!("kv-{j:05}");
             objects.push((
                 true,
-                jetstream_component(ns, &name, &url, &format!("b{run}_{j}")),
+                jetstream_component(ns, &name, &url, &format!("b{run}_{j}"), settings),
             ));
             j += 1;
         }

@@ -170,6 +170,43 @@ pub struct BucketStatus {
     pub bytes: u64,
     /// Values stored (all revisions kept).
     pub values: u64,
+    /// Where the stream runs, when the server is part of a JetStream cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<StreamCluster>,
+}
+
+/// The stream's place in a JetStream cluster, as its leader reports it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamCluster {
+    /// The JetStream cluster's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The server that leads the stream (takes its writes); absent while there is none: an
+    /// election is under way, or too many replicas are down (quorum lost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// The other replicas, by server name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+/// One replica of the stream besides the leader.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStatus {
+    /// The server that holds it.
+    pub server: String,
+    /// `Current` (has every write), `Lagging` (catching up) or `Offline` (not heard from).
+    pub state: ReplicaState,
+}
+
+/// How far a replica is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ReplicaState {
+    Current,
+    Lagging,
+    Offline,
 }
 
 /// Conditions are a list map keyed by `type`, so server-side apply merges them per type.

@@ -498,6 +498,7 @@ pub fn status_of(
         config: live_config(&info.config),
         bytes: info.state.bytes,
         values: info.state.messages,
+        cluster: super::cluster::stream_cluster(info),
     }
 }
 
@@ -558,6 +559,7 @@ impl<'a> Bucket<'a> {
     /// Creates the stream. When someone else created it meanwhile (error 10058), returns the
     /// existing one so the caller plans again against it.
     pub async fn create(&self, config: stream::Config) -> Result<stream::Info, NatsError> {
+        let asked = config.clone();
         match self.js.create_stream(config).await {
             // The create response carries the stream info: asking again would be a second request.
             Ok(stream) => Ok(stream.cached_info().clone()),
@@ -571,7 +573,10 @@ impl<'a> Bucket<'a> {
                     })
                 }
                 jetstream::context::CreateStreamErrorKind::JetStream(js) => {
-                    Err(NatsError::from_jetstream("create stream", &js))
+                    Err(super::cluster::with_placement_asked(
+                        NatsError::from_jetstream("create stream", &js),
+                        &asked,
+                    ))
                 }
                 jetstream::context::CreateStreamErrorKind::JetStreamUnavailable => {
                     Err(NatsError::JetStreamDisabled {
@@ -585,12 +590,16 @@ impl<'a> Bucket<'a> {
 
     /// Updates the stream in place.
     pub async fn update(&self, config: stream::Config) -> Result<stream::Info, NatsError> {
+        let asked = config.clone();
         self.js
             .update_stream(config)
             .await
             .map_err(|e| match e.kind() {
                 jetstream::context::UpdateStreamErrorKind::JetStream(js) => {
-                    NatsError::from_jetstream("update stream", &js)
+                    super::cluster::with_placement_asked(
+                        NatsError::from_jetstream("update stream", &js),
+                        &asked,
+                    )
                 }
                 _ => request_error("update stream", &e),
             })

@@ -1,6 +1,7 @@
 //! NATS: shared connections ([`pool`]) and the create-or-verify logic of KV buckets ([`bucket`]).
 
 pub mod bucket;
+pub mod cluster;
 pub mod pool;
 
 use async_nats::jetstream;
@@ -54,6 +55,24 @@ pub enum NatsError {
         "no suitable placement for the bucket: {detail}; lower replicas or fix the placement annotations"
     )]
     NoSuitablePlacement { detail: String },
+    #[error(
+        "stream {stream} cannot take writes: quorum lost, only {up} of {replicas} replicas are up ({down_list} not reachable); it recovers when a majority of its servers is back",
+        down_list = down.join(", ")
+    )]
+    QuorumLost {
+        stream: String,
+        replicas: usize,
+        up: usize,
+        down: Vec<String>,
+    },
+    #[error(
+        "stream {stream} has no leader yet: its replicas are electing one after the leader was lost; retrying"
+    )]
+    NoStreamLeader { stream: String },
+    #[error(
+        "the JetStream cluster is not available (no meta leader): a majority of its servers is down, or they are electing a leader; it recovers when they are back"
+    )]
+    ClusterUnavailable,
     #[error("the NATS server did not answer in time ({what}); it may be overloaded or restarting")]
     Timeout { what: String },
     #[error("NATS request failed ({what}): {detail}")]
@@ -70,6 +89,9 @@ impl Failure for NatsError {
             Self::JetStreamDisabled { .. } => "JetStreamDisabled",
             Self::AccountLimits { .. } => "AccountLimitsExceeded",
             Self::NoSuitablePlacement { .. } => "NoSuitablePlacement",
+            Self::QuorumLost { .. } => "QuorumLost",
+            Self::NoStreamLeader { .. } => "NoStreamLeader",
+            Self::ClusterUnavailable => "JetStreamUnavailable",
             Self::Timeout { .. } => "NatsTimeout",
             Self::Request { .. } => "NatsRequestFailed",
         }
@@ -85,7 +107,12 @@ impl Failure for NatsError {
     fn stalled(&self) -> bool {
         !matches!(
             self,
-            Self::Unreachable { .. } | Self::Timeout { .. } | Self::Request { .. }
+            Self::Unreachable { .. }
+                | Self::Timeout { .. }
+                | Self::Request { .. }
+                | Self::QuorumLost { .. }
+                | Self::NoStreamLeader { .. }
+                | Self::ClusterUnavailable
         )
     }
 }
@@ -106,6 +133,8 @@ impl NatsError {
             | jetstream::ErrorCode::INSUFFICIENT_RESOURCES
             | jetstream::ErrorCode::STORAGE_RESOURCES_EXCEEDED
             | jetstream::ErrorCode::MEMORY_RESOURCES_EXCEEDED => Self::AccountLimits { detail },
+            // The meta leader is gone (quorum of servers lost) or being elected.
+            jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE => Self::ClusterUnavailable,
             jetstream::ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED
             | jetstream::ErrorCode::CLUSTER_NO_PEERS => Self::NoSuitablePlacement { detail },
             _ => Self::Request {

@@ -22,6 +22,12 @@ use crate::secret_value::SecretValue;
 pub struct ConnectionKey([u8; 32]);
 
 impl ConnectionKey {
+    /// A key made up for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(n: u8) -> Self {
+        Self([n; 32])
+    }
+
     fn of(config: &StoreConfig) -> Self {
         let mut h = Sha256::new();
         h.update(config.servers.expose().as_bytes());
@@ -58,12 +64,29 @@ struct State {
     users: HashMap<String, ConnectionKey>,
 }
 
+/// What the NATS client of a shared connection reported about its link to the servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// The link is lost; the client reconnects in the background.
+    Disconnected,
+    /// The server is shutting down gracefully (lame duck mode) and will close the link.
+    LameDuck,
+    /// Connected (first connect or reconnect).
+    Connected,
+}
+
+/// The receiving end of [`ConnectionPool::take_events`]: which connection, and what happened.
+pub type LinkEvents = tokio::sync::mpsc::UnboundedReceiver<(ConnectionKey, LinkEvent)>;
+
 /// The shared connections.
 pub struct ConnectionPool {
     state: Mutex<State>,
     connect_timeout: Duration,
     request_timeout: Duration,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Every connection's client reports its link events here (few: one per transition).
+    events: tokio::sync::mpsc::UnboundedSender<(ConnectionKey, LinkEvent)>,
+    events_rx: Mutex<Option<LinkEvents>>,
 }
 
 impl ConnectionPool {
@@ -74,12 +97,44 @@ impl ConnectionPool {
         request_timeout: Duration,
         metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Self {
+        let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
         Self {
             state: Mutex::default(),
             connect_timeout,
             request_timeout,
             metrics,
+            events,
+            events_rx: Mutex::new(Some(events_rx)),
         }
+    }
+
+    /// The link events of every connection the pool opens (disconnected, lame duck, connected),
+    /// for whoever turns them into reconciles. Only the first call gets them.
+    pub fn take_events(&self) -> Option<LinkEvents> {
+        self.events_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// The Components (`namespace/name`) that use the connection `key`.
+    pub fn users_of(&self, key: ConnectionKey) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .lock()
+            .users
+            .iter()
+            .filter(|(_, k)| **k == key)
+            .map(|(user, _)| user.clone())
+            .collect();
+        users.sort();
+        users
+    }
+
+    /// Whether the connection `key` is open and connected now; None when the pool holds no open
+    /// connection for it (never opened, failed, or closed).
+    pub fn is_connected(&self, key: ConnectionKey) -> Option<bool> {
+        let client = self.lock().slots.get(&key)?.client.get().cloned()?;
+        Some(client.connection_state() == async_nats::connection::State::Connected)
     }
 
     /// The connection for `config`, opened if needed, with `user` (the Component's
@@ -208,6 +263,20 @@ impl ConnectionPool {
             .retain_servers_order()
             // Reconnect for ever in the background: a NATS restart heals without us.
             .max_reconnects(None);
+        let (events, key) = (self.events.clone(), ConnectionKey::of(config));
+        options = options.event_callback(move |event| {
+            let link = match event {
+                async_nats::Event::Disconnected => Some(LinkEvent::Disconnected),
+                async_nats::Event::LameDuckMode => Some(LinkEvent::LameDuck),
+                async_nats::Event::Connected => Some(LinkEvent::Connected),
+                _ => None,
+            };
+            if let Some(link) = link {
+                // Nobody listening (tests, shutdown) is fine.
+                let _ = events.send((key, link));
+            }
+            async {}
+        });
         tracing::debug!(servers = %servers, "opening a NATS connection");
         // One deadline for the whole connect, however many servers are listed and however
         // slowly each one answers (a server trickling an endless INFO line included).

@@ -9,6 +9,7 @@ use crate::crd::BucketStatus;
 use crate::dapr::StoreConfig;
 use crate::nats::NatsError;
 use crate::nats::bucket::{self, BlockReason, Bucket, Desired, Plan};
+use crate::nats::cluster;
 use crate::settings::BucketSettings;
 
 /// What the NATS side found and did.
@@ -61,6 +62,17 @@ pub enum BucketStep {
         facts: Option<BucketStatus>,
         reason: BlockReason,
         changes: String,
+    },
+    /// A clustered stream that cannot take writes now: quorum lost, or no leader yet.
+    Unavailable {
+        facts: Option<BucketStatus>,
+        error: NatsError,
+    },
+    /// A lower `replicas` waits until every replica is current (`behind` says which are not).
+    ScaleDownWaits {
+        facts: Option<BucketStatus>,
+        changes: String,
+        behind: String,
     },
     /// Another creator won twice in a row.
     CreateConflict,
@@ -159,6 +171,16 @@ impl Target<'_> {
 /// races with another creator plans again against the bucket that won.
 async fn apply(t: &Target<'_>, mut live: Option<stream::Info>) -> BucketStep {
     let owner = t.desired.owner;
+    // A clustered stream that cannot take writes is not available, whatever its settings say.
+    if let Some(info) = &live
+        && let Some(error) = cluster::availability_problem(info)
+    {
+        let managed = bucket::is_managed_by(&info.config, owner);
+        return BucketStep::Unavailable {
+            facts: t.facts(info, managed),
+            error,
+        };
+    }
     for _ in 0..2 {
         let plan = bucket::plan(
             &t.desired,
@@ -193,8 +215,18 @@ async fn apply(t: &Target<'_>, mut live: Option<stream::Info>) -> BucketStep {
                 changes,
                 adopt,
             } => {
-                t.ctx.metrics.nats_request("update");
                 let changes = listed(&changes);
+                if let Some(behind) = live
+                    .as_ref()
+                    .and_then(|i| cluster::scale_down_blocker(i, t.desired.settings.replicas))
+                {
+                    return BucketStep::ScaleDownWaits {
+                        facts: live_facts(true),
+                        changes,
+                        behind,
+                    };
+                }
+                t.ctx.metrics.nats_request("update");
                 match t.bucket.update(*config).await {
                     Ok(info) => BucketStep::Updated {
                         facts: t.facts(&info, true),

@@ -42,6 +42,7 @@ pub enum Reason {
     NotAKeyValueBucket,
     BucketCreateConflict,
     ConflictingComponents,
+    ReplicasNotCurrent,
     DeletionPending,
     BucketCreated,
     BucketRecreated,
@@ -67,6 +68,7 @@ impl Reason {
             Self::NotAKeyValueBucket => "NotAKeyValueBucket",
             Self::BucketCreateConflict => "BucketCreateConflict",
             Self::ConflictingComponents => "ConflictingComponents",
+            Self::ReplicasNotCurrent => "ReplicasNotCurrent",
             Self::DeletionPending => "DeletionPending",
             Self::BucketCreated => "BucketCreated",
             Self::BucketRecreated => "BucketRecreated",
@@ -407,6 +409,26 @@ fn bucket_step(
                 reason.reason(),
                 blocked_message(*reason, name, changes),
                 reason.retry(),
+            ))
+        }
+        BucketStep::Unavailable { facts, error } => {
+            d.bucket = facts.clone();
+            d.fail(Problem::of(BucketAvailable, error))
+        }
+        BucketStep::ScaleDownWaits {
+            facts,
+            changes,
+            behind,
+        } => {
+            d.pass(BucketAvailable, Reason::BucketFound, found(MANAGED));
+            d.bucket = facts.clone();
+            d.fail(Problem::new(
+                ConfigSynced,
+                Reason::ReplicasNotCurrent.as_str(),
+                format!(
+                    "{changes} of bucket {name} waits until every replica is current ({behind}): NATS keeps only the leader's copy when it scales down; retrying"
+                ),
+                Retry::Backoff,
             ))
         }
         BucketStep::CreateConflict => d.fail(Problem::new(

@@ -2,6 +2,7 @@
 //! ([`watches`]), the sweeper of deleted Components ([`sweeper`]), leader election ([`leader`]),
 //! and readiness once the caches are listed.
 
+mod connections;
 pub mod leader;
 mod sweeper;
 mod watches;
@@ -99,13 +100,18 @@ pub async fn run(
         )),
     };
     let mut controllers = Vec::new();
+    let mut triggers = Vec::new();
     let mut scopes_built = Vec::new();
     for scope in scopes {
-        let built = watches::build(scope, &config, shared.clone());
+        let built = watches::build(scope.clone(), &config, shared.clone());
+        // Connection events reconcile the Components of a connection at once.
+        let (trigger, triggered) = futures::channel::mpsc::unbounded();
+        triggers.push((scope, trigger));
         let shutdown = shutdown.clone();
         controllers.push(
             built
                 .controller
+                .reconcile_on(triggered)
                 .graceful_shutdown_on(shutdown)
                 .run(reconcile, error_policy, built.context.clone())
                 .for_each(|_| future::ready(())),
@@ -136,8 +142,10 @@ pub async fn run(
         synced,
         config.resync.min(sweeper::SWEEP_INTERVAL),
     );
+    let connection_events = connections::run(&shared.pool, triggers);
     tokio::select! {
         _ = future::join(future::join_all(controllers), ready) => {}
         _ = sweeper => {}
+        _ = connection_events => {}
     }
 }

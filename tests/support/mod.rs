@@ -6,6 +6,7 @@
 //! (a pipe held by the test binary) closes.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod cluster;
 pub mod controlplane;
 pub mod fixtures;
 pub mod nats;
