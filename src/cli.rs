@@ -10,6 +10,7 @@ use kube::CustomResourceExt;
 use crate::crd::KeyValueBucket;
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
+use crate::pubsub::resource::JetStreamStream;
 use crate::runtime;
 use crate::runtime::leader::{Election, LeaseConfig};
 
@@ -25,8 +26,13 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller.
     Run(Box<RunArgs>),
-    /// Print the KeyValueBucket CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition of the operator as YAML: the KeyValueBucket one, or the
+    /// JetStreamStream one with `crd jetstreamstream`.
+    Crd {
+        /// Which CRD: `keyvaluebucket` (the default) or `jetstreamstream`.
+        #[arg(value_enum, default_value_t = CrdKind::Keyvaluebucket)]
+        kind: CrdKind,
+    },
     /// Check Dapr state.jetstream Components in YAML manifests as the operator would, offline.
     ///
     /// Reads multi-document YAML from files, directories (every *.yaml and *.yml under them) or
@@ -34,6 +40,15 @@ pub enum Command {
     /// problem the operator would report, with the operator's reasons. Other kinds pass through.
     /// Exit status 0 when there is no problem, 1 otherwise.
     Check(CheckArgs),
+}
+
+/// The CRDs `crd` prints.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrdKind {
+    /// `keyvaluebuckets.jetstreamkv.io`.
+    Keyvaluebucket,
+    /// `jetstreamstreams.jetstreamkv.io`.
+    Jetstreamstream,
 }
 
 /// Options of `check`.
@@ -169,9 +184,13 @@ fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
 pub async fn main() -> Result<(), String> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => {
-            let yaml = serde_yaml::to_string(&KeyValueBucket::crd())
-                .map_err(|e| format!("cannot render the CRD: {e}"))?;
+        Command::Crd { kind } => {
+            let crd = match kind {
+                CrdKind::Keyvaluebucket => KeyValueBucket::crd(),
+                CrdKind::Jetstreamstream => JetStreamStream::crd(),
+            };
+            let yaml =
+                serde_yaml::to_string(&crd).map_err(|e| format!("cannot render the CRD: {e}"))?;
             print!("{yaml}");
             Ok(())
         }

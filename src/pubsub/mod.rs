@@ -7,18 +7,21 @@
 //! - [`subscription`]: Dapr's declarative `Subscription`, the topics the operator can see;
 //! - [`subjects`]: subject syntax, matching and overlap, and the subjects a stream must hold
 //!   (the namespace prefix applied as daprd applies it);
-//! - [`stream`]: the stream's settings from annotations and the create-or-verify plan.
+//! - [`stream`]: the stream's settings from annotations and the create-or-verify plan;
+//! - [`resource`]: the `JetStreamStream` resource that reports a stream's state.
 //!
 //! What the operator cannot see: programmatic subscriptions (`/dapr/subscribe`), streaming
 //! subscriptions, and topics an app only publishes to. Those are declared with the
 //! `jetstreamkv.io/subjects` annotation.
 
 pub mod component;
+pub mod resource;
 pub mod stream;
 pub mod subjects;
 pub mod subscription;
 
 pub use component::{JETSTREAM_PUBSUB_TYPE, PubsubAuth, PubsubConfig, pubsub_config};
+pub use resource::JetStreamStream;
 pub use stream::{StreamPlan, StreamSettings};
 pub use subjects::{DiscoveredTopic, SubjectError, Subjects, TopicSource, derive_subjects};
 pub use subscription::Subscription;
