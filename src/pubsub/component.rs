@@ -85,6 +85,8 @@ pub struct PubsubConfig {
     /// The metadata items that configure Dapr's consumers but that users often mistake for stream
     /// settings (`replicas`, `memoryStorage`), as written.
     pub consumer_only: Vec<String>,
+    /// `replicas`: the replicas of each consumer daprd creates, when a number.
+    pub consumer_replicas: Option<usize>,
 }
 
 impl PubsubConfig {
@@ -225,6 +227,7 @@ pub fn pubsub_config(values: &[(String, SecretValue)]) -> Result<PubsubConfig, P
             .map(|v| app_topics(&v))
             .unwrap_or_default(),
         consumer_only,
+        consumer_replicas: text("replicas").and_then(|v| v.trim().parse().ok()),
     })
 }
 
@@ -281,9 +284,20 @@ pub struct Warning {
 }
 
 /// The warnings the Component alone gives: `subscribed` is how many distinct topics daprd will
-/// create consumers for (declarative Subscriptions and `subscriptionScopes`).
-pub fn warnings(config: &PubsubConfig, subscribed: usize) -> Vec<Warning> {
+/// create consumers for (declarative Subscriptions and `subscriptionScopes`); `clustered` whether
+/// the server runs in a cluster, when known.
+pub fn warnings(config: &PubsubConfig, subscribed: usize, clustered: Option<bool>) -> Vec<Warning> {
     let mut out = Vec::new();
+    if let Some(replicas) = config.consumer_replicas.filter(|r| *r > 1)
+        && clustered == Some(false)
+    {
+        out.push(Warning {
+            reason: "ConsumerReplicasOnSingleServer",
+            message: format!(
+                "metadata item replicas asks daprd for consumers with {replicas} replicas, but                  the NATS server is not clustered, so it refuses them and every subscription                  fails; remove replicas or set it to 1"
+            ),
+        });
+    }
     if let Some(durable) = &config.durable_name {
         if subscribed > 1 {
             out.push(Warning {
@@ -452,7 +466,7 @@ mod tests {
     #[test]
     fn component_warnings() {
         let reasons = |items: &[(&str, &str)], subscribed| -> Vec<&'static str> {
-            warnings(&config(items).unwrap(), subscribed)
+            warnings(&config(items).unwrap(), subscribed, Some(true))
                 .into_iter()
                 .map(|w| w.reason)
                 .collect()
@@ -471,8 +485,22 @@ mod tests {
             reasons(&[URL, ("Replicas", "3"), ("memoryStorage", "true")], 0),
             ["ConsumerSettingOnly", "ConsumerSettingOnly"]
         );
-        let w = warnings(&config(&[URL, ("replicas", "3")]).unwrap(), 0);
+        let w = warnings(&config(&[URL, ("replicas", "3")]).unwrap(), 0, None);
         assert!(w[0].message.contains("\"replicas\""), "{}", w[0].message);
+        let single = |items: &[(&str, &str)], clustered| -> Vec<&'static str> {
+            warnings(&config(items).unwrap(), 0, clustered)
+                .into_iter()
+                .map(|w| w.reason)
+                .filter(|r| *r != "ConsumerSettingOnly")
+                .collect()
+        };
+        assert_eq!(
+            single(&[URL, ("replicas", "3")], Some(false)),
+            ["ConsumerReplicasOnSingleServer"]
+        );
+        assert!(single(&[URL, ("replicas", "3")], Some(true)).is_empty());
+        assert!(single(&[URL, ("replicas", "3")], None).is_empty());
+        assert!(single(&[URL, ("replicas", "1")], Some(false)).is_empty());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! publishing fails (`nats: no response from stream`) and subscribing fails (`nats: no stream
 //! matches subject`). The operator provisions it:
 //! - [`component`]: the Component's metadata with Dapr's rules, and the warnings it alone gives;
-//! - [`subscription`]: Dapr's declarative `Subscription`, the topics the operator can see;
+//! - [`subscription`]: Dapr's declarative `Subscription`;
+//! - [`topics`]: the topics of a Component the operator can see, and their coverage in status;
 //! - [`subjects`]: subject syntax, matching and overlap, and the subjects a stream must hold
 //!   (the namespace prefix applied as daprd applies it);
 //! - [`stream`]: the stream's settings from annotations and the create-or-verify plan;
@@ -19,6 +20,7 @@ pub mod resource;
 pub mod stream;
 pub mod subjects;
 pub mod subscription;
+pub mod topics;
 
 pub use component::{JETSTREAM_PUBSUB_TYPE, PubsubAuth, PubsubConfig, pubsub_config};
 pub use resource::JetStreamStream;
