@@ -331,6 +331,58 @@ impl Failure for BlockReason {
     }
 }
 
+/// What a blocked plan tells the user: what is wrong and what to change. Lists are cut to a few
+/// entries (the status lists every topic).
+pub fn blocked_message(
+    stream: &str,
+    reason: BlockReason,
+    missing: &[String],
+    overlaps: &[Overlap],
+    changes: &[Change],
+) -> String {
+    fn few<T: std::fmt::Display>(items: &[T]) -> String {
+        const SHOWN: usize = 5;
+        let mut text: Vec<String> = items.iter().take(SHOWN).map(ToString::to_string).collect();
+        if items.len() > SHOWN {
+            text.push(format!("and {} more", items.len() - SHOWN));
+        }
+        text.join(", ")
+    }
+    match reason {
+        BlockReason::SubjectOverlap => format!(
+            "stream {stream} cannot hold the subjects the Component needs: {}; NATS lets one \
+             subject belong to one stream only, so nothing was sent: rename the topics, or remove \
+             the subjects from the other stream",
+            few(overlaps)
+        ),
+        BlockReason::SubjectsNotCovered => format!(
+            "stream {stream} was not created by the operator and does not hold {}; daprd will fail \
+             to publish to or subscribe to these topics: add the subjects to the stream, or use a \
+             stream the operator manages (remove streamName)",
+            few(missing)
+        ),
+        BlockReason::ConfigMismatch => format!(
+            "stream {stream} was not created by the operator and differs from the annotations: \
+             {}; the operator only verifies it: change the annotations or fix the stream",
+            few(changes)
+        ),
+        BlockReason::ImmutableFieldChanged => format!(
+            "cannot change {} of stream {stream}: NATS cannot change it on an existing stream; \
+             revert the annotation, or use a new stream (jetstreamkv.io/stream)",
+            few(changes)
+        ),
+        BlockReason::DataLossRefused => format!(
+            "refused to apply {} to stream {stream}: it would discard stored messages; set \
+             jetstreamkv.io/allow-data-loss: \"true\" to apply it",
+            few(changes)
+        ),
+        BlockReason::UnsupportedByServer => format!(
+            "cannot apply {} to stream {stream}: the server is not clustered; use replicas 1",
+            few(changes)
+        ),
+    }
+}
+
 /// The configuration of a new stream.
 pub fn desired_stream(d: &Desired<'_>) -> stream::Config {
     let s = d.settings;
@@ -1093,5 +1145,45 @@ mod tests {
             ]
         );
         assert!(overlaps(&strings(&["orders"]), "EVENTS", &others()).is_empty());
+    }
+
+    #[test]
+    fn blocked_messages_say_what_to_do_and_stay_short() {
+        let missing: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+        let overlaps = overlaps(&strings(&["$KV.cart.a"]), "EVENTS", &others());
+        let changes = vec![Change {
+            field: "storage",
+            live: "file".into(),
+            desired: "memory".into(),
+            kind: ChangeKind::Immutable,
+        }];
+        for reason in [
+            BlockReason::SubjectOverlap,
+            BlockReason::SubjectsNotCovered,
+            BlockReason::ConfigMismatch,
+            BlockReason::ImmutableFieldChanged,
+            BlockReason::DataLossRefused,
+            BlockReason::UnsupportedByServer,
+        ] {
+            let msg = blocked_message("EVENTS", reason, &missing, &overlaps, &changes);
+            assert!(msg.contains("EVENTS"), "{msg}");
+            assert!(
+                ["remove ", "add ", "change ", "revert ", "set ", "use "]
+                    .iter()
+                    .any(|t| msg.contains(t)),
+                "{msg}"
+            );
+            assert!(msg.len() < 400, "{msg}");
+        }
+        let msg = blocked_message(
+            "EVENTS",
+            BlockReason::SubjectsNotCovered,
+            &missing,
+            &[],
+            &[],
+        );
+        assert!(msg.contains("t4, and 15 more"), "{msg}");
+        let msg = blocked_message("EVENTS", BlockReason::SubjectOverlap, &[], &overlaps, &[]);
+        assert!(msg.contains("KV bucket cart"), "{msg}");
     }
 }
