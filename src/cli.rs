@@ -10,6 +10,7 @@ use kube::CustomResourceExt;
 use crate::crd::KeyValueBucket;
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
+use crate::pubsub::resource::JetStreamStream;
 use crate::runtime;
 use crate::runtime::leader::{Election, LeaseConfig};
 
@@ -25,12 +26,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller.
     Run(Box<RunArgs>),
-    /// Print a CustomResourceDefinition as YAML: the KeyValueBucket's (default) or, with
-    /// `--policy`, the cluster admin's NatsServerPolicy.
+    /// Print a CustomResourceDefinition of the operator as YAML: the KeyValueBucket one (the
+    /// default), `crd jetstreamstream` or `crd natsserverpolicy` (the cluster admin's policy).
     Crd {
-        /// Print the NatsServerPolicy CRD instead.
-        #[arg(long)]
-        policy: bool,
+        /// Which CRD: `keyvaluebucket` (the default), `jetstreamstream` or `natsserverpolicy`.
+        #[arg(value_enum, default_value_t = CrdKind::Keyvaluebucket)]
+        kind: CrdKind,
     },
     /// Check Dapr state.jetstream Components in YAML manifests as the operator would, offline.
     ///
@@ -39,6 +40,17 @@ pub enum Command {
     /// problem the operator would report, with the operator's reasons. Other kinds pass through.
     /// Exit status 0 when there is no problem, 1 otherwise.
     Check(CheckArgs),
+}
+
+/// The CRDs `crd` prints.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrdKind {
+    /// `keyvaluebuckets.jetstreamkv.io`.
+    Keyvaluebucket,
+    /// `jetstreamstreams.jetstreamkv.io`.
+    Jetstreamstream,
+    /// `natsserverpolicies.jetstreamkv.io`, the cluster admin's policy.
+    Natsserverpolicy,
 }
 
 /// Options of `check`.
@@ -196,11 +208,11 @@ fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
 pub async fn main() -> Result<(), String> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd { policy } => {
-            let crd = if policy {
-                crate::policy::NatsServerPolicy::crd()
-            } else {
-                KeyValueBucket::crd()
+        Command::Crd { kind } => {
+            let crd = match kind {
+                CrdKind::Keyvaluebucket => KeyValueBucket::crd(),
+                CrdKind::Jetstreamstream => JetStreamStream::crd(),
+                CrdKind::Natsserverpolicy => crate::policy::NatsServerPolicy::crd(),
             };
             let yaml =
                 serde_yaml::to_string(&crd).map_err(|e| format!("cannot render the CRD: {e}"))?;

@@ -20,8 +20,12 @@ pub enum ConditionType {
     Connected,
     /// The bucket exists (created or found) and is a valid KV bucket.
     BucketAvailable,
-    /// The bucket's settings match the Component's.
+    /// The bucket's (or stream's) settings match the Component's.
     ConfigSynced,
+    /// The stream of a `pubsub.jetstream` Component exists (created or found) and Dapr can use it.
+    StreamAvailable,
+    /// The stream holds every subject the Component needs (discovered topics included).
+    SubjectsCovered,
     /// kstatus: work is under way (set only while true).
     Reconciling,
     /// kstatus: no progress without a change to the Component (set only while true).
@@ -45,6 +49,8 @@ impl ConditionType {
             Self::Connected => "Connected",
             Self::BucketAvailable => "BucketAvailable",
             Self::ConfigSynced => "ConfigSynced",
+            Self::StreamAvailable => "StreamAvailable",
+            Self::SubjectsCovered => "SubjectsCovered",
             Self::Reconciling => "Reconciling",
             Self::Stalled => "Stalled",
         }
@@ -210,7 +216,7 @@ pub enum ReplicaState {
 }
 
 /// Conditions are a list map keyed by `type`, so server-side apply merges them per type.
-fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let mut schema = generator.subschema_for::<Vec<Condition>>();
     schema.insert("x-kubernetes-list-type".into(), "map".into());
     schema.insert(

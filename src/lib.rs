@@ -11,6 +11,7 @@
 //! - [`validate`]: the one validation pipeline of the reconciler, `check` and the webhook (pure);
 //! - [`failure`]: every failure's reason and retry class (pure);
 //! - [`nats`]: shared connections, and the create-or-verify bucket plan (pure) and its execution;
+//! - [`pubsub`]: streams for Dapr `pubsub.jetstream` Components: metadata, subjects, plan (pure);
 //! - [`crd`]: the `KeyValueBucket` resource, condition types and merging (pure);
 //! - [`reconcile`]: the reconcile pipeline: read → validate → plan → execute → status → report;
 //! - [`runtime`]: watches, predicate, sweeper, leader election;
@@ -33,6 +34,7 @@ pub mod http;
 pub mod metrics;
 pub mod nats;
 pub mod policy;
+pub mod pubsub;
 pub mod reconcile;
 pub mod runtime;
 pub mod secret_value;
