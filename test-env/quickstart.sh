@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-eval "$(test-env/setup.sh)"
+eval "$(test-env/setup.sh --quick-start)"
 state="$JKO_CACHE/quickstart"
 mkdir -p "$state"
 
