@@ -366,7 +366,10 @@ async fn floor(options: &Options, size: usize) -> (Value, Value) {
         (last_create - first_create).as_secs_f64(),
         (writes_done - first_create).as_secs_f64(),
         round(
-            d["apiserver"]["operator_writes"].as_f64().unwrap_or_default() / size as f64,
+            d["apiserver"]["operator_writes"]
+                .as_f64()
+                .unwrap_or_default()
+                / size as f64,
             2
         ),
     ));
@@ -388,7 +391,9 @@ async fn floor(options: &Options, size: usize) -> (Value, Value) {
         },
         "floor": d,
     });
-    progress(&format!("floor: size {size}: done; stopping its control plane"));
+    progress(&format!(
+        "floor: size {size}: done; stopping its control plane"
+    ));
     (value, machine)
 }
 
@@ -439,7 +444,9 @@ async fn operator_writes(client: &Client, recorder: &Recorder, component: Compon
         .await
         .unwrap_or_else(|e| panic!("floor: apply KeyValueBucket {ns}/{name}: {e}"));
     let generation = applied.metadata.generation;
-    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
     let condition = |type_: &str, reason: &str, message: String| {
         json!({"type": type_, "status": "True", "reason": reason, "message": message,
                "observedGeneration": generation, "lastTransitionTime": now})
@@ -1062,7 +1069,11 @@ async fn restart(env: &mut Env, size: usize) -> Value {
     let deadline = Duration::from_secs(120) + Duration::from_millis(50 * size as u64);
     // nats-server's JetStream API counter, sampled while the buckets are re-verified: the read
     // rate the restart puts on NATS.
-    let jsz_total = |env: &Env| env.nats.monitor("/jsz")["api"]["total"].as_f64().unwrap_or_default();
+    let jsz_total = |env: &Env| {
+        env.nats.monitor("/jsz")["api"]["total"]
+            .as_f64()
+            .unwrap_or_default()
+    };
     let mut samples: Vec<(f64, f64)> = vec![(0.0, before.jsz_api_total)];
     let mut last_sample = Instant::now();
     let verified = loop {
@@ -1098,7 +1109,8 @@ async fn restart(env: &mut Env, size: usize) -> Value {
             Some((n1 - n0) / (t1 - t0))
         })
         .fold(0.0, f64::max);
-    let reads_until_verified = samples.last().map(|s| s.1).unwrap_or_default() - before.jsz_api_total;
+    let reads_until_verified =
+        samples.last().map(|s| s.1).unwrap_or_default() - before.jsz_api_total;
     let mean_rate = verified
         .map(|v| v.saturating_sub(ready_after).as_secs_f64().max(0.001))
         .map(|window| reads_until_verified / window);
