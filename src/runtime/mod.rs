@@ -1,10 +1,11 @@
 //! The runtime around the reconciler: the watches of every scope and their predicate
-//! ([`watches`]), the sweeper of deleted Components ([`sweeper`]), leader election ([`leader`]),
+//! ([`watches`]), what their caches keep of each object ([`trim`]), the sweeper of deleted Components ([`sweeper`]), leader election ([`leader`]),
 //! and readiness once the caches are listed.
 
 mod connections;
 pub mod leader;
 mod sweeper;
+pub mod trim;
 mod watches;
 
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use futures::{StreamExt, future};
+use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PartialObjectMeta};
 use kube::core::DeserializeGuard;
@@ -15,7 +15,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource as _, ResourceExt as _};
 
 use super::sweeper::{self, Held};
-use super::{Config, Shared};
+use super::{Config, Shared, trim};
 use crate::crd::KeyValueBucket;
 use crate::dapr::Component;
 use crate::reconcile::index::Index;
@@ -57,11 +57,15 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
         index: index.clone(),
         metrics: metrics.clone(),
     };
+    // Listed page by page (500 a page, from the most recent state): a list "from any version"
+    // is served from the API server's cache in one piece, which at 100,000 Components is one
+    // response of every object whole. Each object is trimmed (`trim`) before it is cached.
     let component_stream = watcher(
         api::<DeserializeGuard<Component>>(&client, &scope),
-        watcher::Config::default().any_semantic(),
+        watcher::Config::default(),
     )
     .default_backoff()
+    .map_ok(|event| event.modify(trim::component))
     .reflect(components_writer)
     // A deleted Component gets no reconcile: let go of what we hold for it here.
     .inspect(move |event| {
@@ -83,9 +87,10 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
     };
     let kvb_cache = watcher(
         api::<KeyValueBucket>(&client, &scope),
-        watcher::Config::default().any_semantic(),
+        watcher::Config::default(),
     )
     .default_backoff()
+    .map_ok(|event| event.modify(trim::key_value_bucket))
     .reflect(kvbs_writer)
     .for_each(move |event| {
         if let Ok(event) = event {
@@ -100,9 +105,10 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
     let secret_stream = if config.watch_secrets {
         watcher(
             api::<PartialObjectMeta<Secret>>(&client, &scope),
-            watcher::Config::default().any_semantic(),
+            watcher::Config::default(),
         )
         .default_backoff()
+        .map_ok(|event| event.modify(trim::secret_meta))
         .touched_objects()
         .boxed()
     } else {
