@@ -16,6 +16,7 @@ local transient = {
   NatsUnavailable = true, NatsTimeout = true, NatsRequestFailed = true, JwtNotYetValid = true,
   BucketMissing = true, BucketCreateConflict = true, SecretReadFailed = true,
   DeletionPending = true,
+  QuorumLost = true, NoStreamLeader = true, JetStreamUnavailable = true, ReplicasNotCurrent = true,
 }
 
 -- Argo CD runs this script without Lua's standard libraries (no string.lower, no string.sub):
