@@ -27,11 +27,6 @@ pub enum Progress {
 /// What happened to the bucket. `facts` are the bucket's, as the status shows them.
 #[derive(Debug)]
 pub enum BucketStep {
-    /// Other Components ask different settings of this bucket: nothing was touched.
-    Conflict {
-        facts: Option<BucketStatus>,
-        others: Vec<String>,
-    },
     /// Created (or created again) by the operator.
     Created { facts: Option<BucketStatus> },
     /// Creating it failed.
@@ -97,14 +92,13 @@ pub async fn connect(
     Ok((client, live))
 }
 
-/// Connects, and brings the bucket to `settings` unless `conflicting` Components ask otherwise.
+/// Connects, and brings the bucket to `settings`.
 pub async fn execute(
     ctx: &Context,
     key: &str,
     store: &StoreConfig,
     settings: &BucketSettings,
     previously_managed: Option<bool>,
-    conflicting: Vec<String>,
 ) -> Progress {
     let (client, live) = match connect(ctx, key, store).await {
         Ok(c) => c,
@@ -113,33 +107,21 @@ pub async fn execute(
     let server = client.server_info();
     // The stream as shown: its name holds the bucket's, which may have come from a Secret.
     let shown_stream = bucket::stream_name(&store.shown_bucket);
-    let step = if conflicting.is_empty() {
-        let js = async_nats::jetstream::new(client.clone());
-        let target = Target {
-            ctx,
-            bucket: &Bucket::new(&js, &store.bucket),
-            desired: Desired {
-                bucket: &store.bucket,
-                owner: key,
-                settings,
-            },
-            previously_managed,
-            clustered: server.cluster.is_some(),
-            server: &server,
-            shown_stream: &shown_stream,
-        };
-        apply(&target, live).await
-    } else {
-        BucketStep::Conflict {
-            facts: live.as_ref().map(|i| {
-                let managed = bucket::is_managed_by(&i.config, key);
-                let mut facts = bucket::status_of(i, managed, Some(&server));
-                facts.stream = shown_stream.clone();
-                facts
-            }),
-            others: conflicting,
-        }
+    let js = async_nats::jetstream::new(client.clone());
+    let target = Target {
+        ctx,
+        bucket: &Bucket::new(&js, &store.bucket),
+        desired: Desired {
+            bucket: &store.bucket,
+            owner: key,
+            settings,
+        },
+        previously_managed,
+        clustered: server.cluster.is_some(),
+        server: &server,
+        shown_stream: &shown_stream,
     };
+    let step = apply(&target, live).await;
     Progress::Connected {
         version: crate::nats::remote_text(&server.version),
         step: Box::new(step),

@@ -95,7 +95,7 @@ pub async fn reconcile(
             // Two Components asking different things of one bucket cannot fight over it: only
             // the Component the operator created it for changes it (ownership is law, see
             // `bucket::plan`), so no other Component can block its owner.
-            Some(execute::execute(&ctx, &key, store, settings, managed, Vec::new()).await)
+            Some(execute::execute(&ctx, &key, store, settings, managed).await)
         }
         None => None,
     };

@@ -41,7 +41,6 @@ pub enum Reason {
     BucketMissing,
     NotAKeyValueBucket,
     BucketCreateConflict,
-    ConflictingComponents,
     ReplicasNotCurrent,
     DeletionPending,
     BucketCreated,
@@ -67,7 +66,6 @@ impl Reason {
             Self::BucketMissing => "BucketMissing",
             Self::NotAKeyValueBucket => "NotAKeyValueBucket",
             Self::BucketCreateConflict => "BucketCreateConflict",
-            Self::ConflictingComponents => "ConflictingComponents",
             Self::ReplicasNotCurrent => "ReplicasNotCurrent",
             Self::DeletionPending => "DeletionPending",
             Self::BucketCreated => "BucketCreated",
@@ -344,7 +342,6 @@ fn bucket_step(
     use ConditionType::{BucketAvailable, ConfigSynced};
     let found = |how: &str| format!("bucket {name} exists (stream {stream}){how}");
     match step {
-        BucketStep::Conflict { facts, others } => conflict(d, name, &found(""), facts, others),
         BucketStep::Created { facts } => created(d, name, stream, facts),
         BucketStep::CreateFailed(e) => d.fail(Problem::of(BucketAvailable, e)),
         BucketStep::Missing => d.fail(Problem::new(
@@ -442,29 +439,6 @@ fn bucket_step(
 
 const MANAGED: &str = "; managed by the operator";
 const IN_SYNC: &str = "bucket settings match the Component";
-
-/// Other Components ask different settings of the bucket: touch nothing until they agree.
-fn conflict(
-    mut d: Decision,
-    name: &str,
-    found: &str,
-    facts: &Option<BucketStatus>,
-    others: &[String],
-) -> Outcome {
-    if facts.is_some() {
-        d.bucket = facts.clone();
-        d.pass(ConditionType::BucketAvailable, Reason::BucketFound, found);
-    }
-    d.fail(Problem::new(
-        ConditionType::ConfigSynced,
-        Reason::ConflictingComponents.as_str(),
-        format!(
-            "{} also use(s) bucket {name} on the same server with different bucket settings; the operator changes nothing until the jetstreamkv.io/* bucket annotations of these Components agree, or they use different buckets",
-            others.join(", ")
-        ),
-        Retry::Resync,
-    ))
-}
 
 /// Created (or created again, after a deletion behind the operator's back).
 fn created(mut d: Decision, name: &str, stream: &str, facts: &Option<BucketStatus>) -> Outcome {

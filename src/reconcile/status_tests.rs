@@ -242,17 +242,6 @@ fn each_failure_class_gives_its_ready_reason_kstatus_retry_and_events() {
             expect(false, "DataLossRefused", Some(Stalled), Resync, &[]),
         ),
         (
-            "conflicting Components",
-            decide_valid(
-                connected(BucketStep::Conflict {
-                    facts: facts(true),
-                    others: vec!["other/c".into()],
-                }),
-                None,
-            ),
-            expect(false, "ConflictingComponents", Some(Stalled), Resync, &[]),
-        ),
-        (
             "lost the create race twice",
             decide_valid(connected(BucketStep::CreateConflict), None),
             expect(
