@@ -344,12 +344,7 @@ fn bucket_step(
     match step {
         BucketStep::Created { facts } => created(d, name, stream, facts),
         BucketStep::CreateFailed(e) => d.fail(Problem::of(BucketAvailable, e)),
-        BucketStep::Missing => d.fail(Problem::new(
-            BucketAvailable,
-            Reason::BucketMissing.as_str(),
-            format!("bucket {name} (stream {stream}) no longer exists; the operator only verified it, so it does not create it again: recreate it, or set jetstreamkv.io/on-existing: adopt and re-create the Component"),
-            Retry::Backoff,
-        )),
+        BucketStep::Missing => d.fail(missing(name, stream)),
         BucketStep::NotKeyValue(problem) => d.fail(Problem::new(
             BucketAvailable,
             Reason::NotAKeyValueBucket.as_str(),
@@ -419,14 +414,7 @@ fn bucket_step(
         } => {
             d.pass(BucketAvailable, Reason::BucketFound, found(MANAGED));
             d.bucket = facts.clone();
-            d.fail(Problem::new(
-                ConfigSynced,
-                Reason::ReplicasNotCurrent.as_str(),
-                format!(
-                    "{changes} of bucket {name} waits until every replica is current ({behind}): NATS keeps only the leader's copy when it scales down; retrying"
-                ),
-                Retry::Backoff,
-            ))
+            d.fail(scale_down_waits(name, changes, behind))
         }
         BucketStep::CreateConflict => d.fail(Problem::new(
             BucketAvailable,
@@ -435,6 +423,30 @@ fn bucket_step(
             Retry::Backoff,
         )),
     }
+}
+
+/// A bucket the operator only verified is gone: it is not created again behind the user's back.
+fn missing(name: &str, stream: &str) -> Problem {
+    Problem::new(
+        ConditionType::BucketAvailable,
+        Reason::BucketMissing.as_str(),
+        format!(
+            "bucket {name} (stream {stream}) no longer exists; the operator only verified it, so it does not create it again: recreate it, or set jetstreamkv.io/on-existing: adopt and re-create the Component"
+        ),
+        Retry::Backoff,
+    )
+}
+
+/// A scale-down waits for every replica to be current: NATS keeps only the leader's copy.
+fn scale_down_waits(name: &str, changes: &str, behind: &str) -> Problem {
+    Problem::new(
+        ConditionType::ConfigSynced,
+        Reason::ReplicasNotCurrent.as_str(),
+        format!(
+            "{changes} of bucket {name} waits until every replica is current ({behind}): NATS keeps only the leader's copy when it scales down; retrying"
+        ),
+        Retry::Backoff,
+    )
 }
 
 const MANAGED: &str = "; managed by the operator";
