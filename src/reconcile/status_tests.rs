@@ -236,6 +236,7 @@ fn each_failure_class_gives_its_ready_reason_kstatus_retry_and_events() {
                     facts: facts(true),
                     reason: BlockReason::DataLossRefused,
                     changes: change(),
+                    why: String::new(),
                 }),
                 None,
             ),
