@@ -12,7 +12,7 @@ use kube::Api;
 use kube::api::DeleteParams;
 use support::{
     ComponentManifest, RESYNC, TestNamespace, control_plane, nats, operator, unique_bucket,
-    wait_condition, wait_kvb,
+    wait_condition, wait_event, wait_kvb,
 };
 
 const READY: Duration = Duration::from_secs(60);
@@ -64,40 +64,6 @@ async fn history(bucket: &str) -> Vec<(String, String)> {
     out
 }
 
-async fn events_of(ns: &str, name: &str) -> Vec<(String, String)> {
-    let out = control_plane()
-        .kubectl(
-            &[
-                "-n",
-                ns,
-                "get",
-                "events",
-                "--field-selector",
-                &format!("involvedObject.name={name}"),
-                "-o",
-                "json",
-            ],
-            None,
-        )
-        .unwrap();
-    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
-    list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["reason"].as_str().unwrap_or_default().to_string(),
-                e["message"]
-                    .as_str()
-                    .or(e["note"].as_str())
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        })
-        .collect()
-}
-
 /// Waits until a Component is gone (its deletion finished).
 async fn wait_gone(components: &Api<Component>, name: &str, what: &str) {
     support::eventually(
@@ -124,22 +90,6 @@ async fn wait_finalizer(components: &Api<Component>, name: &str) {
         async || format!("{:?}", components.get_opt(name).await),
     )
     .await;
-}
-
-async fn wait_event(ns: &str, name: &str, reason: &str) -> String {
-    support::eventually(
-        READY,
-        &format!("a {reason} Event on component/{name}"),
-        || async {
-            events_of(ns, name)
-                .await
-                .into_iter()
-                .find(|(r, _)| r == reason)
-                .map(|(_, m)| m)
-        },
-        async || support::describe(ns, "component", name),
-    )
-    .await
 }
 
 #[tokio::test]
