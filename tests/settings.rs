@@ -12,23 +12,11 @@ use futures::StreamExt;
 use jetstream_kv_operator::crd::{KeyValueBucket, RepublishConfig};
 use kube::Api;
 use support::{
-    ComponentManifest, RESYNC, TestNamespace, control_plane, nats, operator, stream_info,
-    unique_bucket, wait_condition, wait_event_mentioning, wait_kvb,
+    RESYNC, TestNamespace, control_plane, nats, operator, store_yaml, stream_info, unique_bucket,
+    wait_condition, wait_event_mentioning, wait_kvb,
 };
 
 const READY: Duration = Duration::from_secs(60);
-
-fn component(
-    ns: &str,
-    name: &str,
-    url: &str,
-    bucket: &str,
-    annotations: &[(&str, &str)],
-) -> String {
-    ComponentManifest::store(ns, name, url, bucket)
-        .settings(annotations)
-        .yaml()
-}
 
 async fn kvb(client: &kube::Client, ns: &str, name: &str) -> KeyValueBucket {
     Api::<KeyValueBucket>::namespaced(client.clone(), ns)
@@ -78,7 +66,7 @@ async fn per_key_ttl_is_created_changed_drift_restored_and_never_turned_off() {
     let url = server.url();
     let bucket = unique_bucket("sessions");
     let apply = |ttl: &str| {
-        control_plane().apply(&component(
+        control_plane().apply(&store_yaml(
             &ns.name,
             "sessions",
             &url,
@@ -202,7 +190,7 @@ async fn stream_metadata_is_kept_exactly_and_never_overwrites_the_owner() {
     let url = nats().url();
     let bucket = unique_bucket("labelled");
     let apply = |metadata: &str| {
-        control_plane().apply(&component(
+        control_plane().apply(&store_yaml(
             &ns.name,
             "labelled",
             &url,
@@ -298,7 +286,7 @@ async fn stream_metadata_is_kept_exactly_and_never_overwrites_the_owner() {
     })
     .await;
     let verify = |metadata: &str| {
-        control_plane().apply(&component(
+        control_plane().apply(&store_yaml(
             &ns.name,
             "verifier",
             &url,
@@ -348,7 +336,7 @@ async fn republish_is_created_changed_checked_and_removed() {
     let bucket = unique_bucket("feed");
     let destination = format!("changes.{bucket}.>");
     let apply = |annotations: &[(&str, &str)]| {
-        control_plane().apply(&component(&ns.name, "feed", &url, &bucket, annotations))
+        control_plane().apply(&store_yaml(&ns.name, "feed", &url, &bucket, annotations))
     };
     let nc = async_nats::connect(url.as_str()).await.expect("connect");
     let mut feed = nc

@@ -156,6 +156,20 @@ pub fn secret_item(name: &str, secret: &str, key: Option<&str>) -> Value {
     }
 }
 
+/// The YAML of a `state.jetstream` Component with bucket settings (`("history", "5")` is the
+/// annotation `jetstreamkv.io/history: "5"`).
+pub fn store_yaml(
+    namespace: &str,
+    name: &str,
+    nats_url: &str,
+    bucket: &str,
+    settings: &[(&str, &str)],
+) -> String {
+    ComponentManifest::store(namespace, name, nats_url, bucket)
+        .settings(settings)
+        .yaml()
+}
+
 /// A bucket name no other test uses.
 pub fn unique_bucket(prefix: &str) -> String {
     format!("{prefix}_{}", random_suffix())

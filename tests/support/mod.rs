@@ -25,8 +25,8 @@ use kube::{Client, Config};
 pub use controlplane::ControlPlane;
 #[allow(unused_imports)] // each test binary uses a different part
 pub use fixtures::{
-    ComponentManifest, history, per_key_ttl_behaves_as_documented, revisions, seed, stream_info,
-    unique_bucket,
+    ComponentManifest, history, per_key_ttl_behaves_as_documented, revisions, seed, store_yaml,
+    stream_info, unique_bucket,
 };
 
 /// The repository root.
