@@ -47,13 +47,6 @@ fn peers(info: &stream::Info) -> (String, BTreeSet<String>) {
     (leader, others)
 }
 
-async fn kvb(client: &kube::Client, ns: &str, name: &str) -> KeyValueBucket {
-    Api::<KeyValueBucket>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .expect("get kvb")
-}
-
 /// Waits until `check` accepts the KeyValueBucket; returns it.
 async fn wait_kvb_where(
     client: &kube::Client,
@@ -256,7 +249,7 @@ async fn r3_buckets_take_per_key_ttl_metadata_and_republish() {
         config.republish.expect("republish").destination,
         destination
     );
-    let shown = kvb(&client, &ns.name, "r3settings").await;
+    let shown = support::kvb(&client, &ns.name, "r3settings").await;
     assert_eq!(
         Some(shown.status.unwrap().bucket.unwrap().config),
         shown.spec.config,
@@ -355,7 +348,7 @@ async fn placement_tags_are_honoured() {
         .map(String::from)
         .collect();
     assert_eq!(on, ssd_nodes, "disk:ssd is nodes 1 and 2");
-    let kvb = kvb(&client, &ns.name, "zone2").await;
+    let kvb = support::kvb(&client, &ns.name, "zone2").await;
     let shown = kvb.status.unwrap().bucket.unwrap().cluster.unwrap();
     assert_eq!(shown.leader.as_deref(), Some(cluster.node_name(1)));
 }

@@ -9,21 +9,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use jetstream_kv_operator::crd::{KeyValueBucket, RepublishConfig};
-use kube::Api;
+use jetstream_kv_operator::crd::RepublishConfig;
 use support::{
     RESYNC, TestNamespace, control_plane, nats, operator, store_yaml, stream_info, unique_bucket,
     wait_condition, wait_event_mentioning, wait_kvb,
 };
 
 const READY: Duration = Duration::from_secs(60);
-
-async fn kvb(client: &kube::Client, ns: &str, name: &str) -> KeyValueBucket {
-    Api::<KeyValueBucket>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .expect("get kvb")
-}
 
 /// Waits until the bucket's stream config satisfies `check`.
 async fn wait_stream(
@@ -82,7 +74,7 @@ async fn per_key_ttl_is_created_changed_drift_restored_and_never_turned_off() {
         config.subject_delete_marker_ttl,
         Some(Duration::from_secs(2))
     );
-    let shown = kvb(&client, &ns.name, "sessions").await;
+    let shown = support::kvb(&client, &ns.name, "sessions").await;
     assert_eq!(
         shown
             .spec
@@ -213,7 +205,7 @@ async fn stream_metadata_is_kept_exactly_and_never_overwrites_the_owner() {
         BTreeMap::from([("team".into(), "shop".into())])
     );
     assert_eq!(live["jetstreamkv.io/component"], owner);
-    let shown = kvb(&client, &ns.name, "labelled").await;
+    let shown = support::kvb(&client, &ns.name, "labelled").await;
     assert_eq!(
         shown.status.unwrap().bucket.unwrap().config.metadata,
         BTreeMap::from([("team".into(), "shop".into())])
@@ -366,7 +358,7 @@ async fn republish_is_created_changed_checked_and_removed() {
         (republish.source.as_str(), republish.destination.as_str()),
         (format!("$KV.{bucket}.>").as_str(), destination.as_str())
     );
-    let shown = kvb(&client, &ns.name, "feed").await;
+    let shown = support::kvb(&client, &ns.name, "feed").await;
     let want = RepublishConfig {
         source: None,
         destination: destination.clone(),

@@ -227,6 +227,18 @@ pub fn wait_kvb_of(
     }
 }
 
+/// The KeyValueBucket `name` as it is now.
+pub async fn kvb(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> jetstream_kv_operator::crd::KeyValueBucket {
+    Api::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("get kvb/{name}: {e}"))
+}
+
 /// A JetStream context on a NATS URL, for checking buckets as Dapr would see them.
 /// `url` may list several servers (a cluster's), comma-separated: the client goes to whichever
 /// is up.
