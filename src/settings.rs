@@ -770,7 +770,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// A value for an error message: cut when long, since annotations can hold kilobytes.
-fn shorten(value: &str) -> String {
+pub(crate) fn shorten(value: &str) -> String {
     match value.char_indices().nth(MAX_SHOWN_VALUE) {
         Some((cut, _)) => format!("{}...", &value[..cut]),
         None => value.to_owned(),

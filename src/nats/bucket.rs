@@ -255,7 +255,7 @@ pub fn check_republish(bucket: &str, s: &mut BucketSettings) -> Result<(), Setti
     let invalid =
         |setting: Setting, value: &str, expected: String| SettingsError::InvalidAnnotation {
             annotation: setting.annotation().to_owned(),
-            value: value.chars().take(80).collect(),
+            value: crate::settings::shorten(value),
             expected,
         };
     if !crate::pubsub::subjects::covers(&keys, &source) {
