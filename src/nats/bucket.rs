@@ -3,13 +3,12 @@
 //! [`plan`] decides (pure: the live stream, the desired settings, the policy) and returns a value
 //! tests can assert on; [`Bucket`] does the few NATS requests a plan needs.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
 use super::NatsError;
-use std::collections::BTreeMap;
-
 use crate::crd::{BucketConfig, BucketStatus, RepublishConfig};
 use crate::failure::{Failure, Retry};
 use crate::settings::{
