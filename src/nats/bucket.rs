@@ -509,7 +509,7 @@ pub fn why_unsupported(changes: &[Change], server: &ServerFacts) -> String {
 
 /// Why a stream is not a KV bucket Dapr can bind to, if it is not.
 fn kv_problem(bucket: &str, live: &stream::Config) -> Option<String> {
-    let subject = format!("$KV.{bucket}.>");
+    let subject = all_keys(bucket);
     if !live.subjects.contains(&subject) {
         return Some(format!(
             "stream {} exists but does not hold the subjects {subject}: it is not a KV bucket; use another bucket name or recreate it with `nats kv add {bucket}`",
