@@ -104,6 +104,7 @@ pub fn validate(component: &Component, values: Values<'_>, now_unix: i64) -> Val
     let Ok(entries) = entries else {
         return out;
     };
+    let is_offline = matches!(values, Values::Offline);
     // Each entry's value: known (inline, or read), or unknown offline (then a placeholder).
     let known: Vec<(String, Option<SecretValue>)> = match values {
         Values::Read(Ok(read)) => read
@@ -136,6 +137,20 @@ pub fn validate(component: &Component, values: Values<'_>, now_unix: i64) -> Val
         Err(e) => out.problem(CredentialsResolved, &e),
         Ok(store) if out.clean() => out.store = Some(store),
         Ok(_) => {}
+    }
+    // The republish subjects are checked against the bucket, once it is known.
+    if let (Some(settings), Some(store)) = (out.settings.as_mut(), out.store.as_ref())
+        && settings.republish_destination.is_some()
+    {
+        if is_offline && origin("bucket").is_some() {
+            out.findings.notes.push(
+                "the bucket name comes from a Secret, so only the operator checks the republish \
+                 subjects against it (the source within $KV.<bucket>.>, the destination outside)"
+                    .to_owned(),
+            );
+        } else if let Err(e) = crate::nats::bucket::check_republish(&store.bucket, settings) {
+            out.problem(ConfigSynced, &e);
+        }
     }
     // The credential checks do not depend on the store's other items: run them whenever both
     // values are known and usable, so that a broken bucket name does not hide a broken JWT.
@@ -353,5 +368,41 @@ mod tests {
         );
         assert_eq!(v.findings.problems[1].retry, Retry::Backoff);
         assert!(v.settings.is_none() && v.store.is_none());
+    }
+
+    #[test]
+    fn republish_subjects_are_checked_against_the_bucket_everywhere() {
+        let inline =
+            "  - name: natsURL\n    value: nats://nats:4222\n  - name: bucket\n    value: orders\n";
+        let loop_ = "jetstreamkv.io/republish-destination: \"$KV.orders.copy.>\"";
+        let found = check_component(&component(inline, loop_), NOW);
+        let reasons: Vec<_> = found.problems.iter().map(|p| p.reason.as_str()).collect();
+        assert_eq!(reasons, ["InvalidAnnotation"]);
+        assert_eq!(found.problems[0].condition, ConditionType::ConfigSynced);
+        assert!(found.problems[0].message.contains("in a loop"));
+        // The reconciler agrees, with the values it read.
+        let values = read(&[("natsURL", "nats://nats:4222"), ("bucket", "orders")]);
+        let v = validate(&component(inline, loop_), Values::Read(&values), NOW);
+        assert!(v.valid().is_none());
+        assert_eq!(v.first_problem().unwrap().reason, "InvalidAnnotation");
+
+        let fine = "jetstreamkv.io/republish-destination: \"changes.>\", \
+                    jetstreamkv.io/republish-source: \"$KV.orders.>\"";
+        let v = validate(&component(inline, fine), Values::Read(&values), NOW);
+        let (_, settings) = v.valid().expect("valid");
+        assert_eq!(settings.republish_source, None, "every key, normalised");
+
+        // A bucket from a Secret: offline, a note instead of a guess.
+        let from_secret = "  - name: natsURL\n    value: nats://nats:4222\n  - name: bucket\n    \
+                           secretKeyRef: {name: s, key: bucket}\n";
+        let found = check_component(&component(from_secret, loop_), NOW);
+        assert!(found.problems.is_empty(), "{found:?}");
+        assert!(
+            found.notes.iter().any(|n| n.contains("republish")),
+            "{found:?}"
+        );
+        let values = read(&[("natsURL", "nats://nats:4222"), ("bucket", "orders")]);
+        let v = validate(&component(from_secret, loop_), Values::Read(&values), NOW);
+        assert_eq!(v.first_problem().unwrap().reason, "InvalidAnnotation");
     }
 }

@@ -393,13 +393,14 @@ fn bucket_step(
             facts,
             reason,
             changes,
+            why,
         } => {
             d.pass(BucketAvailable, Reason::BucketFound, found(""));
             d.bucket = facts.clone();
             d.fail(Problem::new(
                 ConfigSynced,
                 reason.reason(),
-                blocked_message(*reason, name, changes),
+                blocked_message(*reason, name, changes, why),
                 reason.retry(),
             ))
         }
@@ -496,7 +497,7 @@ fn update_event(name: &str, changes: &str, adopt: bool, drift: bool) -> Note {
     }
 }
 
-fn blocked_message(reason: bucket::BlockReason, name: &str, what: &str) -> String {
+fn blocked_message(reason: bucket::BlockReason, name: &str, what: &str, why: &str) -> String {
     match reason {
         bucket::BlockReason::ConfigMismatch => format!(
             "bucket {name} was not created by the operator and differs from the Component: {what}; the operator only verifies it: change the annotations, fix the bucket, or set jetstreamkv.io/on-existing: adopt"
@@ -505,11 +506,11 @@ fn blocked_message(reason: bucket::BlockReason, name: &str, what: &str) -> Strin
             "refused to apply {what} to bucket {name}: it would discard stored data; set jetstreamkv.io/allow-data-loss: \"true\" to apply it"
         ),
         bucket::BlockReason::ImmutableFieldChanged => format!(
-            "cannot change {what} of bucket {name}: NATS cannot change it on an existing bucket; revert the annotation, or move the data to a new bucket"
+            "cannot change {what} of bucket {name}: NATS cannot change it on an existing bucket (storage is fixed when it is created; per-key TTL, once on, stays on); revert the annotation, or move the data to a new bucket"
         ),
-        bucket::BlockReason::UnsupportedByServer => format!(
-            "cannot apply {what} to bucket {name}: the server is not clustered; use replicas 1"
-        ),
+        bucket::BlockReason::UnsupportedByServer => {
+            format!("cannot apply {what} to bucket {name}: {why}")
+        }
         bucket::BlockReason::OwnedElsewhere => format!(
             "bucket {name} was created by the operator for another Component, so this one only verifies it: it is never adopted, changed, purged or deleted on this Component's behalf{}; use a bucket of this Component's own, or remove jetstreamkv.io/on-existing: adopt and the differing bucket annotations",
             if what.is_empty() {

@@ -206,6 +206,29 @@ fn each_failure_class_gives_its_ready_reason_kstatus_retry_and_events() {
             expect(false, "JetStreamDisabled", Some(Stalled), Backoff, &[]),
         ),
         (
+            "the server cannot create the bucket as asked (per-key TTL on nats-server 2.10)",
+            decide_valid(
+                connected(BucketStep::CreateFailed(NatsError::UnsupportedByServer {
+                    detail: "jetstreamkv.io/limit-marker-ttl needs nats-server 2.11.0".into(),
+                })),
+                None,
+            ),
+            expect(false, "UnsupportedByServer", Some(Stalled), Backoff, &[]),
+        ),
+        (
+            "blocked: the server cannot apply it",
+            decide_valid(
+                connected(BucketStep::Blocked {
+                    facts: facts(true),
+                    reason: BlockReason::UnsupportedByServer,
+                    changes: change(),
+                    why: "the server is not clustered; use replicas 1".into(),
+                }),
+                None,
+            ),
+            expect(false, "UnsupportedByServer", Some(Stalled), Resync, &[]),
+        ),
+        (
             "a verified bucket went missing",
             decide_valid(connected(BucketStep::Missing), None),
             expect(false, "BucketMissing", Some(Reconciling), Backoff, &[]),
@@ -236,6 +259,7 @@ fn each_failure_class_gives_its_ready_reason_kstatus_retry_and_events() {
                     facts: facts(true),
                     reason: BlockReason::DataLossRefused,
                     changes: change(),
+                    why: String::new(),
                 }),
                 None,
             ),
@@ -500,5 +524,30 @@ fn a_pending_deletion_keeps_the_finalizer_and_the_spec() {
         ready.message.contains("NatsUnavailable"),
         "{}",
         ready.message
+    );
+}
+
+#[test]
+fn a_refusal_says_why_the_server_cannot_and_what_cannot_change() {
+    let why = "turning per-key TTL on for an existing bucket needs nats-server 2.11.2 or later";
+    let message = blocked_message(
+        BlockReason::UnsupportedByServer,
+        "orders",
+        "limitMarkerTtl none -> 30s",
+        why,
+    );
+    assert!(
+        message.contains("limitMarkerTtl none -> 30s") && message.contains(why),
+        "{message}"
+    );
+    let message = blocked_message(
+        BlockReason::ImmutableFieldChanged,
+        "orders",
+        "limitMarkerTtl 30s -> none",
+        "",
+    );
+    assert!(
+        message.contains("per-key TTL, once on, stays on"),
+        "{message}"
     );
 }
