@@ -82,6 +82,11 @@ pub enum PubsubError {
     )]
     WorkQueueRefused,
 
+    /// An annotation a stream shares with a bucket (storage, replicas, max-bytes, policies) is
+    /// not valid, or a `jetstreamkv.io/` annotation is not known.
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
+
     /// A stream annotation has a value that cannot be used.
     #[error("annotation {annotation} {value:?} is not valid: {expected}")]
     InvalidAnnotation {
@@ -108,6 +113,7 @@ impl Failure for PubsubError {
             Self::Subject(SubjectError::TooMany { .. }) => "TooManySubjects",
             Self::WorkQueueRefused => "WorkQueueRefused",
             Self::InvalidAnnotation { .. } => "InvalidAnnotation",
+            Self::Settings(e) => e.reason(),
         }
     }
 
