@@ -21,6 +21,8 @@ use crate::crd::ConditionType;
 use crate::dapr::store::{POD_TEMPLATES, StoreConfig, store_config_with_origins};
 use crate::dapr::{Component, MetadataEntry, ValueSource, parse_metadata};
 use crate::failure::{Failure, Problem};
+use crate::pubsub::stream::{StreamSettings, stream_settings};
+use crate::pubsub::{PubsubConfig, pubsub_config_with_origins};
 use crate::secret_value::SecretValue;
 use crate::secrets::SecretError;
 use crate::settings::{BucketSettings, from_annotations};
@@ -104,24 +106,53 @@ pub fn validate(component: &Component, values: Values<'_>, now_unix: i64) -> Val
     let Ok(entries) = entries else {
         return out;
     };
-    // Each entry's value: known (inline, or read), or unknown offline (then a placeholder).
+    let Some((known, values)) = entry_values(&entries, values, &mut out.findings) else {
+        return out;
+    };
+    match store_config_with_origins(&values, origin_in(&entries)) {
+        Err(e) => out.problem(CredentialsResolved, &e),
+        Ok(store) if out.clean() => out.store = Some(store),
+        Ok(_) => {}
+    }
+    check_credentials(&known, now_unix, &mut out.findings);
+    out
+}
+
+/// Each metadata entry's value, known (inline, or read) or unknown offline (then a placeholder
+/// that passes the checks of its item, and a note); None when a Secret could not be read (a
+/// problem then says why).
+fn entry_values(
+    entries: &[MetadataEntry],
+    values: Values<'_>,
+    findings: &mut ComponentFindings,
+) -> Option<(
+    Vec<(String, Option<SecretValue>)>,
+    Vec<(String, SecretValue)>,
+)> {
     let known: Vec<(String, Option<SecretValue>)> = match values {
         Values::Read(Ok(read)) => read
             .iter()
             .map(|(n, v)| (n.clone(), Some(v.clone())))
             .collect(),
         Values::Read(Err(e)) => {
-            out.problem(CredentialsResolved, e);
-            return out;
+            findings
+                .problems
+                .push(Problem::of(ConditionType::CredentialsResolved, e));
+            return None;
         }
-        Values::Offline => entries.iter().map(|e| offline(e, &mut out)).collect(),
+        Values::Offline => entries.iter().map(|e| offline(e, findings)).collect(),
     };
-    let values: Vec<(String, SecretValue)> = known
+    let values = known
         .iter()
         .map(|(name, v)| (name.clone(), v.clone().unwrap_or_else(|| placeholder(name))))
         .collect();
-    // A natsURL or bucket read from a Secret is shown as where it came from, never as itself.
-    let origin = |item: &str| {
+    Some((known, values))
+}
+
+/// Where an item's value came from, when it must be shown instead of the value: a natsURL or
+/// bucket read from a Secret is shown as its origin, never as itself.
+fn origin_in(entries: &[MetadataEntry]) -> impl Fn(&str) -> Option<String> + '_ {
+    move |item: &str| {
         entries
             .iter()
             .find(|e| e.name == item)
@@ -131,14 +162,16 @@ pub fn validate(component: &Component, values: Values<'_>, now_unix: i64) -> Val
                 }
                 ValueSource::Inline(_) => None,
             })
-    };
-    match store_config_with_origins(&values, origin) {
-        Err(e) => out.problem(CredentialsResolved, &e),
-        Ok(store) if out.clean() => out.store = Some(store),
-        Ok(_) => {}
     }
-    // The credential checks do not depend on the store's other items: run them whenever both
-    // values are known and usable, so that a broken bucket name does not hide a broken JWT.
+}
+
+/// The NATS user credential checks. They do not depend on the other items: run them whenever
+/// both values are known and usable, so that a broken bucket name does not hide a broken JWT.
+fn check_credentials(
+    known: &[(String, Option<SecretValue>)],
+    now_unix: i64,
+    findings: &mut ComponentFindings,
+) {
     let find = |wanted: &str| {
         known
             .iter()
@@ -148,16 +181,77 @@ pub fn validate(component: &Component, values: Values<'_>, now_unix: i64) -> Val
     match (find("jwt"), find("seedKey")) {
         (Some(Some(jwt)), Some(Some(seed))) if usable(jwt) && usable(seed) => {
             if let Err(e) = crate::credentials::check_user_credentials(jwt, seed, now_unix) {
-                out.problem(CredentialsResolved, &e);
+                findings
+                    .problems
+                    .push(Problem::of(ConditionType::CredentialsResolved, &e));
             }
         }
-        (Some(None), Some(_)) | (Some(_), Some(None)) => out.findings.notes.push(
+        (Some(None), Some(_)) | (Some(_), Some(None)) => findings.notes.push(
             "the user JWT and seed are not both inline, so only the operator checks them \
              (decoded, a user JWT, not expired, the seed matching it)"
                 .to_owned(),
         ),
         _ => {}
     }
+}
+
+/// What validation makes of a `pubsub.jetstream` Component.
+#[derive(Clone, Debug, Default)]
+pub struct PubsubValidation {
+    /// Problems and notes.
+    pub findings: ComponentFindings,
+    /// The stream settings, when the annotations passed.
+    pub settings: Option<StreamSettings>,
+    /// The pub/sub's config, when every step up to it passed.
+    pub config: Option<PubsubConfig>,
+}
+
+impl PubsubValidation {
+    /// The config and settings, when nothing is wrong.
+    pub fn valid(&self) -> Option<(&PubsubConfig, &StreamSettings)> {
+        match (&self.config, &self.settings) {
+            (Some(c), Some(s)) if self.findings.problems.is_empty() => Some((c, s)),
+            _ => None,
+        }
+    }
+}
+
+/// The same pipeline for a `pubsub.jetstream` Component: Dapr's metadata rules, the stream
+/// annotations, the Secret values, the pub/sub's own checks (natsURL and credentials with the
+/// state store's rules) and the NATS user credential checks.
+pub fn validate_pubsub(
+    component: &Component,
+    values: Values<'_>,
+    now_unix: i64,
+) -> PubsubValidation {
+    use ConditionType::{ConfigSynced, CredentialsResolved};
+    let mut out = PubsubValidation::default();
+    let entries = parse_metadata(component);
+    if let Err(e) = &entries {
+        out.findings
+            .problems
+            .push(Problem::of(CredentialsResolved, e));
+    }
+    match stream_settings(component.annotations()) {
+        Err(e) => out.findings.problems.push(Problem::of(ConfigSynced, &e)),
+        Ok(settings) if out.findings.problems.is_empty() => out.settings = Some(settings),
+        Ok(_) => {}
+    }
+    let Ok(entries) = entries else {
+        return out;
+    };
+    let Some((known, values)) = entry_values(&entries, values, &mut out.findings) else {
+        return out;
+    };
+    match pubsub_config_with_origins(&values, origin_in(&entries)) {
+        Err(e) => out
+            .findings
+            .problems
+            .push(Problem::of(CredentialsResolved, &e)),
+        Ok(config) if out.findings.problems.is_empty() => out.config = Some(config),
+        Ok(_) => {}
+    }
+    check_credentials(&known, now_unix, &mut out.findings);
     out
 }
 
@@ -172,12 +266,52 @@ pub fn check_server_policy(
     let Some(store) = &validation.store else {
         return;
     };
-    let namespace = component.namespace().unwrap_or_default();
     let has_credentials = store.auth != crate::dapr::NatsAuth::None;
-    let crate::policy::Decision::NotAllowed(why) =
-        decide(&namespace, store.servers.expose(), has_credentials)
-    else {
+    if let Some(problem) = server_policy_problem(
+        component,
+        &store.servers,
+        &store.redacted_servers,
+        has_credentials,
+        decide,
+    ) {
+        validation.findings.problems.push(problem);
+    }
+}
+
+/// [`check_server_policy`] for a `pubsub.jetstream` Component.
+pub fn check_pubsub_server_policy(
+    validation: &mut PubsubValidation,
+    component: &Component,
+    decide: impl FnOnce(&str, &str, bool) -> crate::policy::Decision,
+) {
+    let Some(config) = &validation.config else {
         return;
+    };
+    let has_credentials = config.auth != crate::dapr::NatsAuth::None;
+    if let Some(problem) = server_policy_problem(
+        component,
+        &config.servers,
+        &config.redacted_servers,
+        has_credentials,
+        decide,
+    ) {
+        validation.findings.problems.push(problem);
+    }
+}
+
+/// The `ServerNotAllowed` problem, when no NatsServerPolicy allows the servers.
+fn server_policy_problem(
+    component: &Component,
+    servers: &SecretValue,
+    redacted_servers: &[String],
+    has_credentials: bool,
+    decide: impl FnOnce(&str, &str, bool) -> crate::policy::Decision,
+) -> Option<Problem> {
+    let namespace = component.namespace().unwrap_or_default();
+    let crate::policy::Decision::NotAllowed(why) =
+        decide(&namespace, servers.expose(), has_credentials)
+    else {
+        return None;
     };
     // The first natsURL item counts (Dapr's rule), whatever its case: when it came from a
     // Secret, the refusal (which names the server) is not shown.
@@ -190,25 +324,28 @@ pub fn check_server_policy(
     let message = if from_secret {
         format!(
             "the natsURL from {} names a NATS server that no NatsServerPolicy allows for namespace {namespace}; use an allowed server or ask the cluster admin to allow it",
-            store.redacted_servers.join(",")
+            redacted_servers.join(",")
         )
     } else {
         why
     };
-    validation.findings.problems.push(Problem::new(
+    Some(Problem::new(
         ConditionType::Connected,
         "ServerNotAllowed",
         message,
         crate::failure::Retry::Resync,
-    ));
+    ))
 }
 
 /// Offline, an inline value is known and a Secret's is not (a note says so).
-fn offline(entry: &MetadataEntry, out: &mut Validation) -> (String, Option<SecretValue>) {
+fn offline(
+    entry: &MetadataEntry,
+    findings: &mut ComponentFindings,
+) -> (String, Option<SecretValue>) {
     match &entry.source {
         ValueSource::Inline(value) => (entry.name.clone(), Some(value.clone())),
         ValueSource::Secret { name, key } => {
-            out.findings.notes.push(format!(
+            findings.notes.push(format!(
                 "metadata item {:?} comes from key {key:?} of Secret {name:?}, which is not read \
                  offline: the Secret must exist in the Component's namespace and the key must \
                  hold a valid, non-empty value",
@@ -236,20 +373,23 @@ fn placeholder(name: &str) -> SecretValue {
     SecretValue::new(value)
 }
 
-/// Runs the pipeline offline on one `state.jetstream` Component at time `now_unix`: what `check`
+/// Runs the pipeline offline on one `state.jetstream` or `pubsub.jetstream` Component at time `now_unix`: what `check`
 /// and the webhook report.
 pub fn check_component(component: &Component, now_unix: i64) -> ComponentFindings {
+    if component.is_jetstream_pubsub() {
+        return validate_pubsub(component, Values::Offline, now_unix).findings;
+    }
     validate(component, Values::Offline, now_unix).findings
 }
 
 /// What the checks make of one object, given as the JSON the API server serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ObjectCheck {
-    /// Not a Dapr Component of type `state.jetstream`: not the operator's business.
+    /// Not a Dapr Component of type `state.jetstream` or `pubsub.jetstream`: not the operator's business.
     NotOurs,
     /// A `dapr.io/v1alpha1` Component whose shape cannot be read, and why.
     Unreadable(String),
-    /// A `state.jetstream` Component, checked.
+    /// A `state.jetstream` or `pubsub.jetstream` Component, checked.
     Checked(ComponentFindings),
 }
 
@@ -262,9 +402,7 @@ pub fn check_object(object: &serde_json::Value, now_unix: i64) -> ObjectCheck {
     }
     match Component::deserialize(object) {
         Err(e) => ObjectCheck::Unreadable(e.to_string()),
-        Ok(c) if c.is_jetstream_state_store() => {
-            ObjectCheck::Checked(check_component(&c, now_unix))
-        }
+        Ok(c) if c.is_ours() => ObjectCheck::Checked(check_component(&c, now_unix)),
         Ok(_) => ObjectCheck::NotOurs,
     }
 }

@@ -142,7 +142,10 @@ pub fn store_config_with_origins(
 }
 
 /// A metadata item by name (case-insensitive, the first one counts), with its name as written.
-fn item<'a>(values: &'a [(String, SecretValue)], wanted: &str) -> Option<(&'a str, &'a SecretValue)> {
+fn item<'a>(
+    values: &'a [(String, SecretValue)],
+    wanted: &str,
+) -> Option<(&'a str, &'a SecretValue)> {
     values
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
@@ -183,7 +186,11 @@ pub(crate) fn user_auth(
     values: &[(String, SecretValue)],
     has_userinfo: bool,
 ) -> Result<NatsAuth, ComponentError> {
-    let present = |wanted| item(values, wanted).map(|(_, v)| v).filter(|v| !v.is_empty());
+    let present = |wanted| {
+        item(values, wanted)
+            .map(|(_, v)| v)
+            .filter(|v| !v.is_empty())
+    };
     Ok(match (present("jwt"), present("seedKey")) {
         (Some(jwt), Some(seed)) => NatsAuth::Jwt {
             jwt: jwt.clone(),

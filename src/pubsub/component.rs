@@ -381,7 +381,10 @@ mod tests {
         let c = config(&[("natsURL", "nats://u:secret@a:4222, nats://b:4222")]).unwrap();
         assert_eq!(
             c.redacted_servers,
-            ["nats://***@a:4222", "#2 (not shown: natsURL holds credentials)"]
+            [
+                "nats://***@a:4222",
+                "#2 (not shown: natsURL holds credentials)"
+            ]
         );
         let c = config(&[("natsURL", "nats://u:secret@a:4222")]).unwrap();
         assert_eq!(c.redacted_servers, ["nats://u:***@a:4222"]);

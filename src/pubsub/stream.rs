@@ -17,8 +17,8 @@ use super::component::stream_name_problem;
 use super::subjects::{collide, covers, parse_user_subjects};
 use crate::duration;
 use crate::failure::{Failure, Retry};
-use crate::settings::{self, DeletionPolicy, Setting, Storage};
 use crate::nats::bucket::{Change, ChangeKind, META_COMPONENT, META_MANAGED_BY, is_managed_by};
+use crate::settings::{self, DeletionPolicy, Setting, Storage};
 
 /// Annotation listing the topics or topic patterns the stream holds beyond those discovered
 /// (comma- or whitespace-separated, e.g. `orders.>, audit`); the namespace prefix is applied as
@@ -767,7 +767,11 @@ mod tests {
             (REPLICAS_ANNOTATION, "7", "InvalidAnnotation"),
             (MAX_AGE_ANNOTATION, "1d", "InvalidAnnotation"),
             (MAX_BYTES_ANNOTATION, "lots", "InvalidAnnotation"),
-            ("jetstreamkv.io/deletion-policy", "purge", "InvalidAnnotation"),
+            (
+                "jetstreamkv.io/deletion-policy",
+                "purge",
+                "InvalidAnnotation",
+            ),
             ("jetstreamkv.io/subject", "orders", "UnknownAnnotation"),
             (ALLOW_DATA_LOSS_ANNOTATION, "yes", "InvalidAnnotation"),
             (STREAM_ANNOTATION, "a.b", "InvalidStreamName"),
