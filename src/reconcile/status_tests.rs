@@ -421,17 +421,20 @@ fn a_ready_transition_is_an_event_unless_something_was_done() {
             .collect::<Vec<_>>()
     };
     assert_eq!(
-        reasons(events(&none, &ok, &[])),
+        reasons(events(&none.conditions, &ok.conditions, &[])),
         [(EventType::Normal, "BucketReady".to_owned())]
     );
     assert_eq!(
-        reasons(events(&ok, &down, &[])),
+        reasons(events(&ok.conditions, &down.conditions, &[])),
         [(EventType::Warning, "NatsUnavailable".to_owned())]
     );
-    assert!(events(&ok, &ok, &[]).is_empty(), "no transition, no Event");
+    assert!(
+        events(&ok.conditions, &ok.conditions, &[]).is_empty(),
+        "no transition, no Event"
+    );
     let done = [Note::normal(Reason::BucketCreated, "created".into())];
     assert_eq!(
-        reasons(events(&none, &ok, &done)),
+        reasons(events(&none.conditions, &ok.conditions, &done)),
         [(EventType::Normal, "BucketCreated".to_owned())],
         "what was done is the Event"
     );
@@ -455,7 +458,8 @@ fn the_component_is_written_only_when_its_summary_or_finalizer_differs() {
         Some(3),
         Time(jiff::Timestamp::UNIX_EPOCH),
     );
-    let patch = component_patch(&c, &status, outcome.wants_finalizer).expect("a first write");
+    let patch =
+        component_patch(&c, &status.conditions, outcome.wants_finalizer).expect("a first write");
     let annotations = &patch["metadata"]["annotations"];
     assert_eq!(annotations[READY_ANNOTATION], "true");
     assert_eq!(annotations[REASON_ANNOTATION], "BucketManaged");
@@ -473,8 +477,12 @@ fn the_component_is_written_only_when_its_summary_or_finalizer_differs() {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect(),
     );
-    assert_eq!(component_patch(&annotated, &status, Some(false)), None);
-    let with_finalizer = component_patch(&annotated, &status, Some(true)).expect("finalizer");
+    assert_eq!(
+        component_patch(&annotated, &status.conditions, Some(false)),
+        None
+    );
+    let with_finalizer =
+        component_patch(&annotated, &status.conditions, Some(true)).expect("finalizer");
     assert_eq!(with_finalizer["metadata"]["finalizers"][0], FINALIZER);
 }
 
