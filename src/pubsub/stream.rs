@@ -14,6 +14,7 @@ use async_nats::jetstream::stream;
 
 use super::PubsubError;
 use super::component::stream_name_problem;
+use super::resource::{StreamConfig, StreamStatus};
 use super::subjects::{collide, covers, parse_user_subjects};
 use crate::duration;
 use crate::failure::{Failure, Retry};
@@ -638,6 +639,32 @@ fn storage_name(s: stream::StorageType) -> &'static str {
     match s {
         stream::StorageType::File => "file",
         stream::StorageType::Memory => "memory",
+    }
+}
+
+/// A stream's settings as the JetStreamStream shows them.
+pub fn shown_config(c: &stream::Config) -> StreamConfig {
+    StreamConfig {
+        retention: retention_name(c.retention).into(),
+        storage: storage_name(c.storage).into(),
+        replicas: i64::try_from(c.num_replicas.max(1)).unwrap_or(i64::MAX),
+        max_age: (!c.max_age.is_zero()).then(|| duration::format(c.max_age)),
+        max_bytes: (c.max_bytes > 0).then_some(c.max_bytes),
+        duplicate_window: duration::format(c.duplicate_window),
+    }
+}
+
+/// The facts the JetStreamStream status shows about a live stream.
+pub fn status_of(info: &stream::Info, managed: bool, server_version: &str) -> StreamStatus {
+    StreamStatus {
+        name: info.config.name.clone(),
+        managed,
+        server_version: Some(server_version.to_owned()),
+        subjects: info.config.subjects.clone(),
+        config: shown_config(&info.config),
+        messages: info.state.messages,
+        bytes: info.state.bytes,
+        consumers: u64::try_from(info.state.consumer_count).unwrap_or(u64::MAX),
     }
 }
 

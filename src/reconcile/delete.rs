@@ -15,7 +15,7 @@ use crate::dapr::Component;
 use crate::failure::Problem;
 use crate::nats::bucket::{self, Bucket};
 use crate::settings::{DeletionPolicy, READY_ANNOTATION, REASON_ANNOTATION};
-use crate::validate::{Values, validate};
+use crate::validate::{Values, validate, validate_pubsub};
 
 /// A Component being deleted. With our finalizer (deletion-policy: delete): delete its bucket
 /// if the operator created it and nobody else uses it, then let the deletion finish.
@@ -27,6 +27,9 @@ pub async fn finalize(
     if !component.finalizers().iter().any(|f| f == FINALIZER) {
         ctx.pool.release(key);
         return Ok(Action::await_change());
+    }
+    if component.is_jetstream_pubsub() {
+        return finalize_stream(component, key, ctx).await;
     }
     let delete = crate::settings::from_annotations(component.annotations())
         .is_ok_and(|s| s.deletion_policy == DeletionPolicy::Delete);
@@ -55,6 +58,113 @@ pub async fn finalize(
     ctx.metrics.set_ready(key, None);
     ctx.index.remove(key);
     Ok(Action::await_change())
+}
+
+/// A `pubsub.jetstream` Component being deleted with our finalizer: its stream is deleted when
+/// the deletion policy says so and the operator created it for this Component; else kept.
+async fn finalize_stream(
+    component: &Component,
+    key: &str,
+    ctx: &Context,
+) -> Result<Action, ReportError> {
+    let delete = crate::pubsub::stream::stream_settings(component.annotations())
+        .is_ok_and(|s| s.deletion_policy == DeletionPolicy::Delete);
+    let note = if delete {
+        match delete_stream(component, key, ctx).await {
+            Ok(note) => note,
+            Err(failure) => {
+                // Keep the finalizer and say why the deletion waits.
+                report::publish(
+                    ctx,
+                    component,
+                    key,
+                    Note::warning(
+                        Reason::DeletionPending,
+                        format!(
+                            "the Component is being deleted with jetstreamkv.io/deletion-policy: delete, and its stream cannot be deleted yet: {} ({}); it is retried. Remove the deletion-policy annotation to keep the stream and let the deletion finish",
+                            failure.message, failure.reason
+                        ),
+                    ),
+                )
+                .await;
+                return Ok(Action::requeue(ctx.backoff(key)));
+            }
+        }
+    } else {
+        Note::normal(
+            Reason::BucketRetained,
+            "the Component is deleted and its deletion policy is retain: the stream and its messages are kept".to_string(),
+        )
+    };
+    report::publish(ctx, component, key, note).await;
+    report::release_component(ctx, component).await?;
+    ctx.pool.release(key);
+    ctx.metrics.set_ready(key, None);
+    ctx.index.remove(key);
+    Ok(Action::await_change())
+}
+
+/// Deletes the stream of a `pubsub.jetstream` Component being deleted, when the operator created
+/// it for this Component (never a stream another Component or a person made).
+async fn delete_stream(component: &Component, key: &str, ctx: &Context) -> Result<Note, Problem> {
+    let values = read::secret_values(ctx, component).await;
+    let now = jiff::Timestamp::now().as_second();
+    let mut validation = validate_pubsub(component, Values::Read(&values), now);
+    if let Some(policy) = &ctx.policy {
+        crate::validate::check_pubsub_server_policy(
+            &mut validation,
+            component,
+            |ns, url, creds| policy.decide(ns, url, creds),
+        );
+    }
+    let Some((config, settings)) = validation.valid() else {
+        return Err(validation
+            .findings
+            .problems
+            .first()
+            .cloned()
+            .unwrap_or_else(|| {
+                Problem::new(
+                    ConditionType::CredentialsResolved,
+                    Reason::NotChecked.as_str(),
+                    "the Component was not validated",
+                    crate::failure::Retry::Backoff,
+                )
+            }));
+    };
+    let name = crate::pubsub::stream::stream_name(
+        config.stream_name.as_deref(),
+        settings,
+        &component.namespace().unwrap_or_default(),
+        &component.name_any(),
+    );
+    let retained = |note: String| Ok(Note::normal(Reason::BucketRetained, note));
+    let client = super::execute::client(ctx, key, &config.connection(&name))
+        .await
+        .map_err(|e| Problem::of(ConditionType::Connected, &e))?;
+    let js = async_nats::jetstream::new(client);
+    let stream = Bucket::stream(&js, &name);
+    let live = stream
+        .fetch()
+        .await
+        .map_err(|e| Problem::of(ConditionType::StreamAvailable, &e))?;
+    let Some(live) = live else {
+        return retained(format!("stream {name} no longer exists; nothing to delete"));
+    };
+    if !bucket::is_managed_by(&live.config, key) {
+        return retained(format!(
+            "stream {name} was not created by the operator for this Component, so it is kept"
+        ));
+    }
+    ctx.metrics.nats_request("delete");
+    stream
+        .delete()
+        .await
+        .map_err(|e| Problem::of(ConditionType::StreamAvailable, &e))?;
+    Ok(Note::normal(
+        Reason::BucketDeleted,
+        format!("deleted stream {name} and its messages (jetstreamkv.io/deletion-policy: delete)"),
+    ))
 }
 
 /// Deletes the bucket of a Component being deleted, when that is safe; returns the Event to
@@ -144,6 +254,8 @@ pub async fn forget(
         .any(|k| k == READY_ANNOTATION || k == REASON_ANNOTATION)
         || component.finalizers().iter().any(|f| f == FINALIZER);
     if ours {
+        // A pub/sub Component that changed type: its JetStreamStream goes (the stream stays).
+        report::delete_stream_object(ctx, component).await?;
         // Applying no annotations under our field manager removes the ones we own.
         report::release_component(ctx, component).await?;
     }

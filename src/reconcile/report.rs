@@ -24,6 +24,13 @@ pub struct ReportError {
     source: kube::Error,
 }
 
+impl ReportError {
+    /// Writing (or reading) `what` failed.
+    pub(crate) fn new(what: &'static str, source: kube::Error) -> Self {
+        Self { what, source }
+    }
+}
+
 impl Failure for ReportError {
     fn reason(&self) -> &'static str {
         "ApiWriteFailed"
@@ -154,7 +161,41 @@ async fn apply_bucket(
 
 /// Deletes the Component's KeyValueBucket (gone already is fine).
 pub async fn delete_bucket_object(ctx: &Context, component: &Component) -> Result<(), ReportError> {
-    let api: Api<KeyValueBucket> = Api::namespaced(
+    delete_object::<KeyValueBucket>(
+        ctx,
+        component,
+        "KeyValueBucket deletion",
+        "delete-keyvaluebucket",
+    )
+    .await
+}
+
+/// Deletes the Component's JetStreamStream (gone already is fine).
+pub async fn delete_stream_object(ctx: &Context, component: &Component) -> Result<(), ReportError> {
+    delete_object::<crate::pubsub::JetStreamStream>(
+        ctx,
+        component,
+        "JetStreamStream deletion",
+        "delete-jetstreamstream",
+    )
+    .await
+}
+
+/// Deletes the object of kind `K` the operator keeps for a Component (same name and namespace).
+async fn delete_object<K>(
+    ctx: &Context,
+    component: &Component,
+    what: &'static str,
+    metric: &'static str,
+) -> Result<(), ReportError>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(
         ctx.client.clone(),
         &component.namespace().unwrap_or_default(),
     );
@@ -162,14 +203,9 @@ pub async fn delete_bucket_object(ctx: &Context, component: &Component) -> Resul
         .delete(&component.name_any(), &DeleteParams::background())
         .await
     {
-        Ok(_) => ctx.metrics.api_write("delete-keyvaluebucket"),
+        Ok(_) => ctx.metrics.api_write(metric),
         Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(source) => {
-            return Err(ReportError {
-                what: "KeyValueBucket deletion",
-                source,
-            });
-        }
+        Err(source) => return Err(ReportError { what, source }),
     }
     Ok(())
 }
@@ -189,7 +225,7 @@ pub async fn release_component(ctx: &Context, component: &Component) -> Result<(
     apply_component(ctx, component, patch).await
 }
 
-async fn apply_component(
+pub(crate) async fn apply_component(
     ctx: &Context,
     component: &Component,
     patch: serde_json::Value,
