@@ -288,23 +288,29 @@ async fn decide(
             .collect();
     }
 
-    // Read the stream and the others of the account (overlaps are decided before sending).
+    // The streams of the account (overlaps are decided before sending), then ours when it is
+    // listed: an absent stream costs no failed request.
     let js = jetstream::new(client);
     let target = Bucket::stream(&js, &stream);
-    ctx.metrics.nats_request("info");
-    let mut live = match target.fetch().await {
-        Ok(l) => l,
-        Err(e) => return o.fail(Problem::of(StreamAvailable, &e)),
-    };
     ctx.metrics.nats_request("list");
-    let others: Vec<OtherStream> = match target.all_streams().await {
-        Ok(all) => all
-            .into_iter()
-            .filter(|(n, _)| *n != stream)
-            .map(|(name, subjects)| OtherStream { name, subjects })
-            .collect(),
+    let all = match target.all_streams().await {
+        Ok(all) => all,
         Err(e) => return o.fail(Problem::of(StreamAvailable, &e)),
     };
+    let listed = all.iter().any(|(n, _)| *n == stream);
+    let others: Vec<OtherStream> = all
+        .into_iter()
+        .filter(|(n, _)| *n != stream)
+        .map(|(name, subjects)| OtherStream { name, subjects })
+        .collect();
+    let mut live = None;
+    if listed {
+        ctx.metrics.nats_request("info");
+        live = match target.fetch().await {
+            Ok(l) => l,
+            Err(e) => return o.fail(Problem::of(StreamAvailable, &e)),
+        };
+    }
     if let Some(info) = &live
         && let Some(error) = cluster::availability_problem(info)
     {
