@@ -118,6 +118,9 @@ pub fn validate(component: &Component, values: Values<'_>, now_unix: i64) -> Val
     out
 }
 
+/// Each metadata entry's value when known (None: held in a Secret, offline).
+type Known = Vec<(String, Option<SecretValue>)>;
+
 /// Each metadata entry's value, known (inline, or read) or unknown offline (then a placeholder
 /// that passes the checks of its item, and a note); None when a Secret could not be read (a
 /// problem then says why).
@@ -125,10 +128,7 @@ fn entry_values(
     entries: &[MetadataEntry],
     values: Values<'_>,
     findings: &mut ComponentFindings,
-) -> Option<(
-    Vec<(String, Option<SecretValue>)>,
-    Vec<(String, SecretValue)>,
-)> {
+) -> Option<(Known, Vec<(String, SecretValue)>)> {
     let known: Vec<(String, Option<SecretValue>)> = match values {
         Values::Read(Ok(read)) => read
             .iter()
