@@ -263,19 +263,12 @@ pub fn check_server_policy(
     component: &Component,
     decide: impl FnOnce(&str, &str, bool) -> crate::policy::Decision,
 ) {
-    let Some(store) = &validation.store else {
-        return;
-    };
-    let has_credentials = store.auth != crate::dapr::NatsAuth::None;
-    if let Some(problem) = server_policy_problem(
-        component,
-        &store.servers,
-        &store.redacted_servers,
-        has_credentials,
-        decide,
-    ) {
-        validation.findings.problems.push(problem);
-    }
+    let servers = validation
+        .store
+        .as_ref()
+        .map(|s| (&s.servers, &s.redacted_servers, &s.auth));
+    let problem = server_policy_problem(component, servers, decide);
+    validation.findings.problems.extend(problem);
 }
 
 /// [`check_server_policy`] for a `pubsub.jetstream` Component.
@@ -284,29 +277,23 @@ pub fn check_pubsub_server_policy(
     component: &Component,
     decide: impl FnOnce(&str, &str, bool) -> crate::policy::Decision,
 ) {
-    let Some(config) = &validation.config else {
-        return;
-    };
-    let has_credentials = config.auth != crate::dapr::NatsAuth::None;
-    if let Some(problem) = server_policy_problem(
-        component,
-        &config.servers,
-        &config.redacted_servers,
-        has_credentials,
-        decide,
-    ) {
-        validation.findings.problems.push(problem);
-    }
+    let servers = validation
+        .config
+        .as_ref()
+        .map(|c| (&c.servers, &c.redacted_servers, &c.auth));
+    let problem = server_policy_problem(component, servers, decide);
+    validation.findings.problems.extend(problem);
 }
 
 /// The `ServerNotAllowed` problem, when no NatsServerPolicy allows the servers.
+/// `servers`: `natsURL`, as shown, and how the Component authenticates (None: not known).
 fn server_policy_problem(
     component: &Component,
-    servers: &SecretValue,
-    redacted_servers: &[String],
-    has_credentials: bool,
+    servers: Option<(&SecretValue, &Vec<String>, &crate::dapr::NatsAuth)>,
     decide: impl FnOnce(&str, &str, bool) -> crate::policy::Decision,
 ) -> Option<Problem> {
+    let (servers, redacted_servers, auth) = servers?;
+    let has_credentials = *auth != crate::dapr::NatsAuth::None;
     let namespace = component.namespace().unwrap_or_default();
     let crate::policy::Decision::NotAllowed(why) =
         decide(&namespace, servers.expose(), has_credentials)

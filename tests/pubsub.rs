@@ -164,13 +164,11 @@ async fn live(js: &jetstream::Context, name: &str) -> Option<stream::Config> {
         .map(|s| s.cached_info().config.clone())
 }
 
-#[tokio::test]
-async fn every_plan_is_one_nats_server_accepts_and_refusals_send_nothing() {
+/// A nats-server of the test's own with someone else's stream (AUDIT, `audit.>`) and a KV bucket
+/// (`cart`, `$KV.cart.>`).
+async fn server_with_others() -> (support::nats::NatsServer, jetstream::Context) {
     let server = support::nats::NatsServer::start();
     let js = support::jetstream(&server.url()).await;
-    let api_errors = || server.jsz()["api"]["errors"].as_u64().unwrap_or_default();
-
-    // Someone else's stream and a KV bucket on the same server.
     js.create_stream(stream::Config {
         name: "AUDIT".into(),
         subjects: vec!["audit.>".into()],
@@ -184,6 +182,13 @@ async fn every_plan_is_one_nats_server_accepts_and_refusals_send_nothing() {
     })
     .await
     .expect("bucket");
+    (server, js)
+}
+
+#[tokio::test]
+async fn every_plan_is_one_nats_server_accepts_and_refusals_send_nothing() {
+    let (server, js) = server_with_others().await;
+    let api_errors = || server.jsz()["api"]["errors"].as_u64().unwrap_or_default();
 
     let settings = stream_settings(&BTreeMap::from([(
         SUBJECTS_ANNOTATION.to_string(),
@@ -506,23 +511,9 @@ async fn what_nats_would_refuse_is_refused_first_each_with_its_reason_and_nothin
     support::operator();
     let ns = TestNamespace::new(&client, "pubsub-refusals").await;
     // A server of this test's own: every stream on it is known.
-    let server = support::nats::NatsServer::start();
+    let (server, js) = server_with_others().await;
     let url = server.url();
-    let js = support::jetstream(&url).await;
     let api_errors = || server.jsz()["api"]["errors"].as_u64().unwrap_or_default();
-    js.create_stream(stream::Config {
-        name: "AUDIT".into(),
-        subjects: vec!["audit.>".into()],
-        ..Default::default()
-    })
-    .await
-    .expect("another stream");
-    js.create_key_value(jetstream::kv::Config {
-        bucket: "cart".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("a KV bucket");
     js.create_stream(stream::Config {
         name: "FOREIGN".into(),
         subjects: vec!["shipping".into()],

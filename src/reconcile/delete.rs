@@ -15,7 +15,7 @@ use crate::dapr::Component;
 use crate::failure::Problem;
 use crate::nats::bucket::{self, Bucket};
 use crate::settings::{DeletionPolicy, READY_ANNOTATION, REASON_ANNOTATION};
-use crate::validate::{Values, validate, validate_pubsub};
+use crate::validate::{Values, validate};
 
 /// A Component being deleted. With our finalizer (deletion-policy: delete): delete its bucket
 /// if the operator created it and nobody else uses it, then let the deletion finish.
@@ -28,14 +28,31 @@ pub async fn finalize(
         ctx.pool.release(key);
         return Ok(Action::await_change());
     }
-    if component.is_jetstream_pubsub() {
-        return finalize_stream(component, key, ctx).await;
-    }
-    let delete = crate::settings::from_annotations(component.annotations())
-        .is_ok_and(|s| s.deletion_policy == DeletionPolicy::Delete);
+    // A pub/sub Component's stream, or a state store's bucket.
+    let pubsub = component.is_jetstream_pubsub();
+    let delete = if pubsub {
+        crate::pubsub::stream::stream_settings(component.annotations())
+            .is_ok_and(|s| s.deletion_policy == DeletionPolicy::Delete)
+    } else {
+        crate::settings::from_annotations(component.annotations())
+            .is_ok_and(|s| s.deletion_policy == DeletionPolicy::Delete)
+    };
+    let what = if pubsub { "stream" } else { "bucket" };
     let note = if delete {
-        match delete_bucket(component, key, ctx).await {
+        let deleted = if pubsub {
+            delete_stream(component, key, ctx).await
+        } else {
+            delete_bucket(component, key, ctx).await
+        };
+        match deleted {
             Ok(note) => note,
+            Err(failure) if pubsub => {
+                // Keep the finalizer and say why the deletion waits (the JetStreamStream keeps
+                // its last status: the Component's Events say it).
+                let note = status::deletion_pending_note(what, &failure);
+                report::publish(ctx, component, key, note).await;
+                return Ok(Action::requeue(ctx.backoff(key)));
+            }
             Err(failure) => {
                 // Keep the finalizer and say why the deletion waits.
                 let previous = ctx.previous(key, component);
@@ -48,7 +65,9 @@ pub async fn finalize(
     } else {
         Note::normal(
             Reason::BucketRetained,
-            "the Component is deleted and its deletion policy is retain: the bucket and its data are kept".to_string(),
+            format!(
+                "the Component is deleted and its deletion policy is retain: the {what} and its data are kept"
+            ),
         )
     };
     report::publish(ctx, component, key, note).await;
@@ -60,77 +79,12 @@ pub async fn finalize(
     Ok(Action::await_change())
 }
 
-/// A `pubsub.jetstream` Component being deleted with our finalizer: its stream is deleted when
-/// the deletion policy says so and the operator created it for this Component; else kept.
-async fn finalize_stream(
-    component: &Component,
-    key: &str,
-    ctx: &Context,
-) -> Result<Action, ReportError> {
-    let delete = crate::pubsub::stream::stream_settings(component.annotations())
-        .is_ok_and(|s| s.deletion_policy == DeletionPolicy::Delete);
-    let note = if delete {
-        match delete_stream(component, key, ctx).await {
-            Ok(note) => note,
-            Err(failure) => {
-                // Keep the finalizer and say why the deletion waits.
-                report::publish(
-                    ctx,
-                    component,
-                    key,
-                    Note::warning(
-                        Reason::DeletionPending,
-                        format!(
-                            "the Component is being deleted with jetstreamkv.io/deletion-policy: delete, and its stream cannot be deleted yet: {} ({}); it is retried. Remove the deletion-policy annotation to keep the stream and let the deletion finish",
-                            failure.message, failure.reason
-                        ),
-                    ),
-                )
-                .await;
-                return Ok(Action::requeue(ctx.backoff(key)));
-            }
-        }
-    } else {
-        Note::normal(
-            Reason::BucketRetained,
-            "the Component is deleted and its deletion policy is retain: the stream and its messages are kept".to_string(),
-        )
-    };
-    report::publish(ctx, component, key, note).await;
-    report::release_component(ctx, component).await?;
-    ctx.pool.release(key);
-    ctx.metrics.set_ready(key, None);
-    ctx.index.remove(key);
-    Ok(Action::await_change())
-}
-
 /// Deletes the stream of a `pubsub.jetstream` Component being deleted, when the operator created
 /// it for this Component (never a stream another Component or a person made).
 async fn delete_stream(component: &Component, key: &str, ctx: &Context) -> Result<Note, Problem> {
-    let values = read::secret_values(ctx, component).await;
-    let now = jiff::Timestamp::now().as_second();
-    let mut validation = validate_pubsub(component, Values::Read(&values), now);
-    if let Some(policy) = &ctx.policy {
-        crate::validate::check_pubsub_server_policy(
-            &mut validation,
-            component,
-            |ns, url, creds| policy.decide(ns, url, creds),
-        );
-    }
+    let validation = super::stream::validated(ctx, component).await;
     let Some((config, settings)) = validation.valid() else {
-        return Err(validation
-            .findings
-            .problems
-            .first()
-            .cloned()
-            .unwrap_or_else(|| {
-                Problem::new(
-                    ConditionType::CredentialsResolved,
-                    Reason::NotChecked.as_str(),
-                    "the Component was not validated",
-                    crate::failure::Retry::Backoff,
-                )
-            }));
+        return Err(status::first_problem(&validation.findings));
     };
     let name = crate::pubsub::stream::stream_name(
         config.stream_name.as_deref(),
@@ -179,14 +133,7 @@ async fn delete_bucket(component: &Component, key: &str, ctx: &Context) -> Resul
         });
     }
     let Some((store, _)) = validation.valid() else {
-        return Err(validation.first_problem().cloned().unwrap_or_else(|| {
-            Problem::new(
-                ConditionType::CredentialsResolved,
-                Reason::NotChecked.as_str(),
-                "the Component was not validated",
-                crate::failure::Retry::Backoff,
-            )
-        }));
+        return Err(status::first_problem(&validation.findings));
     };
     let name = &store.shown_bucket;
     let retained = |note: String| Ok(Note::normal(Reason::BucketRetained, note));

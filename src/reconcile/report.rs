@@ -71,22 +71,12 @@ pub async fn report(
         component.metadata.generation,
         Time(jiff::Timestamp::now()),
     );
-    if !cached || status != previous_status {
-        let patch = json!({
-            "apiVersion": "jetstreamkv.io/v1alpha1",
-            "kind": "KeyValueBucket",
-            "status": status,
-        });
-        let params = PatchParams::apply(MANAGER).force();
-        if let Err(source) = api.patch_status(&name, &params, &Patch::Apply(patch)).await {
-            // Deleted by hand: forget what we wrote so the next attempt re-creates it.
-            ctx.index.forget_written(key);
-            return Err(ReportError {
-                what: "KeyValueBucket status",
-                source,
-            });
-        }
-        ctx.metrics.api_write("apply-keyvaluebucket-status");
+    if (!cached || status != previous_status)
+        && let Err(e) = apply_status(ctx, &api, &name, json!(status), "KeyValueBucket status").await
+    {
+        // Deleted by hand: forget what we wrote so the next attempt re-creates it.
+        ctx.index.forget_written(key);
+        return Err(e);
     }
     ctx.index.set_written(
         key,
@@ -123,6 +113,21 @@ async fn apply_bucket(
     component: &Component,
     outcome: &Outcome,
 ) -> Result<Option<i64>, ReportError> {
+    apply_owned(ctx, api, component, json!(outcome.spec), "KeyValueBucket").await
+}
+
+/// Applies the spec of the object of kind `K` the operator keeps for a Component (same name and
+/// namespace, owned by it: garbage-collected with it); returns its generation.
+pub(crate) async fn apply_owned<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    component: &Component,
+    spec: serde_json::Value,
+    what: &'static str,
+) -> Result<Option<i64>, ReportError>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     use k8s_openapi::Resource as _;
     let name = component.name_any();
     let owner = OwnerReference {
@@ -134,15 +139,15 @@ async fn apply_bucket(
         block_owner_deletion: Some(true),
     };
     let object = json!({
-        "apiVersion": "jetstreamkv.io/v1alpha1",
-        "kind": "KeyValueBucket",
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
         "metadata": {
             "name": name,
             "namespace": component.namespace().unwrap_or_default(),
             "ownerReferences": [owner],
             "labels": {"app.kubernetes.io/managed-by": MANAGER},
         },
-        "spec": outcome.spec,
+        "spec": spec,
     });
     let applied = api
         .patch(
@@ -151,12 +156,38 @@ async fn apply_bucket(
             &Patch::Apply(object),
         )
         .await
-        .map_err(|source| ReportError {
-            what: "KeyValueBucket",
-            source,
-        })?;
-    ctx.metrics.api_write("apply-keyvaluebucket");
-    Ok(applied.metadata.generation)
+        .map_err(|source| ReportError { what, source })?;
+    ctx.metrics
+        .api_write(&format!("apply-{}", K::kind(&()).to_lowercase()));
+    Ok(applied.meta().generation)
+}
+
+/// Applies the status of the object of kind `K` the operator keeps for a Component.
+pub(crate) async fn apply_status<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    name: &str,
+    status: serde_json::Value,
+    what: &'static str,
+) -> Result<(), ReportError>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await
+    .map_err(|source| ReportError { what, source })?;
+    ctx.metrics
+        .api_write(&format!("apply-{}-status", K::kind(&()).to_lowercase()));
+    Ok(())
 }
 
 /// Deletes the Component's KeyValueBucket (gone already is fine).

@@ -314,15 +314,7 @@ pub fn decide(
     let mut d = Decision::new(name, previous);
     d.spec = understood(name, validation);
     let (Some((store, settings)), Some(progress)) = (validation.valid(), progress) else {
-        let problem = validation.first_problem().cloned().unwrap_or_else(|| {
-            Problem::new(
-                ConditionType::CredentialsResolved,
-                Reason::NotChecked.as_str(),
-                "the Component was not validated",
-                Retry::Backoff,
-            )
-        });
-        return d.fail(problem);
+        return d.fail(first_problem(&validation.findings));
     };
     d.wants_finalizer = Some(settings.deletion_policy == DeletionPolicy::Delete);
     d.pass(
@@ -556,12 +548,36 @@ pub fn deletion_pending(name: &str, previous: Option<&Written>, failure: &Proble
     d.fail(Problem::new(
         failure.condition,
         Reason::DeletionPending.as_str(),
-        format!(
-            "the Component is being deleted with jetstreamkv.io/deletion-policy: delete, and its bucket cannot be deleted yet: {} ({}); it is retried. Remove the deletion-policy annotation to keep the bucket and let the deletion finish",
-            failure.message, failure.reason
-        ),
+        deletion_pending_message("bucket", failure),
         Retry::Backoff,
     ))
+}
+
+/// The Warning Event of a pub/sub Component whose stream cannot be deleted yet.
+pub fn deletion_pending_note(what: &str, failure: &Problem) -> Note {
+    Note::warning(
+        Reason::DeletionPending,
+        deletion_pending_message(what, failure),
+    )
+}
+
+fn deletion_pending_message(what: &str, failure: &Problem) -> String {
+    format!(
+        "the Component is being deleted with jetstreamkv.io/deletion-policy: delete, and its {what} cannot be deleted yet: {} ({}); it is retried. Remove the deletion-policy annotation to keep the {what} and let the deletion finish",
+        failure.message, failure.reason
+    )
+}
+
+/// The problem that stops a reconcile after validation: the first one found.
+pub fn first_problem(findings: &crate::validate::ComponentFindings) -> Problem {
+    findings.problems.first().cloned().unwrap_or_else(|| {
+        Problem::new(
+            ConditionType::CredentialsResolved,
+            Reason::NotChecked.as_str(),
+            "the Component was not validated",
+            Retry::Backoff,
+        )
+    })
 }
 
 /// The KeyValueBucket status to write: the outcome's conditions stamped, keeping each one's

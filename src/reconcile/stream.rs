@@ -10,11 +10,11 @@
 use std::time::Instant;
 
 use async_nats::jetstream;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt as _;
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::{Resource as _, ResourceExt as _};
 use serde_json::json;
 
 use super::context::Context;
@@ -22,7 +22,7 @@ use super::execute::client;
 use super::read;
 use super::report::{self, ReportError};
 use super::status::{self, Note, Reason};
-use crate::crd::{ConditionSpec, ConditionType, MANAGER, merge_conditions};
+use crate::crd::{ConditionSpec, ConditionType, merge_conditions};
 use crate::dapr::Component;
 use crate::failure::{Failure, Problem, Retry};
 use crate::nats::bucket::{Bucket, is_managed_by};
@@ -131,15 +131,7 @@ pub async fn reconcile(
         .get_opt(&component.name_any())
         .await
         .map_err(|e| ReportError::new("JetStreamStream read", e))?;
-    let values = read::secret_values(ctx, component).await;
-    // Validate.
-    let now = jiff::Timestamp::now().as_second();
-    let mut validation = validate_pubsub(component, Values::Read(&values), now);
-    if let Some(policy) = &ctx.policy {
-        check_pubsub_server_policy(&mut validation, component, |ns, url, creds| {
-            policy.decide(ns, url, creds)
-        });
-    }
+    let validation = validated(ctx, component).await;
     let subscriptions = subscriptions(ctx, &namespace).await;
     // Plan, execute and decide.
     let outcome = decide(
@@ -182,6 +174,20 @@ pub async fn reconcile(
             Action::await_change()
         }
     })
+}
+
+/// The Secrets the Component names, read, and the validation of it with their values and the
+/// admin's server policy.
+pub(super) async fn validated(ctx: &Context, component: &Component) -> PubsubValidation {
+    let values = read::secret_values(ctx, component).await;
+    let now = jiff::Timestamp::now().as_second();
+    let mut validation = validate_pubsub(component, Values::Read(&values), now);
+    if let Some(policy) = &ctx.policy {
+        check_pubsub_server_policy(&mut validation, component, |ns, url, creds| {
+            policy.decide(ns, url, creds)
+        });
+    }
+    validation
 }
 
 /// The declarative Subscriptions of the namespace; none when Dapr's Subscription CRD is not
@@ -554,40 +560,13 @@ async fn write(
     previous: Option<&JetStreamStream>,
     outcome: &StreamOutcome,
 ) -> Result<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>, ReportError> {
-    use k8s_openapi::Resource as _;
     let name = component.name_any();
     let key = super::object_key(component);
     let mut generation = previous.and_then(|p| p.metadata.generation);
     if previous.is_none_or(|p| p.spec != outcome.spec) {
-        let owner = OwnerReference {
-            api_version: Component::API_VERSION.into(),
-            kind: Component::KIND.into(),
-            name: name.clone(),
-            uid: component.uid().unwrap_or_default(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        };
-        let object = json!({
-            "apiVersion": JetStreamStream::api_version(&()),
-            "kind": JetStreamStream::kind(&()),
-            "metadata": {
-                "name": name,
-                "namespace": component.namespace().unwrap_or_default(),
-                "ownerReferences": [owner],
-                "labels": {"app.kubernetes.io/managed-by": MANAGER},
-            },
-            "spec": outcome.spec,
-        });
-        let applied = api
-            .patch(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(object),
-            )
-            .await
-            .map_err(|e| ReportError::new("JetStreamStream", e))?;
-        ctx.metrics.api_write("apply-jetstreamstream");
-        generation = applied.metadata.generation;
+        generation =
+            report::apply_owned(ctx, api, component, json!(outcome.spec), "JetStreamStream")
+                .await?;
         for note in &outcome.warnings {
             report::publish(ctx, component, &key, note.clone()).await;
         }
@@ -606,19 +585,7 @@ async fn write(
         stream: outcome.stream.clone(),
     };
     if previous.is_none() || status != previous_status {
-        let patch = json!({
-            "apiVersion": JetStreamStream::api_version(&()),
-            "kind": JetStreamStream::kind(&()),
-            "status": status,
-        });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await
-        .map_err(|e| ReportError::new("JetStreamStream status", e))?;
-        ctx.metrics.api_write("apply-jetstreamstream-status");
+        report::apply_status(ctx, api, &name, json!(status), "JetStreamStream status").await?;
     }
     if let Some(patch) =
         status::component_patch(component, &status.conditions, outcome.wants_finalizer)
