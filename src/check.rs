@@ -418,11 +418,7 @@ pub fn summary_line(report: &Report) -> String {
         |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     let read = format!(
         "{} in {} ({})",
-        plural(
-            s.components,
-            "state.jetstream Component",
-            "state.jetstream Components"
-        ),
+        plural(s.components, "JetStream Component", "JetStream Components"),
         plural(s.documents, "document", "documents"),
         plural(s.files, "file", "files"),
     );
@@ -722,12 +718,12 @@ mod tests {
         let mut report = check(GOOD);
         assert_eq!(
             summary_line(&report),
-            "ok: 1 state.jetstream Component in 1 document (1 file), no problems"
+            "ok: 1 JetStream Component in 1 document (1 file), no problems"
         );
         report = check(&format!("{GOOD}---\n{}", GOOD.replace("orders", "")));
         assert_eq!(
             summary_line(&report),
-            "1 problem: 2 state.jetstream Components in 2 documents (1 file)"
+            "1 problem: 2 JetStream Components in 2 documents (1 file)"
         );
     }
 

@@ -33,7 +33,7 @@ pub enum Command {
         #[arg(value_enum, default_value_t = CrdKind::Keyvaluebucket)]
         kind: CrdKind,
     },
-    /// Check Dapr state.jetstream Components in YAML manifests as the operator would, offline.
+    /// Check Dapr state.jetstream and pubsub.jetstream Components in YAML manifests as the operator would, offline.
     ///
     /// Reads multi-document YAML from files, directories (every *.yaml and *.yml under them) or
     /// stdin (`-`), e.g. `kustomize build . | jetstream-kv-operator check -`, and reports every
