@@ -479,4 +479,69 @@ mod tests {
         assert_eq!(v.findings.problems[1].retry, Retry::Backoff);
         assert!(v.settings.is_none() && v.store.is_none());
     }
+
+    fn pubsub(metadata: &str, annotations: &str) -> Component {
+        let mut c = component(metadata, annotations);
+        c.spec.type_ = "pubsub.jetstream".into();
+        c
+    }
+
+    #[test]
+    fn a_pubsub_component_runs_the_same_steps_with_the_stream_annotations() {
+        let c = pubsub(FROM_SECRET, "jetstreamkv.io/subjects: \"orders.>\"");
+        let values = read(&[("natsURL", "nats://u:hunter2@nats:4222"), ("bucket", "x")]);
+        let v = validate_pubsub(&c, Values::Read(&values), NOW);
+        let (config, settings) = v.valid().expect("valid");
+        assert_eq!(settings.subjects, ["orders.>"]);
+        // From a Secret: shown as where it came from, never as itself.
+        assert_eq!(config.redacted_servers, ["<Secret s, key url>"]);
+        assert_eq!(config.auth.kind(), "userinfo");
+        // Offline (check, webhook): a note, no problem.
+        let found = check_component(&c, NOW);
+        assert!(found.problems.is_empty(), "{found:?}");
+        assert_eq!(found.notes.len(), 1);
+
+        // Each step's problem, in the reconciler's order.
+        let c = pubsub(FROM_SECRET, "jetstreamkv.io/retention: workqueue");
+        let reasons: Vec<_> = check_component(&c, NOW)
+            .problems
+            .into_iter()
+            .map(|p| (p.condition, p.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            [(ConditionType::ConfigSynced, "WorkQueueRefused".to_owned())]
+        );
+        let c = pubsub("  - name: natsURL\n    value: \"http://nats\"\n", "");
+        let p = check_component(&c, NOW).problems;
+        assert_eq!(p[0].reason, "InvalidNatsURL");
+        assert_eq!(p[0].condition, ConditionType::CredentialsResolved);
+        let c = pubsub(
+            "  - name: natsURL\n    value: nats://nats:4222\n  - name: jwt\n    value: eyJ\n",
+            "",
+        );
+        assert_eq!(
+            check_component(&c, NOW).problems[0].reason,
+            "JwtWithoutSeed"
+        );
+    }
+
+    #[test]
+    fn the_server_policy_refuses_a_pubsub_server_without_showing_a_secret_url() {
+        let c = pubsub(FROM_SECRET, "");
+        let values = read(&[("natsURL", "nats://u:hunter2@nats.internal:4222")]);
+        let mut v = validate_pubsub(&c, Values::Read(&values), NOW);
+        check_pubsub_server_policy(&mut v, &c, |_, url, creds| {
+            assert!(url.contains("hunter2") && creds);
+            crate::policy::Decision::NotAllowed("nats.internal:4222 is not allowed".into())
+        });
+        let p = v.findings.problems.first().expect("refused");
+        assert_eq!(
+            (p.condition, p.reason.as_str()),
+            (ConditionType::Connected, "ServerNotAllowed")
+        );
+        assert!(!p.message.contains("nats.internal"), "{}", p.message);
+        assert!(p.message.contains("<Secret s, key url>"), "{}", p.message);
+        assert!(v.valid().is_none());
+    }
 }

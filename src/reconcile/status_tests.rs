@@ -510,3 +510,56 @@ fn a_pending_deletion_keeps_the_finalizer_and_the_spec() {
         ready.message
     );
 }
+
+#[test]
+fn close_orders_any_resources_conditions_the_same_way() {
+    use crate::pubsub::resource::DETAIL_CONDITIONS;
+    let passed = vec![ConditionSpec {
+        type_: ConditionType::CredentialsResolved,
+        status: Some(true),
+        reason: "Resolved".into(),
+        message: "ok".into(),
+    }];
+    let shown = |c: &[ConditionSpec]| -> Vec<(ConditionType, Option<bool>, String)> {
+        c.iter()
+            .map(|c| (c.type_, c.status, c.reason.clone()))
+            .collect()
+    };
+    // A stream's failure: its condition False, the later ones Unknown, Stalled after.
+    let problem = Problem::new(
+        ConditionType::SubjectsCovered,
+        "SubjectOverlap",
+        "orders overlaps orders of stream OTHER",
+        Retry::Resync,
+    );
+    let conditions = close(&passed, &DETAIL_CONDITIONS, Err(problem));
+    use ConditionType::*;
+    let not_checked = || "NotChecked".to_owned();
+    assert_eq!(
+        shown(&conditions),
+        [
+            (Ready, Some(false), "SubjectOverlap".to_owned()),
+            (CredentialsResolved, Some(true), "Resolved".to_owned()),
+            (Connected, None, not_checked()),
+            (StreamAvailable, None, not_checked()),
+            (SubjectsCovered, Some(false), "SubjectOverlap".to_owned()),
+            (ConfigSynced, None, not_checked()),
+            (Stalled, Some(true), "SubjectOverlap".to_owned()),
+        ]
+    );
+    assert_eq!(
+        conditions[2].message,
+        "not checked while SubjectsCovered is False (SubjectOverlap)"
+    );
+    // A transient failure is Reconciling; success has neither.
+    let transient = Problem::new(Connected, "NatsUnavailable", "down", Retry::Backoff);
+    let conditions = close(&passed, &DETAIL_CONDITIONS, Err(transient));
+    assert_eq!(conditions.last().map(|c| c.type_), Some(Reconciling));
+    let conditions = close(
+        &passed,
+        &DETAIL_CONDITIONS,
+        Ok(("StreamManaged", "ready".into())),
+    );
+    assert_eq!(conditions.len(), 1 + DETAIL_CONDITIONS.len());
+    assert_eq!(conditions[0].reason, "StreamManaged");
+}
