@@ -665,3 +665,76 @@ async fn a_nats_url_from_a_secret_is_never_shown() {
         assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
     }
 }
+
+#[tokio::test]
+async fn at_rest_nothing_is_written_and_deletion_policy_delete_deletes_only_its_own_stream() {
+    let client = support::client().await;
+    support::operator();
+    let ns = TestNamespace::new(&client, "pubsub-delete").await;
+    let url = support::nats().url();
+    let js = support::jetstream(&url).await;
+    let topic = format!("deleted{}", support::random_suffix());
+    control_plane().apply(
+        &pubsub_component(&ns.name, "events", &url)
+            .annotation(SUBJECTS_ANNOTATION, &topic)
+            .annotation("jetstreamkv.io/deletion-policy", "delete")
+            .yaml(),
+    );
+    let jss = wait_ready(&client, &ns.name, "events", "True", "StreamManaged").await;
+    let stream = format!("{}_events", ns.name);
+    assert!(live(&js, &stream).await.is_some(), "created");
+
+    // Two resyncs later, nothing was written again.
+    tokio::time::sleep(support::RESYNC * 2 + std::time::Duration::from_secs(1)).await;
+    let api: Api<JetStreamStream> = Api::namespaced(client.clone(), &ns.name);
+    let again = api.get("events").await.expect("get");
+    assert_eq!(
+        again.metadata.resource_version, jss.metadata.resource_version,
+        "a resync without change wrote the JetStreamStream"
+    );
+
+    // A second Component naming the same stream only verifies it, and its deletion keeps it.
+    control_plane().apply(
+        &pubsub_component(&ns.name, "reader", &url)
+            .item("streamName", &stream)
+            .annotation("jetstreamkv.io/deletion-policy", "delete")
+            .yaml(),
+    );
+    wait_ready(&client, &ns.name, "reader", "True", "StreamVerified").await;
+    control_plane()
+        .kubectl(
+            &[
+                "-n",
+                &ns.name,
+                "delete",
+                "component",
+                "reader",
+                "--wait=true",
+                "--timeout=60s",
+            ],
+            None,
+        )
+        .expect("the Component's deletion finishes");
+    assert!(
+        live(&js, &stream).await.is_some(),
+        "kept: made for another Component"
+    );
+
+    // Its own Component's deletion deletes it.
+    control_plane()
+        .kubectl(
+            &[
+                "-n",
+                &ns.name,
+                "delete",
+                "component",
+                "events",
+                "--wait=true",
+                "--timeout=60s",
+            ],
+            None,
+        )
+        .expect("the Component's deletion finishes");
+    let names: Vec<String> = others(&js, "").await.into_iter().map(|o| o.name).collect();
+    assert!(!names.contains(&stream), "{stream} deleted: {names:?}");
+}
