@@ -256,12 +256,13 @@ pub(crate) fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> sc
 impl KeyValueBucket {
     /// The condition of a type, if set.
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
-        self.status
-            .as_ref()?
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_)
+        find_condition(&self.status.as_ref()?.conditions, type_)
     }
+}
+
+/// The condition of a type in a status' conditions, if set.
+pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
 }
 
 /// A condition to set: the pipeline decides these; [`merge_conditions`] stamps them.

@@ -78,7 +78,7 @@ fn a_good_manifest_passes_with_a_one_line_summary_and_notes_on_secret_values() {
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(
         lines.last(),
-        Some(&"ok: 2 state.jetstream Components in 6 documents (1 file), no problems")
+        Some(&"ok: 2 JetStream Components in 6 documents (1 file), no problems")
     );
     // The Secret-backed values are not errors, but the user is told they were not checked.
     let notes: Vec<&&str> = lines.iter().filter(|l| l.contains(": note: ")).collect();
@@ -133,7 +133,7 @@ fn bad_components_get_the_operators_reasons_with_their_position() {
     );
     assert!(
         run.stderr
-            .contains("error: 12 problems: 11 state.jetstream Components in 11 documents (1 file)"),
+            .contains("error: 12 problems: 11 JetStream Components in 11 documents (1 file)"),
         "{}",
         run.stderr
     );
@@ -241,7 +241,7 @@ fn several_paths_and_a_missing_one() {
     );
     assert!(
         run.stderr
-            .contains("3 state.jetstream Components in 7 documents (2 files)"),
+            .contains("3 JetStream Components in 7 documents (2 files)"),
         "{}",
         run.stderr
     );

@@ -909,6 +909,25 @@ impl<'a> Bucket<'a> {
         }
     }
 
+    /// A plain stream by its name (a `pubsub.jetstream` Component's): the same requests.
+    pub fn stream(js: &'a jetstream::Context, stream: &str) -> Self {
+        Self {
+            js,
+            name: stream.to_owned(),
+        }
+    }
+
+    /// The name and subjects of every stream of the account (one request per 256 streams).
+    pub async fn all_streams(&self) -> Result<Vec<(String, Vec<String>)>, NatsError> {
+        use futures::TryStreamExt as _;
+        self.js
+            .streams()
+            .map_ok(|info| (info.config.name, info.config.subjects))
+            .try_collect()
+            .await
+            .map_err(|e| request_error("list streams", &e))
+    }
+
     /// The live stream, or None when it does not exist. One read request.
     pub async fn fetch(&self) -> Result<Option<stream::Info>, NatsError> {
         match self.js.get_stream(&self.name).await {

@@ -75,12 +75,12 @@ pub enum BucketStep {
     CreateConflict,
 }
 
-/// A connected client and the live bucket (None when it does not exist). One NATS read.
-pub async fn connect(
+/// The pool's client for `store`, with `key` recorded as its user, when it is connected now.
+pub async fn client(
     ctx: &Context,
     key: &str,
     store: &StoreConfig,
-) -> Result<(async_nats::Client, Option<stream::Info>), NatsError> {
+) -> Result<async_nats::Client, NatsError> {
     let client = ctx.pool.connect(key, store).await?;
     if client.connection_state() != async_nats::connection::State::Connected {
         return Err(NatsError::Unreachable {
@@ -88,6 +88,16 @@ pub async fn connect(
             detail: "the connection is down and reconnecting".into(),
         });
     }
+    Ok(client)
+}
+
+/// A connected client and the live bucket (None when it does not exist). One NATS read.
+pub async fn connect(
+    ctx: &Context,
+    key: &str,
+    store: &StoreConfig,
+) -> Result<(async_nats::Client, Option<stream::Info>), NatsError> {
+    let client = client(ctx, key, store).await?;
     let js = async_nats::jetstream::new(client.clone());
     ctx.metrics.nats_request("info");
     let live = Bucket::new(&js, &store.bucket).fetch().await?;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt as _;
 use kube::runtime::events::EventType;
 use serde_json::json;
@@ -97,7 +97,7 @@ impl Note {
         }
     }
 
-    fn warning(reason: Reason, note: String) -> Self {
+    pub(crate) fn warning(reason: Reason, note: String) -> Self {
         Self {
             type_: EventType::Warning,
             reason: reason.as_str().to_owned(),
@@ -174,67 +174,20 @@ impl Decision {
 
     /// Ends with `problem`: its condition False, the ones not reached Unknown, Ready False with
     /// its reason, and Stalled or Reconciling.
-    fn fail(mut self, problem: Problem) -> Outcome {
-        self.conditions.push(ConditionSpec {
-            type_: problem.condition,
-            status: Some(false),
-            reason: problem.reason.clone(),
-            message: problem.message.clone(),
-        });
-        let blocked = format!(
-            "not checked while {} is False ({})",
-            problem.condition, problem.reason
-        );
-        let kstatus = if problem.stalled {
-            ConditionType::Stalled
-        } else {
-            ConditionType::Reconciling
-        };
-        let mut conditions = vec![ConditionSpec {
-            type_: ConditionType::Ready,
-            status: Some(false),
-            reason: problem.reason.clone(),
-            message: problem.message.clone(),
-        }];
-        conditions.extend(self.details(&blocked));
-        conditions.push(ConditionSpec {
-            type_: kstatus,
-            status: Some(true),
-            reason: problem.reason,
-            message: problem.message,
-        });
-        self.into_outcome(conditions, problem.retry)
+    fn fail(self, problem: Problem) -> Outcome {
+        let retry = problem.retry;
+        let conditions = close(&self.conditions, &ConditionType::DETAIL, Err(problem));
+        self.into_outcome(conditions, retry)
     }
 
     /// Ends well: Ready True with `reason`.
-    fn succeed(mut self, reason: Reason, message: String) -> Outcome {
-        let mut conditions = vec![ConditionSpec {
-            type_: ConditionType::Ready,
-            status: Some(true),
-            reason: reason.as_str().to_owned(),
-            message,
-        }];
-        conditions.extend(self.details("not checked"));
+    fn succeed(self, reason: Reason, message: String) -> Outcome {
+        let conditions = close(
+            &self.conditions,
+            &ConditionType::DETAIL,
+            Ok((reason.as_str(), message)),
+        );
         self.into_outcome(conditions, Retry::Resync)
-    }
-
-    /// Every detail condition in the pipeline's order, Unknown where not reached.
-    fn details(&mut self, unknown: &str) -> Vec<ConditionSpec> {
-        ConditionType::DETAIL
-            .iter()
-            .map(|type_| {
-                self.conditions
-                    .iter()
-                    .find(|c| c.type_ == *type_)
-                    .cloned()
-                    .unwrap_or_else(|| ConditionSpec {
-                        type_: *type_,
-                        status: None,
-                        reason: Reason::NotChecked.as_str().to_owned(),
-                        message: unknown.to_owned(),
-                    })
-            })
-            .collect()
     }
 
     fn into_outcome(self, conditions: Vec<ConditionSpec>, retry: Retry) -> Outcome {
@@ -247,6 +200,76 @@ impl Decision {
             wants_finalizer: self.wants_finalizer,
         }
     }
+}
+
+/// The conditions of a reconcile from the detail conditions decided so far (`passed`, in the
+/// order of `detail`, the resource's steps) and its end: Ready True with a reason and message,
+/// or a problem (its condition False, the steps not reached Unknown, Ready False with its reason,
+/// then Stalled or Reconciling). Shared by every resource the operator writes.
+pub fn close(
+    passed: &[ConditionSpec],
+    detail: &[ConditionType],
+    end: Result<(&str, String), Problem>,
+) -> Vec<ConditionSpec> {
+    let mut decided = passed.to_vec();
+    let (ready, unknown, kstatus) = match end {
+        Ok((reason, message)) => (
+            ConditionSpec {
+                type_: ConditionType::Ready,
+                status: Some(true),
+                reason: reason.to_owned(),
+                message,
+            },
+            "not checked".to_owned(),
+            None,
+        ),
+        Err(problem) => {
+            decided.push(ConditionSpec {
+                type_: problem.condition,
+                status: Some(false),
+                reason: problem.reason.clone(),
+                message: problem.message.clone(),
+            });
+            let kstatus = if problem.stalled {
+                ConditionType::Stalled
+            } else {
+                ConditionType::Reconciling
+            };
+            (
+                ConditionSpec {
+                    type_: ConditionType::Ready,
+                    status: Some(false),
+                    reason: problem.reason.clone(),
+                    message: problem.message.clone(),
+                },
+                format!(
+                    "not checked while {} is False ({})",
+                    problem.condition, problem.reason
+                ),
+                Some(ConditionSpec {
+                    type_: kstatus,
+                    status: Some(true),
+                    reason: problem.reason,
+                    message: problem.message,
+                }),
+            )
+        }
+    };
+    let mut conditions = vec![ready];
+    conditions.extend(detail.iter().map(|type_| {
+        decided
+            .iter()
+            .find(|c| c.type_ == *type_)
+            .cloned()
+            .unwrap_or_else(|| ConditionSpec {
+                type_: *type_,
+                status: None,
+                reason: Reason::NotChecked.as_str().to_owned(),
+                message: unknown.clone(),
+            })
+    }));
+    conditions.extend(kstatus);
+    conditions
 }
 
 /// Whether the operator managed the bucket `bucket` when it last looked (facts about another
@@ -291,15 +314,7 @@ pub fn decide(
     let mut d = Decision::new(name, previous);
     d.spec = understood(name, validation);
     let (Some((store, settings)), Some(progress)) = (validation.valid(), progress) else {
-        let problem = validation.first_problem().cloned().unwrap_or_else(|| {
-            Problem::new(
-                ConditionType::CredentialsResolved,
-                Reason::NotChecked.as_str(),
-                "the Component was not validated",
-                Retry::Backoff,
-            )
-        });
-        return d.fail(problem);
+        return d.fail(first_problem(&validation.findings));
     };
     d.wants_finalizer = Some(settings.deletion_policy == DeletionPolicy::Delete);
     d.pass(
@@ -546,12 +561,36 @@ pub fn deletion_pending(name: &str, previous: Option<&Written>, failure: &Proble
     d.fail(Problem::new(
         failure.condition,
         Reason::DeletionPending.as_str(),
-        format!(
-            "the Component is being deleted with jetstreamkv.io/deletion-policy: delete, and its bucket cannot be deleted yet: {} ({}); it is retried. Remove the deletion-policy annotation to keep the bucket and let the deletion finish",
-            failure.message, failure.reason
-        ),
+        deletion_pending_message("bucket", failure),
         Retry::Backoff,
     ))
+}
+
+/// The Warning Event of a pub/sub Component whose stream cannot be deleted yet.
+pub fn deletion_pending_note(what: &str, failure: &Problem) -> Note {
+    Note::warning(
+        Reason::DeletionPending,
+        deletion_pending_message(what, failure),
+    )
+}
+
+fn deletion_pending_message(what: &str, failure: &Problem) -> String {
+    format!(
+        "the Component is being deleted with jetstreamkv.io/deletion-policy: delete, and its {what} cannot be deleted yet: {} ({}); it is retried. Remove the deletion-policy annotation to keep the {what} and let the deletion finish",
+        failure.message, failure.reason
+    )
+}
+
+/// The problem that stops a reconcile after validation: the first one found.
+pub fn first_problem(findings: &crate::validate::ComponentFindings) -> Problem {
+    findings.problems.first().cloned().unwrap_or_else(|| {
+        Problem::new(
+            ConditionType::CredentialsResolved,
+            Reason::NotChecked.as_str(),
+            "the Component was not validated",
+            Retry::Backoff,
+        )
+    })
 }
 
 /// The KeyValueBucket status to write: the outcome's conditions stamped, keeping each one's
@@ -575,12 +614,11 @@ pub fn bucket_status(
 /// what it carries; None when there is nothing to write.
 pub fn component_patch(
     component: &Component,
-    status: &KeyValueBucketStatus,
+    conditions: &[Condition],
     wants_finalizer: Option<bool>,
 ) -> Option<serde_json::Value> {
     use k8s_openapi::Resource as _;
-    let ready = status
-        .conditions
+    let ready = conditions
         .iter()
         .find(|c| c.type_ == ConditionType::Ready.as_str());
     let wanted: BTreeMap<&str, String> = BTreeMap::from([
@@ -626,21 +664,14 @@ pub fn component_patch(
 }
 
 /// The Events to publish: what was done, or else a Ready transition.
-pub fn events(
-    previous: &KeyValueBucketStatus,
-    status: &KeyValueBucketStatus,
-    done: &[Note],
-) -> Vec<Note> {
-    let ready = |s: &KeyValueBucketStatus| {
-        s.conditions
-            .iter()
+pub fn events(previous: &[Condition], status: &[Condition], done: &[Note]) -> Vec<Note> {
+    let ready = |s: &[Condition]| {
+        s.iter()
             .find(|c| c.type_ == ConditionType::Ready.as_str())
             .cloned()
     };
     let (before, after) = (ready(previous), ready(status));
-    let key = |c: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>| {
-        c.as_ref().map(|c| (c.status.clone(), c.reason.clone()))
-    };
+    let key = |c: &Option<Condition>| c.as_ref().map(|c| (c.status.clone(), c.reason.clone()));
     if !done.is_empty() || key(&before) == key(&after) {
         return done.to_vec();
     }
