@@ -22,7 +22,7 @@ local needs_change = {
   ImmutableFieldChanged = true, UnsupportedByServer = true, BucketOwnedElsewhere = true,
   AuthorizationFailed = true, TlsFailed = true, JetStreamDisabled = true,
   AccountLimitsExceeded = true, NoSuitablePlacement = true,
-  TooMuchMetadata = true, ServerNotAllowed = true,
+  TooMuchMetadata = true, ServerNotAllowed = true, NatsProtocolViolation = true,
 }
 
 local function describe(c)

@@ -79,6 +79,28 @@ pub async fn connect(
     key: &str,
     store: &StoreConfig,
 ) -> Result<(async_nats::Client, Option<stream::Info>), NatsError> {
+    let result = connect_and_read(ctx, key, store).await;
+    match &result {
+        Ok(_) => ctx.pool.connection_works(store),
+        // A server that broke the protocol (the relay dropped it) is told as such: the failure
+        // the client saw (a lost link, a timeout) is only the consequence.
+        Err(_) => {
+            if let Some(violation) = ctx.pool.violation(store) {
+                return Err(NatsError::ProtocolViolation {
+                    servers: store.redacted_servers.join(","),
+                    what: violation.describe(),
+                });
+            }
+        }
+    }
+    result
+}
+
+async fn connect_and_read(
+    ctx: &Context,
+    key: &str,
+    store: &StoreConfig,
+) -> Result<(async_nats::Client, Option<stream::Info>), NatsError> {
     let client = ctx.pool.connect(key, store).await?;
     if client.connection_state() != async_nats::connection::State::Connected {
         return Err(NatsError::Unreachable {
