@@ -86,6 +86,33 @@ fn wait_for_file(path: &std::path::Path, operator: &Operator) -> String {
     }
 }
 
+/// [`support::slowloris`] on the webhook port, over TLS trusting `ca_pem`.
+async fn slowloris_over_tls(addr: &str, ca_pem: &str) -> Option<Duration> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(cert.expect("the CA parses"))
+            .expect("the CA is usable");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("the webhook port");
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("server name");
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("the TLS handshake with the webhook");
+    support::slowloris(tls).await
+}
+
 #[tokio::test]
 async fn kubectl_apply_of_a_bad_component_is_refused_with_the_operators_message() {
     let cp = control_plane();
@@ -152,6 +179,17 @@ async fn kubectl_apply_of_a_bad_component_is_refused_with_the_operators_message(
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // Finding 4 of issue 13: a client that completes the TLS handshake and then trickles a
+    // request head (slowloris) is cut off by the header-read timeout (5 s).
+    let closed_after = slowloris_over_tls(&addr, &ca)
+        .await
+        .expect("the slow client was held for 40 s");
+    eprintln!("slowloris on the webhook port cut off after {closed_after:?}");
+    assert!(
+        closed_after < Duration::from_secs(10),
+        "cut off after {closed_after:?}"
+    );
 
     let bad = component(
         &ns.name,

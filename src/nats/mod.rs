@@ -3,6 +3,7 @@
 pub mod bucket;
 pub mod cluster;
 pub mod pool;
+pub mod relay;
 
 use async_nats::jetstream;
 
@@ -35,6 +36,10 @@ pub enum NatsError {
         "cannot reach the NATS server at {servers}: {detail}; check natsURL and that the server is running"
     )]
     Unreachable { servers: String, detail: String },
+    #[error(
+        "the NATS server at {servers} broke the NATS protocol ({what}); the operator dropped the connection and retries. Check that natsURL names a NATS server you trust"
+    )]
+    ProtocolViolation { servers: String, what: &'static str },
     #[error(
         "the NATS server at {servers} refused the credentials (authorization violation); check the user, password or JWT in the Component's metadata and its Secrets"
     )]
@@ -87,6 +92,7 @@ impl Failure for NatsError {
         match self {
             Self::Unreachable { .. } => "NatsUnavailable",
             Self::AuthorizationFailed { .. } => "AuthorizationFailed",
+            Self::ProtocolViolation { .. } => "NatsProtocolViolation",
             Self::Tls { .. } => "TlsFailed",
             Self::JetStreamDisabled { .. } => "JetStreamDisabled",
             Self::AccountLimits { .. } => "AccountLimitsExceeded",
@@ -106,7 +112,7 @@ impl Failure for NatsError {
     }
 
     /// Whether retrying without a change anywhere cannot help (kstatus `Stalled`): credentials
-    /// refused, JetStream off, limits.
+    /// refused, JetStream off, limits, a server that breaks the protocol.
     fn stalled(&self) -> bool {
         !matches!(
             self,

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use super::NatsError;
+use super::relay::{Relay, Violation};
 use crate::dapr::store::{NatsAuth, StoreConfig};
 use crate::secret_value::SecretValue;
 
@@ -58,7 +59,14 @@ fn without_line_breaks(value: &SecretValue) -> String {
 
 #[derive(Default)]
 struct Slot {
-    client: OnceCell<Client>,
+    client: OnceCell<Open>,
+}
+
+/// An open connection: the client, and the relays it talks to its servers through (stopped
+/// when this is dropped).
+struct Open {
+    client: Client,
+    _relay: Relay,
 }
 
 #[derive(Default)]
@@ -91,6 +99,8 @@ pub struct ConnectionPool {
     /// Every connection's client reports its link events here (few: one per transition).
     events: tokio::sync::mpsc::UnboundedSender<(ConnectionKey, LinkEvent)>,
     events_rx: Mutex<Option<LinkEvents>>,
+    /// The last protocol violation of each connection's servers (see [`super::relay`]).
+    violations: Arc<Mutex<HashMap<ConnectionKey, Violation>>>,
 }
 
 impl ConnectionPool {
@@ -109,6 +119,7 @@ impl ConnectionPool {
             metrics,
             events,
             events_rx: Mutex::new(Some(events_rx)),
+            violations: Arc::default(),
         }
     }
 
@@ -137,8 +148,9 @@ impl ConnectionPool {
     /// Whether the connection `key` is open and connected now; None when the pool holds no open
     /// connection for it (never opened, failed, or closed).
     pub fn is_connected(&self, key: ConnectionKey) -> Option<bool> {
-        let client = self.lock().slots.get(&key)?.client.get().cloned()?;
-        Some(client.connection_state() == async_nats::connection::State::Connected)
+        let slot = self.lock().slots.get(&key)?.clone();
+        let open = slot.client.get()?;
+        Some(open.client.connection_state() == async_nats::connection::State::Connected)
     }
 
     /// The connection for `config`, opened if needed, with `user` (the Component's
@@ -160,8 +172,9 @@ impl ConnectionPool {
             .client
             .get_or_try_init(|| self.open(config))
             .await
-            .cloned();
+            .map(|open| open.client.clone());
         if result.is_err() {
+            self.forget_violation(key);
             // Forget the failed attempt so the next reconcile tries again.
             let mut state = self.lock();
             if state
@@ -174,6 +187,28 @@ impl ConnectionPool {
         }
         self.update_gauge();
         result
+    }
+
+    /// How the servers of `config`'s connection last broke the NATS protocol (the relay dropped
+    /// the link), if they did since the last [`Self::forget_violation`].
+    pub fn violation(&self, config: &StoreConfig) -> Option<Violation> {
+        self.violations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ConnectionKey::of(config))
+            .copied()
+    }
+
+    /// The connection of `config` worked: its last violation is history.
+    pub fn connection_works(&self, config: &StoreConfig) {
+        self.forget_violation(ConnectionKey::of(config));
+    }
+
+    fn forget_violation(&self, key: ConnectionKey) {
+        self.violations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
     }
 
     /// `user` no longer uses any connection (its Component was deleted or is not ours any more).
@@ -210,14 +245,15 @@ impl ConnectionPool {
         if state.users.values().any(|k| *k == key) {
             return;
         }
-        if let Some(client) = state
-            .slots
-            .remove(&key)
-            .and_then(|slot| slot.client.get().cloned())
+        self.forget_violation(key);
+        if let Some(slot) = state.slots.remove(&key)
+            && let Some(client) = slot.client.get().map(|open| open.client.clone())
         {
             tracing::info!("closing a NATS connection no Component uses any more");
             tokio::spawn(async move {
                 let _ = client.drain().await;
+                // The relays stop with the slot.
+                drop(slot);
             });
         }
     }
@@ -228,9 +264,27 @@ impl ConnectionPool {
         }
     }
 
-    async fn open(&self, config: &StoreConfig) -> Result<Client, NatsError> {
+    async fn open(&self, config: &StoreConfig) -> Result<Open, NatsError> {
         let servers = config.redacted_servers.join(",");
         let target = parse_servers(&config.servers)?;
+        let key = ConnectionKey::of(config);
+        let violations = self.violations.clone();
+        let report_servers = servers.clone();
+        let (relay, local) = Relay::start(
+            &target.addresses,
+            Arc::new(move |violation: Violation| {
+                tracing::warn!(servers = %report_servers, violation = violation.describe(), "a NATS server broke the protocol; the operator dropped the connection");
+                violations
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, violation);
+            }),
+        )
+        .await
+        .map_err(|_| NatsError::Unreachable {
+            servers: servers.clone(),
+            detail: "the operator could not open a loopback relay".into(),
+        })?;
         let mut options = match &config.auth {
             NatsAuth::Jwt { jwt, seed } => {
                 // Parsed like the credentials check parsed it, so a seed that passed the check
@@ -268,7 +322,7 @@ impl ConnectionPool {
             .retain_servers_order()
             // Reconnect for ever in the background: a NATS restart heals without us.
             .max_reconnects(None);
-        let (events, key) = (self.events.clone(), ConnectionKey::of(config));
+        let events = self.events.clone();
         options = options.event_callback(move |event| {
             let link = match event {
                 async_nats::Event::Disconnected => Some(LinkEvent::Disconnected),
@@ -285,12 +339,17 @@ impl ConnectionPool {
         tracing::debug!(servers = %servers, "opening a NATS connection");
         // One deadline for the whole connect, however many servers are listed and however
         // slowly each one answers (a server trickling an endless INFO line included).
-        let connect = options.connect(target.addresses.as_slice());
+        // The client dials the relays (loopback), each relay its server: see `super::relay`.
+        let connect = options.connect(local.as_slice());
         let result = match tokio::time::timeout(self.connect_timeout, connect).await {
             Ok(result) => result.map_err(|e| (e.kind(), e.to_string())),
             Err(_) => Err((ConnectErrorKind::TimedOut, "deadline exceeded".to_string())),
         };
-        result.map_err(|(kind, detail)| {
+        let result = result.map_err(|(kind, detail)| {
+            // What the relay saw is closer to the cause than what the client saw of the relay.
+            (kind, relay.last_failure().unwrap_or(detail))
+        });
+        result.map(|client| Open { client, _relay: relay }).map_err(|(kind, detail)| {
             // The detail stays in the operator's log: in a status it would tell whoever writes
             // a Component whether a port is closed, filtered or serving something else.
             tracing::warn!(servers = %servers, kind = ?kind, detail = %super::remote_text(&detail), "NATS connect failed");

@@ -81,14 +81,36 @@ pub async fn client(
     key: &str,
     store: &StoreConfig,
 ) -> Result<async_nats::Client, NatsError> {
-    let client = ctx.pool.connect(key, store).await?;
+    let client = match ctx.pool.connect(key, store).await {
+        Ok(client) => client,
+        Err(e) => return Err(told(ctx, store, e)),
+    };
     if client.connection_state() != async_nats::connection::State::Connected {
-        return Err(NatsError::Unreachable {
-            servers: store.redacted_servers.join(","),
-            detail: "the connection is down and reconnecting".into(),
-        });
+        return Err(told(
+            ctx,
+            store,
+            NatsError::Unreachable {
+                servers: store.redacted_servers.join(","),
+                detail: "the connection is down and reconnecting".into(),
+            },
+        ));
     }
+    // A connection that works makes its last protocol violation history.
+    ctx.pool.connection_works(store);
     Ok(client)
+}
+
+/// A failure on the connection of `store`, as told: when the server broke the protocol (the
+/// relay dropped it), that is what is told; the failure the client saw (a lost link, a timeout)
+/// is only its consequence.
+pub fn told(ctx: &Context, store: &StoreConfig, error: NatsError) -> NatsError {
+    match ctx.pool.violation(store) {
+        Some(violation) => NatsError::ProtocolViolation {
+            servers: store.redacted_servers.join(","),
+            what: violation.describe(),
+        },
+        None => error,
+    }
 }
 
 /// A connected client and the live bucket (None when it does not exist). One NATS read.
@@ -100,7 +122,10 @@ pub async fn connect(
     let client = client(ctx, key, store).await?;
     let js = async_nats::jetstream::new(client.clone());
     ctx.metrics.nats_request("info");
-    let live = Bucket::new(&js, &store.bucket).fetch().await?;
+    let live = Bucket::new(&js, &store.bucket)
+        .fetch()
+        .await
+        .map_err(|e| told(ctx, store, e))?;
     Ok((client, live))
 }
 

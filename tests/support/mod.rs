@@ -368,3 +368,38 @@ pub async fn wait_event_mentioning(ns: &str, name: &str, reason: &str, mentions:
     )
     .await
 }
+
+/// A slowloris client on `stream` (plain or TLS): sends a request head one header line a second
+/// and never the blank line that ends it. Returns how long the server held it before closing,
+/// or None when it was still held after 40 s.
+pub async fn slowloris<S>(mut stream: S) -> Option<Duration>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = Instant::now();
+    if stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .is_err()
+    {
+        return Some(started.elapsed());
+    }
+    for i in 0..40 {
+        if stream
+            .write_all(format!("X-{i}: y\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            return Some(started.elapsed());
+        }
+        let _ = stream.flush().await;
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            // A 408 before closing is fine too.
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    None
+}

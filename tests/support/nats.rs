@@ -68,6 +68,14 @@ impl NatsServer {
         ))
     }
 
+    /// Starts a JetStream server that requires TLS of its clients (`tls {}`: the server's `INFO`
+    /// says `tls_required`), with the certificate and key PEM files given.
+    pub fn start_with_tls(cert_file: &Path, key_file: &Path) -> NatsServer {
+        Self::start_with(&format!(
+            "tls {{\n  cert_file: {cert_file:?}\n  key_file: {key_file:?}\n}}\n"
+        ))
+    }
+
     /// Writes a config ending with `extra` and starts the server, retrying on other ports if one
     /// was taken between choosing it and the server binding it.
     fn start_with(extra: &str) -> NatsServer {

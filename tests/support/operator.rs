@@ -23,6 +23,18 @@ impl Operator {
 
     /// Like [`Operator::start`], with extra environment variables (as a Deployment sets them).
     pub fn start_with_env(kubeconfig: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_wrapped(kubeconfig, &[], args, env)
+    }
+
+    /// Like [`Operator::start_with_env`], run through `wrapper` (a program and its arguments,
+    /// which gets the operator binary and its arguments after them and must exec it, so that
+    /// [`Operator::pid`] is the operator's).
+    pub fn start_wrapped(
+        kubeconfig: &Path,
+        wrapper: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
         std::fs::create_dir_all(&dir).expect("operator log directory");
         let log = dir.join(format!(
@@ -39,7 +51,14 @@ impl Operator {
             .filter(|b| !b.is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_jetstream-kv-operator")));
-        let mut cmd = Command::new(bin);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(wrapper_args).arg(bin);
+                cmd
+            }
+            None => Command::new(bin),
+        };
         cmd.arg("run")
             .args(args)
             .env("KUBECONFIG", kubeconfig)
