@@ -556,8 +556,11 @@ async fn eighty_thousand_metadata_items_keep_the_lease() {
         let took = created.elapsed();
         eprintln!("{name}: 80,002 metadata items, reason {took:?} after the create");
         assert!(message.contains("80002 metadata items"), "{message}");
+        // 0.2-0.6 s here with the machine's load at 10, through an API server that carries
+        // 80,000 items each way; 3 s leaves room for a busy CI machine (the quadratic check
+        // this guards against took 13 s at 40,000 items and 46 s at 80,000).
         assert!(
-            took < Duration::from_secs(1),
+            took < Duration::from_secs(3),
             "{name} got its reason {took:?} after the create"
         );
         if let Some((_, renewal)) = renewed().await {
