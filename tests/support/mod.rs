@@ -27,14 +27,31 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The control plane shared by every test of this binary, with the project's CRDs installed.
+static CP: OnceLock<ControlPlane> = OnceLock::new();
+
+/// The control plane shared by every test of this binary, with the project's CRDs installed (in a
+/// binary that calls [`node_cluster`], the same cluster, with its node).
 pub fn control_plane() -> &'static ControlPlane {
-    static CP: OnceLock<ControlPlane> = OnceLock::new();
     CP.get_or_init(|| {
         let cp = ControlPlane::start();
         cp.install_crds();
         cp
     })
+}
+
+/// The one-node cluster shared by every test of this binary (started on first use; tests of a
+/// binary that uses it must call this before anything that calls [`control_plane`]).
+pub fn node_cluster() -> &'static ControlPlane {
+    let cp = CP.get_or_init(|| {
+        let cp = ControlPlane::start_node();
+        cp.install_crds();
+        cp
+    });
+    assert!(
+        cp.node.is_some(),
+        "this test binary started a control plane without a node before calling node_cluster()"
+    );
+    cp
 }
 
 /// A kube client for the shared control plane. A new one per test: each tokio test has its own
