@@ -209,7 +209,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 		time.Sleep(100 * time.Millisecond)
 	}
 	for _, img := range n.images {
-		if err := run1("ctr", "--address", n.sock(), "-n", "k8s.io", "images", "import", "--no-unpack=false", img); err != nil {
+		if err := run1("ctr", "--address", n.sock(), "-n", "k8s.io", "images", "import", img); err != nil {
 			return fmt.Errorf("import image %s: %w", img, err)
 		}
 	}
