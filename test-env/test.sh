@@ -4,8 +4,15 @@
 # control plane and real nats-servers that the tests start and stop themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-step() { printf '\n==> %s\n' "$*" >&2; }
 t0=$(date +%s)
+last=$t0
+# Each step says how long the previous one took.
+step() {
+  local now; now=$(date +%s)
+  [ "$now" = "$t0" ] || printf '    (%ss)\n' "$(( now - last ))" >&2
+  last=$now
+  printf '\n==> %s\n' "$*" >&2
+}
 
 step "setting up the test environment (test-env/setup.sh)"
 eval "$(test-env/setup.sh)"
