@@ -130,9 +130,6 @@ func run() error {
 			"--etcd-servers="+etcdURL,
 			"--service-cluster-ip-range=10.0.0.0/24",
 			"--allow-privileged=true",
-			// Webhooks and aggregated APIs are called at their endpoints' addresses: there is no
-			// kube-proxy to route Service addresses.
-			"--enable-aggregator-routing=true",
 			"--authorization-mode=RBAC",
 			"--service-account-issuer="+server+"/",
 			"--service-account-key-file="+pki.saPub,
@@ -141,7 +138,11 @@ func run() error {
 			"--v=1",
 		),
 	}
-	if !*withNode {
+	if *withNode {
+		// Webhooks and aggregated APIs behind a Service are called at their endpoints' addresses:
+		// there is no kube-proxy to route Service addresses.
+		api.cmd = append(api.cmd, "--enable-aggregator-routing=true")
+	} else {
 		// No kubelet: pods never run, and envtest-like tests create pods without ServiceAccounts.
 		api.cmd = append(api.cmd, "--disable-admission-plugins=ServiceAccount")
 	}
