@@ -2,7 +2,13 @@
 // quick start: etcd embedded in this process, kube-apiserver and kube-controller-manager (garbage
 // collector and namespace controllers only) as child processes of this same binary.
 //
-//	controlplane --dir DIR [--exit-on-stdin-eof]
+//	controlplane --dir DIR [--exit-on-stdin-eof] [--node --pause-image ARCHIVE [--image ARCHIVE]...]
+//
+// With --node (as root) it also runs a one-node cluster (node.go): Debian's containerd with the
+// given OCI archives imported, a kubelet and kube-scheduler (sub-commands of this binary), a CNI
+// bridge, and the controllers and admission a node needs (ServiceAccount tokens, Deployments,
+// endpoints); it waits until the node is Ready and untainted before READY, and tears it all down
+// before it exits.
 //
 // It writes DIR/kubeconfig (admin, client certificate in group system:masters) and DIR/ready.json,
 // prints "READY <kubeconfig>" on stdout, and runs until SIGTERM/SIGINT (or stdin closes when
