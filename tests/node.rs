@@ -87,7 +87,8 @@ fn wait_for<T>(
 }
 
 /// A release of the chart in a namespace of its own, watching only that namespace (the tests of
-/// this binary run side by side); uninstalled and deleted on drop.
+/// this binary run side by side), named after the test (the chart's cluster-scoped objects are
+/// named after the release); uninstalled and deleted on drop.
 struct Release {
     ns: String,
     name: String,
@@ -96,8 +97,8 @@ struct Release {
 impl Release {
     fn install(test: &str, values: &[&str]) -> Release {
         let cp = node_cluster();
-        let ns = format!("{}-{}", test.replace('_', "-"), random_suffix());
-        let name = "kvo".to_string();
+        let name = test.replace('_', "-");
+        let ns = format!("{name}-{}", random_suffix());
         kubectl(&["create", "namespace", &ns]);
         let (repo, tag) = image();
         let mut args = vec![
@@ -360,7 +361,7 @@ fn seconds(ts: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_chart_runs_the_image_until_ready_and_uninstall_leaves_the_buckets() {
     let started = Instant::now();
-    let release = Release::install("chart_runs", &[]);
+    let release = Release::install("runs", &[]);
     let pods = release.wait_available(1);
     let pod = &pods[0];
     let install_to_ready = started.elapsed();
