@@ -607,7 +607,7 @@ async fn the_webhook_behind_its_service_refuses_a_broken_component() {
         || release.describe(cp),
     );
     assert!(
-        refused.contains("bucket"),
+        refused.contains("InvalidBucketName"),
         "the refusal does not explain itself: {refused}"
     );
     // A good Component passes the same webhook.
