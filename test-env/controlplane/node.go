@@ -258,6 +258,9 @@ nodeStatusUpdateFrequency: 5s
 	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
 		return err
 	}
+	if err := n.makeCgroupRoot(); err != nil {
+		return err
+	}
 	n.kubelet = &child{name: "kubelet", log: filepath.Join(n.dir, "kubelet.log"),
 		cmd: []string{self, "kubelet", "--config=" + cfg, "--kubeconfig=" + kubeconfig,
 			"--root-dir=" + root, "--cert-dir=" + filepath.Join(n.dir, "kubelet-pki"), "--v=1"}}
@@ -484,6 +487,28 @@ func (n *node) unmountAll() {
 			}
 		}
 	}
+}
+
+// makeCgroupRoot creates the kubelet's cgroupRoot (/jko-<id>) in every cgroup hierarchy: the
+// kubelet refuses to start when it is missing. A cpuset child starts with no CPU and no memory
+// node: it gets its parent's.
+func (n *node) makeCgroupRoot() error {
+	procs, _ := filepath.Glob("/sys/fs/cgroup/*/cgroup.procs")
+	for _, p := range procs {
+		parent := filepath.Dir(p)
+		dir := filepath.Join(parent, n.id)
+		if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+			return fmt.Errorf("cgroup %s: %w", dir, err)
+		}
+		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+			if v, err := os.ReadFile(filepath.Join(parent, f)); err == nil {
+				if err := os.WriteFile(filepath.Join(dir, f), v, 0o644); err != nil {
+					return fmt.Errorf("cgroup %s: %w", filepath.Join(dir, f), err)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // removeCgroups removes the node's cgroup folder (cgroupRoot /jko-<id>) in every hierarchy,
