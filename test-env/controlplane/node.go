@@ -357,6 +357,7 @@ func (n *node) drainPods(timeout time.Duration) {
 	for time.Now().Before(deadline) {
 		data, code, err := n.api("GET", "/api/v1/pods", nil)
 		if err != nil || code != http.StatusOK {
+			log.Printf("node: list pods: %v (HTTP %d)", err, code)
 			return
 		}
 		var list struct {
@@ -378,10 +379,13 @@ func (n *node) drainPods(timeout time.Duration) {
 				continue
 			}
 			onNode++
-			_, _, _ = n.api("DELETE", "/api/v1/namespaces/"+p.Metadata.Namespace+"/pods/"+p.Metadata.Name,
-				map[string]any{"gracePeriodSeconds": grace})
+			if _, code, err := n.api("DELETE", "/api/v1/namespaces/"+p.Metadata.Namespace+"/pods/"+p.Metadata.Name,
+				map[string]any{"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": grace}); err != nil || code >= 300 && code != http.StatusNotFound {
+				log.Printf("node: delete pod %s/%s: %v (HTTP %d)", p.Metadata.Namespace, p.Metadata.Name, err, code)
+			}
 		}
 		if onNode == 0 {
+			log.Printf("node: every pod stopped")
 			return
 		}
 		time.Sleep(500 * time.Millisecond)
@@ -417,6 +421,8 @@ func (n *node) teardown() {
 		n.containerd.stop()
 	}
 	n.killShims()
+	n.killCgroupProcesses()
+	n.removePodNetworks()
 	n.unmountAll()
 	if n.dnat != nil {
 		if err := run1("iptables", append([]string{"-w", "-D"}, n.dnat...)...); err != nil {
@@ -448,6 +454,57 @@ func (n *node) killShims() {
 			bytes.Contains(cmdline, []byte(n.sock())) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
+	}
+}
+
+// killCgroupProcesses kills whatever still runs in the node's cgroups (containers whose shim is
+// gone): every process there is one of this node's pods.
+func (n *node) killCgroupProcesses() {
+	for attempt := 0; attempt < 50; attempt++ {
+		found := 0
+		roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + n.id)
+		for _, root := range roots {
+			_ = filepath.Walk(root, func(path string, info os.FileInfo, err error) error {
+				if err != nil || info.IsDir() || info.Name() != "cgroup.procs" {
+					return nil
+				}
+				data, _ := os.ReadFile(path)
+				for _, f := range strings.Fields(string(data)) {
+					if pid, err := strconv.Atoi(f); err == nil {
+						found++
+						_ = syscall.Kill(pid, syscall.SIGKILL)
+					}
+				}
+				return nil
+			})
+		}
+		if found == 0 {
+			return
+		}
+		if attempt == 0 {
+			log.Printf("node: killed %d processes left in the node's cgroups", found)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// removePodNetworks deletes the pods' network namespaces and host-side veths that are still
+// attached to the node's bridge (a pod whose sandbox the kubelet did not stop): `ip` names each
+// veth's peer namespace (cni-<uuid> under /run/netns).
+func (n *node) removePodNetworks() {
+	out, _ := exec.Command("ip", "-o", "link", "show", "master", n.id).Output()
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		veth := strings.SplitN(strings.TrimSuffix(f[1], ":"), "@", 2)[0]
+		for i, w := range f {
+			if w == "link-netns" && i+1 < len(f) {
+				_ = exec.Command("ip", "netns", "delete", f[i+1]).Run()
+			}
+		}
+		_ = exec.Command("ip", "link", "del", veth).Run()
 	}
 }
 
