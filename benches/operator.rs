@@ -4,36 +4,41 @@
 //! `bench/README.md`); results go to `bench/results/`.
 //!
 //! ```text
-//! cargo bench --bench operator -- [--sizes 100,1000] [--scenarios wave,idle,restart]
-//!     [--resync 30s] [--noise-per-component 2] [--in-flight 64] [--out bench/results]
+//! cargo bench --bench operator -- [--sizes 100,1000] [--scenarios floor,wave,idle,restart]
+//!     [--resync 30s] [--noise-per-component 2] [--namespaces 20] [--in-flight 64]
+//!     [--floor-in-flight 16] [--cluster] [--out bench/results]
 //!     [--operator-args "--concurrency 32"]
 //! ```
 //!
 //! Each size gets a fresh control plane, nats-server and operator, so sizes do not influence
-//! each other. Scenarios run in order on the same objects: `idle` and `restart` need `wave`.
+//! each other. The floor runs first, on a control plane of its own and without an operator: the
+//! same creates, plus the operator's writes made by the benchmark itself. The other scenarios run
+//! in order on the same objects: `idle` and `restart` need `wave`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use jetstream_kv_operator::crd::KeyValueBucket;
+use futures::{StreamExt, future};
+use jetstream_kv_operator::crd::{KeyValueBucket, MANAGER};
 use jetstream_kv_operator::dapr::Component;
 use k8s_openapi::api::core::v1::{Event, Namespace};
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use support::ControlPlane;
+use support::cluster::NatsCluster;
 use support::nats::NatsServer;
 use support::operator::Operator;
 
-const NAMESPACES: usize = 20;
 const NOISE_TYPES: [&str; 5] = [
     "state.redis",
     "pubsub.kafka",
@@ -47,20 +52,33 @@ struct Options {
     scenarios: Vec<String>,
     resync: Duration,
     noise_per_component: usize,
+    namespaces: usize,
     in_flight: usize,
+    floor_in_flight: usize,
     out: PathBuf,
     operator_args: Vec<String>,
+    /// A three-node JetStream cluster and R3 buckets instead of one nats-server.
+    cluster: bool,
 }
 
 fn options() -> Result<Options, String> {
     let mut o = Options {
         sizes: vec![100, 1000],
-        scenarios: vec!["wave".into(), "idle".into(), "restart".into()],
+        scenarios: vec![
+            "floor".into(),
+            "wave".into(),
+            "idle".into(),
+            "restart".into(),
+        ],
         resync: Duration::from_secs(30),
         noise_per_component: 2,
+        namespaces: 20,
         in_flight: 64,
+        // The operator's default --concurrency: its reconciles, so its writes, in flight.
+        floor_in_flight: 16,
         out: support::repo_root().join("bench/results"),
         operator_args: Vec::new(),
+        cluster: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -81,8 +99,23 @@ fn options() -> Result<Options, String> {
             "--noise-per-component" => {
                 o.noise_per_component = value()?.parse().map_err(|e| format!("{e}"))?
             }
+            "--namespaces" => {
+                o.namespaces = value()?.parse().map_err(|e| format!("{e}"))?;
+                if o.namespaces == 0 {
+                    return Err("--namespaces must be at least 1".into());
+                }
+            }
+            // A platform team's cluster: 10% of the Components are ours, over 100 namespaces.
+            "--platform" => {
+                o.noise_per_component = 9;
+                o.namespaces = 100;
+            }
             "--in-flight" => o.in_flight = value()?.parse().map_err(|e| format!("{e}"))?,
+            "--floor-in-flight" => {
+                o.floor_in_flight = value()?.parse().map_err(|e| format!("{e}"))?
+            }
             "--out" => o.out = PathBuf::from(value()?),
+            "--cluster" => o.cluster = true,
             "--operator-args" => {
                 o.operator_args = value()?.split_whitespace().map(str::to_string).collect()
             }
@@ -90,8 +123,10 @@ fn options() -> Result<Options, String> {
         }
     }
     for s in &o.scenarios {
-        if !["wave", "idle", "restart"].contains(&s.as_str()) {
-            return Err(format!("unknown scenario {s:?}: use wave, idle, restart"));
+        if !["floor", "wave", "idle", "restart"].contains(&s.as_str()) {
+            return Err(format!(
+                "unknown scenario {s:?}: use floor, wave, idle, restart"
+            ));
         }
     }
     Ok(o)
@@ -131,10 +166,70 @@ fn progress(message: &str) {
 /// Everything one size runs against.
 struct Env {
     cp: ControlPlane,
-    nats: NatsServer,
+    nats: Nats,
     operator: Operator,
     operator_args: Vec<String>,
     client: Client,
+}
+
+/// One nats-server, or a three-node cluster whose buckets get three replicas.
+enum Nats {
+    Single(NatsServer),
+    Cluster(NatsCluster),
+}
+
+impl Nats {
+    fn url(&self) -> String {
+        match self {
+            Nats::Single(s) => s.url(),
+            Nats::Cluster(c) => c.url(),
+        }
+    }
+
+    /// `/jsz`; on a cluster the API counters summed over the nodes, the streams of node 1 (which
+    /// holds a replica of every R3 stream).
+    fn jsz(&self) -> Value {
+        match self {
+            Nats::Single(s) => s.monitor("/jsz"),
+            Nats::Cluster(c) => {
+                let mut jsz = c.monitor(0, "/jsz");
+                for field in ["total", "errors"] {
+                    let sum: f64 = (0..3)
+                        .map(|i| {
+                            c.monitor(i, "/jsz")["api"][field]
+                                .as_f64()
+                                .unwrap_or_default()
+                        })
+                        .sum();
+                    jsz["api"][field] = json!(sum);
+                }
+                jsz
+            }
+        }
+    }
+
+    fn varz(&self) -> Value {
+        match self {
+            Nats::Single(s) => s.varz(),
+            Nats::Cluster(c) => c.monitor(0, "/varz"),
+        }
+    }
+
+    /// The process whose CPU and memory are recorded (node 1 of a cluster).
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Nats::Single(s) => s.pid(),
+            Nats::Cluster(c) => c.pid(0),
+        }
+    }
+
+    /// Bucket settings of the wave's Components.
+    fn settings(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Nats::Single(_) => &[],
+            Nats::Cluster(_) => &[("replicas", "3")],
+        }
+    }
 }
 
 impl Env {
@@ -145,12 +240,29 @@ impl Env {
 }
 
 async fn run_size(options: &Options, size: usize) {
+    let date = jiff::Timestamp::now().strftime("%Y-%m-%dT%H%M").to_string();
+    let has = |s: &str| options.scenarios.iter().any(|x| x == s);
+    let floor_result = if has("floor") {
+        let (floor, machine) = floor(options, size).await;
+        let seconds = floor["all_ready_after_first_create_seconds"].as_f64();
+        save(options, &date, "floor", size, &machine, floor);
+        seconds
+    } else {
+        None
+    };
+    if !has("wave") {
+        return;
+    }
     progress(&format!(
         "size {size}: starting control plane, nats-server and operator"
     ));
     let cp = ControlPlane::start();
     cp.install_crds();
-    let nats = NatsServer::start();
+    let nats = if options.cluster {
+        Nats::Cluster(NatsCluster::start())
+    } else {
+        Nats::Single(NatsServer::start())
+    };
     let resync = format!("{}s", options.resync.as_secs());
     let mut operator_args: Vec<String> = ["--resync-interval", &resync, "--log-level", "info"]
         .iter()
@@ -167,14 +279,42 @@ async fn run_size(options: &Options, size: usize) {
         client,
     };
     wait_operator_ready(&env.operator, Duration::from_secs(60)).await;
-    let date = jiff::Timestamp::now().strftime("%Y-%m-%dT%H%M").to_string();
-    let mut machine = machine(&env);
+    let mut machine = machine(&env.cp, Some(&env.nats));
     machine["operator_args"] = json!(env.operator_args.join(" "));
+    if options.cluster {
+        machine["nats"] = json!("3-node JetStream cluster, R3 buckets");
+    }
+    let namespaces = create_namespaces(&env.client, options.namespaces).await;
 
-    let namespaces: Vec<String> = (0..NAMESPACES)
-        .map(|i| format!("bench-{i:02}-{}", support::random_suffix()))
+    let mut wave = wave(&env, options, size, &namespaces).await;
+    if let Some(floor) = floor_result {
+        let ratio = wave["all_ready_after_first_apply_seconds"]
+            .as_f64()
+            .map(|w| round(w / floor, 2));
+        progress(&format!(
+            "wave: {ratio:?} times the floor ({floor}s) measured in this run"
+        ));
+        wave["floor_seconds"] = json!(floor);
+        wave["ratio_to_floor"] = json!(ratio);
+    }
+    save(options, &date, "wave", size, &machine, wave);
+
+    if has("idle") {
+        let idle = idle(&env, options, size).await;
+        save(options, &date, "idle", size, &machine, idle);
+    }
+    if has("restart") {
+        let restart = restart(&mut env, size).await;
+        save(options, &date, "restart", size, &machine, restart);
+    }
+    progress(&format!("size {size}: done; stopping the servers"));
+}
+
+async fn create_namespaces(client: &Client, n: usize) -> Vec<String> {
+    let namespaces: Vec<String> = (0..n)
+        .map(|i| format!("bench-{i:03}-{}", support::random_suffix()))
         .collect();
-    let ns_api: Api<Namespace> = Api::all(env.client.clone());
+    let ns_api: Api<Namespace> = Api::all(client.clone());
     for ns in &namespaces {
         let object: Namespace =
             serde_json::from_value(json!({"metadata": {"name": ns}})).expect("namespace");
@@ -183,23 +323,7 @@ async fn run_size(options: &Options, size: usize) {
             .await
             .expect("create namespace");
     }
-
-    if !options.scenarios.iter().any(|s| s == "wave") {
-        progress("nothing to do without the wave scenario");
-        return;
-    }
-    let wave = wave(&env, options, size, &namespaces).await;
-    save(options, &date, "wave", size, &machine, wave);
-
-    if options.scenarios.iter().any(|s| s == "idle") {
-        let idle = idle(&env, options, size).await;
-        save(options, &date, "idle", size, &machine, idle);
-    }
-    if options.scenarios.iter().any(|s| s == "restart") {
-        let restart = restart(&mut env, size).await;
-        save(options, &date, "restart", size, &machine, restart);
-    }
-    progress(&format!("size {size}: done; stopping the servers"));
+    namespaces
 }
 
 fn save(options: &Options, date: &str, scenario: &str, size: usize, machine: &Value, mut v: Value) {
@@ -225,6 +349,224 @@ async fn wait_operator_ready(operator: &Operator, timeout: Duration) -> Duration
         "the operator was not ready after {timeout:?}:\n{}",
         operator.log_tail()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario 0: the floor.
+
+/// The same creates as the wave, and for each of ours the four writes the operator makes to
+/// reach Ready, made by the benchmark itself at the operator's concurrency, on a control plane
+/// of its own with no operator: what the API server alone takes. The wave's time divided by
+/// this one is the operator's overhead.
+async fn floor(options: &Options, size: usize) -> (Value, Value) {
+    let noise = size * options.noise_per_component;
+    progress(&format!(
+        "floor: size {size}: starting a control plane of its own (no operator, no NATS)"
+    ));
+    let cp = ControlPlane::start();
+    cp.install_crds();
+    let client = support::client_for(&cp.kubeconfig).await;
+    let machine = machine(&cp, None);
+    let namespaces = create_namespaces(&client, options.namespaces).await;
+    progress(&format!(
+        "floor: {size} state.jetstream Components and {noise} others across {} namespaces, {} creates in flight; for each of ours the operator's 4 writes, {} Components in flight",
+        namespaces.len(),
+        options.in_flight,
+        options.floor_in_flight
+    ));
+    let load_before = loadavg();
+    let seen = watch_ready(&client);
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: MANAGER.into(),
+            instance: Some("bench-floor".into()),
+        },
+    );
+    let before = snapshot_of(&cp, &client, None, None).await;
+    let objects = components(options, size, &namespaces, "nats://127.0.0.1:4222", &[]);
+    let retries = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Component>();
+    let first_create = Instant::now();
+    let creates = {
+        let client = client.clone();
+        let retries = retries.clone();
+        let in_flight = options.in_flight;
+        async move {
+            futures::stream::iter(objects)
+                .map(|(ours, component)| {
+                    let client = client.clone();
+                    let retries = retries.clone();
+                    async move { (ours, create(client, component, &retries).await) }
+                })
+                .buffer_unordered(in_flight)
+                .for_each(|(ours, component)| {
+                    if ours {
+                        let _ = tx.unbounded_send(component);
+                    }
+                    future::ready(())
+                })
+                .await;
+            Instant::now()
+        }
+    };
+    let writes = rx
+        .map(|component| operator_writes(&client, &recorder, component))
+        .buffer_unordered(options.floor_in_flight)
+        .collect::<Vec<()>>();
+    let (last_create, _) = futures::join!(creates, writes);
+    let writes_done = Instant::now();
+    // Ready as the wave measures it: the benchmark's watch seeing the status written.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.lock().expect("lock").at.len() < size && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after = snapshot_of(&cp, &client, None, None).await;
+    let ready_at = seen
+        .lock()
+        .expect("lock")
+        .at
+        .values()
+        .max()
+        .copied()
+        .unwrap_or(writes_done);
+    let all_ready = seen.lock().expect("lock").at.len() >= size;
+    let d = delta(&before, &after, (size + noise) as f64);
+    let ready_seconds = (ready_at - first_create).as_secs_f64();
+    progress(&format!(
+        "floor: creates done after {:.1}s, all writes after {:.1}s, all Ready seen after {ready_seconds:.1}s; {} writes per Component (API server)",
+        (last_create - first_create).as_secs_f64(),
+        (writes_done - first_create).as_secs_f64(),
+        round(
+            d["apiserver"]["operator_writes"]
+                .as_f64()
+                .unwrap_or_default()
+                / size as f64,
+            2
+        ),
+    ));
+    let value = json!({
+        "load_before": load_before,
+        "load_after": loadavg(),
+        "noise_components": noise,
+        "namespaces": namespaces.len(),
+        "creates_in_flight": options.in_flight,
+        "writes_components_in_flight": options.floor_in_flight,
+        "create_retries": retries.load(Ordering::Relaxed),
+        "all_ready": all_ready,
+        "apply_seconds": round((last_create - first_create).as_secs_f64(), 2),
+        "all_writes_done_seconds": round((writes_done - first_create).as_secs_f64(), 2),
+        "all_ready_after_first_create_seconds": round(ready_seconds, 2),
+        "note": "no operator: the benchmark creates the same Components and, for each state.jetstream one once created, makes the operator's 4 writes in order (KeyValueBucket apply, its status apply, the Component's annotations apply, one Event) with the given number of Components in flight; time from the first create to the benchmark's watch seeing the last KeyValueBucket Ready",
+        "per_component": {
+            "api_writes_apiserver": round(d["apiserver"]["operator_writes"].as_f64().unwrap_or_default() / size as f64, 2),
+        },
+        "floor": d,
+    });
+    progress(&format!(
+        "floor: size {size}: done; stopping its control plane"
+    ));
+    (value, machine)
+}
+
+/// The writes the operator makes for a new `state.jetstream` Component, in its order and shape.
+async fn operator_writes(client: &Client, recorder: &Recorder, component: Component) {
+    let ns = component.namespace().unwrap_or_default();
+    let name = component.name_any();
+    let bucket = component
+        .spec
+        .metadata
+        .iter()
+        .find(|m| m.name == "bucket")
+        .and_then(|m| m.value.as_ref())
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let api: Api<KeyValueBucket> = Api::namespaced(client.clone(), &ns);
+    let apply = PatchParams::apply(MANAGER).force();
+    let config = json!({"history": 1, "storage": "file", "replicas": 1, "compression": false});
+    let object = json!({
+        "apiVersion": "jetstreamkv.io/v1alpha1",
+        "kind": "KeyValueBucket",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "ownerReferences": [{
+                "apiVersion": "dapr.io/v1alpha1",
+                "kind": "Component",
+                "name": name,
+                "uid": component.uid().unwrap_or_default(),
+                "controller": true,
+                "blockOwnerDeletion": true,
+            }],
+            "labels": {"app.kubernetes.io/managed-by": MANAGER},
+        },
+        "spec": {
+            "component": name,
+            "bucket": bucket,
+            "servers": ["nats://127.0.0.1:4222"],
+            "auth": "none",
+            "config": config,
+            "onExisting": "verify",
+            "deletionPolicy": "retain",
+        },
+    });
+    let applied = api
+        .patch(&name, &apply, &Patch::Apply(object))
+        .await
+        .unwrap_or_else(|e| panic!("floor: apply KeyValueBucket {ns}/{name}: {e}"));
+    let generation = applied.metadata.generation;
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let condition = |type_: &str, reason: &str, message: String| {
+        json!({"type": type_, "status": "True", "reason": reason, "message": message,
+               "observedGeneration": generation, "lastTransitionTime": now})
+    };
+    let status = json!({
+        "apiVersion": "jetstreamkv.io/v1alpha1",
+        "kind": "KeyValueBucket",
+        "status": {
+            "observedGeneration": generation,
+            "componentGeneration": component.metadata.generation,
+            "conditions": [
+                condition("Ready", "BucketManaged", format!("bucket {bucket} exists and matches the Component")),
+                condition("CredentialsResolved", "CredentialsResolved", "no credentials needed".into()),
+                condition("Connected", "Connected", "connected to nats://127.0.0.1:4222 (nats-server 2.15.1)".into()),
+                condition("BucketAvailable", "BucketFound", format!("bucket {bucket} exists (stream KV_{bucket})")),
+                condition("ConfigSynced", "ConfigSynced", "the bucket's settings match the Component".into()),
+            ],
+            "bucket": {"stream": format!("KV_{bucket}"), "managed": true, "serverVersion": "2.15.1",
+                       "config": config, "bytes": 0, "values": 0},
+        },
+    });
+    api.patch_status(&name, &apply, &Patch::Apply(status))
+        .await
+        .unwrap_or_else(|e| panic!("floor: apply KeyValueBucket status {ns}/{name}: {e}"));
+    let annotations = json!({
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": name, "namespace": ns, "annotations": {
+            "jetstreamkv.io/ready": "true",
+            "jetstreamkv.io/reason": "BucketManaged",
+            "jetstreamkv.io/observed-generation": component.metadata.generation.unwrap_or_default().to_string(),
+        }},
+    });
+    Api::<Component>::namespaced(client.clone(), &ns)
+        .patch_metadata(&name, &apply, &Patch::Apply(annotations))
+        .await
+        .unwrap_or_else(|e| panic!("floor: apply Component annotations {ns}/{name}: {e}"));
+    let event = kube::runtime::events::Event {
+        type_: EventType::Normal,
+        reason: "BucketCreated".into(),
+        note: Some(format!("created bucket {bucket}")),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    recorder
+        .publish(&event, &component.object_ref(&()))
+        .await
+        .unwrap_or_else(|e| panic!("floor: publish an Event for {ns}/{name}: {e}"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -258,32 +600,26 @@ fn watch_ready(client: &Client) -> Arc<Mutex<ReadySeen>> {
     seen
 }
 
-fn jetstream_component(ns: &str, name: &str, url: &str, bucket: &str) -> Component {
-    serde_json::from_value(json!({
-        "apiVersion": "dapr.io/v1alpha1",
-        "kind": "Component",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"type": "state.jetstream", "version": "v1", "metadata": [
-            {"name": "natsURL", "value": url},
-            {"name": "bucket", "value": bucket},
-        ]},
-    }))
-    .expect("component")
+fn jetstream_component(
+    ns: &str,
+    name: &str,
+    url: &str,
+    bucket: &str,
+    settings: &[(&str, &str)],
+) -> Component {
+    support::ComponentManifest::store(ns, name, url, bucket)
+        .settings(settings)
+        .component()
 }
 
 fn noise_component(ns: &str, name: &str, i: usize) -> Component {
     let type_ = NOISE_TYPES[i % NOISE_TYPES.len()];
-    serde_json::from_value(json!({
-        "apiVersion": "dapr.io/v1alpha1",
-        "kind": "Component",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"type": type_, "version": "v1", "metadata": [
-            {"name": "host", "value": format!("{name}.example:6379")},
-            {"name": "enableTLS", "value": false},
-            {"name": "password", "secretKeyRef": {"name": "redis", "key": "password"}},
-        ]},
-    }))
-    .expect("component")
+    support::ComponentManifest::new(ns, name)
+        .type_(type_)
+        .item("host", &format!("{name}.example:6379"))
+        .raw_item(json!({"name": "enableTLS", "value": false}))
+        .item_from_secret("password", "redis", Some("password"))
+        .component()
 }
 
 /// A point-in-time reading of every counter the benchmark compares.
@@ -297,6 +633,8 @@ struct Snapshot {
     operator_proc: Proc,
     apiserver_proc: Proc,
     nats_proc: Proc,
+    /// The control plane's own process: etcd runs embedded in it.
+    etcd_proc: Proc,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -338,17 +676,6 @@ fn proc_stats(pid: Option<u32>) -> Proc {
     }
 }
 
-/// Parses Prometheus text into `name{labels}` → value (labels as printed).
-fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
 fn label<'a>(series: &'a str, name: &str) -> &'a str {
     let needle = format!("{name}=\"");
     series
@@ -359,12 +686,28 @@ fn label<'a>(series: &'a str, name: &str) -> &'a str {
 }
 
 async fn snapshot(env: &Env) -> Snapshot {
+    snapshot_of(&env.cp, &env.client, Some(&env.operator), Some(&env.nats)).await
+}
+
+/// The process that runs etcd (embedded) and started kube-apiserver: its parent.
+fn etcd_pid(cp: &ControlPlane) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", cp.apiserver_pid()?)).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+async fn snapshot_of(
+    cp: &ControlPlane,
+    client: &Client,
+    operator: Option<&Operator>,
+    nats: Option<&Nats>,
+) -> Snapshot {
     let request = http::Request::get("/metrics")
         .body(Vec::new())
         .expect("request");
-    let text = env.client.request_text(request).await.unwrap_or_default();
+    let text = client.request_text(request).await.unwrap_or_default();
     // Only the request counter is kept: the API server exposes thousands of series.
-    let apiserver = parse_prometheus(&text)
+    let apiserver = support::fixtures::samples(&text)
         .into_iter()
         .filter(|(k, _)| k.starts_with("apiserver_request_total{"))
         .map(|(k, v)| {
@@ -385,25 +728,25 @@ async fn snapshot(env: &Env) -> Snapshot {
             *m.entry(k).or_insert(0.0) += v;
             m
         });
-    let operator = env
-        .operator
-        .http_get("/metrics")
-        .map(|(_, body)| parse_prometheus(&body))
+    let operator_metrics = operator
+        .and_then(|o| o.http_get("/metrics"))
+        .map(|(_, body)| support::fixtures::samples(&body))
         .unwrap_or_default()
         .into_iter()
         .filter(|(k, _)| k.starts_with("jetstream_kv_"))
         .collect();
-    let jsz = env.nats.monitor("/jsz");
+    let jsz = nats.map(Nats::jsz).unwrap_or_default();
     Snapshot {
         at: Instant::now(),
         apiserver,
-        operator,
+        operator: operator_metrics,
         jsz_api_total: jsz["api"]["total"].as_f64().unwrap_or_default(),
         jsz_api_errors: jsz["api"]["errors"].as_f64().unwrap_or_default(),
         streams: jsz["streams"].as_f64().unwrap_or_default(),
-        operator_proc: proc_stats(env.operator.pid()),
-        apiserver_proc: proc_stats(env.cp.apiserver_pid()),
-        nats_proc: proc_stats(env.nats.pid()),
+        operator_proc: proc_stats(operator.and_then(Operator::pid)),
+        apiserver_proc: proc_stats(cp.apiserver_pid()),
+        nats_proc: proc_stats(nats.and_then(Nats::pid)),
+        etcd_proc: proc_stats(etcd_pid(cp)),
     }
 }
 
@@ -493,6 +836,7 @@ fn delta(before: &Snapshot, after: &Snapshot, own_creates: f64) -> Value {
         "operator_process": proc(before.operator_proc, after.operator_proc),
         "apiserver_process": proc(before.apiserver_proc, after.apiserver_proc),
         "nats_server_process": proc(before.nats_proc, after.nats_proc),
+        "etcd_process": proc(before.etcd_proc, after.etcd_proc),
     })
 }
 
@@ -519,42 +863,82 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-async fn wave(env: &Env, options: &Options, size: usize, namespaces: &[String]) -> Value {
+/// The Components of one size: `size` of ours, each its own bucket, and `noise_per_component`
+/// others per one of ours, interleaved as a real cluster's come, round-robin over the namespaces.
+fn components(
+    options: &Options,
+    size: usize,
+    namespaces: &[String],
+    url: &str,
+    settings: &[(&str, &str)],
+) -> Vec<(bool, Component)> {
     let noise = size * options.noise_per_component;
-    progress(&format!(
-        "wave: {size} state.jetstream Components and {noise} others across {NAMESPACES} namespaces, {} creates in flight",
-        options.in_flight
-    ));
-    let load_before = loadavg();
-    let seen = watch_ready(&env.client);
-    let before = snapshot(env).await;
-    let url = env.nats.url();
     let run = support::random_suffix();
-
-    // Interleave the noise with ours, as a real cluster's Components come.
     let mut objects: Vec<(bool, Component)> = Vec::with_capacity(size + noise);
     let (mut j, mut n) = (0usize, 0usize);
     while j < size || n < noise {
         if j < size {
-            let ns = &namespaces[j % NAMESPACES];
-            let name = format!("kv-{j:05}");
+            let ns = &namespaces[j % namespaces.len()];
+            let name = format!("kv-{j:06}");
             objects.push((
                 true,
-                jetstream_component(ns, &name, &url, &format!("b{run}_{j}")),
+                jetstream_component(ns, &name, url, &format!("b{run}_{j}"), settings),
             ));
             j += 1;
         }
         for _ in 0..options.noise_per_component {
             if n < noise {
-                let ns = &namespaces[n % NAMESPACES];
-                objects.push((false, noise_component(ns, &format!("other-{n:05}"), n)));
+                let ns = &namespaces[n % namespaces.len()];
+                objects.push((false, noise_component(ns, &format!("other-{n:06}"), n)));
                 n += 1;
             }
         }
     }
+    objects
+}
+
+/// Creates a Component (retrying a few times), and returns it as created.
+async fn create(client: Client, component: Component, retries: &AtomicU64) -> Component {
+    let ns = component.namespace().unwrap_or_default();
+    let key = format!("{ns}/{}", component.name_any());
+    let api: Api<Component> = Api::namespaced(client, &ns);
+    let mut attempt = 0;
+    loop {
+        match api.create(&PostParams::default(), &component).await {
+            Ok(created) => return created,
+            Err(e) if attempt < 10 => {
+                attempt += 1;
+                retries.fetch_add(1, Ordering::Relaxed);
+                if attempt == 1 {
+                    progress(&format!("create {key} failed, retrying: {e}"));
+                }
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e) => panic!("create {key}: {e}"),
+        }
+    }
+}
+
+async fn wave(env: &Env, options: &Options, size: usize, namespaces: &[String]) -> Value {
+    let noise = size * options.noise_per_component;
+    progress(&format!(
+        "wave: {size} state.jetstream Components and {noise} others across {} namespaces, {} creates in flight",
+        namespaces.len(),
+        options.in_flight
+    ));
+    let load_before = loadavg();
+    let seen = watch_ready(&env.client);
+    let before = snapshot(env).await;
+    let objects = components(
+        options,
+        size,
+        namespaces,
+        &env.nats.url(),
+        env.nats.settings(),
+    );
 
     let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let retries = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let retries = Arc::new(AtomicU64::new(0));
     let first_apply = Instant::now();
     futures::stream::iter(objects)
         .map(|(ours, component)| {
@@ -562,25 +946,13 @@ async fn wave(env: &Env, options: &Options, size: usize, namespaces: &[String]) 
             let created = created.clone();
             let retries = retries.clone();
             async move {
-                let ns = component.namespace().unwrap_or_default();
-                let key = format!("{ns}/{}", component.name_any());
-                let api: Api<Component> = Api::namespaced(client, &ns);
-                let mut attempt = 0;
-                loop {
-                    match api.create(&PostParams::default(), &component).await {
-                        Ok(_) => break,
-                        Err(e) if attempt < 10 => {
-                            attempt += 1;
-                            retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            if attempt == 1 {
-                                progress(&format!("create {key} failed, retrying: {e}"));
-                            }
-                            tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
-                        }
-                        Err(e) => panic!("create {key}: {e}"),
-                    }
-                }
+                let component = create(client, component, &retries).await;
                 if ours {
+                    let key = format!(
+                        "{}/{}",
+                        component.namespace().unwrap_or_default(),
+                        component.name_any()
+                    );
                     created.lock().expect("lock").insert(key, Instant::now());
                 }
             }
@@ -658,9 +1030,10 @@ async fn wave(env: &Env, options: &Options, size: usize, namespaces: &[String]) 
         "load_before": load_before,
         "load_after": loadavg(),
         "noise_components": noise,
-        "namespaces": NAMESPACES,
+        "namespaces": namespaces.len(),
+        "operator_rss_before_mib": round(before.operator_proc.rss_mib, 1),
         "creates_in_flight": options.in_flight,
-        "create_retries": retries.load(std::sync::atomic::Ordering::Relaxed),
+        "create_retries": retries.load(Ordering::Relaxed),
         "all_ready": all_ready,
         "apply_seconds": round(apply_seconds, 2),
         "all_ready_after_first_apply_seconds": round((ready_at - first_apply).as_secs_f64(), 2),
@@ -697,7 +1070,7 @@ async fn settle(env: &Env) -> Duration {
         env.operator
             .http_get("/metrics")
             .and_then(|(_, body)| {
-                parse_prometheus(&body)
+                support::fixtures::samples(&body)
                     .get("jetstream_kv_reconciles_total")
                     .copied()
             })
@@ -781,12 +1154,21 @@ async fn restart(env: &mut Env, size: usize) -> Value {
     // Every state.jetstream Component has been reconciled by the new process and found Ready
     // when the new process's bucket gauge counts all of them.
     let deadline = Duration::from_secs(120) + Duration::from_millis(50 * size as u64);
+    // nats-server's JetStream API counter, sampled while the buckets are re-verified: the read
+    // rate the restart puts on NATS.
+    let jsz_total = |env: &Env| env.nats.jsz()["api"]["total"].as_f64().unwrap_or_default();
+    let mut samples: Vec<(f64, f64)> = vec![(0.0, before.jsz_api_total)];
+    let mut last_sample = Instant::now();
     let verified = loop {
+        if last_sample.elapsed() >= Duration::from_millis(250) {
+            samples.push((started.elapsed().as_secs_f64(), jsz_total(&*env)));
+            last_sample = Instant::now();
+        }
         let ready = env
             .operator
             .http_get("/metrics")
             .and_then(|(_, body)| {
-                parse_prometheus(&body)
+                support::fixtures::samples(&body)
                     .get("jetstream_kv_buckets{ready=\"true\"}")
                     .copied()
             })
@@ -800,6 +1182,21 @@ async fn restart(env: &mut Env, size: usize) -> Value {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    samples.push((started.elapsed().as_secs_f64(), jsz_total(&*env)));
+    // The highest rate over any window of at least one second, and the mean over the re-verify.
+    let peak_rate = samples
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &(t0, n0))| {
+            let &(t1, n1) = samples[i..].iter().find(|(t, _)| t - t0 >= 1.0)?;
+            Some((n1 - n0) / (t1 - t0))
+        })
+        .fold(0.0, f64::max);
+    let reads_until_verified =
+        samples.last().map(|s| s.1).unwrap_or_default() - before.jsz_api_total;
+    let mean_rate = verified
+        .map(|v| v.saturating_sub(ready_after).as_secs_f64().max(0.001))
+        .map(|window| reads_until_verified / window);
     let settled = settle(env).await;
     // The new process's counters start at zero: compare its totals, and the servers' deltas.
     let after = snapshot(env).await;
@@ -813,6 +1210,7 @@ async fn restart(env: &mut Env, size: usize) -> Value {
         operator_proc: Proc::default(),
         apiserver_proc: before.apiserver_proc,
         nats_proc: before.nats_proc,
+        etcd_proc: before.etcd_proc,
     };
     let d = delta(&zero, &after, 0.0);
     progress(&format!(
@@ -833,6 +1231,10 @@ async fn restart(env: &mut Env, size: usize) -> Value {
         "caches_synced_seconds": round(ready_after.as_secs_f64(), 2),
         "all_reverified_seconds": verified.map(|v| round(v.as_secs_f64(), 2)),
         "reverified_note": "from spawning the new process until its jetstream_kv_buckets{ready=\"true\"} gauge counts every state.jetstream Component (each one reconciled by the new process and found Ready)",
+        "nats_reads_until_reverified": reads_until_verified,
+        "nats_read_rate_mean_per_second": mean_rate.map(|r| round(r, 0)),
+        "nats_read_rate_peak_per_second": round(peak_rate, 0),
+        "nats_read_rate_note": "nats-server's /jsz api.total sampled every 250 ms from the restart until every bucket was re-verified; mean over the window from caches synced to all re-verified, peak over any window of at least 1 s",
         "settle_seconds": round(settled.as_secs_f64(), 1),
         "after_restart": d,
     })
@@ -850,7 +1252,7 @@ fn command_output(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-fn machine(env: &Env) -> Value {
+fn machine(cp: &ControlPlane, nats: Option<&Nats>) -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -865,7 +1267,7 @@ fn machine(env: &Env) -> Value {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or_default();
-    let varz = env.nats.varz();
+    let varz = nats.map(Nats::varz).unwrap_or_default();
     let dirty =
         !command_output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
     json!({
@@ -873,7 +1275,7 @@ fn machine(env: &Env) -> Value {
         "memory_gib": round(mem_kib / 1024.0 / 1024.0, 1),
         "cpu_model": model,
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
-        "kubernetes": env.cp.version,
+        "kubernetes": cp.version,
         "nats_server": varz["version"],
         "operator": env!("CARGO_PKG_VERSION"),
         "rustc": command_output("rustc", &["--version"]),
@@ -922,7 +1324,7 @@ fn write_readme(dir: &Path) {
          runs under load are noisier.\n\n",
     );
     let mut machines = BTreeMap::new();
-    for (_, v) in &results {
+    for (_, v) in results.iter().filter(|(_, v)| v["scenario"] != "floor") {
         let m = &v["machine"];
         machines.insert(
             format!(
@@ -943,8 +1345,8 @@ fn write_readme(dir: &Path) {
         md += &format!("- {m}\n");
     }
     md += "\n## Wave\n\n\
-           | run (commit) | operator flags | Components (+ others) | load | apply s | all Ready after first / last apply s | latency p50 / p95 / p99 s | API writes per Component (operator / API server) | NATS requests per Component (operator / nats-server) | reconciles per Component | operator CPU s | peak RSS MiB | Events |\n\
-           |---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+           | run (commit) | operator flags | Components (+ others) | load | apply s | all Ready after first / last apply s | × floor | latency p50 / p95 / p99 s | API writes per Component (operator / API server) | NATS requests per Component (operator / nats-server) | reconciles per Component | operator CPU s | peak RSS MiB | Events |\n\
+           |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (file, v) in of("wave") {
         let pc = &v["per_component"];
         let l = &v["latency_seconds"];
@@ -958,7 +1360,7 @@ fn write_readme(dir: &Path) {
             })
             .unwrap_or_default();
         md += &format!(
-            "| {} | {} | {} (+{}) | {} | {} | {} / {}{} | {} / {} / {} | {} / {} | {} / {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} (+{}) | {} | {} | {} / {}{} | {} | {} / {} / {} | {} / {} | {} / {} | {} | {} | {} | {} |\n",
             run_label(file, v),
             v["machine"]["operator_args"]
                 .as_str()
@@ -974,6 +1376,7 @@ fn write_readme(dir: &Path) {
             } else {
                 " (not all Ready)"
             },
+            num(&v["ratio_to_floor"]),
             num(&l["p50"]),
             num(&l["p95"]),
             num(&l["p99"]),
@@ -1018,12 +1421,12 @@ fn write_readme(dir: &Path) {
         );
     }
     md += "\n## Restart (SIGTERM, start again, everything Ready)\n\n\
-           | run (commit) | Components | load | caches synced s | all re-verified s | API writes (operator / API server) | mutating NATS requests | NATS reads | operator CPU s | peak RSS MiB |\n\
-           |---|---|---|---|---|---|---|---|---|---|\n";
+           | run (commit) | Components | load | caches synced s | all re-verified s | API writes (operator / API server) | mutating NATS requests | NATS reads | NATS reads/s mean / peak | operator CPU s | peak RSS MiB |\n\
+           |---|---|---|---|---|---|---|---|---|---|---|\n";
     for (file, v) in of("restart") {
         let d = &v["after_restart"];
         md += &format!(
-            "| {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} / {} | {} | {} | {} / {} | {} | {} |\n",
             run_label(file, v),
             num(&v["components"]),
             v["load_before"].as_str().unwrap_or(""),
@@ -1033,9 +1436,114 @@ fn write_readme(dir: &Path) {
             num(&d["apiserver"]["operator_writes"]),
             num(&d["operator_metrics"]["nats_mutating_requests"]),
             num(&d["nats_server"]["jetstream_api_requests"]),
+            num(&v["nats_read_rate_mean_per_second"]),
+            num(&v["nats_read_rate_peak_per_second"]),
             num(&d["operator_process"]["cpu_seconds"]),
             num(&d["operator_process"]["peak_rss_mib"]),
         );
     }
+    md += &floor_and_series(&results);
     std::fs::write(dir.join("README.md"), md).expect("write README.md");
+}
+
+/// The floor runs, and the scale series: one row per run with a wave, the figures per Component.
+fn floor_and_series(results: &[(String, Value)]) -> String {
+    let num = |v: &Value| match v {
+        Value::Number(n) => n.to_string(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let f = |v: f64, digits: i32| {
+        if v.is_finite() {
+            round(v, digits).to_string()
+        } else {
+            "-".into()
+        }
+    };
+    let mut md = String::from(
+        "\n## Floor (the same writes without the operator)\n\n\
+         | run (commit) | Components (+ others) | load | namespaces | creates / Components in flight | creates done s | all writes done s | all Ready seen s | API writes per Component (API server) | kube-apiserver CPU s | etcd (control plane) peak RSS MiB |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (file, v) in results.iter().filter(|(_, v)| v["scenario"] == "floor") {
+        md += &format!(
+            "| {} | {} (+{}) | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} |\n",
+            run_label(file, v),
+            num(&v["components"]),
+            num(&v["noise_components"]),
+            v["load_before"].as_str().unwrap_or(""),
+            num(&v["namespaces"]),
+            num(&v["creates_in_flight"]),
+            num(&v["writes_components_in_flight"]),
+            num(&v["apply_seconds"]),
+            num(&v["all_writes_done_seconds"]),
+            num(&v["all_ready_after_first_create_seconds"]),
+            num(&v["per_component"]["api_writes_apiserver"]),
+            num(&v["floor"]["apiserver_process"]["cpu_seconds"]),
+            num(&v["floor"]["etcd_process"]["peak_rss_mib"]),
+        );
+    }
+    md += "\n## Scale series (per Component)\n\n\
+           Per state.jetstream Component: the wave's figures until the operator was quiet. RSS per \
+           cached Component: the operator's peak RSS during the wave less its RSS before it, over \
+           every Component in the cache (ours and the others).\n\n\
+           | run (commit) | Components cached (ours) | namespaces | load | wave s (× floor) | API writes | NATS requests | operator CPU ms | peak RSS MiB (KiB per cached Component) | kube-apiserver / etcd peak RSS MiB | restart: ready / all re-verified s | restart: writes, NATS reads/s mean / peak |\n\
+           |---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for (file, v) in results.iter().filter(|(_, v)| v["scenario"] == "wave") {
+        let ours = v["components"].as_f64().unwrap_or(f64::NAN);
+        let cached = ours + v["noise_components"].as_f64().unwrap_or_default();
+        let settled = &v["until_settled"];
+        let peak = settled["operator_process"]["peak_rss_mib"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        let before = v["operator_rss_before_mib"].as_f64().unwrap_or(f64::NAN);
+        let restart_file = file.replace("-wave-", "-restart-");
+        let restart = results
+            .iter()
+            .find(|(f, _)| *f == restart_file)
+            .map(|(_, r)| r);
+        let (restart_times, restart_reads) = match restart {
+            Some(r) => (
+                format!(
+                    "{} / {}",
+                    num(&r["caches_synced_seconds"]),
+                    num(&r["all_reverified_seconds"])
+                ),
+                format!(
+                    "{}, {} / {}",
+                    num(&r["after_restart"]["apiserver"]["operator_writes"]),
+                    num(&r["nats_read_rate_mean_per_second"]),
+                    num(&r["nats_read_rate_peak_per_second"])
+                ),
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        md += &format!(
+            "| {} | {} ({}) | {} | {} | {} ({}) | {} | {} | {} | {} ({}) | {} / {} | {} | {} |\n",
+            run_label(file, v),
+            cached,
+            ours,
+            num(&v["namespaces"]),
+            v["load_before"].as_str().unwrap_or(""),
+            num(&v["all_ready_after_first_apply_seconds"]),
+            num(&v["ratio_to_floor"]),
+            num(&v["per_component"]["api_writes_apiserver"]),
+            num(&v["per_component"]["nats_requests_nats_server"]),
+            f(
+                settled["operator_process"]["cpu_seconds"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN)
+                    * 1000.0
+                    / ours,
+                2
+            ),
+            num(&settled["operator_process"]["peak_rss_mib"]),
+            f((peak - before) * 1024.0 / cached, 2),
+            num(&settled["apiserver_process"]["peak_rss_mib"]),
+            num(&settled["etcd_process"]["peak_rss_mib"]),
+            restart_times,
+            restart_reads,
+        );
+    }
+    md
 }

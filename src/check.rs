@@ -1,12 +1,8 @@
 //! `check`: the operator's manifest checks, offline, for CI.
 //!
 //! Reads multi-document YAML (files, directories, or stdin, e.g. `kustomize build` output), finds
-//! the Dapr `Component`s of type `state.jetstream` and runs on each exactly the pure steps the
-//! reconciler runs, in the reconciler's order: Dapr's metadata rules
-//! ([`crate::dapr::metadata::parse_metadata`]), the bucket settings annotations
-//! ([`crate::settings::from_annotations`]), the store configuration
-//! ([`crate::dapr::store::store_config`]) and, for inline credentials, the NATS user credential
-//! checks ([`crate::credentials::check_user_credentials`]). A problem therefore carries the same
+//! the Dapr `Component`s of type `state.jetstream` and runs on each the reconciler's own
+//! validation pipeline ([`crate::validate`]), offline. A problem therefore carries the same
 //! CamelCase reason as the KeyValueBucket's `Ready` condition would, and the first problem of a
 //! Component is the one the operator reports.
 //!
@@ -20,13 +16,10 @@ use std::fmt::Write as _;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use kube::ResourceExt as _;
-use serde::{Deserialize as _, Serialize};
+use serde::Serialize;
 
 use crate::dapr::Component;
-use crate::dapr::metadata::{ValueSource, parse_metadata};
-use crate::dapr::store::store_config;
-use crate::secrets::SecretValue;
+use crate::validate::{check_component, is_component_type};
 
 /// Reason of a document that is not valid YAML (check only: the API server rejects it).
 pub const INVALID_YAML: &str = "InvalidYAML";
@@ -100,153 +93,6 @@ pub struct Report {
     pub problems: Vec<Finding>,
     /// Notes, in input order.
     pub notes: Vec<Finding>,
-}
-
-/// One problem the pure checks found in a Component.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    /// The operator's CamelCase reason.
-    pub reason: String,
-    /// What is wrong and what to do; never a secret value.
-    pub message: String,
-    /// Whether only a change of the manifest can fix it. False only for what time heals (a JWT
-    /// that is not valid yet), which the operator retries instead of reporting as Stalled.
-    pub permanent: bool,
-}
-
-/// What the pure checks say about one Component: problems in the reconciler's order, and notes
-/// on checks skipped.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ComponentFindings {
-    /// The first one is what the operator's `Ready` condition would show.
-    pub problems: Vec<Problem>,
-    /// Checks skipped because a value comes from a Secret.
-    pub notes: Vec<String>,
-}
-
-impl ComponentFindings {
-    fn problem(&mut self, reason: &str, message: impl ToString, permanent: bool) {
-        self.problems.push(Problem {
-            reason: reason.to_owned(),
-            message: message.to_string(),
-            permanent,
-        });
-    }
-
-    /// The problems that only a change of the manifest can fix.
-    pub fn permanent_problems(&self) -> impl Iterator<Item = &Problem> {
-        self.problems.iter().filter(|p| p.permanent)
-    }
-}
-
-/// What the checks make of one object, given as the JSON the API server serves.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ObjectCheck {
-    /// Not a Dapr Component of type `state.jetstream`: not the operator's business.
-    NotOurs,
-    /// A `dapr.io/v1alpha1` Component whose shape cannot be read, and why.
-    Unreadable(String),
-    /// A `state.jetstream` Component, checked.
-    Checked(ComponentFindings),
-}
-
-/// Runs [`check_component`] on one object of any kind, as JSON: the admission webhook's entry
-/// point, with the same selection of objects as `check` on YAML documents.
-pub fn check_object(object: &serde_json::Value, now_unix: i64) -> ObjectCheck {
-    let field = |k: &str| object.get(k).and_then(serde_json::Value::as_str);
-    if !is_component_type(field("apiVersion"), field("kind")) {
-        return ObjectCheck::NotOurs;
-    }
-    match Component::deserialize(object) {
-        Err(e) => ObjectCheck::Unreadable(e.to_string()),
-        Ok(c) if c.is_jetstream_state_store() => {
-            ObjectCheck::Checked(check_component(&c, now_unix))
-        }
-        Ok(_) => ObjectCheck::NotOurs,
-    }
-}
-
-/// Runs the reconciler's pure checks on one `state.jetstream` Component at time `now_unix`.
-///
-/// Unlike the reconciler, which stops at the first failing step, the independent steps all run:
-/// the metadata and the annotations are checked even when the other fails, so that one CI run
-/// shows every fix needed.
-pub fn check_component(component: &Component, now_unix: i64) -> ComponentFindings {
-    let mut out = ComponentFindings::default();
-    let entries = parse_metadata(component);
-    if let Err(e) = &entries {
-        out.problem(e.reason(), e, e.is_permanent());
-    }
-    if let Err(e) = crate::settings::from_annotations(component.annotations()) {
-        out.problem(e.reason(), &e, e.is_permanent());
-    }
-    let Ok(entries) = entries else {
-        return out;
-    };
-    let values: Vec<(String, SecretValue)> = entries
-        .iter()
-        .map(|entry| match &entry.source {
-            ValueSource::Inline(value) => (entry.name.clone(), value.clone()),
-            ValueSource::Secret { name, key } => {
-                out.notes.push(format!(
-                    "metadata item {:?} comes from key {key:?} of Secret {name:?}, which is not \
-                     read offline: the Secret must exist in the Component's namespace and the key \
-                     must hold a valid, non-empty value",
-                    entry.name
-                ));
-                (entry.name.clone(), placeholder(&entry.name))
-            }
-        })
-        .collect();
-    if let Err(e) = store_config(&values) {
-        out.problem(e.reason(), &e, e.is_permanent());
-    }
-    // The credential checks come after the store's in the reconciler, but do not depend on its
-    // other items: run them whenever both are inline and usable, so that a broken bucket name
-    // does not hide a broken JWT.
-    let inline = |wanted: &str| {
-        entries
-            .iter()
-            .find(|e| e.name.eq_ignore_ascii_case(wanted))
-            .map(|e| match &e.source {
-                ValueSource::Inline(v) => Some(v),
-                ValueSource::Secret { .. } => None,
-            })
-    };
-    match (inline("jwt"), inline("seedKey")) {
-        (Some(Some(jwt)), Some(Some(seed))) if usable(jwt) && usable(seed) => {
-            if let Err(e) = crate::credentials::check_user_credentials(jwt, seed, now_unix) {
-                out.problem(e.reason(), &e, e.is_permanent());
-            }
-        }
-        (Some(None), Some(_)) | (Some(_), Some(None)) => out.notes.push(
-            "the user JWT and seed are not both inline, so only the operator checks them \
-             (decoded, a user JWT, not expired, the seed matching it)"
-                .to_owned(),
-        ),
-        _ => {}
-    }
-    out
-}
-
-/// Whether an inline credential can be checked: present, and not a per-pod template (which
-/// [`store_config`] reports already).
-fn usable(value: &SecretValue) -> bool {
-    !value.is_empty()
-        && !crate::dapr::store::POD_TEMPLATES
-            .iter()
-            .any(|t| value.expose().contains(t))
-}
-
-/// A stand-in for a value held in a Secret that passes the offline checks of its item: the
-/// value is unknown, so only its presence counts.
-fn placeholder(name: &str) -> SecretValue {
-    let value = if name.eq_ignore_ascii_case("natsURL") {
-        "nats://value-from-secret.invalid:4222"
-    } else {
-        "value-from-secret"
-    };
-    SecretValue::new(value)
 }
 
 /// One YAML document of a file.
@@ -406,11 +252,6 @@ pub fn check_text(file: &str, text: &str, now_unix: i64, report: &mut Report) {
 fn is_dapr_component(value: &serde_yaml::Value) -> bool {
     let field = |k: &str| value.get(k).and_then(serde_yaml::Value::as_str);
     is_component_type(field("apiVersion"), field("kind"))
-}
-
-fn is_component_type(api_version: Option<&str>, kind: Option<&str>) -> bool {
-    use k8s_openapi::Resource as _;
-    api_version == Some(Component::API_VERSION) && kind == Some(Component::KIND)
 }
 
 /// serde_yaml's message with each ` at line L column C` counted from the file's start instead
@@ -621,6 +462,7 @@ pub fn run(paths: &[PathBuf], format: OutputFormat) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::credentials::jwt;
+    use crate::validate::{ComponentFindings, ObjectCheck, check_object};
 
     const NOW: i64 = 1_800_000_000;
 
@@ -664,7 +506,7 @@ mod tests {
             panic!("a state.jetstream Component is checked");
         };
         assert_eq!(reasons(&found), ["InvalidBucketName"]);
-        assert!(found.problems.iter().all(|p| p.permanent));
+        assert!(found.problems.iter().all(|p| p.is_permanent()));
         assert_eq!(found.permanent_problems().count(), 1);
         let redis = GOOD.replace("state.jetstream", "state.redis");
         assert_eq!(check_object(&json(&redis), NOW), ObjectCheck::NotOurs);

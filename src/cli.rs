@@ -7,11 +7,12 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt;
 
-use crate::controller;
 use crate::crd::KeyValueBucket;
 use crate::http::{self, Health};
-use crate::leader::{Election, LeaseConfig};
 use crate::metrics::Metrics;
+use crate::pubsub::resource::JetStreamStream;
+use crate::runtime;
+use crate::runtime::leader::{Election, LeaseConfig};
 
 /// Provisions the NATS JetStream KV buckets of Dapr state.jetstream Components.
 #[derive(Parser, Debug)]
@@ -25,8 +26,13 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller.
     Run(Box<RunArgs>),
-    /// Print the KeyValueBucket CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition of the operator as YAML: the KeyValueBucket one (the
+    /// default), `crd jetstreamstream` or `crd natsserverpolicy` (the cluster admin's policy).
+    Crd {
+        /// Which CRD: `keyvaluebucket` (the default), `jetstreamstream` or `natsserverpolicy`.
+        #[arg(value_enum, default_value_t = CrdKind::Keyvaluebucket)]
+        kind: CrdKind,
+    },
     /// Check Dapr state.jetstream Components in YAML manifests as the operator would, offline.
     ///
     /// Reads multi-document YAML from files, directories (every *.yaml and *.yml under them) or
@@ -34,6 +40,17 @@ pub enum Command {
     /// problem the operator would report, with the operator's reasons. Other kinds pass through.
     /// Exit status 0 when there is no problem, 1 otherwise.
     Check(CheckArgs),
+}
+
+/// The CRDs `crd` prints.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrdKind {
+    /// `keyvaluebuckets.jetstreamkv.io`.
+    Keyvaluebucket,
+    /// `jetstreamstreams.jetstreamkv.io`.
+    Jetstreamstream,
+    /// `natsserverpolicies.jetstreamkv.io`, the cluster admin's policy.
+    Natsserverpolicy,
 }
 
 /// Options of `check`.
@@ -45,6 +62,15 @@ pub struct CheckArgs {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: crate::check::OutputFormat,
+}
+
+/// Whether the admin's NatsServerPolicies are enforced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ServerPolicy {
+    /// Only servers a NatsServerPolicy allows (none without a policy).
+    Enforce,
+    /// Any server.
+    Off,
 }
 
 /// Log output format.
@@ -80,6 +106,19 @@ pub struct RunArgs {
     /// Reconciles run at once.
     #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
+    /// Reconciles of one namespace at once (its fair share of --concurrency); 0: half of
+    /// --concurrency.
+    #[arg(long, env = "NAMESPACE_CONCURRENCY", default_value_t = 0)]
+    pub namespace_concurrency: u16,
+    /// Which NATS servers Components may use: `enforce` (only those a NatsServerPolicy allows;
+    /// none without a policy) or `off` (any). The chart sets `enforce`.
+    #[arg(long, env = "SERVER_POLICY", value_enum, default_value = "off")]
+    pub server_policy: ServerPolicy,
+    /// Watch Secret metadata (needs list and watch on Secrets), so a rotated Secret is seen at
+    /// once. False: Secrets are only read by name (get), and a rotation is seen at the next
+    /// resync.
+    #[arg(long, env = "WATCH_SECRETS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub watch_secrets: bool,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
@@ -144,35 +183,10 @@ pub struct WebhookArgs {
     pub webhook_ca_file: Option<std::path::PathBuf>,
 }
 
-/// Parses Go-style durations (`90s`, `5m`, `1h30m`, `250ms`), as Kubernetes users write them.
+/// Parses a duration flag: a Go duration above zero (`90s`, `1.5m`, `1h30m`, `250ms`); see
+/// [`crate::duration::parse_flag`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("{s:?} is not a duration: use e.g. 90s, 5m, 1h30m or 250ms");
-    let mut total = Duration::ZERO;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(err());
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
-        if digits == 0 {
-            return Err(err());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| err())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            _ => return Err(err()),
-        };
-        total += unit;
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
+    crate::duration::parse_flag(s)
 }
 
 fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
@@ -194,9 +208,14 @@ fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
 pub async fn main() -> Result<(), String> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => {
-            let yaml = serde_yaml::to_string(&KeyValueBucket::crd())
-                .map_err(|e| format!("cannot render the CRD: {e}"))?;
+        Command::Crd { kind } => {
+            let crd = match kind {
+                CrdKind::Keyvaluebucket => KeyValueBucket::crd(),
+                CrdKind::Jetstreamstream => JetStreamStream::crd(),
+                CrdKind::Natsserverpolicy => crate::policy::NatsServerPolicy::crd(),
+            };
+            let yaml =
+                serde_yaml::to_string(&crd).map_err(|e| format!("cannot render the CRD: {e}"))?;
             print!("{yaml}");
             Ok(())
         }
@@ -218,7 +237,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     tokio::spawn(server);
     start_webhook(&args.webhook, &client).await?;
     let identity = args.identity.clone().unwrap_or_else(hostname);
-    let config = controller::Config {
+    let config = runtime::Config {
         namespaces: args
             .namespaces
             .into_iter()
@@ -229,11 +248,19 @@ async fn run(args: RunArgs) -> Result<(), String> {
         connect_timeout: args.nats_connect_timeout,
         request_timeout: args.nats_request_timeout,
         concurrency: args.concurrency,
+        namespace_concurrency: match args.namespace_concurrency {
+            0 => crate::fair_share::NamespaceShare::default_limit(usize::from(args.concurrency)),
+            n => usize::from(n),
+        },
+        enforce_server_policy: args.server_policy == ServerPolicy::Enforce,
+        watch_secrets: args.watch_secrets,
         instance: identity.clone(),
     };
     tracing::info!(
         namespaces = ?config.namespaces,
         resync = ?config.resync,
+        server_policy = ?args.server_policy,
+        watch_secrets = config.watch_secrets,
         identity = %identity,
         leader_election = args.leader_election,
         "starting jetstream-kv-operator {}",
@@ -241,7 +268,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     );
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown_signal()));
     if !args.leader_election {
-        controller::run(client, config, health, metrics, shutdown).await;
+        runtime::run(client, config, health, metrics, shutdown).await;
         tracing::info!("stopped");
         return Ok(());
     }
@@ -280,7 +307,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             _ = lost => flag.store(true, std::sync::atomic::Ordering::Relaxed),
         }
     };
-    controller::run(client, config, health, metrics, stop).await;
+    runtime::run(client, config, health, metrics, stop).await;
     if lost_leadership.load(std::sync::atomic::Ordering::Relaxed) {
         // Another instance may be writing now: stop at once, and let the restart rejoin.
         return Err(
@@ -389,7 +416,8 @@ mod tests {
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        for bad in ["", "5", "m", "5x", "-1s", "1.5h"] {
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        for bad in ["", "0", "5", "m", "5x", "-1s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
     }

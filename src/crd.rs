@@ -10,21 +10,57 @@ use serde::{Deserialize, Serialize};
 pub const MANAGER: &str = "jetstream-kv-operator";
 
 /// Condition types, in the order the pipeline evaluates them.
-pub mod condition {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConditionType {
     /// The summary: the bucket exists, is a valid KV bucket, and matches what was asked.
-    pub const READY: &str = "Ready";
+    Ready,
     /// Metadata parsed, secrets read, credentials valid.
-    pub const CREDENTIALS_RESOLVED: &str = "CredentialsResolved";
+    CredentialsResolved,
     /// A NATS connection with JetStream is open.
-    pub const CONNECTED: &str = "Connected";
+    Connected,
     /// The bucket exists (created or found) and is a valid KV bucket.
-    pub const BUCKET_AVAILABLE: &str = "BucketAvailable";
-    /// The bucket's settings match the Component's.
-    pub const CONFIG_SYNCED: &str = "ConfigSynced";
+    BucketAvailable,
+    /// The bucket's (or stream's) settings match the Component's.
+    ConfigSynced,
+    /// The stream of a `pubsub.jetstream` Component exists (created or found) and Dapr can use it.
+    StreamAvailable,
+    /// The stream holds every subject the Component needs (discovered topics included).
+    SubjectsCovered,
     /// kstatus: work is under way (set only while true).
-    pub const RECONCILING: &str = "Reconciling";
+    Reconciling,
     /// kstatus: no progress without a change to the Component (set only while true).
-    pub const STALLED: &str = "Stalled";
+    Stalled,
+}
+
+impl ConditionType {
+    /// The detail conditions, one per step of the pipeline, in its order.
+    pub const DETAIL: [ConditionType; 4] = [
+        Self::CredentialsResolved,
+        Self::Connected,
+        Self::BucketAvailable,
+        Self::ConfigSynced,
+    ];
+
+    /// The type as written in `status.conditions`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "Ready",
+            Self::CredentialsResolved => "CredentialsResolved",
+            Self::Connected => "Connected",
+            Self::BucketAvailable => "BucketAvailable",
+            Self::ConfigSynced => "ConfigSynced",
+            Self::StreamAvailable => "StreamAvailable",
+            Self::SubjectsCovered => "SubjectsCovered",
+            Self::Reconciling => "Reconciling",
+            Self::Stalled => "Stalled",
+        }
+    }
+}
+
+impl std::fmt::Display for ConditionType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Spec of a KeyValueBucket. Written by the operator only: it shows what the operator understood
@@ -128,16 +164,59 @@ pub struct BucketStatus {
     /// Version of the NATS server that answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_version: Option<String>,
+    /// Which bucket this is, as the server identifies it: a digest of the JetStream domain,
+    /// the cluster, the stream name and the stream's creation time. Two KeyValueBuckets with
+    /// the same identity use the same bucket, however their natsURLs are spelled; buckets of
+    /// the same name in different accounts or on different servers differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
     /// The live settings of the bucket.
     pub config: BucketConfig,
     /// Bytes stored.
     pub bytes: u64,
     /// Values stored (all revisions kept).
     pub values: u64,
+    /// Where the stream runs, when the server is part of a JetStream cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<StreamCluster>,
+}
+
+/// The stream's place in a JetStream cluster, as its leader reports it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamCluster {
+    /// The JetStream cluster's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The server that leads the stream (takes its writes); absent while there is none: an
+    /// election is under way, or too many replicas are down (quorum lost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// The other replicas, by server name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+/// One replica of the stream besides the leader.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStatus {
+    /// The server that holds it.
+    pub server: String,
+    /// `Current` (has every write), `Lagging` (catching up) or `Offline` (not heard from).
+    pub state: ReplicaState,
+}
+
+/// How far a replica is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ReplicaState {
+    Current,
+    Lagging,
+    Offline,
 }
 
 /// Conditions are a list map keyed by `type`, so server-side apply merges them per type.
-fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let mut schema = generator.subschema_for::<Vec<Condition>>();
     schema.insert("x-kubernetes-list-type".into(), "map".into());
     schema.insert(
@@ -161,7 +240,7 @@ impl KeyValueBucket {
 /// A condition to set: the pipeline decides these; [`merge_conditions`] stamps them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConditionSpec {
-    pub type_: &'static str,
+    pub type_: ConditionType,
     /// True, False, or None for Unknown (not evaluated because an earlier step failed).
     pub status: Option<bool>,
     pub reason: String,
@@ -186,11 +265,11 @@ pub fn merge_conditions(
             .to_string();
             let last_transition_time = previous
                 .iter()
-                .find(|c| c.type_ == spec.type_ && c.status == status)
+                .find(|c| c.type_ == spec.type_.as_str() && c.status == status)
                 .map(|c| c.last_transition_time.clone())
                 .unwrap_or_else(|| now.clone());
             Condition {
-                type_: spec.type_.to_string(),
+                type_: spec.type_.as_str().to_string(),
                 status,
                 reason: spec.reason.clone(),
                 message: spec.message.clone(),
@@ -206,7 +285,7 @@ mod tests {
     use super::*;
     use kube::CustomResourceExt;
 
-    fn spec(type_: &'static str, status: bool, reason: &str) -> ConditionSpec {
+    fn spec(type_: ConditionType, status: bool, reason: &str) -> ConditionSpec {
         ConditionSpec {
             type_,
             status: Some(status),
@@ -223,7 +302,7 @@ mod tests {
     fn transition_time_changes_only_when_status_flips() {
         let first = merge_conditions(
             &[],
-            &[spec(condition::READY, false, "NatsUnavailable")],
+            &[spec(ConditionType::Ready, false, "NatsUnavailable")],
             Some(1),
             at(100),
         );
@@ -232,7 +311,7 @@ mod tests {
         // Same status, another reason: still the first transition.
         let second = merge_conditions(
             &first,
-            &[spec(condition::READY, false, "AuthorizationFailed")],
+            &[spec(ConditionType::Ready, false, "AuthorizationFailed")],
             Some(2),
             at(200),
         );
@@ -243,7 +322,7 @@ mod tests {
         // Flip to True: a new transition.
         let third = merge_conditions(
             &second,
-            &[spec(condition::READY, true, "BucketCreated")],
+            &[spec(ConditionType::Ready, true, "BucketCreated")],
             Some(2),
             at(300),
         );

@@ -3,47 +3,13 @@
 //! raw bytes as the value, a missing Secret an error and a missing key an empty value.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
 use crate::dapr::metadata::{MetadataEntry, ValueSource};
-
-/// A value that may be a credential. Its `Debug` and `Display` never show the content, so it can
-/// sit in any struct that is logged or put in an error without leaking.
-#[derive(Clone, PartialEq, Eq, Hash, Default)]
-pub struct SecretValue(String);
-
-impl SecretValue {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The content. Call only where the value is handed to the thing that needs it (the NATS
-    /// client, a parser); never to format it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Whether the value is empty (a missing Secret key resolves to an empty value).
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for SecretValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretValue(<redacted>)")
-    }
-}
-
-impl fmt::Display for SecretValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+use crate::failure::{Failure, Retry};
+use crate::secret_value::SecretValue;
 
 /// A Secret could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -64,9 +30,9 @@ pub enum SecretError {
     Api { secret: String, detail: String },
 }
 
-impl SecretError {
+impl Failure for SecretError {
     /// The condition reason.
-    pub fn reason(&self) -> &'static str {
+    fn reason(&self) -> &'static str {
         match self {
             Self::NotFound { .. } => "SecretNotFound",
             Self::Forbidden { .. } => "SecretAccessDenied",
@@ -74,10 +40,13 @@ impl SecretError {
         }
     }
 
-    /// Whether the error is fixed by a change the operator watches (a Secret created) rather
-    /// than by retrying.
-    pub fn is_permanent(&self) -> bool {
-        !matches!(self, Self::Api { .. })
+    /// Fixed by a change the operator watches (a Secret created, access granted), except a
+    /// failed read, which is retried with back-off.
+    fn retry(&self) -> Retry {
+        match self {
+            Self::Api { .. } => Retry::Backoff,
+            _ => Retry::AwaitChange,
+        }
     }
 }
 
@@ -136,16 +105,4 @@ fn value_of(secret: &Secret, key: &str) -> SecretValue {
         })
         .unwrap_or_default();
     SecretValue::new(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secret_value_never_formats_its_content() {
-        let v = SecretValue::new("s3cr3t");
-        assert!(!format!("{v:?} {v}").contains("s3cr3t"));
-        assert_eq!(v.expose(), "s3cr3t");
-    }
 }

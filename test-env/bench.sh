@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The benchmark: the operator (release build, a separate process) against its own local control
-# plane and nats-server, at scale. Scenarios: a wave of Components applied as fast as the API
+# plane and nats-server, at scale. Scenarios: the floor (the same API writes without the
+# operator, on a control plane of its own), a wave of Components applied as fast as the API
 # server takes them, three idle resync periods, and an operator restart. Results go to
 # bench/results/ as JSON, and bench/results/README.md is regenerated. See bench/README.md.
 #
 #   test-env/bench.sh                                # sizes 100 and 1000, every scenario
 #   test-env/bench.sh --sizes 100,1000,5000          # the scale series
+#   test-env/bench.sh --platform --sizes 10000       # 100,000 Components, 10% ours, 100 namespaces
+#   test-env/bench.sh --cluster --sizes 1000 --scenarios wave   # R3 buckets on a 3-node NATS cluster
 #   test-env/bench.sh --sizes 1000 --scenarios wave  # one size, one scenario
-#   test-env/bench.sh --resync 30s --in-flight 64 --noise-per-component 2
+#   test-env/bench.sh --resync 30s --in-flight 64 --noise-per-component 2 --namespaces 20
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*" >&2; }

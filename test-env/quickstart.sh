@@ -17,7 +17,7 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 
 mode=${1:-}
 case $mode in
-  ""|stop) eval "$(test-env/setup.sh controlplane nats)" ;;
+  ""|stop) eval "$(test-env/setup.sh --quick-start)" ;;
   --in-cluster) eval "$(test-env/setup.sh controlplane nats helm node daprd)" ;;
   *) echo "usage: $0 [--in-cluster|stop]" >&2; exit 2 ;;
 esac

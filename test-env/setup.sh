@@ -3,11 +3,13 @@
 # by version and by the sources that build it), and prints the environment to use them:
 #
 #   eval "$(test-env/setup.sh)"                     everything the test suite needs
+#   eval "$(test-env/setup.sh --quick-start)"       only the control plane and nats-server
 #   eval "$(test-env/setup.sh controlplane nats)"   only these parts
 #
 # Parts: controlplane (etcd, kube-apiserver, kube-controller-manager, kubelet, kube-scheduler, one
-# binary), nats (nats-server), helm, lua (Argo CD health checks), node (Debian's containerd, runc,
-# CNI plugins, iptables and buildah, and the pause image), daprd (Dapr's sidecar).
+# binary), nats (nats-server), helm, judges (Argo CD's, kstatus' and Flux's health code), node
+# (Debian's containerd, runc, CNI plugins, iptables and buildah, and the pause image), daprd (Dapr's
+# sidecar).
 #
 # Progress goes to stderr; only `export` lines go to stdout. Safe to run again: a warm run takes
 # about a second.
@@ -20,10 +22,13 @@ mkdir -p "$cache"
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
 
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(controlplane nats helm lua node daprd)
+[ ${#parts[@]} -gt 0 ] || parts=(controlplane nats helm judges node daprd)
+# The quick start needs only the control plane and nats-server: helm, the health judges, the node
+# and daprd (long cold builds) are for the tests and the in-cluster quick start.
+[ "${parts[0]}" != "--quick-start" ] || parts=(controlplane nats)
 want() { local p; for p in "${parts[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
 for p in "${parts[@]}"; do
-  case $p in controlplane|nats|helm|lua|node|daprd) ;; *) echo "setup.sh: unknown part '$p'" >&2; exit 2 ;; esac
+  case $p in controlplane|nats|helm|judges|node|daprd) ;; *) echo "setup.sh: unknown part '$p' (expected --quick-start or parts among controlplane nats helm judges node daprd)" >&2; exit 2 ;; esac
 done
 
 step() { printf '==> %s\n' "$*" >&2; }
@@ -40,7 +45,6 @@ env_lines=("export JKO_CACHE='$cache'")
 ready=()
 # Debian packages, installed in one apt run when some are missing.
 debs=()
-if want lua && ! command -v lua5.1 >/dev/null; then debs+=(lua5.1); fi
 if want node; then
   for pair in containerd:containerd ctr:containerd runc:runc iptables:iptables buildah:buildah \
               /usr/lib/cni/bridge:containernetworking-plugins; do
@@ -105,11 +109,30 @@ if want helm; then
   ready+=("helm ${HELM_VERSION}")
 fi
 
-# A Lua 5.1 interpreter (Argo CD's dialect), for the Argo CD health check tests; Debian's package.
-if want lua; then
-  lua_bin=$(command -v lua5.1)
-  env_lines+=("export JKO_LUA_BIN='$lua_bin'")
-  ready+=("$("$lua_bin" -v 2>&1 | cut -d' ' -f1-2)")
+if want judges; then
+  # The health judges: Argo CD's, kstatus' and Flux's own health code in one small Go program
+  # (test-env/judges), plus Argo CD's stock argocd-cm ConfigMap from the same Argo CD module.
+  # Argo CD needs a newer Go than the control plane: the `toolchain` line of judges/go.mod names
+  # it, and GOTOOLCHAIN=auto lets the go command fetch it as a Go module.
+  judges_toolchain=$(sed -n 's/^toolchain //p' "$here/judges/go.mod")
+  judges_key=$(cat "$here"/judges/go.mod "$here"/judges/go.sum "$here"/judges/*.go | sha256sum | cut -c1-16)
+  judges_dir="$cache/judges-${judges_toolchain}-${judges_key}"
+  if [ ! -x "$judges_dir/judges" ] || [ ! -s "$judges_dir/argocd-cm.yaml" ]; then
+    step "building the health judges (Argo CD, kstatus, Flux CEL) from Go modules with ${judges_toolchain} (cold: about 11 CPU-minutes, far longer on a busy machine; a linked binary of 130 MB)"
+    t=$(date +%s)
+    mkdir -p "$judges_dir"
+    (
+      cd "$here/judges"
+      export GOTOOLCHAIN=auto GOCACHE="$cache/go-build-judges"
+      go build -trimpath -ldflags "-s -w" -o "$judges_dir/judges.tmp" .
+      argocd_dir=$(go list -m -f '{{.Dir}}' github.com/argoproj/argo-cd/v3)
+      cp "$argocd_dir/manifests/base/config/argocd-cm.yaml" "$judges_dir/argocd-cm.yaml"
+    ) >&2
+    mv "$judges_dir/judges.tmp" "$judges_dir/judges"
+    elapsed "$t"
+  fi
+  env_lines+=("export JKO_JUDGES_BIN='$judges_dir/judges'" "export JKO_ARGOCD_CM='$judges_dir/argocd-cm.yaml'")
+  ready+=("the health judges (${judges_toolchain})")
 fi
 
 # The node's pause (sandbox) image: nothing can be pulled here, so containerd gets one built from

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: builds or installs everything the tests need (cached outside the
 # repository), checks formatting and lints, and runs every test against a real Kubernetes
-# control plane and real nats-servers that the tests start and stop themselves.
+# control plane, real nats-servers and a real node that the tests start and stop themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
@@ -34,26 +34,38 @@ step "building the operator's image for the node tests (test-env/operator-image.
 eval "$(test-env/operator-image.sh)"
 
 step "cargo test (unit tests, then integration tests against real servers and a real node)"
+# This run's marker: every server the tests start inherits it (see the leftover check below).
+export JKO_TEST_RUN="test-sh-$$-$(date +%s%N)"
 cargo test --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-8}"
 
-step "checking that no test server is left running"
+step "checking that no test server or node is left"
 sleep 1
-# Every server the tests start runs one of these two binaries; the quick start's own servers
-# (under the cache's quickstart folder) are not the tests' business.
-leftover=$(pgrep -af -- "$JKO_CONTROLPLANE_BIN|$JKO_NATS_SERVER_BIN|$JKO_DAPRD_BIN|$CARGO_TARGET_DIR/tmp/controlplanes|containerd-shim" | grep -v -- "$JKO_CACHE/quickstart" || true)
+# Every server the tests start runs one of these binaries (the kubelet and kube-scheduler are
+# sub-commands of the control plane's; containerd starts the shims) and inherits this run's marker
+# (JKO_TEST_RUN, set before the tests start) in its environment: count only those, not the
+# servers of another checkout, tool or quick start on the same machine.
+leftover=""
+for pid in $(pgrep -f -- "$JKO_CONTROLPLANE_BIN|$JKO_NATS_SERVER_BIN|$JKO_DAPRD_BIN|containerd" || true); do
+  if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -xF -- "JKO_TEST_RUN=$JKO_TEST_RUN" >/dev/null; then
+    leftover+="$(ps -o pid=,args= -p "$pid" || true)"$'\n'
+  fi
+done
 if [ -n "$leftover" ]; then
   echo "processes left running after the tests:" >&2
   echo "$leftover" >&2
   exit 1
 fi
-# The test nodes' host resources are all named jko-<id>: the quick start's node (its id is in
-# its ready.json) is not the tests' business.
-qs_node=$(sed -n 's/.*"bridge": "\(jko-[0-9a-f]*\)".*/\1/p' "$JKO_CACHE/quickstart/controlplane/ready.json" 2>/dev/null || true)
-qs_node=${qs_node:-none}
-left=$( { ip -o link show type bridge | grep -o 'jko-[0-9a-f]*' | sed 's/^/bridge /';
-          iptables -w -t nat -S 2>/dev/null | grep -o 'jko-[0-9a-f]*' | sed 's/^/iptables rule /';
-          grep -o ' [^ ]*\(controlplanes\|/run/jko-\)[^ ]* ' /proc/self/mountinfo | sed 's/^/mount/';
-          ls -d /run/jko-* /sys/fs/cgroup/*/jko-* 2>/dev/null; } | grep -v -- "$qs_node" || true)
+# This run's nodes (each control plane's ready.json names its node's id, jko-<hex>): each named
+# its bridge, iptables rule, cgroup root and /run folder after that id, and mounted only under its
+# control plane's folder and that /run folder.
+left=""
+for id in $(sed -n 's/.*"bridge": "\(jko-[0-9a-f]*\)".*/\1/p' "$CARGO_TARGET_DIR"/tmp/controlplanes/*/ready.json 2>/dev/null | sort -u); do
+  left+=$( { ip -o link show "$id" 2>/dev/null | sed "s/^.*/bridge $id/";
+             iptables -w -t nat -S 2>/dev/null | grep -F -- "$id" | sed 's/^/iptables rule /';
+             grep -F -- "/run/$id" /proc/self/mountinfo | sed 's/^/mount /';
+             ls -d "/run/$id" /sys/fs/cgroup/*/"$id" /sys/fs/cgroup/"$id" 2>/dev/null; } || true)
+done
+left+=$(grep -F -- "$CARGO_TARGET_DIR/tmp/controlplanes/" /proc/self/mountinfo | sed 's/^/mount /' || true)
 if [ -n "$left" ]; then
   echo "node resources left after the tests:" >&2
   echo "$left" >&2

@@ -274,6 +274,22 @@ fn lease_grants() -> Vec<Grant> {
     grants
 }
 
+/// Read-only, cluster-wide: the admin's NatsServerPolicies and namespace labels (in every mode).
+fn policy_grants() -> Vec<Grant> {
+    let mut grants = Vec::new();
+    for verb in ["get", "list", "watch"] {
+        grants.push(grant(
+            "*",
+            "jetstreamkv.io",
+            "natsserverpolicies",
+            verb,
+            "*",
+        ));
+        grants.push(grant("*", "", "namespaces", verb, "*"));
+    }
+    grants
+}
+
 fn operator_container(deployment: &Deployment) -> Container {
     let pod = deployment
         .spec
@@ -353,11 +369,17 @@ fn by_default_the_operator_watches_all_namespaces_with_one_cluster_role() {
         .filter(|binding| binds_operator(binding.subjects.as_deref()))
         .map(|binding| binding.role_ref.name)
         .collect();
-    assert_eq!(bound, [FULLNAME], "one ClusterRole bound to the operator");
+    let policy_role = format!("{FULLNAME}-server-policy");
+    assert_eq!(
+        bound,
+        [FULLNAME, policy_role.as_str()],
+        "one ClusterRole bound to the operator, and the read-only policy one"
+    );
 
     let expected: BTreeSet<Grant> = watched_namespace_grants("*")
         .into_iter()
         .chain(lease_grants())
+        .chain(policy_grants())
         .collect();
     assert_eq!(
         objects.operator_grants(),
@@ -377,6 +399,7 @@ fn watching_listed_namespaces_grants_secrets_there_and_nowhere_else() {
         .into_iter()
         .chain(watched_namespace_grants("team-b"))
         .chain(lease_grants())
+        .chain(policy_grants())
         .collect();
     assert_eq!(
         objects.operator_grants(),
@@ -417,12 +440,61 @@ fn watching_listed_namespaces_grants_secrets_there_and_nowhere_else() {
     }
     assert_eq!(
         objects.count("ClusterRoleBinding"),
-        0,
-        "nothing bound cluster-wide"
+        1,
+        "nothing bound cluster-wide but the read-only policy role"
     );
 
     let operator = operator_container(&objects.deployment());
     assert_eq!(env_value(&operator, "WATCH_NAMESPACES"), "team-a,team-b");
+}
+
+#[test]
+fn secrets_get_only_mode_drops_list_and_watch_and_tells_the_operator() {
+    let objects = render(&["--set", "rbac.secrets=get"]);
+    let secrets: BTreeSet<String> = objects
+        .operator_grants()
+        .into_iter()
+        .filter(|g| g.resource == "secrets")
+        .map(|g| g.verb)
+        .collect();
+    assert_eq!(secrets, BTreeSet::from(["get".to_string()]));
+    let operator = operator_container(&objects.deployment());
+    assert_eq!(env_value(&operator, "WATCH_SECRETS"), "false");
+    let default = operator_container(&render(&[]).deployment());
+    assert_eq!(env_value(&default, "WATCH_SECRETS"), "true");
+}
+
+#[test]
+fn the_server_policy_is_enforced_by_default_and_one_line_allows_a_server() {
+    let defaults = render(&[]);
+    assert_eq!(
+        env_value(&operator_container(&defaults.deployment()), "SERVER_POLICY"),
+        "enforce"
+    );
+    assert_eq!(
+        defaults.count("NatsServerPolicy"),
+        0,
+        "nothing allowed by default"
+    );
+    let one = render(&[
+        "--set",
+        "natsServerPolicy.servers={nats.nats.svc.cluster.local:4222,.nats.svc,10.0.0.0/8}",
+    ]);
+    let policies: Vec<Value> = one.all("NatsServerPolicy");
+    assert_eq!(policies.len(), 1);
+    let servers = serde_json::to_value(&policies[0]["spec"]["servers"]).unwrap();
+    assert_eq!(
+        servers,
+        serde_json::json!([
+            {"host": "nats.nats.svc.cluster.local", "ports": [4222]},
+            {"hostSuffix": ".nats.svc"},
+            {"cidr": "10.0.0.0/8"}
+        ])
+    );
+    assert!(
+        policies[0]["spec"]["conditions"].is_null(),
+        "every namespace"
+    );
 }
 
 #[test]
@@ -575,6 +647,10 @@ fn the_schema_rejects_bad_values() {
     assert_schema_rejects("replicas=-1", "/replicas");
     assert_schema_rejects("logFormat=xml", "/logFormat");
     assert_schema_rejects("resyncInterval=often", "/resyncInterval");
+    // Zero panicked the sweeper; an overflowing one wrapped (issue 13).
+    assert_schema_rejects("resyncInterval=0s", "/resyncInterval");
+    assert_schema_rejects("resyncInterval=0h0m00s", "/resyncInterval");
+    assert_schema_rejects("resyncInterval=99999999999999999999h", "/resyncInterval");
     assert_schema_rejects("watchNamespaces={Team_A}", "/watchNamespaces/0");
     assert_schema_rejects("image.pullPolicy=Sometimes", "/image/pullPolicy");
     // A misspelt value is an error, not silently ignored.

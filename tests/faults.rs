@@ -95,16 +95,13 @@ impl Rig {
                 } else {
                     format!("new_{i}")
                 };
-                serde_json::from_value(json!({
-                    "apiVersion": "dapr.io/v1alpha1",
-                    "kind": "Component",
-                    "metadata": {"name": format!("c-{i:03}"), "namespace": self.namespaces[i % NAMESPACES]},
-                    "spec": {"type": "state.jetstream", "version": "v1", "metadata": [
-                        {"name": "natsURL", "value": self.nats.url()},
-                        {"name": "bucket", "value": bucket},
-                    ]},
-                }))
-                .expect("component")
+                support::ComponentManifest::store(
+                    &self.namespaces[i % NAMESPACES],
+                    &format!("c-{i:03}"),
+                    &self.nats.url(),
+                    &bucket,
+                )
+                .component()
             })
             .collect()
     }

@@ -2,20 +2,52 @@
 //! types generate, and says how to regenerate it.
 
 use jetstream_kv_operator::crd::KeyValueBucket;
+use jetstream_kv_operator::policy::NatsServerPolicy;
+use jetstream_kv_operator::pubsub::JetStreamStream;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-#[test]
-fn committed_keyvaluebucket_crds_match_the_rust_types() {
-    let generated = serde_yaml::to_string(&KeyValueBucket::crd()).expect("render the CRD");
+fn assert_committed(kind: &str, crd: CustomResourceDefinition, file: &str, arg: &str) {
+    let generated = serde_yaml::to_string(&crd).expect("render the CRD");
     for path in [
-        "crds/keyvaluebucket.yaml",
-        "charts/jetstream-kv-operator/crds/keyvaluebucket.yaml",
+        format!("crds/{file}"),
+        format!("charts/jetstream-kv-operator/crds/{file}"),
     ] {
-        let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(&path);
         let committed = std::fs::read_to_string(&full).unwrap_or_default();
         assert!(
             committed == generated,
-            "{path} differs from the KeyValueBucket Rust types; regenerate it with\n  cargo run -q -- crd > {path}"
+            "{path} differs from the {kind} Rust types; regenerate it with\n  cargo run -q -- crd{arg} > {path}"
         );
     }
+}
+
+#[test]
+fn committed_keyvaluebucket_crds_match_the_rust_types() {
+    assert_committed(
+        "KeyValueBucket",
+        KeyValueBucket::crd(),
+        "keyvaluebucket.yaml",
+        "",
+    );
+}
+
+#[test]
+fn committed_jetstreamstream_crds_match_the_rust_types() {
+    assert_committed(
+        "JetStreamStream",
+        JetStreamStream::crd(),
+        "jetstreamstream.yaml",
+        " jetstreamstream",
+    );
+}
+
+#[test]
+fn committed_natsserverpolicy_crds_match_the_rust_types() {
+    assert_committed(
+        "NatsServerPolicy",
+        NatsServerPolicy::crd(),
+        "natsserverpolicy.yaml",
+        " natsserverpolicy",
+    );
 }

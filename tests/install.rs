@@ -66,10 +66,7 @@ fn service_account_kubeconfig(namespace: &str, account: &str) -> PathBuf {
 }
 
 fn component(ns: &str, name: &str, bucket: &str) -> String {
-    format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  type: state.jetstream\n  version: v1\n  metadata:\n  - name: natsURL\n    value: {}\n  - name: bucket\n    value: {bucket}\n",
-        nats().url()
-    )
+    support::ComponentManifest::store(ns, name, &nats().url(), bucket).yaml()
 }
 
 fn kubectl_as(kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
@@ -96,6 +93,9 @@ async fn helm_install_gives_the_operator_enough_rbac_to_make_a_component_ready()
     let system = TestNamespace::new(&client, "jko-system").await;
     let apps = TestNamespace::new(&client, "apps").await;
     let release = format!("kvo{}", &support::random_suffix()[..4]);
+    // The shared-cluster default: the server policy enforced, and the one-line common case
+    // (one NATS server for everyone) allowing the test server.
+    let allowed = format!("natsServerPolicy.servers={{127.0.0.1:{}}}", nats().port());
     let out = helm(&[
         "install",
         &release,
@@ -103,6 +103,8 @@ async fn helm_install_gives_the_operator_enough_rbac_to_make_a_component_ready()
         "-n",
         &system.name,
         "--wait=false",
+        "--set",
+        &allowed,
     ]);
     assert!(out.contains("STATUS: deployed"), "{out}");
     let fullname = format!("{release}-jetstream-kv-operator");
@@ -133,6 +135,7 @@ async fn helm_install_gives_the_operator_enough_rbac_to_make_a_component_ready()
             ("LEASE_NAME", &fullname),
             ("LEASE_NAMESPACE", &system.name),
             ("POD_NAME", "chart-identity"),
+            ("SERVER_POLICY", "enforce"),
         ],
     );
     let bucket = format!("chart_{}", support::random_suffix());
@@ -239,12 +242,7 @@ async fn lease_holder(client: &kube::Client, ns: &str, name: &str) -> Option<Str
 
 fn reconciles(op: &Operator) -> f64 {
     op.http_get("/metrics")
-        .and_then(|(_, body)| {
-            body.lines()
-                .find(|l| l.starts_with("jetstream_kv_reconciles_total"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
+        .map(|(_, body)| support::fixtures::metric(&body, "jetstream_kv_reconciles_total"))
         .unwrap_or_default()
 }
 

@@ -10,7 +10,10 @@ use jetstream_kv_operator::crd::KeyValueBucket;
 use jetstream_kv_operator::dapr::Component;
 use kube::Api;
 use kube::api::DeleteParams;
-use support::{RESYNC, TestNamespace, control_plane, nats, operator, wait_condition, wait_kvb};
+use support::{
+    ComponentManifest, RESYNC, TestNamespace, control_plane, nats, operator, unique_bucket,
+    wait_condition, wait_kvb,
+};
 
 const READY: Duration = Duration::from_secs(60);
 
@@ -21,18 +24,9 @@ fn component(
     bucket: &str,
     annotations: &[(&str, &str)],
 ) -> String {
-    let annotations = annotations
-        .iter()
-        .map(|(k, v)| format!("\"jetstreamkv.io/{k}\": \"{v}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\n  namespace: {ns}\n  annotations: {{{annotations}}}\nspec:\n  type: state.jetstream\n  version: v1\n  metadata:\n  - name: natsURL\n    value: {url}\n  - name: bucket\n    value: {bucket}\n"
-    )
-}
-
-fn bucket_name(prefix: &str) -> String {
-    format!("{prefix}_{}", support::random_suffix())
+    ComponentManifest::store(ns, name, url, bucket)
+        .settings(annotations)
+        .yaml()
 }
 
 async fn js() -> jetstream::Context {
@@ -153,7 +147,7 @@ async fn managed_buckets_follow_annotation_changes_with_an_event() {
     operator();
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "update").await;
-    let bucket = bucket_name("grow");
+    let bucket = unique_bucket("grow");
     let url = nats().url();
     // TTL and size limits only grow here: lowering them (or adding one) would discard data.
     control_plane().apply(&component(
@@ -203,7 +197,7 @@ async fn changes_that_would_lose_data_are_refused_unless_allowed() {
     operator();
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "dataloss").await;
-    let bucket = bucket_name("precious");
+    let bucket = unique_bucket("precious");
     let url = nats().url();
     control_plane().apply(&component(
         &ns.name,
@@ -281,7 +275,7 @@ async fn fields_nats_cannot_change_are_reported_not_sent() {
     // A server of its own: its JetStream API counters then count this test's requests only.
     let server = support::nats::NatsServer::start();
     let url = server.url();
-    let bucket = bucket_name("fixed");
+    let bucket = unique_bucket("fixed");
     control_plane().apply(&component(&ns.name, "fixed", &url, &bucket, &[]));
     wait_kvb(&ns.name, "fixed", "Ready", READY);
     let api_errors = || server.jsz()["api"]["errors"].as_u64().unwrap_or_default();
@@ -346,7 +340,7 @@ async fn foreign_buckets_are_verified_by_default_and_adopted_on_request() {
     operator();
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "adopt").await;
-    let bucket = bucket_name("foreign");
+    let bucket = unique_bucket("foreign");
     let url = nats().url();
     js().await
         .create_key_value(kv::Config {
@@ -408,7 +402,7 @@ async fn drift_is_restored_deleted_buckets_recreated_and_missing_foreign_ones_re
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "drift").await;
     let url = nats().url();
-    let bucket = bucket_name("drifty");
+    let bucket = unique_bucket("drifty");
     control_plane().apply(&component(
         &ns.name,
         "drifty",
@@ -442,7 +436,7 @@ async fn drift_is_restored_deleted_buckets_recreated_and_missing_foreign_ones_re
     assert!(stream_config(&bucket).await.is_some());
 
     // A bucket the operator only verifies disappears: reported, not recreated.
-    let foreign = bucket_name("gone");
+    let foreign = unique_bucket("gone");
     js().await
         .create_key_value(kv::Config {
             bucket: foreign.clone(),
@@ -469,7 +463,7 @@ async fn deletion_retains_by_default_and_deletes_only_what_is_safe() {
     let url = nats().url();
 
     // Default: retain, and every key survives.
-    let kept = bucket_name("kept");
+    let kept = unique_bucket("kept");
     control_plane().apply(&component(&ns.name, "kept", &url, &kept, &[]));
     wait_kvb(&ns.name, "kept", "Ready", READY);
     js().await
@@ -487,7 +481,7 @@ async fn deletion_retains_by_default_and_deletes_only_what_is_safe() {
     assert_eq!(history(&kept).await, [("k".to_string(), "v".to_string())]);
 
     // delete: a finalizer, and the bucket goes with the Component.
-    let doomed = bucket_name("doomed");
+    let doomed = unique_bucket("doomed");
     control_plane().apply(&component(
         &ns.name,
         "doomed",
@@ -509,7 +503,7 @@ async fn deletion_retains_by_default_and_deletes_only_what_is_safe() {
 
     // delete, but another Component (another namespace) uses the same bucket: kept, and said why.
     let other_ns = TestNamespace::new(&client, "deletion-other").await;
-    let shared = bucket_name("shared");
+    let shared = unique_bucket("shared");
     control_plane().apply(&component(
         &ns.name,
         "owner",
@@ -531,8 +525,9 @@ async fn deletion_retains_by_default_and_deletes_only_what_is_safe() {
         .await
         .unwrap();
     let message = wait_event(&ns.name, "owner", "BucketRetained").await;
+    // Counted, not named: the owner's Events do not name other namespaces' Components.
     assert!(
-        message.contains(&format!("{}/user", other_ns.name)),
+        message.contains("1 Component(s) in other namespaces") && !message.contains(&other_ns.name),
         "{message}"
     );
     assert!(stream_config(&shared).await.is_some());
@@ -546,7 +541,7 @@ async fn deletion_waits_for_nats_and_the_annotation_can_release_it() {
     let components: Api<Component> = Api::namespaced(client.clone(), &ns.name);
     let mut server = support::nats::NatsServer::start();
     let url = server.url();
-    let bucket = bucket_name("waiting");
+    let bucket = unique_bucket("waiting");
     control_plane().apply(&component(
         &ns.name,
         "waiting",
@@ -591,7 +586,7 @@ async fn deletion_waits_for_nats_and_the_annotation_can_release_it() {
     );
 
     // NATS down for good: removing the annotation lets the deletion finish, bucket untouched.
-    let stuck = bucket_name("stuck");
+    let stuck = unique_bucket("stuck");
     control_plane().apply(&component(
         &ns.name,
         "stuck",
@@ -638,13 +633,13 @@ async fn deletion_waits_for_nats_and_the_annotation_can_release_it() {
 }
 
 #[tokio::test]
-async fn conflicting_components_are_reported_and_the_bucket_is_left_alone() {
+async fn a_second_component_cannot_change_the_bucket_nor_block_its_owner() {
     operator();
     let client = support::client().await;
     let a = TestNamespace::new(&client, "conflict-a").await;
     let b = TestNamespace::new(&client, "conflict-b").await;
     let url = nats().url();
-    let bucket = bucket_name("contested");
+    let bucket = unique_bucket("contested");
     control_plane().apply(&component(
         &a.name,
         "first",
@@ -660,38 +655,29 @@ async fn conflicting_components_are_reported_and_the_bucket_is_left_alone() {
         &bucket,
         &[("history", "6")],
     ));
+    // Ownership is law: the second Component only verifies the first one's bucket, and its
+    // status does not name the owner (another namespace).
     let second = wait_condition(
         &client,
         &b.name,
         "second",
         "ConfigSynced",
         "False",
-        "ConflictingComponents",
+        "BucketOwnedElsewhere",
     )
     .await;
-    assert!(
-        second
-            .condition("ConfigSynced")
-            .unwrap()
-            .message
-            .contains(&format!("{}/first", a.name))
+    let message = &second.condition("ConfigSynced").unwrap().message;
+    assert!(!message.contains(&a.name), "{message}");
+    // The owner is not blocked by it (it used to be: ConflictingComponents, for ever).
+    let first: Api<KeyValueBucket> = Api::namespaced(client.clone(), &a.name);
+    let first = first.get("first").await.unwrap();
+    assert_eq!(
+        first.condition("Ready").map(|c| c.status.as_str()),
+        Some("True"),
+        "{:?}",
+        first.status
     );
-    let first = wait_condition(
-        &client,
-        &a.name,
-        "first",
-        "ConfigSynced",
-        "False",
-        "ConflictingComponents",
-    )
-    .await;
-    assert!(
-        first
-            .condition("ConfigSynced")
-            .unwrap()
-            .message
-            .contains(&format!("{}/second", b.name))
-    );
+    assert!(!format!("{:?}", first.status).contains(&b.name));
 
     let revision = |c: &jetstream::stream::Config| (c.max_messages_per_subject, c.metadata.clone());
     let before = revision(&stream_config(&bucket).await.unwrap());

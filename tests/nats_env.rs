@@ -9,7 +9,8 @@ use std::time::Duration;
 use async_nats::ConnectErrorKind;
 use async_nats::jetstream::{self, kv};
 use jetstream_kv_operator::credentials::{self, CredentialsError};
-use jetstream_kv_operator::secrets::SecretValue;
+use jetstream_kv_operator::failure::Failure as _;
+use jetstream_kv_operator::secret_value::SecretValue;
 use support::nats::{NatsServer, user_connect_options};
 
 const TIMEOUT: Duration = Duration::from_secs(10);

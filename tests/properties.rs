@@ -7,7 +7,8 @@ use std::sync::OnceLock;
 
 use jetstream_kv_operator::credentials::{self, jwt};
 use jetstream_kv_operator::dapr::{self, Component, ValueSource};
-use jetstream_kv_operator::secrets::SecretValue;
+use jetstream_kv_operator::failure::Failure as _;
+use jetstream_kv_operator::secret_value::SecretValue;
 use jetstream_kv_operator::settings;
 use nkeys::KeyPair;
 use proptest::prelude::*;

@@ -218,7 +218,7 @@ async fn bad_manifests_get_their_own_reason_and_no_bucket() {
     );
     // A valid Component applied at the same time is not held back by the bad ones.
     let good = unique_bucket("good");
-    manifest += "---";
+    manifest += "---\n";
     manifest += &component(&ns.name, "good", &url, &good, "");
     control_plane().apply(&manifest);
 

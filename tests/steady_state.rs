@@ -45,13 +45,7 @@ async fn steady_state_writes_nothing() {
             .map(str::to_string)
             .collect::<Vec<_>>()
     };
-    let reconciles = |m: &str| {
-        m.lines()
-            .find(|l| l.starts_with("jetstream_kv_reconciles_total"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or_default()
-    };
+    let reconciles = |m: &str| support::fixtures::metric(m, "jetstream_kv_reconciles_total");
     let (_, before) = operator().http_get("/metrics").expect("metrics");
     tokio::time::sleep(RESYNC * 3).await;
     let (_, after) = operator().http_get("/metrics").expect("metrics");

@@ -14,7 +14,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use jetstream_kv_operator::check::{ObjectCheck, check_object};
+use jetstream_kv_operator::validate::{ObjectCheck, check_object};
 use support::operator::Operator;
 use support::process::free_port;
 use support::{TestNamespace, client, control_plane};
@@ -39,12 +39,10 @@ impl Drop for WebhookConfiguration {
 }
 
 fn component(ns: &str, name: &str, type_: &str, bucket: &str, annotations: &str) -> String {
-    format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\n  \
-         namespace: {ns}\n  annotations: {{{annotations}}}\nspec:\n  type: {type_}\n  version: \
-         v1\n  metadata:\n  - name: natsURL\n    value: nats://127.0.0.1:1\n  - name: bucket\n    \
-         value: {bucket:?}\n"
-    )
+    support::ComponentManifest::store(ns, name, "nats://127.0.0.1:1", bucket)
+        .type_(type_)
+        .annotations_yaml(annotations)
+        .yaml()
 }
 
 /// What `check` (the operator's pure checks) says about a manifest: `(reason, message)`.

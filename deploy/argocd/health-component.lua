@@ -16,11 +16,49 @@ local transient = {
   NatsUnavailable = true, NatsTimeout = true, NatsRequestFailed = true, JwtNotYetValid = true,
   BucketMissing = true, BucketCreateConflict = true, SecretReadFailed = true,
   DeletionPending = true,
+  QuorumLost = true, NoStreamLeader = true, JetStreamUnavailable = true, ReplicasNotCurrent = true,
 }
+
+-- Argo CD runs this script without Lua's standard libraries (no string.lower, no string.sub):
+-- only the base and table libraries and a safe os. So the type is matched in any ASCII case, as
+-- the operator matches it, with comparison operators only. A string s starts with prefix .. c
+-- exactly when prefix .. c <= s < prefix .. d, d being the character after c: Lua compares
+-- strings byte by byte. Each row: a character of "state.jetstream" and the next one, in lower
+-- then in upper case.
+local STATE_JETSTREAM = {
+  {"s", "t", "S", "T"}, {"t", "u", "T", "U"}, {"a", "b", "A", "B"}, {"t", "u", "T", "U"},
+  {"e", "f", "E", "F"}, {".", "/"}, {"j", "k", "J", "K"}, {"e", "f", "E", "F"},
+  {"t", "u", "T", "U"}, {"s", "t", "S", "T"}, {"t", "u", "T", "U"}, {"r", "s", "R", "S"},
+  {"e", "f", "E", "F"}, {"a", "b", "A", "B"}, {"m", "n", "M", "N"},
+}
+
+local function is_state_jetstream(s)
+  if type(s) ~= "string" or #s ~= #STATE_JETSTREAM then
+    return false
+  end
+  local prefix = ""
+  for _, row in ipairs(STATE_JETSTREAM) do
+    local matched = false
+    for i = 1, #row, 2 do
+      local candidate = prefix .. row[i]
+      if candidate <= s and s < prefix .. row[i + 1] then
+        prefix = candidate
+        matched = true
+        break
+      end
+    end
+    if not matched then
+      return false
+    end
+  end
+  return prefix == s
+end
 
 local hs = {}
 local spec = obj.spec
-if spec == nil or type(spec.type) ~= "string" or string.lower(spec.type) ~= "state.jetstream" then
+-- The version is not looked at, as the operator does: a state.jetstream Component of an
+-- unsupported version is the operator's, and its annotations say UnsupportedVersion (Degraded).
+if spec == nil or not is_state_jetstream(spec.type) then
   hs.status = "Healthy"
   hs.message = ""
   return hs

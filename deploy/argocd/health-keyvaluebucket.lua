@@ -19,9 +19,10 @@ local needs_change = {
   JwtSignatureInvalid = true, SeedMalformed = true, SeedNotUser = true,
   SeedDoesNotMatchJwt = true, InvalidAnnotation = true, UnknownAnnotation = true,
   NotAKeyValueBucket = true, ConfigMismatch = true, DataLossRefused = true,
-  ImmutableFieldChanged = true, UnsupportedByServer = true, ConflictingComponents = true,
+  ImmutableFieldChanged = true, UnsupportedByServer = true, BucketOwnedElsewhere = true,
   AuthorizationFailed = true, TlsFailed = true, JetStreamDisabled = true,
   AccountLimitsExceeded = true, NoSuitablePlacement = true,
+  TooMuchMetadata = true, ServerNotAllowed = true,
 }
 
 local function describe(c)

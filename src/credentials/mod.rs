@@ -13,7 +13,8 @@ pub mod jwt;
 
 use nkeys::KeyPair;
 
-use crate::secrets::SecretValue;
+use crate::failure::{Failure, Retry};
+use crate::secret_value::SecretValue;
 
 /// What a valid user JWT says about the user. Nothing in it is secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,9 +116,9 @@ pub enum CredentialsError {
     },
 }
 
-impl CredentialsError {
+impl Failure for CredentialsError {
     /// The status condition reason: the variant name, CamelCase.
-    pub fn reason(&self) -> &'static str {
+    fn reason(&self) -> &'static str {
         match self {
             CredentialsError::JwtMalformed(_) => "JwtMalformed",
             CredentialsError::JwtNotUser { .. } => "JwtNotUser",
@@ -131,11 +132,14 @@ impl CredentialsError {
         }
     }
 
-    /// Whether only a change of the credentials can fix it (so the reconciler waits for a change
-    /// instead of retrying). True for all but [`CredentialsError::JwtNotYetValid`], which becomes
-    /// valid on its own at `nbf`.
-    pub fn is_permanent(&self) -> bool {
-        !matches!(self, CredentialsError::JwtNotYetValid { .. })
+    /// Only a change of the credentials can fix it (so the reconciler waits for a change instead
+    /// of retrying), except [`CredentialsError::JwtNotYetValid`], which becomes valid on its own
+    /// at `nbf`: retried with back-off.
+    fn retry(&self) -> Retry {
+        match self {
+            CredentialsError::JwtNotYetValid { .. } => Retry::Backoff,
+            _ => Retry::AwaitChange,
+        }
     }
 }
 

@@ -15,7 +15,10 @@ pub const JETSTREAM_STATE_TYPE: &str = "state.jetstream";
 ///
 /// `apiVersion` and `kind` are not fields: they are fixed by the type, written on serialization
 /// and checked (when present) on deserialization.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// `Debug` shows the object's identity and spec without inline values and without annotations
+/// (`kubectl.kubernetes.io/last-applied-configuration` holds the whole manifest, values and all).
+#[derive(Clone, Default, PartialEq)]
 pub struct Component {
     /// Standard object metadata.
     pub metadata: ObjectMeta,
@@ -49,7 +52,9 @@ pub struct ComponentSpec {
 }
 
 /// One item of `spec.metadata`: a name and exactly one of `value`, `secretKeyRef`, `envRef`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+///
+/// `Debug` never prints an inline value: users do write passwords, JWTs and seeds inline.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MetadataItem {
     /// Item name; Dapr matches names case-insensitively.
@@ -64,6 +69,30 @@ pub struct MetadataItem {
     /// Value taken from an environment variable of the sidecar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_ref: Option<String>,
+}
+
+impl std::fmt::Debug for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Component")
+            .field("namespace", &self.metadata.namespace)
+            .field("name", &self.metadata.name)
+            .field("generation", &self.metadata.generation)
+            .field("spec", &self.spec)
+            .field("auth", &self.auth)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for MetadataItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetadataItem")
+            .field("name", &self.name)
+            .field("value", &self.value.as_ref().map(|_| "<not shown>"))
+            .field("secret_key_ref", &self.secret_key_ref)
+            .field("env_ref", &self.env_ref)
+            .finish()
+    }
 }
 
 /// A reference to one key of a Secret.
@@ -217,6 +246,32 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_prints_an_inline_value_or_the_last_applied_manifest() {
+        let secret = "pa55w0rd-in-debug";
+        let mut c = Component::default();
+        c.metadata.name = Some("orders".into());
+        c.metadata.annotations = Some(
+            [(
+                "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+                format!("{{\"value\":\"nats://u:{secret}@h\"}}"),
+            )]
+            .into(),
+        );
+        c.spec.metadata = vec![MetadataItem {
+            name: "natsURL".into(),
+            value: Some(serde_json::json!(format!("nats://u:{secret}@h"))),
+            ..Default::default()
+        }];
+        for text in [format!("{c:?}"), format!("{c:#?}")] {
+            assert!(!text.contains(secret), "{text}");
+            assert!(
+                text.contains("natsURL") && text.contains("orders"),
+                "{text}"
+            );
+        }
+    }
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
         CustomResourceDefinition, JSONSchemaPropsOrArray,
     };

@@ -3,14 +3,25 @@
 //! The result says, for each item, either its inline value or which Secret key holds it. Reading
 //! the Secrets is the next step's job (I/O); checking the values is [`super::store`]'s.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use super::ComponentError;
 use super::component::{Component, MetadataItem};
-use crate::secrets::SecretValue;
+use crate::secret_value::SecretValue;
 
 /// Dapr versions of the `state.jetstream` component (empty is what Dapr assumes as `v1`).
 const SUPPORTED_VERSIONS: [&str; 3] = ["v1", "v0", ""];
+
+/// The most metadata items a Component may have. `state.jetstream` reads five; the cap keeps the
+/// cost of a hostile manifest (the API server accepts about 1.5 MiB) small and bounded.
+pub const MAX_ITEMS: usize = 256;
+
+/// The longest metadata item name, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// The largest inline metadata value, in bytes. A user JWT is about 1 KiB; a `natsURL` with a
+/// few servers well under that.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 
 /// The secret store name under which Dapr reads Kubernetes Secrets.
 const KUBERNETES_SECRET_STORE: &str = "kubernetes";
@@ -49,6 +60,7 @@ pub fn parse_metadata(component: &Component) -> Result<Vec<MetadataEntry>, Compo
         });
     }
     let items = &component.spec.metadata;
+    check_sizes(items)?;
     check_unique_names(items)?;
     if let Some((item, env)) = items.iter().find_map(|item| {
         item.env_ref
@@ -87,17 +99,53 @@ fn secret_store(component: &Component) -> Option<&str> {
         .filter(|store| !store.is_empty() && *store != KUBERNETES_SECRET_STORE)
 }
 
+/// Caps on the item count and on each name and inline value, checked before any per-item work.
+fn check_sizes(items: &[MetadataItem]) -> Result<(), ComponentError> {
+    if items.len() > MAX_ITEMS {
+        return Err(ComponentError::TooMuchMetadata {
+            what: format!("{} metadata items", items.len()),
+            limit: format!("{MAX_ITEMS} items"),
+        });
+    }
+    for (i, item) in items.iter().enumerate() {
+        if item.name.len() > MAX_NAME_BYTES {
+            return Err(ComponentError::TooMuchMetadata {
+                what: format!(
+                    "the name of metadata item #{} ({} bytes)",
+                    i + 1,
+                    item.name.len()
+                ),
+                limit: format!("{MAX_NAME_BYTES} bytes"),
+            });
+        }
+        let value = match &item.value {
+            None | Some(serde_json::Value::Null) => 0,
+            Some(serde_json::Value::String(s)) => s.len(),
+            // Compact JSON is at least as long as the count of its leaves; measured exactly only
+            // for the rare non-string value.
+            Some(other) => other.to_string().len(),
+        };
+        if value > MAX_VALUE_BYTES {
+            return Err(ComponentError::TooMuchMetadata {
+                what: format!("the value of metadata item {:?} ({value} bytes)", item.name),
+                limit: format!("{MAX_VALUE_BYTES} bytes"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Two names that differ only in case: one pass with a map, so the cost is linear in the items.
 fn check_unique_names(items: &[MetadataItem]) -> Result<(), ComponentError> {
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(items.len());
     for (i, later) in items.iter().enumerate() {
-        if let Some(first) = items[..i]
-            .iter()
-            .find(|earlier| earlier.name.eq_ignore_ascii_case(&later.name))
-        {
+        if let Some(&first) = seen.get(&later.name.to_ascii_lowercase()) {
             return Err(ComponentError::DuplicateMetadata {
-                first: first.name.clone(),
+                first: items[first].name.clone(),
                 second: later.name.clone(),
             });
         }
+        seen.insert(later.name.to_ascii_lowercase(), i);
     }
     Ok(())
 }
@@ -142,6 +190,7 @@ fn inline_value(value: Option<&serde_json::Value>) -> String {
 mod tests {
     use super::*;
     use crate::dapr::component::{ComponentAuth, SecretKeyRef};
+    use crate::failure::Failure as _;
     use serde_json::json;
 
     fn component(version: &str, items: Vec<MetadataItem>) -> Component {
@@ -270,6 +319,51 @@ mod tests {
             .map(|e| e.name)
             .collect();
         assert_eq!(names, ["natsURL", "BUCKET"]);
+    }
+
+    #[test]
+    fn caps_on_items_names_and_values_give_a_reason() {
+        let many = (0..MAX_ITEMS + 1)
+            .map(|i| value(&format!("item{i}"), json!("v")))
+            .collect();
+        let e = parse_metadata(&component("v1", many)).unwrap_err();
+        assert_eq!(e.reason(), "TooMuchMetadata");
+        assert!(e.to_string().contains("257 metadata items"), "{e}");
+
+        let long_name = value(&"n".repeat(MAX_NAME_BYTES + 1), json!("v"));
+        let e = parse_metadata(&component("v1", vec![long_name])).unwrap_err();
+        assert_eq!(e.reason(), "TooMuchMetadata");
+        // The name itself is not echoed: it could be anything.
+        assert!(!e.to_string().contains(&"n".repeat(64)), "{e}");
+
+        let big = value("natsURL", json!("x".repeat(MAX_VALUE_BYTES + 1)));
+        let e = parse_metadata(&component("v1", vec![big])).unwrap_err();
+        assert_eq!(e.reason(), "TooMuchMetadata");
+        assert!(!e.to_string().contains("xxxxxxxx"), "{e}");
+
+        // Exactly at the caps is fine.
+        let ok = (0..MAX_ITEMS)
+            .map(|i| value(&format!("item{i}"), json!("x".repeat(MAX_VALUE_BYTES))))
+            .collect();
+        assert!(parse_metadata(&component("v1", ok)).is_ok());
+    }
+
+    #[test]
+    fn duplicate_check_is_one_pass_and_the_cap_comes_first() {
+        // 80,000 distinct names took 46 s when every pair was compared; the map makes it one
+        // pass, and the count cap refuses them before any per-item work.
+        let mut items: Vec<_> = (0..80_000)
+            .map(|i| value(&format!("item{i}"), json!("v")))
+            .collect();
+        assert!(check_unique_names(&items).is_ok());
+        items.push(value("ITEM79999", json!("v")));
+        assert!(matches!(
+            check_unique_names(&items),
+            Err(ComponentError::DuplicateMetadata { ref first, ref second })
+                if first == "item79999" && second == "ITEM79999"
+        ));
+        let e = parse_metadata(&component("v1", items)).unwrap_err();
+        assert_eq!(e.reason(), "TooMuchMetadata");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //!
 //! Every error here is a [`ComponentError`]: the manifest must change before retrying helps.
 
+use crate::failure::{Failure, Retry};
+
 pub mod component;
 pub mod metadata;
 pub mod store;
@@ -40,6 +42,18 @@ pub enum ComponentError {
         first: String,
         /// The later spelling.
         second: String,
+    },
+
+    /// More metadata, or longer names or values, than any `state.jetstream` Component needs.
+    #[error(
+        "{what} is more than the operator reads (at most {limit}): remove what the \
+         state.jetstream store does not use"
+    )]
+    TooMuchMetadata {
+        /// What is too big, e.g. `80000 metadata items`.
+        what: String,
+        /// The cap.
+        limit: String,
     },
 
     /// A metadata item uses `envRef`, which only the sidecar can resolve.
@@ -130,12 +144,13 @@ pub enum ComponentError {
     },
 }
 
-impl ComponentError {
+impl Failure for ComponentError {
     /// The CamelCase reason for conditions, events and metrics.
-    pub fn reason(&self) -> &'static str {
+    fn reason(&self) -> &'static str {
         match self {
             Self::UnsupportedVersion { .. } => "UnsupportedVersion",
             Self::DuplicateMetadata { .. } => "DuplicateMetadata",
+            Self::TooMuchMetadata { .. } => "TooMuchMetadata",
             Self::EnvRefUnsupported { .. } => "EnvRefUnsupported",
             Self::SecretStoreUnsupported { .. } => "SecretStoreUnsupported",
             Self::MissingNatsURL => "MissingNatsURL",
@@ -148,11 +163,11 @@ impl ComponentError {
         }
     }
 
-    /// Whether retrying without a change to the manifest can help. Never: every variant is a
-    /// property of what is written in the Component (or the Secrets it names, whose change
-    /// triggers a new reconcile anyway).
-    pub fn is_permanent(&self) -> bool {
-        true
+    /// Retrying without a change to the manifest cannot help: every variant is a property of
+    /// what is written in the Component (or the Secrets it names, whose change triggers a new
+    /// reconcile anyway).
+    fn retry(&self) -> Retry {
+        Retry::AwaitChange
     }
 }
 
@@ -168,6 +183,10 @@ mod tests {
             ComponentError::DuplicateMetadata {
                 first: "bucket".into(),
                 second: "Bucket".into(),
+            },
+            ComponentError::TooMuchMetadata {
+                what: "300 metadata items".into(),
+                limit: "256 items".into(),
             },
             ComponentError::EnvRefUnsupported {
                 name: "jwt".into(),

@@ -4,13 +4,17 @@
 use url::Url;
 
 use super::ComponentError;
-use crate::secrets::SecretValue;
+use crate::secret_value::SecretValue;
 
 /// Dapr's per-pod templates: each sidecar replaces them with its own values.
 pub const POD_TEMPLATES: [&str; 4] = ["{uuid}", "{podName}", "{appID}", "{namespace}"];
 
 /// URL schemes the NATS client accepts.
 const NATS_SCHEMES: [&str; 4] = ["nats", "tls", "ws", "wss"];
+
+/// The most servers one `natsURL` may list: each is tried within one connect deadline, and a
+/// list of silent servers must not hold a worker for long.
+pub const MAX_SERVERS: usize = 8;
 
 /// What replaces a password or token in a displayed URL.
 const REDACTED: &str = "***";
@@ -20,10 +24,13 @@ const REDACTED: &str = "***";
 pub struct StoreConfig {
     /// `natsURL` as given: one or more comma-separated URLs, which may hold `user:pass@`.
     pub servers: SecretValue,
-    /// Each server URL without its password or token, for status, events and logs.
+    /// Each server URL without its password or token, for status, events and logs; only
+    /// `<Secret name, key>` when `natsURL` came from a Secret.
     pub redacted_servers: Vec<String>,
     /// The KV bucket name.
     pub bucket: String,
+    /// The bucket name as it may be shown: `<Secret name, key>` when it came from a Secret.
+    pub shown_bucket: String,
     /// How the store authenticates.
     pub auth: NatsAuth,
     /// The NATS client connection name (`name`), when set to a fixed value.
@@ -73,6 +80,17 @@ impl StoreConfig {
 ///
 /// Order of checks: per-pod templates, `natsURL`, `bucket`, then the `jwt`/`seedKey` pair.
 pub fn store_config(values: &[(String, SecretValue)]) -> Result<StoreConfig, ComponentError> {
+    store_config_with_origins(values, |_| None)
+}
+
+/// [`store_config`], where `origin` says for a metadata item (by its name as written) where its
+/// value came from when that must be shown instead of the value: `<Secret name, key>` (see
+/// [`shown_origin`]). A `natsURL` or `bucket` from a Secret is then never shown, in the config
+/// nor in an error: what came from a Secret is as private as a password.
+pub fn store_config_with_origins(
+    values: &[(String, SecretValue)],
+    origin: impl Fn(&str) -> Option<String>,
+) -> Result<StoreConfig, ComponentError> {
     let get = |wanted: &str| {
         values
             .iter()
@@ -92,17 +110,34 @@ pub fn store_config(values: &[(String, SecretValue)]) -> Result<StoreConfig, Com
     }
 
     let servers = get("natsURL").map(|(_, v)| v.clone()).unwrap_or_default();
-    let redacted_servers = check_servers(servers.expose())?;
+    let servers_origin = get("natsURL").and_then(|(name, _)| origin(name));
+    let redacted_servers = match (check_servers(servers.expose()), &servers_origin) {
+        (Ok(_), Some(shown)) => vec![shown.clone()],
+        (Ok(redacted), None) => redacted,
+        (Err(ComponentError::InvalidNatsURL { problem, .. }), Some(shown)) => {
+            return Err(ComponentError::InvalidNatsURL {
+                url: shown.clone(),
+                // "unsupported scheme \"x\"" would show a piece of it.
+                problem: problem
+                    .split_once(" \"")
+                    .map_or(problem.clone(), |(head, _)| head.to_owned()),
+            });
+        }
+        (Err(e), _) => return Err(e),
+    };
     let has_userinfo =
         split_servers(servers.expose()).any(|s| parse_server(s).is_ok_and(|u| has_userinfo(&u)));
 
     let bucket = get("bucket").map(|(_, v)| v.expose()).unwrap_or_default();
+    let shown_bucket = get("bucket")
+        .and_then(|(name, _)| origin(name))
+        .unwrap_or_else(|| bucket.to_owned());
     if bucket.is_empty() {
         return Err(ComponentError::MissingBucket);
     }
     if !is_valid_bucket_name(bucket) {
         return Err(ComponentError::InvalidBucketName {
-            bucket: bucket.to_owned(),
+            bucket: shown_bucket,
         });
     }
 
@@ -129,9 +164,15 @@ pub fn store_config(values: &[(String, SecretValue)]) -> Result<StoreConfig, Com
         servers,
         redacted_servers,
         bucket: bucket.to_owned(),
+        shown_bucket,
         auth,
         connection_name,
     })
+}
+
+/// How a value from a Secret is shown: where it came from, never what it is.
+pub fn shown_origin(secret: &str, key: &str) -> String {
+    format!("<Secret {secret}, key {key}>")
 }
 
 /// A URL with its password (or token, when there is no password) replaced by `***`.
@@ -189,6 +230,13 @@ fn check_servers(servers: &str) -> Result<Vec<String>, ComponentError> {
             format!("#{} (not shown: natsURL holds credentials)", i + 1)
         }
     };
+    let count = split_servers(servers).count();
+    if count > MAX_SERVERS {
+        return Err(ComponentError::TooMuchMetadata {
+            what: format!("natsURL with {count} servers"),
+            limit: format!("{MAX_SERVERS} servers"),
+        });
+    }
     let mut redacted = Vec::new();
     for (i, server) in split_servers(servers).enumerate() {
         let url = match parse_server(server) {
@@ -243,6 +291,7 @@ fn is_valid_bucket_name(bucket: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::failure::Failure as _;
 
     const PASSWORD: &str = "pa55w0rd";
     const TOKEN: &str = "t0ken-s3cret";

@@ -9,7 +9,8 @@ use async_nats::jetstream::{self, stream};
 
 use super::NatsError;
 use crate::crd::{BucketConfig, BucketStatus};
-use crate::settings::{self, BucketSettings, OnExisting, Setting, Storage};
+use crate::failure::{Failure, Retry};
+use crate::settings::{BucketSettings, OnExisting, Setting, Storage};
 
 /// Stream metadata key that marks a stream as created by this operator.
 pub const META_MANAGED_BY: &str = "jetstreamkv.io/managed-by";
@@ -96,17 +97,27 @@ pub enum BlockReason {
     DataLossRefused,
     ImmutableFieldChanged,
     UnsupportedByServer,
+    /// The operator created the bucket for another Component: ownership is law, so this one
+    /// only verifies it, whatever its annotations ask (adopt, allow-data-loss, delete).
+    OwnedElsewhere,
 }
 
-impl BlockReason {
+impl Failure for BlockReason {
     /// The condition reason.
-    pub fn reason(self) -> &'static str {
+    fn reason(&self) -> &'static str {
         match self {
             Self::ConfigMismatch => "ConfigMismatch",
             Self::DataLossRefused => "DataLossRefused",
             Self::ImmutableFieldChanged => "ImmutableFieldChanged",
             Self::UnsupportedByServer => "UnsupportedByServer",
+            Self::OwnedElsewhere => "BucketOwnedElsewhere",
         }
+    }
+
+    /// Blocked on a bucket someone must change (or an annotation that allows it): looked at
+    /// again at the drift check.
+    fn retry(&self) -> Retry {
+        Retry::Resync
     }
 }
 
@@ -170,8 +181,19 @@ fn duplicate_window(max_age: Duration) -> Duration {
 
 /// Whether the operator created this stream for this Component.
 pub fn is_managed_by(config: &stream::Config, owner: &str) -> bool {
-    config.metadata.get(META_COMPONENT).map(String::as_str) == Some(owner)
-        && config.metadata.contains_key(META_MANAGED_BY)
+    owner_of(config) == Some(owner)
+}
+
+/// The Component (`namespace/name`) the operator created this stream for, if any.
+pub fn owner_of(config: &stream::Config) -> Option<&str> {
+    if !config.metadata.contains_key(META_MANAGED_BY) {
+        return None;
+    }
+    config
+        .metadata
+        .get(META_COMPONENT)
+        .map(String::as_str)
+        .filter(|o| !o.is_empty())
 }
 
 /// Decides what to do. `previously_managed` is what the last status said (None when there was
@@ -193,8 +215,22 @@ pub fn plan(
         return Plan::NotKeyValue(problem);
     }
     let managed = is_managed_by(live, d.owner);
-    let adopt = !managed && d.settings.on_existing == OnExisting::Adopt;
     let mut changes = diff(d.settings, live, clustered);
+    if !managed && owner_of(live).is_some() {
+        // Ownership is law: another Component's bucket is never adopted, updated, purged or
+        // deleted on this one's behalf. Asking to adopt it is refused; otherwise it is verified.
+        changes.retain(|c| d.settings.explicit.contains(&setting_of(c.field)));
+        return if changes.is_empty() && d.settings.on_existing != OnExisting::Adopt {
+            Plan::InSync { managed: false }
+        } else {
+            Plan::Blocked {
+                managed: false,
+                reason: BlockReason::OwnedElsewhere,
+                changes,
+            }
+        };
+    }
+    let adopt = !managed && d.settings.on_existing == OnExisting::Adopt;
     if !managed && !adopt {
         // Verify only: compare what the Component asks for explicitly, never touch the bucket.
         changes.retain(|c| d.settings.explicit.contains(&setting_of(c.field)));
@@ -302,7 +338,7 @@ fn ttl(d: Duration) -> String {
     if d.is_zero() {
         "none".into()
     } else {
-        settings::format_duration(d)
+        crate::duration::format(d)
     }
 }
 
@@ -424,7 +460,7 @@ fn storage_name(s: stream::StorageType) -> &'static str {
 pub fn live_config(live: &stream::Config) -> BucketConfig {
     BucketConfig {
         history: live.max_messages_per_subject,
-        ttl: (!live.max_age.is_zero()).then(|| settings::format_duration(live.max_age)),
+        ttl: (!live.max_age.is_zero()).then(|| crate::duration::format(live.max_age)),
         max_bytes: (live.max_bytes > 0).then_some(live.max_bytes),
         max_value_size: (live.max_message_size > 0).then_some(i64::from(live.max_message_size)),
         storage: storage_name(live.storage).into(),
@@ -438,7 +474,7 @@ pub fn live_config(live: &stream::Config) -> BucketConfig {
 pub fn desired_config(s: &BucketSettings) -> BucketConfig {
     BucketConfig {
         history: s.history,
-        ttl: s.ttl.map(settings::format_duration),
+        ttl: s.ttl.map(crate::duration::format),
         max_bytes: s.max_bytes.filter(|v| *v >= 0),
         max_value_size: s.max_value_size.filter(|v| *v >= 0).map(i64::from),
         storage: storage_name(storage_type(s.storage)).into(),
@@ -452,16 +488,40 @@ pub fn desired_config(s: &BucketSettings) -> BucketConfig {
 pub fn status_of(
     info: &stream::Info,
     managed: bool,
-    server_version: Option<String>,
+    server: Option<&async_nats::ServerInfo>,
 ) -> BucketStatus {
     BucketStatus {
         stream: info.config.name.clone(),
         managed,
-        server_version,
+        server_version: server.map(|s| super::remote_text(&s.version)),
+        identity: Some(identity(info, server.and_then(|s| s.domain.as_deref()))),
         config: live_config(&info.config),
         bytes: info.state.bytes,
         values: info.state.messages,
+        cluster: super::cluster::stream_cluster(info),
     }
+}
+
+/// The bucket's identity as the server reports it (see [`BucketStatus::identity`]): what decides
+/// whether two Components use the same bucket, never the text of their URLs. The creation time
+/// (nanoseconds) tells apart streams of one name in different accounts or on different servers.
+pub fn identity(info: &stream::Info, domain: Option<&str>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        domain.unwrap_or_default(),
+        info.cluster
+            .as_ref()
+            .and_then(|c| c.name.as_deref())
+            .unwrap_or_default(),
+        &info.config.name,
+        &format!("{:?}", info.created),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let digest = h.finalize();
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The NATS side of one bucket: the requests a plan needs.
@@ -499,6 +559,7 @@ impl<'a> Bucket<'a> {
     /// Creates the stream. When someone else created it meanwhile (error 10058), returns the
     /// existing one so the caller plans again against it.
     pub async fn create(&self, config: stream::Config) -> Result<stream::Info, NatsError> {
+        let asked = config.clone();
         match self.js.create_stream(config).await {
             // The create response carries the stream info: asking again would be a second request.
             Ok(stream) => Ok(stream.cached_info().clone()),
@@ -512,7 +573,10 @@ impl<'a> Bucket<'a> {
                     })
                 }
                 jetstream::context::CreateStreamErrorKind::JetStream(js) => {
-                    Err(NatsError::from_jetstream("create stream", &js))
+                    Err(super::cluster::with_placement_asked(
+                        NatsError::from_jetstream("create stream", &js),
+                        &asked,
+                    ))
                 }
                 jetstream::context::CreateStreamErrorKind::JetStreamUnavailable => {
                     Err(NatsError::JetStreamDisabled {
@@ -526,12 +590,16 @@ impl<'a> Bucket<'a> {
 
     /// Updates the stream in place.
     pub async fn update(&self, config: stream::Config) -> Result<stream::Info, NatsError> {
+        let asked = config.clone();
         self.js
             .update_stream(config)
             .await
             .map_err(|e| match e.kind() {
                 jetstream::context::UpdateStreamErrorKind::JetStream(js) => {
-                    NatsError::from_jetstream("update stream", &js)
+                    super::cluster::with_placement_asked(
+                        NatsError::from_jetstream("update stream", &js),
+                        &asked,
+                    )
                 }
                 _ => request_error("update stream", &e),
             })
@@ -548,7 +616,7 @@ impl<'a> Bucket<'a> {
 }
 
 fn request_error(what: &str, e: &dyn std::fmt::Display) -> NatsError {
-    let detail = e.to_string();
+    let detail = super::remote_text(&e.to_string());
     if detail.contains("timed out") {
         NatsError::Timeout { what: what.into() }
     } else if detail.contains("no responders") {
@@ -730,6 +798,65 @@ mod tests {
             plan(&desired(&s), Some(&live), None, false),
             Plan::NotKeyValue(_)
         ));
+    }
+
+    #[test]
+    fn another_components_bucket_is_never_adopted_updated_or_purged() {
+        let victim = settings();
+        let live = desired_stream(&Desired {
+            bucket: "orders",
+            owner: "team-a/statestore",
+            settings: &victim,
+        });
+        // Whatever the attacker asks: adopt, data loss allowed, a short TTL.
+        let mut attack = settings();
+        attack.on_existing = OnExisting::Adopt;
+        attack.allow_data_loss = true;
+        attack.ttl = Some(Duration::from_millis(100));
+        attack.explicit.insert(Setting::Ttl);
+        let d = Desired {
+            bucket: "orders",
+            owner: "team-b/statestore",
+            settings: &attack,
+        };
+        for previously_managed in [None, Some(true), Some(false)] {
+            match plan(&d, Some(&live), previously_managed, false) {
+                Plan::Blocked {
+                    managed: false,
+                    reason: BlockReason::OwnedElsewhere,
+                    changes,
+                } => assert_eq!(changes.len(), 1, "{changes:?}"),
+                other => panic!("unexpected plan {other:?}"),
+            }
+        }
+        // Adopt with identical settings still does not move ownership.
+        let mut same = settings();
+        same.on_existing = OnExisting::Adopt;
+        let d = Desired {
+            bucket: "orders",
+            owner: "team-b/statestore",
+            settings: &same,
+        };
+        assert!(matches!(
+            plan(&d, Some(&live), None, false),
+            Plan::Blocked {
+                reason: BlockReason::OwnedElsewhere,
+                ..
+            }
+        ));
+        // Without adopt and with matching settings it is verified, like any foreign bucket.
+        let plain = settings();
+        let d = Desired {
+            bucket: "orders",
+            owner: "team-b/statestore",
+            settings: &plain,
+        };
+        assert_eq!(
+            plan(&d, Some(&live), None, false),
+            Plan::InSync { managed: false }
+        );
+        assert_eq!(owner_of(&live), Some("team-a/statestore"));
+        assert_eq!(BlockReason::OwnedElsewhere.reason(), "BucketOwnedElsewhere");
     }
 
     #[test]

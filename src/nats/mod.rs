@@ -1,9 +1,32 @@
 //! NATS: shared connections ([`pool`]) and the create-or-verify logic of KV buckets ([`bucket`]).
 
 pub mod bucket;
+pub mod cluster;
 pub mod pool;
 
 use async_nats::jetstream;
+
+use crate::failure::{Failure, Retry};
+
+/// The longest piece of text from a NATS server (a version, an error description) that goes
+/// into a status or an Event.
+pub const MAX_REMOTE_TEXT: usize = 128;
+
+/// Text a NATS server sent, made fit to show: control characters dropped, at most
+/// [`MAX_REMOTE_TEXT`] characters. A server is untrusted input: it could send a megabyte, or
+/// terminal escapes, as its "version".
+pub fn remote_text(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_REMOTE_TEXT + 1)
+        .collect();
+    if out.chars().count() > MAX_REMOTE_TEXT {
+        out = out.chars().take(MAX_REMOTE_TEXT).collect();
+        out.push_str("...");
+    }
+    out
+}
 
 /// What went wrong talking to NATS, as a reason a user can act on.
 #[derive(Debug, thiserror::Error)]
@@ -32,15 +55,33 @@ pub enum NatsError {
         "no suitable placement for the bucket: {detail}; lower replicas or fix the placement annotations"
     )]
     NoSuitablePlacement { detail: String },
+    #[error(
+        "stream {stream} cannot take writes: quorum lost, only {up} of {replicas} replicas are up ({down_list} not reachable); it recovers when a majority of its servers is back",
+        down_list = down.join(", ")
+    )]
+    QuorumLost {
+        stream: String,
+        replicas: usize,
+        up: usize,
+        down: Vec<String>,
+    },
+    #[error(
+        "stream {stream} has no leader yet: its replicas are electing one after the leader was lost; retrying"
+    )]
+    NoStreamLeader { stream: String },
+    #[error(
+        "the JetStream cluster is not available (no meta leader): a majority of its servers is down, or they are electing a leader; it recovers when they are back"
+    )]
+    ClusterUnavailable,
     #[error("the NATS server did not answer in time ({what}); it may be overloaded or restarting")]
     Timeout { what: String },
     #[error("NATS request failed ({what}): {detail}")]
     Request { what: String, detail: String },
 }
 
-impl NatsError {
+impl Failure for NatsError {
     /// The condition reason.
-    pub fn reason(&self) -> &'static str {
+    fn reason(&self) -> &'static str {
         match self {
             Self::Unreachable { .. } => "NatsUnavailable",
             Self::AuthorizationFailed { .. } => "AuthorizationFailed",
@@ -48,23 +89,38 @@ impl NatsError {
             Self::JetStreamDisabled { .. } => "JetStreamDisabled",
             Self::AccountLimits { .. } => "AccountLimitsExceeded",
             Self::NoSuitablePlacement { .. } => "NoSuitablePlacement",
+            Self::QuorumLost { .. } => "QuorumLost",
+            Self::NoStreamLeader { .. } => "NoStreamLeader",
+            Self::ClusterUnavailable => "JetStreamUnavailable",
             Self::Timeout { .. } => "NatsTimeout",
             Self::Request { .. } => "NatsRequestFailed",
         }
     }
 
-    /// Whether retrying without a change anywhere cannot help (kstatus `Stalled`). All NATS errors
-    /// are retried with back-off anyway, because the fix is often on the server side.
-    pub fn needs_intervention(&self) -> bool {
-        !matches!(
-            self,
-            Self::Unreachable { .. } | Self::Timeout { .. } | Self::Request { .. }
-        )
+    /// All NATS errors are retried with back-off, because the fix is often on the server side.
+    fn retry(&self) -> Retry {
+        Retry::Backoff
     }
 
+    /// Whether retrying without a change anywhere cannot help (kstatus `Stalled`): credentials
+    /// refused, JetStream off, limits.
+    fn stalled(&self) -> bool {
+        !matches!(
+            self,
+            Self::Unreachable { .. }
+                | Self::Timeout { .. }
+                | Self::Request { .. }
+                | Self::QuorumLost { .. }
+                | Self::NoStreamLeader { .. }
+                | Self::ClusterUnavailable
+        )
+    }
+}
+
+impl NatsError {
     /// Maps a JetStream API error to a reason by its NATS error code.
     pub(crate) fn from_jetstream(what: &str, err: &jetstream::Error) -> Self {
-        let detail = err.to_string();
+        let detail = remote_text(&err.to_string());
         match err.error_code() {
             // JetStream not enabled (for the account).
             jetstream::ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT
@@ -77,6 +133,8 @@ impl NatsError {
             | jetstream::ErrorCode::INSUFFICIENT_RESOURCES
             | jetstream::ErrorCode::STORAGE_RESOURCES_EXCEEDED
             | jetstream::ErrorCode::MEMORY_RESOURCES_EXCEEDED => Self::AccountLimits { detail },
+            // The meta leader is gone (quorum of servers lost) or being elected.
+            jetstream::ErrorCode::CLUSTER_NOT_AVAILABLE => Self::ClusterUnavailable,
             jetstream::ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED
             | jetstream::ErrorCode::CLUSTER_NO_PEERS => Self::NoSuitablePlacement { detail },
             _ => Self::Request {
@@ -84,5 +142,24 @@ impl NatsError {
                 detail,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_text_is_bounded_and_has_no_control_characters() {
+        assert_eq!(remote_text("2.12.1"), "2.12.1");
+        let shown = remote_text(&format!("\u{1b}[31mred{}", "x".repeat(1 << 20)));
+        assert!(
+            shown.chars().count() <= MAX_REMOTE_TEXT + 3,
+            "{}",
+            shown.len()
+        );
+        assert!(!shown.contains('\u{1b}'));
+        assert!(shown.ends_with("..."));
+        assert_eq!(remote_text("a\nb\rc"), "abc");
     }
 }

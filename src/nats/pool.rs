@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 
 use super::NatsError;
 use crate::dapr::store::{NatsAuth, StoreConfig};
-use crate::secrets::SecretValue;
+use crate::secret_value::SecretValue;
 
 /// The identity of a connection: a digest of servers and credentials, so the key itself can be
 /// logged or kept without holding a secret.
@@ -22,6 +22,12 @@ use crate::secrets::SecretValue;
 pub struct ConnectionKey([u8; 32]);
 
 impl ConnectionKey {
+    /// A key made up for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(n: u8) -> Self {
+        Self([n; 32])
+    }
+
     fn of(config: &StoreConfig) -> Self {
         let mut h = Sha256::new();
         h.update(config.servers.expose().as_bytes());
@@ -58,12 +64,29 @@ struct State {
     users: HashMap<String, ConnectionKey>,
 }
 
+/// What the NATS client of a shared connection reported about its link to the servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// The link is lost; the client reconnects in the background.
+    Disconnected,
+    /// The server is shutting down gracefully (lame duck mode) and will close the link.
+    LameDuck,
+    /// Connected (first connect or reconnect).
+    Connected,
+}
+
+/// The receiving end of [`ConnectionPool::take_events`]: which connection, and what happened.
+pub type LinkEvents = tokio::sync::mpsc::UnboundedReceiver<(ConnectionKey, LinkEvent)>;
+
 /// The shared connections.
 pub struct ConnectionPool {
     state: Mutex<State>,
     connect_timeout: Duration,
     request_timeout: Duration,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Every connection's client reports its link events here (few: one per transition).
+    events: tokio::sync::mpsc::UnboundedSender<(ConnectionKey, LinkEvent)>,
+    events_rx: Mutex<Option<LinkEvents>>,
 }
 
 impl ConnectionPool {
@@ -74,12 +97,44 @@ impl ConnectionPool {
         request_timeout: Duration,
         metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Self {
+        let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
         Self {
             state: Mutex::default(),
             connect_timeout,
             request_timeout,
             metrics,
+            events,
+            events_rx: Mutex::new(Some(events_rx)),
         }
+    }
+
+    /// The link events of every connection the pool opens (disconnected, lame duck, connected),
+    /// for whoever turns them into reconciles. Only the first call gets them.
+    pub fn take_events(&self) -> Option<LinkEvents> {
+        self.events_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// The Components (`namespace/name`) that use the connection `key`.
+    pub fn users_of(&self, key: ConnectionKey) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .lock()
+            .users
+            .iter()
+            .filter(|(_, k)| **k == key)
+            .map(|(user, _)| user.clone())
+            .collect();
+        users.sort();
+        users
+    }
+
+    /// Whether the connection `key` is open and connected now; None when the pool holds no open
+    /// connection for it (never opened, failed, or closed).
+    pub fn is_connected(&self, key: ConnectionKey) -> Option<bool> {
+        let client = self.lock().slots.get(&key)?.client.get().cloned()?;
+        Some(client.connection_state() == async_nats::connection::State::Connected)
     }
 
     /// The connection for `config`, opened if needed, with `user` (the Component's
@@ -202,29 +257,55 @@ impl ConnectionPool {
             .name("jetstream-kv-operator")
             .connection_timeout(self.connect_timeout)
             .request_timeout(Some(self.request_timeout))
+            // Only the servers the Component lists (and the admin policy allowed): servers a
+            // remote advertises (`connect_urls`) are never dialled.
+            .ignore_discovered_servers()
+            .retain_servers_order()
             // Reconnect for ever in the background: a NATS restart heals without us.
             .max_reconnects(None);
+        let (events, key) = (self.events.clone(), ConnectionKey::of(config));
+        options = options.event_callback(move |event| {
+            let link = match event {
+                async_nats::Event::Disconnected => Some(LinkEvent::Disconnected),
+                async_nats::Event::LameDuckMode => Some(LinkEvent::LameDuck),
+                async_nats::Event::Connected => Some(LinkEvent::Connected),
+                _ => None,
+            };
+            if let Some(link) = link {
+                // Nobody listening (tests, shutdown) is fine.
+                let _ = events.send((key, link));
+            }
+            async {}
+        });
         tracing::debug!(servers = %servers, "opening a NATS connection");
-        options
-            .connect(target.addresses.as_slice())
-            .await
-            .map_err(|e| map_connect_error(&servers, &e))
+        // One deadline for the whole connect, however many servers are listed and however
+        // slowly each one answers (a server trickling an endless INFO line included).
+        let connect = options.connect(target.addresses.as_slice());
+        let result = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(result) => result.map_err(|e| (e.kind(), e.to_string())),
+            Err(_) => Err((ConnectErrorKind::TimedOut, "deadline exceeded".to_string())),
+        };
+        result.map_err(|(kind, detail)| {
+            // The detail stays in the operator's log: in a status it would tell whoever writes
+            // a Component whether a port is closed, filtered or serving something else.
+            tracing::warn!(servers = %servers, kind = ?kind, detail = %super::remote_text(&detail), "NATS connect failed");
+            map_connect_error(&servers, kind)
+        })
     }
 }
 
-fn map_connect_error(servers: &str, err: &async_nats::ConnectError) -> NatsError {
+/// Folds connect failures: refused, timed out, not resolvable, not NATS, TLS failures all read
+/// the same in a status, so a Component cannot be used to scan ports. Only a refusal of the
+/// credentials (which needs a NATS handshake) is told apart, because the fix is in the Component.
+fn map_connect_error(servers: &str, kind: ConnectErrorKind) -> NatsError {
     let servers = servers.to_string();
-    match err.kind() {
+    match kind {
         ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
             NatsError::AuthorizationFailed { servers }
         }
-        ConnectErrorKind::Tls => NatsError::Tls {
+        _ => NatsError::Unreachable {
             servers,
-            detail: err.kind().to_string(),
-        },
-        kind => NatsError::Unreachable {
-            servers,
-            detail: kind.to_string(),
+            detail: "no NATS server answered in time (the operator's log says why)".into(),
         },
     }
 }
@@ -268,6 +349,14 @@ fn parse_servers(servers: &SecretValue) -> Result<Target, NatsError> {
         }
         let _ = url.set_username("");
         let _ = url.set_password(None);
+        if matches!(url.scheme(), "ws" | "wss") {
+            // async-nats is built without WebSocket support: it would dial the host as raw
+            // TCP (to port 80 or 443), which is not what the URL asks for.
+            return Err(NatsError::Unreachable {
+                servers: "natsURL".into(),
+                detail: "ws:// and wss:// servers are not supported by the operator; use nats:// or tls://".into(),
+            });
+        }
         let addr = url
             .as_str()
             .parse::<async_nats::ServerAddr>()
@@ -334,6 +423,7 @@ mod tests {
             servers: SecretValue::new("nats://127.0.0.1:4222"),
             redacted_servers: vec!["nats://127.0.0.1:4222".into()],
             bucket: "b".into(),
+            shown_bucket: "b".into(),
             auth: NatsAuth::Jwt {
                 jwt: SecretValue::new(jwt),
                 seed: SecretValue::new(seed),

@@ -6,7 +6,9 @@
 //! (a pipe held by the test binary) closes.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod cluster;
 pub mod controlplane;
+pub mod fixtures;
 pub mod nats;
 pub mod operator;
 pub mod process;
@@ -21,6 +23,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 pub use controlplane::ControlPlane;
+#[allow(unused_imports)] // each test binary uses a different part
+pub use fixtures::{ComponentManifest, unique_bucket};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -284,29 +288,9 @@ pub fn component_yaml(
     bucket: &str,
     annotations: &str,
 ) -> String {
-    format!(
-        r#"
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata:
-  name: {name}
-  namespace: {ns}
-  annotations: {{{annotations}}}
-spec:
-  type: state.jetstream
-  version: v1
-  metadata:
-  - name: natsURL
-    value: {nats_url}
-  - name: bucket
-    value: {bucket}
-"#
-    )
-}
-
-/// A bucket name no other test uses.
-pub fn unique_bucket(prefix: &str) -> String {
-    format!("{prefix}_{}", random_suffix())
+    ComponentManifest::store(ns, name, nats_url, bucket)
+        .annotations_yaml(annotations)
+        .yaml()
 }
 
 /// A bucket's stream configuration as NATS reports it, as JSON; None when it does not exist.

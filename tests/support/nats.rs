@@ -452,14 +452,14 @@ pub fn nats_server_bin() -> PathBuf {
         })
 }
 
-fn is_executable(path: &Path) -> bool {
+pub(super) fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// A minimal HTTP/1.0 GET on 127.0.0.1 (the server closes the connection after the response, so
 /// reading to the end is the whole response): `(status, body)`.
-fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+pub(super) fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let timeout = Duration::from_secs(5);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;

@@ -103,9 +103,14 @@ exactly the same verbs.
   resources: ["components/finalizers"]
   verbs: ["update"]
 # Secrets that Components reference (secretKeyRef): read only, in watched namespaces only.
+# rbac.secrets=get drops list/watch: only the Secrets Components name can be read.
 - apiGroups: [""]
   resources: ["secrets"]
+  {{- if eq .Values.rbac.secrets "get" }}
+  verbs: ["get"]
+  {{- else }}
   verbs: ["get", "list", "watch"]
+  {{- end }}
 # Its own resource, one per Component.
 - apiGroups: ["jetstreamkv.io"]
   resources: ["keyvaluebuckets"]

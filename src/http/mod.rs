@@ -1,17 +1,16 @@
 //! The HTTP endpoint: `/healthz` (the process runs), `/readyz` (the caches are synced) and
-//! `/metrics` (Prometheus text). Two endpoints and a metrics page do not need a web framework.
+//! `/metrics` (Prometheus text). Two endpoints and a metrics page do not need a web framework:
+//! [`serve`] is the one serving loop, which the admission webhook uses too.
 
-use std::convert::Infallible;
+pub mod serve;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
@@ -42,24 +41,10 @@ pub async fn serve(
 ) -> std::io::Result<impl std::future::Future<Output = ()>> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
-    Ok(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let health = health.clone();
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let response = respond(&req, &health, &metrics);
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    })
+    Ok(serve::serve(listener, None, move |req| {
+        let response = respond(&req, &health, &metrics);
+        async move { response }
+    }))
 }
 
 fn respond<B>(req: &Request<B>, health: &Health, metrics: &Metrics) -> Response<Full<Bytes>> {

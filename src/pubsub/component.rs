@@ -1,0 +1,519 @@
+//! A `pubsub.jetstream` Component's configuration from its resolved metadata values, read with
+//! the rules of Dapr's `pubsub/jetstream` (components-contrib) and of daprd (pure).
+//!
+//! What matters to the stream: where to connect and how (`natsURL`, `jwt`/`seedKey`, `token`,
+//! `domain`, `apiPrefix`), which stream the topics are bound to (`streamName`), which topics daprd
+//! will allow (`allowedTopics`, `publishingScopes`, `subscriptionScopes`) and whether daprd
+//! prepends the namespace to topics (any value holding `{namespace}`). The consumer settings
+//! (`durableName`, `replicas`, `memoryStorage`, ...) are Dapr's: only warned about.
+
+use super::PubsubError;
+use super::subjects::{DiscoveredTopic, TopicSource};
+use crate::dapr::ComponentError;
+use crate::dapr::store::redact_url;
+use crate::secret_value::SecretValue;
+
+/// The Component `spec.type` of Dapr's JetStream pub/sub.
+pub const JETSTREAM_PUBSUB_TYPE: &str = "pubsub.jetstream";
+
+/// The template that makes daprd prepend the namespace to every topic.
+const NAMESPACE_TEMPLATE: &str = "{namespace}";
+
+/// Per-pod templates: each sidecar replaces them with its own values. (daprd replaces
+/// `{namespace}` with `<namespace>.<appID>`, so it is per-app too.)
+const POD_TEMPLATES: [&str; 4] = ["{uuid}", "{podName}", "{appID}", NAMESPACE_TEMPLATE];
+
+/// How the pub/sub authenticates to NATS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PubsubAuth {
+    /// Anonymous.
+    None,
+    /// User and password (or a token) in the server URLs.
+    UserInfo,
+    /// The `token` metadata item.
+    Token(SecretValue),
+    /// A user JWT with the nkey seed that signs the server's nonce.
+    Jwt {
+        /// The user JWT.
+        jwt: SecretValue,
+        /// The user's nkey seed.
+        seed: SecretValue,
+    },
+}
+
+impl PubsubAuth {
+    /// A name for status and metrics: `none`, `userinfo`, `token` or `jwt`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::UserInfo => "userinfo",
+            Self::Token(_) => "token",
+            Self::Jwt { .. } => "jwt",
+        }
+    }
+}
+
+/// Per-app topic lists (`publishingScopes`, `subscriptionScopes`): `app=t1,t2;app2=t3`.
+pub type AppTopics = Vec<(String, Vec<String>)>;
+
+/// What the operator needs of a `pubsub.jetstream` Component.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PubsubConfig {
+    /// `natsURL` as given (may hold credentials).
+    pub servers: SecretValue,
+    /// Each server URL without its password or token.
+    pub redacted_servers: Vec<String>,
+    /// How to authenticate.
+    pub auth: PubsubAuth,
+    /// `streamName`: the stream every topic is bound to; None means daprd looks the stream up by
+    /// subject.
+    pub stream_name: Option<String>,
+    /// `durableName`, as written (templates unresolved).
+    pub durable_name: Option<String>,
+    /// `domain`: the JetStream domain.
+    pub domain: Option<String>,
+    /// `apiPrefix`: the JetStream API prefix.
+    pub api_prefix: Option<String>,
+    /// Whether daprd prepends the namespace to every topic.
+    pub namespace_scoped: bool,
+    /// `allowedTopics`: when set, daprd refuses every other topic.
+    pub allowed_topics: Vec<String>,
+    /// `publishingScopes`.
+    pub publishing_scopes: AppTopics,
+    /// `subscriptionScopes`.
+    pub subscription_scopes: AppTopics,
+    /// The metadata items that configure Dapr's consumers but that users often mistake for stream
+    /// settings (`replicas`, `memoryStorage`), as written.
+    pub consumer_only: Vec<String>,
+    /// `replicas`: the replicas of each consumer daprd creates, when a number.
+    pub consumer_replicas: Option<usize>,
+}
+
+impl PubsubConfig {
+    /// The topics the Component itself names: `allowedTopics` and both scope lists.
+    pub fn topics(&self) -> Vec<DiscoveredTopic> {
+        let mut out: Vec<DiscoveredTopic> = self
+            .allowed_topics
+            .iter()
+            .map(|t| DiscoveredTopic {
+                topic: t.clone(),
+                source: TopicSource::AllowedTopics,
+            })
+            .collect();
+        for (scopes, source) in [
+            (&self.publishing_scopes, TopicSource::PublishingScopes),
+            (&self.subscription_scopes, TopicSource::SubscriptionScopes),
+        ] {
+            for (_, topics) in scopes {
+                out.extend(topics.iter().map(|t| DiscoveredTopic {
+                    topic: t.clone(),
+                    source: source.clone(),
+                }));
+            }
+        }
+        out
+    }
+}
+
+/// Checks the resolved metadata values of a `pubsub.jetstream` Component and builds its
+/// configuration. Names match case-insensitively; the first item of a name counts; unknown names
+/// are ignored, as Dapr ignores them.
+pub fn pubsub_config(values: &[(String, SecretValue)]) -> Result<PubsubConfig, PubsubError> {
+    let get = |wanted: &str| {
+        values
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
+            .map(|(name, value)| (name.as_str(), value))
+    };
+    let present = |wanted| {
+        get(wanted)
+            .map(|(_, v)| v)
+            .filter(|v| !v.is_empty())
+            .cloned()
+    };
+
+    // Values the operator must use as they are: a per-pod template there cannot be resolved.
+    for wanted in [
+        "natsURL",
+        "jwt",
+        "seedKey",
+        "token",
+        "streamName",
+        "domain",
+        "apiPrefix",
+    ] {
+        if let Some((name, value)) = get(wanted)
+            && let Some(template) = POD_TEMPLATES.iter().find(|t| value.expose().contains(*t))
+        {
+            return Err(ComponentError::UnresolvableTemplate {
+                name: name.to_owned(),
+                template: (*template).to_owned(),
+            }
+            .into());
+        }
+    }
+
+    let servers = present("natsURL").ok_or(ComponentError::MissingNatsURL)?;
+    let redacted_servers: Vec<String> = servers
+        .expose()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(redact_url)
+        .collect();
+    if redacted_servers.is_empty() {
+        return Err(ComponentError::MissingNatsURL.into());
+    }
+    let has_userinfo = redacted_servers.iter().any(|s| s.contains('@'));
+
+    match (present("tls_client_cert"), present("tls_client_key")) {
+        (Some(_), None) => return Err(PubsubError::TlsCertWithoutKey),
+        (None, Some(_)) => return Err(PubsubError::TlsKeyWithoutCert),
+        _ => {}
+    }
+    let auth = match (present("jwt"), present("seedKey")) {
+        (Some(jwt), Some(seed)) => PubsubAuth::Jwt { jwt, seed },
+        (Some(_), None) => return Err(ComponentError::JwtWithoutSeed.into()),
+        (None, Some(_)) => return Err(ComponentError::SeedWithoutJwt.into()),
+        // Dapr prefers a client certificate over a token; both are files or values in the
+        // sidecar, and a certificate names files only the sidecar has.
+        (None, None) if present("tls_client_cert").is_some() => {
+            return Err(PubsubError::TlsClientAuthUnsupported);
+        }
+        (None, None) => match present("token") {
+            Some(token) => PubsubAuth::Token(token),
+            None if has_userinfo => PubsubAuth::UserInfo,
+            None => PubsubAuth::None,
+        },
+    };
+
+    let text = |wanted| present(wanted).map(|v| v.expose().to_owned());
+    let stream_name = text("streamName");
+    if let Some(name) = &stream_name
+        && let Some(problem) = stream_name_problem(name)
+    {
+        return Err(PubsubError::InvalidStreamName {
+            name: name.clone(),
+            problem,
+        });
+    }
+
+    let consumer_only = ["replicas", "memoryStorage"]
+        .into_iter()
+        .filter_map(|wanted| get(wanted).filter(|(_, v)| !v.is_empty()))
+        .map(|(name, _)| name.to_owned())
+        .collect();
+
+    Ok(PubsubConfig {
+        servers,
+        redacted_servers,
+        auth,
+        stream_name,
+        durable_name: text("durableName"),
+        domain: text("domain"),
+        api_prefix: text("apiPrefix"),
+        // daprd checks every item, known to the component or not (a `consumerID` holding
+        // `{namespace}` namespaces the topics of a component that never reads it).
+        namespace_scoped: values
+            .iter()
+            .any(|(_, v)| v.expose().contains(NAMESPACE_TEMPLATE)),
+        allowed_topics: text("allowedTopics")
+            .map(|v| topic_list(&v))
+            .unwrap_or_default(),
+        publishing_scopes: text("publishingScopes")
+            .map(|v| app_topics(&v))
+            .unwrap_or_default(),
+        subscription_scopes: text("subscriptionScopes")
+            .map(|v| app_topics(&v))
+            .unwrap_or_default(),
+        consumer_only,
+        consumer_replicas: text("replicas").and_then(|v| v.trim().parse().ok()),
+    })
+}
+
+/// Why a name cannot be a JetStream stream name, if it cannot.
+pub fn stream_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("it is empty".into());
+    }
+    if name.len() > 255 {
+        return Some("it is longer than 255 bytes".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+    {
+        return Some(format!(
+            "it contains {c:?} (stream names may not hold '.', '*', '>', '/', '\\' or whitespace)"
+        ));
+    }
+    None
+}
+
+/// Dapr's topic list: spaces removed, split on commas, duplicates dropped (first kept).
+fn topic_list(value: &str) -> Vec<String> {
+    let value: String = value.chars().filter(|c| *c != ' ').collect();
+    let mut out: Vec<String> = Vec::new();
+    for topic in value.split(',') {
+        if !out.iter().any(|t| t == topic) {
+            out.push(topic.to_owned());
+        }
+    }
+    // An empty topic (from `a,,b`) names nothing daprd could publish to.
+    out.retain(|t| !t.is_empty());
+    out
+}
+
+/// Dapr's per-app scopes: `app1=t1,t2;app2=t3`, spaces removed; an entry without `=` is skipped.
+fn app_topics(value: &str) -> AppTopics {
+    let value: String = value.chars().filter(|c| *c != ' ').collect();
+    value
+        .split(';')
+        .filter_map(|entry| entry.split_once('='))
+        .map(|(app, topics)| (app.to_owned(), topic_list(topics)))
+        .collect()
+}
+
+/// Something the Component asks for that works, but not as its author probably expects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    /// CamelCase reason for the Event.
+    pub reason: &'static str,
+    /// What happens and what to do.
+    pub message: String,
+}
+
+/// The warnings the Component alone gives: `subscribed` is how many distinct topics daprd will
+/// create consumers for (declarative Subscriptions and `subscriptionScopes`); `clustered` whether
+/// the server runs in a cluster, when known.
+pub fn warnings(config: &PubsubConfig, subscribed: usize, clustered: Option<bool>) -> Vec<Warning> {
+    let mut out = Vec::new();
+    if let Some(replicas) = config.consumer_replicas.filter(|r| *r > 1)
+        && clustered == Some(false)
+    {
+        out.push(Warning {
+            reason: "ConsumerReplicasOnSingleServer",
+            message: format!(
+                "metadata item replicas asks daprd for consumers with {replicas} replicas, but                  the NATS server is not clustered, so it refuses them and every subscription                  fails; remove replicas or set it to 1"
+            ),
+        });
+    }
+    if let Some(durable) = &config.durable_name {
+        if subscribed > 1 {
+            out.push(Warning {
+                reason: "DurableNameWithSeveralTopics",
+                message: format!(
+                    "durableName {durable:?} names one consumer, but {subscribed} topics are \
+                     subscribed through this Component: every subscription after the first fails \
+                     with \"subject does not match consumer\"; remove durableName or use one \
+                     Component per topic"
+                ),
+            });
+        }
+        if durable.contains(NAMESPACE_TEMPLATE) {
+            out.push(Warning {
+                reason: "DurableNameWithNamespace",
+                message: format!(
+                    "durableName {durable:?} holds {{namespace}}, which daprd replaces with \
+                     <namespace>.<appID>; a consumer name cannot hold '.', so subscribing fails; \
+                     use {{appID}} or a fixed name instead"
+                ),
+            });
+        }
+    }
+    for name in &config.consumer_only {
+        out.push(Warning {
+            reason: "ConsumerSettingOnly",
+            message: format!(
+                "metadata item {name:?} configures Dapr's consumers, not the stream; set the \
+                 stream's with the jetstreamkv.io/replicas or jetstreamkv.io/storage annotation"
+            ),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failure::Failure;
+
+    fn values(items: &[(&str, &str)]) -> Vec<(String, SecretValue)> {
+        items
+            .iter()
+            .map(|(n, v)| (n.to_string(), SecretValue::new(*v)))
+            .collect()
+    }
+
+    fn config(items: &[(&str, &str)]) -> Result<PubsubConfig, PubsubError> {
+        pubsub_config(&values(items))
+    }
+
+    const URL: (&str, &str) = ("natsURL", "nats://nats:4222");
+
+    #[test]
+    fn errors_in_dapr_order_with_their_reasons() {
+        for (items, reason) in [
+            (vec![], "MissingNatsURL"),
+            (vec![("natsURL", " , ")], "MissingNatsURL"),
+            (vec![URL, ("jwt", "eyJ")], "JwtWithoutSeed"),
+            (vec![URL, ("seedKey", "SU")], "SeedWithoutJwt"),
+            (vec![URL, ("tls_client_cert", "/c")], "TlsCertWithoutKey"),
+            (vec![URL, ("tls_client_key", "/k")], "TlsKeyWithoutCert"),
+            (
+                vec![URL, ("tls_client_cert", "/c"), ("tls_client_key", "/k")],
+                "TlsClientAuthUnsupported",
+            ),
+            (
+                vec![URL, ("streamName", "dapr.events")],
+                "InvalidStreamName",
+            ),
+            (vec![URL, ("streamName", "{appID}")], "UnresolvableTemplate"),
+            (
+                vec![URL, ("streamName", "s-{namespace}")],
+                "UnresolvableTemplate",
+            ),
+            (
+                vec![("natsURL", "nats://{podName}:4222")],
+                "UnresolvableTemplate",
+            ),
+        ] {
+            let err = config(&items).unwrap_err();
+            assert_eq!(err.reason(), reason, "{items:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn auth_kinds() {
+        for (items, kind) in [
+            (vec![URL], "none"),
+            (vec![("natsURL", "nats://u:p@nats:4222")], "userinfo"),
+            (vec![URL, ("token", "t0k")], "token"),
+            (vec![URL, ("jwt", "eyJ"), ("seedKey", "SU")], "jwt"),
+            (
+                vec![URL, ("jwt", "eyJ"), ("seedKey", "SU"), ("token", "t")],
+                "jwt",
+            ),
+        ] {
+            assert_eq!(config(&items).unwrap().auth.kind(), kind, "{items:?}");
+        }
+        let c = config(&[("natsURL", "nats://u:secret@a:4222, nats://b:4222")]).unwrap();
+        assert_eq!(c.redacted_servers, ["nats://u:***@a:4222", "nats://b:4222"]);
+    }
+
+    #[test]
+    fn names_are_case_insensitive_and_first_wins() {
+        let c = config(&[
+            ("NATSURL", "nats://a:4222"),
+            ("streamname", "EVENTS"),
+            ("streamName", "OTHER"),
+        ])
+        .unwrap();
+        assert_eq!(c.stream_name.as_deref(), Some("EVENTS"));
+    }
+
+    #[test]
+    fn namespace_prefix_rule() {
+        for (items, scoped) in [
+            (vec![URL], false),
+            (vec![URL, ("durableName", "{namespace}-c")], true),
+            // An item pubsub.jetstream never reads still namespaces the topics.
+            (vec![URL, ("consumerID", "{namespace}")], true),
+            (vec![URL, ("durableName", "{appID}")], false),
+        ] {
+            assert_eq!(
+                config(&items).unwrap().namespace_scoped,
+                scoped,
+                "{items:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn topic_lists_and_scopes_as_dapr_reads_them() {
+        let c = config(&[
+            URL,
+            ("allowedTopics", "orders, payments,orders,,"),
+            ("publishingScopes", "app1=orders,audit;app2=;broken"),
+            ("subscriptionScopes", "app1 = orders ; app3=refunds"),
+        ])
+        .unwrap();
+        assert_eq!(c.allowed_topics, ["orders", "payments"]);
+        assert_eq!(
+            c.publishing_scopes,
+            vec![
+                ("app1".to_string(), vec!["orders".into(), "audit".into()]),
+                ("app2".to_string(), vec![])
+            ]
+        );
+        assert_eq!(
+            c.subscription_scopes,
+            vec![
+                ("app1".to_string(), vec!["orders".into()]),
+                ("app3".to_string(), vec!["refunds".into()])
+            ]
+        );
+        let topics: Vec<(String, TopicSource)> = c
+            .topics()
+            .into_iter()
+            .map(|t| (t.topic, t.source))
+            .collect();
+        assert_eq!(topics.len(), 6);
+        assert!(topics.contains(&("refunds".into(), TopicSource::SubscriptionScopes)));
+        assert!(topics.contains(&("audit".into(), TopicSource::PublishingScopes)));
+    }
+
+    #[test]
+    fn component_warnings() {
+        let reasons = |items: &[(&str, &str)], subscribed| -> Vec<&'static str> {
+            warnings(&config(items).unwrap(), subscribed, Some(true))
+                .into_iter()
+                .map(|w| w.reason)
+                .collect()
+        };
+        assert!(reasons(&[URL], 5).is_empty());
+        assert!(reasons(&[URL, ("durableName", "d")], 1).is_empty());
+        assert_eq!(
+            reasons(&[URL, ("durableName", "d")], 2),
+            ["DurableNameWithSeveralTopics"]
+        );
+        assert_eq!(
+            reasons(&[URL, ("durableName", "{namespace}")], 1),
+            ["DurableNameWithNamespace"]
+        );
+        assert_eq!(
+            reasons(&[URL, ("Replicas", "3"), ("memoryStorage", "true")], 0),
+            ["ConsumerSettingOnly", "ConsumerSettingOnly"]
+        );
+        let w = warnings(&config(&[URL, ("replicas", "3")]).unwrap(), 0, None);
+        assert!(w[0].message.contains("\"replicas\""), "{}", w[0].message);
+        let single = |items: &[(&str, &str)], clustered| -> Vec<&'static str> {
+            warnings(&config(items).unwrap(), 0, clustered)
+                .into_iter()
+                .map(|w| w.reason)
+                .filter(|r| *r != "ConsumerSettingOnly")
+                .collect()
+        };
+        assert_eq!(
+            single(&[URL, ("replicas", "3")], Some(false)),
+            ["ConsumerReplicasOnSingleServer"]
+        );
+        assert!(single(&[URL, ("replicas", "3")], Some(true)).is_empty());
+        assert!(single(&[URL, ("replicas", "3")], None).is_empty());
+        assert!(single(&[URL, ("replicas", "1")], Some(false)).is_empty());
+    }
+
+    #[test]
+    fn no_secret_in_debug_output() {
+        let c = config(&[
+            ("natsURL", "nats://u:hunter2@a:4222"),
+            ("jwt", "JWTSECRET"),
+            ("seedKey", "SUSEED"),
+        ])
+        .unwrap();
+        let text = format!("{c:?}");
+        for secret in ["hunter2", "JWTSECRET", "SUSEED"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+    }
+}

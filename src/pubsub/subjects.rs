@@ -1,0 +1,527 @@
+//! NATS subjects for a `pubsub.jetstream` stream: syntax, matching, overlap, and the subjects a
+//! Component needs (pure).
+//!
+//! Dapr publishes to the topic name as the NATS subject and filters its consumers on it. When any
+//! metadata value of the Component contains `{namespace}`, daprd prepends the app's namespace to
+//! every topic with no separator (`prod` + `orders` is the subject `prodorders`), for publishing,
+//! subscribing and dead-letter publishing alike. [`derive_subjects`] applies the same rule.
+
+use std::collections::BTreeSet;
+
+/// Stream subjects under these prefixes belong to NATS itself (the JetStream API, KV buckets,
+/// object stores, the system account): a Dapr stream must never claim them.
+const RESERVED_PREFIXES: [&str; 6] = ["$JS.", "$KV.", "$O.", "$SYS.", "$JSC.", "$NRG."];
+
+/// Longest subject accepted (NATS has no hard limit; this bounds what one annotation can cost).
+pub const MAX_SUBJECT_LEN: usize = 255;
+
+/// At most this many subjects in one stream (user and discovered together).
+pub const MAX_SUBJECTS: usize = 1000;
+
+/// Why a text is not a subject a Dapr stream can hold.
+pub fn subject_problem(subject: &str) -> Option<String> {
+    if subject.is_empty() {
+        return Some("it is empty".into());
+    }
+    if subject.len() > MAX_SUBJECT_LEN {
+        return Some(format!("it is longer than {MAX_SUBJECT_LEN} bytes"));
+    }
+    if subject.chars().any(char::is_whitespace) {
+        return Some("it contains whitespace".into());
+    }
+    let tokens: Vec<&str> = subject.split('.').collect();
+    for (i, token) in tokens.iter().enumerate() {
+        if token.is_empty() {
+            return Some("it has an empty token (a leading, trailing or double '.')".into());
+        }
+        if token.len() > 1 && token.contains(['*', '>']) {
+            return Some(format!(
+                "the wildcard in {token:?} is not a whole token ('*' and '>' stand alone between dots)"
+            ));
+        }
+        if *token == ">" && i + 1 != tokens.len() {
+            return Some("'>' is not the last token".into());
+        }
+    }
+    if subject == ">" {
+        return Some(
+            "'>' alone would capture every subject, the JetStream API included; list the topics or \
+             a prefix such as orders.>"
+                .into(),
+        );
+    }
+    if let Some(prefix) = RESERVED_PREFIXES.iter().find(|p| subject.starts_with(*p)) {
+        return Some(format!(
+            "subjects under {prefix} belong to NATS itself (JetStream API, KV buckets, object stores)"
+        ));
+    }
+    None
+}
+
+/// Whether every subject `subject` matches is also matched by `pattern` (both valid subjects,
+/// either may hold wildcards). `orders.>` covers `orders.new` and `orders.*`; `orders.*` does
+/// not cover `orders.>`.
+pub fn covers(pattern: &str, subject: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (p.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(t)) if t != ">" => {}
+            (Some(a), Some(b)) if a == b && a != "*" && a != ">" => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Whether some subject is matched by both `a` and `b`: what nats-server refuses between the
+/// subjects of two streams (error 10065).
+pub fn collide(a: &str, b: &str) -> bool {
+    let mut x = a.split('.');
+    let mut y = b.split('.');
+    loop {
+        match (x.next(), y.next()) {
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(s), Some(t)) if s == "*" || t == "*" || s == t => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Where a topic the operator found comes from.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TopicSource {
+    /// `spec.topic` of a declarative Subscription (its name).
+    Subscription(String),
+    /// `spec.deadLetterTopic` of a declarative Subscription (its name).
+    DeadLetter(String),
+    /// The Component's `allowedTopics`.
+    AllowedTopics,
+    /// The Component's `publishingScopes`.
+    PublishingScopes,
+    /// The Component's `subscriptionScopes`.
+    SubscriptionScopes,
+}
+
+impl std::fmt::Display for TopicSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Subscription(name) => write!(f, "Subscription {name}"),
+            Self::DeadLetter(name) => write!(f, "dead-letter topic of Subscription {name}"),
+            Self::AllowedTopics => f.write_str("allowedTopics"),
+            Self::PublishingScopes => f.write_str("publishingScopes"),
+            Self::SubscriptionScopes => f.write_str("subscriptionScopes"),
+        }
+    }
+}
+
+/// A topic daprd will publish to or subscribe to, as found in the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DiscoveredTopic {
+    /// The topic as written (without the namespace prefix).
+    pub topic: String,
+    /// Where it was found.
+    pub source: TopicSource,
+}
+
+impl DiscoveredTopic {
+    /// Whether daprd creates a consumer for it (a subscription), rather than only publishing.
+    pub fn is_subscribed(&self) -> bool {
+        matches!(
+            self.source,
+            TopicSource::Subscription(_) | TopicSource::SubscriptionScopes
+        )
+    }
+}
+
+/// A discovered topic the stream will not cover, and why. daprd will fail on it at runtime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uncovered {
+    /// The topic and where it was found.
+    pub topic: DiscoveredTopic,
+    /// The subject daprd will use (prefix applied).
+    pub subject: String,
+    /// Why the stream cannot hold it.
+    pub problem: String,
+}
+
+/// The subjects a Component's stream must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Subjects {
+    /// Sorted, without duplicates and without a subject another one covers.
+    pub subjects: Vec<String>,
+    /// Discovered topics left out, each with its reason.
+    pub uncovered: Vec<Uncovered>,
+}
+
+/// A subject from the user that cannot be used: the Component must change.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubjectError {
+    /// Not a valid stream subject.
+    #[error(
+        "subject {subject:?} in the jetstreamkv.io/subjects annotation is not usable: {problem}; \
+         use topic names or patterns such as orders or orders.>, separated by commas{prefix_hint}"
+    )]
+    Invalid {
+        /// The subject, prefix applied.
+        subject: String,
+        /// What is wrong.
+        problem: String,
+        /// A hint when the namespace prefix made it invalid.
+        prefix_hint: String,
+    },
+    /// Two user subjects overlap without one covering the other: nats-server refuses that.
+    #[error(
+        "subjects {a:?} and {b:?} in the jetstreamkv.io/subjects annotation overlap (some subject \
+         matches both) without one covering the other; keep the wider one or make them disjoint"
+    )]
+    Overlapping {
+        /// One subject.
+        a: String,
+        /// The other.
+        b: String,
+    },
+    /// More subjects than one stream may hold here.
+    #[error(
+        "the stream would hold {count} subjects, more than {MAX_SUBJECTS}; use patterns such as \
+         orders.> in the jetstreamkv.io/subjects annotation"
+    )]
+    TooMany {
+        /// How many.
+        count: usize,
+    },
+}
+
+/// The user's subjects (topics or topic patterns, comma- or whitespace-separated) from the
+/// annotation text, without the namespace prefix.
+pub fn parse_user_subjects(text: &str) -> Vec<String> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The subjects the stream must hold: the user's patterns and every discovered topic, each with
+/// `prefix` (the namespace, when daprd prepends it) in front. A discovered topic that is not a
+/// valid subject, or that partly overlaps a user pattern, is reported in `uncovered` instead.
+pub fn derive_subjects(
+    user: &[String],
+    discovered: &[DiscoveredTopic],
+    prefix: Option<&str>,
+) -> Result<Subjects, SubjectError> {
+    // The pairwise checks below are quadratic: bound the input first.
+    let input = user.len() + discovered.len();
+    if input > 4 * MAX_SUBJECTS {
+        return Err(SubjectError::TooMany { count: input });
+    }
+    let prefix = prefix.unwrap_or_default();
+    let prefix_hint = |subject: &str| {
+        if prefix.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (a metadata value of the Component contains {{namespace}}, so daprd prepends \
+                 the namespace {prefix:?} to every topic with no separator: {subject:?})"
+            )
+        }
+    };
+    let mut wanted: BTreeSet<String> = BTreeSet::new();
+    for topic in user {
+        let subject = format!("{prefix}{topic}");
+        if let Some(problem) = subject_problem(&subject) {
+            return Err(SubjectError::Invalid {
+                prefix_hint: prefix_hint(&subject),
+                subject,
+                problem,
+            });
+        }
+        wanted.insert(subject);
+    }
+    let user_set: Vec<String> = wanted.iter().cloned().collect();
+    for (i, a) in user_set.iter().enumerate() {
+        for b in &user_set[i + 1..] {
+            if collide(a, b) && !covers(a, b) && !covers(b, a) {
+                return Err(SubjectError::Overlapping {
+                    a: a.clone(),
+                    b: b.clone(),
+                });
+            }
+        }
+    }
+
+    let mut uncovered = Vec::new();
+    let mut topics: Vec<&DiscoveredTopic> = discovered.iter().collect();
+    topics.sort();
+    topics.dedup();
+    for topic in topics {
+        let subject = format!("{prefix}{}", topic.topic);
+        let problem = subject_problem(&subject).map(|p| {
+            format!(
+                "{p}{}",
+                if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (namespace prefix {prefix:?} applied)")
+                }
+            )
+        });
+        let problem = problem.or_else(|| {
+            user_set
+                .iter()
+                .find(|u| collide(u, &subject) && !covers(u, &subject) && !covers(&subject, u))
+                .map(|u| {
+                    format!(
+                        "it overlaps the subject {u:?} of the jetstreamkv.io/subjects annotation \
+                         without being covered by it"
+                    )
+                })
+        });
+        match problem {
+            Some(problem) => uncovered.push(Uncovered {
+                topic: topic.clone(),
+                subject,
+                problem,
+            }),
+            None => {
+                wanted.insert(subject);
+            }
+        }
+    }
+
+    let all: Vec<String> = wanted.into_iter().collect();
+    let subjects: Vec<String> = all
+        .iter()
+        .filter(|s| !all.iter().any(|w| w != *s && covers(w, s)))
+        .cloned()
+        .collect();
+    if subjects.len() > MAX_SUBJECTS {
+        return Err(SubjectError::TooMany {
+            count: subjects.len(),
+        });
+    }
+    Ok(Subjects {
+        subjects,
+        uncovered,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_syntax() {
+        for (subject, ok) in [
+            ("orders", true),
+            ("orders.new", true),
+            ("orders.*", true),
+            ("orders.>", true),
+            ("*.created", true),
+            ("prod-orders_v2", true),
+            ("", false),
+            (">", false),
+            ("orders.", false),
+            (".orders", false),
+            ("orders..new", false),
+            ("orders.>.new", false),
+            ("orders*", false),
+            ("ord>", false),
+            ("my orders", false),
+            ("$KV.cart.>", false),
+            ("$JS.API.>", false),
+            ("$SYS.x", false),
+        ] {
+            assert_eq!(subject_problem(subject).is_none(), ok, "{subject:?}");
+        }
+        assert!(subject_problem(&"a".repeat(MAX_SUBJECT_LEN + 1)).is_some());
+    }
+
+    #[test]
+    fn covering() {
+        for (pattern, subject, want) in [
+            ("orders", "orders", true),
+            ("orders.>", "orders.new", true),
+            ("orders.>", "orders.new.eu", true),
+            ("orders.>", "orders.*", true),
+            ("orders.>", "orders.>", true),
+            ("orders.>", "orders", false),
+            ("orders.*", "orders.new", true),
+            ("orders.*", "orders.*", true),
+            ("orders.*", "orders.>", false),
+            ("orders.*", "orders.new.eu", false),
+            ("orders.new", "orders.*", false),
+            ("*.new", "orders.new", true),
+            ("orders", "payments", false),
+        ] {
+            assert_eq!(covers(pattern, subject), want, "{pattern} covers {subject}");
+        }
+    }
+
+    #[test]
+    fn collisions() {
+        for (a, b, want) in [
+            ("orders", "orders", true),
+            ("orders", "payments", false),
+            ("orders.>", "orders.new", true),
+            ("orders.new", "orders.>", true),
+            ("orders.*.eu", "orders.new.*", true),
+            ("orders.*", "orders.new.eu", false),
+            ("orders.>", "orders", false),
+            ("*.new", "orders.*", true),
+            ("$KV.cart.>", "$KV.cart.k1", true),
+            ("$KV.cart.>", "orders", false),
+            ("prodorders", "orders", false),
+        ] {
+            assert_eq!(collide(a, b), want, "{a} vs {b}");
+            assert_eq!(collide(b, a), want, "{b} vs {a}");
+        }
+    }
+
+    fn sub(topic: &str, name: &str) -> DiscoveredTopic {
+        DiscoveredTopic {
+            topic: topic.into(),
+            source: TopicSource::Subscription(name.into()),
+        }
+    }
+
+    fn dead(topic: &str, name: &str) -> DiscoveredTopic {
+        DiscoveredTopic {
+            topic: topic.into(),
+            source: TopicSource::DeadLetter(name.into()),
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn user_subjects_are_split_on_commas_and_whitespace() {
+        assert_eq!(
+            parse_user_subjects(" orders.>, payments\n audit ,,"),
+            strings(&["orders.>", "payments", "audit"])
+        );
+        assert!(parse_user_subjects("  ").is_empty());
+    }
+
+    #[test]
+    fn derivation() {
+        struct Case {
+            name: &'static str,
+            user: &'static [&'static str],
+            discovered: Vec<DiscoveredTopic>,
+            prefix: Option<&'static str>,
+            subjects: &'static [&'static str],
+            uncovered: &'static [&'static str],
+        }
+        let cases = [
+            Case {
+                name: "two subscriptions, one dead-letter topic",
+                user: &[],
+                discovered: vec![
+                    sub("orders", "a"),
+                    sub("payments", "b"),
+                    dead("poison", "b"),
+                ],
+                prefix: None,
+                subjects: &["orders", "payments", "poison"],
+                uncovered: &[],
+            },
+            Case {
+                name: "a user pattern covers discovered topics",
+                user: &["orders.>"],
+                discovered: vec![sub("orders.new", "a"), sub("orders.paid", "b")],
+                prefix: None,
+                subjects: &["orders.>"],
+                uncovered: &[],
+            },
+            Case {
+                name: "namespace prefix with no separator",
+                user: &["audit.>"],
+                discovered: vec![sub("orders", "a"), dead("poison", "a")],
+                prefix: Some("prod"),
+                subjects: &["prodaudit.>", "prodorders", "prodpoison"],
+                uncovered: &[],
+            },
+            Case {
+                name: "duplicates from several sources count once",
+                user: &["orders"],
+                discovered: vec![
+                    sub("orders", "a"),
+                    sub("orders", "b"),
+                    DiscoveredTopic {
+                        topic: "orders".into(),
+                        source: TopicSource::AllowedTopics,
+                    },
+                ],
+                prefix: None,
+                subjects: &["orders"],
+                uncovered: &[],
+            },
+            Case {
+                name: "invalid discovered topics are reported, not fatal",
+                user: &[],
+                discovered: vec![
+                    sub("orders", "a"),
+                    sub("my orders", "b"),
+                    sub("$KV.cart.k", "c"),
+                ],
+                prefix: None,
+                subjects: &["orders"],
+                uncovered: &["$KV.cart.k", "my orders"],
+            },
+            Case {
+                name: "a discovered pattern that partly overlaps a user pattern",
+                user: &["orders.*.eu"],
+                discovered: vec![sub("orders.new.*", "a")],
+                prefix: None,
+                subjects: &["orders.*.eu"],
+                uncovered: &["orders.new.*"],
+            },
+        ];
+        for case in cases {
+            let got = derive_subjects(&strings(case.user), &case.discovered, case.prefix)
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            assert_eq!(got.subjects, strings(case.subjects), "{}", case.name);
+            let uncovered: Vec<&str> = got.uncovered.iter().map(|u| u.subject.as_str()).collect();
+            assert_eq!(uncovered, case.uncovered, "{}", case.name);
+        }
+    }
+
+    #[test]
+    fn bad_user_subjects_are_errors_with_the_prefix_explained() {
+        let err = derive_subjects(&strings(&["*.created"]), &[], Some("prod")).unwrap_err();
+        assert!(matches!(err, SubjectError::Invalid { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("prod*.created"), "{msg}");
+        assert!(msg.contains("{namespace}"), "{msg}");
+
+        let err = derive_subjects(&strings(&[">"]), &[], None).unwrap_err();
+        assert!(err.to_string().contains("every subject"), "{err}");
+
+        let err = derive_subjects(&strings(&["a.*.c", "a.b.*"]), &[], None).unwrap_err();
+        assert_eq!(
+            err,
+            SubjectError::Overlapping {
+                a: "a.*.c".into(),
+                b: "a.b.*".into()
+            }
+        );
+    }
+
+    #[test]
+    fn too_many_subjects_is_an_error_not_a_slow_stream() {
+        let discovered: Vec<DiscoveredTopic> = (0..=MAX_SUBJECTS)
+            .map(|i| sub(&format!("t{i}"), "a"))
+            .collect();
+        let err = derive_subjects(&[], &discovered, None).unwrap_err();
+        assert_eq!(
+            err,
+            SubjectError::TooMany {
+                count: MAX_SUBJECTS + 1
+            }
+        );
+    }
+}

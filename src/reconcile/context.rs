@@ -1,0 +1,86 @@
+//! What every reconcile shares: the clients, the caches, the index of per-object state, and the
+//! timing of retries.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+use rand::Rng;
+
+use super::index::{Index, Written};
+use crate::crd::KeyValueBucket;
+use crate::dapr::Component;
+use crate::metrics::Metrics;
+use crate::nats::pool::ConnectionPool;
+
+/// Shared by every reconcile of one watched scope.
+pub struct Context {
+    pub client: Client,
+    /// The scope's KeyValueBuckets (the previous status; whether ours still exists).
+    pub kvbs: Store<KeyValueBucket>,
+    pub pool: Arc<ConnectionPool>,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Per-Component state, shared by every scope.
+    pub index: Arc<Index>,
+    /// Period of the drift check after success (±10% jitter).
+    pub resync: Duration,
+    /// Cap of the per-object exponential back-off after transient errors.
+    pub max_backoff: Duration,
+    /// Both caches have been listed: reconciles wait for it.
+    pub synced: Arc<AtomicBool>,
+    /// The admin's NatsServerPolicies, when enforced.
+    pub policy: Option<crate::policy::Enforcer>,
+    /// Workers held per namespace (fair share).
+    pub share: Arc<crate::fair_share::NamespaceShare>,
+}
+
+impl Context {
+    /// Whether the scope's caches have been listed.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// The next back-off of `key`: 0.5s doubling with each failure in a row, capped, ±20%.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let n = self.index.failed(key);
+        let base = Duration::from_millis(500).saturating_mul(1u32 << (n - 1).min(16));
+        jitter(base.min(self.max_backoff), 0.2)
+    }
+
+    /// The next drift check: the resync period ±10%.
+    pub fn resync(&self) -> Duration {
+        jitter(self.resync, 0.1)
+    }
+
+    /// The KeyValueBucket as last written by us or seen by the watch, whichever is newer.
+    pub fn previous(&self, key: &str, component: &Component) -> Option<Written> {
+        if let Some(w) = self.index.written(key) {
+            return Some(w);
+        }
+        let kvb = self.cached(component)?;
+        Some(Written {
+            spec: kvb.spec.clone(),
+            generation: kvb.metadata.generation,
+            status: kvb.status.clone().unwrap_or_default(),
+        })
+    }
+
+    /// The Component's KeyValueBucket in the cache.
+    pub fn cached(&self, component: &Component) -> Option<Arc<KeyValueBucket>> {
+        use kube::ResourceExt as _;
+        self.kvbs.get(
+            &ObjectRef::new(&component.name_any())
+                .within(&component.namespace().unwrap_or_default()),
+        )
+    }
+}
+
+/// `d` ±`fraction`.
+pub fn jitter(d: Duration, fraction: f64) -> Duration {
+    let f = rand::rng().random_range((1.0 - fraction)..(1.0 + fraction));
+    d.mul_f64(f)
+}

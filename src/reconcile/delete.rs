@@ -1,0 +1,151 @@
+//! Components that go away: one being deleted with our finalizer (`deletion-policy: delete`: its
+//! bucket is deleted when that is safe), and one that is no longer of type `state.jetstream`
+//! (what the operator made for it is removed).
+
+use kube::ResourceExt as _;
+use kube::runtime::controller::Action;
+
+use super::context::Context;
+use super::execute::connect;
+use super::read;
+use super::report::{self, ReportError};
+use super::status::{self, FINALIZER, Note, Reason};
+use crate::crd::ConditionType;
+use crate::dapr::Component;
+use crate::failure::Problem;
+use crate::nats::bucket::{self, Bucket};
+use crate::settings::{DeletionPolicy, READY_ANNOTATION, REASON_ANNOTATION};
+use crate::validate::{Values, validate};
+
+/// A Component being deleted. With our finalizer (deletion-policy: delete): delete its bucket
+/// if the operator created it and nobody else uses it, then let the deletion finish.
+pub async fn finalize(
+    component: &Component,
+    key: &str,
+    ctx: &Context,
+) -> Result<Action, ReportError> {
+    if !component.finalizers().iter().any(|f| f == FINALIZER) {
+        ctx.pool.release(key);
+        return Ok(Action::await_change());
+    }
+    let delete = crate::settings::from_annotations(component.annotations())
+        .is_ok_and(|s| s.deletion_policy == DeletionPolicy::Delete);
+    let note = if delete {
+        match delete_bucket(component, key, ctx).await {
+            Ok(note) => note,
+            Err(failure) => {
+                // Keep the finalizer and say why the deletion waits.
+                let previous = ctx.previous(key, component);
+                let outcome =
+                    status::deletion_pending(&component.name_any(), previous.as_ref(), &failure);
+                report::report(component, key, ctx, previous.as_ref(), &outcome).await?;
+                return Ok(Action::requeue(ctx.backoff(key)));
+            }
+        }
+    } else {
+        Note::normal(
+            Reason::BucketRetained,
+            "the Component is deleted and its deletion policy is retain: the bucket and its data are kept".to_string(),
+        )
+    };
+    report::publish(ctx, component, key, note).await;
+    // Applying nothing under our field manager drops our finalizer and annotations.
+    report::release_component(ctx, component).await?;
+    ctx.pool.release(key);
+    ctx.metrics.set_ready(key, None);
+    ctx.index.remove(key);
+    Ok(Action::await_change())
+}
+
+/// Deletes the bucket of a Component being deleted, when that is safe; returns the Event to
+/// publish.
+async fn delete_bucket(component: &Component, key: &str, ctx: &Context) -> Result<Note, Problem> {
+    let values = read::secret_values(ctx, component).await;
+    let now = jiff::Timestamp::now().as_second();
+    let mut validation = validate(component, Values::Read(&values), now);
+    if let Some(policy) = &ctx.policy {
+        crate::validate::check_server_policy(&mut validation, component, |ns, url, creds| {
+            policy.decide(ns, url, creds)
+        });
+    }
+    let Some((store, _)) = validation.valid() else {
+        return Err(validation.first_problem().cloned().unwrap_or_else(|| {
+            Problem::new(
+                ConditionType::CredentialsResolved,
+                Reason::NotChecked.as_str(),
+                "the Component was not validated",
+                crate::failure::Retry::Backoff,
+            )
+        }));
+    };
+    let name = &store.shown_bucket;
+    let retained = |note: String| Ok(Note::normal(Reason::BucketRetained, note));
+    let (client, live) = connect(ctx, key, store)
+        .await
+        .map_err(|e| Problem::of(ConditionType::Connected, &e))?;
+    let Some(live) = live else {
+        return retained(format!("bucket {name} no longer exists; nothing to delete"));
+    };
+    if !bucket::is_managed_by(&live.config, key) {
+        return retained(format!(
+            "bucket {name} was not created by the operator for this Component, so it is kept"
+        ));
+    }
+    // Other users by the bucket's identity as the server reports it, never by URL text.
+    let domain = client.server_info().domain;
+    let users = ctx
+        .index
+        .other_users(key, &bucket::identity(&live, domain.as_deref()));
+    if !users.is_empty() {
+        // Components of other namespaces are counted, never named.
+        let namespace = format!("{}/", component.namespace().unwrap_or_default());
+        let (here, elsewhere): (Vec<&String>, Vec<&String>) =
+            users.iter().partition(|u| u.starts_with(&namespace));
+        let mut who: Vec<String> = here.iter().map(|u| u.to_string()).collect();
+        if !elsewhere.is_empty() {
+            who.push(format!(
+                "{} Component(s) in other namespaces",
+                elsewhere.len()
+            ));
+        }
+        return retained(format!(
+            "bucket {name} is kept: {} still use(s) it",
+            who.join(", ")
+        ));
+    }
+    let js = async_nats::jetstream::new(client);
+    ctx.metrics.nats_request("delete");
+    Bucket::new(&js, &store.bucket)
+        .delete()
+        .await
+        .map_err(|e| Problem::of(ConditionType::BucketAvailable, &e))?;
+    Ok(Note::normal(
+        Reason::BucketDeleted,
+        format!("deleted bucket {name} and its data (jetstreamkv.io/deletion-policy: delete)"),
+    ))
+}
+
+/// A Component that is not (or no longer) of type `state.jetstream`: remove what we made for it.
+pub async fn forget(
+    component: &Component,
+    key: &str,
+    ctx: &Context,
+) -> Result<Action, ReportError> {
+    ctx.pool.release(key);
+    ctx.metrics.set_ready(key, None);
+    let had_kvb = ctx.index.forget_written(key) || ctx.cached(component).is_some();
+    if had_kvb {
+        report::delete_bucket_object(ctx, component).await?;
+        tracing::info!(component = %key, "Component is no longer of type state.jetstream; removed its KeyValueBucket");
+    }
+    let ours = component
+        .annotations()
+        .keys()
+        .any(|k| k == READY_ANNOTATION || k == REASON_ANNOTATION)
+        || component.finalizers().iter().any(|f| f == FINALIZER);
+    if ours {
+        // Applying no annotations under our field manager removes the ones we own.
+        report::release_component(ctx, component).await?;
+    }
+    Ok(Action::await_change())
+}

@@ -1,0 +1,245 @@
+//! The execute step: NATS only. Connects with the validated config, reads the live bucket, and
+//! carries out the pure plan of [`crate::nats::bucket::plan`]; returns what it found and did, from
+//! which [`super::status`] decides the conditions.
+
+use async_nats::jetstream::stream;
+
+use super::context::Context;
+use crate::crd::BucketStatus;
+use crate::dapr::StoreConfig;
+use crate::nats::NatsError;
+use crate::nats::bucket::{self, BlockReason, Bucket, Desired, Plan};
+use crate::nats::cluster;
+use crate::settings::BucketSettings;
+
+/// What the NATS side found and did.
+#[derive(Debug)]
+pub enum Progress {
+    /// Connecting, or reading the bucket, failed.
+    NotConnected(NatsError),
+    /// Connected to a server of this version; what happened to the bucket.
+    Connected {
+        version: String,
+        step: Box<BucketStep>,
+    },
+}
+
+/// What happened to the bucket. `facts` are the bucket's, as the status shows them.
+#[derive(Debug)]
+pub enum BucketStep {
+    /// Created (or created again) by the operator.
+    Created { facts: Option<BucketStatus> },
+    /// Creating it failed.
+    CreateFailed(NatsError),
+    /// A bucket the operator only verified has disappeared.
+    Missing,
+    /// The stream is not a KV bucket, and why.
+    NotKeyValue(String),
+    /// Everything matches.
+    InSync {
+        facts: Option<BucketStatus>,
+        managed: bool,
+    },
+    /// Updated in place (`adopt`: a bucket taken over); `changes` as the Event lists them.
+    Updated {
+        facts: Option<BucketStatus>,
+        changes: String,
+        adopt: bool,
+    },
+    /// The update failed.
+    UpdateFailed {
+        facts: Option<BucketStatus>,
+        changes: String,
+        error: NatsError,
+    },
+    /// Differences that are not applied.
+    Blocked {
+        facts: Option<BucketStatus>,
+        reason: BlockReason,
+        changes: String,
+    },
+    /// A clustered stream that cannot take writes now: quorum lost, or no leader yet.
+    Unavailable {
+        facts: Option<BucketStatus>,
+        error: NatsError,
+    },
+    /// A lower `replicas` waits until every replica is current (`behind` says which are not).
+    ScaleDownWaits {
+        facts: Option<BucketStatus>,
+        changes: String,
+        behind: String,
+    },
+    /// Another creator won twice in a row.
+    CreateConflict,
+}
+
+/// A connected client and the live bucket (None when it does not exist). One NATS read.
+pub async fn connect(
+    ctx: &Context,
+    key: &str,
+    store: &StoreConfig,
+) -> Result<(async_nats::Client, Option<stream::Info>), NatsError> {
+    let client = ctx.pool.connect(key, store).await?;
+    if client.connection_state() != async_nats::connection::State::Connected {
+        return Err(NatsError::Unreachable {
+            servers: store.redacted_servers.join(","),
+            detail: "the connection is down and reconnecting".into(),
+        });
+    }
+    let js = async_nats::jetstream::new(client.clone());
+    ctx.metrics.nats_request("info");
+    let live = Bucket::new(&js, &store.bucket).fetch().await?;
+    Ok((client, live))
+}
+
+/// Connects, and brings the bucket to `settings`.
+pub async fn execute(
+    ctx: &Context,
+    key: &str,
+    store: &StoreConfig,
+    settings: &BucketSettings,
+    previously_managed: Option<bool>,
+) -> Progress {
+    let (client, live) = match connect(ctx, key, store).await {
+        Ok(c) => c,
+        Err(e) => return Progress::NotConnected(e),
+    };
+    let server = client.server_info();
+    // The stream as shown: its name holds the bucket's, which may have come from a Secret.
+    let shown_stream = bucket::stream_name(&store.shown_bucket);
+    let js = async_nats::jetstream::new(client.clone());
+    let target = Target {
+        ctx,
+        bucket: &Bucket::new(&js, &store.bucket),
+        desired: Desired {
+            bucket: &store.bucket,
+            owner: key,
+            settings,
+        },
+        previously_managed,
+        clustered: server.cluster.is_some(),
+        server: &server,
+        shown_stream: &shown_stream,
+    };
+    let step = apply(&target, live).await;
+    Progress::Connected {
+        version: crate::nats::remote_text(&server.version),
+        step: Box::new(step),
+    }
+}
+
+/// Where and what to apply.
+struct Target<'a> {
+    ctx: &'a Context,
+    bucket: &'a Bucket<'a>,
+    desired: Desired<'a>,
+    previously_managed: Option<bool>,
+    clustered: bool,
+    /// The server, for the bucket's facts (version, identity).
+    server: &'a async_nats::ServerInfo,
+    /// The stream as shown (the bucket name may have come from a Secret).
+    shown_stream: &'a str,
+}
+
+impl Target<'_> {
+    fn facts(&self, info: &stream::Info, managed: bool) -> Option<BucketStatus> {
+        let mut facts = bucket::status_of(info, managed, Some(self.server));
+        facts.stream = self.shown_stream.to_owned();
+        Some(facts)
+    }
+}
+
+/// Plans against the live bucket and carries the plan out. At most two rounds: a create that
+/// races with another creator plans again against the bucket that won.
+async fn apply(t: &Target<'_>, mut live: Option<stream::Info>) -> BucketStep {
+    let owner = t.desired.owner;
+    // A clustered stream that cannot take writes is not available, whatever its settings say.
+    if let Some(info) = &live
+        && let Some(error) = cluster::availability_problem(info)
+    {
+        let managed = bucket::is_managed_by(&info.config, owner);
+        return BucketStep::Unavailable {
+            facts: t.facts(info, managed),
+            error,
+        };
+    }
+    for _ in 0..2 {
+        let plan = bucket::plan(
+            &t.desired,
+            live.as_ref().map(|i| &i.config),
+            t.previously_managed,
+            t.clustered,
+        );
+        let live_facts = |managed: bool| live.as_ref().and_then(|i| t.facts(i, managed));
+        return match plan {
+            Plan::Create(config) | Plan::Recreate(config) => {
+                t.ctx.metrics.nats_request("create");
+                match t.bucket.create(*config).await {
+                    Ok(info) if bucket::is_managed_by(&info.config, owner) => BucketStep::Created {
+                        facts: t.facts(&info, true),
+                    },
+                    Ok(info) => {
+                        // Someone else created it first: verify what they made.
+                        live = Some(info);
+                        continue;
+                    }
+                    Err(e) => BucketStep::CreateFailed(e),
+                }
+            }
+            Plan::Missing => BucketStep::Missing,
+            Plan::NotKeyValue(problem) => BucketStep::NotKeyValue(problem),
+            Plan::InSync { managed } => BucketStep::InSync {
+                facts: live_facts(managed),
+                managed,
+            },
+            Plan::Update {
+                config,
+                changes,
+                adopt,
+            } => {
+                let changes = listed(&changes);
+                if let Some(behind) = live
+                    .as_ref()
+                    .and_then(|i| cluster::scale_down_blocker(i, t.desired.settings.replicas))
+                {
+                    return BucketStep::ScaleDownWaits {
+                        facts: live_facts(true),
+                        changes,
+                        behind,
+                    };
+                }
+                t.ctx.metrics.nats_request("update");
+                match t.bucket.update(*config).await {
+                    Ok(info) => BucketStep::Updated {
+                        facts: t.facts(&info, true),
+                        changes,
+                        adopt,
+                    },
+                    Err(error) => BucketStep::UpdateFailed {
+                        facts: live_facts(true),
+                        changes,
+                        error,
+                    },
+                }
+            }
+            Plan::Blocked {
+                managed,
+                reason,
+                changes,
+            } => BucketStep::Blocked {
+                facts: live_facts(managed),
+                reason,
+                changes: listed(&changes),
+            },
+        };
+    }
+    BucketStep::CreateConflict
+}
+
+fn listed(changes: &[bucket::Change]) -> String {
+    changes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,151 @@
+//! The reconciler: Dapr `Component` → NATS KV bucket → `KeyValueBucket` status.
+//!
+//! One reconcile is a pipeline, one module per step:
+//! **read** ([`read`]: the Secrets it names, what was written before) → **validate**
+//! ([`crate::validate`], pure) → **plan** ([`crate::nats::bucket::plan`], pure) and **execute**
+//! ([`execute`]: NATS only) → **status** ([`status`], pure: conditions, Ready's reason, Stalled or
+//! Reconciling, Events, annotations and finalizer) → **report** ([`report`]: Kubernetes writes
+//! only, of what changed). Per-object state lives in the [`index`]; Components being deleted or
+//! no longer ours go through [`delete`].
+
+pub mod context;
+mod delete;
+pub mod execute;
+pub mod index;
+mod read;
+pub mod report;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::ResourceExt as _;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+
+pub use context::Context;
+pub use report::ReportError;
+pub use status::FINALIZER;
+
+use crate::dapr::Component;
+use crate::failure::Retry;
+use crate::validate::{Values, validate};
+
+/// Reconciles one Component.
+pub async fn reconcile(
+    obj: Arc<DeserializeGuard<Component>>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReportError> {
+    // Right after a start the Component watch can deliver before the KeyValueBuckets are listed:
+    // without them every status would look new and be written again, with an Event. (Not
+    // `Store::wait_until_ready` here: its DelayedInit wakes only the last of several waiters.)
+    if !ctx.is_synced() {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    if ctx.policy.as_ref().is_some_and(|p| !p.is_synced()) {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    // Fair share: a namespace whose share of the workers is taken waits outside the workers.
+    let namespace = kube::Resource::meta(obj.as_ref())
+        .namespace
+        .clone()
+        .unwrap_or_default();
+    let Some(_slot) = ctx.share.try_acquire(&namespace) else {
+        ctx.metrics.fair_share_deferred();
+        return Ok(Action::requeue(context::jitter(
+            Duration::from_millis(300),
+            0.5,
+        )));
+    };
+    let key = object_key(obj.as_ref());
+    let component = match &obj.0 {
+        Ok(c) => c,
+        Err(invalid) => {
+            // Not a Dapr Component we can read: nothing to do until it changes. We cannot tell
+            // its type, so no KeyValueBucket is touched.
+            tracing::warn!(component = %key, error = %invalid.error, "ignoring a Component that does not parse");
+            return Ok(Action::await_change());
+        }
+    };
+    if component.metadata.deletion_timestamp.is_some() {
+        return delete::finalize(component, &key, &ctx).await;
+    }
+    if !component.is_jetstream_state_store() {
+        return delete::forget(component, &key, &ctx).await;
+    }
+    let started = Instant::now();
+
+    // Read.
+    let name = component.name_any();
+    let previous = ctx.previous(&key, component);
+    let values = read::secret_values(&ctx, component).await;
+    // Validate.
+    let now = jiff::Timestamp::now().as_second();
+    let mut validation = validate(component, Values::Read(&values), now);
+    // The admin's server policy: before any DNS lookup or connection.
+    if let Some(policy) = &ctx.policy {
+        crate::validate::check_server_policy(&mut validation, component, |ns, url, creds| {
+            policy.decide(ns, url, creds)
+        });
+    }
+    // Plan and execute, when valid.
+    let progress = match validation.valid() {
+        Some((store, settings)) => {
+            let managed = status::previously_managed(previous.as_ref(), &store.shown_bucket);
+            // Two Components asking different things of one bucket cannot fight over it: only
+            // the Component the operator created it for changes it (ownership is law, see
+            // `bucket::plan`), so no other Component can block its owner.
+            Some(execute::execute(&ctx, &key, store, settings, managed).await)
+        }
+        None => None,
+    };
+    // Status.
+    let outcome = status::decide(&name, previous.as_ref(), &validation, progress.as_ref());
+    if !outcome.credentials_resolved() {
+        // No usable credentials (a Secret gone, rotated to something invalid, an expired JWT):
+        // the connection made with the old ones is not this Component's any more.
+        ctx.pool.release(&key);
+    }
+    // Report.
+    report::report(component, &key, &ctx, previous.as_ref(), &outcome).await?;
+
+    let ready = outcome.ready();
+    let failed_reason = ready
+        .filter(|c| c.status != Some(true))
+        .map(|c| c.reason.as_str());
+    ctx.metrics.reconciled(started.elapsed(), failed_reason);
+    ctx.metrics
+        .set_ready(&key, ready.map(|c| c.status == Some(true)));
+    tracing::debug!(component = %key, ready = ?ready.map(|c| (c.status, &c.reason)), elapsed = ?started.elapsed(), "reconciled");
+    Ok(match outcome.retry {
+        Retry::Resync => {
+            ctx.index.succeeded(&key);
+            Action::requeue(ctx.resync())
+        }
+        Retry::Backoff => Action::requeue(ctx.backoff(&key)),
+        Retry::AwaitChange => {
+            ctx.index.succeeded(&key);
+            Action::await_change()
+        }
+    })
+}
+
+/// After an API write failed: back off.
+pub fn error_policy(
+    obj: Arc<DeserializeGuard<Component>>,
+    error: &ReportError,
+    ctx: Arc<Context>,
+) -> Action {
+    let key = object_key(obj.as_ref());
+    tracing::warn!(component = %key, error = %error, "reconcile failed; retrying");
+    Action::requeue(ctx.backoff(&key))
+}
+
+/// `namespace/name`: how the index, the pool and the metrics name an object.
+pub fn object_key<K: kube::Resource>(obj: &K) -> String {
+    format!(
+        "{}/{}",
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
+}

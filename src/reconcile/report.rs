@@ -1,0 +1,226 @@
+//! The report step: Kubernetes writes only, and only what changed. The KeyValueBucket (spec, then
+//! status), the Component's summary annotations and finalizer, and Events; what to write is
+//! decided by [`super::status`].
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::events::Event;
+use kube::{Resource as _, ResourceExt as _};
+use serde_json::json;
+
+use super::context::Context;
+use super::index::Written;
+use super::status::{self, Note, Outcome};
+use crate::crd::{KeyValueBucket, MANAGER};
+use crate::dapr::Component;
+use crate::failure::{Failure, Retry};
+
+/// An API write failed; the object is retried with back-off.
+#[derive(Debug, thiserror::Error)]
+#[error("writing {what} failed: {source}")]
+pub struct ReportError {
+    what: &'static str,
+    #[source]
+    source: kube::Error,
+}
+
+impl Failure for ReportError {
+    fn reason(&self) -> &'static str {
+        "ApiWriteFailed"
+    }
+
+    fn retry(&self) -> Retry {
+        Retry::Backoff
+    }
+}
+
+/// Writes what changed of `outcome`, given what was written before.
+pub async fn report(
+    component: &Component,
+    key: &str,
+    ctx: &Context,
+    previous: Option<&Written>,
+    outcome: &Outcome,
+) -> Result<(), ReportError> {
+    let namespace = component.namespace().unwrap_or_default();
+    let name = component.name_any();
+    let api: Api<KeyValueBucket> = Api::namespaced(ctx.client.clone(), &namespace);
+
+    // 1. The KeyValueBucket itself, owned by the Component (garbage-collected with it). Not in
+    // the cache: new, or deleted by hand (then our memory of it is stale). Write both parts; an
+    // apply of identical content changes nothing on the server.
+    let cached = ctx.cached(component).is_some();
+    let mut generation = previous.and_then(|p| p.generation);
+    if !cached || previous.is_none_or(|p| p.spec != outcome.spec) {
+        generation = apply_bucket(ctx, &api, component, outcome).await?;
+    }
+
+    // 2. Its status, when anything in it changed.
+    let previous_status = previous.map(|p| p.status.clone()).unwrap_or_default();
+    let status = status::bucket_status(
+        &previous_status,
+        outcome,
+        generation,
+        component.metadata.generation,
+        Time(jiff::Timestamp::now()),
+    );
+    if !cached || status != previous_status {
+        let patch = json!({
+            "apiVersion": "jetstreamkv.io/v1alpha1",
+            "kind": "KeyValueBucket",
+            "status": status,
+        });
+        let params = PatchParams::apply(MANAGER).force();
+        if let Err(source) = api.patch_status(&name, &params, &Patch::Apply(patch)).await {
+            // Deleted by hand: forget what we wrote so the next attempt re-creates it.
+            ctx.index.forget_written(key);
+            return Err(ReportError {
+                what: "KeyValueBucket status",
+                source,
+            });
+        }
+        ctx.metrics.api_write("apply-keyvaluebucket-status");
+    }
+    ctx.index.set_written(
+        key,
+        Written {
+            spec: outcome.spec.clone(),
+            generation,
+            status: status.clone(),
+        },
+    );
+
+    // 3. The summary annotations on the Component, for tools that only look at it, with our
+    // finalizer when the deletion policy asks for one (one apply for both).
+    if let Some(patch) = status::component_patch(component, &status, outcome.wants_finalizer) {
+        apply_component(ctx, component, patch).await?;
+    }
+
+    // 4. Events: what was done, and Ready transitions.
+    for note in status::events(&previous_status, &status, &outcome.events) {
+        publish(ctx, component, key, note).await;
+    }
+    Ok(())
+}
+
+/// Applies the KeyValueBucket's spec; returns its generation.
+async fn apply_bucket(
+    ctx: &Context,
+    api: &Api<KeyValueBucket>,
+    component: &Component,
+    outcome: &Outcome,
+) -> Result<Option<i64>, ReportError> {
+    use k8s_openapi::Resource as _;
+    let name = component.name_any();
+    let owner = OwnerReference {
+        api_version: Component::API_VERSION.into(),
+        kind: Component::KIND.into(),
+        name: name.clone(),
+        uid: component.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    let object = json!({
+        "apiVersion": "jetstreamkv.io/v1alpha1",
+        "kind": "KeyValueBucket",
+        "metadata": {
+            "name": name,
+            "namespace": component.namespace().unwrap_or_default(),
+            "ownerReferences": [owner],
+            "labels": {"app.kubernetes.io/managed-by": MANAGER},
+        },
+        "spec": outcome.spec,
+    });
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(object),
+        )
+        .await
+        .map_err(|source| ReportError {
+            what: "KeyValueBucket",
+            source,
+        })?;
+    ctx.metrics.api_write("apply-keyvaluebucket");
+    Ok(applied.metadata.generation)
+}
+
+/// Deletes the Component's KeyValueBucket (gone already is fine).
+pub async fn delete_bucket_object(ctx: &Context, component: &Component) -> Result<(), ReportError> {
+    let api: Api<KeyValueBucket> = Api::namespaced(
+        ctx.client.clone(),
+        &component.namespace().unwrap_or_default(),
+    );
+    match api
+        .delete(&component.name_any(), &DeleteParams::background())
+        .await
+    {
+        Ok(_) => ctx.metrics.api_write("delete-keyvaluebucket"),
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(source) => {
+            return Err(ReportError {
+                what: "KeyValueBucket deletion",
+                source,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Applies nothing but the Component's name under our field manager: drops our annotations and
+/// finalizer.
+pub async fn release_component(ctx: &Context, component: &Component) -> Result<(), ReportError> {
+    use k8s_openapi::Resource as _;
+    let patch = json!({
+        "apiVersion": Component::API_VERSION,
+        "kind": Component::KIND,
+        "metadata": {
+            "name": component.name_any(),
+            "namespace": component.namespace().unwrap_or_default(),
+        },
+    });
+    apply_component(ctx, component, patch).await
+}
+
+async fn apply_component(
+    ctx: &Context,
+    component: &Component,
+    patch: serde_json::Value,
+) -> Result<(), ReportError> {
+    let api: Api<Component> = Api::namespaced(
+        ctx.client.clone(),
+        &component.namespace().unwrap_or_default(),
+    );
+    api.patch_metadata(
+        &component.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await
+    .map_err(|source| ReportError {
+        what: "Component annotations",
+        source,
+    })?;
+    ctx.metrics.api_write("apply-component-annotations");
+    Ok(())
+}
+
+/// Publishes an Event on the Component; a failure is logged, never fatal.
+pub async fn publish(ctx: &Context, component: &Component, key: &str, note: Note) {
+    let event = Event {
+        type_: note.type_,
+        reason: note.reason,
+        note: Some(note.note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    match ctx
+        .recorder
+        .publish(&event, &component.object_ref(&()))
+        .await
+    {
+        Ok(()) => ctx.metrics.api_write("event"),
+        Err(e) => tracing::warn!(component = %key, error = %e, "could not publish an Event"),
+    }
+}

@@ -1,0 +1,504 @@
+//! Table tests of the status decision, without any server: for each failure class, the
+//! conditions, Ready's reason, Stalled or Reconciling, the retry and the Events.
+
+use super::*;
+use crate::nats::NatsError;
+use crate::nats::bucket::BlockReason;
+use crate::secret_value::SecretValue;
+use crate::secrets::SecretError;
+use crate::validate::{Values, validate};
+
+const NOW: i64 = 1_800_000_000;
+const BUCKET: &str = "orders";
+
+fn component(annotations: &str) -> Component {
+    serde_yaml::from_str(&format!(
+        "metadata:\n  name: c\n  namespace: n\n  generation: 3\n  annotations: {{{annotations}}}\n\
+         spec:\n  type: state.jetstream\n  version: v1\n  metadata:\n  - name: natsURL\n    \
+         secretKeyRef: {{name: s, key: url}}\n  - name: bucket\n    value: {BUCKET}\n"
+    ))
+    .unwrap()
+}
+
+fn values(url: &str) -> Result<Vec<(String, SecretValue)>, SecretError> {
+    Ok(vec![
+        ("natsURL".into(), SecretValue::new(url)),
+        ("bucket".into(), SecretValue::new(BUCKET)),
+    ])
+}
+
+fn facts(managed: bool) -> Option<BucketStatus> {
+    Some(BucketStatus {
+        stream: format!("KV_{BUCKET}"),
+        managed,
+        server_version: Some("2.12.0".into()),
+        ..Default::default()
+    })
+}
+
+fn connected(step: BucketStep) -> Progress {
+    Progress::Connected {
+        version: "2.12.0".into(),
+        step: Box::new(step),
+    }
+}
+
+/// What a user sees of an outcome: Ready, its reason, the kstatus condition, the retry, the
+/// Event reasons.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    ready: Option<bool>,
+    reason: String,
+    kstatus: Option<ConditionType>,
+    retry: Retry,
+    events: Vec<String>,
+}
+
+fn seen(o: &Outcome) -> Seen {
+    let ready = o.ready().expect("Ready is always decided");
+    let kstatus = o
+        .conditions
+        .iter()
+        .map(|c| c.type_)
+        .find(|t| matches!(t, ConditionType::Stalled | ConditionType::Reconciling));
+    Seen {
+        ready: ready.status,
+        reason: ready.reason.clone(),
+        kstatus,
+        retry: o.retry,
+        events: o.events.iter().map(|e| e.reason.clone()).collect(),
+    }
+}
+
+fn expect(
+    ready: bool,
+    reason: &str,
+    kstatus: Option<ConditionType>,
+    retry: Retry,
+    events: &[&str],
+) -> Seen {
+    Seen {
+        ready: Some(ready),
+        reason: reason.into(),
+        kstatus,
+        retry,
+        events: events.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+fn decide_valid(progress: Progress, previous: Option<&Written>) -> Outcome {
+    let c = component("");
+    let values = values("nats://nats:4222");
+    let v = validate(&c, Values::Read(&values), NOW);
+    decide("c", previous, &v, Some(&progress))
+}
+
+fn written_with(bucket: Option<BucketStatus>) -> Written {
+    let c = component("");
+    let values = values("nats://nats:4222");
+    let v = validate(&c, Values::Read(&values), NOW);
+    Written {
+        spec: understood("c", &v),
+        generation: Some(1),
+        status: KeyValueBucketStatus {
+            bucket,
+            ..Default::default()
+        },
+    }
+}
+
+fn unreachable() -> NatsError {
+    NatsError::Unreachable {
+        servers: "nats://nats:4222".into(),
+        detail: "connection refused".into(),
+    }
+}
+
+#[test]
+fn each_failure_class_gives_its_ready_reason_kstatus_retry_and_events() {
+    use ConditionType::{Reconciling, Stalled};
+    use Retry::{Backoff, Resync};
+    let change = || "history 1 -> 5".to_owned();
+    let cases: Vec<(&str, Outcome, Seen)> = vec![
+        (
+            "created",
+            decide_valid(connected(BucketStep::Created { facts: facts(true) }), None),
+            expect(true, "BucketManaged", None, Resync, &["BucketCreated"]),
+        ),
+        (
+            "created again after a deletion behind our back",
+            decide_valid(
+                connected(BucketStep::Created { facts: facts(true) }),
+                Some(&written_with(facts(true))),
+            ),
+            expect(true, "BucketManaged", None, Resync, &["BucketRecreated"]),
+        ),
+        (
+            "in sync, only verified",
+            decide_valid(
+                connected(BucketStep::InSync {
+                    facts: facts(false),
+                    managed: false,
+                }),
+                None,
+            ),
+            expect(true, "BucketVerified", None, Resync, &[]),
+        ),
+        (
+            "updated with new settings",
+            decide_valid(
+                connected(BucketStep::Updated {
+                    facts: facts(true),
+                    changes: change(),
+                    adopt: false,
+                }),
+                None,
+            ),
+            expect(true, "BucketManaged", None, Resync, &["BucketUpdated"]),
+        ),
+        (
+            "restored after drift: same settings as last time",
+            decide_valid(
+                connected(BucketStep::Updated {
+                    facts: facts(true),
+                    changes: change(),
+                    adopt: false,
+                }),
+                Some(&written_with(facts(true))),
+            ),
+            expect(true, "BucketManaged", None, Resync, &["ConfigDrift"]),
+        ),
+        (
+            "adopted",
+            decide_valid(
+                connected(BucketStep::Updated {
+                    facts: facts(true),
+                    changes: change(),
+                    adopt: true,
+                }),
+                None,
+            ),
+            expect(true, "BucketManaged", None, Resync, &["BucketAdopted"]),
+        ),
+        (
+            "NATS unreachable: retried, Reconciling",
+            decide_valid(Progress::NotConnected(unreachable()), None),
+            expect(false, "NatsUnavailable", Some(Reconciling), Backoff, &[]),
+        ),
+        (
+            "credentials refused: retried, but Stalled",
+            decide_valid(
+                Progress::NotConnected(NatsError::AuthorizationFailed {
+                    servers: "nats://nats:4222".into(),
+                }),
+                None,
+            ),
+            expect(false, "AuthorizationFailed", Some(Stalled), Backoff, &[]),
+        ),
+        (
+            "create failed",
+            decide_valid(
+                connected(BucketStep::CreateFailed(NatsError::JetStreamDisabled {
+                    servers: "nats://nats:4222".into(),
+                })),
+                None,
+            ),
+            expect(false, "JetStreamDisabled", Some(Stalled), Backoff, &[]),
+        ),
+        (
+            "a verified bucket went missing",
+            decide_valid(connected(BucketStep::Missing), None),
+            expect(false, "BucketMissing", Some(Reconciling), Backoff, &[]),
+        ),
+        (
+            "not a KV bucket",
+            decide_valid(connected(BucketStep::NotKeyValue("no".into())), None),
+            expect(false, "NotAKeyValueBucket", Some(Stalled), Resync, &[]),
+        ),
+        (
+            "update failed",
+            decide_valid(
+                connected(BucketStep::UpdateFailed {
+                    facts: facts(true),
+                    changes: change(),
+                    error: NatsError::Timeout {
+                        what: "update".into(),
+                    },
+                }),
+                None,
+            ),
+            expect(false, "NatsTimeout", Some(Reconciling), Backoff, &[]),
+        ),
+        (
+            "blocked: data loss refused",
+            decide_valid(
+                connected(BucketStep::Blocked {
+                    facts: facts(true),
+                    reason: BlockReason::DataLossRefused,
+                    changes: change(),
+                }),
+                None,
+            ),
+            expect(false, "DataLossRefused", Some(Stalled), Resync, &[]),
+        ),
+        (
+            "lost the create race twice",
+            decide_valid(connected(BucketStep::CreateConflict), None),
+            expect(
+                false,
+                "BucketCreateConflict",
+                Some(Reconciling),
+                Backoff,
+                &[],
+            ),
+        ),
+    ];
+    for (name, outcome, want) in cases {
+        assert_eq!(seen(&outcome), want, "{name}");
+        assert_eq!(outcome.wants_finalizer, Some(false), "{name}");
+    }
+}
+
+#[test]
+fn validation_failures_wait_for_a_change_or_back_off() {
+    use ConditionType::{Reconciling, Stalled};
+    let c = component("");
+    let bad_url = values("http://nats");
+    let unreadable = Err(SecretError::Api {
+        secret: "s".into(),
+        detail: "the API server is away".into(),
+    });
+    let missing = Err(SecretError::NotFound {
+        secret: "s".into(),
+        item: "natsURL".into(),
+        namespace: "n".into(),
+    });
+    let bad_annotation = component("jetstreamkv.io/history: \"0\"");
+    let good = values("nats://nats:4222");
+    let cases = [
+        (
+            &c,
+            &bad_url,
+            expect(
+                false,
+                "InvalidNatsURL",
+                Some(Stalled),
+                Retry::AwaitChange,
+                &[],
+            ),
+        ),
+        (
+            &c,
+            &unreadable,
+            expect(
+                false,
+                "SecretReadFailed",
+                Some(Reconciling),
+                Retry::Backoff,
+                &[],
+            ),
+        ),
+        (
+            &c,
+            &missing,
+            expect(
+                false,
+                "SecretNotFound",
+                Some(Stalled),
+                Retry::AwaitChange,
+                &[],
+            ),
+        ),
+        (
+            &bad_annotation,
+            &good,
+            expect(
+                false,
+                "InvalidAnnotation",
+                Some(Stalled),
+                Retry::AwaitChange,
+                &[],
+            ),
+        ),
+    ];
+    for (component, values, want) in cases {
+        let v = validate(component, Values::Read(values), NOW);
+        let outcome = decide("c", None, &v, None);
+        assert_eq!(seen(&outcome), want);
+        assert_eq!(
+            outcome.wants_finalizer, None,
+            "unknown before the annotations pass"
+        );
+        // Every detail condition is there: the failed one False, the others Unknown.
+        let types: Vec<_> = outcome.conditions.iter().map(|c| c.type_).collect();
+        assert_eq!(types[0], ConditionType::Ready);
+        assert_eq!(types[1..5], ConditionType::DETAIL);
+        let details = &outcome.conditions[1..5];
+        assert_eq!(
+            details.iter().filter(|c| c.status == Some(false)).count(),
+            1
+        );
+        assert!(
+            details
+                .iter()
+                .filter(|c| c.status.is_none())
+                .all(|c| c.message.starts_with("not checked while "))
+        );
+    }
+}
+
+#[test]
+fn success_sets_every_detail_condition_true_and_asks_for_the_finalizer_by_policy() {
+    let c = component("jetstreamkv.io/deletion-policy: delete");
+    let values = values("nats://nats:4222");
+    let v = validate(&c, Values::Read(&values), NOW);
+    let outcome = decide(
+        "c",
+        None,
+        &v,
+        Some(&connected(BucketStep::InSync {
+            facts: facts(true),
+            managed: true,
+        })),
+    );
+    assert!(outcome.conditions.iter().all(|c| c.status == Some(true)));
+    assert_eq!(outcome.conditions.len(), 5, "Ready and the four details");
+    assert_eq!(outcome.wants_finalizer, Some(true));
+    assert_eq!(outcome.spec.bucket.as_deref(), Some(BUCKET));
+    assert_eq!(outcome.bucket, facts(true));
+}
+
+#[test]
+fn facts_about_another_bucket_are_dropped() {
+    let mut old = facts(true);
+    if let Some(b) = old.as_mut() {
+        b.stream = "KV_renamed".into();
+    }
+    let outcome = decide_valid(
+        Progress::NotConnected(unreachable()),
+        Some(&written_with(old.clone())),
+    );
+    assert_eq!(outcome.bucket, None);
+    // Before validation passes they are kept.
+    let c = component("");
+    let v = validate(&c, Values::Read(&values("bad")), NOW);
+    let outcome = decide("c", Some(&written_with(old.clone())), &v, None);
+    assert_eq!(outcome.bucket, old);
+}
+
+#[test]
+fn a_ready_transition_is_an_event_unless_something_was_done() {
+    let status = |ready: bool, reason: &str| {
+        let outcome = Outcome {
+            spec: KeyValueBucketSpec::default(),
+            conditions: vec![ConditionSpec {
+                type_: ConditionType::Ready,
+                status: Some(ready),
+                reason: reason.into(),
+                message: format!("{reason} happened"),
+            }],
+            bucket: None,
+            events: Vec::new(),
+            retry: Retry::Resync,
+            wants_finalizer: None,
+        };
+        let now = Time(jiff::Timestamp::UNIX_EPOCH);
+        bucket_status(
+            &KeyValueBucketStatus::default(),
+            &outcome,
+            Some(1),
+            Some(1),
+            now,
+        )
+    };
+    let none = KeyValueBucketStatus::default();
+    let ok = status(true, "BucketManaged");
+    let down = status(false, "NatsTimeout");
+    let reasons = |notes: Vec<Note>| {
+        notes
+            .into_iter()
+            .map(|n| (n.type_, n.reason))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        reasons(events(&none, &ok, &[])),
+        [(EventType::Normal, "BucketReady".to_owned())]
+    );
+    assert_eq!(
+        reasons(events(&ok, &down, &[])),
+        [(EventType::Warning, "NatsUnavailable".to_owned())]
+    );
+    assert!(events(&ok, &ok, &[]).is_empty(), "no transition, no Event");
+    let done = [Note::normal(Reason::BucketCreated, "created".into())];
+    assert_eq!(
+        reasons(events(&none, &ok, &done)),
+        [(EventType::Normal, "BucketCreated".to_owned())],
+        "what was done is the Event"
+    );
+}
+
+#[test]
+fn the_component_is_written_only_when_its_summary_or_finalizer_differs() {
+    let c = component("");
+    let values = values("nats://nats:4222");
+    let v = validate(&c, Values::Read(&values), NOW);
+    let outcome = decide(
+        "c",
+        None,
+        &v,
+        Some(&connected(BucketStep::Created { facts: facts(true) })),
+    );
+    let status = bucket_status(
+        &KeyValueBucketStatus::default(),
+        &outcome,
+        Some(1),
+        Some(3),
+        Time(jiff::Timestamp::UNIX_EPOCH),
+    );
+    let patch = component_patch(&c, &status, outcome.wants_finalizer).expect("a first write");
+    let annotations = &patch["metadata"]["annotations"];
+    assert_eq!(annotations[READY_ANNOTATION], "true");
+    assert_eq!(annotations[REASON_ANNOTATION], "BucketManaged");
+    assert_eq!(annotations[OBSERVED_GENERATION_ANNOTATION], "3");
+    assert!(patch["metadata"].get("finalizers").is_none());
+
+    let mut annotated = c.clone();
+    annotated.metadata.annotations = Some(
+        [
+            (READY_ANNOTATION, "true"),
+            (REASON_ANNOTATION, "BucketManaged"),
+            (OBSERVED_GENERATION_ANNOTATION, "3"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+    );
+    assert_eq!(component_patch(&annotated, &status, Some(false)), None);
+    let with_finalizer = component_patch(&annotated, &status, Some(true)).expect("finalizer");
+    assert_eq!(with_finalizer["metadata"]["finalizers"][0], FINALIZER);
+}
+
+#[test]
+fn a_pending_deletion_keeps_the_finalizer_and_the_spec() {
+    let previous = written_with(facts(true));
+    let failure = Problem::of(ConditionType::Connected, &unreachable());
+    let outcome = deletion_pending("c", Some(&previous), &failure);
+    assert_eq!(
+        seen(&outcome),
+        expect(
+            false,
+            "DeletionPending",
+            Some(ConditionType::Reconciling),
+            Retry::Backoff,
+            &[]
+        )
+    );
+    assert_eq!(outcome.wants_finalizer, Some(true));
+    assert_eq!(outcome.spec, previous.spec);
+    let ready = outcome.ready().unwrap();
+    assert!(
+        ready.message.contains("NatsUnavailable"),
+        "{}",
+        ready.message
+    );
+}

@@ -1,0 +1,215 @@
+//! The watches of one scope (all namespaces, or one): Components (what triggers a reconcile,
+//! filtered by [`component_predicate`]), Secrets (metadata only, mapped to the Components that
+//! name them) and the operator's KeyValueBuckets (cached, feeding the index, triggering nothing).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt, future};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PartialObjectMeta};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource as _, ResourceExt as _};
+
+use super::sweeper::{self, Held};
+use super::{Config, Shared, trim};
+use crate::crd::KeyValueBucket;
+use crate::dapr::Component;
+use crate::reconcile::index::Index;
+use crate::reconcile::{Context, object_key};
+use crate::settings::STATUS_ANNOTATIONS;
+
+/// One scope's controller, its context, and its Component cache.
+pub struct Built {
+    pub controller: Controller<DeserializeGuard<Component>>,
+    pub context: Arc<Context>,
+    pub components: Store<DeserializeGuard<Component>>,
+}
+
+fn api<K>(client: &Client, scope: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The controller of one scope: its watches and its context.
+pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
+    let Shared {
+        client,
+        pool,
+        recorder,
+        metrics,
+        index,
+        policy,
+        share,
+    } = shared;
+    let (components, components_writer) = reflector::store();
+    let held = Held {
+        pool: pool.clone(),
+        index: index.clone(),
+        metrics: metrics.clone(),
+    };
+    // Listed page by page (500 a page, from the most recent state): a list "from any version"
+    // is served from the API server's cache in one piece, which at 100,000 Components is one
+    // response of every object whole. Each object is trimmed (`trim`) before it is cached.
+    let component_stream = watcher(
+        api::<DeserializeGuard<Component>>(&client, &scope),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .map_ok(|event| event.modify(trim::component))
+    .reflect(components_writer)
+    // A deleted Component gets no reconcile: let go of what we hold for it here.
+    .inspect(move |event| {
+        if let Ok(watcher::Event::Delete(c)) = event {
+            sweeper::forget_deleted(&object_key(c), &held);
+        }
+    })
+    .applied_objects()
+    .predicate_filter(component_predicate, Default::default());
+
+    // Our KeyValueBuckets are cached (previous status, other users of a bucket) but trigger
+    // nothing: every write to them is ours, and one deleted by hand is re-created at the next
+    // resync. Triggering on them would cost a second reconcile for every new Component.
+    let (kvbs, kvbs_writer) = reflector::store();
+    let mut feed = BucketFeed {
+        index: index.clone(),
+        scope: scope.clone(),
+        relisted: None,
+    };
+    let kvb_cache = watcher(
+        api::<KeyValueBucket>(&client, &scope),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .map_ok(|event| event.modify(trim::key_value_bucket))
+    .reflect(kvbs_writer)
+    .for_each(move |event| {
+        if let Ok(event) = event {
+            feed.event(&event);
+        }
+        future::ready(())
+    });
+    tokio::spawn(kvb_cache);
+
+    // Secrets: metadata only; the data is read when a Component that uses the Secret reconciles.
+    // Without list/watch rights (--watch-secrets=false) a rotation is seen at the next resync.
+    let secret_stream = if config.watch_secrets {
+        watcher(
+            api::<PartialObjectMeta<Secret>>(&client, &scope),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .map_ok(|event| event.modify(trim::secret_meta))
+        .touched_objects()
+        .boxed()
+    } else {
+        futures::stream::pending().boxed()
+    };
+    let by_secret = components.clone();
+
+    let controller = Controller::for_stream(component_stream, components.clone())
+        .watches_stream(secret_stream, move |secret| {
+            users_of_secret(&by_secret, &secret)
+        })
+        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
+
+    let context = Arc::new(Context {
+        client,
+        kvbs,
+        pool,
+        recorder,
+        metrics,
+        index,
+        resync: config.resync,
+        max_backoff: config.max_backoff,
+        synced: Arc::default(),
+        policy,
+        share,
+    });
+    Built {
+        controller,
+        context,
+        components,
+    }
+}
+
+/// The `state.jetstream` Components of the Secret's namespace that name it.
+fn users_of_secret(
+    components: &Store<DeserializeGuard<Component>>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<DeserializeGuard<Component>>> {
+    let namespace = secret.namespace();
+    let name = secret.name_any();
+    components
+        .state()
+        .into_iter()
+        .filter(|c| c.namespace() == namespace)
+        .filter(|c| match &c.0 {
+            Ok(component) => {
+                component.is_jetstream_state_store()
+                    && crate::dapr::metadata::secret_names(component).contains(&name)
+            }
+            Err(_) => false,
+        })
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+/// Feeds the index with what the KeyValueBuckets of one scope say about their buckets.
+struct BucketFeed {
+    index: Arc<Index>,
+    scope: Option<String>,
+    /// During a re-list: the keys listed so far.
+    relisted: Option<HashSet<String>>,
+}
+
+impl BucketFeed {
+    fn event(&mut self, event: &watcher::Event<KeyValueBucket>) {
+        match event {
+            watcher::Event::Apply(kvb) => self.index.bucket_seen(&object_key(kvb), kvb),
+            watcher::Event::Delete(kvb) => self.index.bucket_gone(&object_key(kvb)),
+            watcher::Event::Init => self.relisted = Some(HashSet::new()),
+            watcher::Event::InitApply(kvb) => {
+                let key = object_key(kvb);
+                self.index.bucket_seen(&key, kvb);
+                self.relisted.get_or_insert_default().insert(key);
+            }
+            watcher::Event::InitDone => {
+                let seen = self.relisted.take().unwrap_or_default();
+                let prefix = self.scope.as_ref().map(|ns| format!("{ns}/"));
+                self.index.buckets_relisted(
+                    |key| prefix.as_ref().is_none_or(|p| key.starts_with(p.as_str())),
+                    &seen,
+                );
+            }
+        }
+    }
+}
+
+/// A Component needs a reconcile when its generation, its user annotations or its deletion state
+/// change, not when the operator's own status annotations do.
+fn component_predicate(obj: &DeserializeGuard<Component>) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let meta = obj.meta();
+    let mut h = DefaultHasher::new();
+    meta.generation.hash(&mut h);
+    meta.deletion_timestamp.is_some().hash(&mut h);
+    meta.finalizers.hash(&mut h);
+    if let Some(annotations) = &meta.annotations {
+        for (k, v) in annotations {
+            if k.starts_with("jetstreamkv.io/") && !STATUS_ANNOTATIONS.contains(&k.as_str()) {
+                (k, v).hash(&mut h);
+            }
+        }
+    }
+    Some(h.finish())
+}

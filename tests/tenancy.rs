@@ -1,0 +1,535 @@
+//! A shared cluster (issue 13): tenants do not trust each other. Against the real API server and
+//! a real nats-server on loopback.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use jetstream_kv_operator::crd::KeyValueBucket;
+use jetstream_kv_operator::dapr::Component;
+use kube::Api;
+use kube::api::DeleteParams;
+use support::{TestNamespace, control_plane, nats, operator, wait_condition, wait_kvb};
+
+const READY: Duration = Duration::from_secs(60);
+
+fn component(ns: &str, name: &str, url: &str, bucket: &str, annotations: &str) -> String {
+    support::component_yaml(ns, name, url, bucket, annotations)
+}
+
+/// Everything an owner would miss if another tenant touched its bucket: the stream config, when
+/// it was created, and every revision of every key.
+async fn snapshot(bucket: &str) -> (serde_json::Value, String, Vec<(String, u64, Vec<u8>)>) {
+    let js = support::jetstream(&nats().url()).await;
+    let mut stream = js.get_stream(format!("KV_{bucket}")).await.expect("stream");
+    let info = stream.info().await.expect("stream info");
+    let config = serde_json::to_value(&info.config).unwrap();
+    let created = format!("{:?}", info.created);
+    let store = js.get_key_value(bucket).await.expect("bucket");
+    let mut keys: Vec<String> = store
+        .keys()
+        .await
+        .unwrap()
+        .map(|k| k.unwrap())
+        .collect()
+        .await;
+    keys.sort();
+    let mut values = Vec::new();
+    for key in keys {
+        let mut entries = store.history(&key).await.unwrap();
+        while let Some(entry) = entries.next().await {
+            let entry = entry.unwrap();
+            values.push((key.clone(), entry.revision, entry.value.to_vec()));
+        }
+    }
+    (config, created, values)
+}
+
+/// Cross-namespace takeover (finding 1): with every spelling of the victim's server, asking to
+/// adopt, to allow data loss, a 100 ms TTL and deletion on delete. The victim's bucket keeps its
+/// config, creation time, keys and history; the attacker's status names no other namespace.
+#[tokio::test]
+async fn another_namespace_cannot_adopt_purge_or_delete_a_bucket() {
+    operator();
+    let client = support::client().await;
+    let victim = TestNamespace::new(&client, "victim").await;
+    let attacker = TestNamespace::new(&client, "attacker").await;
+    let port = nats().port();
+    let bucket = support::unique_bucket("owned");
+
+    control_plane().apply(&component(
+        &victim.name,
+        "store",
+        &nats().url(),
+        &bucket,
+        r#""jetstreamkv.io/history": "5""#,
+    ));
+    wait_kvb(&victim.name, "store", "Ready", READY);
+    let js = support::jetstream(&nats().url()).await;
+    let kv = js.get_key_value(&bucket).await.unwrap();
+    for round in 0..3 {
+        for key in ["alpha", "beta"] {
+            kv.put(key, format!("{key}-{round}").into()).await.unwrap();
+        }
+    }
+    let before = snapshot(&bucket).await;
+    assert_eq!(before.2.len(), 6, "{:?}", before.2);
+
+    let spellings = [
+        format!("nats://127.0.0.1:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("nats://localhost:{port}"),
+        format!("nats://127.0.0.1:{port}/"),
+        format!("NATS://127.0.0.1:{port}"),
+    ];
+    let attack = r#""jetstreamkv.io/on-existing": "adopt", "jetstreamkv.io/allow-data-loss": "true", "jetstreamkv.io/ttl": "100ms", "jetstreamkv.io/history": "1", "jetstreamkv.io/deletion-policy": "delete""#;
+    for (i, url) in spellings.iter().enumerate() {
+        control_plane().apply(&component(
+            &attacker.name,
+            &format!("thief-{i}"),
+            url,
+            &bucket,
+            attack,
+        ));
+    }
+    for i in 0..spellings.len() {
+        let kvb = wait_condition(
+            &client,
+            &attacker.name,
+            &format!("thief-{i}"),
+            "Ready",
+            "False",
+            "BucketOwnedElsewhere",
+        )
+        .await;
+        let shown = serde_json::to_string(&kvb).unwrap();
+        assert!(
+            !shown.contains(&victim.name),
+            "the attacker's KeyValueBucket names the victim's namespace: {shown}"
+        );
+    }
+    // Give a wrong decision time to happen: the TTL would have expired everything by now.
+    tokio::time::sleep(support::RESYNC * 2).await;
+    assert_eq!(
+        snapshot(&bucket).await,
+        before,
+        "the victim's bucket changed"
+    );
+
+    // Deleting the attackers' Components (deletion-policy: delete) deletes nothing of the victim.
+    let components: Api<Component> = Api::namespaced(client.clone(), &attacker.name);
+    for i in 0..spellings.len() {
+        components
+            .delete(&format!("thief-{i}"), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    support::eventually(
+        READY,
+        "the attackers' Components to be deleted",
+        || async {
+            let left = components.list(&Default::default()).await.ok()?;
+            left.items.is_empty().then_some(())
+        },
+        async || operator().log_tail(),
+    )
+    .await;
+    assert_eq!(
+        snapshot(&bucket).await,
+        before,
+        "the victim's bucket changed"
+    );
+
+    // Nothing the attacker can read names the victim: its Events included.
+    let events = control_plane()
+        .kubectl(&["-n", &attacker.name, "get", "events", "-o", "json"], None)
+        .unwrap();
+    assert!(!events.contains(&victim.name), "{events}");
+
+    // And the owner is still Ready and in charge.
+    let kvbs: Api<KeyValueBucket> = Api::namespaced(client.clone(), &victim.name);
+    let owner = kvbs.get("store").await.unwrap();
+    assert_eq!(
+        owner.condition("Ready").map(|c| c.status.as_str()),
+        Some("True")
+    );
+    assert!(owner.status.unwrap().bucket.unwrap().managed);
+}
+
+/// Finding 2: a `natsURL` and a `bucket` read from Secrets are never shown, not even redacted:
+/// nothing a `view` user can read (Components, KeyValueBuckets, Events) nor the operator's log
+/// holds any distinctive piece of them.
+#[tokio::test]
+async fn values_from_secrets_are_never_shown() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "secret-values").await;
+    let suffix = support::random_suffix();
+    let user = format!("Zq7user{suffix}");
+    let good_bucket = format!("Zq7bucket{suffix}");
+    let bad_bucket = format!("Zq7bad.{suffix}");
+    // No auth on the test server: the user name is ignored there, but would show in a
+    // redacted URL (`nats://user:***@...`).
+    let url = format!("nats://{user}:Zq7pass@127.0.0.1:{}", nats().port());
+    let closed = format!(
+        "nats://{user}:Zq7pass@127.0.0.1:{}",
+        support::process::free_port()
+    );
+    control_plane().apply(&format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: conn, namespace: {ns}}}
+stringData: {{url: "{url}", closed: "{closed}", bucket: "{good_bucket}", bad: "{bad_bucket}"}}
+"#,
+        ns = ns.name
+    ));
+    let from_secret = |name: &str, url_key: &str, bucket_key: &str| {
+        format!(
+            r#"
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  type: state.jetstream
+  version: v1
+  metadata:
+  - name: natsURL
+    secretKeyRef: {{name: conn, key: {url_key}}}
+  - name: bucket
+    secretKeyRef: {{name: conn, key: {bucket_key}}}
+"#,
+            ns = ns.name
+        )
+    };
+    control_plane().apply(&from_secret("good", "url", "bucket"));
+    control_plane().apply(&from_secret("badname", "url", "bad"));
+    control_plane().apply(&from_secret("unreachable", "closed", "bucket"));
+    wait_kvb(&ns.name, "good", "Ready", READY);
+    wait_condition(
+        &client,
+        &ns.name,
+        "badname",
+        "Ready",
+        "False",
+        "InvalidBucketName",
+    )
+    .await;
+    wait_condition(
+        &client,
+        &ns.name,
+        "unreachable",
+        "Ready",
+        "False",
+        "NatsUnavailable",
+    )
+    .await;
+    // The bucket exists under its real name (the Secret is used, only not shown).
+    let js = support::jetstream(&nats().url()).await;
+    assert!(js.get_key_value(&good_bucket).await.is_ok());
+
+    let kvbs: Api<KeyValueBucket> = Api::namespaced(client.clone(), &ns.name);
+    let good = kvbs.get("good").await.unwrap();
+    assert_eq!(
+        good.spec.bucket.as_deref(),
+        Some("<Secret conn, key bucket>"),
+        "{:?}",
+        good.spec
+    );
+    assert_eq!(good.spec.servers, ["<Secret conn, key url>"]);
+
+    let mut seen = String::new();
+    for kind in ["components", "keyvaluebuckets", "events"] {
+        seen += &control_plane()
+            .kubectl(&["-n", &ns.name, "get", kind, "-o", "yaml"], None)
+            .unwrap();
+    }
+    seen += &operator().logs();
+    for needle in [
+        user.as_str(),
+        "Zq7pass",
+        good_bucket.as_str(),
+        bad_bucket.as_str(),
+    ] {
+        assert!(
+            !seen.contains(needle),
+            "{needle} from a Secret is shown:\n{}",
+            seen.lines()
+                .filter(|l| l.contains(needle))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
+/// A TCP listener that accepts connections and never says a word, counting what it accepted.
+struct Silent {
+    port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn silent_server() -> Silent {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    Silent { port, accepted }
+}
+
+/// A fake NATS server: completes the handshake, advertises `advertised` as another server of
+/// its cluster (`connect_urls`), then hangs up, again and again.
+async fn advertising_server(advertised: u16) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let info = format!(
+                    "INFO {{\"server_id\":\"FAKE\",\"version\":\"2.10.0\",\"proto\":1,\"max_payload\":1048576,\"headers\":true,\"jetstream\":true,\"connect_urls\":[\"127.0.0.1:{advertised}\"]}}\r\n"
+                );
+                if socket.write_all(info.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(6).any(|w| w == b"PING\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = socket.write_all(b"PONG\r\n").await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            });
+        }
+    });
+    port
+}
+
+/// The text of a condition message with the server list taken out.
+fn without_servers(message: &str, servers: &str) -> String {
+    message.replace(servers, "<servers>")
+}
+
+/// Finding 3 and 5: silent servers hold a worker for one connect deadline however many are
+/// listed (at most 8); a silent port and a closed port read the same in status (no port scan);
+/// a ninth server is refused before any connection.
+#[tokio::test]
+async fn silent_servers_are_bounded_and_failures_are_folded() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "hostile-silent").await;
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(silent_server().await);
+    }
+    let url = silent
+        .iter()
+        .map(|s| format!("nats://127.0.0.1:{}", s.port))
+        .collect::<Vec<_>>()
+        .join(",");
+    let bucket = support::unique_bucket("silent");
+    let started = std::time::Instant::now();
+    control_plane().apply(&component(&ns.name, "silent", &url, &bucket, ""));
+    let kvb = wait_condition(
+        &client,
+        &ns.name,
+        "silent",
+        "Connected",
+        "False",
+        "NatsUnavailable",
+    )
+    .await;
+    let elapsed = started.elapsed();
+    // One 5 s connect deadline for all eight (it was 5 s each, plus back-off between them).
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "eight silent servers held the worker {elapsed:?}"
+    );
+    let silent_message = kvb.condition("Connected").unwrap().message.clone();
+
+    let closed = format!("nats://127.0.0.1:{}", support::process::free_port());
+    control_plane().apply(&component(&ns.name, "closed", &closed, &bucket, ""));
+    let kvb = wait_condition(
+        &client,
+        &ns.name,
+        "closed",
+        "Connected",
+        "False",
+        "NatsUnavailable",
+    )
+    .await;
+    let closed_message = kvb.condition("Connected").unwrap().message.clone();
+    assert_eq!(
+        without_servers(&silent_message, &url),
+        without_servers(&closed_message, &closed),
+        "a silent port and a closed port must read the same"
+    );
+
+    let nine = format!("{url},nats://127.0.0.1:{}", support::process::free_port());
+    control_plane().apply(&component(&ns.name, "nine", &nine, &bucket, ""));
+    wait_condition(
+        &client,
+        &ns.name,
+        "nine",
+        "Ready",
+        "False",
+        "TooMuchMetadata",
+    )
+    .await;
+}
+
+/// Finding 3: servers a remote advertises (`connect_urls`) are never dialled.
+#[tokio::test]
+async fn servers_a_remote_advertises_are_not_dialled() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "hostile-advertise").await;
+    let advertised = silent_server().await;
+    let fake = advertising_server(advertised.port).await;
+    let bucket = support::unique_bucket("advertise");
+    control_plane().apply(&component(
+        &ns.name,
+        "fake",
+        &format!("nats://127.0.0.1:{fake}"),
+        &bucket,
+        "",
+    ));
+    // The handshake succeeds, the JetStream request gets no answer, the server hangs up: the
+    // client reconnects, and would try the advertised server first (it never failed).
+    let kvbs: Api<KeyValueBucket> = Api::namespaced(client.clone(), &ns.name);
+    support::eventually(
+        READY,
+        "kvb/fake to be Ready=False",
+        || async {
+            let kvb = kvbs.get_opt("fake").await.ok().flatten()?;
+            (kvb.condition("Ready")?.status == "False").then_some(())
+        },
+        async || operator().log_tail(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        advertised
+            .accepted
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the operator dialled a server only the remote named"
+    );
+}
+
+/// Finding 4: a client that trickles a request head (slowloris) is cut off by the header-read
+/// timeout (5 s) on the metrics port; it used to be held for as long as it kept sending.
+#[tokio::test]
+async fn a_slowloris_client_is_cut_off_on_the_metrics_port() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = operator().http_addr.clone();
+    // Wait for the port.
+    let mut socket = support::eventually(
+        READY,
+        "the metrics port",
+        || async { tokio::net::TcpStream::connect(&addr).await.ok() },
+        async || operator().log_tail(),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut closed_after = None;
+    for i in 0..40 {
+        // One more header byte a second, never the blank line that ends the head.
+        if socket
+            .write_all(format!("X-{i}: y\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_secs(1), socket.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+            // A 408 before closing is fine too.
+            Ok(Ok(_)) => {}
+            Err(_) => {}
+        }
+    }
+    let closed_after = closed_after.expect("the slow client was held for 40 s");
+    assert!(
+        closed_after < Duration::from_secs(10),
+        "cut off after {closed_after:?}"
+    );
+    eprintln!("slowloris on the metrics port cut off after {closed_after:?}");
+}
+
+/// Finding 6: 80,000 metadata items get their reason at once (one pass and a cap), and the
+/// operator stays responsive.
+#[tokio::test]
+async fn eighty_thousand_metadata_items_get_a_reason_at_once() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "huge-metadata").await;
+    let mut items: Vec<serde_json::Value> = vec![
+        serde_json::json!({"name": "natsURL", "value": nats().url()}),
+        serde_json::json!({"name": "bucket", "value": "huge"}),
+    ];
+    // Names only, so that the object fits etcd's request limit.
+    items.extend((0..80_000).map(|i| serde_json::json!({"name": i.to_string()})));
+    let manifest = serde_json::json!({
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": "huge", "namespace": ns.name},
+        "spec": {"type": "state.jetstream", "version": "v1", "metadata": items},
+    });
+    let components: Api<Component> = Api::namespaced(client.clone(), &ns.name);
+    let started = std::time::Instant::now();
+    let api: Api<kube::core::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns.name,
+        &kube::core::ApiResource::erase::<Component>(&()),
+    );
+    api.create(
+        &Default::default(),
+        &serde_json::from_value(manifest).unwrap(),
+    )
+    .await
+    .unwrap();
+    let created = started.elapsed();
+    let kvb = wait_condition(
+        &client,
+        &ns.name,
+        "huge",
+        "Ready",
+        "False",
+        "TooMuchMetadata",
+    )
+    .await;
+    let total = started.elapsed();
+    eprintln!("80,000 metadata items: created in {created:?}, reason after {total:?}");
+    assert!(
+        total - created < Duration::from_secs(5),
+        "the reason took {:?} after the create",
+        total - created
+    );
+    assert!(
+        kvb.condition("Ready")
+            .unwrap()
+            .message
+            .contains("80002 metadata items")
+    );
+    drop(components);
+}
