@@ -52,7 +52,7 @@ case $kind in
       --label org.opencontainers.image.description="Provisions the NATS JetStream KV buckets of Dapr state.jetstream Components" \
       --label org.opencontainers.image.licenses="Apache-2.0" \
       --user 65532:65532 \
-      --port 8080 \
+      --port 8080/tcp \
       --entrypoint '["/jetstream-kv-operator"]' \
       --cmd '["run"]' \
       "$ctr"

@@ -5,7 +5,7 @@
 #
 #   eval "$(test-env/operator-image.sh)"
 #
-# The archive is cached by the binary's hash: a warm run costs cargo's no-op build.
+# The archive is cached by the binary's hash and image.sh's: a warm run costs cargo's no-op build.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${JKO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jetstream-kv-operator}
@@ -16,7 +16,8 @@ printf '==> %s\n' "building the operator's release binary (cargo build --release
 (cd "$here/.." && cargo build --release --locked --bin jetstream-kv-operator) >&2
 bin="$CARGO_TARGET_DIR/release/jetstream-kv-operator"
 tag=$(sha256sum "$bin" | cut -c1-12)
-archive="$cache/images/jetstream-kv-operator-$tag.tar"
+recipe=$(sha256sum "$here/image.sh" | cut -c1-8)
+archive="$cache/images/jetstream-kv-operator-$tag-$recipe.tar"
 if [ ! -s "$archive" ]; then
   printf '==> %s\n' "building the operator's image (buildah, from scratch)" >&2
   "$here/image.sh" operator "$bin" "$archive" >/dev/null

@@ -236,11 +236,21 @@ impl ControlPlane {
     }
 }
 
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        if let Ok(mut child) = self.child.lock() {
+impl ControlPlane {
+    /// Stops the control plane and waits until it has exited: with a node, after the node is torn
+    /// down (pods, containerd, mounts, bridge, iptables rule, cgroups).
+    pub fn stop(&self) {
+        if let Ok(mut child) = self.child.lock()
+            && matches!(child.try_wait(), Ok(None))
+        {
             signal(&child, libc::SIGTERM);
             let _ = child.wait();
         }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -48,6 +48,16 @@ pub fn control_plane() -> &'static ControlPlane {
 pub fn node_cluster() -> &'static ControlPlane {
     let cp = CP.get_or_init(|| {
         let cp = ControlPlane::start_node();
+        // The static is never dropped: when the tests are done, the binary stops the control
+        // plane and waits for its node's teardown before it exits, so that nothing of the node
+        // outlives the test binary (the parent-death signal alone would not wait).
+        extern "C" fn stop_at_exit() {
+            if let Some(cp) = CP.get() {
+                cp.stop();
+            }
+        }
+        // SAFETY: registers a plain function without arguments, run once by exit().
+        unsafe { libc::atexit(stop_at_exit) };
         cp.install_crds();
         cp
     });
