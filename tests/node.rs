@@ -237,7 +237,6 @@ impl Release {
                 get(&["-n", &self.ns, "logs", pod, "--tail=40"])
             ));
         }
-        let node = cp.node.as_ref().expect("a node");
         format!(
             "--- objects:\n{}\n--- pods:\n{}\n--- events:\n{}\n{logs}--- kubelet log:\n{}",
             get(&[
@@ -256,13 +255,7 @@ impl Release {
                 "events",
                 "--sort-by=.metadata.creationTimestamp"
             ]),
-            support::process::tail(
-                &std::path::Path::new(&node.kubelet_root_dir)
-                    .parent()
-                    .expect("node dir")
-                    .join("kubelet.log"),
-                30
-            )
+            support::process::tail(&cp.dir.join("node").join("kubelet.log"), 30)
         )
     }
 

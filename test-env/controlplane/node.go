@@ -28,8 +28,8 @@ const serviceIP = "10.0.0.1"
 
 type node struct {
 	id         string // jko-<hex>: the bridge, cgroup and /run folder names
-	dir        string // under the control plane's --dir: configs, containerd root, kubelet root
-	run        string // /run/jko-<hex>: sockets and containerd state (short paths)
+	dir        string // under the control plane's --dir: configs, logs, containerd root
+	run        string // /run/jko-<hex>: sockets, containerd state, kubelet root (short paths)
 	name       string // the node's name: the hostname
 	subnet     string // 10.244.N.0/24
 	gateway    string // 10.244.N.1: the bridge's address, where pods reach the host
@@ -85,6 +85,8 @@ func newNode(dir string, apiPort int, images []string, pauseImage string) (*node
 }
 
 func (n *node) sock() string { return filepath.Join(n.run, "containerd.sock") }
+
+func (n *node) kubeletRoot() string { return filepath.Join(n.run, "kubelet") }
 
 func run1(name string, args ...string) error {
 	out, err := exec.Command(name, args...).CombinedOutput()
@@ -221,7 +223,9 @@ func (n *node) startKubelet(self, kubeconfig string) error {
 	if err != nil {
 		return err
 	}
-	root := filepath.Join(n.dir, "kubelet")
+	// Under /run/jko-<id>, not the control plane's folder: the kubelet makes unix sockets in its
+	// root dir (pod-resources/<random>), and a deep path is over the 108-byte limit of their names.
+	root := n.kubeletRoot()
 	for _, d := range []string{root, filepath.Join(n.dir, "pod-logs")} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return err
@@ -340,7 +344,7 @@ func (n *node) waitReady(timeout time.Duration) error {
 
 func (n *node) info(started time.Time) nodeInfo {
 	return nodeInfo{Name: n.name, Bridge: n.id, Gateway: n.gateway, Subnet: n.subnet,
-		ContainerdSock: n.sock(), KubeletRootDir: filepath.Join(n.dir, "kubelet"), CgroupRoot: "/" + n.id,
+		ContainerdSock: n.sock(), KubeletRootDir: n.kubeletRoot(), CgroupRoot: "/" + n.id,
 		ContainerdPID: n.containerd.pid(), KubeletPID: n.kubelet.pid(), SchedulerPID: n.scheduler.pid(),
 		ReadyAfterStart: time.Since(started).Round(time.Millisecond).String()}
 }

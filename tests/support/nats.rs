@@ -129,7 +129,7 @@ impl NatsServer {
         panic!("nats-server could not bind free ports in 5 attempts:\n{last_failure}");
     }
 
-    /// `nats://127.0.0.1:<port>`.
+    /// `nats://<host>:<port>`: `nats://127.0.0.1:<port>` unless started with a host.
     pub fn url(&self) -> String {
         format!("nats://{}:{}", self.host, self.port)
     }
@@ -280,11 +280,11 @@ impl NatsServer {
             .ok()
             .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
             .is_some_and(|varz| varz["port"] == self.port);
-        let accepts = TcpStream::connect_timeout(
-            &SocketAddr::from(([127, 0, 0, 1], self.port)),
-            Duration::from_secs(1),
-        )
-        .is_ok();
+        // On the address it listens on (127.0.0.1, or the node's bridge gateway).
+        let accepts = self.host.parse::<std::net::IpAddr>().is_ok_and(|ip| {
+            TcpStream::connect_timeout(&SocketAddr::from((ip, self.port)), Duration::from_secs(1))
+                .is_ok()
+        });
         ours && accepts
     }
 }
