@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use support::nats::NatsServer;
 use support::process::free_port;
-use support::{TestNamespace, client, control_plane, operator, wait_kvb};
+use support::{ComponentManifest, TestNamespace, client, control_plane, operator, wait_kvb};
 
 fn daprd_bin() -> PathBuf {
     std::env::var_os("JKO_DAPRD_BIN")
@@ -245,7 +245,7 @@ async fn daprd_refuses_the_component_before_its_bucket_exists_then_stores_state_
     let url = server.url();
     daprd_round_trip(
         "daprd",
-        |ns, bucket| support::component_yaml(ns, "statestore", &url, bucket, ""),
+        |ns, bucket| ComponentManifest::store(ns, "statestore", &url, bucket).yaml(),
         &server.url(),
         async_nats::ConnectOptions::new(),
     )
@@ -258,10 +258,10 @@ async fn daprd_with_jwt_and_seed_against_an_operator_mode_server() {
     let (jwt, seed) = accounts.new_user("dapr", None);
     let url = server.url();
     let manifest = |ns: &str, bucket: &str| {
-        format!(
-            "{}  - name: jwt\n    value: {jwt}\n  - name: seedKey\n    value: {seed}\n",
-            support::component_yaml(ns, "statestore", &url, bucket, "")
-        )
+        ComponentManifest::store(ns, "statestore", &url, bucket)
+            .item("jwt", &jwt)
+            .item("seedKey", &seed)
+            .yaml()
     };
     daprd_round_trip(
         "daprd-jwt",
