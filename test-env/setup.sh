@@ -150,7 +150,7 @@ if want node; then
     elapsed "$t"
   fi
   env_lines+=("export JKO_PAUSE_IMAGE_ARCHIVE='$pause_archive'")
-  ready+=("$(containerd --version | awk '{print "containerd", $3}'), $(runc --version | head -1)")
+  ready+=("$(containerd --version | awk '{print "containerd", $3}')" "$(runc --version | head -1)")
 fi
 
 # Dapr's sidecar, daprd, from Go modules: a wrapper module (test-env/daprd) that runs daprd's app
