@@ -82,7 +82,8 @@ for _ in $(seq 100); do
   (echo >/dev/tcp/"$nats_host"/"$nats_port") 2>/dev/null && break
   sleep 0.1
 done
-echo "nats-server $("$JKO_NATS_SERVER_BIN" --version | awk '{print $2}') on nats://$nats_host:$nats_port (monitoring on http://127.0.0.1:$monitor_port)" >&2
+# The monitoring port listens on the same address as the clients' port.
+echo "nats-server $("$JKO_NATS_SERVER_BIN" --version | awk '{print $2}') on nats://$nats_host:$nats_port (monitoring on http://$nats_host:$monitor_port)" >&2
 
 step "installing the CRDs (Dapr Component, KeyValueBucket)"
 kubectl apply --server-side -f crds/ >&2
@@ -128,9 +129,9 @@ kubectl get kvb statestore -o wide
 kubectl get kvb statestore -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}'
 
 step "the bucket as NATS reports it"
-python3 - "$monitor_port" <<'PY'
+python3 - "$nats_host" "$monitor_port" <<'PY'
 import json, sys, urllib.request
-jsz = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/jsz?streams=true&config=true"))
+jsz = json.load(urllib.request.urlopen(f"http://{sys.argv[1]}:{sys.argv[2]}/jsz?streams=true&config=true"))
 for account in jsz.get("account_details", []):
     for s in account.get("stream_detail", []):
         c = s["config"]
