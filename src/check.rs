@@ -1,7 +1,7 @@
 //! `check`: the operator's manifest checks, offline, for CI.
 //!
 //! Reads multi-document YAML (files, directories, or stdin, e.g. `kustomize build` output), finds
-//! the Dapr `Component`s of type `state.jetstream` and runs on each the reconciler's own
+//! the Dapr `Component`s of type `state.jetstream` or `pubsub.jetstream` and runs on each the reconciler's own
 //! validation pipeline ([`crate::validate`]), offline. A problem therefore carries the same
 //! CamelCase reason as the KeyValueBucket's `Ready` condition would, and the first problem of a
 //! Component is the one the operator reports.
@@ -74,7 +74,7 @@ pub struct Summary {
     pub files: usize,
     /// Non-empty YAML documents read.
     pub documents: usize,
-    /// `state.jetstream` Components checked.
+    /// `state.jetstream` and `pubsub.jetstream` Components checked.
     pub components: usize,
     /// Problems found.
     pub problems: usize,
@@ -230,7 +230,7 @@ pub fn check_text(file: &str, text: &str, now_unix: i64, report: &mut Report) {
                 continue;
             }
         };
-        if !component.is_jetstream_state_store() {
+        if !component.is_ours() {
             continue;
         }
         report.summary.components += 1;
@@ -418,11 +418,7 @@ pub fn summary_line(report: &Report) -> String {
         |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     let read = format!(
         "{} in {} ({})",
-        plural(
-            s.components,
-            "state.jetstream Component",
-            "state.jetstream Components"
-        ),
+        plural(s.components, "JetStream Component", "JetStream Components"),
         plural(s.documents, "document", "documents"),
         plural(s.files, "file", "files"),
     );
@@ -722,12 +718,12 @@ mod tests {
         let mut report = check(GOOD);
         assert_eq!(
             summary_line(&report),
-            "ok: 1 state.jetstream Component in 1 document (1 file), no problems"
+            "ok: 1 JetStream Component in 1 document (1 file), no problems"
         );
         report = check(&format!("{GOOD}---\n{}", GOOD.replace("orders", "")));
         assert_eq!(
             summary_line(&report),
-            "1 problem: 2 state.jetstream Components in 2 documents (1 file)"
+            "1 problem: 2 JetStream Components in 2 documents (1 file)"
         );
     }
 

@@ -33,7 +33,7 @@ pub enum Command {
         #[arg(value_enum, default_value_t = CrdKind::Keyvaluebucket)]
         kind: CrdKind,
     },
-    /// Check Dapr state.jetstream Components in YAML manifests as the operator would, offline.
+    /// Check Dapr state.jetstream and pubsub.jetstream Components in YAML manifests as the operator would, offline.
     ///
     /// Reads multi-document YAML from files, directories (every *.yaml and *.yml under them) or
     /// stdin (`-`), e.g. `kustomize build . | jetstream-kv-operator check -`, and reports every
@@ -119,6 +119,12 @@ pub struct RunArgs {
     /// resync.
     #[arg(long, env = "WATCH_SECRETS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub watch_secrets: bool,
+    /// Watch Dapr's declarative Subscriptions (subscriptions.dapr.io; needs list and watch), so
+    /// that a new topic reaches the stream of its pubsub.jetstream Component at once. False
+    /// (e.g. without Dapr's Subscription CRD): they are read when a Component reconciles, and a
+    /// new one is seen at the next resync.
+    #[arg(long, env = "WATCH_SUBSCRIPTIONS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub watch_subscriptions: bool,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
@@ -254,6 +260,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         },
         enforce_server_policy: args.server_policy == ServerPolicy::Enforce,
         watch_secrets: args.watch_secrets,
+        watch_subscriptions: args.watch_subscriptions,
         instance: identity.clone(),
     };
     tracing::info!(
@@ -261,6 +268,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         resync = ?config.resync,
         server_policy = ?args.server_policy,
         watch_secrets = config.watch_secrets,
+        watch_subscriptions = config.watch_subscriptions,
         identity = %identity,
         leader_election = args.leader_election,
         "starting jetstream-kv-operator {}",

@@ -1,6 +1,8 @@
 //! The `KeyValueBucket` resource: what the operator understood of a Component, and the state of its
 //! bucket. One per `state.jetstream` Component, same name and namespace, owned by it.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -130,6 +132,31 @@ pub struct BucketConfig {
     /// Description of the bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Per-key TTL is on, and the marker of an expired key is kept this long (Go duration);
+    /// absent when per-key TTL is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_marker_ttl: Option<String>,
+    /// The user's stream metadata (not the server's `_nats.*` keys, not the operator's own
+    /// marks).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// Where stored values are republished; absent when they are not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub republish: Option<RepublishConfig>,
+}
+
+/// A bucket's republish: every value stored under `source` is published again to `destination`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepublishConfig {
+    /// The subjects republished; absent for every key of the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The subject values are republished to.
+    pub destination: String,
+    /// Whether only the headers are republished, not the values.
+    #[serde(default)]
+    pub headers_only: bool,
 }
 
 /// Status of a KeyValueBucket.
@@ -229,12 +256,13 @@ pub(crate) fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> sc
 impl KeyValueBucket {
     /// The condition of a type, if set.
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
-        self.status
-            .as_ref()?
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_)
+        find_condition(&self.status.as_ref()?.conditions, type_)
     }
+}
+
+/// The condition of a type in a status' conditions, if set.
+pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
 }
 
 /// A condition to set: the pipeline decides these; [`merge_conditions`] stamps them.

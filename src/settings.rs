@@ -52,6 +52,29 @@ const MAX_REPLICAS: usize = 5;
 const MIN_TTL: Duration = Duration::from_millis(100);
 /// Annotation values longer than this are cut in error messages.
 const MAX_SHOWN_VALUE: usize = 80;
+/// Shortest delete-marker TTL nats-server accepts (`subject delete marker TTL must be at least 1
+/// second`).
+const MIN_LIMIT_MARKER_TTL: Duration = Duration::from_secs(1);
+/// Longest `jetstreamkv.io/metadata` text: checked before it is parsed, so one annotation costs
+/// linear time and bounded memory (nats-server itself allows 128 KiB of stream metadata).
+pub const MAX_METADATA_TEXT: usize = 16 * 1024;
+/// Most stream metadata items one Component may set.
+pub const MAX_METADATA_ITEMS: usize = 32;
+/// Longest stream metadata key, in bytes.
+pub const MAX_METADATA_KEY: usize = 256;
+/// Longest stream metadata value, in bytes.
+pub const MAX_METADATA_VALUE: usize = 1024;
+/// Stream metadata keys under these prefixes (compared case-insensitively) are not the user's:
+/// the operator's own marks (who owns the bucket: ownership is law) and the server's.
+pub const RESERVED_METADATA_PREFIXES: [&str; 2] = [ANNOTATION_PREFIX, "_nats."];
+
+/// Whether a stream metadata key is reserved (see [`RESERVED_METADATA_PREFIXES`]).
+pub fn is_reserved_metadata_key(key: &str) -> bool {
+    RESERVED_METADATA_PREFIXES.iter().any(|p| {
+        key.get(..p.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(p))
+    })
+}
 
 /// A bucket setting that can be set by annotation.
 ///
@@ -82,11 +105,21 @@ pub enum Setting {
     PlacementCluster,
     /// `jetstreamkv.io/placement-tags`
     PlacementTags,
+    /// `jetstreamkv.io/limit-marker-ttl`
+    LimitMarkerTtl,
+    /// `jetstreamkv.io/metadata`
+    Metadata,
+    /// `jetstreamkv.io/republish-source`
+    RepublishSource,
+    /// `jetstreamkv.io/republish-destination`
+    RepublishDestination,
+    /// `jetstreamkv.io/republish-headers-only`
+    RepublishHeadersOnly,
 }
 
 impl Setting {
     /// Every setting, in annotation order.
-    pub const ALL: [Setting; 10] = [
+    pub const ALL: [Setting; 15] = [
         Setting::History,
         Setting::Ttl,
         Setting::MaxBytes,
@@ -97,6 +130,11 @@ impl Setting {
         Setting::Description,
         Setting::PlacementCluster,
         Setting::PlacementTags,
+        Setting::LimitMarkerTtl,
+        Setting::Metadata,
+        Setting::RepublishSource,
+        Setting::RepublishDestination,
+        Setting::RepublishHeadersOnly,
     ];
 
     /// The full annotation key, e.g. `jetstreamkv.io/max-bytes`.
@@ -112,6 +150,11 @@ impl Setting {
             Setting::Description => "jetstreamkv.io/description",
             Setting::PlacementCluster => "jetstreamkv.io/placement-cluster",
             Setting::PlacementTags => "jetstreamkv.io/placement-tags",
+            Setting::LimitMarkerTtl => "jetstreamkv.io/limit-marker-ttl",
+            Setting::Metadata => "jetstreamkv.io/metadata",
+            Setting::RepublishSource => "jetstreamkv.io/republish-source",
+            Setting::RepublishDestination => "jetstreamkv.io/republish-destination",
+            Setting::RepublishHeadersOnly => "jetstreamkv.io/republish-headers-only",
         }
     }
 
@@ -208,6 +251,18 @@ pub struct BucketSettings {
     pub placement_cluster: Option<String>,
     /// Server tags the bucket's placement requires.
     pub placement_tags: Vec<String>,
+    /// Per-key TTL: how long the delete marker left when a key expires (by `ttl` or its own
+    /// TTL) is kept; `None` when per-key TTL is off.
+    pub limit_marker_ttl: Option<Duration>,
+    /// The user's stream metadata (never a reserved key).
+    pub metadata: BTreeMap<String, String>,
+    /// The subjects to republish (a NATS subject within the bucket's `$KV.<bucket>.>`); `None`
+    /// for every key of the bucket.
+    pub republish_source: Option<String>,
+    /// Where stored values are republished; `None`: no republish.
+    pub republish_destination: Option<String>,
+    /// Republish the headers only, not the values.
+    pub republish_headers_only: bool,
     /// What to do with a bucket the operator did not create.
     pub on_existing: OnExisting,
     /// What to do with the bucket when the Component is deleted.
@@ -231,6 +286,11 @@ impl Default for BucketSettings {
             description: None,
             placement_cluster: None,
             placement_tags: Vec::new(),
+            limit_marker_ttl: None,
+            metadata: BTreeMap::new(),
+            republish_source: None,
+            republish_destination: None,
+            republish_headers_only: false,
             on_existing: OnExisting::Verify,
             deletion_policy: DeletionPolicy::Retain,
             allow_data_loss: false,
@@ -262,6 +322,18 @@ pub enum SettingsError {
         /// The known keys, comma separated.
         known: String,
     },
+    /// `jetstreamkv.io/metadata` names a stream metadata key that is not the user's.
+    #[error(
+        "annotation {annotation} sets the stream metadata key {key:?}, which is reserved: keys \
+         starting with jetstreamkv.io/ are the operator's own marks of which Component owns the \
+         bucket, and keys starting with _nats. are the server's; use another key"
+    )]
+    ReservedMetadataKey {
+        /// The annotation key.
+        annotation: String,
+        /// The metadata key (shortened when long).
+        key: String,
+    },
 }
 
 impl Failure for SettingsError {
@@ -270,6 +342,7 @@ impl Failure for SettingsError {
         match self {
             SettingsError::InvalidAnnotation { .. } => "InvalidAnnotation",
             SettingsError::UnknownAnnotation { .. } => "UnknownAnnotation",
+            SettingsError::ReservedMetadataKey { .. } => "ReservedMetadataKey",
         }
     }
 
@@ -299,13 +372,42 @@ pub fn from_annotations(
             value: shorten(raw),
             expected: expected.to_owned(),
         };
-        if let Some(setting) = Setting::from_annotation(key) {
+        if let Some(Setting::Metadata) = Setting::from_annotation(key) {
+            settings.metadata = metadata(key, value)?;
+            settings.explicit.insert(Setting::Metadata);
+        } else if let Some(setting) = Setting::from_annotation(key) {
             apply(&mut settings, setting, raw, value).map_err(invalid)?;
             settings.explicit.insert(setting);
         } else {
             apply_policy(&mut settings, key, value)
                 .ok_or_else(|| unknown(key))?
                 .map_err(invalid)?;
+        }
+    }
+    // The source and headers-only shape a republish; without a destination there is none.
+    if settings.republish_destination.is_none() {
+        let shaped = [
+            (
+                Setting::RepublishSource,
+                settings.republish_source.is_some(),
+            ),
+            (
+                Setting::RepublishHeadersOnly,
+                settings.republish_headers_only,
+            ),
+        ];
+        for (setting, set) in shaped {
+            if set {
+                let annotation = setting.annotation();
+                return Err(SettingsError::InvalidAnnotation {
+                    annotation: annotation.to_owned(),
+                    value: shorten(annotations.get(annotation).map_or("", String::as_str)),
+                    expected: format!(
+                        "it together with {}, which says where values are republished",
+                        Setting::RepublishDestination.annotation()
+                    ),
+                });
+            }
         }
     }
     Ok(settings)
@@ -383,8 +485,139 @@ fn apply(
                 .map(str::to_owned)
                 .collect();
         }
+        Setting::LimitMarkerTtl => {
+            const EXPECTED: &str = "a duration of at least 1s such as 30s, 5m or 1h (how long \
+                the marker of an expired key is kept; it turns per-key TTL on), or 0 for off";
+            let ttl = crate::duration::parse(value).ok_or(EXPECTED)?;
+            if !ttl.is_zero() && ttl < MIN_LIMIT_MARKER_TTL {
+                return Err(EXPECTED);
+            }
+            settings.limit_marker_ttl = Some(ttl).filter(|d| !d.is_zero());
+        }
+        // Read by `metadata`, which says which item is wrong.
+        Setting::Metadata => {}
+        Setting::RepublishSource => {
+            settings.republish_source = Some(subject(value).ok_or(
+                "a NATS subject within the bucket's keys, e.g. $KV.<bucket>.orders.> (tokens \
+                 separated by dots, * and > as whole tokens, > last)",
+            )?)
+            .filter(|s| !s.is_empty());
+        }
+        Setting::RepublishDestination => {
+            settings.republish_destination = Some(subject(value).ok_or(
+                "a NATS subject with no *, e.g. changes.orders.> (> only when the source has \
+                 it too), or empty for no republish",
+            )?)
+            .filter(|s| !s.is_empty());
+        }
+        Setting::RepublishHeadersOnly => {
+            settings.republish_headers_only = boolean(value)
+                .ok_or("\"true\" (republish the headers, not the values) or \"false\"")?;
+        }
     }
     Ok(())
+}
+
+/// A NATS subject as written (syntax only: what it may match is checked where the bucket is
+/// known), or empty; `None` when it is not one.
+fn subject(value: &str) -> Option<String> {
+    const MAX_SUBJECT: usize = 255;
+    if value.is_empty() {
+        return Some(String::new());
+    }
+    if value.len() > MAX_SUBJECT || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return None;
+    }
+    let tokens: Vec<&str> = value.split('.').collect();
+    let well_formed = tokens.iter().enumerate().all(|(i, t)| {
+        !t.is_empty()
+            && (t.len() == 1 || !t.contains(['*', '>']))
+            && (*t != ">" || i + 1 == tokens.len())
+    });
+    well_formed.then(|| value.to_owned())
+}
+
+/// Reads `jetstreamkv.io/metadata`: a JSON object of text values, e.g. `{"team": "shop"}`.
+/// The text is bounded before it is parsed; items, keys and values are bounded after; a
+/// reserved key (the operator's marks, the server's) has its own reason.
+fn metadata(annotation: &str, value: &str) -> Result<BTreeMap<String, String>, SettingsError> {
+    let invalid = |why: String| SettingsError::InvalidAnnotation {
+        annotation: annotation.to_owned(),
+        value: shorten(value),
+        expected: format!(
+            "a JSON object of at most {MAX_METADATA_ITEMS} text values, e.g. \
+             {{\"team\": \"shop\", \"tier\": \"gold\"}}, or empty for none ({why})"
+        ),
+    };
+    if value.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    if value.len() > MAX_METADATA_TEXT {
+        return Err(invalid(format!(
+            "it is {} bytes long, more than {MAX_METADATA_TEXT}",
+            value.len()
+        )));
+    }
+    let Entries(entries) = serde_json::from_str(value)
+        .map_err(|e| invalid(format!("it is not a JSON object of text values: {e}")))?;
+    if entries.len() > MAX_METADATA_ITEMS {
+        return Err(invalid(format!("it has {} items", entries.len())));
+    }
+    let mut out = BTreeMap::new();
+    for (key, item) in entries {
+        if is_reserved_metadata_key(&key) {
+            return Err(SettingsError::ReservedMetadataKey {
+                annotation: annotation.to_owned(),
+                key: shorten(&key),
+            });
+        }
+        let shown = shorten(&key);
+        if key.is_empty() || key.len() > MAX_METADATA_KEY || key.chars().any(char::is_control) {
+            return Err(invalid(format!(
+                "key {shown:?} must have 1 to {MAX_METADATA_KEY} bytes and no control characters"
+            )));
+        }
+        let serde_json::Value::String(text) = item else {
+            return Err(invalid(format!(
+                "the value of {shown:?} is not text: quote it"
+            )));
+        };
+        if text.len() > MAX_METADATA_VALUE {
+            return Err(invalid(format!(
+                "the value of {shown:?} is longer than {MAX_METADATA_VALUE} bytes"
+            )));
+        }
+        if out.insert(key, text).is_some() {
+            return Err(invalid(format!("key {shown:?} is given twice")));
+        }
+    }
+    Ok(out)
+}
+
+/// A JSON object's entries in order, duplicates kept (a map would silently keep the last one).
+struct Entries(Vec<(String, serde_json::Value)>);
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Entries, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(Entries(out))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
 }
 
 /// Sets one policy, or says what it accepts; `None` when `key` is no policy annotation.
@@ -537,7 +770,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// A value for an error message: cut when long, since annotations can hold kilobytes.
-fn shorten(value: &str) -> String {
+pub(crate) fn shorten(value: &str) -> String {
     match value.char_indices().nth(MAX_SHOWN_VALUE) {
         Some((cut, _)) => format!("{}...", &value[..cut]),
         None => value.to_owned(),
@@ -794,6 +1027,140 @@ mod tests {
     }
 
     #[test]
+    fn limit_marker_ttl() {
+        for (v, want) in [
+            ("30s", Some(30)),
+            ("1s", Some(1)),
+            ("2h", Some(7200)),
+            ("0", None),
+        ] {
+            assert_eq!(
+                good("jetstreamkv.io/limit-marker-ttl", v).limit_marker_ttl,
+                want.map(Duration::from_secs),
+                "{v}"
+            );
+        }
+        for v in ["999ms", "100ms", "-1s", "soon", "", "1d"] {
+            bad("jetstreamkv.io/limit-marker-ttl", v, "at least 1s");
+        }
+    }
+
+    #[test]
+    fn metadata_is_a_json_object_of_text() {
+        let s = good(
+            "jetstreamkv.io/metadata",
+            r#" {"team": "shop", "cost-center": "42", "note": ""} "#,
+        );
+        assert_eq!(
+            s.metadata,
+            BTreeMap::from([
+                ("cost-center".to_owned(), "42".to_owned()),
+                ("note".to_owned(), String::new()),
+                ("team".to_owned(), "shop".to_owned()),
+            ])
+        );
+        assert!(good("jetstreamkv.io/metadata", "").metadata.is_empty());
+        assert!(good("jetstreamkv.io/metadata", "{}").metadata.is_empty());
+        for (v, why) in [
+            ("team=shop", "not a JSON object"),
+            (r#"["team"]"#, "not a JSON object"),
+            (r#"{"tier": 1}"#, "quote it"),
+            (r#"{"a": {"b": "c"}}"#, "quote it"),
+            (r#"{"team": "a", "team": "b"}"#, "given twice"),
+            (r#"{"": "x"}"#, "1 to 256 bytes"),
+            (r#"{"a\u0007": "x"}"#, "no control characters"),
+            ("{\"a\u{7}\": \"x\"}", "control character"),
+        ] {
+            bad("jetstreamkv.io/metadata", v, why);
+        }
+    }
+
+    #[test]
+    fn metadata_is_bounded_before_and_after_parsing() {
+        let items: Vec<String> = (0..=MAX_METADATA_ITEMS)
+            .map(|i| format!("\"k{i}\": \"v\""))
+            .collect();
+        bad(
+            "jetstreamkv.io/metadata",
+            &format!("{{{}}}", items.join(",")),
+            "it has 33 items",
+        );
+        let big = format!("{{\"k\": \"{}\"}}", "x".repeat(MAX_METADATA_TEXT));
+        bad("jetstreamkv.io/metadata", &big, "more than 16384");
+        let long_value = format!("{{\"k\": \"{}\"}}", "x".repeat(MAX_METADATA_VALUE + 1));
+        bad(
+            "jetstreamkv.io/metadata",
+            &long_value,
+            "longer than 1024 bytes",
+        );
+        let long_key = format!("{{\"{}\": \"v\"}}", "k".repeat(MAX_METADATA_KEY + 1));
+        bad("jetstreamkv.io/metadata", &long_key, "1 to 256 bytes");
+        // Deep nesting is refused by the parser, within the text bound.
+        let deep = format!("{{\"k\": {}{}}}", "[".repeat(5000), "]".repeat(5000));
+        bad("jetstreamkv.io/metadata", &deep, "not a JSON object");
+    }
+
+    #[test]
+    fn metadata_never_sets_the_owner_marks_nor_the_servers_keys() {
+        for key in [
+            "jetstreamkv.io/managed-by",
+            "jetstreamkv.io/component",
+            "JetStreamKV.io/component",
+            "jetstreamkv.io/anything",
+            "_nats.ver",
+            "_NATS.req.level",
+        ] {
+            let e =
+                read("jetstreamkv.io/metadata", &format!("{{\"{key}\": \"x\"}}")).expect_err(key);
+            assert_eq!(e.reason(), "ReservedMetadataKey", "{key}");
+            assert!(e.is_permanent());
+            let msg = e.to_string();
+            assert!(
+                msg.contains(key) && msg.contains("use another key"),
+                "{msg}"
+            );
+        }
+        assert!(is_reserved_metadata_key("jetstreamkv.io/managed-by"));
+        assert!(!is_reserved_metadata_key("jetstreamkv.io"));
+        assert!(!is_reserved_metadata_key("team"));
+        assert!(!is_reserved_metadata_key("é"));
+    }
+
+    #[test]
+    fn republish() {
+        let s = from_annotations(&annotations(&[
+            ("jetstreamkv.io/republish-destination", "changes.orders.>"),
+            ("jetstreamkv.io/republish-source", "$KV.orders.>"),
+            ("jetstreamkv.io/republish-headers-only", "TRUE"),
+        ]))
+        .unwrap();
+        assert_eq!(s.republish_destination.as_deref(), Some("changes.orders.>"));
+        assert_eq!(s.republish_source.as_deref(), Some("$KV.orders.>"));
+        assert!(s.republish_headers_only);
+        assert_eq!(
+            good("jetstreamkv.io/republish-destination", "").republish_destination,
+            None
+        );
+        for v in ["a..b", "a b", ">.a", "a.b*", ".a", "a."] {
+            bad("jetstreamkv.io/republish-destination", v, "a NATS subject");
+            bad("jetstreamkv.io/republish-source", v, "a NATS subject");
+        }
+        bad("jetstreamkv.io/republish-headers-only", "yes", "\"true\"");
+        // A source or headers-only without a destination republishes nothing: said, not ignored.
+        for (key, value) in [
+            ("jetstreamkv.io/republish-source", "$KV.orders.>"),
+            ("jetstreamkv.io/republish-headers-only", "true"),
+        ] {
+            bad(key, value, "jetstreamkv.io/republish-destination");
+        }
+        assert!(
+            good("jetstreamkv.io/republish-headers-only", "false")
+                .republish_destination
+                .is_none()
+        );
+    }
+
+    #[test]
     fn policies_are_not_bucket_settings() {
         let cases = [
             ("jetstreamkv.io/on-existing", "adopt"),
@@ -837,6 +1204,11 @@ mod tests {
             ("jetstreamkv.io/description", ""),
             ("jetstreamkv.io/placement-cluster", ""),
             ("jetstreamkv.io/placement-tags", ""),
+            ("jetstreamkv.io/limit-marker-ttl", "0"),
+            ("jetstreamkv.io/metadata", ""),
+            ("jetstreamkv.io/republish-source", ""),
+            ("jetstreamkv.io/republish-destination", ""),
+            ("jetstreamkv.io/republish-headers-only", "false"),
             ("jetstreamkv.io/on-existing", "verify"),
         ];
         let s = from_annotations(&annotations(&all)).unwrap();

@@ -21,6 +21,8 @@ use crate::crd::ConditionType;
 use crate::dapr::store::{POD_TEMPLATES, StoreConfig, store_config_with_origins};
 use crate::dapr::{Component, MetadataEntry, ValueSource, parse_metadata};
 use crate::failure::{Failure, Problem};
+use crate::pubsub::stream::{StreamSettings, stream_settings};
+use crate::pubsub::{PubsubConfig, pubsub_config_with_origins};
 use crate::secret_value::SecretValue;
 use crate::secrets::SecretError;
 use crate::settings::{BucketSettings, from_annotations};
@@ -104,24 +106,68 @@ pub fn validate(component: &Component, values: Values<'_>, now_unix: i64) -> Val
     let Ok(entries) = entries else {
         return out;
     };
-    // Each entry's value: known (inline, or read), or unknown offline (then a placeholder).
+    let is_offline = matches!(values, Values::Offline);
+    let Some((known, values)) = entry_values(&entries, values, &mut out.findings) else {
+        return out;
+    };
+    match store_config_with_origins(&values, origin_in(&entries)) {
+        Err(e) => out.problem(CredentialsResolved, &e),
+        Ok(store) if out.clean() => out.store = Some(store),
+        Ok(_) => {}
+    }
+    // The republish subjects are checked against the bucket, once it is known.
+    if let (Some(settings), Some(store)) = (out.settings.as_mut(), out.store.as_ref())
+        && settings.republish_destination.is_some()
+    {
+        if is_offline && origin_in(&entries)("bucket").is_some() {
+            out.findings.notes.push(
+                "the bucket name comes from a Secret, so only the operator checks the republish \
+                 subjects against it (the source within $KV.<bucket>.>, the destination outside)"
+                    .to_owned(),
+            );
+        } else if let Err(e) = crate::nats::bucket::check_republish(&store.bucket, settings) {
+            out.problem(ConfigSynced, &e);
+        }
+    }
+    check_credentials(&known, now_unix, &mut out.findings);
+    out
+}
+
+/// Each metadata entry's value when known (None: held in a Secret, offline).
+type Known = Vec<(String, Option<SecretValue>)>;
+
+/// Each metadata entry's value, known (inline, or read) or unknown offline (then a placeholder
+/// that passes the checks of its item, and a note); None when a Secret could not be read (a
+/// problem then says why).
+fn entry_values(
+    entries: &[MetadataEntry],
+    values: Values<'_>,
+    findings: &mut ComponentFindings,
+) -> Option<(Known, Vec<(String, SecretValue)>)> {
     let known: Vec<(String, Option<SecretValue>)> = match values {
         Values::Read(Ok(read)) => read
             .iter()
             .map(|(n, v)| (n.clone(), Some(v.clone())))
             .collect(),
         Values::Read(Err(e)) => {
-            out.problem(CredentialsResolved, e);
-            return out;
+            findings
+                .problems
+                .push(Problem::of(ConditionType::CredentialsResolved, e));
+            return None;
         }
-        Values::Offline => entries.iter().map(|e| offline(e, &mut out)).collect(),
+        Values::Offline => entries.iter().map(|e| offline(e, findings)).collect(),
     };
-    let values: Vec<(String, SecretValue)> = known
+    let values = known
         .iter()
         .map(|(name, v)| (name.clone(), v.clone().unwrap_or_else(|| placeholder(name))))
         .collect();
-    // A natsURL or bucket read from a Secret is shown as where it came from, never as itself.
-    let origin = |item: &str| {
+    Some((known, values))
+}
+
+/// Where an item's value came from, when it must be shown instead of the value: a natsURL or
+/// bucket read from a Secret is shown as its origin, never as itself.
+fn origin_in(entries: &[MetadataEntry]) -> impl Fn(&str) -> Option<String> + '_ {
+    move |item: &str| {
         entries
             .iter()
             .find(|e| e.name == item)
@@ -131,14 +177,16 @@ pub fn validate(component: &Component, values: Values<'_>, now_unix: i64) -> Val
                 }
                 ValueSource::Inline(_) => None,
             })
-    };
-    match store_config_with_origins(&values, origin) {
-        Err(e) => out.problem(CredentialsResolved, &e),
-        Ok(store) if out.clean() => out.store = Some(store),
-        Ok(_) => {}
     }
-    // The credential checks do not depend on the store's other items: run them whenever both
-    // values are known and usable, so that a broken bucket name does not hide a broken JWT.
+}
+
+/// The NATS user credential checks. They do not depend on the other items: run them whenever
+/// both values are known and usable, so that a broken bucket name does not hide a broken JWT.
+fn check_credentials(
+    known: &[(String, Option<SecretValue>)],
+    now_unix: i64,
+    findings: &mut ComponentFindings,
+) {
     let find = |wanted: &str| {
         known
             .iter()
@@ -148,16 +196,77 @@ pub fn validate(component: &Component, values: Values<'_>, now_unix: i64) -> Val
     match (find("jwt"), find("seedKey")) {
         (Some(Some(jwt)), Some(Some(seed))) if usable(jwt) && usable(seed) => {
             if let Err(e) = crate::credentials::check_user_credentials(jwt, seed, now_unix) {
-                out.problem(CredentialsResolved, &e);
+                findings
+                    .problems
+                    .push(Problem::of(ConditionType::CredentialsResolved, &e));
             }
         }
-        (Some(None), Some(_)) | (Some(_), Some(None)) => out.findings.notes.push(
+        (Some(None), Some(_)) | (Some(_), Some(None)) => findings.notes.push(
             "the user JWT and seed are not both inline, so only the operator checks them \
              (decoded, a user JWT, not expired, the seed matching it)"
                 .to_owned(),
         ),
         _ => {}
     }
+}
+
+/// What validation makes of a `pubsub.jetstream` Component.
+#[derive(Clone, Debug, Default)]
+pub struct PubsubValidation {
+    /// Problems and notes.
+    pub findings: ComponentFindings,
+    /// The stream settings, when the annotations passed.
+    pub settings: Option<StreamSettings>,
+    /// The pub/sub's config, when every step up to it passed.
+    pub config: Option<PubsubConfig>,
+}
+
+impl PubsubValidation {
+    /// The config and settings, when nothing is wrong.
+    pub fn valid(&self) -> Option<(&PubsubConfig, &StreamSettings)> {
+        match (&self.config, &self.settings) {
+            (Some(c), Some(s)) if self.findings.problems.is_empty() => Some((c, s)),
+            _ => None,
+        }
+    }
+}
+
+/// The same pipeline for a `pubsub.jetstream` Component: Dapr's metadata rules, the stream
+/// annotations, the Secret values, the pub/sub's own checks (natsURL and credentials with the
+/// state store's rules) and the NATS user credential checks.
+pub fn validate_pubsub(
+    component: &Component,
+    values: Values<'_>,
+    now_unix: i64,
+) -> PubsubValidation {
+    use ConditionType::{ConfigSynced, CredentialsResolved};
+    let mut out = PubsubValidation::default();
+    let entries = parse_metadata(component);
+    if let Err(e) = &entries {
+        out.findings
+            .problems
+            .push(Problem::of(CredentialsResolved, e));
+    }
+    match stream_settings(component.annotations()) {
+        Err(e) => out.findings.problems.push(Problem::of(ConfigSynced, &e)),
+        Ok(settings) if out.findings.problems.is_empty() => out.settings = Some(settings),
+        Ok(_) => {}
+    }
+    let Ok(entries) = entries else {
+        return out;
+    };
+    let Some((known, values)) = entry_values(&entries, values, &mut out.findings) else {
+        return out;
+    };
+    match pubsub_config_with_origins(&values, origin_in(&entries)) {
+        Err(e) => out
+            .findings
+            .problems
+            .push(Problem::of(CredentialsResolved, &e)),
+        Ok(config) if out.findings.problems.is_empty() => out.config = Some(config),
+        Ok(_) => {}
+    }
+    check_credentials(&known, now_unix, &mut out.findings);
     out
 }
 
@@ -169,15 +278,42 @@ pub fn check_server_policy(
     component: &Component,
     decide: impl FnOnce(&str, &str, bool) -> crate::policy::Decision,
 ) {
-    let Some(store) = &validation.store else {
-        return;
-    };
+    let servers = validation
+        .store
+        .as_ref()
+        .map(|s| (&s.servers, &s.redacted_servers, &s.auth));
+    let problem = server_policy_problem(component, servers, decide);
+    validation.findings.problems.extend(problem);
+}
+
+/// [`check_server_policy`] for a `pubsub.jetstream` Component.
+pub fn check_pubsub_server_policy(
+    validation: &mut PubsubValidation,
+    component: &Component,
+    decide: impl FnOnce(&str, &str, bool) -> crate::policy::Decision,
+) {
+    let servers = validation
+        .config
+        .as_ref()
+        .map(|c| (&c.servers, &c.redacted_servers, &c.auth));
+    let problem = server_policy_problem(component, servers, decide);
+    validation.findings.problems.extend(problem);
+}
+
+/// The `ServerNotAllowed` problem, when no NatsServerPolicy allows the servers.
+/// `servers`: `natsURL`, as shown, and how the Component authenticates (None: not known).
+fn server_policy_problem(
+    component: &Component,
+    servers: Option<(&SecretValue, &Vec<String>, &crate::dapr::NatsAuth)>,
+    decide: impl FnOnce(&str, &str, bool) -> crate::policy::Decision,
+) -> Option<Problem> {
+    let (servers, redacted_servers, auth) = servers?;
+    let has_credentials = *auth != crate::dapr::NatsAuth::None;
     let namespace = component.namespace().unwrap_or_default();
-    let has_credentials = store.auth != crate::dapr::NatsAuth::None;
     let crate::policy::Decision::NotAllowed(why) =
-        decide(&namespace, store.servers.expose(), has_credentials)
+        decide(&namespace, servers.expose(), has_credentials)
     else {
-        return;
+        return None;
     };
     // The first natsURL item counts (Dapr's rule), whatever its case: when it came from a
     // Secret, the refusal (which names the server) is not shown.
@@ -190,25 +326,28 @@ pub fn check_server_policy(
     let message = if from_secret {
         format!(
             "the natsURL from {} names a NATS server that no NatsServerPolicy allows for namespace {namespace}; use an allowed server or ask the cluster admin to allow it",
-            store.redacted_servers.join(",")
+            redacted_servers.join(",")
         )
     } else {
         why
     };
-    validation.findings.problems.push(Problem::new(
+    Some(Problem::new(
         ConditionType::Connected,
         "ServerNotAllowed",
         message,
         crate::failure::Retry::Resync,
-    ));
+    ))
 }
 
 /// Offline, an inline value is known and a Secret's is not (a note says so).
-fn offline(entry: &MetadataEntry, out: &mut Validation) -> (String, Option<SecretValue>) {
+fn offline(
+    entry: &MetadataEntry,
+    findings: &mut ComponentFindings,
+) -> (String, Option<SecretValue>) {
     match &entry.source {
         ValueSource::Inline(value) => (entry.name.clone(), Some(value.clone())),
         ValueSource::Secret { name, key } => {
-            out.findings.notes.push(format!(
+            findings.notes.push(format!(
                 "metadata item {:?} comes from key {key:?} of Secret {name:?}, which is not read \
                  offline: the Secret must exist in the Component's namespace and the key must \
                  hold a valid, non-empty value",
@@ -236,20 +375,23 @@ fn placeholder(name: &str) -> SecretValue {
     SecretValue::new(value)
 }
 
-/// Runs the pipeline offline on one `state.jetstream` Component at time `now_unix`: what `check`
+/// Runs the pipeline offline on one `state.jetstream` or `pubsub.jetstream` Component at time `now_unix`: what `check`
 /// and the webhook report.
 pub fn check_component(component: &Component, now_unix: i64) -> ComponentFindings {
+    if component.is_jetstream_pubsub() {
+        return validate_pubsub(component, Values::Offline, now_unix).findings;
+    }
     validate(component, Values::Offline, now_unix).findings
 }
 
 /// What the checks make of one object, given as the JSON the API server serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ObjectCheck {
-    /// Not a Dapr Component of type `state.jetstream`: not the operator's business.
+    /// Not a Dapr Component of type `state.jetstream` or `pubsub.jetstream`: not the operator's business.
     NotOurs,
     /// A `dapr.io/v1alpha1` Component whose shape cannot be read, and why.
     Unreadable(String),
-    /// A `state.jetstream` Component, checked.
+    /// A `state.jetstream` or `pubsub.jetstream` Component, checked.
     Checked(ComponentFindings),
 }
 
@@ -262,9 +404,7 @@ pub fn check_object(object: &serde_json::Value, now_unix: i64) -> ObjectCheck {
     }
     match Component::deserialize(object) {
         Err(e) => ObjectCheck::Unreadable(e.to_string()),
-        Ok(c) if c.is_jetstream_state_store() => {
-            ObjectCheck::Checked(check_component(&c, now_unix))
-        }
+        Ok(c) if c.is_ours() => ObjectCheck::Checked(check_component(&c, now_unix)),
         Ok(_) => ObjectCheck::NotOurs,
     }
 }
@@ -353,5 +493,106 @@ mod tests {
         );
         assert_eq!(v.findings.problems[1].retry, Retry::Backoff);
         assert!(v.settings.is_none() && v.store.is_none());
+    }
+
+    fn pubsub(metadata: &str, annotations: &str) -> Component {
+        let mut c = component(metadata, annotations);
+        c.spec.type_ = "pubsub.jetstream".into();
+        c
+    }
+
+    #[test]
+    fn a_pubsub_component_runs_the_same_steps_with_the_stream_annotations() {
+        let c = pubsub(FROM_SECRET, "jetstreamkv.io/subjects: \"orders.>\"");
+        let values = read(&[("natsURL", "nats://u:hunter2@nats:4222"), ("bucket", "x")]);
+        let v = validate_pubsub(&c, Values::Read(&values), NOW);
+        let (config, settings) = v.valid().expect("valid");
+        assert_eq!(settings.subjects, ["orders.>"]);
+        // From a Secret: shown as where it came from, never as itself.
+        assert_eq!(config.redacted_servers, ["<Secret s, key url>"]);
+        assert_eq!(config.auth.kind(), "userinfo");
+        // Offline (check, webhook): a note, no problem.
+        let found = check_component(&c, NOW);
+        assert!(found.problems.is_empty(), "{found:?}");
+        assert_eq!(found.notes.len(), 1);
+
+        // Each step's problem, in the reconciler's order.
+        let c = pubsub(FROM_SECRET, "jetstreamkv.io/retention: workqueue");
+        let reasons: Vec<_> = check_component(&c, NOW)
+            .problems
+            .into_iter()
+            .map(|p| (p.condition, p.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            [(ConditionType::ConfigSynced, "WorkQueueRefused".to_owned())]
+        );
+        let c = pubsub("  - name: natsURL\n    value: \"http://nats\"\n", "");
+        let p = check_component(&c, NOW).problems;
+        assert_eq!(p[0].reason, "InvalidNatsURL");
+        assert_eq!(p[0].condition, ConditionType::CredentialsResolved);
+        let c = pubsub(
+            "  - name: natsURL\n    value: nats://nats:4222\n  - name: jwt\n    value: eyJ\n",
+            "",
+        );
+        assert_eq!(
+            check_component(&c, NOW).problems[0].reason,
+            "JwtWithoutSeed"
+        );
+    }
+
+    #[test]
+    fn the_server_policy_refuses_a_pubsub_server_without_showing_a_secret_url() {
+        let c = pubsub(FROM_SECRET, "");
+        let values = read(&[("natsURL", "nats://u:hunter2@nats.internal:4222")]);
+        let mut v = validate_pubsub(&c, Values::Read(&values), NOW);
+        check_pubsub_server_policy(&mut v, &c, |_, url, creds| {
+            assert!(url.contains("hunter2") && creds);
+            crate::policy::Decision::NotAllowed("nats.internal:4222 is not allowed".into())
+        });
+        let p = v.findings.problems.first().expect("refused");
+        assert_eq!(
+            (p.condition, p.reason.as_str()),
+            (ConditionType::Connected, "ServerNotAllowed")
+        );
+        assert!(!p.message.contains("nats.internal"), "{}", p.message);
+        assert!(p.message.contains("<Secret s, key url>"), "{}", p.message);
+        assert!(v.valid().is_none());
+    }
+
+    #[test]
+    fn republish_subjects_are_checked_against_the_bucket_everywhere() {
+        let inline =
+            "  - name: natsURL\n    value: nats://nats:4222\n  - name: bucket\n    value: orders\n";
+        let loop_ = "jetstreamkv.io/republish-destination: \"$KV.orders.copy.>\"";
+        let found = check_component(&component(inline, loop_), NOW);
+        let reasons: Vec<_> = found.problems.iter().map(|p| p.reason.as_str()).collect();
+        assert_eq!(reasons, ["InvalidAnnotation"]);
+        assert_eq!(found.problems[0].condition, ConditionType::ConfigSynced);
+        assert!(found.problems[0].message.contains("in a loop"));
+        // The reconciler agrees, with the values it read.
+        let values = read(&[("natsURL", "nats://nats:4222"), ("bucket", "orders")]);
+        let v = validate(&component(inline, loop_), Values::Read(&values), NOW);
+        assert!(v.valid().is_none());
+        assert_eq!(v.first_problem().unwrap().reason, "InvalidAnnotation");
+
+        let fine = "jetstreamkv.io/republish-destination: \"changes.>\", \
+                    jetstreamkv.io/republish-source: \"$KV.orders.>\"";
+        let v = validate(&component(inline, fine), Values::Read(&values), NOW);
+        let (_, settings) = v.valid().expect("valid");
+        assert_eq!(settings.republish_source, None, "every key, normalised");
+
+        // A bucket from a Secret: offline, a note instead of a guess.
+        let from_secret = "  - name: natsURL\n    value: nats://nats:4222\n  - name: bucket\n    \
+                           secretKeyRef: {name: s, key: bucket}\n";
+        let found = check_component(&component(from_secret, loop_), NOW);
+        assert!(found.problems.is_empty(), "{found:?}");
+        assert!(
+            found.notes.iter().any(|n| n.contains("republish")),
+            "{found:?}"
+        );
+        let values = read(&[("natsURL", "nats://nats:4222"), ("bucket", "orders")]);
+        let v = validate(&component(from_secret, loop_), Values::Read(&values), NOW);
+        assert_eq!(v.first_problem().unwrap().reason, "InvalidAnnotation");
     }
 }

@@ -247,6 +247,14 @@ fn watched_namespace_grants(namespace: &str) -> Vec<Grant> {
         "keyvaluebuckets/status",
         &["get", "patch", "update"],
     );
+    // pubsub.jetstream: its JetStreamStreams, and Dapr's Subscriptions read only.
+    add("jetstreamkv.io", "jetstreamstreams", &kvb_verbs);
+    add(
+        "jetstreamkv.io",
+        "jetstreamstreams/status",
+        &["get", "patch", "update"],
+    );
+    add("dapr.io", "subscriptions", &["get", "list", "watch"]);
     add("events.k8s.io", "events", &["create", "patch"]);
     add("", "events", &["create", "patch"]);
     grants

@@ -78,7 +78,7 @@ fn a_good_manifest_passes_with_a_one_line_summary_and_notes_on_secret_values() {
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(
         lines.last(),
-        Some(&"ok: 2 state.jetstream Components in 6 documents (1 file), no problems")
+        Some(&"ok: 2 JetStream Components in 6 documents (1 file), no problems")
     );
     // The Secret-backed values are not errors, but the user is told they were not checked.
     let notes: Vec<&&str> = lines.iter().filter(|l| l.contains(": note: ")).collect();
@@ -108,14 +108,16 @@ fn bad_components_get_the_operators_reasons_with_their_position() {
         (7, 89, "from-env", "EnvRefUnsupported"),
         (8, 102, "jwt-only", "JwtWithoutSeed"),
         (9, 117, "old-version", "UnsupportedVersion"),
+        (10, 130, "owner-mark", "ReservedMetadataKey"),
+        (11, 145, "republish-loop", "InvalidAnnotation"),
     ];
     let want: Vec<_> = want
         .iter()
         .map(|(d, l, n, r)| (*d, *l, n.to_string(), r.to_string()))
         .collect();
     assert_eq!(problems(&report), want);
-    assert_eq!(report["summary"]["components"], 9);
-    assert_eq!(report["summary"]["problems"], 10);
+    assert_eq!(report["summary"]["components"], 11);
+    assert_eq!(report["summary"]["problems"], 12);
     // Every problem says what to do, and names the file.
     for p in report["problems"].as_array().unwrap() {
         assert_eq!(p["file"], "bad-components.yaml");
@@ -131,7 +133,7 @@ fn bad_components_get_the_operators_reasons_with_their_position() {
     );
     assert!(
         run.stderr
-            .contains("error: 10 problems: 9 state.jetstream Components in 9 documents (1 file)"),
+            .contains("error: 12 problems: 11 JetStream Components in 11 documents (1 file)"),
         "{}",
         run.stderr
     );
@@ -239,7 +241,7 @@ fn several_paths_and_a_missing_one() {
     );
     assert!(
         run.stderr
-            .contains("3 state.jetstream Components in 7 documents (2 files)"),
+            .contains("3 JetStream Components in 7 documents (2 files)"),
         "{}",
         run.stderr
     );

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{kv, stream};
 use futures::StreamExt;
 use jetstream_kv_operator::crd::{KeyValueBucket, ReplicaState};
 use jetstream_kv_operator::dapr::Component;
@@ -19,7 +19,10 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use support::cluster::NatsCluster;
-use support::{TestNamespace, control_plane, operator, wait_condition, wait_kvb};
+use support::{
+    TestNamespace, control_plane, history, operator, seed, store_yaml, stream_info, wait_condition,
+    wait_kvb,
+};
 
 const READY: Duration = Duration::from_secs(60);
 
@@ -36,54 +39,12 @@ async fn own_cluster() -> NatsCluster {
         .expect("start a NATS cluster")
 }
 
-fn component(
-    ns: &str,
-    name: &str,
-    url: &str,
-    bucket: &str,
-    annotations: &[(&str, &str)],
-) -> String {
-    let annotations = annotations
-        .iter()
-        .map(|(k, v)| format!("\"jetstreamkv.io/{k}\": \"{v}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    support::component_yaml(ns, name, url, bucket, &annotations)
-}
-
-async fn js(url: &str) -> jetstream::Context {
-    // Every node's URL: the client goes to whichever is up.
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .connect(url.split(',').collect::<Vec<_>>())
-        .await
-        .expect("connect to the NATS cluster");
-    jetstream::new(client)
-}
-
-/// The bucket's stream info, as the stream's leader reports it.
-async fn stream_info(url: &str, bucket: &str) -> stream::Info {
-    let mut s = js(url)
-        .await
-        .get_stream(format!("KV_{bucket}"))
-        .await
-        .unwrap_or_else(|e| panic!("stream KV_{bucket}: {e}"));
-    s.info().await.expect("stream info").clone()
-}
-
 /// The servers that hold the stream: its leader first, then the other replicas.
 fn peers(info: &stream::Info) -> (String, BTreeSet<String>) {
     let cluster = info.cluster.as_ref().expect("cluster info");
     let leader = cluster.leader.clone().expect("a leader");
     let others = cluster.replicas.iter().map(|p| p.name.clone()).collect();
     (leader, others)
-}
-
-async fn kvb(client: &kube::Client, ns: &str, name: &str) -> KeyValueBucket {
-    Api::<KeyValueBucket>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .expect("get kvb")
 }
 
 /// Waits until `check` accepts the KeyValueBucket; returns it.
@@ -118,44 +79,23 @@ fn ready_reason(kvb: &KeyValueBucket) -> Option<(String, String)> {
         .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
-/// Writes `revisions` values to each of `keys` keys of a bucket; returns every key's history.
-async fn seed(url: &str, bucket: &str, keys: usize, revisions: usize) -> Vec<(String, String)> {
-    let store = js(url).await.get_key_value(bucket).await.expect("bucket");
-    let mut out = Vec::new();
-    for k in 0..keys {
-        for r in 0..revisions {
-            let key = format!("key{k}");
-            let value = format!("{bucket}/{key}/rev{r}");
-            store.put(&key, value.clone().into()).await.expect("put");
-            out.push((key, value));
-        }
-    }
-    out
-}
-
-/// Every revision of every key, oldest first.
-async fn history(url: &str, bucket: &str) -> Vec<(String, String)> {
-    let store = js(url).await.get_key_value(bucket).await.expect("bucket");
-    let mut keys: Vec<String> = store
-        .keys()
-        .await
-        .expect("keys")
-        .map(|k| k.expect("key"))
-        .collect()
-        .await;
-    keys.sort();
-    let mut out = Vec::new();
-    for key in keys {
-        let mut entries = store.history(&key).await.expect("history");
-        while let Some(entry) = entries.next().await {
-            let entry = entry.expect("entry");
-            out.push((
-                key.clone(),
-                String::from_utf8_lossy(&entry.value).into_owned(),
-            ));
-        }
-    }
-    out
+/// Waits until the KeyValueBucket shows `replicas` live and is Ready (managed): a scale step
+/// done.
+async fn wait_replicas_ready(client: &kube::Client, ns: &str, name: &str, replicas: usize) {
+    wait_kvb_where(
+        client,
+        ns,
+        name,
+        &format!("replicas {replicas} and Ready"),
+        |k| {
+            k.status
+                .as_ref()
+                .and_then(|s| s.bucket.as_ref())
+                .is_some_and(|b| b.config.replicas == replicas as i64)
+                && ready_reason(k) == Some(("True".into(), "BucketManaged".into()))
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -165,7 +105,7 @@ async fn r3_bucket_is_created_on_three_zones_and_its_cluster_shown_in_status() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "r3").await;
     let bucket = support::unique_bucket("r3");
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "r3",
         &cluster.url(),
@@ -213,7 +153,7 @@ async fn r3_bucket_is_created_on_three_zones_and_its_cluster_shown_in_status() {
         support::unique_bucket("r3other"),
     );
     for bucket in [&foreign, &other] {
-        js(&cluster.url())
+        support::jetstream(&cluster.url())
             .await
             .create_key_value(kv::Config {
                 bucket: bucket.clone(),
@@ -223,7 +163,7 @@ async fn r3_bucket_is_created_on_three_zones_and_its_cluster_shown_in_status() {
             .await
             .expect("create an R3 bucket outside the operator");
     }
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "verify",
         &cluster.url(),
@@ -240,7 +180,7 @@ async fn r3_bucket_is_created_on_three_zones_and_its_cluster_shown_in_status() {
     )
     .await;
     assert_eq!(kvb.status.unwrap().bucket.unwrap().config.replicas, 3);
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "mismatch",
         &cluster.url(),
@@ -269,6 +209,109 @@ async fn r3_bucket_is_created_on_three_zones_and_its_cluster_shown_in_status() {
 }
 
 #[tokio::test]
+async fn r3_buckets_take_per_key_ttl_metadata_and_republish() {
+    operator();
+    let cluster = shared_cluster();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "r3settings").await;
+    let bucket = support::unique_bucket("r3settings");
+    let url = cluster.url();
+    let destination = format!("changes.{bucket}.>");
+    let apply = |marker_ttl: &str, metadata: &str| {
+        control_plane().apply(&store_yaml(
+            &ns.name,
+            "r3settings",
+            &url,
+            &bucket,
+            &[
+                ("replicas", "3"),
+                ("limit-marker-ttl", marker_ttl),
+                ("metadata", metadata),
+                ("republish-destination", &destination),
+            ],
+        ))
+    };
+    apply("2s", r#"{"team": "shop"}"#);
+    wait_kvb(&ns.name, "r3settings", "Ready", READY);
+    let config = stream_info(&url, &bucket).await.config;
+    assert_eq!(config.num_replicas, 3);
+    assert!(config.allow_message_ttl);
+    assert_eq!(
+        config.subject_delete_marker_ttl,
+        Some(Duration::from_secs(2))
+    );
+    assert_eq!(config.metadata["team"], "shop");
+    assert_eq!(
+        config.metadata["jetstreamkv.io/component"],
+        format!("{}/r3settings", ns.name)
+    );
+    assert_eq!(
+        config.republish.expect("republish").destination,
+        destination
+    );
+    let shown = support::kvb(&client, &ns.name, "r3settings").await;
+    assert_eq!(
+        Some(shown.status.unwrap().bucket.unwrap().config),
+        shown.spec.config,
+        "live settings shown next to the desired ones"
+    );
+    // Values republished by the stream's leader, and a key's own TTL, as on one server.
+    let nc = async_nats::ConnectOptions::new()
+        .connect(url.split(',').collect::<Vec<_>>())
+        .await
+        .expect("connect");
+    let mut feed = nc.subscribe(destination.clone()).await.expect("subscribe");
+    nc.flush().await.expect("flush");
+    support::per_key_ttl_behaves_as_documented(&url, &bucket).await;
+    let first = tokio::time::timeout(READY, feed.next())
+        .await
+        .expect("a republished value")
+        .expect("subscription open");
+    assert_eq!(first.subject.as_str(), format!("changes.{bucket}.session"));
+
+    // Changed in place on all three replicas.
+    apply("1h", r#"{"team": "billing"}"#);
+    wait_kvb_where(
+        &client,
+        &ns.name,
+        "r3settings",
+        "the new settings live",
+        |k| {
+            k.status
+                .as_ref()
+                .and_then(|s| s.bucket.as_ref())
+                .is_some_and(|b| {
+                    b.config.limit_marker_ttl.as_deref() == Some("1h")
+                        && b.config.metadata.get("team").map(String::as_str) == Some("billing")
+                })
+                && ready_reason(k) == Some(("True".into(), "BucketManaged".into()))
+        },
+    )
+    .await;
+    let config = stream_info(&url, &bucket).await.config;
+    assert_eq!(
+        config.subject_delete_marker_ttl,
+        Some(Duration::from_secs(3600))
+    );
+    assert_eq!(config.num_replicas, 3);
+
+    // Off once on is refused before sending, as on one server.
+    apply("0", r#"{"team": "billing"}"#);
+    let refused = wait_condition(
+        &client,
+        &ns.name,
+        "r3settings",
+        "ConfigSynced",
+        "False",
+        "ImmutableFieldChanged",
+    )
+    .await;
+    let message = &refused.condition("ConfigSynced").unwrap().message;
+    assert!(message.contains("limitMarkerTtl 1h -> none"), "{message}");
+    assert!(stream_info(&url, &bucket).await.config.allow_message_ttl);
+}
+
+#[tokio::test]
 async fn placement_tags_are_honoured() {
     operator();
     let cluster = shared_cluster();
@@ -278,14 +321,14 @@ async fn placement_tags_are_honoured() {
         support::unique_bucket("zone2"),
         support::unique_bucket("ssd"),
     );
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "zone2",
         &cluster.url(),
         &zone2,
         &[("placement-tags", "az:2")],
     ));
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "ssd",
         &cluster.url(),
@@ -305,7 +348,7 @@ async fn placement_tags_are_honoured() {
         .map(String::from)
         .collect();
     assert_eq!(on, ssd_nodes, "disk:ssd is nodes 1 and 2");
-    let kvb = kvb(&client, &ns.name, "zone2").await;
+    let kvb = support::kvb(&client, &ns.name, "zone2").await;
     let shown = kvb.status.unwrap().bucket.unwrap().cluster.unwrap();
     assert_eq!(shown.leader.as_deref(), Some(cluster.node_name(1)));
 }
@@ -318,14 +361,14 @@ async fn a_placement_no_server_can_satisfy_is_no_suitable_placement_naming_the_t
     let ns = TestNamespace::new(&client, "noplace").await;
     // No server has the tag; and only two servers have disk:ssd, one zone each, for three
     // replicas that need three zones.
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "gpu",
         &cluster.url(),
         &support::unique_bucket("gpu"),
         &[("placement-tags", "gpu, az:1")],
     ));
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "three-ssd",
         &cluster.url(),
@@ -363,7 +406,7 @@ async fn replicas_grow_from_1_to_3_and_shrink_back_keeping_every_value() {
     let ns = TestNamespace::new(&client, "scale").await;
     let bucket = support::unique_bucket("scale");
     let url = cluster.url();
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "scale",
         &url,
@@ -372,42 +415,21 @@ async fn replicas_grow_from_1_to_3_and_shrink_back_keeping_every_value() {
     ));
     wait_kvb(&ns.name, "scale", "Ready", READY);
     let written = seed(&url, &bucket, 3, 3).await;
-
-    control_plane().apply(&component(
-        &ns.name,
-        "scale",
-        &url,
-        &bucket,
-        &[("history", "5"), ("replicas", "3")],
-    ));
-    wait_kvb_where(&client, &ns.name, "scale", "replicas 3 and Ready", |k| {
-        k.status
-            .as_ref()
-            .and_then(|s| s.bucket.as_ref())
-            .is_some_and(|b| b.config.replicas == 3)
-            && ready_reason(k) == Some(("True".into(), "BucketManaged".into()))
-    })
-    .await;
-    assert_eq!(stream_info(&url, &bucket).await.config.num_replicas, 3);
-    assert_eq!(history(&url, &bucket).await, written);
-
-    control_plane().apply(&component(
-        &ns.name,
-        "scale",
-        &url,
-        &bucket,
-        &[("history", "5"), ("replicas", "1")],
-    ));
-    wait_kvb_where(&client, &ns.name, "scale", "replicas 1 and Ready", |k| {
-        k.status
-            .as_ref()
-            .and_then(|s| s.bucket.as_ref())
-            .is_some_and(|b| b.config.replicas == 1)
-            && ready_reason(k) == Some(("True".into(), "BucketManaged".into()))
-    })
-    .await;
-    assert_eq!(stream_info(&url, &bucket).await.config.num_replicas, 1);
-    assert_eq!(history(&url, &bucket).await, written, "no value lost");
+    for replicas in [3, 1] {
+        control_plane().apply(&store_yaml(
+            &ns.name,
+            "scale",
+            &url,
+            &bucket,
+            &[("history", "5"), ("replicas", &replicas.to_string())],
+        ));
+        wait_replicas_ready(&client, &ns.name, "scale", replicas).await;
+        assert_eq!(
+            stream_info(&url, &bucket).await.config.num_replicas,
+            replicas
+        );
+        assert_eq!(history(&url, &bucket).await, written, "no value lost");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,7 +441,7 @@ async fn stream_leader_killed_status_shows_the_new_leader_and_a_scale_down_waits
     let bucket = support::unique_bucket("leader");
     let url = cluster.url();
     let annotations = [("replicas", "3"), ("history", "5")];
-    control_plane().apply(&component(&ns.name, "leader", &url, &bucket, &annotations));
+    control_plane().apply(&store_yaml(&ns.name, "leader", &url, &bucket, &annotations));
     wait_kvb(&ns.name, "leader", "Ready", READY);
     let written = seed(&url, &bucket, 3, 4).await;
     let (old_leader, _) = peers(&stream_info(&url, &bucket).await);
@@ -443,7 +465,7 @@ async fn stream_leader_killed_status_shows_the_new_leader_and_a_scale_down_waits
 
     // With the old leader down, a scale-down waits: NATS would keep one copy, and one replica
     // is not current.
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "leader",
         &url,
@@ -464,20 +486,7 @@ async fn stream_leader_killed_status_shows_the_new_leader_and_a_scale_down_waits
     assert_eq!(stream_info(&url, &bucket).await.config.num_replicas, 3);
 
     tokio::task::block_in_place(|| cluster.start_again(victim));
-    wait_kvb_where(
-        &client,
-        &ns.name,
-        "leader",
-        "scaled down to 1 and Ready",
-        |k| {
-            k.status
-                .as_ref()
-                .and_then(|s| s.bucket.as_ref())
-                .is_some_and(|b| b.config.replicas == 1)
-                && ready_reason(k) == Some(("True".into(), "BucketManaged".into()))
-        },
-    )
-    .await;
+    wait_replicas_ready(&client, &ns.name, "leader", 1).await;
     assert_eq!(history(&url, &bucket).await, written, "data intact");
 }
 
@@ -489,7 +498,7 @@ async fn quorum_lost_is_reconciling_and_recovers_with_every_key_and_its_history(
     let ns = TestNamespace::new(&client, "quorum").await;
     let bucket = support::unique_bucket("quorum");
     let url = cluster.url();
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "quorum",
         &url,
@@ -639,7 +648,7 @@ async fn a_node_killed_in_the_middle_of_a_wave_of_200_r3_buckets() {
     tokio::task::block_in_place(|| cluster.start_again(0));
 
     // Exactly one R3 stream per Component, none created twice.
-    let js = js(&url).await;
+    let js = support::jetstream(&url).await;
     let mut names = js.stream_names();
     let mut streams = BTreeSet::new();
     while let Some(name) = names.next().await {

@@ -139,13 +139,6 @@ async fn put_user_secret(client: &Client, ns: &str, name: &str, user: &User) {
     .await;
 }
 
-async fn kvb(client: &Client, ns: &str, name: &str) -> KeyValueBucket {
-    Api::<KeyValueBucket>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .unwrap_or_else(|e| panic!("get kvb {ns}/{name}: {e}"))
-}
-
 /// `(status, reason, message)` of a condition.
 fn cond(kvb: &KeyValueBucket, type_: &str) -> (String, String, String) {
     let c = kvb
@@ -271,7 +264,7 @@ async fn jwt_and_seed_from_secrets_create_the_bucket_in_the_users_account() {
 
     for (name, bucket) in [("keyed", &keyed), ("defaulted", &defaulted)] {
         support::wait_kvb(&ns.name, name, "Ready", READY);
-        let kvb = kvb(&client, &ns.name, name).await;
+        let kvb = support::kvb(&client, &ns.name, name).await;
         assert_eq!(kvb.spec.auth.as_deref(), Some("jwt"), "{name}");
         // A natsURL from a Secret is shown as where it came from (issue 13).
         let servers = if name == "defaulted" {
@@ -625,7 +618,7 @@ async fn secrets_are_followed_when_created_rotated_and_deleted() {
 }
 
 async fn kvb_now(client: &Client, ns: &str) -> KeyValueBucket {
-    kvb(client, ns, "rotating").await
+    support::kvb(client, ns, "rotating").await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -809,7 +802,7 @@ async fn a_password_in_a_secret_url_is_used_and_never_shown() {
     let shown_wrong = "<Secret wrong-url, key url>".to_string();
 
     support::wait_kvb(&ns.name, "userinfo", "Ready", READY);
-    let kvb = kvb(&client, &ns.name, "userinfo").await;
+    let kvb = support::kvb(&client, &ns.name, "userinfo").await;
     assert_eq!(kvb.spec.servers, vec![shown.clone()]);
     assert_eq!(kvb.spec.auth.as_deref(), Some("userinfo"));
     // Authenticated connections only: the other Component's attempt with the wrong password can

@@ -24,6 +24,7 @@ const ARGOCD_CM_PATCH: &str = "deploy/argocd/argocd-cm.yaml";
 const DOCS: &str = "docs/gitops.md";
 const KVB_KEY: &str = "resource.customizations.health.jetstreamkv.io_KeyValueBucket";
 const COMPONENT_KEY: &str = "resource.customizations.health.dapr.io_Component";
+const JSS_KEY: &str = "resource.customizations.health.jetstreamkv.io_JetStreamStream";
 
 fn repo_file(path: &str) -> PathBuf {
     support::repo_root().join(path)
@@ -174,8 +175,13 @@ fn the_argocd_cm_snippet_embeds_exactly_the_scripts_and_nothing_else() {
     let data = cm["data"].as_object().expect("data");
     // No useOpenLibs key: the scripts run with the libraries Argo CD loads by default.
     let keys: BTreeSet<&str> = data.keys().map(String::as_str).collect();
-    assert_eq!(keys, BTreeSet::from([KVB_KEY, COMPONENT_KEY]));
-    for (key, script) in [(KVB_KEY, KVB_SCRIPT), (COMPONENT_KEY, COMPONENT_SCRIPT)] {
+    assert_eq!(keys, BTreeSet::from([KVB_KEY, JSS_KEY, COMPONENT_KEY]));
+    // A JetStreamStream carries the same conditions as a KeyValueBucket: the same script.
+    for (key, script) in [
+        (KVB_KEY, KVB_SCRIPT),
+        (JSS_KEY, KVB_SCRIPT),
+        (COMPONENT_KEY, COMPONENT_SCRIPT),
+    ] {
         assert_eq!(
             data[key].as_str(),
             Some(read(script).as_str()),
@@ -322,8 +328,27 @@ fn ours(ready: &str, reason: &str, observed: &str) -> Value {
 
 #[test]
 fn every_branch_of_the_scripts_runs_in_argo_cds_lua_vm() {
+    let jss = |status: Value| {
+        let mut o = kvb(1, status);
+        o["kind"] = json!("JetStreamStream");
+        o
+    };
     let kvb_cases = [
         (kvb(1, Value::Null), "Progressing"),
+        // A JetStreamStream: the same script, under its own key.
+        (jss(Value::Null), "Progressing"),
+        (
+            jss(
+                json!({"observedGeneration": 1, "conditions": [cond("Ready", "True", "StreamManaged")]}),
+            ),
+            "Healthy",
+        ),
+        (
+            jss(
+                json!({"observedGeneration": 1, "conditions": [cond("Ready", "False", "SubjectOverlap")]}),
+            ),
+            "Degraded",
+        ),
         (kvb(1, json!({})), "Progressing"),
         (
             kvb(1, json!({"observedGeneration": 1, "conditions": []})),
@@ -403,7 +428,10 @@ fn every_branch_of_the_scripts_runs_in_argo_cds_lua_vm() {
         (json!("STATE.JETSTREAM"), true),
         (json!("sTATE.jETSTREAm"), true),
         (json!("state.redis"), false),
-        (json!("pubsub.jetstream"), false),
+        (json!("pubsub.jetstream"), true),
+        (json!("PubSub.JetStream"), true),
+        (json!("pubsub.jetstrea"), false),
+        (json!("pubsub.redis"), false),
         (json!("state.jetstrea"), false),
         (json!("state.jetstreamx"), false),
         (json!("state.jetstrean"), false),
@@ -435,7 +463,11 @@ fn every_branch_of_the_scripts_runs_in_argo_cds_lua_vm() {
         })
         .collect();
     let jetstream = || json!("state.jetstream");
+    let pubsub = || json!("pubsub.jetstream");
     comp_cases.extend([
+        (comp(pubsub(), 1, ours("true", "StreamManaged", "1")), "Healthy", Some("Current")),
+        (comp(pubsub(), 1, ours("false", "StreamMissing", "1")), "Progressing", Some("InProgress")),
+        (comp(pubsub(), 1, ours("false", "WorkQueueRefused", "1")), "Degraded", Some("Failed")),
         (comp(jetstream(), 1, Value::Null), "Progressing", Some("InProgress")),
         (comp(jetstream(), 1, json!({"unrelated": "a"})), "Progressing", Some("InProgress")),
         (comp(jetstream(), 1, ours("true", "BucketManaged", "1")), "Healthy", Some("Current")),

@@ -11,23 +11,11 @@ use jetstream_kv_operator::dapr::Component;
 use kube::Api;
 use kube::api::DeleteParams;
 use support::{
-    ComponentManifest, RESYNC, TestNamespace, control_plane, nats, operator, unique_bucket,
-    wait_condition, wait_kvb,
+    RESYNC, TestNamespace, control_plane, nats, operator, store_yaml, unique_bucket,
+    wait_condition, wait_event, wait_kvb,
 };
 
 const READY: Duration = Duration::from_secs(60);
-
-fn component(
-    ns: &str,
-    name: &str,
-    url: &str,
-    bucket: &str,
-    annotations: &[(&str, &str)],
-) -> String {
-    ComponentManifest::store(ns, name, url, bucket)
-        .settings(annotations)
-        .yaml()
-}
 
 async fn js() -> jetstream::Context {
     support::jetstream(&nats().url()).await
@@ -40,62 +28,7 @@ async fn stream_config(bucket: &str) -> Option<jetstream::stream::Config> {
 
 /// Every revision of every key, oldest first, as (key, value) pairs.
 async fn history(bucket: &str) -> Vec<(String, String)> {
-    use futures::StreamExt;
-    let store = js().await.get_key_value(bucket).await.expect("bucket");
-    let mut keys: Vec<String> = store
-        .keys()
-        .await
-        .unwrap()
-        .map(|k| k.unwrap())
-        .collect()
-        .await;
-    keys.sort();
-    let mut out = Vec::new();
-    for key in keys {
-        let mut entries = store.history(&key).await.unwrap();
-        while let Some(entry) = entries.next().await {
-            let entry = entry.unwrap();
-            out.push((
-                key.clone(),
-                String::from_utf8_lossy(&entry.value).into_owned(),
-            ));
-        }
-    }
-    out
-}
-
-async fn events_of(ns: &str, name: &str) -> Vec<(String, String)> {
-    let out = control_plane()
-        .kubectl(
-            &[
-                "-n",
-                ns,
-                "get",
-                "events",
-                "--field-selector",
-                &format!("involvedObject.name={name}"),
-                "-o",
-                "json",
-            ],
-            None,
-        )
-        .unwrap();
-    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
-    list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["reason"].as_str().unwrap_or_default().to_string(),
-                e["message"]
-                    .as_str()
-                    .or(e["note"].as_str())
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        })
-        .collect()
+    support::history(&nats().url(), bucket).await
 }
 
 /// Waits until a Component is gone (its deletion finished).
@@ -126,22 +59,6 @@ async fn wait_finalizer(components: &Api<Component>, name: &str) {
     .await;
 }
 
-async fn wait_event(ns: &str, name: &str, reason: &str) -> String {
-    support::eventually(
-        READY,
-        &format!("a {reason} Event on component/{name}"),
-        || async {
-            events_of(ns, name)
-                .await
-                .into_iter()
-                .find(|(r, _)| r == reason)
-                .map(|(_, m)| m)
-        },
-        async || support::describe(ns, "component", name),
-    )
-    .await
-}
-
 #[tokio::test]
 async fn managed_buckets_follow_annotation_changes_with_an_event() {
     operator();
@@ -150,7 +67,7 @@ async fn managed_buckets_follow_annotation_changes_with_an_event() {
     let bucket = unique_bucket("grow");
     let url = nats().url();
     // TTL and size limits only grow here: lowering them (or adding one) would discard data.
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "grow",
         &url,
@@ -158,7 +75,7 @@ async fn managed_buckets_follow_annotation_changes_with_an_event() {
         &[("ttl", "1h"), ("max-bytes", "5Mi")],
     ));
     wait_kvb(&ns.name, "grow", "Ready", READY);
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "grow",
         &url,
@@ -199,7 +116,7 @@ async fn changes_that_would_lose_data_are_refused_unless_allowed() {
     let ns = TestNamespace::new(&client, "dataloss").await;
     let bucket = unique_bucket("precious");
     let url = nats().url();
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "precious",
         &url,
@@ -215,7 +132,7 @@ async fn changes_that_would_lose_data_are_refused_unless_allowed() {
     let before = history(&bucket).await;
     assert_eq!(before.len(), 5);
 
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "precious",
         &url,
@@ -250,7 +167,7 @@ async fn changes_that_would_lose_data_are_refused_unless_allowed() {
         5
     );
 
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "precious",
         &url,
@@ -276,12 +193,12 @@ async fn fields_nats_cannot_change_are_reported_not_sent() {
     let server = support::nats::NatsServer::start();
     let url = server.url();
     let bucket = unique_bucket("fixed");
-    control_plane().apply(&component(&ns.name, "fixed", &url, &bucket, &[]));
+    control_plane().apply(&store_yaml(&ns.name, "fixed", &url, &bucket, &[]));
     wait_kvb(&ns.name, "fixed", "Ready", READY);
     let api_errors = || server.jsz()["api"]["errors"].as_u64().unwrap_or_default();
     let before = api_errors();
 
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "fixed",
         &url,
@@ -303,7 +220,7 @@ async fn fields_nats_cannot_change_are_reported_not_sent() {
             .message
             .contains("storage file -> memory")
     );
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "fixed",
         &url,
@@ -350,7 +267,7 @@ async fn foreign_buckets_are_verified_by_default_and_adopted_on_request() {
         })
         .await
         .unwrap();
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "foreign",
         &url,
@@ -374,7 +291,7 @@ async fn foreign_buckets_are_verified_by_default_and_adopted_on_request() {
         2
     );
 
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "foreign",
         &url,
@@ -403,7 +320,7 @@ async fn drift_is_restored_deleted_buckets_recreated_and_missing_foreign_ones_re
     let ns = TestNamespace::new(&client, "drift").await;
     let url = nats().url();
     let bucket = unique_bucket("drifty");
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "drifty",
         &url,
@@ -444,7 +361,7 @@ async fn drift_is_restored_deleted_buckets_recreated_and_missing_foreign_ones_re
         })
         .await
         .unwrap();
-    control_plane().apply(&component(&ns.name, "gone", &url, &foreign, &[]));
+    control_plane().apply(&store_yaml(&ns.name, "gone", &url, &foreign, &[]));
     wait_kvb(&ns.name, "gone", "Ready", READY);
     js().await
         .delete_stream(format!("KV_{foreign}"))
@@ -464,7 +381,7 @@ async fn deletion_retains_by_default_and_deletes_only_what_is_safe() {
 
     // Default: retain, and every key survives.
     let kept = unique_bucket("kept");
-    control_plane().apply(&component(&ns.name, "kept", &url, &kept, &[]));
+    control_plane().apply(&store_yaml(&ns.name, "kept", &url, &kept, &[]));
     wait_kvb(&ns.name, "kept", "Ready", READY);
     js().await
         .get_key_value(&kept)
@@ -482,7 +399,7 @@ async fn deletion_retains_by_default_and_deletes_only_what_is_safe() {
 
     // delete: a finalizer, and the bucket goes with the Component.
     let doomed = unique_bucket("doomed");
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "doomed",
         &url,
@@ -504,7 +421,7 @@ async fn deletion_retains_by_default_and_deletes_only_what_is_safe() {
     // delete, but another Component (another namespace) uses the same bucket: kept, and said why.
     let other_ns = TestNamespace::new(&client, "deletion-other").await;
     let shared = unique_bucket("shared");
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "owner",
         &url,
@@ -512,7 +429,7 @@ async fn deletion_retains_by_default_and_deletes_only_what_is_safe() {
         &[("deletion-policy", "delete")],
     ));
     wait_kvb(&ns.name, "owner", "Ready", READY);
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &other_ns.name,
         "user",
         &url,
@@ -542,7 +459,7 @@ async fn deletion_waits_for_nats_and_the_annotation_can_release_it() {
     let mut server = support::nats::NatsServer::start();
     let url = server.url();
     let bucket = unique_bucket("waiting");
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "waiting",
         &url,
@@ -587,7 +504,7 @@ async fn deletion_waits_for_nats_and_the_annotation_can_release_it() {
 
     // NATS down for good: removing the annotation lets the deletion finish, bucket untouched.
     let stuck = unique_bucket("stuck");
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &ns.name,
         "stuck",
         &url,
@@ -640,7 +557,7 @@ async fn a_second_component_cannot_change_the_bucket_nor_block_its_owner() {
     let b = TestNamespace::new(&client, "conflict-b").await;
     let url = nats().url();
     let bucket = unique_bucket("contested");
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &a.name,
         "first",
         &url,
@@ -648,7 +565,7 @@ async fn a_second_component_cannot_change_the_bucket_nor_block_its_owner() {
         &[("history", "2")],
     ));
     wait_kvb(&a.name, "first", "Ready", READY);
-    control_plane().apply(&component(
+    control_plane().apply(&store_yaml(
         &b.name,
         "second",
         &url,

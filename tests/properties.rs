@@ -221,6 +221,9 @@ proptest! {
             Ok(s) => {
                 prop_assert!((1..=64).contains(&s.history), "history {}", s.history);
                 prop_assert!((1..=5).contains(&s.replicas), "replicas {}", s.replicas);
+                prop_assert!(s.limit_marker_ttl.is_none_or(|d| d >= std::time::Duration::from_secs(1)));
+                prop_assert!(s.metadata.len() <= settings::MAX_METADATA_ITEMS);
+                prop_assert!(!s.metadata.keys().any(|k| settings::is_reserved_metadata_key(k)));
             }
             Err(e) => {
                 let message = e.to_string();
@@ -276,6 +279,8 @@ fn annotation_key() -> impl Strategy<Value = String> {
             "history", "ttl", "max-bytes", "max-value-size", "storage", "replicas", "compression",
             "description", "placement-cluster", "placement-tags", "on-existing", "deletion-policy",
             "allow-data-loss", "histroy", "TTL", "ready", "reason", "observed-generation", "",
+            "limit-marker-ttl", "metadata", "republish-source", "republish-destination",
+            "republish-headers-only",
         ]).prop_map(|k| format!("jetstreamkv.io/{k}")),
         1 => "[a-z./-]{0,30}",
         1 => "\\PC{0,300}".prop_map(|k| format!("jetstreamkv.io/{k}")),
@@ -289,8 +294,12 @@ fn annotation_value() -> impl Strategy<Value = String> {
             "90s", "1h30m", "0", "-5m", "1000000000h", "9223372036854775807ns", "1.5h", "24h",
             "1Mi", "1Gi", "8Ei", "16Ei", "1Qi", "-1Mi", "1K", "18446744073709551616", "file",
             "memory", "FILE", "true", "false", "TRUE", "yes", "verify", "adopt", "retain",
-            "delete", "a,b,,c", " 3 ", "\t", "🦀",
+            "delete", "a,b,,c", " 3 ", "\t", "🦀", r#"{"team": "shop"}"#, "{}",
+            r#"{"jetstreamkv.io/component": "x/y"}"#, r#"{"a": 1}"#, r#"{"a": "b", "a": "c"}"#,
+            "$KV.b.>", "changes.>", "a.*.b", "a..b", ">",
         ]).prop_map(str::to_string),
+        1 => prop::collection::btree_map("\\PC{0,20}", "\\PC{0,40}", 0..40)
+            .prop_map(|m| serde_json::to_string(&m).unwrap_or_default()),
         2 => "[0-9]{1,40}[a-zA-Z]{0,3}",
         2 => "([0-9]{1,12}(ns|us|µs|ms|s|m|h|d|y)){1,5}",
         1 => nasty_text(),

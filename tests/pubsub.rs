@@ -164,13 +164,11 @@ async fn live(js: &jetstream::Context, name: &str) -> Option<stream::Config> {
         .map(|s| s.cached_info().config.clone())
 }
 
-#[tokio::test]
-async fn every_plan_is_one_nats_server_accepts_and_refusals_send_nothing() {
+/// A nats-server of the test's own with someone else's stream (AUDIT, `audit.>`) and a KV bucket
+/// (`cart`, `$KV.cart.>`).
+async fn server_with_others() -> (support::nats::NatsServer, jetstream::Context) {
     let server = support::nats::NatsServer::start();
     let js = support::jetstream(&server.url()).await;
-    let api_errors = || server.jsz()["api"]["errors"].as_u64().unwrap_or_default();
-
-    // Someone else's stream and a KV bucket on the same server.
     js.create_stream(stream::Config {
         name: "AUDIT".into(),
         subjects: vec!["audit.>".into()],
@@ -184,6 +182,13 @@ async fn every_plan_is_one_nats_server_accepts_and_refusals_send_nothing() {
     })
     .await
     .expect("bucket");
+    (server, js)
+}
+
+#[tokio::test]
+async fn every_plan_is_one_nats_server_accepts_and_refusals_send_nothing() {
+    let (server, js) = server_with_others().await;
+    let api_errors = || server.jsz()["api"]["errors"].as_u64().unwrap_or_default();
 
     let settings = stream_settings(&BTreeMap::from([(
         SUBJECTS_ANNOTATION.to_string(),
@@ -329,4 +334,407 @@ async fn every_plan_is_one_nats_server_accepts_and_refusals_send_nothing() {
     js.update_stream(refused)
         .await
         .expect_err("bucket overlap refused");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The operator provisioning streams for pubsub.jetstream Components, on the real servers.
+
+/// A `pubsub.jetstream` Component manifest with an inline `natsURL`.
+fn pubsub_component(ns: &str, name: &str, url: &str) -> support::ComponentManifest {
+    support::ComponentManifest::new(ns, name)
+        .type_("pubsub.jetstream")
+        .item("natsURL", url)
+}
+
+/// Creates a declarative Subscription.
+async fn subscribe(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    pubsub: &str,
+    topic: &str,
+    dead_letter: Option<&str>,
+) {
+    let mut s = Subscription::new(ns, name, pubsub, topic);
+    if let Some(d) = dead_letter {
+        s.spec.dead_letter_topic = d.into();
+    }
+    Api::<Subscription>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &s)
+        .await
+        .expect("create the Subscription");
+}
+
+/// Waits until the JetStreamStream's Ready condition has `status` and `reason`.
+async fn wait_ready(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    status: &str,
+    reason: &str,
+) -> JetStreamStream {
+    let api: Api<JetStreamStream> = Api::namespaced(client.clone(), ns);
+    support::eventually(
+        std::time::Duration::from_secs(60),
+        &format!("jss/{name} in {ns} to have Ready={status} reason {reason}"),
+        || async {
+            let jss = api.get_opt(name).await.ok().flatten()?;
+            let c = jss.condition(ConditionType::Ready)?;
+            (c.status == status && c.reason == reason).then_some(jss)
+        },
+        async || {
+            format!(
+                "{}\n--- operator log:\n{}",
+                support::describe(ns, "jss", name),
+                support::operator().log_tail()
+            )
+        },
+    )
+    .await
+}
+
+/// The stream's configuration as NATS reports it; None when it does not exist.
+async fn stream_config(js: &jetstream::Context, name: &str) -> Option<serde_json::Value> {
+    let mut stream = js.get_stream(name).await.ok()?;
+    let info = stream.info().await.ok()?;
+    Some(serde_json::to_value(&info.config).expect("stream config as JSON"))
+}
+
+#[tokio::test]
+async fn a_component_and_its_subscriptions_get_a_stream_that_grows_with_them_and_outlives_it() {
+    let client = support::client().await;
+    support::operator();
+    let ns = TestNamespace::new(&client, "pubsub-streams").await;
+    let url = support::nats().url();
+    let js = support::jetstream(&url).await;
+    // A value holding {namespace}: daprd puts the namespace before every topic, no separator.
+    control_plane().apply(
+        &pubsub_component(&ns.name, "events", &url)
+            .item("consumerID", "{namespace}")
+            .yaml(),
+    );
+    subscribe(&client, &ns.name, "orders", "events", "orders", None).await;
+    subscribe(
+        &client,
+        &ns.name,
+        "payments",
+        "events",
+        "payments",
+        Some("poison"),
+    )
+    .await;
+    // Another Component's Subscription: not this stream's.
+    subscribe(&client, &ns.name, "audit", "other", "audit", None).await;
+
+    let stream = format!("{}_events", ns.name);
+    let p = |t: &str| format!("{}{t}", ns.name);
+    let jss = wait_ready(&client, &ns.name, "events", "True", "StreamManaged").await;
+    assert_eq!(jss.spec.stream.as_deref(), Some(stream.as_str()));
+    assert_eq!(jss.spec.topic_prefix.as_deref(), Some(ns.name.as_str()));
+    let created = live(&js, &stream)
+        .await
+        .expect("the stream exists on the server");
+    let mut subjects = created.subjects.clone();
+    subjects.sort();
+    assert_eq!(subjects, [p("orders"), p("payments"), p("poison")]);
+    assert_eq!(created.retention, stream::RetentionPolicy::Limits);
+    assert_eq!(created.storage, stream::StorageType::File);
+    assert_eq!(created.discard, stream::DiscardPolicy::Old);
+    assert_eq!(created.duplicate_window.as_secs(), 120);
+    let status = jss.status.as_ref().expect("status");
+    let topics: Vec<(&str, &str, bool)> = status
+        .topics
+        .iter()
+        .map(|t| (t.topic.as_str(), t.source.as_str(), t.covered))
+        .collect();
+    assert!(
+        topics.contains(&("poison", "dead-letter topic of Subscription payments", true)),
+        "{topics:?}"
+    );
+    let covered = jss
+        .condition(ConditionType::SubjectsCovered)
+        .expect("SubjectsCovered");
+    assert!(
+        covered
+            .message
+            .contains("programmatic (/dapr/subscribe) and streaming subscriptions"),
+        "the status says what the operator cannot see: {}",
+        covered.message
+    );
+    // The Component carries the summary for tools that only look at it.
+    let component = support::describe(&ns.name, "components.dapr.io", "events");
+    assert!(
+        component.contains("jetstreamkv.io/ready: \"true\""),
+        "{component}"
+    );
+
+    // A new Subscription: its subject is added, none removed.
+    subscribe(&client, &ns.name, "refunds", "events", "refunds", None).await;
+    support::eventually(
+        std::time::Duration::from_secs(60),
+        "the new Subscription's subject on the stream",
+        || async {
+            let config = live(&js, &stream).await?;
+            (config.subjects.contains(&p("refunds")) && config.subjects.len() == 4).then_some(())
+        },
+        async || support::describe(&ns.name, "jss", "events"),
+    )
+    .await;
+
+    // Deleted with the default deletion policy: the stream and its messages stay.
+    js.publish(p("orders"), "kept".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    control_plane()
+        .kubectl(
+            &[
+                "-n",
+                &ns.name,
+                "delete",
+                "component",
+                "events",
+                "--wait=true",
+            ],
+            None,
+        )
+        .expect("delete the Component");
+    tokio::time::sleep(support::RESYNC + std::time::Duration::from_secs(1)).await;
+    let mut kept = js.get_stream(&stream).await.expect("the stream is kept");
+    assert_eq!(kept.info().await.expect("info").state.messages, 1);
+}
+
+#[tokio::test]
+async fn what_nats_would_refuse_is_refused_first_each_with_its_reason_and_nothing_changes() {
+    let client = support::client().await;
+    support::operator();
+    let ns = TestNamespace::new(&client, "pubsub-refusals").await;
+    // A server of this test's own: every stream on it is known.
+    let (server, js) = server_with_others().await;
+    let url = server.url();
+    let api_errors = || server.jsz()["api"]["errors"].as_u64().unwrap_or_default();
+    js.create_stream(stream::Config {
+        name: "FOREIGN".into(),
+        subjects: vec!["shipping".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("a stream made by someone else");
+    let before: BTreeMap<&str, serde_json::Value> = [
+        ("AUDIT", stream_config(&js, "AUDIT").await.expect("AUDIT")),
+        (
+            "KV_cart",
+            stream_config(&js, "KV_cart").await.expect("KV_cart"),
+        ),
+        (
+            "FOREIGN",
+            stream_config(&js, "FOREIGN").await.expect("FOREIGN"),
+        ),
+    ]
+    .into();
+    // The operator asks about absent streams by listing, so any error from here on is a
+    // request the server refused.
+    let errors_before = api_errors();
+
+    // An overlap with another stream, and with a bucket's $KV.cart.> subjects.
+    control_plane().apply(
+        &pubsub_component(&ns.name, "overlap", &url)
+            .annotation(SUBJECTS_ANNOTATION, "audit.login")
+            .yaml(),
+    );
+    control_plane().apply(
+        &pubsub_component(&ns.name, "bucket", &url)
+            .annotation(SUBJECTS_ANNOTATION, "*.cart.>")
+            .yaml(),
+    );
+    // WorkQueue retention breaks Dapr's fan-out.
+    control_plane().apply(
+        &pubsub_component(&ns.name, "queue", &url)
+            .annotation(SUBJECTS_ANNOTATION, "jobs")
+            .annotation("jetstreamkv.io/retention", "workqueue")
+            .yaml(),
+    );
+    // A stream someone else made, which does not cover a Subscription's topic.
+    control_plane().apply(
+        &pubsub_component(&ns.name, "foreign", &url)
+            .item("streamName", "FOREIGN")
+            .yaml(),
+    );
+    subscribe(&client, &ns.name, "returns", "foreign", "returns", None).await;
+
+    let jss = wait_ready(&client, &ns.name, "overlap", "False", "SubjectOverlap").await;
+    let message = &jss.condition(ConditionType::Ready).expect("Ready").message;
+    assert!(
+        message.contains("audit.login overlaps audit.> of stream AUDIT"),
+        "{message}"
+    );
+    assert!(
+        jss.condition(ConditionType::Stalled)
+            .is_some_and(|c| c.status == "True")
+    );
+    let jss = wait_ready(&client, &ns.name, "bucket", "False", "SubjectOverlap").await;
+    let message = &jss.condition(ConditionType::Ready).expect("Ready").message;
+    assert!(message.contains("of KV bucket cart"), "{message}");
+    wait_ready(&client, &ns.name, "queue", "False", "WorkQueueRefused").await;
+    let jss = wait_ready(&client, &ns.name, "foreign", "False", "SubjectsNotCovered").await;
+    let returns = jss
+        .status
+        .as_ref()
+        .and_then(|s| s.topics.iter().find(|t| t.topic == "returns"))
+        .expect("the topic is listed");
+    assert!(!returns.covered, "{returns:?}");
+    // Listed, not asked for by name: asking for an absent stream is an error response.
+    let names: Vec<String> = others(&js, "").await.into_iter().map(|o| o.name).collect();
+    for name in ["overlap", "bucket", "queue"] {
+        let stream = format!("{}_{name}", ns.name);
+        assert!(!names.contains(&stream), "{stream} was created: {names:?}");
+    }
+
+    // An immutable change of a stream the operator manages: refused before anything is sent.
+    control_plane().apply(
+        &pubsub_component(&ns.name, "events", &url)
+            .annotation(SUBJECTS_ANNOTATION, "orders")
+            .yaml(),
+    );
+    wait_ready(&client, &ns.name, "events", "True", "StreamManaged").await;
+    let stream = format!("{}_events", ns.name);
+    let managed = stream_config(&js, &stream).await.expect("created");
+    control_plane().apply(
+        &pubsub_component(&ns.name, "events", &url)
+            .annotation(SUBJECTS_ANNOTATION, "orders")
+            .annotation(STORAGE_ANNOTATION, "memory")
+            .yaml(),
+    );
+    let jss = wait_ready(
+        &client,
+        &ns.name,
+        "events",
+        "False",
+        "ImmutableFieldChanged",
+    )
+    .await;
+    let message = &jss.condition(ConditionType::Ready).expect("Ready").message;
+    assert!(message.contains("storage"), "{message}");
+
+    // Nothing the server would refuse was sent, and no stream changed.
+    assert_eq!(
+        api_errors(),
+        errors_before,
+        "a refused request reached the server"
+    );
+    assert_eq!(stream_config(&js, &stream).await.as_ref(), Some(&managed));
+    for (name, config) in &before {
+        assert_eq!(
+            stream_config(&js, name).await.as_ref(),
+            Some(config),
+            "{name} changed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_nats_url_from_a_secret_is_never_shown() {
+    let client = support::client().await;
+    support::operator();
+    let ns = TestNamespace::new(&client, "pubsub-secret-url").await;
+    let url = support::nats().url();
+    let host = url.trim_start_matches("nats://").to_owned();
+    let secret = support::fixtures::secret(
+        &ns.name,
+        "nats",
+        &[("url", &format!("nats://dapr:hunter2@{host}"))],
+    );
+    control_plane().apply(&serde_yaml::to_string(&secret).expect("yaml"));
+    let topic = format!("secret{}", support::random_suffix());
+    control_plane().apply(
+        &support::ComponentManifest::new(&ns.name, "events")
+            .type_("pubsub.jetstream")
+            .item_from_secret("natsURL", "nats", Some("url"))
+            .annotation(SUBJECTS_ANNOTATION, &topic)
+            .yaml(),
+    );
+    let jss = wait_ready(&client, &ns.name, "events", "True", "StreamManaged").await;
+    assert_eq!(jss.spec.servers, ["<Secret nats, key url>"]);
+    let shown = format!(
+        "{}\n{}",
+        support::describe(&ns.name, "jss", "events"),
+        support::describe(&ns.name, "components.dapr.io", "events")
+    );
+    for secret in ["hunter2", host.as_str()] {
+        assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+    }
+}
+
+#[tokio::test]
+async fn at_rest_nothing_is_written_and_deletion_policy_delete_deletes_only_its_own_stream() {
+    let client = support::client().await;
+    support::operator();
+    let ns = TestNamespace::new(&client, "pubsub-delete").await;
+    let url = support::nats().url();
+    let js = support::jetstream(&url).await;
+    let topic = format!("deleted{}", support::random_suffix());
+    control_plane().apply(
+        &pubsub_component(&ns.name, "events", &url)
+            .annotation(SUBJECTS_ANNOTATION, &topic)
+            .annotation("jetstreamkv.io/deletion-policy", "delete")
+            .yaml(),
+    );
+    let jss = wait_ready(&client, &ns.name, "events", "True", "StreamManaged").await;
+    let stream = format!("{}_events", ns.name);
+    assert!(live(&js, &stream).await.is_some(), "created");
+
+    // Two resyncs later, nothing was written again.
+    tokio::time::sleep(support::RESYNC * 2 + std::time::Duration::from_secs(1)).await;
+    let api: Api<JetStreamStream> = Api::namespaced(client.clone(), &ns.name);
+    let again = api.get("events").await.expect("get");
+    assert_eq!(
+        again.metadata.resource_version, jss.metadata.resource_version,
+        "a resync without change wrote the JetStreamStream"
+    );
+
+    // A second Component naming the same stream only verifies it, and its deletion keeps it.
+    control_plane().apply(
+        &pubsub_component(&ns.name, "reader", &url)
+            .item("streamName", &stream)
+            .annotation("jetstreamkv.io/deletion-policy", "delete")
+            .yaml(),
+    );
+    wait_ready(&client, &ns.name, "reader", "True", "StreamVerified").await;
+    control_plane()
+        .kubectl(
+            &[
+                "-n",
+                &ns.name,
+                "delete",
+                "component",
+                "reader",
+                "--wait=true",
+                "--timeout=60s",
+            ],
+            None,
+        )
+        .expect("the Component's deletion finishes");
+    assert!(
+        live(&js, &stream).await.is_some(),
+        "kept: made for another Component"
+    );
+
+    // Its own Component's deletion deletes it.
+    control_plane()
+        .kubectl(
+            &[
+                "-n",
+                &ns.name,
+                "delete",
+                "component",
+                "events",
+                "--wait=true",
+                "--timeout=60s",
+            ],
+            None,
+        )
+        .expect("the Component's deletion finishes");
+    let names: Vec<String> = others(&js, "").await.into_iter().map(|o| o.name).collect();
+    assert!(!names.contains(&stream), "{stream} deleted: {names:?}");
 }

@@ -5,7 +5,6 @@ mod support;
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use jetstream_kv_operator::crd::KeyValueBucket;
 use jetstream_kv_operator::dapr::Component;
 use kube::Api;
@@ -21,29 +20,14 @@ fn component(ns: &str, name: &str, url: &str, bucket: &str, annotations: &str) -
 /// Everything an owner would miss if another tenant touched its bucket: the stream config, when
 /// it was created, and every revision of every key.
 async fn snapshot(bucket: &str) -> (serde_json::Value, String, Vec<(String, u64, Vec<u8>)>) {
-    let js = support::jetstream(&nats().url()).await;
-    let mut stream = js.get_stream(format!("KV_{bucket}")).await.expect("stream");
-    let info = stream.info().await.expect("stream info");
+    let info = support::stream_info(&nats().url(), bucket).await;
     let config = serde_json::to_value(&info.config).unwrap();
     let created = format!("{:?}", info.created);
-    let store = js.get_key_value(bucket).await.expect("bucket");
-    let mut keys: Vec<String> = store
-        .keys()
-        .await
-        .unwrap()
-        .map(|k| k.unwrap())
-        .collect()
-        .await;
-    keys.sort();
-    let mut values = Vec::new();
-    for key in keys {
-        let mut entries = store.history(&key).await.unwrap();
-        while let Some(entry) = entries.next().await {
-            let entry = entry.unwrap();
-            values.push((key.clone(), entry.revision, entry.value.to_vec()));
-        }
-    }
-    (config, created, values)
+    (
+        config,
+        created,
+        support::revisions(&nats().url(), bucket).await,
+    )
 }
 
 /// Cross-namespace takeover (finding 1): with every spelling of the victim's server, asking to

@@ -1,8 +1,9 @@
--- Argo CD health check of a dapr.io/Component, for the state.jetstream Components that
--- jetstream-kv-operator provisions. Components of other types are Healthy (not judged).
+-- Argo CD health check of a dapr.io/Component, for the state.jetstream and pubsub.jetstream
+-- Components that jetstream-kv-operator provisions. Components of other types are Healthy (not
+-- judged).
 --
--- Dapr's Component has no status, so the operator summarises its KeyValueBucket's Ready
--- condition in annotations: jetstreamkv.io/ready, jetstreamkv.io/reason and
+-- Dapr's Component has no status, so the operator summarises the Ready condition of its
+-- KeyValueBucket (state.jetstream) or JetStreamStream (pubsub.jetstream) in annotations: jetstreamkv.io/ready, jetstreamkv.io/reason and
 -- jetstreamkv.io/observed-generation.
 --   Healthy      ready is "true" for the current generation;
 --   Degraded     ready is "false" with a reason that only a change of the Component (or its
@@ -17,14 +18,15 @@ local transient = {
   BucketMissing = true, BucketCreateConflict = true, SecretReadFailed = true,
   DeletionPending = true,
   QuorumLost = true, NoStreamLeader = true, JetStreamUnavailable = true, ReplicasNotCurrent = true,
+  StreamMissing = true, StreamCreateConflict = true, SubscriptionsUnreadable = true,
 }
 
 -- Argo CD runs this script without Lua's standard libraries (no string.lower, no string.sub):
 -- only the base and table libraries and a safe os. So the type is matched in any ASCII case, as
 -- the operator matches it, with comparison operators only. A string s starts with prefix .. c
 -- exactly when prefix .. c <= s < prefix .. d, d being the character after c: Lua compares
--- strings byte by byte. Each row: a character of "state.jetstream" and the next one, in lower
--- then in upper case.
+-- strings byte by byte. Each row: a character of the type and the next one, in lower then in
+-- upper case.
 local STATE_JETSTREAM = {
   {"s", "t", "S", "T"}, {"t", "u", "T", "U"}, {"a", "b", "A", "B"}, {"t", "u", "T", "U"},
   {"e", "f", "E", "F"}, {".", "/"}, {"j", "k", "J", "K"}, {"e", "f", "E", "F"},
@@ -32,12 +34,19 @@ local STATE_JETSTREAM = {
   {"e", "f", "E", "F"}, {"a", "b", "A", "B"}, {"m", "n", "M", "N"},
 }
 
-local function is_state_jetstream(s)
-  if type(s) ~= "string" or #s ~= #STATE_JETSTREAM then
+local PUBSUB_JETSTREAM = {
+  {"p", "q", "P", "Q"}, {"u", "v", "U", "V"}, {"b", "c", "B", "C"}, {"s", "t", "S", "T"},
+  {"u", "v", "U", "V"}, {"b", "c", "B", "C"}, {".", "/"}, {"j", "k", "J", "K"},
+  {"e", "f", "E", "F"}, {"t", "u", "T", "U"}, {"s", "t", "S", "T"}, {"t", "u", "T", "U"},
+  {"r", "s", "R", "S"}, {"e", "f", "E", "F"}, {"a", "b", "A", "B"}, {"m", "n", "M", "N"},
+}
+
+local function is_type(s, rows)
+  if type(s) ~= "string" or #s ~= #rows then
     return false
   end
   local prefix = ""
-  for _, row in ipairs(STATE_JETSTREAM) do
+  for _, row in ipairs(rows) do
     local matched = false
     for i = 1, #row, 2 do
       local candidate = prefix .. row[i]
@@ -58,7 +67,10 @@ local hs = {}
 local spec = obj.spec
 -- The version is not looked at, as the operator does: a state.jetstream Component of an
 -- unsupported version is the operator's, and its annotations say UnsupportedVersion (Degraded).
-if spec == nil or not is_state_jetstream(spec.type) then
+local what, resource = "Bucket", "keyvaluebucket"
+if spec ~= nil and is_type(spec.type, PUBSUB_JETSTREAM) then
+  what, resource = "Stream", "jetstreamstream"
+elseif spec == nil or not is_type(spec.type, STATE_JETSTREAM) then
   hs.status = "Healthy"
   hs.message = ""
   return hs
@@ -75,7 +87,7 @@ local generation = obj.metadata and obj.metadata.generation
 
 hs.status = "Progressing"
 if ready == nil or ready == "" then
-  hs.message = "Waiting for jetstream-kv-operator to provision the bucket"
+  hs.message = "Waiting for jetstream-kv-operator to provision the " .. resource
   return hs
 end
 if generation ~= nil and observed ~= nil and observed ~= generation then
@@ -83,19 +95,19 @@ if generation ~= nil and observed ~= nil and observed ~= generation then
   return hs
 end
 
-local detail = "; see kubectl describe keyvaluebucket " .. tostring(obj.metadata.name)
+local detail = "; see kubectl describe " .. resource .. " " .. tostring(obj.metadata.name)
 if ready == "true" then
   hs.status = "Healthy"
-  hs.message = "Bucket ready (" .. reason .. ")"
+  hs.message = what .. " ready (" .. reason .. ")"
 elseif ready == "false" and transient[reason] then
-  hs.message = "Bucket not ready yet, retrying: " .. reason .. detail
+  hs.message = what .. " not ready yet, retrying: " .. reason .. detail
 elseif ready == "false" then
   hs.status = "Degraded"
   if reason == "" then
     reason = "NotReady"
   end
-  hs.message = "Bucket not ready: " .. reason .. detail
+  hs.message = what .. " not ready: " .. reason .. detail
 else
-  hs.message = "Bucket readiness unknown (" .. reason .. ")"
+  hs.message = what .. " readiness unknown (" .. reason .. ")"
 end
 return hs

@@ -1,4 +1,5 @@
--- Argo CD health check of a jetstreamkv.io/KeyValueBucket (jetstream-kv-operator).
+-- Argo CD health check of a jetstreamkv.io/KeyValueBucket and of a jetstreamkv.io/JetStreamStream
+-- (jetstream-kv-operator): both carry the same kstatus conditions.
 --
 -- Reads the kstatus conditions the operator writes:
 --   Healthy      Ready=True for the current generation;
@@ -18,11 +19,16 @@ local needs_change = {
   JwtMalformed = true, JwtNotUser = true, JwtIssuerNotAccount = true, JwtExpired = true,
   JwtSignatureInvalid = true, SeedMalformed = true, SeedNotUser = true,
   SeedDoesNotMatchJwt = true, InvalidAnnotation = true, UnknownAnnotation = true,
+  ReservedMetadataKey = true,
   NotAKeyValueBucket = true, ConfigMismatch = true, DataLossRefused = true,
   ImmutableFieldChanged = true, UnsupportedByServer = true, BucketOwnedElsewhere = true,
   AuthorizationFailed = true, TlsFailed = true, JetStreamDisabled = true,
   AccountLimitsExceeded = true, NoSuitablePlacement = true,
   TooMuchMetadata = true, ServerNotAllowed = true,
+  TlsCertWithoutKey = true, TlsKeyWithoutCert = true, TlsClientAuthUnsupported = true,
+  InvalidStreamName = true, InvalidSubject = true, OverlappingSubjects = true,
+  TooManySubjects = true, WorkQueueRefused = true, NoSubjects = true, SubjectOverlap = true,
+  SubjectsNotCovered = true, TopicsNotCovered = true, StreamNotUsable = true,
 }
 
 local function describe(c)
@@ -35,7 +41,7 @@ end
 
 local hs = {
   status = "Progressing",
-  message = "Waiting for jetstream-kv-operator to report on the bucket",
+  message = "Waiting for jetstream-kv-operator to report",
 }
 if obj.status == nil or obj.status.conditions == nil then
   return hs

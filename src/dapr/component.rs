@@ -124,6 +124,19 @@ impl Component {
     pub fn is_jetstream_state_store(&self) -> bool {
         self.spec.type_.eq_ignore_ascii_case(JETSTREAM_STATE_TYPE)
     }
+
+    /// Whether this Component is Dapr's `pubsub.jetstream` (type compared case-insensitively).
+    pub fn is_jetstream_pubsub(&self) -> bool {
+        self.spec
+            .type_
+            .eq_ignore_ascii_case(crate::pubsub::JETSTREAM_PUBSUB_TYPE)
+    }
+
+    /// Whether the operator provisions something for this Component: a state store's bucket
+    /// or a pub/sub's stream.
+    pub fn is_ours(&self) -> bool {
+        self.is_jetstream_state_store() || self.is_jetstream_pubsub()
+    }
 }
 
 impl k8s_openapi::Resource for Component {

@@ -44,6 +44,8 @@ pub enum NatsAuth {
     None,
     /// User and password (or a token) in the server URLs.
     UserInfo,
+    /// A token given apart from the URLs (`pubsub.jetstream`'s `token` item).
+    Token(SecretValue),
     /// A user JWT, with the nkey seed that signs the server's nonce.
     Jwt {
         /// The user JWT.
@@ -54,11 +56,12 @@ pub enum NatsAuth {
 }
 
 impl NatsAuth {
-    /// A name for status and metrics: `none`, `userinfo` or `jwt`.
+    /// A name for status and metrics: `none`, `userinfo`, `token` or `jwt`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::None => "none",
             Self::UserInfo => "userinfo",
+            Self::Token(_) => "token",
             Self::Jwt { .. } => "jwt",
         }
     }
@@ -91,12 +94,7 @@ pub fn store_config_with_origins(
     values: &[(String, SecretValue)],
     origin: impl Fn(&str) -> Option<String>,
 ) -> Result<StoreConfig, ComponentError> {
-    let get = |wanted: &str| {
-        values
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
-            .map(|(name, value)| (name.as_str(), value))
-    };
+    let get = |wanted: &str| item(values, wanted);
 
     for wanted in ["natsURL", "bucket", "jwt", "seedKey"] {
         if let Some((name, value)) = get(wanted)
@@ -109,6 +107,59 @@ pub fn store_config_with_origins(
         }
     }
 
+    let (servers, redacted_servers, has_userinfo) = servers_with_origin(values, &origin)?;
+
+    let bucket = get("bucket").map(|(_, v)| v.expose()).unwrap_or_default();
+    let shown_bucket = get("bucket")
+        .and_then(|(name, _)| origin(name))
+        .unwrap_or_else(|| bucket.to_owned());
+    if bucket.is_empty() {
+        return Err(ComponentError::MissingBucket);
+    }
+    if !is_valid_bucket_name(bucket) {
+        return Err(ComponentError::InvalidBucketName {
+            bucket: shown_bucket,
+        });
+    }
+
+    let auth = user_auth(values, has_userinfo)?;
+
+    // The connection name is cosmetic and `{podName}` there is common in Dapr manifests, so a
+    // per-pod name is dropped rather than failing a Component that works in Dapr.
+    let connection_name = get("name")
+        .map(|(_, v)| v.expose())
+        .filter(|v| !v.is_empty() && pod_template(v).is_none())
+        .map(str::to_owned);
+
+    Ok(StoreConfig {
+        servers,
+        redacted_servers,
+        bucket: bucket.to_owned(),
+        shown_bucket,
+        auth,
+        connection_name,
+    })
+}
+
+/// A metadata item by name (case-insensitive, the first one counts), with its name as written.
+fn item<'a>(
+    values: &'a [(String, SecretValue)],
+    wanted: &str,
+) -> Option<(&'a str, &'a SecretValue)> {
+    values
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
+        .map(|(name, value)| (name.as_str(), value))
+}
+
+/// `natsURL`, checked: the value, each server as it may be shown (only `<Secret name, key>` when
+/// `origin` says it came from a Secret), and whether a server URL holds user info. Shared by
+/// every Component type the operator reads.
+pub(crate) fn servers_with_origin(
+    values: &[(String, SecretValue)],
+    origin: &impl Fn(&str) -> Option<String>,
+) -> Result<(SecretValue, Vec<String>, bool), ComponentError> {
+    let get = |wanted: &str| item(values, wanted);
     let servers = get("natsURL").map(|(_, v)| v.clone()).unwrap_or_default();
     let servers_origin = get("natsURL").and_then(|(name, _)| origin(name));
     let redacted_servers = match (check_servers(servers.expose()), &servers_origin) {
@@ -127,22 +178,20 @@ pub fn store_config_with_origins(
     };
     let has_userinfo =
         split_servers(servers.expose()).any(|s| parse_server(s).is_ok_and(|u| has_userinfo(&u)));
+    Ok((servers, redacted_servers, has_userinfo))
+}
 
-    let bucket = get("bucket").map(|(_, v)| v.expose()).unwrap_or_default();
-    let shown_bucket = get("bucket")
-        .and_then(|(name, _)| origin(name))
-        .unwrap_or_else(|| bucket.to_owned());
-    if bucket.is_empty() {
-        return Err(ComponentError::MissingBucket);
-    }
-    if !is_valid_bucket_name(bucket) {
-        return Err(ComponentError::InvalidBucketName {
-            bucket: shown_bucket,
-        });
-    }
-
-    let present = |wanted| get(wanted).map(|(_, v)| v).filter(|v| !v.is_empty());
-    let auth = match (present("jwt"), present("seedKey")) {
+/// The `jwt`/`seedKey` pair, else user info in the URLs, else anonymous.
+pub(crate) fn user_auth(
+    values: &[(String, SecretValue)],
+    has_userinfo: bool,
+) -> Result<NatsAuth, ComponentError> {
+    let present = |wanted| {
+        item(values, wanted)
+            .map(|(_, v)| v)
+            .filter(|v| !v.is_empty())
+    };
+    Ok(match (present("jwt"), present("seedKey")) {
         (Some(jwt), Some(seed)) => NatsAuth::Jwt {
             jwt: jwt.clone(),
             seed: seed.clone(),
@@ -151,22 +200,6 @@ pub fn store_config_with_origins(
         (None, Some(_)) => return Err(ComponentError::SeedWithoutJwt),
         (None, None) if has_userinfo => NatsAuth::UserInfo,
         (None, None) => NatsAuth::None,
-    };
-
-    // The connection name is cosmetic and `{podName}` there is common in Dapr manifests, so a
-    // per-pod name is dropped rather than failing a Component that works in Dapr.
-    let connection_name = get("name")
-        .map(|(_, v)| v.expose())
-        .filter(|v| !v.is_empty() && pod_template(v).is_none())
-        .map(str::to_owned);
-
-    Ok(StoreConfig {
-        servers,
-        redacted_servers,
-        bucket: bucket.to_owned(),
-        shown_bucket,
-        auth,
-        connection_name,
     })
 }
 

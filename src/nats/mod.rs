@@ -73,6 +73,8 @@ pub enum NatsError {
         "the JetStream cluster is not available (no meta leader): a majority of its servers is down, or they are electing a leader; it recovers when they are back"
     )]
     ClusterUnavailable,
+    #[error("the NATS server cannot create the bucket as asked: {detail}")]
+    UnsupportedByServer { detail: String },
     #[error("the NATS server did not answer in time ({what}); it may be overloaded or restarting")]
     Timeout { what: String },
     #[error("NATS request failed ({what}): {detail}")]
@@ -92,6 +94,7 @@ impl Failure for NatsError {
             Self::QuorumLost { .. } => "QuorumLost",
             Self::NoStreamLeader { .. } => "NoStreamLeader",
             Self::ClusterUnavailable => "JetStreamUnavailable",
+            Self::UnsupportedByServer { .. } => "UnsupportedByServer",
             Self::Timeout { .. } => "NatsTimeout",
             Self::Request { .. } => "NatsRequestFailed",
         }

@@ -38,6 +38,10 @@ impl ConnectionKey {
             h.update([0]);
             h.update(without_line_breaks(seed).as_bytes());
         }
+        if let NatsAuth::Token(token) = &config.auth {
+            h.update([1]);
+            h.update(token.expose().as_bytes());
+        }
         Self(h.finalize().into())
     }
 }
@@ -242,6 +246,7 @@ impl ConnectionPool {
                     async move { key_pair.sign(&nonce).map_err(async_nats::AuthError::new) }
                 })
             }
+            NatsAuth::Token(token) => ConnectOptions::with_token(token.expose().to_string()),
             _ => ConnectOptions::new(),
         };
         match &target.userinfo {

@@ -10,7 +10,7 @@
 use super::PubsubError;
 use super::subjects::{DiscoveredTopic, TopicSource};
 use crate::dapr::ComponentError;
-use crate::dapr::store::redact_url;
+use crate::dapr::store::{NatsAuth, StoreConfig, servers_with_origin, user_auth};
 use crate::secret_value::SecretValue;
 
 /// The Component `spec.type` of Dapr's JetStream pub/sub.
@@ -23,36 +23,6 @@ const NAMESPACE_TEMPLATE: &str = "{namespace}";
 /// `{namespace}` with `<namespace>.<appID>`, so it is per-app too.)
 const POD_TEMPLATES: [&str; 4] = ["{uuid}", "{podName}", "{appID}", NAMESPACE_TEMPLATE];
 
-/// How the pub/sub authenticates to NATS.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PubsubAuth {
-    /// Anonymous.
-    None,
-    /// User and password (or a token) in the server URLs.
-    UserInfo,
-    /// The `token` metadata item.
-    Token(SecretValue),
-    /// A user JWT with the nkey seed that signs the server's nonce.
-    Jwt {
-        /// The user JWT.
-        jwt: SecretValue,
-        /// The user's nkey seed.
-        seed: SecretValue,
-    },
-}
-
-impl PubsubAuth {
-    /// A name for status and metrics: `none`, `userinfo`, `token` or `jwt`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::UserInfo => "userinfo",
-            Self::Token(_) => "token",
-            Self::Jwt { .. } => "jwt",
-        }
-    }
-}
-
 /// Per-app topic lists (`publishingScopes`, `subscriptionScopes`): `app=t1,t2;app2=t3`.
 pub type AppTopics = Vec<(String, Vec<String>)>;
 
@@ -61,10 +31,11 @@ pub type AppTopics = Vec<(String, Vec<String>)>;
 pub struct PubsubConfig {
     /// `natsURL` as given (may hold credentials).
     pub servers: SecretValue,
-    /// Each server URL without its password or token.
+    /// Each server URL without its password or token (only `<Secret name, key>` when `natsURL`
+    /// came from a Secret).
     pub redacted_servers: Vec<String>,
-    /// How to authenticate.
-    pub auth: PubsubAuth,
+    /// How to authenticate: `jwt`/`seedKey`, `token`, user info in the URLs, or none.
+    pub auth: NatsAuth,
     /// `streamName`: the stream every topic is bound to; None means daprd looks the stream up by
     /// subject.
     pub stream_name: Option<String>,
@@ -90,6 +61,19 @@ pub struct PubsubConfig {
 }
 
 impl PubsubConfig {
+    /// What the connection pool needs to reach the servers (shared with state stores: one
+    /// connection per servers and credentials, whatever the Component type).
+    pub fn connection(&self, stream: &str) -> StoreConfig {
+        StoreConfig {
+            servers: self.servers.clone(),
+            redacted_servers: self.redacted_servers.clone(),
+            bucket: stream.to_owned(),
+            shown_bucket: stream.to_owned(),
+            auth: self.auth.clone(),
+            connection_name: None,
+        }
+    }
+
     /// The topics the Component itself names: `allowedTopics` and both scope lists.
     pub fn topics(&self) -> Vec<DiscoveredTopic> {
         let mut out: Vec<DiscoveredTopic> = self
@@ -119,6 +103,15 @@ impl PubsubConfig {
 /// configuration. Names match case-insensitively; the first item of a name counts; unknown names
 /// are ignored, as Dapr ignores them.
 pub fn pubsub_config(values: &[(String, SecretValue)]) -> Result<PubsubConfig, PubsubError> {
+    pubsub_config_with_origins(values, |_| None)
+}
+
+/// [`pubsub_config`], where `origin` says for a metadata item (by its name as written) where its
+/// value came from when that must be shown instead (a `natsURL` from a Secret is never shown).
+pub fn pubsub_config_with_origins(
+    values: &[(String, SecretValue)],
+    origin: impl Fn(&str) -> Option<String>,
+) -> Result<PubsubConfig, PubsubError> {
     let get = |wanted: &str| {
         values
             .iter()
@@ -153,38 +146,24 @@ pub fn pubsub_config(values: &[(String, SecretValue)]) -> Result<PubsubConfig, P
         }
     }
 
-    let servers = present("natsURL").ok_or(ComponentError::MissingNatsURL)?;
-    let redacted_servers: Vec<String> = servers
-        .expose()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(redact_url)
-        .collect();
-    if redacted_servers.is_empty() {
+    if present("natsURL").is_none() {
         return Err(ComponentError::MissingNatsURL.into());
     }
-    let has_userinfo = redacted_servers.iter().any(|s| s.contains('@'));
+    let (servers, redacted_servers, has_userinfo) = servers_with_origin(values, &origin)?;
 
     match (present("tls_client_cert"), present("tls_client_key")) {
         (Some(_), None) => return Err(PubsubError::TlsCertWithoutKey),
         (None, Some(_)) => return Err(PubsubError::TlsKeyWithoutCert),
         _ => {}
     }
-    let auth = match (present("jwt"), present("seedKey")) {
-        (Some(jwt), Some(seed)) => PubsubAuth::Jwt { jwt, seed },
-        (Some(_), None) => return Err(ComponentError::JwtWithoutSeed.into()),
-        (None, Some(_)) => return Err(ComponentError::SeedWithoutJwt.into()),
-        // Dapr prefers a client certificate over a token; both are files or values in the
-        // sidecar, and a certificate names files only the sidecar has.
-        (None, None) if present("tls_client_cert").is_some() => {
+    // Dapr prefers a client certificate over a token; both are files or values in the sidecar,
+    // and a certificate names files only the sidecar has.
+    let auth = match user_auth(values, has_userinfo)? {
+        NatsAuth::Jwt { jwt, seed } => NatsAuth::Jwt { jwt, seed },
+        _ if present("tls_client_cert").is_some() => {
             return Err(PubsubError::TlsClientAuthUnsupported);
         }
-        (None, None) => match present("token") {
-            Some(token) => PubsubAuth::Token(token),
-            None if has_userinfo => PubsubAuth::UserInfo,
-            None => PubsubAuth::None,
-        },
+        other => present("token").map(NatsAuth::Token).unwrap_or(other),
     };
 
     let text = |wanted| present(wanted).map(|v| v.expose().to_owned());
@@ -397,8 +376,18 @@ mod tests {
         ] {
             assert_eq!(config(&items).unwrap().auth.kind(), kind, "{items:?}");
         }
+        // The state store's rules: with credentials and several servers, nothing that could be
+        // a piece of a password is shown.
         let c = config(&[("natsURL", "nats://u:secret@a:4222, nats://b:4222")]).unwrap();
-        assert_eq!(c.redacted_servers, ["nats://u:***@a:4222", "nats://b:4222"]);
+        assert_eq!(
+            c.redacted_servers,
+            [
+                "nats://***@a:4222",
+                "#2 (not shown: natsURL holds credentials)"
+            ]
+        );
+        let c = config(&[("natsURL", "nats://u:secret@a:4222")]).unwrap();
+        assert_eq!(c.redacted_servers, ["nats://u:***@a:4222"]);
     }
 
     #[test]

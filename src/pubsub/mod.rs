@@ -22,7 +22,9 @@ pub mod subjects;
 pub mod subscription;
 pub mod topics;
 
-pub use component::{JETSTREAM_PUBSUB_TYPE, PubsubAuth, PubsubConfig, pubsub_config};
+pub use component::{
+    JETSTREAM_PUBSUB_TYPE, PubsubConfig, pubsub_config, pubsub_config_with_origins,
+};
 pub use resource::JetStreamStream;
 pub use stream::{StreamPlan, StreamSettings};
 pub use subjects::{DiscoveredTopic, SubjectError, Subjects, TopicSource, derive_subjects};
@@ -82,6 +84,11 @@ pub enum PubsubError {
     )]
     WorkQueueRefused,
 
+    /// An annotation a stream shares with a bucket (storage, replicas, max-bytes, policies) is
+    /// not valid, or a `jetstreamkv.io/` annotation is not known.
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
+
     /// A stream annotation has a value that cannot be used.
     #[error("annotation {annotation} {value:?} is not valid: {expected}")]
     InvalidAnnotation {
@@ -108,6 +115,7 @@ impl Failure for PubsubError {
             Self::Subject(SubjectError::TooMany { .. }) => "TooManySubjects",
             Self::WorkQueueRefused => "WorkQueueRefused",
             Self::InvalidAnnotation { .. } => "InvalidAnnotation",
+            Self::Settings(e) => e.reason(),
         }
     }
 

@@ -147,11 +147,7 @@ pub struct StreamStatus {
 impl JetStreamStream {
     /// The condition of a type, if set.
     pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
-        self.status
-            .as_ref()?
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_.as_str())
+        crate::crd::find_condition(&self.status.as_ref()?.conditions, type_.as_str())
     }
 }
 

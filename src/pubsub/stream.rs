@@ -14,10 +14,12 @@ use async_nats::jetstream::stream;
 
 use super::PubsubError;
 use super::component::stream_name_problem;
+use super::resource::{StreamConfig, StreamStatus};
 use super::subjects::{collide, covers, parse_user_subjects};
 use crate::duration;
 use crate::failure::{Failure, Retry};
 use crate::nats::bucket::{Change, ChangeKind, META_COMPONENT, META_MANAGED_BY, is_managed_by};
+use crate::settings::{self, DeletionPolicy, Setting, Storage};
 
 /// Annotation listing the topics or topic patterns the stream holds beyond those discovered
 /// (comma- or whitespace-separated, e.g. `orders.>, audit`); the namespace prefix is applied as
@@ -27,16 +29,16 @@ pub const SUBJECTS_ANNOTATION: &str = "jetstreamkv.io/subjects";
 pub const STREAM_ANNOTATION: &str = "jetstreamkv.io/stream";
 /// `limits` (default) or `interest`; `workqueue` is refused.
 pub const RETENTION_ANNOTATION: &str = "jetstreamkv.io/retention";
-/// `file` (default) or `memory`.
+/// `file` (default) or `memory`: the bucket annotation, read the same way.
 pub const STORAGE_ANNOTATION: &str = "jetstreamkv.io/storage";
-/// Number of stream replicas (default 1).
+/// Number of stream replicas (default 1): the bucket annotation, read the same way.
 pub const REPLICAS_ANNOTATION: &str = "jetstreamkv.io/replicas";
 /// How long messages are kept (Go duration; default forever).
 pub const MAX_AGE_ANNOTATION: &str = "jetstreamkv.io/max-age";
-/// Size limit of the stream in bytes (default unlimited).
+/// Size limit of the stream in bytes (default unlimited): the bucket annotation.
 pub const MAX_BYTES_ANNOTATION: &str = "jetstreamkv.io/max-bytes";
 /// `true` to let a change discard stored messages (shorter max age, smaller max bytes).
-pub const ALLOW_DATA_LOSS_ANNOTATION: &str = "jetstreamkv.io/allow-data-loss";
+pub use crate::settings::ALLOW_DATA_LOSS_ANNOTATION;
 
 /// Dapr's duplicate window.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -49,15 +51,6 @@ pub enum Retention {
     /// Messages kept while a consumer has not acknowledged them: messages published while no
     /// consumer exists are dropped.
     Interest,
-}
-
-/// Stream storage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Storage {
-    /// On disk.
-    File,
-    /// In memory.
-    Memory,
 }
 
 /// The stream settings a Component asks for through its annotations, defaults filled in.
@@ -79,6 +72,8 @@ pub struct StreamSettings {
     pub max_bytes: Option<i64>,
     /// Whether changes that discard messages are allowed.
     pub allow_data_loss: bool,
+    /// What happens to the stream when the Component is deleted (retain by default).
+    pub deletion_policy: DeletionPolicy,
     /// The annotations given explicitly (what a stream the operator only verifies is held to).
     pub explicit: BTreeSet<&'static str>,
 }
@@ -94,12 +89,16 @@ impl Default for StreamSettings {
             max_age: None,
             max_bytes: None,
             allow_data_loss: false,
+            deletion_policy: DeletionPolicy::Retain,
             explicit: BTreeSet::new(),
         }
     }
 }
 
-/// Reads the stream settings from the Component's annotations. Unrelated annotations are ignored.
+/// Reads the stream settings from the Component's annotations. The annotations a stream shares
+/// with a bucket (`storage`, `replicas`, `max-bytes`, `allow-data-loss`, `deletion-policy`) are
+/// read by [`crate::settings::from_annotations`], with the same values and messages (and a typo
+/// of a `jetstreamkv.io/` annotation is refused the same way); the stream's own ones here.
 pub fn stream_settings(
     annotations: &BTreeMap<String, String>,
 ) -> Result<StreamSettings, PubsubError> {
@@ -131,22 +130,6 @@ pub fn stream_settings(
         };
         s.explicit.insert("retention");
     }
-    if let Some(v) = get(STORAGE_ANNOTATION) {
-        s.storage = match v.to_ascii_lowercase().as_str() {
-            "file" => Storage::File,
-            "memory" => Storage::Memory,
-            _ => return Err(invalid(STORAGE_ANNOTATION, v, "use file or memory")),
-        };
-        s.explicit.insert("storage");
-    }
-    if let Some(v) = get(REPLICAS_ANNOTATION) {
-        s.replicas = v
-            .parse::<usize>()
-            .ok()
-            .filter(|r| (1..=5).contains(r))
-            .ok_or_else(|| invalid(REPLICAS_ANNOTATION, v, "use a number from 1 to 5"))?;
-        s.explicit.insert("replicas");
-    }
     if let Some(v) = get(MAX_AGE_ANNOTATION) {
         let d = duration::parse(v).ok_or_else(|| {
             invalid(
@@ -158,20 +141,32 @@ pub fn stream_settings(
         s.max_age = (!d.is_zero()).then_some(d);
         s.explicit.insert("maxAge");
     }
-    if let Some(v) = get(MAX_BYTES_ANNOTATION) {
-        let b =
-            v.parse::<i64>().ok().filter(|b| *b > 0).ok_or_else(|| {
-                invalid(MAX_BYTES_ANNOTATION, v, "use a positive number of bytes")
-            })?;
-        s.max_bytes = Some(b);
-        s.explicit.insert("maxBytes");
-    }
-    if let Some(v) = get(ALLOW_DATA_LOSS_ANNOTATION) {
-        s.allow_data_loss = match v.to_ascii_lowercase().as_str() {
-            "true" => true,
-            "false" => false,
-            _ => return Err(invalid(ALLOW_DATA_LOSS_ANNOTATION, v, "use true or false")),
-        };
+    // The rest: what a stream shares with a bucket.
+    let stream_only = [
+        SUBJECTS_ANNOTATION,
+        STREAM_ANNOTATION,
+        RETENTION_ANNOTATION,
+        MAX_AGE_ANNOTATION,
+    ];
+    let shared: BTreeMap<String, String> = annotations
+        .iter()
+        .filter(|(k, _)| !stream_only.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let bucket = settings::from_annotations(&shared)?;
+    s.storage = bucket.storage;
+    s.replicas = bucket.replicas;
+    s.max_bytes = bucket.max_bytes;
+    s.allow_data_loss = bucket.allow_data_loss;
+    s.deletion_policy = bucket.deletion_policy;
+    for (setting, field) in [
+        (Setting::Storage, "storage"),
+        (Setting::Replicas, "replicas"),
+        (Setting::MaxBytes, "maxBytes"),
+    ] {
+        if bucket.explicit.contains(&setting) {
+            s.explicit.insert(field);
+        }
     }
     Ok(s)
 }
@@ -647,6 +642,32 @@ fn storage_name(s: stream::StorageType) -> &'static str {
     }
 }
 
+/// A stream's settings as the JetStreamStream shows them.
+pub fn shown_config(c: &stream::Config) -> StreamConfig {
+    StreamConfig {
+        retention: retention_name(c.retention).into(),
+        storage: storage_name(c.storage).into(),
+        replicas: i64::try_from(c.num_replicas.max(1)).unwrap_or(i64::MAX),
+        max_age: (!c.max_age.is_zero()).then(|| duration::format(c.max_age)),
+        max_bytes: (c.max_bytes > 0).then_some(c.max_bytes),
+        duplicate_window: duration::format(c.duplicate_window),
+    }
+}
+
+/// The facts the JetStreamStream status shows about a live stream.
+pub fn status_of(info: &stream::Info, managed: bool, server_version: &str) -> StreamStatus {
+    StreamStatus {
+        name: info.config.name.clone(),
+        managed,
+        server_version: Some(server_version.to_owned()),
+        subjects: info.config.subjects.clone(),
+        config: shown_config(&info.config),
+        messages: info.state.messages,
+        bytes: info.state.bytes,
+        consumers: u64::try_from(info.state.consumer_count).unwrap_or(u64::MAX),
+    }
+}
+
 /// Field-by-field differences between the settings and a live stream, after normalising
 /// defaults (unlimited is -1, forever is zero).
 pub fn diff(s: &StreamSettings, live: &stream::Config, clustered: bool) -> Vec<Change> {
@@ -772,7 +793,13 @@ mod tests {
             (REPLICAS_ANNOTATION, "0", "InvalidAnnotation"),
             (REPLICAS_ANNOTATION, "7", "InvalidAnnotation"),
             (MAX_AGE_ANNOTATION, "1d", "InvalidAnnotation"),
-            (MAX_BYTES_ANNOTATION, "-1", "InvalidAnnotation"),
+            (MAX_BYTES_ANNOTATION, "lots", "InvalidAnnotation"),
+            (
+                "jetstreamkv.io/deletion-policy",
+                "purge",
+                "InvalidAnnotation",
+            ),
+            ("jetstreamkv.io/subject", "orders", "UnknownAnnotation"),
             (ALLOW_DATA_LOSS_ANNOTATION, "yes", "InvalidAnnotation"),
             (STREAM_ANNOTATION, "a.b", "InvalidStreamName"),
         ] {

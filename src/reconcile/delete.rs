@@ -28,11 +28,31 @@ pub async fn finalize(
         ctx.pool.release(key);
         return Ok(Action::await_change());
     }
-    let delete = crate::settings::from_annotations(component.annotations())
-        .is_ok_and(|s| s.deletion_policy == DeletionPolicy::Delete);
+    // A pub/sub Component's stream, or a state store's bucket.
+    let pubsub = component.is_jetstream_pubsub();
+    let delete = if pubsub {
+        crate::pubsub::stream::stream_settings(component.annotations())
+            .is_ok_and(|s| s.deletion_policy == DeletionPolicy::Delete)
+    } else {
+        crate::settings::from_annotations(component.annotations())
+            .is_ok_and(|s| s.deletion_policy == DeletionPolicy::Delete)
+    };
+    let what = if pubsub { "stream" } else { "bucket" };
     let note = if delete {
-        match delete_bucket(component, key, ctx).await {
+        let deleted = if pubsub {
+            delete_stream(component, key, ctx).await
+        } else {
+            delete_bucket(component, key, ctx).await
+        };
+        match deleted {
             Ok(note) => note,
+            Err(failure) if pubsub => {
+                // Keep the finalizer and say why the deletion waits (the JetStreamStream keeps
+                // its last status: the Component's Events say it).
+                let note = status::deletion_pending_note(what, &failure);
+                report::publish(ctx, component, key, note).await;
+                return Ok(Action::requeue(ctx.backoff(key)));
+            }
             Err(failure) => {
                 // Keep the finalizer and say why the deletion waits.
                 let previous = ctx.previous(key, component);
@@ -45,7 +65,9 @@ pub async fn finalize(
     } else {
         Note::normal(
             Reason::BucketRetained,
-            "the Component is deleted and its deletion policy is retain: the bucket and its data are kept".to_string(),
+            format!(
+                "the Component is deleted and its deletion policy is retain: the {what} and its data are kept"
+            ),
         )
     };
     report::publish(ctx, component, key, note).await;
@@ -55,6 +77,48 @@ pub async fn finalize(
     ctx.metrics.set_ready(key, None);
     ctx.index.remove(key);
     Ok(Action::await_change())
+}
+
+/// Deletes the stream of a `pubsub.jetstream` Component being deleted, when the operator created
+/// it for this Component (never a stream another Component or a person made).
+async fn delete_stream(component: &Component, key: &str, ctx: &Context) -> Result<Note, Problem> {
+    let validation = super::stream::validated(ctx, component).await;
+    let Some((config, settings)) = validation.valid() else {
+        return Err(status::first_problem(&validation.findings));
+    };
+    let name = crate::pubsub::stream::stream_name(
+        config.stream_name.as_deref(),
+        settings,
+        &component.namespace().unwrap_or_default(),
+        &component.name_any(),
+    );
+    let retained = |note: String| Ok(Note::normal(Reason::BucketRetained, note));
+    let client = super::execute::client(ctx, key, &config.connection(&name))
+        .await
+        .map_err(|e| Problem::of(ConditionType::Connected, &e))?;
+    let js = async_nats::jetstream::new(client);
+    let stream = Bucket::stream(&js, &name);
+    let live = stream
+        .fetch()
+        .await
+        .map_err(|e| Problem::of(ConditionType::StreamAvailable, &e))?;
+    let Some(live) = live else {
+        return retained(format!("stream {name} no longer exists; nothing to delete"));
+    };
+    if !bucket::is_managed_by(&live.config, key) {
+        return retained(format!(
+            "stream {name} was not created by the operator for this Component, so it is kept"
+        ));
+    }
+    ctx.metrics.nats_request("delete");
+    stream
+        .delete()
+        .await
+        .map_err(|e| Problem::of(ConditionType::StreamAvailable, &e))?;
+    Ok(Note::normal(
+        Reason::BucketDeleted,
+        format!("deleted stream {name} and its messages (jetstreamkv.io/deletion-policy: delete)"),
+    ))
 }
 
 /// Deletes the bucket of a Component being deleted, when that is safe; returns the Event to
@@ -69,14 +133,7 @@ async fn delete_bucket(component: &Component, key: &str, ctx: &Context) -> Resul
         });
     }
     let Some((store, _)) = validation.valid() else {
-        return Err(validation.first_problem().cloned().unwrap_or_else(|| {
-            Problem::new(
-                ConditionType::CredentialsResolved,
-                Reason::NotChecked.as_str(),
-                "the Component was not validated",
-                crate::failure::Retry::Backoff,
-            )
-        }));
+        return Err(status::first_problem(&validation.findings));
     };
     let name = &store.shown_bucket;
     let retained = |note: String| Ok(Note::normal(Reason::BucketRetained, note));
@@ -144,6 +201,8 @@ pub async fn forget(
         .any(|k| k == READY_ANNOTATION || k == REASON_ANNOTATION)
         || component.finalizers().iter().any(|f| f == FINALIZER);
     if ours {
+        // A pub/sub Component that changed type: its JetStreamStream goes (the stream stays).
+        report::delete_stream_object(ctx, component).await?;
         // Applying no annotations under our field manager removes the ones we own.
         report::release_component(ctx, component).await?;
     }

@@ -52,11 +52,13 @@ pub enum BucketStep {
         changes: String,
         error: NatsError,
     },
-    /// Differences that are not applied.
+    /// Differences that are not applied; `why` says why the server cannot apply them, for
+    /// [`BlockReason::UnsupportedByServer`] (else empty).
     Blocked {
         facts: Option<BucketStatus>,
         reason: BlockReason,
         changes: String,
+        why: String,
     },
     /// A clustered stream that cannot take writes now: quorum lost, or no leader yet.
     Unavailable {
@@ -73,12 +75,12 @@ pub enum BucketStep {
     CreateConflict,
 }
 
-/// A connected client and the live bucket (None when it does not exist). One NATS read.
-pub async fn connect(
+/// The pool's client for `store`, with `key` recorded as its user, when it is connected now.
+pub async fn client(
     ctx: &Context,
     key: &str,
     store: &StoreConfig,
-) -> Result<(async_nats::Client, Option<stream::Info>), NatsError> {
+) -> Result<async_nats::Client, NatsError> {
     let client = ctx.pool.connect(key, store).await?;
     if client.connection_state() != async_nats::connection::State::Connected {
         return Err(NatsError::Unreachable {
@@ -86,6 +88,16 @@ pub async fn connect(
             detail: "the connection is down and reconnecting".into(),
         });
     }
+    Ok(client)
+}
+
+/// A connected client and the live bucket (None when it does not exist). One NATS read.
+pub async fn connect(
+    ctx: &Context,
+    key: &str,
+    store: &StoreConfig,
+) -> Result<(async_nats::Client, Option<stream::Info>), NatsError> {
+    let client = client(ctx, key, store).await?;
     let js = async_nats::jetstream::new(client.clone());
     ctx.metrics.nats_request("info");
     let live = Bucket::new(&js, &store.bucket).fetch().await?;
@@ -117,7 +129,10 @@ pub async fn execute(
             settings,
         },
         previously_managed,
-        clustered: server.cluster.is_some(),
+        facts: bucket::ServerFacts {
+            clustered: server.cluster.is_some(),
+            version: bucket::parse_version(&server.version),
+        },
         server: &server,
         shown_stream: &shown_stream,
     };
@@ -134,7 +149,8 @@ struct Target<'a> {
     bucket: &'a Bucket<'a>,
     desired: Desired<'a>,
     previously_managed: Option<bool>,
-    clustered: bool,
+    /// What the server can do.
+    facts: bucket::ServerFacts,
     /// The server, for the bucket's facts (version, identity).
     server: &'a async_nats::ServerInfo,
     /// The stream as shown (the bucket name may have come from a Secret).
@@ -168,7 +184,7 @@ async fn apply(t: &Target<'_>, mut live: Option<stream::Info>) -> BucketStep {
             &t.desired,
             live.as_ref().map(|i| &i.config),
             t.previously_managed,
-            t.clustered,
+            &t.facts,
         );
         let live_facts = |managed: bool| live.as_ref().and_then(|i| t.facts(i, managed));
         return match plan {
@@ -185,6 +201,9 @@ async fn apply(t: &Target<'_>, mut live: Option<stream::Info>) -> BucketStep {
                     }
                     Err(e) => BucketStep::CreateFailed(e),
                 }
+            }
+            Plan::CannotCreate(why) => {
+                BucketStep::CreateFailed(NatsError::UnsupportedByServer { detail: why })
             }
             Plan::Missing => BucketStep::Missing,
             Plan::NotKeyValue(problem) => BucketStep::NotKeyValue(problem),
@@ -229,6 +248,10 @@ async fn apply(t: &Target<'_>, mut live: Option<stream::Info>) -> BucketStep {
             } => BucketStep::Blocked {
                 facts: live_facts(managed),
                 reason,
+                why: match reason {
+                    BlockReason::UnsupportedByServer => bucket::why_unsupported(&changes, &t.facts),
+                    _ => String::new(),
+                },
                 changes: listed(&changes),
             },
         };

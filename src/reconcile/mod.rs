@@ -15,6 +15,7 @@ pub mod index;
 mod read;
 pub mod report;
 pub mod status;
+pub mod stream;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,6 +70,9 @@ pub async fn reconcile(
     };
     if component.metadata.deletion_timestamp.is_some() {
         return delete::finalize(component, &key, &ctx).await;
+    }
+    if component.is_jetstream_pubsub() {
+        return stream::reconcile(component, &key, &ctx).await;
     }
     if !component.is_jetstream_state_store() {
         return delete::forget(component, &key, &ctx).await;

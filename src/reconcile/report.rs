@@ -24,6 +24,13 @@ pub struct ReportError {
     source: kube::Error,
 }
 
+impl ReportError {
+    /// Writing (or reading) `what` failed.
+    pub(crate) fn new(what: &'static str, source: kube::Error) -> Self {
+        Self { what, source }
+    }
+}
+
 impl Failure for ReportError {
     fn reason(&self) -> &'static str {
         "ApiWriteFailed"
@@ -64,22 +71,12 @@ pub async fn report(
         component.metadata.generation,
         Time(jiff::Timestamp::now()),
     );
-    if !cached || status != previous_status {
-        let patch = json!({
-            "apiVersion": "jetstreamkv.io/v1alpha1",
-            "kind": "KeyValueBucket",
-            "status": status,
-        });
-        let params = PatchParams::apply(MANAGER).force();
-        if let Err(source) = api.patch_status(&name, &params, &Patch::Apply(patch)).await {
-            // Deleted by hand: forget what we wrote so the next attempt re-creates it.
-            ctx.index.forget_written(key);
-            return Err(ReportError {
-                what: "KeyValueBucket status",
-                source,
-            });
-        }
-        ctx.metrics.api_write("apply-keyvaluebucket-status");
+    if (!cached || status != previous_status)
+        && let Err(e) = apply_status(ctx, &api, &name, json!(status), "KeyValueBucket status").await
+    {
+        // Deleted by hand: forget what we wrote so the next attempt re-creates it.
+        ctx.index.forget_written(key);
+        return Err(e);
     }
     ctx.index.set_written(
         key,
@@ -92,12 +89,18 @@ pub async fn report(
 
     // 3. The summary annotations on the Component, for tools that only look at it, with our
     // finalizer when the deletion policy asks for one (one apply for both).
-    if let Some(patch) = status::component_patch(component, &status, outcome.wants_finalizer) {
+    if let Some(patch) =
+        status::component_patch(component, &status.conditions, outcome.wants_finalizer)
+    {
         apply_component(ctx, component, patch).await?;
     }
 
     // 4. Events: what was done, and Ready transitions.
-    for note in status::events(&previous_status, &status, &outcome.events) {
+    for note in status::events(
+        &previous_status.conditions,
+        &status.conditions,
+        &outcome.events,
+    ) {
         publish(ctx, component, key, note).await;
     }
     Ok(())
@@ -110,6 +113,21 @@ async fn apply_bucket(
     component: &Component,
     outcome: &Outcome,
 ) -> Result<Option<i64>, ReportError> {
+    apply_owned(ctx, api, component, json!(outcome.spec), "KeyValueBucket").await
+}
+
+/// Applies the spec of the object of kind `K` the operator keeps for a Component (same name and
+/// namespace, owned by it: garbage-collected with it); returns its generation.
+pub(crate) async fn apply_owned<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    component: &Component,
+    spec: serde_json::Value,
+    what: &'static str,
+) -> Result<Option<i64>, ReportError>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     use k8s_openapi::Resource as _;
     let name = component.name_any();
     let owner = OwnerReference {
@@ -121,15 +139,15 @@ async fn apply_bucket(
         block_owner_deletion: Some(true),
     };
     let object = json!({
-        "apiVersion": "jetstreamkv.io/v1alpha1",
-        "kind": "KeyValueBucket",
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
         "metadata": {
             "name": name,
             "namespace": component.namespace().unwrap_or_default(),
             "ownerReferences": [owner],
             "labels": {"app.kubernetes.io/managed-by": MANAGER},
         },
-        "spec": outcome.spec,
+        "spec": spec,
     });
     let applied = api
         .patch(
@@ -138,17 +156,77 @@ async fn apply_bucket(
             &Patch::Apply(object),
         )
         .await
-        .map_err(|source| ReportError {
-            what: "KeyValueBucket",
-            source,
-        })?;
-    ctx.metrics.api_write("apply-keyvaluebucket");
-    Ok(applied.metadata.generation)
+        .map_err(|source| ReportError { what, source })?;
+    ctx.metrics
+        .api_write(&format!("apply-{}", K::kind(&()).to_lowercase()));
+    Ok(applied.meta().generation)
+}
+
+/// Applies the status of the object of kind `K` the operator keeps for a Component.
+pub(crate) async fn apply_status<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    name: &str,
+    status: serde_json::Value,
+    what: &'static str,
+) -> Result<(), ReportError>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await
+    .map_err(|source| ReportError { what, source })?;
+    ctx.metrics
+        .api_write(&format!("apply-{}-status", K::kind(&()).to_lowercase()));
+    Ok(())
 }
 
 /// Deletes the Component's KeyValueBucket (gone already is fine).
 pub async fn delete_bucket_object(ctx: &Context, component: &Component) -> Result<(), ReportError> {
-    let api: Api<KeyValueBucket> = Api::namespaced(
+    delete_object::<KeyValueBucket>(
+        ctx,
+        component,
+        "KeyValueBucket deletion",
+        "delete-keyvaluebucket",
+    )
+    .await
+}
+
+/// Deletes the Component's JetStreamStream (gone already is fine).
+pub async fn delete_stream_object(ctx: &Context, component: &Component) -> Result<(), ReportError> {
+    delete_object::<crate::pubsub::JetStreamStream>(
+        ctx,
+        component,
+        "JetStreamStream deletion",
+        "delete-jetstreamstream",
+    )
+    .await
+}
+
+/// Deletes the object of kind `K` the operator keeps for a Component (same name and namespace).
+async fn delete_object<K>(
+    ctx: &Context,
+    component: &Component,
+    what: &'static str,
+    metric: &'static str,
+) -> Result<(), ReportError>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(
         ctx.client.clone(),
         &component.namespace().unwrap_or_default(),
     );
@@ -156,14 +234,9 @@ pub async fn delete_bucket_object(ctx: &Context, component: &Component) -> Resul
         .delete(&component.name_any(), &DeleteParams::background())
         .await
     {
-        Ok(_) => ctx.metrics.api_write("delete-keyvaluebucket"),
+        Ok(_) => ctx.metrics.api_write(metric),
         Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(source) => {
-            return Err(ReportError {
-                what: "KeyValueBucket deletion",
-                source,
-            });
-        }
+        Err(source) => return Err(ReportError { what, source }),
     }
     Ok(())
 }
@@ -183,7 +256,7 @@ pub async fn release_component(ctx: &Context, component: &Component) -> Result<(
     apply_component(ctx, component, patch).await
 }
 
-async fn apply_component(
+pub(crate) async fn apply_component(
     ctx: &Context,
     component: &Component,
     patch: serde_json::Value,

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt as _;
 use kube::runtime::events::EventType;
 use serde_json::json;
@@ -97,7 +97,7 @@ impl Note {
         }
     }
 
-    fn warning(reason: Reason, note: String) -> Self {
+    pub(crate) fn warning(reason: Reason, note: String) -> Self {
         Self {
             type_: EventType::Warning,
             reason: reason.as_str().to_owned(),
@@ -174,67 +174,20 @@ impl Decision {
 
     /// Ends with `problem`: its condition False, the ones not reached Unknown, Ready False with
     /// its reason, and Stalled or Reconciling.
-    fn fail(mut self, problem: Problem) -> Outcome {
-        self.conditions.push(ConditionSpec {
-            type_: problem.condition,
-            status: Some(false),
-            reason: problem.reason.clone(),
-            message: problem.message.clone(),
-        });
-        let blocked = format!(
-            "not checked while {} is False ({})",
-            problem.condition, problem.reason
-        );
-        let kstatus = if problem.stalled {
-            ConditionType::Stalled
-        } else {
-            ConditionType::Reconciling
-        };
-        let mut conditions = vec![ConditionSpec {
-            type_: ConditionType::Ready,
-            status: Some(false),
-            reason: problem.reason.clone(),
-            message: problem.message.clone(),
-        }];
-        conditions.extend(self.details(&blocked));
-        conditions.push(ConditionSpec {
-            type_: kstatus,
-            status: Some(true),
-            reason: problem.reason,
-            message: problem.message,
-        });
-        self.into_outcome(conditions, problem.retry)
+    fn fail(self, problem: Problem) -> Outcome {
+        let retry = problem.retry;
+        let conditions = close(&self.conditions, &ConditionType::DETAIL, Err(problem));
+        self.into_outcome(conditions, retry)
     }
 
     /// Ends well: Ready True with `reason`.
-    fn succeed(mut self, reason: Reason, message: String) -> Outcome {
-        let mut conditions = vec![ConditionSpec {
-            type_: ConditionType::Ready,
-            status: Some(true),
-            reason: reason.as_str().to_owned(),
-            message,
-        }];
-        conditions.extend(self.details("not checked"));
+    fn succeed(self, reason: Reason, message: String) -> Outcome {
+        let conditions = close(
+            &self.conditions,
+            &ConditionType::DETAIL,
+            Ok((reason.as_str(), message)),
+        );
         self.into_outcome(conditions, Retry::Resync)
-    }
-
-    /// Every detail condition in the pipeline's order, Unknown where not reached.
-    fn details(&mut self, unknown: &str) -> Vec<ConditionSpec> {
-        ConditionType::DETAIL
-            .iter()
-            .map(|type_| {
-                self.conditions
-                    .iter()
-                    .find(|c| c.type_ == *type_)
-                    .cloned()
-                    .unwrap_or_else(|| ConditionSpec {
-                        type_: *type_,
-                        status: None,
-                        reason: Reason::NotChecked.as_str().to_owned(),
-                        message: unknown.to_owned(),
-                    })
-            })
-            .collect()
     }
 
     fn into_outcome(self, conditions: Vec<ConditionSpec>, retry: Retry) -> Outcome {
@@ -247,6 +200,76 @@ impl Decision {
             wants_finalizer: self.wants_finalizer,
         }
     }
+}
+
+/// The conditions of a reconcile from the detail conditions decided so far (`passed`, in the
+/// order of `detail`, the resource's steps) and its end: Ready True with a reason and message,
+/// or a problem (its condition False, the steps not reached Unknown, Ready False with its reason,
+/// then Stalled or Reconciling). Shared by every resource the operator writes.
+pub fn close(
+    passed: &[ConditionSpec],
+    detail: &[ConditionType],
+    end: Result<(&str, String), Problem>,
+) -> Vec<ConditionSpec> {
+    let mut decided = passed.to_vec();
+    let (ready, unknown, kstatus) = match end {
+        Ok((reason, message)) => (
+            ConditionSpec {
+                type_: ConditionType::Ready,
+                status: Some(true),
+                reason: reason.to_owned(),
+                message,
+            },
+            "not checked".to_owned(),
+            None,
+        ),
+        Err(problem) => {
+            decided.push(ConditionSpec {
+                type_: problem.condition,
+                status: Some(false),
+                reason: problem.reason.clone(),
+                message: problem.message.clone(),
+            });
+            let kstatus = if problem.stalled {
+                ConditionType::Stalled
+            } else {
+                ConditionType::Reconciling
+            };
+            (
+                ConditionSpec {
+                    type_: ConditionType::Ready,
+                    status: Some(false),
+                    reason: problem.reason.clone(),
+                    message: problem.message.clone(),
+                },
+                format!(
+                    "not checked while {} is False ({})",
+                    problem.condition, problem.reason
+                ),
+                Some(ConditionSpec {
+                    type_: kstatus,
+                    status: Some(true),
+                    reason: problem.reason,
+                    message: problem.message,
+                }),
+            )
+        }
+    };
+    let mut conditions = vec![ready];
+    conditions.extend(detail.iter().map(|type_| {
+        decided
+            .iter()
+            .find(|c| c.type_ == *type_)
+            .cloned()
+            .unwrap_or_else(|| ConditionSpec {
+                type_: *type_,
+                status: None,
+                reason: Reason::NotChecked.as_str().to_owned(),
+                message: unknown.clone(),
+            })
+    }));
+    conditions.extend(kstatus);
+    conditions
 }
 
 /// Whether the operator managed the bucket `bucket` when it last looked (facts about another
@@ -291,15 +314,7 @@ pub fn decide(
     let mut d = Decision::new(name, previous);
     d.spec = understood(name, validation);
     let (Some((store, settings)), Some(progress)) = (validation.valid(), progress) else {
-        let problem = validation.first_problem().cloned().unwrap_or_else(|| {
-            Problem::new(
-                ConditionType::CredentialsResolved,
-                Reason::NotChecked.as_str(),
-                "the Component was not validated",
-                Retry::Backoff,
-            )
-        });
-        return d.fail(problem);
+        return d.fail(first_problem(&validation.findings));
     };
     d.wants_finalizer = Some(settings.deletion_policy == DeletionPolicy::Delete);
     d.pass(
@@ -344,12 +359,7 @@ fn bucket_step(
     match step {
         BucketStep::Created { facts } => created(d, name, stream, facts),
         BucketStep::CreateFailed(e) => d.fail(Problem::of(BucketAvailable, e)),
-        BucketStep::Missing => d.fail(Problem::new(
-            BucketAvailable,
-            Reason::BucketMissing.as_str(),
-            format!("bucket {name} (stream {stream}) no longer exists; the operator only verified it, so it does not create it again: recreate it, or set jetstreamkv.io/on-existing: adopt and re-create the Component"),
-            Retry::Backoff,
-        )),
+        BucketStep::Missing => d.fail(missing(name, stream)),
         BucketStep::NotKeyValue(problem) => d.fail(Problem::new(
             BucketAvailable,
             Reason::NotAKeyValueBucket.as_str(),
@@ -398,13 +408,14 @@ fn bucket_step(
             facts,
             reason,
             changes,
+            why,
         } => {
             d.pass(BucketAvailable, Reason::BucketFound, found(""));
             d.bucket = facts.clone();
             d.fail(Problem::new(
                 ConfigSynced,
                 reason.reason(),
-                blocked_message(*reason, name, changes),
+                blocked_message(*reason, name, changes, why),
                 reason.retry(),
             ))
         }
@@ -419,14 +430,7 @@ fn bucket_step(
         } => {
             d.pass(BucketAvailable, Reason::BucketFound, found(MANAGED));
             d.bucket = facts.clone();
-            d.fail(Problem::new(
-                ConfigSynced,
-                Reason::ReplicasNotCurrent.as_str(),
-                format!(
-                    "{changes} of bucket {name} waits until every replica is current ({behind}): NATS keeps only the leader's copy when it scales down; retrying"
-                ),
-                Retry::Backoff,
-            ))
+            d.fail(scale_down_waits(name, changes, behind))
         }
         BucketStep::CreateConflict => d.fail(Problem::new(
             BucketAvailable,
@@ -435,6 +439,30 @@ fn bucket_step(
             Retry::Backoff,
         )),
     }
+}
+
+/// A bucket the operator only verified is gone: it is not created again behind the user's back.
+fn missing(name: &str, stream: &str) -> Problem {
+    Problem::new(
+        ConditionType::BucketAvailable,
+        Reason::BucketMissing.as_str(),
+        format!(
+            "bucket {name} (stream {stream}) no longer exists; the operator only verified it, so it does not create it again: recreate it, or set jetstreamkv.io/on-existing: adopt and re-create the Component"
+        ),
+        Retry::Backoff,
+    )
+}
+
+/// A scale-down waits for every replica to be current: NATS keeps only the leader's copy.
+fn scale_down_waits(name: &str, changes: &str, behind: &str) -> Problem {
+    Problem::new(
+        ConditionType::ConfigSynced,
+        Reason::ReplicasNotCurrent.as_str(),
+        format!(
+            "{changes} of bucket {name} waits until every replica is current ({behind}): NATS keeps only the leader's copy when it scales down; retrying"
+        ),
+        Retry::Backoff,
+    )
 }
 
 const MANAGED: &str = "; managed by the operator";
@@ -484,7 +512,7 @@ fn update_event(name: &str, changes: &str, adopt: bool, drift: bool) -> Note {
     }
 }
 
-fn blocked_message(reason: bucket::BlockReason, name: &str, what: &str) -> String {
+fn blocked_message(reason: bucket::BlockReason, name: &str, what: &str, why: &str) -> String {
     match reason {
         bucket::BlockReason::ConfigMismatch => format!(
             "bucket {name} was not created by the operator and differs from the Component: {what}; the operator only verifies it: change the annotations, fix the bucket, or set jetstreamkv.io/on-existing: adopt"
@@ -493,11 +521,11 @@ fn blocked_message(reason: bucket::BlockReason, name: &str, what: &str) -> Strin
             "refused to apply {what} to bucket {name}: it would discard stored data; set jetstreamkv.io/allow-data-loss: \"true\" to apply it"
         ),
         bucket::BlockReason::ImmutableFieldChanged => format!(
-            "cannot change {what} of bucket {name}: NATS cannot change it on an existing bucket; revert the annotation, or move the data to a new bucket"
+            "cannot change {what} of bucket {name}: NATS cannot change it on an existing bucket (storage is fixed when it is created; per-key TTL, once on, stays on); revert the annotation, or move the data to a new bucket"
         ),
-        bucket::BlockReason::UnsupportedByServer => format!(
-            "cannot apply {what} to bucket {name}: the server is not clustered; use replicas 1"
-        ),
+        bucket::BlockReason::UnsupportedByServer => {
+            format!("cannot apply {what} to bucket {name}: {why}")
+        }
         bucket::BlockReason::OwnedElsewhere => format!(
             "bucket {name} was created by the operator for another Component, so this one only verifies it: it is never adopted, changed, purged or deleted on this Component's behalf{}; use a bucket of this Component's own, or remove jetstreamkv.io/on-existing: adopt and the differing bucket annotations",
             if what.is_empty() {
@@ -533,12 +561,36 @@ pub fn deletion_pending(name: &str, previous: Option<&Written>, failure: &Proble
     d.fail(Problem::new(
         failure.condition,
         Reason::DeletionPending.as_str(),
-        format!(
-            "the Component is being deleted with jetstreamkv.io/deletion-policy: delete, and its bucket cannot be deleted yet: {} ({}); it is retried. Remove the deletion-policy annotation to keep the bucket and let the deletion finish",
-            failure.message, failure.reason
-        ),
+        deletion_pending_message("bucket", failure),
         Retry::Backoff,
     ))
+}
+
+/// The Warning Event of a pub/sub Component whose stream cannot be deleted yet.
+pub fn deletion_pending_note(what: &str, failure: &Problem) -> Note {
+    Note::warning(
+        Reason::DeletionPending,
+        deletion_pending_message(what, failure),
+    )
+}
+
+fn deletion_pending_message(what: &str, failure: &Problem) -> String {
+    format!(
+        "the Component is being deleted with jetstreamkv.io/deletion-policy: delete, and its {what} cannot be deleted yet: {} ({}); it is retried. Remove the deletion-policy annotation to keep the {what} and let the deletion finish",
+        failure.message, failure.reason
+    )
+}
+
+/// The problem that stops a reconcile after validation: the first one found.
+pub fn first_problem(findings: &crate::validate::ComponentFindings) -> Problem {
+    findings.problems.first().cloned().unwrap_or_else(|| {
+        Problem::new(
+            ConditionType::CredentialsResolved,
+            Reason::NotChecked.as_str(),
+            "the Component was not validated",
+            Retry::Backoff,
+        )
+    })
 }
 
 /// The KeyValueBucket status to write: the outcome's conditions stamped, keeping each one's
@@ -562,12 +614,11 @@ pub fn bucket_status(
 /// what it carries; None when there is nothing to write.
 pub fn component_patch(
     component: &Component,
-    status: &KeyValueBucketStatus,
+    conditions: &[Condition],
     wants_finalizer: Option<bool>,
 ) -> Option<serde_json::Value> {
     use k8s_openapi::Resource as _;
-    let ready = status
-        .conditions
+    let ready = conditions
         .iter()
         .find(|c| c.type_ == ConditionType::Ready.as_str());
     let wanted: BTreeMap<&str, String> = BTreeMap::from([
@@ -613,21 +664,14 @@ pub fn component_patch(
 }
 
 /// The Events to publish: what was done, or else a Ready transition.
-pub fn events(
-    previous: &KeyValueBucketStatus,
-    status: &KeyValueBucketStatus,
-    done: &[Note],
-) -> Vec<Note> {
-    let ready = |s: &KeyValueBucketStatus| {
-        s.conditions
-            .iter()
+pub fn events(previous: &[Condition], status: &[Condition], done: &[Note]) -> Vec<Note> {
+    let ready = |s: &[Condition]| {
+        s.iter()
             .find(|c| c.type_ == ConditionType::Ready.as_str())
             .cloned()
     };
     let (before, after) = (ready(previous), ready(status));
-    let key = |c: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>| {
-        c.as_ref().map(|c| (c.status.clone(), c.reason.clone()))
-    };
+    let key = |c: &Option<Condition>| c.as_ref().map(|c| (c.status.clone(), c.reason.clone()));
     if !done.is_empty() || key(&before) == key(&after) {
         return done.to_vec();
     }

@@ -206,6 +206,29 @@ fn each_failure_class_gives_its_ready_reason_kstatus_retry_and_events() {
             expect(false, "JetStreamDisabled", Some(Stalled), Backoff, &[]),
         ),
         (
+            "the server cannot create the bucket as asked (per-key TTL on nats-server 2.10)",
+            decide_valid(
+                connected(BucketStep::CreateFailed(NatsError::UnsupportedByServer {
+                    detail: "jetstreamkv.io/limit-marker-ttl needs nats-server 2.11.0".into(),
+                })),
+                None,
+            ),
+            expect(false, "UnsupportedByServer", Some(Stalled), Backoff, &[]),
+        ),
+        (
+            "blocked: the server cannot apply it",
+            decide_valid(
+                connected(BucketStep::Blocked {
+                    facts: facts(true),
+                    reason: BlockReason::UnsupportedByServer,
+                    changes: change(),
+                    why: "the server is not clustered; use replicas 1".into(),
+                }),
+                None,
+            ),
+            expect(false, "UnsupportedByServer", Some(Stalled), Resync, &[]),
+        ),
+        (
             "a verified bucket went missing",
             decide_valid(connected(BucketStep::Missing), None),
             expect(false, "BucketMissing", Some(Reconciling), Backoff, &[]),
@@ -236,6 +259,7 @@ fn each_failure_class_gives_its_ready_reason_kstatus_retry_and_events() {
                     facts: facts(true),
                     reason: BlockReason::DataLossRefused,
                     changes: change(),
+                    why: String::new(),
                 }),
                 None,
             ),
@@ -421,17 +445,20 @@ fn a_ready_transition_is_an_event_unless_something_was_done() {
             .collect::<Vec<_>>()
     };
     assert_eq!(
-        reasons(events(&none, &ok, &[])),
+        reasons(events(&none.conditions, &ok.conditions, &[])),
         [(EventType::Normal, "BucketReady".to_owned())]
     );
     assert_eq!(
-        reasons(events(&ok, &down, &[])),
+        reasons(events(&ok.conditions, &down.conditions, &[])),
         [(EventType::Warning, "NatsUnavailable".to_owned())]
     );
-    assert!(events(&ok, &ok, &[]).is_empty(), "no transition, no Event");
+    assert!(
+        events(&ok.conditions, &ok.conditions, &[]).is_empty(),
+        "no transition, no Event"
+    );
     let done = [Note::normal(Reason::BucketCreated, "created".into())];
     assert_eq!(
-        reasons(events(&none, &ok, &done)),
+        reasons(events(&none.conditions, &ok.conditions, &done)),
         [(EventType::Normal, "BucketCreated".to_owned())],
         "what was done is the Event"
     );
@@ -455,7 +482,8 @@ fn the_component_is_written_only_when_its_summary_or_finalizer_differs() {
         Some(3),
         Time(jiff::Timestamp::UNIX_EPOCH),
     );
-    let patch = component_patch(&c, &status, outcome.wants_finalizer).expect("a first write");
+    let patch =
+        component_patch(&c, &status.conditions, outcome.wants_finalizer).expect("a first write");
     let annotations = &patch["metadata"]["annotations"];
     assert_eq!(annotations[READY_ANNOTATION], "true");
     assert_eq!(annotations[REASON_ANNOTATION], "BucketManaged");
@@ -473,8 +501,12 @@ fn the_component_is_written_only_when_its_summary_or_finalizer_differs() {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect(),
     );
-    assert_eq!(component_patch(&annotated, &status, Some(false)), None);
-    let with_finalizer = component_patch(&annotated, &status, Some(true)).expect("finalizer");
+    assert_eq!(
+        component_patch(&annotated, &status.conditions, Some(false)),
+        None
+    );
+    let with_finalizer =
+        component_patch(&annotated, &status.conditions, Some(true)).expect("finalizer");
     assert_eq!(with_finalizer["metadata"]["finalizers"][0], FINALIZER);
 }
 
@@ -501,4 +533,82 @@ fn a_pending_deletion_keeps_the_finalizer_and_the_spec() {
         "{}",
         ready.message
     );
+}
+
+#[test]
+fn a_refusal_says_why_the_server_cannot_and_what_cannot_change() {
+    let why = "turning per-key TTL on for an existing bucket needs nats-server 2.11.2 or later";
+    let message = blocked_message(
+        BlockReason::UnsupportedByServer,
+        "orders",
+        "limitMarkerTtl none -> 30s",
+        why,
+    );
+    assert!(
+        message.contains("limitMarkerTtl none -> 30s") && message.contains(why),
+        "{message}"
+    );
+    let message = blocked_message(
+        BlockReason::ImmutableFieldChanged,
+        "orders",
+        "limitMarkerTtl 30s -> none",
+        "",
+    );
+    assert!(
+        message.contains("per-key TTL, once on, stays on"),
+        "{message}"
+    );
+}
+
+#[test]
+fn close_orders_any_resources_conditions_the_same_way() {
+    use crate::pubsub::resource::DETAIL_CONDITIONS;
+    let passed = vec![ConditionSpec {
+        type_: ConditionType::CredentialsResolved,
+        status: Some(true),
+        reason: "Resolved".into(),
+        message: "ok".into(),
+    }];
+    let shown = |c: &[ConditionSpec]| -> Vec<(ConditionType, Option<bool>, String)> {
+        c.iter()
+            .map(|c| (c.type_, c.status, c.reason.clone()))
+            .collect()
+    };
+    // A stream's failure: its condition False, the later ones Unknown, Stalled after.
+    let problem = Problem::new(
+        ConditionType::SubjectsCovered,
+        "SubjectOverlap",
+        "orders overlaps orders of stream OTHER",
+        Retry::Resync,
+    );
+    let conditions = close(&passed, &DETAIL_CONDITIONS, Err(problem));
+    use ConditionType::*;
+    let not_checked = || "NotChecked".to_owned();
+    assert_eq!(
+        shown(&conditions),
+        [
+            (Ready, Some(false), "SubjectOverlap".to_owned()),
+            (CredentialsResolved, Some(true), "Resolved".to_owned()),
+            (Connected, None, not_checked()),
+            (StreamAvailable, None, not_checked()),
+            (SubjectsCovered, Some(false), "SubjectOverlap".to_owned()),
+            (ConfigSynced, None, not_checked()),
+            (Stalled, Some(true), "SubjectOverlap".to_owned()),
+        ]
+    );
+    assert_eq!(
+        conditions[2].message,
+        "not checked while SubjectsCovered is False (SubjectOverlap)"
+    );
+    // A transient failure is Reconciling; success has neither.
+    let transient = Problem::new(Connected, "NatsUnavailable", "down", Retry::Backoff);
+    let conditions = close(&passed, &DETAIL_CONDITIONS, Err(transient));
+    assert_eq!(conditions.last().map(|c| c.type_), Some(Reconciling));
+    let conditions = close(
+        &passed,
+        &DETAIL_CONDITIONS,
+        Ok(("StreamManaged", "ready".into())),
+    );
+    assert_eq!(conditions.len(), 1 + DETAIL_CONDITIONS.len());
+    assert_eq!(conditions[0].reason, "StreamManaged");
 }

@@ -44,6 +44,8 @@ pub struct Config {
     pub enforce_server_policy: bool,
     /// Watch Secret metadata (list/watch) to see rotations at once; false: get only.
     pub watch_secrets: bool,
+    /// Watch Dapr's declarative Subscriptions, so a new topic reaches its stream at once.
+    pub watch_subscriptions: bool,
     /// Name of this instance in Events.
     pub instance: String,
 }

@@ -37,7 +37,7 @@ pub fn component(guard: &mut DeserializeGuard<Component>) {
 }
 
 fn trim_component(c: &mut Component) {
-    let whole = c.is_jetstream_state_store()
+    let whole = c.is_ours()
         || c.metadata
             .finalizers
             .as_ref()

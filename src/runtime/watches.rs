@@ -116,9 +116,27 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
     };
     let by_secret = components.clone();
 
+    // Dapr's declarative Subscriptions: each one re-reconciles the pub/sub Component it names
+    // (same namespace), whose stream may need its topic. Nothing of them is cached: the
+    // reconcile lists them when it runs.
+    let subscription_stream = if config.watch_subscriptions {
+        watcher(
+            api::<crate::pubsub::Subscription>(&client, &scope),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .touched_objects()
+        .boxed()
+    } else {
+        futures::stream::pending().boxed()
+    };
+
     let controller = Controller::for_stream(component_stream, components.clone())
         .watches_stream(secret_stream, move |secret| {
             users_of_secret(&by_secret, &secret)
+        })
+        .watches_stream(subscription_stream, |subscription| {
+            component_of_subscription(&subscription)
         })
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
 
@@ -142,7 +160,8 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
     }
 }
 
-/// The `state.jetstream` Components of the Secret's namespace that name it.
+/// The `state.jetstream` and `pubsub.jetstream` Components of the Secret's namespace that name
+/// it.
 fn users_of_secret(
     components: &Store<DeserializeGuard<Component>>,
     secret: &PartialObjectMeta<Secret>,
@@ -155,13 +174,24 @@ fn users_of_secret(
         .filter(|c| c.namespace() == namespace)
         .filter(|c| match &c.0 {
             Ok(component) => {
-                component.is_jetstream_state_store()
+                component.is_ours()
                     && crate::dapr::metadata::secret_names(component).contains(&name)
             }
             Err(_) => false,
         })
         .map(|c| ObjectRef::from_obj(c.as_ref()))
         .collect()
+}
+
+/// The pub/sub Component a Subscription names (`spec.pubsubname`, its own namespace).
+fn component_of_subscription(
+    subscription: &crate::pubsub::Subscription,
+) -> Option<ObjectRef<DeserializeGuard<Component>>> {
+    let pubsub = &subscription.spec.pubsubname;
+    if pubsub.is_empty() {
+        return None;
+    }
+    Some(ObjectRef::new(pubsub).within(&subscription.namespace().unwrap_or_default()))
 }
 
 /// Feeds the index with what the KeyValueBuckets of one scope say about their buckets.

@@ -1,11 +1,14 @@
 //! Fixtures: the objects, names and readings every test makes, in one place. A Component
-//! manifest builder, Secrets, bucket names, and `/metrics` scraping.
+//! manifest builder, Secrets, bucket names, a bucket's data and stream as NATS reports them, and
+//! `/metrics` scraping.
 
 use std::collections::BTreeMap;
 
+use async_nats::jetstream::stream;
+use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::random_suffix;
+use super::{jetstream, random_suffix};
 
 /// A Dapr Component manifest, `state.jetstream` v1 unless told otherwise.
 #[derive(Clone, Debug)]
@@ -153,6 +156,20 @@ pub fn secret_item(name: &str, secret: &str, key: Option<&str>) -> Value {
     }
 }
 
+/// The YAML of a `state.jetstream` Component with bucket settings (`("history", "5")` is the
+/// annotation `jetstreamkv.io/history: "5"`).
+pub fn store_yaml(
+    namespace: &str,
+    name: &str,
+    nats_url: &str,
+    bucket: &str,
+    settings: &[(&str, &str)],
+) -> String {
+    ComponentManifest::store(namespace, name, nats_url, bucket)
+        .settings(settings)
+        .yaml()
+}
+
 /// A bucket name no other test uses.
 pub fn unique_bucket(prefix: &str) -> String {
     format!("{prefix}_{}", random_suffix())
@@ -176,4 +193,123 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or_default()
+}
+
+/// The bucket's stream info, as the server (in a cluster, the stream's leader) reports it.
+pub async fn stream_info(url: &str, bucket: &str) -> stream::Info {
+    let mut s = jetstream(url)
+        .await
+        .get_stream(format!("KV_{bucket}"))
+        .await
+        .unwrap_or_else(|e| panic!("stream KV_{bucket}: {e}"));
+    s.info().await.expect("stream info").clone()
+}
+
+/// Writes `revisions` values to each of `keys` keys (`key0`...) of a bucket; returns every
+/// (key, value) written, in order.
+pub async fn seed(url: &str, bucket: &str, keys: usize, revisions: usize) -> Vec<(String, String)> {
+    let store = jetstream(url)
+        .await
+        .get_key_value(bucket)
+        .await
+        .expect("bucket");
+    let mut out = Vec::new();
+    for k in 0..keys {
+        for r in 0..revisions {
+            let key = format!("key{k}");
+            let value = format!("{bucket}/{key}/rev{r}");
+            store.put(&key, value.clone().into()).await.expect("put");
+            out.push((key, value));
+        }
+    }
+    out
+}
+
+/// Every revision of every key (key, revision, value): keys in order, each oldest first.
+pub async fn revisions(url: &str, bucket: &str) -> Vec<(String, u64, Vec<u8>)> {
+    let store = jetstream(url)
+        .await
+        .get_key_value(bucket)
+        .await
+        .expect("bucket");
+    let mut keys: Vec<String> = store
+        .keys()
+        .await
+        .expect("keys")
+        .map(|k| k.expect("key"))
+        .collect()
+        .await;
+    keys.sort();
+    let mut out = Vec::new();
+    for key in keys {
+        let mut entries = store.history(&key).await.expect("history");
+        while let Some(entry) = entries.next().await {
+            let entry = entry.expect("entry");
+            out.push((key.clone(), entry.revision, entry.value.to_vec()));
+        }
+    }
+    out
+}
+
+/// Every value of every key as (key, value): keys in order, each oldest first.
+pub async fn history(url: &str, bucket: &str) -> Vec<(String, String)> {
+    revisions(url, bucket)
+        .await
+        .into_iter()
+        .map(|(key, _, value)| (key, String::from_utf8_lossy(&value).into_owned()))
+        .collect()
+}
+
+/// Writes a key with a TTL of its own and one without, and checks what a KV reader sees: the
+/// key with a TTL is replaced by a delete marker when it expires (seen by a watcher as a purge),
+/// the marker itself goes after the bucket's `limit-marker-ttl`, and the other key stays.
+pub async fn per_key_ttl_behaves_as_documented(url: &str, bucket: &str) {
+    use async_nats::jetstream::kv::Operation;
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+    let store = jetstream(url)
+        .await
+        .get_key_value(bucket)
+        .await
+        .expect("bucket");
+    let mut watch = store.watch("session").await.expect("watch");
+    store
+        .create_with_ttl("session", "token".into(), std::time::Duration::from_secs(1))
+        .await
+        .expect("a value with a TTL of its own");
+    store.put("kept", "forever".into()).await.expect("put");
+    let next = async |watch: &mut async_nats::jetstream::kv::Watch| {
+        tokio::time::timeout(WAIT, watch.next())
+            .await
+            .expect("the watcher hears of the key")
+            .expect("watch open")
+            .expect("entry")
+    };
+    let put = next(&mut watch).await;
+    assert_eq!(
+        (put.operation, &put.value[..]),
+        (Operation::Put, &b"token"[..])
+    );
+    // The delete marker the server leaves when the key's own TTL runs out.
+    let marker = next(&mut watch).await;
+    assert_eq!(marker.operation, Operation::Purge, "{marker:?}");
+    assert_eq!(store.get("session").await.expect("get"), None);
+    // The marker is kept for the limit-marker TTL, then removed too.
+    super::eventually(
+        WAIT,
+        "the delete marker expires",
+        || async {
+            store
+                .entry("session")
+                .await
+                .expect("entry")
+                .is_none()
+                .then_some(())
+        },
+        async || format!("{:?}", store.entry("session").await),
+    )
+    .await;
+    assert_eq!(
+        store.get("kept").await.expect("get").as_deref(),
+        Some(&b"forever"[..])
+    );
 }

@@ -24,7 +24,10 @@ use kube::{Client, Config};
 
 pub use controlplane::ControlPlane;
 #[allow(unused_imports)] // each test binary uses a different part
-pub use fixtures::{ComponentManifest, unique_bucket};
+pub use fixtures::{
+    ComponentManifest, history, per_key_ttl_behaves_as_documented, revisions, seed, store_yaml,
+    stream_info, unique_bucket,
+};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -269,9 +272,25 @@ pub fn wait_kvb_of(
     }
 }
 
+/// The KeyValueBucket `name` as it is now.
+pub async fn kvb(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> jetstream_kv_operator::crd::KeyValueBucket {
+    Api::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("get kvb/{name}: {e}"))
+}
+
 /// A JetStream context on a NATS URL, for checking buckets as Dapr would see them.
+/// `url` may list several servers (a cluster's), comma-separated: the client goes to whichever
+/// is up.
 pub async fn jetstream(url: &str) -> async_nats::jetstream::Context {
-    let client = async_nats::connect(url)
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url.split(',').collect::<Vec<_>>())
         .await
         .expect("connect to nats-server");
     async_nats::jetstream::new(client)
@@ -327,4 +346,70 @@ pub async fn stream_config_json(url: &str, bucket: &str) -> Option<serde_json::V
     let mut stream = js.get_stream(format!("KV_{bucket}")).await.ok()?;
     let info = stream.info().await.ok()?;
     Some(serde_json::to_value(&info.config).expect("stream config as JSON"))
+}
+
+/// The (reason, message) of every Event about the objects named `name` in `ns`.
+pub async fn events_of(ns: &str, name: &str) -> Vec<(String, String)> {
+    let out = control_plane()
+        .kubectl(
+            &[
+                "-n",
+                ns,
+                "get",
+                "events",
+                "--field-selector",
+                &format!("involvedObject.name={name}"),
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["reason"].as_str().unwrap_or_default().to_string(),
+                e["message"]
+                    .as_str()
+                    .or(e["note"].as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Waits for an Event with `reason` on the object `name` (a Component, or its KeyValueBucket);
+/// returns its message.
+pub async fn wait_event(ns: &str, name: &str, reason: &str) -> String {
+    wait_event_mentioning(ns, name, reason, "").await
+}
+
+/// [`wait_event`] for an Event whose message contains `mentions`.
+pub async fn wait_event_mentioning(ns: &str, name: &str, reason: &str, mentions: &str) -> String {
+    eventually(
+        Duration::from_secs(60),
+        &format!("a {reason} Event mentioning {mentions:?} on component/{name}"),
+        || async {
+            events_of(ns, name)
+                .await
+                .into_iter()
+                .find(|(r, m)| r == reason && m.contains(mentions))
+                .map(|(_, m)| m)
+        },
+        async || {
+            format!(
+                "{:?}\n{}\n{}\n--- operator log:\n{}",
+                events_of(ns, name).await,
+                describe(ns, "component", name),
+                describe(ns, "kvb", name),
+                operator().log_tail()
+            )
+        },
+    )
+    .await
 }

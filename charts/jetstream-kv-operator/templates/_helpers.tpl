@@ -118,6 +118,17 @@ exactly the same verbs.
 - apiGroups: ["jetstreamkv.io"]
   resources: ["keyvaluebuckets/status"]
   verbs: ["get", "patch", "update"]
+# Its resource for pubsub.jetstream Components, one per Component.
+- apiGroups: ["jetstreamkv.io"]
+  resources: ["jetstreamstreams"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: ["jetstreamkv.io"]
+  resources: ["jetstreamstreams/status"]
+  verbs: ["get", "patch", "update"]
+# Dapr's declarative Subscriptions: read only, for the topics a pub/sub stream must hold.
+- apiGroups: ["dapr.io"]
+  resources: ["subscriptions"]
+  verbs: ["get", "list", "watch"]
 # Events on Components and KeyValueBuckets.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
