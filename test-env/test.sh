@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # The project's test command: builds or installs everything the tests need (cached outside the
 # repository), checks formatting and lints, and runs every test against a real Kubernetes
-# control plane and real nats-servers that the tests start and stop themselves.
+# control plane, real nats-servers and a real node that the tests start and stop themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-step() { printf '\n==> %s\n' "$*" >&2; }
 t0=$(date +%s)
+last=$t0
+# Each step says how long the previous one took.
+step() {
+  local now; now=$(date +%s)
+  [ "$now" = "$t0" ] || printf '    (%ss)\n' "$(( now - last ))" >&2
+  last=$now
+  printf '\n==> %s\n' "$*" >&2
+}
 
 step "setting up the test environment (test-env/setup.sh)"
 eval "$(test-env/setup.sh)"
@@ -23,20 +30,24 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 
-step "cargo test (unit tests, then integration tests against real servers, ${TEST_LANES:-2} binaries at a time)"
+step "building the operator's image for the node tests (test-env/operator-image.sh)"
+eval "$(test-env/operator-image.sh)"
+
+step "cargo test (unit tests, then integration tests against real servers and a real node, ${TEST_LANES:-2} binaries at a time)"
 # This run's marker: every server the tests start inherits it (see the leftover check below).
 export JKO_TEST_RUN="test-sh-$$-$(date +%s%N)"
 # test-env/run-tests.py builds the test binaries with cargo and runs them, the integration binaries
 # in parallel lanes (TEST_LANES), each binary's output in one block with cargo's summary lines.
 test-env/run-tests.py --test-threads="${TEST_THREADS:-8}"
 
-step "checking that no test server is left running"
+step "checking that no test server or node is left"
 sleep 1
-# Every server the tests start runs one of these two binaries and inherits this run's marker
-# (JKO_TEST_RUN, set before the tests start) in its environment: count only those, not
-# the servers of another checkout, tool or quick start on the same machine.
+# Every server the tests start runs one of these binaries (the kubelet and kube-scheduler are
+# sub-commands of the control plane's; containerd starts the shims) and inherits this run's marker
+# (JKO_TEST_RUN, set before the tests start) in its environment: count only those, not the
+# servers of another checkout, tool or quick start on the same machine.
 leftover=""
-for pid in $(pgrep -f -- "$JKO_CONTROLPLANE_BIN|$JKO_NATS_SERVER_BIN" || true); do
+for pid in $(pgrep -f -- "$JKO_CONTROLPLANE_BIN|$JKO_NATS_SERVER_BIN|$JKO_DAPRD_BIN|containerd" || true); do
   if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -xF -- "JKO_TEST_RUN=$JKO_TEST_RUN" >/dev/null; then
     leftover+="$(ps -o pid=,args= -p "$pid" || true)"$'\n'
   fi
@@ -44,6 +55,22 @@ done
 if [ -n "$leftover" ]; then
   echo "processes left running after the tests:" >&2
   echo "$leftover" >&2
+  exit 1
+fi
+# This run's nodes (each control plane's ready.json names its node's id, jko-<hex>): each named
+# its bridge, iptables rule, cgroup root and /run folder after that id, and mounted only under its
+# control plane's folder and that /run folder.
+left=""
+for id in $(sed -n 's/.*"bridge": "\(jko-[0-9a-f]*\)".*/\1/p' "$CARGO_TARGET_DIR"/tmp/controlplanes/*/ready.json 2>/dev/null | sort -u); do
+  left+=$( { ip -o link show "$id" 2>/dev/null | sed "s/^.*/bridge $id/";
+             iptables -w -t nat -S 2>/dev/null | grep -F -- "$id" | sed 's/^/iptables rule /';
+             grep -F -- "/run/$id" /proc/self/mountinfo | sed 's/^/mount /';
+             ls -d "/run/$id" /sys/fs/cgroup/*/"$id" /sys/fs/cgroup/"$id" 2>/dev/null; } || true)
+done
+left+=$(grep -F -- "$CARGO_TARGET_DIR/tmp/controlplanes/" /proc/self/mountinfo | sed 's/^/mount /' || true)
+if [ -n "$left" ]; then
+  echo "node resources left after the tests:" >&2
+  echo "$left" >&2
   exit 1
 fi
 echo "none left running; all tests passed in $(( $(date +%s) - t0 ))s" >&2

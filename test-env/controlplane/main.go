@@ -2,7 +2,13 @@
 // quick start: etcd embedded in this process, kube-apiserver and kube-controller-manager (garbage
 // collector and namespace controllers only) as child processes of this same binary.
 //
-//	controlplane --dir DIR [--exit-on-stdin-eof]
+//	controlplane --dir DIR [--exit-on-stdin-eof] [--node --pause-image ARCHIVE [--image ARCHIVE]...]
+//
+// With --node (as root) it also runs a one-node cluster (node.go): Debian's containerd with the
+// given OCI archives imported, a kubelet and kube-scheduler (sub-commands of this binary), a CNI
+// bridge, and the controllers and admission a node needs (ServiceAccount tokens, Deployments,
+// endpoints); it waits until the node is Ready and untainted before READY, and tears it all down
+// before it exits.
 //
 // It writes DIR/kubeconfig (admin, client certificate in group system:masters) and DIR/ready.json,
 // prints "READY <kubeconfig>" on stdout, and runs until SIGTERM/SIGINT (or stdin closes when
@@ -33,6 +39,8 @@ import (
 	"k8s.io/component-base/cli"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
 func main() {
@@ -46,6 +54,12 @@ func main() {
 		case "kube-controller-manager":
 			os.Args = os.Args[1:]
 			os.Exit(cli.Run(controllermanager.NewControllerManagerCommand()))
+		case "kube-scheduler":
+			os.Args = os.Args[1:]
+			os.Exit(cli.Run(scheduler.NewSchedulerCommand()))
+		case "kubelet":
+			os.Args = os.Args[1:]
+			os.Exit(cli.Run(kubelet.NewKubeletCommand(context.Background())))
 		}
 	}
 	if err := run(); err != nil {
@@ -60,11 +74,17 @@ type readyInfo struct {
 	Version      string `json:"version"`
 	PID          int    `json:"pid"`
 	APIServerPID int    `json:"apiserverPid"`
+	// With --node.
+	Node *nodeInfo `json:"node,omitempty"`
 }
 
 func run() error {
 	dir := flag.String("dir", "", "working directory (certificates, etcd data, logs, kubeconfig)")
 	stdinEOF := flag.Bool("exit-on-stdin-eof", false, "shut down when stdin is closed (the parent died)")
+	withNode := flag.Bool("node", false, "also run a node: containerd, kubelet, kube-scheduler, a CNI bridge (needs root)")
+	pauseArchive := flag.String("pause-image", "", "with --node: OCI archive of the pause (sandbox) image")
+	var images stringList
+	flag.Var(&images, "image", "with --node: an OCI archive to import into containerd (repeatable)")
 	flag.Parse()
 	if *dir == "" {
 		return fmt.Errorf("--dir is required")
@@ -116,7 +136,6 @@ func run() error {
 			"--etcd-servers="+etcdURL,
 			"--service-cluster-ip-range=10.0.0.0/24",
 			"--allow-privileged=true",
-			"--disable-admission-plugins=ServiceAccount",
 			"--authorization-mode=RBAC",
 			"--service-account-issuer="+server+"/",
 			"--service-account-key-file="+pki.saPub,
@@ -124,6 +143,14 @@ func run() error {
 			"--enable-priority-and-fairness=false",
 			"--v=1",
 		),
+	}
+	if *withNode {
+		// Webhooks and aggregated APIs behind a Service are called at their endpoints' addresses:
+		// there is no kube-proxy to route Service addresses.
+		api.cmd = append(api.cmd, "--enable-aggregator-routing=true")
+	} else {
+		// No kubelet: pods never run, and envtest-like tests create pods without ServiceAccounts.
+		api.cmd = append(api.cmd, "--disable-admission-plugins=ServiceAccount")
 	}
 	kubeconfig := filepath.Join(abs, "kubeconfig")
 	if err := writeKubeconfig(kubeconfig, server, pki); err != nil {
@@ -140,6 +167,14 @@ func run() error {
 			"--use-service-account-credentials=false",
 			"--v=1",
 		},
+	}
+	if *withNode {
+		kcm.cmd[3] = "--controllers=garbage-collector-controller,namespace-controller," +
+			"deployment-controller,replicaset-controller,serviceaccount-controller," +
+			"serviceaccount-token-controller,root-ca-certificate-publisher-controller," +
+			"node-lifecycle-controller,clusterrole-aggregation-controller," +
+			"endpoints-controller,endpointslice-controller"
+		kcm.cmd = append(kcm.cmd, "--service-account-private-key-file="+pki.saKey, "--root-ca-file="+pki.caCert)
 	}
 
 	defer api.stop()
@@ -161,6 +196,48 @@ func run() error {
 
 	info := readyInfo{Kubeconfig: kubeconfig, Server: server, Etcd: etcdURL, Version: version,
 		PID: os.Getpid(), APIServerPID: api.pid()}
+	if *withNode {
+		started := time.Now()
+		if *pauseArchive == "" {
+			return fmt.Errorf("--node needs --pause-image")
+		}
+		pause, err := imageName(*pauseArchive)
+		if err != nil {
+			return err
+		}
+		n, err := newNode(filepath.Join(abs, "node"), apiPort, append([]string{*pauseArchive}, images...), pause)
+		if err != nil {
+			return err
+		}
+		n.client, n.server = client, server
+		// Registered before anything is created, so that a failure half-way is cleaned up too;
+		// runs before kcm and the API server stop (deferred earlier), while pods can be deleted.
+		defer func() {
+			kcm.stop() // first, so that no controller recreates the pods being drained
+			n.teardown()
+		}()
+		if err := os.MkdirAll(n.dir, 0o755); err != nil {
+			return err
+		}
+		if err := n.network(); err != nil {
+			return fmt.Errorf("node network: %w", err)
+		}
+		if err := n.startContainerd(); err != nil {
+			return err
+		}
+		if err := n.startScheduler(self, kubeconfig); err != nil {
+			return err
+		}
+		if err := n.startKubelet(self, kubeconfig); err != nil {
+			return err
+		}
+		if err := n.waitReady(2 * time.Minute); err != nil {
+			return err
+		}
+		ni := n.info(started)
+		info.Node = &ni
+		log.Printf("node %s ready in %s (bridge %s, pods in %s)", n.name, ni.ReadyAfterStart, n.id, n.subnet)
+	}
 	if err := writeJSON(filepath.Join(abs, "ready.json"), info); err != nil {
 		return err
 	}

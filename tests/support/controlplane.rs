@@ -1,5 +1,6 @@
 //! The local Kubernetes control plane built by `test-env/setup.sh`: etcd, kube-apiserver and the
-//! garbage-collector and namespace controllers, on random ports.
+//! garbage-collector and namespace controllers, on random ports; with [`ControlPlane::start_node`]
+//! also a node (containerd, kubelet, kube-scheduler, a CNI bridge) that runs pods.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -15,7 +16,29 @@ pub struct ControlPlane {
     pub kubeconfig: PathBuf,
     pub server: String,
     pub version: String,
+    /// The node, when started with [`ControlPlane::start_node`].
+    pub node: Option<NodeInfo>,
     child: Mutex<Child>,
+}
+
+/// The node of a control plane started with `--node`, as its ready.json describes it.
+#[derive(serde::Deserialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeInfo {
+    /// The Node's name (the host's name).
+    pub name: String,
+    /// The pods' bridge, also the name of the node's cgroup root, /run folder and iptables rule.
+    pub bridge: String,
+    /// The bridge's address: where pods reach servers of the host (a nats-server listening there).
+    pub gateway: String,
+    pub subnet: String,
+    pub containerd_socket: String,
+    pub kubelet_root_dir: String,
+    pub cgroup_root: String,
+    pub containerd_pid: u32,
+    pub kubelet_pid: u32,
+    /// From the start of the node to Ready, as Go prints a duration.
+    pub ready_after_start: String,
 }
 
 #[derive(serde::Deserialize)]
@@ -24,6 +47,7 @@ struct Ready {
     version: String,
     #[serde(rename = "apiserverPid")]
     apiserver_pid: u32,
+    node: Option<NodeInfo>,
 }
 
 fn read_ready(dir: &std::path::Path) -> Option<Ready> {
@@ -34,6 +58,35 @@ fn read_ready(dir: &std::path::Path) -> Option<Ready> {
 impl ControlPlane {
     /// Starts a control plane in a new directory and waits until it serves.
     pub fn start() -> Self {
+        Self::start_with(&[], Duration::from_secs(180))
+    }
+
+    /// Starts a control plane with a node that runs pods (needs root), with the images the tests
+    /// run imported into its containerd: the pause image (`JKO_PAUSE_IMAGE_ARCHIVE`, from
+    /// `test-env/setup.sh`) and the operator's (`JKO_OPERATOR_IMAGE_ARCHIVE`, from
+    /// `test-env/operator-image.sh`). The node is torn down, leaving nothing on the host, when the
+    /// control plane stops (its stdin closes with the test binary).
+    pub fn start_node() -> Self {
+        let archive = |var: &str, hint: &str| {
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| {
+                    panic!("{var} is not set: run the tests with test-env/test.sh, or {hint} first")
+                })
+        };
+        let pause = archive("JKO_PAUSE_IMAGE_ARCHIVE", "`eval \"$(test-env/setup.sh)\"`");
+        let operator = archive(
+            "JKO_OPERATOR_IMAGE_ARCHIVE",
+            "`eval \"$(test-env/operator-image.sh)\"`",
+        );
+        Self::start_with(
+            &["--node", "--pause-image", &pause, "--image", &operator],
+            Duration::from_secs(300),
+        )
+    }
+
+    fn start_with(extra: &[&str], timeout: Duration) -> Self {
         let bin = std::env::var("JKO_CONTROLPLANE_BIN").unwrap_or_else(|_| {
             panic!("JKO_CONTROLPLANE_BIN is not set: run the tests with test-env/test.sh, or `eval \"$(test-env/setup.sh)\"` first")
         });
@@ -46,6 +99,7 @@ impl ControlPlane {
         cmd.arg("--dir")
             .arg(&dir)
             .arg("--exit-on-stdin-eof")
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log);
@@ -61,26 +115,38 @@ impl ControlPlane {
                 }
             }
         });
-        if rx.recv_timeout(Duration::from_secs(180)).is_err() {
-            let _ = child.kill();
+        if rx.recv_timeout(timeout).is_err() {
+            // SIGTERM, so that a half-started node is torn down.
+            signal(&child, libc::SIGTERM);
+            let _ = child.wait();
             panic!(
-                "the control plane did not become ready in 180 s; its log:\n{}\nkube-apiserver log:\n{}",
+                "the control plane did not become ready in {timeout:?}; its log:\n{}\nkube-apiserver log:\n{}\nkubelet log:\n{}",
                 tail(&dir.join("controlplane.log"), 40),
-                tail(&dir.join("kube-apiserver.log"), 40)
+                tail(&dir.join("kube-apiserver.log"), 40),
+                tail(&dir.join("node").join("kubelet.log"), 40),
             );
         }
         let ready = read_ready(&dir).expect("ready.json written before READY");
         eprintln!(
-            "control plane {} ready at {} in {:.1?}",
+            "control plane {} ready at {} in {:.1?}{}",
             ready.version,
             ready.server,
-            started.elapsed()
+            started.elapsed(),
+            ready
+                .node
+                .as_ref()
+                .map(|n| format!(
+                    "; node {} ready {} after the API server (pods on {} {})",
+                    n.name, n.ready_after_start, n.bridge, n.subnet
+                ))
+                .unwrap_or_default()
         );
         Self {
             kubeconfig: dir.join("kubeconfig"),
             dir,
             server: ready.server,
             version: ready.version,
+            node: ready.node,
             child: Mutex::new(child),
         }
     }
@@ -170,11 +236,21 @@ impl ControlPlane {
     }
 }
 
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        if let Ok(mut child) = self.child.lock() {
+impl ControlPlane {
+    /// Stops the control plane and waits until it has exited: with a node, after the node is torn
+    /// down (pods, containerd, mounts, bridge, iptables rule, cgroups).
+    pub fn stop(&self) {
+        if let Ok(mut child) = self.child.lock()
+            && matches!(child.try_wait(), Ok(None))
+        {
             signal(&child, libc::SIGTERM);
             let _ = child.wait();
         }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -34,14 +34,59 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The control plane shared by every test of this binary, with the project's CRDs installed.
+static CP: OnceLock<ControlPlane> = OnceLock::new();
+
+/// The control plane shared by every test of this binary, with the project's CRDs installed (in a
+/// binary that calls [`node_cluster`], the same cluster, with its node).
 pub fn control_plane() -> &'static ControlPlane {
-    static CP: OnceLock<ControlPlane> = OnceLock::new();
     CP.get_or_init(|| {
         let cp = ControlPlane::start();
         cp.install_crds();
         cp
     })
+}
+
+/// The one-node cluster shared by every test of this binary (started on first use; tests of a
+/// binary that uses it must call this before anything that calls [`control_plane`]).
+pub fn node_cluster() -> &'static ControlPlane {
+    // A node that failed to start fails every later test of the binary at once, instead of each
+    // test waiting for a start of its own to time out.
+    static FAILED: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    let cp = CP.get_or_init(|| {
+        if let Some(failure) = FAILED.lock().ok().and_then(|f| f.clone()) {
+            panic!("the node did not start (see the first failed test): {failure}");
+        }
+        let cp = match std::panic::catch_unwind(ControlPlane::start_node) {
+            Ok(cp) => cp,
+            Err(panic) => {
+                let failure = panic
+                    .downcast_ref::<String>()
+                    .map(|s| s.lines().next().unwrap_or_default().to_string())
+                    .unwrap_or_default();
+                if let Ok(mut f) = FAILED.lock() {
+                    *f = Some(failure);
+                }
+                std::panic::resume_unwind(panic);
+            }
+        };
+        // The static is never dropped: when the tests are done, the binary stops the control
+        // plane and waits for its node's teardown before it exits, so that nothing of the node
+        // outlives the test binary (the parent-death signal alone would not wait).
+        extern "C" fn stop_at_exit() {
+            if let Some(cp) = CP.get() {
+                cp.stop();
+            }
+        }
+        // SAFETY: registers a plain function without arguments, run once by exit().
+        unsafe { libc::atexit(stop_at_exit) };
+        cp.install_crds();
+        cp
+    });
+    assert!(
+        cp.node.is_some(),
+        "this test binary started a control plane without a node before calling node_cluster()"
+    );
+    cp
 }
 
 /// A kube client for the shared control plane. A new one per test: each tokio test has its own

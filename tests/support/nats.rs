@@ -42,6 +42,8 @@ pub struct NatsServer {
     /// Holds the config, the logs and the JetStream store; removed on drop.
     dir: tempfile::TempDir,
     config: PathBuf,
+    /// The address clients connect to: 127.0.0.1, or the node's bridge gateway for pods.
+    host: String,
     port: u16,
     monitor_port: u16,
     child: Option<Child>,
@@ -51,6 +53,19 @@ impl NatsServer {
     /// Starts a JetStream server without authentication on free 127.0.0.1 ports.
     pub fn start() -> NatsServer {
         Self::start_with("")
+    }
+
+    /// Starts a JetStream server without authentication that listens on `host` (a free port):
+    /// the node's bridge gateway address, where pods and the host both reach it.
+    pub fn start_on(host: &str) -> NatsServer {
+        Self::start_with_host(host, "")
+    }
+
+    /// [`NatsServer::start_operator_mode`], listening on `host`.
+    pub fn start_operator_mode_on(host: &str) -> (NatsServer, NatsAccounts) {
+        let accounts = NatsAccounts::new();
+        let server = Self::start_with_host(host, &accounts.server_config());
+        (server, accounts)
     }
 
     /// Starts a JetStream server in operator mode (decentralized JWT auth) with a system account,
@@ -79,6 +94,10 @@ impl NatsServer {
     /// Writes a config ending with `extra` and starts the server, retrying on other ports if one
     /// was taken between choosing it and the server binding it.
     fn start_with(extra: &str) -> NatsServer {
+        Self::start_with_host("127.0.0.1", extra)
+    }
+
+    fn start_with_host(host: &str, extra: &str) -> NatsServer {
         let mut last_failure = String::new();
         for _attempt in 0..5 {
             let dir = tempfile::Builder::new()
@@ -89,7 +108,7 @@ impl NatsServer {
             let config = dir.path().join("nats-server.conf");
             let text = format!(
                 "server_name: \"jko-test-{port}\"\n\
-                 listen: \"127.0.0.1:{port}\"\n\
+                 listen: \"{host}:{port}\"\n\
                  http: \"127.0.0.1:{monitor_port}\"\n\
                  log_file: {log:?}\n\
                  jetstream {{\n  store_dir: {store:?}\n}}\n\
@@ -102,6 +121,7 @@ impl NatsServer {
             let mut server = NatsServer {
                 dir,
                 config,
+                host: host.to_string(),
                 port,
                 monitor_port,
                 child: None,
@@ -117,9 +137,9 @@ impl NatsServer {
         panic!("nats-server could not bind free ports in 5 attempts:\n{last_failure}");
     }
 
-    /// `nats://127.0.0.1:<port>`.
+    /// `nats://<host>:<port>`: `nats://127.0.0.1:<port>` unless started with a host.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://{}:{}", self.host, self.port)
     }
 
     /// The client port.
@@ -268,11 +288,11 @@ impl NatsServer {
             .ok()
             .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
             .is_some_and(|varz| varz["port"] == self.port);
-        let accepts = TcpStream::connect_timeout(
-            &SocketAddr::from(([127, 0, 0, 1], self.port)),
-            Duration::from_secs(1),
-        )
-        .is_ok();
+        // On the address it listens on (127.0.0.1, or the node's bridge gateway).
+        let accepts = self.host.parse::<std::net::IpAddr>().is_ok_and(|ip| {
+            TcpStream::connect_timeout(&SocketAddr::from((ip, self.port)), Duration::from_secs(1))
+                .is_ok()
+        });
         ours && accepts
     }
 }

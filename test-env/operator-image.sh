@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Builds the operator's release binary from this checkout and its container image (from scratch,
+# with test-env/image.sh: the Dockerfile's final stage), as an OCI archive for the node's
+# containerd, and prints the environment naming it:
+#
+#   eval "$(test-env/operator-image.sh)"
+#
+# The archive is cached by the binary's hash and image.sh's: a warm run costs cargo's no-op build.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${JKO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jetstream-kv-operator}
+export JKO_CACHE=$cache
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
+t=$(date +%s)
+printf '==> %s\n' "building the operator's release binary (cargo build --release)" >&2
+(cd "$here/.." && cargo build --release --locked --bin jetstream-kv-operator) >&2
+bin="$CARGO_TARGET_DIR/release/jetstream-kv-operator"
+tag=$(sha256sum "$bin" | cut -c1-12)
+recipe=$(sha256sum "$here/image.sh" | cut -c1-8)
+archive="$cache/images/jetstream-kv-operator-$tag-$recipe.tar"
+if [ ! -s "$archive" ]; then
+  printf '==> %s\n' "building the operator's image (buildah, from scratch)" >&2
+  "$here/image.sh" operator "$bin" "$archive" >/dev/null
+  # Older archives of this image are of no use any more.
+  find "$cache/images" -name 'jetstream-kv-operator-*.tar' ! -name "$(basename "$archive")" -delete
+fi
+printf '    image localhost/jetstream-kv-operator:%s, %s MB as an archive (%ss)\n' "$tag" \
+  "$(( $(stat -c %s "$archive") / 1000000 ))" "$(( $(date +%s) - t ))" >&2
+echo "export JKO_OPERATOR_IMAGE_ARCHIVE='$archive'"
+echo "export JKO_OPERATOR_IMAGE='localhost/jetstream-kv-operator:$tag'"
