@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the operator's release binary from this checkout and its container image (from scratch,
-# with test-env/image.sh: the Dockerfile's final stage), as an OCI archive for the node's
-# containerd, and prints the environment naming it:
+# Builds the operator's binary (optimised; see JKO_IMAGE_PROFILE below) from this checkout and its
+# container image (from scratch, with test-env/image.sh: the Dockerfile's final stage), as an OCI
+# archive for the node's containerd, and prints the environment naming it:
 #
 #   eval "$(test-env/operator-image.sh)"
 #
@@ -11,10 +11,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache=${JKO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jetstream-kv-operator}
 export JKO_CACHE=$cache
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
+# The `image` profile (Cargo.toml: release without link-time optimisation, incremental) unless
+# JKO_IMAGE_PROFILE names another, e.g. `release` for exactly what the Dockerfile builds.
+profile=${JKO_IMAGE_PROFILE:-image}
 t=$(date +%s)
-printf '==> %s\n' "building the operator's release binary (cargo build --release)" >&2
-(cd "$here/.." && cargo build --release --locked --bin jetstream-kv-operator) >&2
-bin="$CARGO_TARGET_DIR/release/jetstream-kv-operator"
+printf '==> %s\n' "building the operator's binary (cargo build --profile $profile)" >&2
+(cd "$here/.." && cargo build --profile "$profile" --locked --bin jetstream-kv-operator) >&2
+bin="$CARGO_TARGET_DIR/$profile/jetstream-kv-operator"
 tag=$(sha256sum "$bin" | cut -c1-12)
 recipe=$(sha256sum "$here/image.sh" | cut -c1-8)
 archive="$cache/images/jetstream-kv-operator-$tag-$recipe.tar"
