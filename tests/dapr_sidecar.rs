@@ -7,144 +7,15 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use support::daprd::{Daprd, resource_file};
 use support::nats::NatsServer;
-use support::process::free_port;
 use support::{ComponentManifest, TestNamespace, client, control_plane, operator, wait_kvb};
 
-fn daprd_bin() -> PathBuf {
-    std::env::var_os("JKO_DAPRD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("JKO_DAPRD_BIN is not set: eval \"$(test-env/setup.sh)\" first"))
-}
-
-/// A daprd process in self-hosted mode, with its own resources folder and ports; killed on drop.
-struct Daprd {
-    child: Child,
-    http_port: u16,
-    log: PathBuf,
-    app_id: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Daprd {
-    /// Starts daprd with one Component file (`component`, a Component object as JSON).
-    fn start(app_id: &str, component: &serde_json::Value) -> Daprd {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let resources = dir.path().join("resources");
-        std::fs::create_dir_all(&resources).expect("resources dir");
-        // JSON is YAML: the file is the object as the API server returned it.
-        std::fs::write(
-            resources.join("statestore.yaml"),
-            serde_json::to_string_pretty(component).expect("JSON"),
-        )
-        .expect("write the Component file");
-        let log = dir.path().join("daprd.log");
-        let out = std::fs::File::create(&log).expect("log file");
-        let http_port = free_port();
-        let mut cmd = Command::new(daprd_bin());
-        cmd.args([
-            "--app-id",
-            app_id,
-            "--mode",
-            "standalone",
-            "--log-level",
-            "info",
-        ])
-        .arg("--resources-path")
-        .arg(&resources)
-        .args(["--dapr-http-port", &http_port.to_string()])
-        .args(["--dapr-grpc-port", &free_port().to_string()])
-        .args(["--dapr-internal-grpc-port", &free_port().to_string()])
-        .args(["--metrics-port", &free_port().to_string()])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("log file"))
-        .stderr(out);
-        let child = support::process::spawn_tied(cmd, libc::SIGKILL).expect("start daprd");
-        Daprd {
-            child,
-            http_port,
-            log,
-            app_id: app_id.to_string(),
-            _dir: dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for the process to exit; its status.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-
-    /// Waits until daprd's health endpoint answers 204 (every component initialized).
-    fn wait_healthy(&mut self) -> Duration {
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(30) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("daprd exited ({status}):\n{}", self.log());
-            }
-            if let Some((204, _)) = self.http("GET", "/v1.0/healthz", None) {
-                return started.elapsed();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("daprd not healthy after 30 s:\n{}", self.log());
-    }
-
-    /// One HTTP/1.0 request to daprd's API: (status, body).
-    fn http(&self, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).ok()?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .ok()?;
-        let body = body.unwrap_or("");
-        write!(
-            stream,
-            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let status = response.split_whitespace().nth(1)?.parse().ok()?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())?;
-        Some((status, body))
-    }
-}
-
-impl Drop for Daprd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The Component as daprd reads it from a file: kind, apiVersion, name and the spec, exactly as
-/// the API server holds it.
+/// The Component as daprd reads it from a file.
 fn component_file(object: &serde_json::Value) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": object["apiVersion"],
-        "kind": object["kind"],
-        "metadata": {"name": object["metadata"]["name"]},
-        "spec": object["spec"],
-    })
+    resource_file(object)
 }
 
 fn manifest_object(manifest: &str) -> serde_json::Value {

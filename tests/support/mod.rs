@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod controlplane;
+pub mod daprd;
 pub mod fixtures;
 pub mod nats;
 pub mod operator;

@@ -1,0 +1,320 @@
+//! Dapr's own sidecar, `daprd` (built by test-env/setup.sh with the NATS JetStream pub/sub),
+//! against a stream the operator made for a `pubsub.jetstream` Component: before the stream
+//! exists, publishing through daprd's HTTP API fails with what Dapr reports; once the
+//! JetStreamStream is Ready, an app subscribed through declarative Subscriptions (the same
+//! objects as on the API server, given to daprd as files) receives what is published, and a
+//! message its handler fails lands on the Subscription's dead-letter topic.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use jetstream_kv_operator::crd::ConditionType;
+use jetstream_kv_operator::pubsub::JetStreamStream;
+use kube::Api;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use support::daprd::{Daprd, resource_file};
+use support::{ComponentManifest, TestNamespace, client, control_plane, eventually, operator};
+
+/// What the app received: the route and the request body (a CloudEvent).
+type Delivery = (String, Value);
+
+/// The app: an HTTP server on loopback. `/orders` and `/poison` take every message;
+/// `/payments` fails every message with a 500; anything else (daprd's `/dapr/subscribe` and
+/// `/dapr/config` probes) is 404.
+async fn start_app() -> (u16, mpsc::UnboundedReceiver<Delivery>) {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind the app");
+    let port = listener.local_addr().expect("app address").port();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let tx = tx.clone();
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let status = match path.as_str() {
+                            "/orders" | "/poison" => 200,
+                            "/payments" => 500,
+                            _ => 404,
+                        };
+                        if status != 404 {
+                            let event = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                            let _ = tx.send((path, event));
+                        }
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::new()))
+                                .expect("response"),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (port, rx)
+}
+
+fn manifest_object(manifest: &str) -> Value {
+    serde_yaml::from_str(manifest).expect("the manifest is YAML")
+}
+
+/// A declarative Subscription (`dapr.io/v2alpha1`) `name` on the `events` Component: topic
+/// `<name>.<suffix>` (each test its own subjects on the shared server), route `/<name>`.
+fn subscription(ns: &str, name: &str, suffix: &str, dead_letter: Option<&str>) -> Value {
+    let mut s = json!({
+        "apiVersion": "dapr.io/v2alpha1",
+        "kind": "Subscription",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "pubsubname": "events",
+            "topic": format!("{name}.{suffix}"),
+            "routes": {"default": format!("/{name}")},
+        },
+    });
+    if let Some(dl) = dead_letter {
+        s["spec"]["deadLetterTopic"] = json!(format!("{dl}.{suffix}"));
+    }
+    s
+}
+
+/// An object from the API server, as JSON.
+fn get(ns: &str, kind: &str, name: &str) -> Value {
+    let json = control_plane()
+        .kubectl(&["-n", ns, "get", kind, name, "-o", "json"], None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    serde_json::from_str(&json).expect("JSON")
+}
+
+/// A stream's info as nats-server reports it.
+async fn stream_info(url: &str, name: &str) -> async_nats::jetstream::stream::Info {
+    let mut stream = support::jetstream(url)
+        .await
+        .get_stream(name)
+        .await
+        .unwrap_or_else(|e| panic!("stream {name}: {e}"));
+    stream.info().await.expect("stream info").clone()
+}
+
+/// The next delivery to the app, within `timeout`.
+async fn next(
+    rx: &mut mpsc::UnboundedReceiver<Delivery>,
+    timeout: Duration,
+    daprd: &Daprd,
+) -> Delivery {
+    tokio::time::timeout(timeout, rx.recv())
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("the app received nothing in {timeout:?}:\n{}", daprd.log()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn daprd_fails_to_publish_before_the_stream_then_the_app_receives_through_it() {
+    round_trip("dapr-pubsub", false).await;
+}
+
+/// Fails with daprd 1.18.3: the dead-letter publish carries the failed message's CloudEvent id as
+/// `Nats-Msg-Id`, and the dead-letter topic is in the same stream, so nats-server drops it as a
+/// duplicate within the stream's duplicate window (2 minutes by default).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "the dead letter is deduplicated by the stream (same Nats-Msg-Id): issue 18"]
+async fn a_message_the_app_fails_lands_on_the_dead_letter_topic() {
+    round_trip("dapr-deadletter", true).await;
+}
+
+/// The story against the shared nats-server; with `dead_letter`, also a message the app fails.
+async fn round_trip(test: &str, dead_letter: bool) {
+    let started = Instant::now();
+    let server = support::nats();
+    let client = client().await;
+    let ns = TestNamespace::new(&client, test).await;
+    let manifest = ComponentManifest::new(&ns.name, "events")
+        .type_("pubsub.jetstream")
+        .item("natsURL", &server.url())
+        .item("deliverPolicy", "all")
+        .yaml();
+    let component = manifest_object(&manifest);
+    let sfx = support::random_suffix();
+    let subscriptions = [
+        subscription(&ns.name, "orders", &sfx, None),
+        subscription(&ns.name, "payments", &sfx, Some("poison")),
+        subscription(&ns.name, "poison", &sfx, None),
+    ];
+    let app_id = format!("app{}", support::random_suffix());
+
+    // Before the operator has made the stream: daprd starts (the Component connects), and
+    // publishing fails with what Dapr says.
+    let mut early = Daprd::start(&app_id, &resource_file(&component));
+    early.wait_healthy();
+    let refused = early
+        .http(
+            "POST",
+            &format!("/v1.0/publish/events/orders.{sfx}"),
+            Some(r#"{"item":"coffee"}"#),
+        )
+        .unwrap_or_else(|| panic!("publish: no answer:\n{}", early.log()));
+    eprintln!("publish before the stream: {refused:?}");
+    assert_eq!(refused.0, 500, "publish before the stream: {refused:?}");
+    let error: Value = serde_json::from_str(&refused.1).expect("Dapr's error is JSON");
+    assert_eq!(error["errorCode"], "ERR_PUBSUB_PUBLISH_MESSAGE", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&format!(
+                "error when publishing to topic orders.{sfx} in pubsub events: nats: no response from stream"
+            ))),
+        "{error}"
+    );
+    drop(early);
+
+    // The operator makes the stream for the Component and its Subscriptions.
+    operator();
+    control_plane().apply(&manifest);
+    for s in &subscriptions {
+        control_plane().apply(&serde_json::to_string(s).expect("JSON"));
+    }
+    let api: Api<JetStreamStream> = Api::namespaced(client.clone(), &ns.name);
+    let jss = eventually(
+        Duration::from_secs(60),
+        "jss/events Ready=True with the three topics",
+        || async {
+            let jss = api.get_opt("events").await.ok().flatten()?;
+            let ready = jss.condition(ConditionType::Ready)?.status == "True";
+            let covered = jss.status.as_ref()?.topics.iter().filter(|t| t.covered);
+            (ready && covered.count() == 3).then_some(jss)
+        },
+        async || {
+            format!(
+                "{}\n--- operator log:\n{}",
+                support::describe(&ns.name, "jss", "events"),
+                operator().log_tail()
+            )
+        },
+    )
+    .await;
+    let stream_name = jss
+        .status
+        .as_ref()
+        .and_then(|s| s.stream.as_ref())
+        .map(|s| s.name.clone())
+        .expect("status.stream");
+    let info = stream_info(&server.url(), &stream_name).await;
+    let mut subjects = info.config.subjects.clone();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        [
+            format!("orders.{sfx}"),
+            format!("payments.{sfx}"),
+            format!("poison.{sfx}")
+        ]
+    );
+    let ready_after = started.elapsed();
+
+    // daprd with the app and the Subscriptions, the same objects as on the API server.
+    let (app_port, mut rx) = start_app().await;
+    let mut resources = vec![resource_file(&get(&ns.name, "component", "events"))];
+    for s in &subscriptions {
+        let name = s["metadata"]["name"].as_str().expect("name");
+        let object = get(&ns.name, "subscriptions.dapr.io", name);
+        assert_eq!(object["spec"], s["spec"]);
+        resources.push(resource_file(&object));
+    }
+    let mut daprd = Daprd::start_with(&app_id, &resources, Some(app_port));
+    let healthy = daprd.wait_healthy();
+
+    let published = daprd.http(
+        "POST",
+        &format!("/v1.0/publish/events/orders.{sfx}"),
+        Some(r#"{"item":"coffee","qty":2}"#),
+    );
+    assert_eq!(
+        published.as_ref().map(|p| p.0),
+        Some(204),
+        "publish: {published:?}\n{}",
+        daprd.log()
+    );
+    let (route, event) = next(&mut rx, Duration::from_secs(20), &daprd).await;
+    assert_eq!(route, "/orders", "{event}");
+    assert_eq!(event["topic"], format!("orders.{sfx}"), "{event}");
+    assert_eq!(event["pubsubname"], "events", "{event}");
+    assert_eq!(event["source"], app_id.as_str(), "{event}");
+    assert_eq!(
+        event["data"],
+        json!({"item": "coffee", "qty": 2}),
+        "{event}"
+    );
+
+    if !dead_letter {
+        eprintln!(
+            "figures: jss Ready {ready_after:.1?} after start, daprd healthy in {healthy:.1?}, \
+             total {:.1?}",
+            started.elapsed()
+        );
+        return;
+    }
+    // The handler of `payments` fails: the message goes to the dead-letter topic `poison`.
+    let published = daprd.http(
+        "POST",
+        &format!("/v1.0/publish/events/payments.{sfx}"),
+        Some(r#"{"card":"declined"}"#),
+    );
+    assert_eq!(published.as_ref().map(|p| p.0), Some(204), "{published:?}");
+    let mut routes = Vec::new();
+    let dead = loop {
+        let Ok(Some((route, event))) =
+            tokio::time::timeout(Duration::from_secs(20), rx.recv()).await
+        else {
+            let info = stream_info(&server.url(), &stream_name).await;
+            panic!(
+                "no dead letter in 20 s; the app saw {routes:?}; the stream holds {} messages \
+                 on {:?}:\n{}",
+                info.state.messages,
+                info.config.subjects,
+                daprd.log()
+            );
+        };
+        routes.push(route.clone());
+        if route == "/poison" {
+            break event;
+        }
+        assert_eq!(route, "/payments", "{event}");
+    };
+    assert_eq!(dead["data"], json!({"card": "declined"}), "{dead}");
+    assert!(
+        routes.starts_with(&["/payments".to_string()]),
+        "the app saw {routes:?}"
+    );
+    // The dead letter is in the operator's stream.
+    let info = stream_info(&server.url(), &stream_name).await;
+    eprintln!(
+        "figures: jss Ready {ready_after:.1?} after start, daprd healthy in {healthy:.1?}, \
+         deliveries {routes:?}, stream {} messages, total {:.1?}",
+        info.state.messages,
+        started.elapsed()
+    );
+}

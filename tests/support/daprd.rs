@@ -1,0 +1,160 @@
+//! Dapr's own sidecar, `daprd` (built by test-env/setup.sh from Dapr's Go modules with the NATS
+//! JetStream state store and pub/sub), in self-hosted mode: its own resources folder (Component
+//! and Subscription files), ports and log; killed on drop.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::process::free_port;
+
+fn daprd_bin() -> PathBuf {
+    std::env::var_os("JKO_DAPRD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("JKO_DAPRD_BIN is not set: eval \"$(test-env/setup.sh)\" first"))
+}
+
+/// A resource file as daprd reads it from its resources folder: kind, apiVersion, name and the
+/// spec (and `scopes`), exactly as the API server holds them, without the namespace.
+pub fn resource_file(object: &serde_json::Value) -> serde_json::Value {
+    let mut file = serde_json::json!({
+        "apiVersion": object["apiVersion"],
+        "kind": object["kind"],
+        "metadata": {"name": object["metadata"]["name"]},
+        "spec": object["spec"],
+    });
+    if let Some(scopes) = object.get("scopes") {
+        file["scopes"] = scopes.clone();
+    }
+    file
+}
+
+/// A daprd process in self-hosted mode, with its own resources folder and ports; killed on drop.
+pub struct Daprd {
+    child: Child,
+    pub http_port: u16,
+    log: PathBuf,
+    pub app_id: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Daprd {
+    /// Starts daprd with one Component file (`component`, a Component object as JSON).
+    pub fn start(app_id: &str, component: &serde_json::Value) -> Daprd {
+        Daprd::start_with(app_id, std::slice::from_ref(component), None)
+    }
+
+    /// Starts daprd with these resource files (Components, Subscriptions... as JSON objects)
+    /// and, with `app_port`, the app listening on that loopback port.
+    pub fn start_with(
+        app_id: &str,
+        resources: &[serde_json::Value],
+        app_port: Option<u16>,
+    ) -> Daprd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let folder = dir.path().join("resources");
+        std::fs::create_dir_all(&folder).expect("resources dir");
+        for (i, resource) in resources.iter().enumerate() {
+            // JSON is YAML: the file is the object as the API server returned it.
+            std::fs::write(
+                folder.join(format!("resource-{i}.yaml")),
+                serde_json::to_string_pretty(resource).expect("JSON"),
+            )
+            .expect("write the resource file");
+        }
+        let log = dir.path().join("daprd.log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let http_port = free_port();
+        let mut cmd = Command::new(daprd_bin());
+        cmd.args([
+            "--app-id",
+            app_id,
+            "--mode",
+            "standalone",
+            "--log-level",
+            "info",
+        ])
+        .arg("--resources-path")
+        .arg(&folder)
+        .args(["--dapr-http-port", &http_port.to_string()])
+        .args(["--dapr-grpc-port", &free_port().to_string()])
+        .args(["--dapr-internal-grpc-port", &free_port().to_string()])
+        .args(["--metrics-port", &free_port().to_string()]);
+        if let Some(port) = app_port {
+            cmd.args(["--app-port", &port.to_string()]);
+        }
+        cmd.current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out);
+        let child = super::process::spawn_tied(cmd, libc::SIGKILL).expect("start daprd");
+        Daprd {
+            child,
+            http_port,
+            log,
+            app_id: app_id.to_string(),
+            _dir: dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit; its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Waits until daprd's health endpoint answers 204 (every component initialized).
+    pub fn wait_healthy(&mut self) -> Duration {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("daprd exited ({status}):\n{}", self.log());
+            }
+            if let Some((204, _)) = self.http("GET", "/v1.0/healthz", None) {
+                return started.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daprd not healthy after 30 s:\n{}", self.log());
+    }
+
+    /// One HTTP/1.0 request to daprd's API: (status, body).
+    pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        let body = body.unwrap_or("");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let status = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())?;
+        Some((status, body))
+    }
+}
+
+impl Drop for Daprd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
