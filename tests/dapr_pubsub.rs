@@ -285,20 +285,39 @@ async fn round_trip(test: &str, dead_letter: bool) {
     );
     assert_eq!(published.as_ref().map(|p| p.0), Some(204), "{published:?}");
     let mut routes = Vec::new();
+    let mut failed_id = String::new();
     let dead = loop {
         let Ok(Some((route, event))) =
             tokio::time::timeout(Duration::from_secs(20), rx.recv()).await
         else {
             let info = stream_info(&server.url(), &stream_name).await;
+            // What the dead-letter publish met: the failed message's id as Nats-Msg-Id.
+            let probe = support::jetstream(&server.url())
+                .await
+                .send_publish(
+                    format!("poison.{sfx}"),
+                    async_nats::jetstream::message::PublishMessage::build()
+                        .message_id(failed_id.as_str())
+                        .payload("probe".into()),
+                )
+                .await
+                .expect("publish")
+                .await
+                .expect("ack");
             panic!(
                 "no dead letter in 20 s; the app saw {routes:?}; the stream holds {} messages \
-                 on {:?}:\n{}",
+                 on {:?}; a publish to poison.{sfx} with Nats-Msg-Id {failed_id} is a \
+                 duplicate: {}\n{}",
                 info.state.messages,
                 info.config.subjects,
+                probe.duplicate,
                 daprd.log()
             );
         };
         routes.push(route.clone());
+        if route == "/payments" {
+            failed_id = event["id"].as_str().unwrap_or_default().to_string();
+        }
         if route == "/poison" {
             break event;
         }
