@@ -1,9 +1,10 @@
 //! Dapr's own sidecar, `daprd` (built by test-env/setup.sh with the NATS JetStream pub/sub),
 //! against a stream the operator made for a `pubsub.jetstream` Component: before the stream
-//! exists, publishing through daprd's HTTP API fails with what Dapr reports; once the
-//! JetStreamStream is Ready, an app subscribed through declarative Subscriptions (the same
-//! objects as on the API server, given to daprd as files) receives what is published, and a
-//! message its handler fails lands on the Subscription's dead-letter topic.
+//! exists, daprd starts but its subscriptions fail and publishing through its HTTP API fails with
+//! what Dapr reports; once the JetStreamStream is Ready, an app subscribed through declarative
+//! Subscriptions (the same objects as on the API server, given to daprd as files) receives what
+//! is published. A message the app fails should land on the Subscription's dead-letter topic: the
+//! ignored test shows it does not (the stream drops it as a duplicate).
 
 mod support;
 
@@ -166,10 +167,27 @@ async fn round_trip(test: &str, dead_letter: bool) {
     ];
     let app_id = format!("app{}", support::random_suffix());
 
-    // Before the operator has made the stream: daprd starts (the Component connects), and
-    // publishing fails with what Dapr says.
-    let mut early = Daprd::start(&app_id, &resource_file(&component));
+    // Before the operator has made the stream: daprd starts (the Component connects) and
+    // is healthy, its subscriptions fail (and are retried), and publishing fails with what Dapr
+    // says.
+    let (early_port, _early_rx) = start_app().await;
+    let mut early_resources = vec![resource_file(&component)];
+    early_resources.extend(subscriptions.iter().map(resource_file));
+    let mut early = Daprd::start_with(&app_id, &early_resources, Some(early_port));
     early.wait_healthy();
+    let failed = format!(
+        "Failed to start subscription for pubsub events, topic orders.{sfx}: failed to subscribe \
+         to topic orders.{sfx}: nats: no stream matches subject"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !early.log().contains(&failed) {
+        assert!(
+            Instant::now() < deadline,
+            "daprd did not report the failed subscription:\n{}",
+            early.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let refused = early
         .http(
             "POST",
