@@ -157,17 +157,7 @@ pub async fn reconcile(
     ctx.metrics
         .set_ready(key, ready.map(|c| c.status == "True"));
     tracing::debug!(component = %key, ready = ?ready.map(|c| (&c.status, &c.reason)), elapsed = ?started.elapsed(), "reconciled");
-    Ok(match outcome.retry() {
-        Retry::Resync => {
-            ctx.index.succeeded(key);
-            Action::requeue(ctx.resync())
-        }
-        Retry::Backoff => Action::requeue(ctx.backoff(key)),
-        Retry::AwaitChange => {
-            ctx.index.succeeded(key);
-            Action::await_change()
-        }
-    })
+    Ok(super::requeue(ctx, key, outcome.retry()))
 }
 
 /// The Secrets the Component names, read, and the validation of it with their values and the
