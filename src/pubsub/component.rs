@@ -10,7 +10,7 @@
 use super::PubsubError;
 use super::subjects::{DiscoveredTopic, TopicSource};
 use crate::dapr::ComponentError;
-use crate::dapr::store::{NatsAuth, StoreConfig, servers_with_origin, user_auth};
+use crate::dapr::store::{NatsAuth, StoreConfig, item, servers_with_origin, user_auth};
 use crate::secret_value::SecretValue;
 
 /// The Component `spec.type` of Dapr's JetStream pub/sub.
@@ -166,17 +166,6 @@ pub fn pubsub_config_with_origins(
         consumer_only,
         consumer_replicas: text("replicas").and_then(|v| v.trim().parse().ok()),
     })
-}
-
-/// The metadata item `wanted` (names match case-insensitively), as written.
-fn item<'a>(
-    values: &'a [(String, SecretValue)],
-    wanted: &str,
-) -> Option<(&'a str, &'a SecretValue)> {
-    values
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
-        .map(|(name, value)| (name.as_str(), value))
 }
 
 /// The value of the metadata item `wanted`, when it is set and not empty.

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream;
 
+use super::desired::{PER_KEY_TTL_ON_EXISTING, ServerFacts};
 use super::republish::{live_republish, republish, republish_text};
 use super::stream_config::storage_type;
-use super::{PER_KEY_TTL_ON_EXISTING, ServerFacts};
 use crate::settings::{BucketSettings, is_reserved_metadata_key};
 
 /// One setting that differs between the live bucket and the Component.

@@ -3,9 +3,11 @@
 
 use async_nats::jetstream::stream;
 
+use super::desired::{
+    Desired, PER_KEY_TTL, PER_KEY_TTL_ON_EXISTING, ServerFacts, all_keys, version_text,
+};
 use super::diff::{Change, ChangeKind, diff};
 use super::stream_config::{desired_stream, is_managed_by, owner_of, updated_stream};
-use super::{Desired, PER_KEY_TTL, PER_KEY_TTL_ON_EXISTING, ServerFacts, all_keys, version_text};
 use crate::failure::{Failure, Retry};
 use crate::settings::{BucketSettings, OnExisting, Setting};
 

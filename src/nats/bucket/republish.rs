@@ -3,7 +3,7 @@
 
 use async_nats::jetstream::stream;
 
-use super::all_keys;
+use super::desired::all_keys;
 use crate::settings::{BucketSettings, Setting, SettingsError};
 
 /// The republish a Component asks for, its source filled in (every key of the bucket).

@@ -2,7 +2,7 @@
 
 use async_nats::jetstream::{self, stream};
 
-use super::stream_name;
+use super::desired::stream_name;
 use crate::nats::NatsError;
 
 /// The NATS side of one bucket: the requests a plan needs.

@@ -3,7 +3,7 @@
 
 use async_nats::jetstream::stream;
 
-use super::all_keys;
+use super::desired::all_keys;
 use super::diff::{storage_name, user_metadata};
 use super::stream_config::storage_type;
 use crate::crd::{BucketConfig, BucketStatus, RepublishConfig};

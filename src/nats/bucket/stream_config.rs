@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream;
 
+use super::desired::{Desired, META_COMPONENT, META_MANAGED_BY, stream_name};
 use super::republish::republish;
-use super::{Desired, META_COMPONENT, META_MANAGED_BY, stream_name};
 use crate::settings::{BucketSettings, Storage, is_reserved_metadata_key};
 
 /// The stream configuration a new bucket gets, following the NATS KV conventions.
