@@ -5,16 +5,17 @@ use async_nats::jetstream;
 use kube::ResourceExt as _;
 use kube::runtime::events::EventType;
 
-use super::{StreamOutcome, understood};
-use crate::crd::ConditionType;
+use crate::crd::{ConditionSpec, ConditionType};
 use crate::dapr::Component;
 use crate::failure::{Failure, Problem, Retry};
 use crate::nats::bucket::{Bucket, Change, is_managed_by};
 use crate::nats::cluster;
-use crate::pubsub::resource::JetStreamStream;
+use crate::pubsub::resource::{
+    DETAIL_CONDITIONS, JetStreamStream, JetStreamStreamSpec, StreamStatus, TopicStatus,
+};
 use crate::pubsub::stream::{
     self, BlockReason, Desired, OtherStream, StreamPlan, StreamSettings, blocked_message,
-    settings_warnings, status_of, stream_name,
+    desired_stream, settings_warnings, shown_config, status_of, stream_name,
 };
 use crate::pubsub::topics::{INVISIBLE_TOPICS, discover, subscribed_count, topic_statuses};
 use crate::pubsub::{
@@ -22,9 +23,81 @@ use crate::pubsub::{
 };
 use crate::reconcile::context::Context;
 use crate::reconcile::execute::client;
-use crate::reconcile::status::{Note, Reason};
+use crate::reconcile::status::{self, Note, Reason};
 use crate::settings::DeletionPolicy;
 use crate::validate::PubsubValidation;
+
+/// What one reconcile of a `pubsub.jetstream` Component decided, before anything is written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamOutcome {
+    /// What the operator understood of the Component (never a secret).
+    pub spec: JetStreamStreamSpec,
+    /// The detail conditions decided, in the pipeline's order.
+    passed: Vec<ConditionSpec>,
+    /// Ready True with a reason and message, or the problem that ended the reconcile.
+    end: Result<(&'static str, String), Problem>,
+    /// The discovered topics and their coverage.
+    pub topics: Vec<TopicStatus>,
+    /// Facts about the stream.
+    pub stream: Option<StreamStatus>,
+    /// Events for what was done.
+    pub events: Vec<Note>,
+    /// Warnings the Component alone gives (published when what the operator understood of it
+    /// changes).
+    pub warnings: Vec<Note>,
+    /// Whether the Component should carry our finalizer; None when unknown.
+    pub wants_finalizer: Option<bool>,
+}
+
+impl StreamOutcome {
+    fn new(name: &str) -> Self {
+        Self {
+            spec: JetStreamStreamSpec {
+                component: name.to_owned(),
+                ..Default::default()
+            },
+            passed: Vec::new(),
+            end: Ok(("", String::new())),
+            topics: Vec::new(),
+            stream: None,
+            events: Vec::new(),
+            warnings: Vec::new(),
+            wants_finalizer: None,
+        }
+    }
+
+    fn pass(&mut self, type_: ConditionType, reason: &str, message: impl Into<String>) {
+        self.passed.push(ConditionSpec {
+            type_,
+            status: Some(true),
+            reason: reason.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn fail(mut self, problem: Problem) -> Self {
+        self.end = Err(problem);
+        self
+    }
+
+    fn succeed(mut self, reason: &'static str, message: String) -> Self {
+        self.end = Ok((reason, message));
+        self
+    }
+
+    /// The conditions to write: Ready, the detail conditions, Stalled or Reconciling.
+    pub fn conditions(&self) -> Vec<ConditionSpec> {
+        status::close(&self.passed, &DETAIL_CONDITIONS, self.end.clone())
+    }
+
+    /// When to look again.
+    pub fn retry(&self) -> Retry {
+        match &self.end {
+            Ok(_) => Retry::Resync,
+            Err(p) => p.retry,
+        }
+    }
+}
 
 /// Everything up to the status: validation's verdict, the subjects, and what NATS said and did.
 pub(super) async fn decide(
@@ -496,4 +569,25 @@ fn ready(stream: &str, managed: bool) -> (&'static str, String) {
             ),
         )
     }
+}
+
+/// The spec: what the operator understood of the Component.
+fn understood(
+    spec: &mut JetStreamStreamSpec,
+    config: &PubsubConfig,
+    settings: &StreamSettings,
+    stream: &str,
+    prefix: Option<&str>,
+) {
+    spec.stream = Some(stream.to_owned());
+    spec.servers = config.redacted_servers.clone();
+    spec.auth = Some(config.auth.kind().to_owned());
+    spec.topic_prefix = prefix.map(str::to_owned);
+    spec.deletion_policy = Some(settings.deletion_policy.as_str().to_owned());
+    spec.config = Some(shown_config(&desired_stream(&Desired {
+        stream,
+        subjects: &[],
+        owner: "",
+        settings,
+    })));
 }

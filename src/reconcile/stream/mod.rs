@@ -18,93 +18,18 @@ use serde_json::json;
 use super::context::Context;
 use super::read;
 use super::report::{self, ReportError};
-use super::status::{self, Note};
-use crate::crd::{ConditionSpec, ConditionType, merge_conditions};
+use super::status::{self};
+use crate::crd::{ConditionType, merge_conditions};
 use crate::dapr::Component;
 use crate::failure::{Problem, Retry};
-use crate::pubsub::resource::{
-    DETAIL_CONDITIONS, JetStreamStream, JetStreamStreamSpec, JetStreamStreamStatus, StreamStatus,
-    TopicStatus,
-};
-use crate::pubsub::stream::{Desired, StreamSettings, desired_stream, shown_config};
-use crate::pubsub::{PubsubConfig, Subscription};
+use crate::pubsub::Subscription;
+use crate::pubsub::resource::{JetStreamStream, JetStreamStreamStatus};
 use crate::validate::{PubsubValidation, Values, check_pubsub_server_policy, validate_pubsub};
 
 mod decide;
 
+pub use decide::StreamOutcome;
 use decide::decide;
-
-/// What one reconcile of a `pubsub.jetstream` Component decided, before anything is written.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StreamOutcome {
-    /// What the operator understood of the Component (never a secret).
-    pub spec: JetStreamStreamSpec,
-    /// The detail conditions decided, in the pipeline's order.
-    passed: Vec<ConditionSpec>,
-    /// Ready True with a reason and message, or the problem that ended the reconcile.
-    end: Result<(&'static str, String), Problem>,
-    /// The discovered topics and their coverage.
-    pub topics: Vec<TopicStatus>,
-    /// Facts about the stream.
-    pub stream: Option<StreamStatus>,
-    /// Events for what was done.
-    pub events: Vec<Note>,
-    /// Warnings the Component alone gives (published when what the operator understood of it
-    /// changes).
-    pub warnings: Vec<Note>,
-    /// Whether the Component should carry our finalizer; None when unknown.
-    pub wants_finalizer: Option<bool>,
-}
-
-impl StreamOutcome {
-    fn new(name: &str) -> Self {
-        Self {
-            spec: JetStreamStreamSpec {
-                component: name.to_owned(),
-                ..Default::default()
-            },
-            passed: Vec::new(),
-            end: Ok(("", String::new())),
-            topics: Vec::new(),
-            stream: None,
-            events: Vec::new(),
-            warnings: Vec::new(),
-            wants_finalizer: None,
-        }
-    }
-
-    fn pass(&mut self, type_: ConditionType, reason: &str, message: impl Into<String>) {
-        self.passed.push(ConditionSpec {
-            type_,
-            status: Some(true),
-            reason: reason.to_owned(),
-            message: message.into(),
-        });
-    }
-
-    fn fail(mut self, problem: Problem) -> Self {
-        self.end = Err(problem);
-        self
-    }
-
-    fn succeed(mut self, reason: &'static str, message: String) -> Self {
-        self.end = Ok((reason, message));
-        self
-    }
-
-    /// The conditions to write: Ready, the detail conditions, Stalled or Reconciling.
-    pub fn conditions(&self) -> Vec<ConditionSpec> {
-        status::close(&self.passed, &DETAIL_CONDITIONS, self.end.clone())
-    }
-
-    /// When to look again.
-    pub fn retry(&self) -> Retry {
-        match &self.end {
-            Ok(_) => Retry::Resync,
-            Err(p) => p.retry,
-        }
-    }
-}
 
 /// Reconciles one `pubsub.jetstream` Component (`key` is `namespace/name`).
 pub async fn reconcile(
@@ -193,27 +118,6 @@ async fn subscriptions(ctx: &Context, namespace: &str) -> Result<Vec<Subscriptio
             Retry::Backoff,
         )),
     }
-}
-
-/// The spec: what the operator understood of the Component.
-fn understood(
-    spec: &mut JetStreamStreamSpec,
-    config: &PubsubConfig,
-    settings: &StreamSettings,
-    stream: &str,
-    prefix: Option<&str>,
-) {
-    spec.stream = Some(stream.to_owned());
-    spec.servers = config.redacted_servers.clone();
-    spec.auth = Some(config.auth.kind().to_owned());
-    spec.topic_prefix = prefix.map(str::to_owned);
-    spec.deletion_policy = Some(settings.deletion_policy.as_str().to_owned());
-    spec.config = Some(shown_config(&desired_stream(&Desired {
-        stream,
-        subjects: &[],
-        owner: "",
-        settings,
-    })));
 }
 
 /// Writes what changed: the JetStreamStream (spec, then status), the Component's summary
