@@ -18,7 +18,7 @@ use serde_json::json;
 use super::context::Context;
 use super::read;
 use super::report::{self, ReportError};
-use super::status::{self};
+use super::status;
 use crate::crd::{ConditionType, merge_conditions};
 use crate::dapr::Component;
 use crate::failure::{Problem, Retry};
