@@ -142,7 +142,7 @@ pub fn store_config_with_origins(
 }
 
 /// A metadata item by name (case-insensitive, the first one counts), with its name as written.
-fn item<'a>(
+pub(crate) fn item<'a>(
     values: &'a [(String, SecretValue)],
     wanted: &str,
 ) -> Option<(&'a str, &'a SecretValue)> {

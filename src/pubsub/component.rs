@@ -10,7 +10,7 @@
 use super::PubsubError;
 use super::subjects::{DiscoveredTopic, TopicSource};
 use crate::dapr::ComponentError;
-use crate::dapr::store::{NatsAuth, StoreConfig, servers_with_origin, user_auth};
+use crate::dapr::store::{NatsAuth, StoreConfig, item, servers_with_origin, user_auth};
 use crate::secret_value::SecretValue;
 
 /// The Component `spec.type` of Dapr's JetStream pub/sub.
@@ -112,59 +112,17 @@ pub fn pubsub_config_with_origins(
     values: &[(String, SecretValue)],
     origin: impl Fn(&str) -> Option<String>,
 ) -> Result<PubsubConfig, PubsubError> {
-    let get = |wanted: &str| {
-        values
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
-            .map(|(name, value)| (name.as_str(), value))
-    };
-    let present = |wanted| {
-        get(wanted)
-            .map(|(_, v)| v)
-            .filter(|v| !v.is_empty())
-            .cloned()
-    };
+    let get = |wanted: &str| item(values, wanted);
+    let present = |wanted| present_item(values, wanted);
 
-    // Values the operator must use as they are: a per-pod template there cannot be resolved.
-    for wanted in [
-        "natsURL",
-        "jwt",
-        "seedKey",
-        "token",
-        "streamName",
-        "domain",
-        "apiPrefix",
-    ] {
-        if let Some((name, value)) = get(wanted)
-            && let Some(template) = POD_TEMPLATES.iter().find(|t| value.expose().contains(*t))
-        {
-            return Err(ComponentError::UnresolvableTemplate {
-                name: name.to_owned(),
-                template: (*template).to_owned(),
-            }
-            .into());
-        }
-    }
+    refuse_pod_templates(values)?;
 
     if present("natsURL").is_none() {
         return Err(ComponentError::MissingNatsURL.into());
     }
     let (servers, redacted_servers, has_userinfo) = servers_with_origin(values, &origin)?;
 
-    match (present("tls_client_cert"), present("tls_client_key")) {
-        (Some(_), None) => return Err(PubsubError::TlsCertWithoutKey),
-        (None, Some(_)) => return Err(PubsubError::TlsKeyWithoutCert),
-        _ => {}
-    }
-    // Dapr prefers a client certificate over a token; both are files or values in the sidecar,
-    // and a certificate names files only the sidecar has.
-    let auth = match user_auth(values, has_userinfo)? {
-        NatsAuth::Jwt { jwt, seed } => NatsAuth::Jwt { jwt, seed },
-        _ if present("tls_client_cert").is_some() => {
-            return Err(PubsubError::TlsClientAuthUnsupported);
-        }
-        other => present("token").map(NatsAuth::Token).unwrap_or(other),
-    };
+    let auth = auth(values, has_userinfo)?;
 
     let text = |wanted| present(wanted).map(|v| v.expose().to_owned());
     let stream_name = text("streamName");
@@ -207,6 +165,62 @@ pub fn pubsub_config_with_origins(
             .unwrap_or_default(),
         consumer_only,
         consumer_replicas: text("replicas").and_then(|v| v.trim().parse().ok()),
+    })
+}
+
+/// The value of the metadata item `wanted`, when it is set and not empty.
+fn present_item(values: &[(String, SecretValue)], wanted: &str) -> Option<SecretValue> {
+    item(values, wanted)
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+        .cloned()
+}
+
+/// Values the operator must use as they are: a per-pod template there cannot be resolved.
+fn refuse_pod_templates(values: &[(String, SecretValue)]) -> Result<(), PubsubError> {
+    for wanted in [
+        "natsURL",
+        "jwt",
+        "seedKey",
+        "token",
+        "streamName",
+        "domain",
+        "apiPrefix",
+    ] {
+        if let Some((name, value)) = item(values, wanted)
+            && let Some(template) = POD_TEMPLATES.iter().find(|t| value.expose().contains(*t))
+        {
+            return Err(ComponentError::UnresolvableTemplate {
+                name: name.to_owned(),
+                template: (*template).to_owned(),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// How the operator authenticates: a client certificate pair must be whole, and is refused
+/// unless JWT credentials come first.
+fn auth(values: &[(String, SecretValue)], has_userinfo: bool) -> Result<NatsAuth, PubsubError> {
+    match (
+        present_item(values, "tls_client_cert"),
+        present_item(values, "tls_client_key"),
+    ) {
+        (Some(_), None) => return Err(PubsubError::TlsCertWithoutKey),
+        (None, Some(_)) => return Err(PubsubError::TlsKeyWithoutCert),
+        _ => {}
+    }
+    // Dapr prefers a client certificate over a token; both are files or values in the sidecar,
+    // and a certificate names files only the sidecar has.
+    Ok(match user_auth(values, has_userinfo)? {
+        NatsAuth::Jwt { jwt, seed } => NatsAuth::Jwt { jwt, seed },
+        _ if present_item(values, "tls_client_cert").is_some() => {
+            return Err(PubsubError::TlsClientAuthUnsupported);
+        }
+        other => present_item(values, "token")
+            .map(NatsAuth::Token)
+            .unwrap_or(other),
     })
 }
 

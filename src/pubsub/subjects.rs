@@ -217,6 +217,23 @@ pub fn derive_subjects(
         return Err(SubjectError::TooMany { count: input });
     }
     let prefix = prefix.unwrap_or_default();
+    let mut wanted = user_subjects(user, prefix)?;
+    let user_set: Vec<String> = wanted.iter().cloned().collect();
+    let uncovered = add_discovered(&mut wanted, &user_set, discovered, prefix);
+    let subjects = without_covered(wanted);
+    if subjects.len() > MAX_SUBJECTS {
+        return Err(SubjectError::TooMany {
+            count: subjects.len(),
+        });
+    }
+    Ok(Subjects {
+        subjects,
+        uncovered,
+    })
+}
+
+/// The user's patterns, prefixed: each a valid subject, no two partly overlapping.
+fn user_subjects(user: &[String], prefix: &str) -> Result<BTreeSet<String>, SubjectError> {
     let prefix_hint = |subject: &str| {
         if prefix.is_empty() {
             String::new()
@@ -239,18 +256,28 @@ pub fn derive_subjects(
         }
         wanted.insert(subject);
     }
-    let user_set: Vec<String> = wanted.iter().cloned().collect();
+    let user_set: Vec<&String> = wanted.iter().collect();
     for (i, a) in user_set.iter().enumerate() {
         for b in &user_set[i + 1..] {
             if collide(a, b) && !covers(a, b) && !covers(b, a) {
                 return Err(SubjectError::Overlapping {
-                    a: a.clone(),
-                    b: b.clone(),
+                    a: (*a).clone(),
+                    b: (*b).clone(),
                 });
             }
         }
     }
+    Ok(wanted)
+}
 
+/// Adds each discovered topic's subject to `wanted`; returns those that cannot be added (not a
+/// valid subject, or partly overlapping a user pattern), with why.
+fn add_discovered(
+    wanted: &mut BTreeSet<String>,
+    user_set: &[String],
+    discovered: &[DiscoveredTopic],
+    prefix: &str,
+) -> Vec<Uncovered> {
     let mut uncovered = Vec::new();
     let mut topics: Vec<&DiscoveredTopic> = discovered.iter().collect();
     topics.sort();
@@ -289,22 +316,16 @@ pub fn derive_subjects(
             }
         }
     }
+    uncovered
+}
 
+/// The subjects, without those another one covers.
+fn without_covered(wanted: BTreeSet<String>) -> Vec<String> {
     let all: Vec<String> = wanted.into_iter().collect();
-    let subjects: Vec<String> = all
-        .iter()
+    all.iter()
         .filter(|s| !all.iter().any(|w| w != *s && covers(w, s)))
         .cloned()
-        .collect();
-    if subjects.len() > MAX_SUBJECTS {
-        return Err(SubjectError::TooMany {
-            count: subjects.len(),
-        });
-    }
-    Ok(Subjects {
-        subjects,
-        uncovered,
-    })
+        .collect()
 }
 
 #[cfg(test)]

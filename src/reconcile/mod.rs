@@ -77,21 +77,25 @@ pub async fn reconcile(
     if !component.is_jetstream_state_store() {
         return delete::forget(component, &key, &ctx).await;
     }
+    reconcile_store(component, &key, &ctx).await
+}
+
+/// The pipeline of a `state.jetstream` Component: read → validate → plan and execute → status
+/// → report.
+async fn reconcile_store(
+    component: &Component,
+    key: &str,
+    ctx: &Context,
+) -> Result<Action, ReportError> {
     let started = Instant::now();
 
     // Read.
     let name = component.name_any();
-    let previous = ctx.previous(&key, component);
-    let values = read::secret_values(&ctx, component).await;
+    let previous = ctx.previous(key, component);
+    let values = read::secret_values(ctx, component).await;
     // Validate.
     let now = jiff::Timestamp::now().as_second();
-    let mut validation = validate(component, Values::Read(&values), now);
-    // The admin's server policy: before any DNS lookup or connection.
-    if let Some(policy) = &ctx.policy {
-        crate::validate::check_server_policy(&mut validation, component, |ns, url, creds| {
-            policy.decide(ns, url, creds)
-        });
-    }
+    let validation = validated(ctx, component, Values::Read(&values), now);
     // Plan and execute, when valid.
     let progress = match validation.valid() {
         Some((store, settings)) => {
@@ -99,7 +103,7 @@ pub async fn reconcile(
             // Two Components asking different things of one bucket cannot fight over it: only
             // the Component the operator created it for changes it (ownership is law, see
             // `bucket::plan`), so no other Component can block its owner.
-            Some(execute::execute(&ctx, &key, store, settings, managed).await)
+            Some(execute::execute(ctx, key, store, settings, managed).await)
         }
         None => None,
     };
@@ -108,10 +112,10 @@ pub async fn reconcile(
     if !outcome.credentials_resolved() {
         // No usable credentials (a Secret gone, rotated to something invalid, an expired JWT):
         // the connection made with the old ones is not this Component's any more.
-        ctx.pool.release(&key);
+        ctx.pool.release(key);
     }
     // Report.
-    report::report(component, &key, &ctx, previous.as_ref(), &outcome).await?;
+    report::report(component, key, ctx, previous.as_ref(), &outcome).await?;
 
     let ready = outcome.ready();
     let failed_reason = ready
@@ -119,19 +123,41 @@ pub async fn reconcile(
         .map(|c| c.reason.as_str());
     ctx.metrics.reconciled(started.elapsed(), failed_reason);
     ctx.metrics
-        .set_ready(&key, ready.map(|c| c.status == Some(true)));
+        .set_ready(key, ready.map(|c| c.status == Some(true)));
     tracing::debug!(component = %key, ready = ?ready.map(|c| (c.status, &c.reason)), elapsed = ?started.elapsed(), "reconciled");
-    Ok(match outcome.retry {
+    Ok(requeue(ctx, key, outcome.retry))
+}
+
+/// Validates with the Secret values read, then holds the servers to the admin's policy: before
+/// any DNS lookup or connection.
+fn validated(
+    ctx: &Context,
+    component: &Component,
+    values: Values<'_>,
+    now: i64,
+) -> crate::validate::Validation {
+    let mut validation = validate(component, values, now);
+    if let Some(policy) = &ctx.policy {
+        crate::validate::check_server_policy(&mut validation, component, |ns, url, creds| {
+            policy.decide(ns, url, creds)
+        });
+    }
+    validation
+}
+
+/// When to look again: a success or a wait for a change also clears the back-off.
+fn requeue(ctx: &Context, key: &str, retry: Retry) -> Action {
+    match retry {
         Retry::Resync => {
-            ctx.index.succeeded(&key);
+            ctx.index.succeeded(key);
             Action::requeue(ctx.resync())
         }
-        Retry::Backoff => Action::requeue(ctx.backoff(&key)),
+        Retry::Backoff => Action::requeue(ctx.backoff(key)),
         Retry::AwaitChange => {
-            ctx.index.succeeded(&key);
+            ctx.index.succeeded(key);
             Action::await_change()
         }
-    })
+    }
 }
 
 /// After an API write failed: back off.

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PartialObjectMeta};
@@ -76,60 +77,11 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
     .applied_objects()
     .predicate_filter(component_predicate, Default::default());
 
-    // Our KeyValueBuckets are cached (previous status, other users of a bucket) but trigger
-    // nothing: every write to them is ours, and one deleted by hand is re-created at the next
-    // resync. Triggering on them would cost a second reconcile for every new Component.
-    let (kvbs, kvbs_writer) = reflector::store();
-    let mut feed = BucketFeed {
-        index: index.clone(),
-        scope: scope.clone(),
-        relisted: None,
-    };
-    let kvb_cache = watcher(
-        api::<KeyValueBucket>(&client, &scope),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .map_ok(|event| event.modify(trim::key_value_bucket))
-    .reflect(kvbs_writer)
-    .for_each(move |event| {
-        if let Ok(event) = event {
-            feed.event(&event);
-        }
-        future::ready(())
-    });
-    tokio::spawn(kvb_cache);
-
-    // Secrets: metadata only; the data is read when a Component that uses the Secret reconciles.
-    // Without list/watch rights (--watch-secrets=false) a rotation is seen at the next resync.
-    let secret_stream = if config.watch_secrets {
-        watcher(
-            api::<PartialObjectMeta<Secret>>(&client, &scope),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .map_ok(|event| event.modify(trim::secret_meta))
-        .touched_objects()
-        .boxed()
-    } else {
-        futures::stream::pending().boxed()
-    };
+    let kvbs = bucket_cache(&client, &scope, &index);
+    let secret_stream = secret_stream(&client, &scope, config.watch_secrets);
     let by_secret = components.clone();
 
-    // Dapr's declarative Subscriptions: each one re-reconciles the pub/sub Component it names
-    // (same namespace), whose stream may need its topic. Nothing of them is cached: the
-    // reconcile lists them when it runs.
-    let subscription_stream = if config.watch_subscriptions {
-        watcher(
-            api::<crate::pubsub::Subscription>(&client, &scope),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .touched_objects()
-        .boxed()
-    } else {
-        futures::stream::pending().boxed()
-    };
+    let subscription_stream = subscription_stream(&client, &scope, config.watch_subscriptions);
 
     let controller = Controller::for_stream(component_stream, components.clone())
         .watches_stream(secret_stream, move |secret| {
@@ -157,6 +109,80 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
         controller,
         context,
         components,
+    }
+}
+
+/// Our KeyValueBuckets are cached (previous status, other users of a bucket) but trigger
+/// nothing: every write to them is ours, and one deleted by hand is re-created at the next
+/// resync. Triggering on them would cost a second reconcile for every new Component. The watch
+/// runs on its own task; the store is what it fills.
+fn bucket_cache(
+    client: &Client,
+    scope: &Option<String>,
+    index: &Arc<Index>,
+) -> Store<KeyValueBucket> {
+    let (kvbs, kvbs_writer) = reflector::store();
+    let mut feed = BucketFeed {
+        index: index.clone(),
+        scope: scope.clone(),
+        relisted: None,
+    };
+    let kvb_cache = watcher(
+        api::<KeyValueBucket>(client, scope),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .map_ok(|event| event.modify(trim::key_value_bucket))
+    .reflect(kvbs_writer)
+    .for_each(move |event| {
+        if let Ok(event) = event {
+            feed.event(&event);
+        }
+        future::ready(())
+    });
+    tokio::spawn(kvb_cache);
+    kvbs
+}
+
+/// Secrets: metadata only; the data is read when a Component that uses the Secret reconciles.
+/// Without list/watch rights (--watch-secrets=false) a rotation is seen at the next resync.
+fn secret_stream(
+    client: &Client,
+    scope: &Option<String>,
+    watch: bool,
+) -> BoxStream<'static, Result<PartialObjectMeta<Secret>, watcher::Error>> {
+    if watch {
+        watcher(
+            api::<PartialObjectMeta<Secret>>(client, scope),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .map_ok(|event| event.modify(trim::secret_meta))
+        .touched_objects()
+        .boxed()
+    } else {
+        futures::stream::pending().boxed()
+    }
+}
+
+/// Dapr's declarative Subscriptions: each one re-reconciles the pub/sub Component it names
+/// (same namespace), whose stream may need its topic. Nothing of them is cached: the
+/// reconcile lists them when it runs.
+fn subscription_stream(
+    client: &Client,
+    scope: &Option<String>,
+    watch: bool,
+) -> BoxStream<'static, Result<crate::pubsub::Subscription, watcher::Error>> {
+    if watch {
+        watcher(
+            api::<crate::pubsub::Subscription>(client, scope),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .touched_objects()
+        .boxed()
+    } else {
+        futures::stream::pending().boxed()
     }
 }
 

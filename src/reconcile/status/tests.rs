@@ -1,11 +1,16 @@
 //! Table tests of the status decision, without any server: for each failure class, the
 //! conditions, Ready's reason, Stalled or Reconciling, the retry and the Events.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use super::*;
+use crate::crd::KeyValueBucketStatus;
+use crate::dapr::Component;
 use crate::nats::NatsError;
 use crate::nats::bucket::BlockReason;
 use crate::secret_value::SecretValue;
 use crate::secrets::SecretError;
+use crate::settings::{OBSERVED_GENERATION_ANNOTATION, READY_ANNOTATION, REASON_ANNOTATION};
 use crate::validate::{Values, validate};
 
 const NOW: i64 = 1_800_000_000;

@@ -1,0 +1,249 @@
+//! The settings of a `pubsub.jetstream` Component's stream, read from its annotations.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::duration;
+use crate::pubsub::PubsubError;
+use crate::pubsub::component::{Warning, stream_name_problem};
+use crate::pubsub::subjects::parse_user_subjects;
+use crate::settings::{self, DeletionPolicy, Setting, Storage};
+
+/// Annotation listing the topics or topic patterns the stream holds beyond those discovered
+/// (comma- or whitespace-separated, e.g. `orders.>, audit`); the namespace prefix is applied as
+/// daprd applies it.
+pub const SUBJECTS_ANNOTATION: &str = "jetstreamkv.io/subjects";
+/// Annotation naming the stream when the Component has no `streamName`.
+pub const STREAM_ANNOTATION: &str = "jetstreamkv.io/stream";
+/// `limits` (default) or `interest`; `workqueue` is refused.
+pub const RETENTION_ANNOTATION: &str = "jetstreamkv.io/retention";
+/// `file` (default) or `memory`: the bucket annotation, read the same way.
+pub const STORAGE_ANNOTATION: &str = "jetstreamkv.io/storage";
+/// Number of stream replicas (default 1): the bucket annotation, read the same way.
+pub const REPLICAS_ANNOTATION: &str = "jetstreamkv.io/replicas";
+/// How long messages are kept (Go duration; default forever).
+pub const MAX_AGE_ANNOTATION: &str = "jetstreamkv.io/max-age";
+/// Size limit of the stream in bytes (default unlimited): the bucket annotation.
+pub const MAX_BYTES_ANNOTATION: &str = "jetstreamkv.io/max-bytes";
+/// `true` to let a change discard stored messages (shorter max age, smaller max bytes).
+pub use crate::settings::ALLOW_DATA_LOSS_ANNOTATION;
+
+/// Stream retention the operator offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retention {
+    /// Messages kept up to the limits, whoever consumed them: Dapr's fan-out works.
+    Limits,
+    /// Messages kept while a consumer has not acknowledged them: messages published while no
+    /// consumer exists are dropped.
+    Interest,
+}
+
+/// The stream settings a Component asks for through its annotations, defaults filled in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// The stream name from the annotation (`streamName` metadata wins over it).
+    pub name: Option<String>,
+    /// The user's topics or patterns, without the namespace prefix.
+    pub subjects: Vec<String>,
+    /// Retention.
+    pub retention: Retention,
+    /// Storage.
+    pub storage: Storage,
+    /// Replicas.
+    pub replicas: usize,
+    /// Message age limit; None keeps messages forever.
+    pub max_age: Option<Duration>,
+    /// Size limit in bytes; None is unlimited.
+    pub max_bytes: Option<i64>,
+    /// Whether changes that discard messages are allowed.
+    pub allow_data_loss: bool,
+    /// What happens to the stream when the Component is deleted (retain by default).
+    pub deletion_policy: DeletionPolicy,
+    /// The annotations given explicitly (what a stream the operator only verifies is held to).
+    pub explicit: BTreeSet<&'static str>,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            name: None,
+            subjects: Vec::new(),
+            retention: Retention::Limits,
+            storage: Storage::File,
+            replicas: 1,
+            max_age: None,
+            max_bytes: None,
+            allow_data_loss: false,
+            deletion_policy: DeletionPolicy::Retain,
+            explicit: BTreeSet::new(),
+        }
+    }
+}
+
+/// Reads the stream settings from the Component's annotations. The annotations a stream shares
+/// with a bucket (`storage`, `replicas`, `max-bytes`, `allow-data-loss`, `deletion-policy`) are
+/// read by [`crate::settings::from_annotations`], with the same values and messages (and a typo
+/// of a `jetstreamkv.io/` annotation is refused the same way); the stream's own ones here.
+pub fn stream_settings(
+    annotations: &BTreeMap<String, String>,
+) -> Result<StreamSettings, PubsubError> {
+    let mut s = StreamSettings::default();
+    let get = |key: &str| annotations.get(key).map(|v| v.trim());
+    let invalid = |annotation, value: &str, expected| PubsubError::InvalidAnnotation {
+        annotation,
+        value: value.to_owned(),
+        expected,
+    };
+    if let Some(v) = get(SUBJECTS_ANNOTATION) {
+        s.subjects = parse_user_subjects(v);
+    }
+    if let Some(v) = get(STREAM_ANNOTATION) {
+        if let Some(problem) = stream_name_problem(v) {
+            return Err(PubsubError::InvalidStreamName {
+                name: v.to_owned(),
+                problem,
+            });
+        }
+        s.name = Some(v.to_owned());
+    }
+    if let Some(v) = get(RETENTION_ANNOTATION) {
+        s.retention = match v.to_ascii_lowercase().as_str() {
+            "limits" => Retention::Limits,
+            "interest" => Retention::Interest,
+            "workqueue" => return Err(PubsubError::WorkQueueRefused),
+            _ => return Err(invalid(RETENTION_ANNOTATION, v, "use limits or interest")),
+        };
+        s.explicit.insert("retention");
+    }
+    if let Some(v) = get(MAX_AGE_ANNOTATION) {
+        let d = duration::parse(v).ok_or_else(|| {
+            invalid(
+                MAX_AGE_ANNOTATION,
+                v,
+                "use a Go duration such as 24h or 7d as 168h",
+            )
+        })?;
+        s.max_age = (!d.is_zero()).then_some(d);
+        s.explicit.insert("maxAge");
+    }
+    // The rest: what a stream shares with a bucket.
+    let stream_only = [
+        SUBJECTS_ANNOTATION,
+        STREAM_ANNOTATION,
+        RETENTION_ANNOTATION,
+        MAX_AGE_ANNOTATION,
+    ];
+    let shared: BTreeMap<String, String> = annotations
+        .iter()
+        .filter(|(k, _)| !stream_only.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let bucket = settings::from_annotations(&shared)?;
+    s.storage = bucket.storage;
+    s.replicas = bucket.replicas;
+    s.max_bytes = bucket.max_bytes;
+    s.allow_data_loss = bucket.allow_data_loss;
+    s.deletion_policy = bucket.deletion_policy;
+    for (setting, field) in [
+        (Setting::Storage, "storage"),
+        (Setting::Replicas, "replicas"),
+        (Setting::MaxBytes, "maxBytes"),
+    ] {
+        if bucket.explicit.contains(&setting) {
+            s.explicit.insert(field);
+        }
+    }
+    Ok(s)
+}
+
+/// The warning Interest retention needs: what it drops is gone for every app.
+pub fn settings_warnings(s: &StreamSettings) -> Vec<Warning> {
+    match s.retention {
+        Retention::Limits => Vec::new(),
+        Retention::Interest => vec![Warning {
+            reason: "InterestRetention",
+            message: "jetstreamkv.io/retention is \"interest\": messages published while no Dapr \
+                      app is subscribed to their topic are dropped at once, and a new app never \
+                      sees earlier messages; remove the annotation to keep the default \"limits\""
+                .into(),
+        }],
+    }
+}
+
+/// The stream name: `streamName` of the Component, else the annotation, else
+/// `<namespace>_<component>` with the dots of the Component name made `_`.
+pub fn stream_name(
+    stream_name_metadata: Option<&str>,
+    settings: &StreamSettings,
+    namespace: &str,
+    component: &str,
+) -> String {
+    stream_name_metadata
+        .or(settings.name.as_deref())
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{namespace}_{}", component.replace('.', "_")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::failure::Failure as _;
+
+    fn ann(items: &[(&str, &str)]) -> BTreeMap<String, String> {
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn settings_from_annotations() {
+        let s = stream_settings(&ann(&[])).unwrap();
+        assert_eq!(s, StreamSettings::default());
+
+        let s = stream_settings(&ann(&[
+            (SUBJECTS_ANNOTATION, "orders.>, audit"),
+            (STREAM_ANNOTATION, "EVENTS"),
+            (RETENTION_ANNOTATION, "Interest"),
+            (STORAGE_ANNOTATION, "memory"),
+            (REPLICAS_ANNOTATION, "3"),
+            (MAX_AGE_ANNOTATION, "24h"),
+            (MAX_BYTES_ANNOTATION, "1048576"),
+            (ALLOW_DATA_LOSS_ANNOTATION, "true"),
+            ("jetstreamkv.io/history", "5"),
+        ]))
+        .unwrap();
+        assert_eq!(s.subjects, ["orders.>", "audit"]);
+        assert_eq!(s.name.as_deref(), Some("EVENTS"));
+        assert_eq!(s.retention, Retention::Interest);
+        assert_eq!(s.storage, Storage::Memory);
+        assert_eq!(s.replicas, 3);
+        assert_eq!(s.max_age, Some(Duration::from_secs(86400)));
+        assert_eq!(s.max_bytes, Some(1048576));
+        assert!(s.allow_data_loss);
+
+        for (key, value, reason) in [
+            (RETENTION_ANNOTATION, "workqueue", "WorkQueueRefused"),
+            (RETENTION_ANNOTATION, "WorkQueue", "WorkQueueRefused"),
+            (RETENTION_ANNOTATION, "forever", "InvalidAnnotation"),
+            (STORAGE_ANNOTATION, "disk", "InvalidAnnotation"),
+            (REPLICAS_ANNOTATION, "0", "InvalidAnnotation"),
+            (REPLICAS_ANNOTATION, "7", "InvalidAnnotation"),
+            (MAX_AGE_ANNOTATION, "1d", "InvalidAnnotation"),
+            (MAX_BYTES_ANNOTATION, "lots", "InvalidAnnotation"),
+            (
+                "jetstreamkv.io/deletion-policy",
+                "purge",
+                "InvalidAnnotation",
+            ),
+            ("jetstreamkv.io/subject", "orders", "UnknownAnnotation"),
+            (ALLOW_DATA_LOSS_ANNOTATION, "yes", "InvalidAnnotation"),
+            (STREAM_ANNOTATION, "a.b", "InvalidStreamName"),
+        ] {
+            let err = stream_settings(&ann(&[(key, value)])).unwrap_err();
+            assert_eq!(err.reason(), reason, "{key}={value}: {err}");
+        }
+    }
+}

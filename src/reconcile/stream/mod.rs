@@ -1,0 +1,172 @@
+//! The pipeline of a `pubsub.jetstream` Component: the same steps as a state store's, on a
+//! stream. **read** (the Secrets it names, the Subscriptions of its namespace, its
+//! `JetStreamStream`) → **validate** ([`crate::validate::validate_pubsub`], the server policy) →
+//! **subjects** (discovered topics, the namespace prefix as daprd applies it) → **plan**
+//! ([`crate::pubsub::stream::plan`], pure) and **execute** (NATS: create, or add subjects, never
+//! remove them; Dapr's consumers are never touched) → **status** (the conditions closed by
+//! [`super::status::close`]) → **report** (the `JetStreamStream`, the Component's summary
+//! annotations and finalizer, Events).
+
+use std::time::Instant;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt as _;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::Action;
+use serde_json::json;
+
+use super::context::Context;
+use super::read;
+use super::report::{self, ReportError};
+use super::status;
+use crate::crd::{ConditionType, merge_conditions};
+use crate::dapr::Component;
+use crate::failure::{Problem, Retry};
+use crate::pubsub::Subscription;
+use crate::pubsub::resource::{JetStreamStream, JetStreamStreamStatus};
+use crate::validate::{PubsubValidation, Values, check_pubsub_server_policy, validate_pubsub};
+
+mod decide;
+
+pub use decide::StreamOutcome;
+use decide::decide;
+
+/// Reconciles one `pubsub.jetstream` Component (`key` is `namespace/name`).
+pub async fn reconcile(
+    component: &Component,
+    key: &str,
+    ctx: &Context,
+) -> Result<Action, ReportError> {
+    let started = Instant::now();
+    let namespace = component.namespace().unwrap_or_default();
+    let api: Api<JetStreamStream> = Api::namespaced(ctx.client.clone(), &namespace);
+    // A Component that was a state store before: its KeyValueBucket goes.
+    if ctx.index.forget_written(key) || ctx.cached(component).is_some() {
+        report::delete_bucket_object(ctx, component).await?;
+    }
+
+    // Read.
+    let previous = api
+        .get_opt(&component.name_any())
+        .await
+        .map_err(|e| ReportError::new("JetStreamStream read", e))?;
+    let validation = validated(ctx, component).await;
+    let subscriptions = subscriptions(ctx, &namespace).await;
+    // Plan, execute and decide.
+    let outcome = decide(
+        ctx,
+        component,
+        key,
+        previous.as_ref(),
+        &validation,
+        subscriptions,
+    )
+    .await;
+    if !outcome
+        .conditions()
+        .iter()
+        .any(|c| c.type_ == ConditionType::CredentialsResolved && c.status == Some(true))
+    {
+        ctx.pool.release(key);
+    }
+    // Report.
+    let conditions = write(ctx, component, &api, previous.as_ref(), &outcome).await?;
+
+    let ready = conditions
+        .iter()
+        .find(|c| c.type_ == ConditionType::Ready.as_str());
+    let failed_reason = ready
+        .filter(|c| c.status != "True")
+        .map(|c| c.reason.as_str());
+    ctx.metrics.reconciled(started.elapsed(), failed_reason);
+    ctx.metrics
+        .set_ready(key, ready.map(|c| c.status == "True"));
+    tracing::debug!(component = %key, ready = ?ready.map(|c| (&c.status, &c.reason)), elapsed = ?started.elapsed(), "reconciled");
+    Ok(super::requeue(ctx, key, outcome.retry()))
+}
+
+/// The Secrets the Component names, read, and the validation of it with their values and the
+/// admin's server policy.
+pub(super) async fn validated(ctx: &Context, component: &Component) -> PubsubValidation {
+    let values = read::secret_values(ctx, component).await;
+    let now = jiff::Timestamp::now().as_second();
+    let mut validation = validate_pubsub(component, Values::Read(&values), now);
+    if let Some(policy) = &ctx.policy {
+        check_pubsub_server_policy(&mut validation, component, |ns, url, creds| {
+            policy.decide(ns, url, creds)
+        });
+    }
+    validation
+}
+
+/// The declarative Subscriptions of the namespace; none when Dapr's Subscription CRD is not
+/// installed. Err: they could not be read (the stream is not changed without them).
+async fn subscriptions(ctx: &Context, namespace: &str) -> Result<Vec<Subscription>, Problem> {
+    let api: Api<Subscription> = Api::namespaced(ctx.client.clone(), namespace);
+    match api.list(&ListParams::default()).await {
+        Ok(list) => Ok(list.items),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
+        Err(e) => Err(Problem::new(
+            ConditionType::SubjectsCovered,
+            "SubscriptionsUnreadable",
+            format!(
+                "the declarative Subscriptions of namespace {namespace} could not be read ({}); \
+                 the stream is left as it is until they can: check the operator's RBAC (get, \
+                 list, watch on subscriptions.dapr.io)",
+                crate::nats::remote_text(&e.to_string())
+            ),
+            Retry::Backoff,
+        )),
+    }
+}
+
+/// Writes what changed: the JetStreamStream (spec, then status), the Component's summary
+/// annotations and finalizer, the Events. Returns the conditions written.
+async fn write(
+    ctx: &Context,
+    component: &Component,
+    api: &Api<JetStreamStream>,
+    previous: Option<&JetStreamStream>,
+    outcome: &StreamOutcome,
+) -> Result<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>, ReportError> {
+    let name = component.name_any();
+    let key = super::object_key(component);
+    let mut generation = previous.and_then(|p| p.metadata.generation);
+    if previous.is_none_or(|p| p.spec != outcome.spec) {
+        generation =
+            report::apply_owned(ctx, api, component, json!(outcome.spec), "JetStreamStream")
+                .await?;
+        for note in &outcome.warnings {
+            report::publish(ctx, component, &key, note.clone()).await;
+        }
+    }
+    let previous_status = previous.and_then(|p| p.status.clone()).unwrap_or_default();
+    let status = JetStreamStreamStatus {
+        observed_generation: generation,
+        component_generation: component.metadata.generation,
+        conditions: merge_conditions(
+            &previous_status.conditions,
+            &outcome.conditions(),
+            generation,
+            Time(jiff::Timestamp::now()),
+        ),
+        topics: outcome.topics.clone(),
+        stream: outcome.stream.clone(),
+    };
+    if previous.is_none() || status != previous_status {
+        report::apply_status(ctx, api, &name, json!(status), "JetStreamStream status").await?;
+    }
+    if let Some(patch) =
+        status::component_patch(component, &status.conditions, outcome.wants_finalizer)
+    {
+        report::apply_component(ctx, component, patch).await?;
+    }
+    for note in status::events(
+        &previous_status.conditions,
+        &status.conditions,
+        &outcome.events,
+    ) {
+        report::publish(ctx, component, &key, note).await;
+    }
+    Ok(status.conditions)
+}

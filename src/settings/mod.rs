@@ -1,0 +1,365 @@
+//! Bucket settings and policies from `jetstreamkv.io/*` annotations on a Component.
+//!
+//! Dapr ignores annotations, so they are where a Component says how its bucket should look. All
+//! annotations are read before anything is decided: a bad one fails the whole set, never leaving a
+//! half-applied configuration. Unknown `jetstreamkv.io/*` keys are errors, because a typo would
+//! otherwise silently give a bucket with default settings.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+
+use crate::failure::{Failure, Retry};
+use serde::{Deserialize, Serialize};
+
+mod annotations;
+
+pub use annotations::from_annotations;
+
+/// The prefix of every annotation this operator reads or writes.
+pub const ANNOTATION_PREFIX: &str = "jetstreamkv.io/";
+
+/// Status summary annotation written by the operator: `true` or `false`.
+pub const READY_ANNOTATION: &str = "jetstreamkv.io/ready";
+/// Status summary annotation written by the operator: the reason of the Ready condition.
+pub const REASON_ANNOTATION: &str = "jetstreamkv.io/reason";
+/// Status summary annotation written by the operator: the Component generation reported.
+pub const OBSERVED_GENERATION_ANNOTATION: &str = "jetstreamkv.io/observed-generation";
+
+/// Annotation for [`BucketSettings::on_existing`].
+pub const ON_EXISTING_ANNOTATION: &str = "jetstreamkv.io/on-existing";
+/// Annotation for [`BucketSettings::deletion_policy`].
+pub const DELETION_POLICY_ANNOTATION: &str = "jetstreamkv.io/deletion-policy";
+/// Annotation for [`BucketSettings::allow_data_loss`].
+pub const ALLOW_DATA_LOSS_ANNOTATION: &str = "jetstreamkv.io/allow-data-loss";
+
+/// The operator's own status annotations: never settings, so skipped when reading them.
+pub const STATUS_ANNOTATIONS: [&str; 3] = [
+    READY_ANNOTATION,
+    REASON_ANNOTATION,
+    OBSERVED_GENERATION_ANNOTATION,
+];
+
+/// The policy annotations (how the operator behaves, not how the bucket looks).
+const POLICY_ANNOTATIONS: [&str; 3] = [
+    ON_EXISTING_ANNOTATION,
+    DELETION_POLICY_ANNOTATION,
+    ALLOW_DATA_LOSS_ANNOTATION,
+];
+
+/// Most values a KV key keeps (a NATS limit).
+const MAX_HISTORY: i64 = 64;
+/// Most replicas of a JetStream stream (a NATS limit).
+const MAX_REPLICAS: usize = 5;
+/// Shortest non-zero TTL NATS accepts (`max age needs to be >= 100ms`).
+const MIN_TTL: Duration = Duration::from_millis(100);
+/// Annotation values longer than this are cut in error messages.
+const MAX_SHOWN_VALUE: usize = 80;
+/// Shortest delete-marker TTL nats-server accepts (`subject delete marker TTL must be at least 1
+/// second`).
+const MIN_LIMIT_MARKER_TTL: Duration = Duration::from_secs(1);
+/// Longest `jetstreamkv.io/metadata` text: checked before it is parsed, so one annotation costs
+/// linear time and bounded memory (nats-server itself allows 128 KiB of stream metadata).
+pub const MAX_METADATA_TEXT: usize = 16 * 1024;
+/// Most stream metadata items one Component may set.
+pub const MAX_METADATA_ITEMS: usize = 32;
+/// Longest stream metadata key, in bytes.
+pub const MAX_METADATA_KEY: usize = 256;
+/// Longest stream metadata value, in bytes.
+pub const MAX_METADATA_VALUE: usize = 1024;
+/// Stream metadata keys under these prefixes (compared case-insensitively) are not the user's:
+/// the operator's own marks (who owns the bucket: ownership is law) and the server's.
+pub const RESERVED_METADATA_PREFIXES: [&str; 2] = [ANNOTATION_PREFIX, "_nats."];
+
+/// Whether a stream metadata key is reserved (see [`RESERVED_METADATA_PREFIXES`]).
+pub fn is_reserved_metadata_key(key: &str) -> bool {
+    RESERVED_METADATA_PREFIXES.iter().any(|p| {
+        key.get(..p.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(p))
+    })
+}
+
+/// A bucket setting that can be set by annotation.
+///
+/// Recorded in [`BucketSettings::explicit`] when set, because a bucket the operator did not
+/// create is only compared on the settings the Component asks for.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum Setting {
+    /// `jetstreamkv.io/history`
+    History,
+    /// `jetstreamkv.io/ttl`
+    Ttl,
+    /// `jetstreamkv.io/max-bytes`
+    MaxBytes,
+    /// `jetstreamkv.io/max-value-size`
+    MaxValueSize,
+    /// `jetstreamkv.io/storage`
+    Storage,
+    /// `jetstreamkv.io/replicas`
+    Replicas,
+    /// `jetstreamkv.io/compression`
+    Compression,
+    /// `jetstreamkv.io/description`
+    Description,
+    /// `jetstreamkv.io/placement-cluster`
+    PlacementCluster,
+    /// `jetstreamkv.io/placement-tags`
+    PlacementTags,
+    /// `jetstreamkv.io/limit-marker-ttl`
+    LimitMarkerTtl,
+    /// `jetstreamkv.io/metadata`
+    Metadata,
+    /// `jetstreamkv.io/republish-source`
+    RepublishSource,
+    /// `jetstreamkv.io/republish-destination`
+    RepublishDestination,
+    /// `jetstreamkv.io/republish-headers-only`
+    RepublishHeadersOnly,
+}
+
+impl Setting {
+    /// Every setting, in annotation order.
+    pub const ALL: [Setting; 15] = [
+        Setting::History,
+        Setting::Ttl,
+        Setting::MaxBytes,
+        Setting::MaxValueSize,
+        Setting::Storage,
+        Setting::Replicas,
+        Setting::Compression,
+        Setting::Description,
+        Setting::PlacementCluster,
+        Setting::PlacementTags,
+        Setting::LimitMarkerTtl,
+        Setting::Metadata,
+        Setting::RepublishSource,
+        Setting::RepublishDestination,
+        Setting::RepublishHeadersOnly,
+    ];
+
+    /// The full annotation key, e.g. `jetstreamkv.io/max-bytes`.
+    pub fn annotation(self) -> &'static str {
+        match self {
+            Setting::History => "jetstreamkv.io/history",
+            Setting::Ttl => "jetstreamkv.io/ttl",
+            Setting::MaxBytes => "jetstreamkv.io/max-bytes",
+            Setting::MaxValueSize => "jetstreamkv.io/max-value-size",
+            Setting::Storage => "jetstreamkv.io/storage",
+            Setting::Replicas => "jetstreamkv.io/replicas",
+            Setting::Compression => "jetstreamkv.io/compression",
+            Setting::Description => "jetstreamkv.io/description",
+            Setting::PlacementCluster => "jetstreamkv.io/placement-cluster",
+            Setting::PlacementTags => "jetstreamkv.io/placement-tags",
+            Setting::LimitMarkerTtl => "jetstreamkv.io/limit-marker-ttl",
+            Setting::Metadata => "jetstreamkv.io/metadata",
+            Setting::RepublishSource => "jetstreamkv.io/republish-source",
+            Setting::RepublishDestination => "jetstreamkv.io/republish-destination",
+            Setting::RepublishHeadersOnly => "jetstreamkv.io/republish-headers-only",
+        }
+    }
+
+    fn from_annotation(key: &str) -> Option<Setting> {
+        Setting::ALL.into_iter().find(|s| s.annotation() == key)
+    }
+}
+
+/// Where the bucket's data is kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Storage {
+    /// On disk (the default: survives server restarts).
+    #[default]
+    File,
+    /// In memory.
+    Memory,
+}
+
+/// What to do with a bucket that exists but was not created by the operator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OnExisting {
+    /// Check it matches the explicit settings; never change it.
+    #[default]
+    Verify,
+    /// Take it over: manage it as if the operator had created it.
+    Adopt,
+}
+
+/// What happens to the bucket when its Component is deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum DeletionPolicy {
+    /// Keep the bucket and its data.
+    #[default]
+    Retain,
+    /// Delete the bucket, if the operator created it and no other Component uses it.
+    Delete,
+}
+
+impl Storage {
+    /// The annotation and serialized value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Storage::File => "file",
+            Storage::Memory => "memory",
+        }
+    }
+}
+
+impl OnExisting {
+    /// The annotation and serialized value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnExisting::Verify => "verify",
+            OnExisting::Adopt => "adopt",
+        }
+    }
+}
+
+impl DeletionPolicy {
+    /// The annotation and serialized value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeletionPolicy::Retain => "retain",
+            DeletionPolicy::Delete => "delete",
+        }
+    }
+}
+
+/// The desired bucket configuration and the operator's policies for one Component.
+///
+/// The default fits Dapr: one value per key, no TTL, no size limits, file storage, one replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketSettings {
+    /// Values kept per key (1..=64).
+    pub history: i64,
+    /// How long a value lives; `None` for ever.
+    pub ttl: Option<Duration>,
+    /// Most bytes the bucket holds; `None` for unlimited.
+    pub max_bytes: Option<i64>,
+    /// Largest value in bytes; `None` for unlimited.
+    pub max_value_size: Option<i32>,
+    /// Where the data is kept.
+    pub storage: Storage,
+    /// Stream replicas (1..=5).
+    pub replicas: usize,
+    /// Whether the stream is compressed (S2).
+    pub compression: bool,
+    /// Bucket description.
+    pub description: Option<String>,
+    /// JetStream cluster to place the bucket in.
+    pub placement_cluster: Option<String>,
+    /// Server tags the bucket's placement requires.
+    pub placement_tags: Vec<String>,
+    /// Per-key TTL: how long the delete marker left when a key expires (by `ttl` or its own
+    /// TTL) is kept; `None` when per-key TTL is off.
+    pub limit_marker_ttl: Option<Duration>,
+    /// The user's stream metadata (never a reserved key).
+    pub metadata: BTreeMap<String, String>,
+    /// The subjects to republish (a NATS subject within the bucket's `$KV.<bucket>.>`); `None`
+    /// for every key of the bucket.
+    pub republish_source: Option<String>,
+    /// Where stored values are republished; `None`: no republish.
+    pub republish_destination: Option<String>,
+    /// Republish the headers only, not the values.
+    pub republish_headers_only: bool,
+    /// What to do with a bucket the operator did not create.
+    pub on_existing: OnExisting,
+    /// What to do with the bucket when the Component is deleted.
+    pub deletion_policy: DeletionPolicy,
+    /// Whether changes that discard data (lower history or limits, shorter TTL) may be applied.
+    pub allow_data_loss: bool,
+    /// The settings the Component sets by annotation (even to their default value).
+    pub explicit: BTreeSet<Setting>,
+}
+
+impl Default for BucketSettings {
+    fn default() -> Self {
+        Self {
+            history: 1,
+            ttl: None,
+            max_bytes: None,
+            max_value_size: None,
+            storage: Storage::File,
+            replicas: 1,
+            compression: false,
+            description: None,
+            placement_cluster: None,
+            placement_tags: Vec::new(),
+            limit_marker_ttl: None,
+            metadata: BTreeMap::new(),
+            republish_source: None,
+            republish_destination: None,
+            republish_headers_only: false,
+            on_existing: OnExisting::Verify,
+            deletion_policy: DeletionPolicy::Retain,
+            allow_data_loss: false,
+            explicit: BTreeSet::new(),
+        }
+    }
+}
+
+/// An annotation that cannot be used. Permanent: the Component must change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// A known annotation with a value it does not accept.
+    #[error("annotation {annotation} has the value {value:?}, which is not valid: use {expected}")]
+    InvalidAnnotation {
+        /// The annotation key.
+        annotation: String,
+        /// The value as written (shortened when long).
+        value: String,
+        /// What the annotation accepts.
+        expected: String,
+    },
+    /// A `jetstreamkv.io/` annotation the operator does not know (likely a typo).
+    #[error("annotation {annotation} is not known{hint}: the known annotations are {known}")]
+    UnknownAnnotation {
+        /// The annotation key.
+        annotation: String,
+        /// `, did you mean ...?` when a known key is close, else empty.
+        hint: String,
+        /// The known keys, comma separated.
+        known: String,
+    },
+    /// `jetstreamkv.io/metadata` names a stream metadata key that is not the user's.
+    #[error(
+        "annotation {annotation} sets the stream metadata key {key:?}, which is reserved: keys \
+         starting with jetstreamkv.io/ are the operator's own marks of which Component owns the \
+         bucket, and keys starting with _nats. are the server's; use another key"
+    )]
+    ReservedMetadataKey {
+        /// The annotation key.
+        annotation: String,
+        /// The metadata key (shortened when long).
+        key: String,
+    },
+}
+
+impl Failure for SettingsError {
+    /// The CamelCase reason for conditions, events and metrics.
+    fn reason(&self) -> &'static str {
+        match self {
+            SettingsError::InvalidAnnotation { .. } => "InvalidAnnotation",
+            SettingsError::UnknownAnnotation { .. } => "UnknownAnnotation",
+            SettingsError::ReservedMetadataKey { .. } => "ReservedMetadataKey",
+        }
+    }
+
+    /// Only a change to the Component can fix an annotation.
+    fn retry(&self) -> Retry {
+        Retry::AwaitChange
+    }
+}
+
+/// A value for an error message: cut when long, since annotations can hold kilobytes.
+pub(crate) fn shorten(value: &str) -> String {
+    match value.char_indices().nth(MAX_SHOWN_VALUE) {
+        Some((cut, _)) => format!("{}...", &value[..cut]),
+        None => value.to_owned(),
+    }
+}
