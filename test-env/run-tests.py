@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
-"""Runs the crate's test binaries, the integration binaries in parallel lanes.
+"""Runs the crate's tests: the unit tests, then the integration tests module by module, in lanes.
 
-The integration tests spend most of their time waiting on servers (an API server coming up, a
-resync period, a nats-server restarting), so two binaries at a time fit on two cores. Each
-binary starts its own servers, so binaries do not share state. A binary's output is printed as
-one block when it ends, with cargo's own `Running` header and `test result:` summary lines.
+The integration tests are one binary (`tests/main.rs`, a module per file of `tests/`). Each module
+starts its own servers (an API server, a nats-server, the operator, a node) and some stop or
+restart them, so each module runs in a process of its own: `<binary> --exact <its tests>`. They
+spend most of their time waiting on servers (an API server coming up, a resync period, a
+nats-server restarting), so two modules at a time fit on two cores. A module's output is printed
+as one block when it ends, with cargo's `Running` header and libtest's `test result:` summary.
 
-    test-env/run-tests.py [ARGS FOR EVERY TEST BINARY...]
+    test-env/run-tests.py [ARGS FOR EVERY TEST PROCESS...]
 
-TEST_LANES (default 2) sets how many binaries run at once. Durations of the last run are kept in
-$JKO_CACHE/test-durations.json, and the longest binaries start first. Exit status 1 when any
-binary failed.
+TEST_LANES (default 2) sets how many modules run at once. Durations of the last run are kept in
+$JKO_CACHE/test-durations.json, and the longest modules start first. Exit status 1 when any
+failed.
 """
 
 import json
@@ -22,7 +24,8 @@ import time
 
 
 def build():
-    """Builds every test target; returns [(name, path)], unit tests first."""
+    """Builds every test target; returns the unit test binaries [(name, path, [])] and the
+    integration modules [(name, path, [their tests])]."""
     cmd = ["cargo", "test", "--locked", "--no-run", "--message-format=json-render-diagnostics"]
     out = subprocess.run(cmd, stdout=subprocess.PIPE, check=True, text=True).stdout
     units, integration = [], []
@@ -36,17 +39,37 @@ def build():
         if not msg.get("profile", {}).get("test"):
             continue
         target = msg["target"]
-        src = os.path.relpath(target["src_path"])
         if "test" in target["kind"]:
-            integration.append((f"tests/{target['name']}.rs", msg["executable"]))
+            integration.extend(modules(msg["executable"]))
         else:
-            units.append((f"unittests {src}", msg["executable"]))
+            units.append((f"unittests {os.path.relpath(target['src_path'])}", msg["executable"], []))
     return units, integration
 
 
-def run(name, path, args):
+def modules(path):
+    """The integration binary's tests grouped by module (the file of `tests/` they are in)."""
+    listed = subprocess.run([path, "--list", "--format", "terse"], stdout=subprocess.PIPE,
+                            check=True, text=True).stdout
+    groups = {}
+    for line in listed.splitlines():
+        name, _, kind = line.rpartition(": ")
+        if kind != "test":
+            continue
+        module = name.split("::", 1)[0] if "::" in name else None
+        if module is None:
+            label = "tests/main.rs"
+        elif os.path.exists(f"tests/{module}.rs"):
+            label = f"tests/{module}.rs"
+        else:
+            label = f"tests/{module}/mod.rs"
+        groups.setdefault(label, []).append(name)
+    return [(label, path, names) for label, names in groups.items()]
+
+
+def run(name, path, tests, args):
     started = time.monotonic()
-    proc = subprocess.run([path, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    selection = ["--exact", *tests] if tests else []
+    proc = subprocess.run([path, *selection, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           stdin=subprocess.DEVNULL, text=True, errors="replace")
     return proc.returncode, proc.stdout, time.monotonic() - started
 
@@ -74,22 +97,22 @@ def main():
             print(f"    ({name}: {'ok' if code == 0 else 'FAILED'} in {seconds:.1f}s)\n", flush=True)
 
     # Unit tests first, alone: they are quick, and a failure there is the first thing to read.
-    for name, path in units:
-        report(name, path, *run(name, path, args))
+    for name, path, tests in units:
+        report(name, path, *run(name, path, tests, args))
 
-    # Longest first (by the last run's figures; new binaries first of all), so that the lanes
+    # Longest first (by the last run's figures; new modules first of all), so that the lanes
     # end together.
     queue = sorted(integration, key=lambda t: -known.get(t[0], 1e9))
-    print(f"==> {len(queue)} integration test binaries, {lanes} at a time", flush=True)
+    print(f"==> {len(queue)} integration test modules, {lanes} at a time", flush=True)
 
     def lane():
         while True:
             with lock:
                 if not queue:
                     return
-                name, path = queue.pop(0)
+                name, path, tests = queue.pop(0)
                 print(f"    started {name}", flush=True)
-            report(name, path, *run(name, path, args))
+            report(name, path, *run(name, path, tests, args))
 
     threads = [threading.Thread(target=lane) for _ in range(lanes)]
     for t in threads:
@@ -116,7 +139,7 @@ def main():
     if failed:
         print("FAILED: " + ", ".join(failed), flush=True)
         return 1
-    print(f"all {len(results)} test binaries passed", flush=True)
+    print(f"all {len(results)} test binaries and modules passed", flush=True)
     return 0
 
 

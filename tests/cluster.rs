@@ -4,7 +4,7 @@
 //! Tests that only read share one cluster; tests that kill nodes start their own, so nothing
 //! they do disturbs another test. All share this binary's control plane and operator.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;

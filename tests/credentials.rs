@@ -7,7 +7,7 @@
 //! for all of them in the operator's log, the Events, the KeyValueBuckets, the Components and the
 //! metrics.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::sync::Mutex;

@@ -6,7 +6,7 @@
 //! is published. A message the app fails should land on the Subscription's dead-letter topic: the
 //! ignored test shows it does not (the stream drops it as a duplicate).
 
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -5,7 +5,7 @@
 //! state saved through its HTTP API lands in the operator's bucket and reads back. Also with
 //! `jwt`/`seedKey` credentials against a nats-server in operator mode.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The test environment itself: a real control plane (etcd, kube-apiserver, garbage collector),
 //! the Dapr Component CRD, and kubectl, as every other integration test relies on them.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

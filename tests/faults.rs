@@ -11,7 +11,7 @@
 //! keys and history, created before the operator sees them (and referenced by 50 of the 200
 //! Components, which only verify them), still hold every key and every history entry at the end.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! its own field manager (as Flux does) and the operator, which writes its status annotations on
 //! the same Components, never conflict, and a re-apply of an unchanged manifest changes nothing.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 //! captured from the operator running against the real API server and nats-servers, for every
 //! state of the table in docs/gitops.md, and each verdict must be the one the table shows.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -7,7 +7,7 @@
 //! `/etc/resolv.conf` names a fake DNS server on a loopback address, which records every name it
 //! is asked and answers 127.0.0.1. Everything else on the machine keeps its resolver.
 
-mod support;
+use crate::support;
 
 use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::{Arc, Mutex, OnceLock};

@@ -2,7 +2,7 @@
 //! identity the chart gives it: the chart's RBAC is enough, and no more than enough. Also leader
 //! election between two operator processes, health endpoints, metrics and graceful shutdown.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

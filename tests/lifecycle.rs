@@ -1,7 +1,7 @@
 //! Bucket lifecycle against the real servers: updates of managed buckets, the data-loss guard,
 //! fields NATS cannot change, adoption, drift, deletion policy and conflicting Components.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! JetStream server, an operator-mode server with minted JWT users, outages, and the
 //! credentials checks agreeing with what the real server accepts.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

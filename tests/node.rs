@@ -8,7 +8,7 @@
 //! Needs root (the node) and the images: run through test-env/test.sh, or
 //! `eval "$(test-env/setup.sh)"; eval "$(test-env/operator-image.sh)"` first.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

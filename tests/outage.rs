@@ -2,7 +2,7 @@
 //! events (disconnected, connected) reconcile every Component that uses it. A test binary of its
 //! own, so that the operator runs with default flags and its counters count this test only.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

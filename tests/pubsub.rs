@@ -3,7 +3,7 @@
 //! every stream plan is one a real nats-server accepts; what it would refuse is refused by the
 //! plan first, with nothing sent.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,7 @@
 //! The reconciler against a real API server and a real nats-server: what a user applying Dapr
 //! Components sees on the KeyValueBucket, the Component and in NATS.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! refused with its reason before anything is sent, and drift is shown. The same settings on a
 //! three-node cluster: `tests/cluster.rs`.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! workers between namespaces. One operator for this binary, started as the chart starts it
 //! (`--server-policy enforce`), with few workers so that sharing them shows.
 
-mod support;
+use crate::support;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,7 +2,7 @@
 //! and send nothing but reads to NATS. A test binary of its own, so that the operator's counters
 //! count this test only.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

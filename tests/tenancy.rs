@@ -1,7 +1,7 @@
 //! A shared cluster (issue 13): tenants do not trust each other. Against the real API server and
 //! a real nats-server on loopback.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

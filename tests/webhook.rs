@@ -9,7 +9,7 @@
 //! mode; the configuration is scoped to the test's namespace so that nothing else goes through
 //! it, and deleted at the end even when the test fails.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,10 +1,11 @@
 //! Test support shared by the integration tests: a real Kubernetes control plane and a real
-//! nats-server, started once per test binary, plus helpers to act on them as a user would.
+//! nats-server, started once per process (one module of tests, see `tests/main.rs`), plus helpers
+//! to act on them as a user would.
 //!
 //! Processes are started from one long-lived thread with a parent-death signal, so they die with
 //! the test binary even when it panics or is killed; the control plane also exits when its stdin
 //! (a pipe held by the test binary) closes.
-#![allow(dead_code)] // each test binary uses a different part of this module
+#![allow(dead_code)] // shared with the benchmark (benches/operator.rs), which uses other parts
 
 pub mod cluster;
 pub mod controlplane;
@@ -24,7 +25,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 pub use controlplane::ControlPlane;
-#[allow(unused_imports)] // each test binary uses a different part
+#[allow(unused_imports)] // the benchmark uses none of these
 pub use fixtures::{
     ComponentManifest, history, per_key_ttl_behaves_as_documented, revisions, seed, store_yaml,
     stream_info, unique_bucket,
@@ -37,23 +38,78 @@ pub fn repo_root() -> PathBuf {
 
 static CP: OnceLock<ControlPlane> = OnceLock::new();
 
-/// The control plane shared by every test of this binary, with the project's CRDs installed (in a
-/// binary that calls [`node_cluster`], the same cluster, with its node).
+/// The servers below are started once per process and belong to one module of tests, some of
+/// which stop or restart them: a process asked to run the tests of several modules (plain `cargo
+/// test`) would share them between modules that each expect their own. Refused, with what to run.
+fn one_module_per_process() {
+    static MODULE: OnceLock<Result<String, String>> = OnceLock::new();
+    let module = MODULE.get_or_init(|| module_of_filters(std::env::args().skip(1)));
+    if let Err(why) = module {
+        panic!(
+            "{why}: the integration tests run one module per process (each module starts, stops \
+             and restarts its own servers). Run test-env/run-tests.py (what test-env/test.sh \
+             runs), or name one module: cargo test --test integration reconcile::"
+        );
+    }
+}
+
+/// The one module that the test filters among `args` (libtest's arguments) name.
+fn module_of_filters(args: impl Iterator<Item = String>) -> Result<String, String> {
+    // libtest's options that take their value as the next argument.
+    const WITH_VALUE: [&str; 7] = [
+        "--test-threads",
+        "--skip",
+        "--logfile",
+        "--format",
+        "--color",
+        "--shuffle-seed",
+        "-Z",
+    ];
+    let mut modules: Vec<String> = Vec::new();
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        if WITH_VALUE.contains(&arg.as_str()) {
+            args.next();
+            continue;
+        }
+        if arg.starts_with('-') {
+            continue;
+        }
+        let Some((module, _)) = arg.split_once("::") else {
+            return Err(format!(
+                "the filter `{arg}` does not name a module (`<module>::`)"
+            ));
+        };
+        if !modules.iter().any(|m| m == module) {
+            modules.push(module.to_string());
+        }
+    }
+    match modules.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err("no module named".to_string()),
+        several => Err(format!("several modules named ({})", several.join(", "))),
+    }
+}
+
+/// The control plane shared by every test of this module, with the project's CRDs installed (in a
+/// module that calls [`node_cluster`], the same cluster, with its node).
 pub fn control_plane() -> &'static ControlPlane {
     CP.get_or_init(|| {
+        one_module_per_process();
         let cp = ControlPlane::start();
         cp.install_crds();
         cp
     })
 }
 
-/// The one-node cluster shared by every test of this binary (started on first use; tests of a
-/// binary that uses it must call this before anything that calls [`control_plane`]).
+/// The one-node cluster shared by every test of this module (started on first use; tests of a
+/// module that uses it must call this before anything that calls [`control_plane`]).
 pub fn node_cluster() -> &'static ControlPlane {
-    // A node that failed to start fails every later test of the binary at once, instead of each
+    // A node that failed to start fails every later test of the module at once, instead of each
     // test waiting for a start of its own to time out.
     static FAILED: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
     let cp = CP.get_or_init(|| {
+        one_module_per_process();
         if let Some(failure) = FAILED.lock().ok().and_then(|f| f.clone()) {
             panic!("the node did not start (see the first failed test): {failure}");
         }
@@ -85,7 +141,7 @@ pub fn node_cluster() -> &'static ControlPlane {
     });
     assert!(
         cp.node.is_some(),
-        "this test binary started a control plane without a node before calling node_cluster()"
+        "this process started a control plane without a node before calling node_cluster()"
     );
     cp
 }
@@ -207,19 +263,23 @@ pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
 }
 
-/// The nats-server (JetStream) shared by the tests of this binary.
+/// The nats-server (JetStream) shared by the tests of this module.
 pub fn nats() -> &'static nats::NatsServer {
     static NATS: OnceLock<nats::NatsServer> = OnceLock::new();
-    NATS.get_or_init(nats::NatsServer::start)
+    NATS.get_or_init(|| {
+        one_module_per_process();
+        nats::NatsServer::start()
+    })
 }
 
 /// Resync period of the shared operator: short, so drift and steady-state tests run quickly.
 pub const RESYNC: Duration = Duration::from_secs(4);
 
-/// The operator process shared by the tests of this binary, watching every namespace.
+/// The operator process shared by the tests of this module, watching every namespace.
 pub fn operator() -> &'static operator::Operator {
     static OPERATOR: OnceLock<operator::Operator> = OnceLock::new();
     OPERATOR.get_or_init(|| {
+        one_module_per_process();
         operator::Operator::start(
             &control_plane().kubeconfig,
             &["--resync-interval", "4s", "--max-backoff", "2s"],
@@ -448,4 +508,26 @@ where
         }
     }
     None
+}
+
+#[test]
+fn a_process_runs_the_tests_of_one_module() {
+    let module = |args: &[&str]| module_of_filters(args.iter().map(|a| a.to_string()));
+    let one = [
+        "--exact",
+        "node::a",
+        "node::b",
+        "--test-threads",
+        "8",
+        "--skip",
+        "x",
+    ];
+    assert_eq!(module(&one), Ok("node".to_string()));
+    assert_eq!(module(&["reconcile::"]), Ok("reconcile".to_string()));
+    assert!(module(&[]).is_err(), "plain cargo test names no module");
+    assert!(module(&["node::a", "pubsub::b"]).is_err());
+    assert!(
+        module(&["reconcile"]).is_err(),
+        "a bare word matches tests of any module"
+    );
 }

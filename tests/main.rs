@@ -1,0 +1,62 @@
+//! Every integration test, in one binary: each file of `tests/` is a module of it. One binary is
+//! compiled and linked once (26 binaries each compiled `support` and linked the whole crate).
+//!
+//! Each module starts its own servers (control plane, nats-server, operator, node), and some stop
+//! or restart them, so a process runs the tests of **one** module: `test-env/run-tests.py` runs
+//! the modules in parallel processes, and by hand
+//! `cargo test --test integration reconcile::` runs one module (`support` refuses to start servers
+//! for a process asked to run several).
+
+mod support;
+
+mod chart;
+mod check;
+mod cluster;
+mod credentials;
+mod dapr_pubsub;
+mod dapr_sidecar;
+mod environment;
+mod faults;
+mod generated;
+mod gitops;
+mod health_judges;
+mod hostile_server;
+mod image;
+mod install;
+mod lifecycle;
+mod nats_env;
+mod node;
+mod outage;
+mod properties;
+mod pubsub;
+mod reconcile;
+mod settings;
+mod shared_cluster;
+mod steady_state;
+mod tenancy;
+mod webhook;
+
+/// A test file that is not a module above would silently never run (`autotests = false`).
+#[test]
+fn every_test_file_is_a_module_of_this_binary() {
+    let listed: Vec<&str> = include_str!("main.rs")
+        .lines()
+        .filter_map(|l| l.strip_prefix("mod ")?.strip_suffix(';'))
+        .collect();
+    let dir = support::repo_root().join("tests");
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("tests/ is readable") {
+        let path = entry.expect("tests/ is readable").path();
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let file = path.extension().is_some_and(|e| e == "rs");
+        if file && stem != "main" && !listed.contains(&stem) {
+            missing.push(format!("tests/{stem}.rs"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "add `mod <name>;` to tests/main.rs for {missing:?}: otherwise their tests never run"
+    );
+}
