@@ -5,7 +5,10 @@
 #
 #   eval "$(test-env/operator-image.sh)"
 #
-# The archive is cached by the binary's hash and image.sh's: a warm run costs cargo's no-op build.
+# The binary is cached by the hash of what it is built from (src/, Cargo.toml, Cargo.lock, the
+# profile, rustc's version): a fresh clone of a commit already built skips cargo, whose own
+# freshness check follows the checkout's path and files' times and would rebuild the crate (about
+# 2 minutes). The archive is cached by the binary's hash and image.sh's.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${JKO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jetstream-kv-operator}
@@ -15,9 +18,24 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 # JKO_IMAGE_PROFILE names another, e.g. `release` for exactly what the Dockerfile builds.
 profile=${JKO_IMAGE_PROFILE:-image}
 t=$(date +%s)
-printf '==> %s\n' "building the operator's binary (cargo build --profile $profile)" >&2
-(cd "$here/.." && cargo build --profile "$profile" --locked --bin jetstream-kv-operator) >&2
-bin="$CARGO_TARGET_DIR/$profile/jetstream-kv-operator"
+sources=$(cd "$here/.." && {
+  rustc -vV
+  echo "profile $profile"
+  find src Cargo.toml Cargo.lock -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+} | sha256sum | cut -c1-16)
+bins="$cache/images/bin"
+bin="$bins/jetstream-kv-operator-$profile-$sources"
+if [ -x "$bin" ]; then
+  printf '==> %s\n' "the operator's binary of these sources is cached ($bin)" >&2
+else
+  printf '==> %s\n' "building the operator's binary (cargo build --profile $profile)" >&2
+  (cd "$here/.." && cargo build --profile "$profile" --locked --bin jetstream-kv-operator) >&2
+  mkdir -p "$bins"
+  cp "$CARGO_TARGET_DIR/$profile/jetstream-kv-operator" "$bin.tmp"
+  mv "$bin.tmp" "$bin"
+  # Keep the four newest (a few branches' worth).
+  ls -t "$bins"/jetstream-kv-operator-* 2>/dev/null | tail -n +5 | xargs -r rm -f
+fi
 tag=$(sha256sum "$bin" | cut -c1-12)
 recipe=$(sha256sum "$here/image.sh" | cut -c1-8)
 archive="$cache/images/jetstream-kv-operator-$tag-$recipe.tar"
