@@ -214,9 +214,11 @@ pub fn shown_origin(secret: &str, key: &str) -> String {
 /// to the last `@` after the scheme counts as user info, so that a password holding an unescaped
 /// `/`, `?` or `#` is still hidden.
 pub fn redact_url(url: &str) -> String {
+    // A `://` after something that cannot be a scheme (`u:pa55://w0rd@h`) is a piece of the
+    // password, and what precedes it is user info, not a scheme to show.
     let (scheme, rest) = match url.find("://") {
-        Some(i) => url.split_at(i + 3),
-        None => ("", url),
+        Some(i) if is_scheme(&url[..i]) => url.split_at(i + 3),
+        _ => ("", url),
     };
     let Some(at) = rest.rfind('@') else {
         return url.to_owned();
@@ -227,6 +229,13 @@ pub fn redact_url(url: &str) -> String {
         // A lone user name is a token in NATS: hide it all.
         None => format!("{scheme}{REDACTED}{host}"),
     }
+}
+
+/// A URL scheme as RFC 3986 writes it: a letter, then letters, digits, `+`, `-` or `.`.
+fn is_scheme(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 /// The first per-pod template in a value.
@@ -505,6 +514,10 @@ mod tests {
             ("nats://user:@host", "nats://user:***@host"),
             // Unescaped delimiters inside the password.
             ("nats://user:pa/55w0rd@host", "nats://user:***@host"),
+            // A password holding `://` (found by tests/properties.rs): not a scheme.
+            ("u:pa55://w0rd@host", "u:***@host"),
+            ("d:x¥y:pa55w0rdnats://@@[::1]:4222", "d:***@[::1]:4222"),
+            (":pa55://w0rd@host", ":***@host"),
             ("nats://user:pa55?w0rd@host", "nats://user:***@host"),
             ("nats://user:p@55w0rd@host", "nats://user:***@host"),
             ("user:pa55w0rd@host:4222", "user:***@host:4222"),
