@@ -85,7 +85,10 @@ def main():
     except (TypeError, OSError, ValueError):
         known = {}
 
+    started = time.monotonic()
+    print("==> building the test binaries (cargo test --no-run)", flush=True)
     units, integration = build()
+    print(f"    built in {time.monotonic() - started:.0f}s", flush=True)
     results = {}
     lock = threading.Lock()
 
@@ -120,11 +123,13 @@ def main():
     for t in threads:
         t.join()
 
+    started = time.monotonic()
     doc = subprocess.run(["cargo", "test", "--locked", "--doc"], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, errors="replace")
     results["doc tests"] = (doc.returncode, 0.0)
     print("   Doc-tests", flush=True)
     print(doc.stdout.rstrip("\n"), flush=True)
+    print(f"    (doc tests in {time.monotonic() - started:.0f}s)", flush=True)
 
     if durations_file:
         known.update({n: round(s, 1) for n, (_, s) in results.items() if s})

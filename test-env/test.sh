@@ -33,11 +33,12 @@ cargo clippy --locked --all-targets -- -D warnings
 step "building the operator's image for the node tests (test-env/operator-image.sh)"
 eval "$(test-env/operator-image.sh)"
 
-step "cargo test (unit tests, then integration tests against real servers and a real node, ${TEST_LANES:-2} binaries at a time)"
+step "cargo test (unit tests, then integration tests against real servers and a real node, ${TEST_LANES:-2} modules at a time)"
 # This run's marker: every server the tests start inherits it (see the leftover check below).
 export JKO_TEST_RUN="test-sh-$$-$(date +%s%N)"
-# test-env/run-tests.py builds the test binaries with cargo and runs them, the integration binaries
-# in parallel lanes (TEST_LANES), each binary's output in one block with cargo's summary lines.
+# test-env/run-tests.py builds the test binaries with cargo and runs them, the integration tests a
+# module per process in parallel lanes (TEST_LANES), each module's output in one block with
+# libtest's summary lines.
 test-env/run-tests.py --test-threads="${TEST_THREADS:-8}"
 
 step "checking that no test server or node is left"
