@@ -488,7 +488,7 @@ async fn a_hostile_server_cannot_make_the_operator_hold_memory() {
 }
 
 /// Finding 6: a wave of Components with 80,000 metadata items each: each gets its reason in
-/// under a second, and the operator keeps renewing its leader election Lease all along (the
+/// linear time (under a second on a quiet machine), and the operator keeps renewing its leader election Lease all along (the
 /// duplicate check used to take 46 s on the runtime's threads, longer than the Lease).
 #[tokio::test]
 async fn eighty_thousand_metadata_items_keep_the_lease() {
@@ -556,11 +556,12 @@ async fn eighty_thousand_metadata_items_keep_the_lease() {
         let took = created.elapsed();
         eprintln!("{name}: 80,002 metadata items, reason {took:?} after the create");
         assert!(message.contains("80002 metadata items"), "{message}");
-        // 0.2-0.6 s here with the machine's load at 10, through an API server that carries
-        // 80,000 items each way; 3 s leaves room for a busy CI machine (the quadratic check
-        // this guards against took 13 s at 40,000 items and 46 s at 80,000).
+        // 0.2-0.6 s here with the machine's load at 10, 5.5 s once at load 15, through an API
+        // server that carries 80,000 items each way. The quadratic check this guards against
+        // took 13 s at 40,000 items and 46 s at 80,000: 15 s tells the two apart on a machine
+        // busier than CI's.
         assert!(
-            took < Duration::from_secs(3),
+            took < Duration::from_secs(15),
             "{name} got its reason {took:?} after the create"
         );
         if let Some((_, renewal)) = renewed().await {
