@@ -19,7 +19,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use support::operator::Operator;
 use support::{TestNamespace, control_plane, nats};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 const READY: Duration = Duration::from_secs(60);
 /// The operator's connect deadline.
@@ -297,16 +297,8 @@ async fn serve_hostile(mut socket: tokio::net::TcpStream, hostility: Hostility) 
     let chunk = vec![b'x'; 64 << 10];
     if let Hostility::GiantMessage = hostility {
         let info = "INFO {\"server_id\":\"HOSTILE\",\"version\":\"2.10.0\",\"proto\":1,\"max_payload\":1048576,\"headers\":true,\"jetstream\":true}\r\n";
-        if socket.write_all(info.as_bytes()).await.is_err() {
+        if !support::nats_handshake(&mut socket, info).await {
             return;
-        }
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !seen.windows(6).any(|w| w == b"PING\r\n") {
-            match socket.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-            }
         }
         if socket
             .write_all(b"PONG\r\nMSG _INBOX.x 1 2000000000\r\n")

@@ -16,24 +16,7 @@ use support::{TestNamespace, control_plane, nats};
 const CHART: &str = "charts/jetstream-kv-operator";
 
 fn helm(args: &[&str]) -> String {
-    let bin = std::env::var("JKO_HELM_BIN").unwrap_or_else(|_| "helm".into());
-    let out = Command::new(&bin)
-        .args(args)
-        .env("KUBECONFIG", &control_plane().kubeconfig)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap_or_else(|e| panic!("run {bin} (eval \"$(test-env/setup.sh)\" first): {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "helm {} failed:\n{text}",
-        args.join(" ")
-    );
-    text
+    support::helm(&control_plane().kubeconfig, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A kubeconfig that authenticates as a ServiceAccount with a token from `kubectl create token`,

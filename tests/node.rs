@@ -38,23 +38,7 @@ fn image() -> (String, String) {
 
 /// Runs helm against the node cluster; `Ok(output)` or `Err(output)`.
 fn helm(args: &[&str]) -> Result<String, String> {
-    let bin = std::env::var("JKO_HELM_BIN").unwrap_or_else(|_| "helm".into());
-    let out = std::process::Command::new(&bin)
-        .args(args)
-        .env("KUBECONFIG", &node_cluster().kubeconfig)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap_or_else(|e| panic!("run {bin} (eval \"$(test-env/setup.sh)\" first): {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(format!("helm {} failed:\n{text}", args.join(" ")))
-    }
+    support::helm(&node_cluster().kubeconfig, args)
 }
 
 fn kubectl(args: &[&str]) -> String {
@@ -185,34 +169,16 @@ impl Release {
 
     /// The names of the release's pods that are Ready (and not terminating).
     fn ready_pods(&self) -> Vec<String> {
-        let pods: serde_json::Value = serde_json::from_str(&kubectl(&[
-            "-n",
-            &self.ns,
-            "get",
-            "pods",
-            "-l",
-            &format!("app.kubernetes.io/instance={}", self.name),
-            "-o",
-            "json",
-        ]))
-        .expect("pod list");
-        pods["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-            .filter(|p| {
-                p["status"]["conditions"].as_array().is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
-            })
-            .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
-            .collect()
+        self.pods(true)
     }
 
     /// The names of the release's pods that are not terminating, Ready or not.
     fn live_pods(&self) -> Vec<String> {
+        self.pods(false)
+    }
+
+    /// The names of the release's pods that are not terminating (and Ready, with `ready`).
+    fn pods(&self, ready: bool) -> Vec<String> {
         let pods: serde_json::Value = serde_json::from_str(&kubectl(&[
             "-n",
             &self.ns,
@@ -224,11 +190,18 @@ impl Release {
             "json",
         ]))
         .expect("pod list");
+        let is_ready = |p: &serde_json::Value| {
+            p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        };
         pods["items"]
             .as_array()
             .into_iter()
             .flatten()
             .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .filter(|p| !ready || is_ready(p))
             .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
             .collect()
     }

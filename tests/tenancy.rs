@@ -271,7 +271,7 @@ async fn silent_server() -> Silent {
 /// A fake NATS server: completes the handshake, advertises `advertised` as another server of
 /// its cluster (`connect_urls`), then hangs up, again and again.
 async fn advertising_server(advertised: u16) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -280,16 +280,8 @@ async fn advertising_server(advertised: u16) -> u16 {
                 let info = format!(
                     "INFO {{\"server_id\":\"FAKE\",\"version\":\"2.10.0\",\"proto\":1,\"max_payload\":1048576,\"headers\":true,\"jetstream\":true,\"connect_urls\":[\"127.0.0.1:{advertised}\"]}}\r\n"
                 );
-                if socket.write_all(info.as_bytes()).await.is_err() {
+                if !support::nats_handshake(&mut socket, &info).await {
                     return;
-                }
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !seen.windows(6).any(|w| w == b"PING\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
                 }
                 let _ = socket.write_all(b"PONG\r\n").await;
                 tokio::time::sleep(Duration::from_millis(300)).await;

@@ -146,6 +146,46 @@ pub fn node_cluster() -> &'static ControlPlane {
     cp
 }
 
+/// Runs helm (`JKO_HELM_BIN`, from `test-env/setup.sh`) against the cluster of `kubeconfig`, from
+/// the repository's root: `Ok(output)`, or `Err` with the command and its output.
+pub fn helm(kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
+    let bin = std::env::var("JKO_HELM_BIN").unwrap_or_else(|_| "helm".into());
+    let out = std::process::Command::new(&bin)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .current_dir(repo_root())
+        .output()
+        .unwrap_or_else(|e| panic!("run {bin} (eval \"$(test-env/setup.sh)\" first): {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("helm {} failed:\n{text}", args.join(" ")))
+    }
+}
+
+/// A fake NATS server's side of the handshake: writes `info` (the whole `INFO {...}\r\n` line),
+/// then reads until the client's first `PING`. `false` when the client went away first.
+pub async fn nats_handshake(socket: &mut tokio::net::TcpStream, info: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if socket.write_all(info.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(6).any(|w| w == b"PING\r\n") {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
 /// A kube client for the shared control plane. A new one per test: each tokio test has its own
 /// runtime, and a client's connection pool lives on the runtime that made it.
 pub async fn client() -> Client {
