@@ -25,6 +25,7 @@ use crate::crd::{ConditionType, conditions_schema};
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Managed","type":"boolean","priority":1,"jsonPath":".status.stream.managed"}"#,
     printcolumn = r#"{"name":"Subjects","type":"string","priority":1,"jsonPath":".spec.subjects"}"#,
+    printcolumn = r#"{"name":"DeadLetters","type":"string","priority":1,"jsonPath":".spec.deadLetterStream"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -46,9 +47,18 @@ pub struct JetStreamStreamSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic_prefix: Option<String>,
     /// The subjects the stream must hold: the `jetstreamkv.io/subjects` annotation and the
-    /// discovered topics, prefix applied.
+    /// discovered topics, prefix applied; dead-letter topics are in `deadLetterSubjects`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subjects: Vec<String>,
+    /// The stream of the dead-letter topics (`<stream>_deadletter`). They have one of their own:
+    /// daprd publishes a dead letter with the failed message's id as `Nats-Msg-Id`, which the
+    /// topics' stream would drop as a duplicate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_stream: Option<String>,
+    /// The subjects the dead-letter stream must hold: the `deadLetterTopic`s of the
+    /// Subscriptions, prefix applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dead_letter_subjects: Vec<String>,
     /// The stream configuration the Component asks for (defaults filled in).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<StreamConfig>,
@@ -100,6 +110,9 @@ pub struct JetStreamStreamStatus {
     /// What the server reports about the stream, when it was reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamStatus>,
+    /// What the server reports about the dead-letter stream, when it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_stream: Option<StreamStatus>,
 }
 
 /// One discovered topic.
@@ -112,6 +125,10 @@ pub struct TopicStatus {
     pub subject: String,
     /// Where it was found, e.g. `Subscription orders`.
     pub source: String,
+    /// The stream that holds (or is to hold) its subject: the dead-letter stream for a
+    /// dead-letter topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
     /// Whether the stream covers it.
     pub covered: bool,
     /// Why it is not covered.
@@ -181,7 +198,15 @@ mod tests {
             .collect();
         assert_eq!(
             columns,
-            ["Stream", "Ready", "Reason", "Managed", "Subjects", "Age"]
+            [
+                "Stream",
+                "Ready",
+                "Reason",
+                "Managed",
+                "Subjects",
+                "DeadLetters",
+                "Age"
+            ]
         );
         let conditions = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
             ["conditions"];

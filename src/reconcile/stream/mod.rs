@@ -27,6 +27,7 @@ use crate::pubsub::resource::{JetStreamStream, JetStreamStreamStatus};
 use crate::validate::{PubsubValidation, Values, check_pubsub_server_policy, validate_pubsub};
 
 mod decide;
+mod round;
 
 pub use decide::StreamOutcome;
 use decide::decide;
@@ -152,6 +153,7 @@ async fn write(
         ),
         topics: outcome.topics.clone(),
         stream: outcome.stream.clone(),
+        dead_letter_stream: outcome.dead_letter_stream.clone(),
     };
     if previous.is_none() || status != previous_status {
         report::apply_status(ctx, api, &name, json!(status), "JetStreamStream status").await?;
