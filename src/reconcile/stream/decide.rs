@@ -19,7 +19,8 @@ use crate::pubsub::stream::{
 };
 use crate::pubsub::topics::{Held, INVISIBLE_TOPICS, discover, subscribed_count, topic_statuses};
 use crate::pubsub::{
-    DiscoveredTopic, PubsubConfig, PubsubError, Subjects, Subscription, component, derive_subjects,
+    DiscoveredTopic, PubsubConfig, PubsubError, Subjects, Subscription, TopicSource, component,
+    derive_subjects,
 };
 use crate::reconcile::context::Context;
 use crate::reconcile::execute::client;
@@ -203,11 +204,23 @@ impl Steps<'_> {
         o.spec.subjects = subjects.subjects.clone();
         o.spec.dead_letter_subjects = subjects.dead_letters.clone();
         o.show_topics(&topics, &subjects, prefix);
+        let dead_letters = dead_letter_stream_name(&stream);
+        // With streamName, a subscription to a dead-letter topic cannot receive: said as a
+        // Warning and, once the streams are as wanted, as the end of the reconcile.
+        let unreachable = config
+            .stream_name
+            .as_ref()
+            .and_then(|_| unreachable_dead_letters(&stream, &dead_letters, &topics, &subjects));
 
         let (client, version, clustered) = self.connect(config, &stream, o).await?;
         // The warnings of the Component alone, published when what was understood changes.
         if self.previous.is_none_or(|p| p.spec != o.spec) {
             o.warnings = warnings(config, settings, &topics, clustered);
+            o.warnings.extend(unreachable.iter().map(|p| Note {
+                type_: EventType::Warning,
+                reason: p.reason.clone(),
+                note: p.message.clone(),
+            }));
         }
 
         let js = jetstream::new(client);
@@ -233,7 +246,6 @@ impl Steps<'_> {
         };
         let managed = self.provision(&on, desired, live, &mut all, o).await?;
         // The dead-letter topics, in a stream of their own, the same way (kept once made).
-        let dead_letters = dead_letter_stream_name(&stream);
         let live = fetched(self.ctx, &js, &dead_letters, &all).await?;
         let dead_letters_managed = if live.is_some() || !subjects.dead_letters.is_empty() {
             let desired = Desired {
@@ -247,8 +259,8 @@ impl Steps<'_> {
             None
         };
         covered(&stream, &subjects)?;
-        if config.stream_name.is_some() {
-            unreachable_dead_letters(&stream, &dead_letters, &topics, &subjects, prefix)?;
+        if let Some(problem) = unreachable {
+            return Err(problem);
         }
         let dead_letters = dead_letters_managed.map(|m| (dead_letters.as_str(), m));
         o.pass(
@@ -486,22 +498,23 @@ fn ready(
 
 /// With `streamName`, daprd binds every subscription of the Component to that stream: a
 /// subscription to a dead-letter topic would wait there for messages that are stored in the
-/// dead-letter stream. Said plainly (the dead letters are kept all the same).
+/// dead-letter stream. Said plainly (the dead letters are kept all the same). For a Component
+/// with `streamName` only.
 fn unreachable_dead_letters(
     stream: &str,
     dead_letters: &str,
     topics: &[DiscoveredTopic],
     subjects: &Subjects,
-    prefix: Option<&str>,
-) -> Result<(), Problem> {
-    let prefix = prefix.unwrap_or_default();
-    let Some(topic) = topics
-        .iter()
-        .find(|t| t.is_subscribed() && subjects.is_dead_letter(&format!("{prefix}{}", t.topic)))
-    else {
-        return Ok(());
-    };
-    Err(Problem::new(
+) -> Option<Problem> {
+    let topic = topics.iter().find(|t| {
+        t.is_subscribed()
+            && !matches!(t.source, TopicSource::DeadLetter(_))
+            && topics
+                .iter()
+                .any(|d| d.topic == t.topic && matches!(d.source, TopicSource::DeadLetter(_)))
+            && subjects.uncovered.iter().all(|u| u.topic.topic != t.topic)
+    })?;
+    Some(Problem::new(
         ConditionType::SubjectsCovered,
         "DeadLetterSubscriptionUnreachable",
         format!(
