@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use async_nats::jetstream::{self, stream};
-use jetstream_kv_operator::crd::ConditionType;
+use jetstream_kv_operator::crd::{ConditionType, ReconcileStatus};
 use jetstream_kv_operator::pubsub::resource::{
     JetStreamStreamSpec, JetStreamStreamStatus, StreamConfig, StreamStatus, TopicStatus,
 };
@@ -91,19 +91,21 @@ async fn the_jetstreamstream_crd_takes_what_the_operator_writes() {
     assert_eq!(created.spec, spec);
 
     let status = JetStreamStreamStatus {
-        observed_generation: created.metadata.generation,
-        component_generation: Some(1),
-        conditions: vec![Condition {
-            type_: ConditionType::SubjectsCovered.as_str().into(),
-            status: "False".into(),
-            reason: "SubjectOverlap".into(),
-            message: "poison overlaps poison of stream OTHER".into(),
+        reconcile: ReconcileStatus {
             observed_generation: created.metadata.generation,
-            // Whole seconds: what the API server keeps.
-            last_transition_time: Time(
-                jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).expect("now"),
-            ),
-        }],
+            component_generation: Some(1),
+            conditions: vec![Condition {
+                type_: ConditionType::SubjectsCovered.as_str().into(),
+                status: "False".into(),
+                reason: "SubjectOverlap".into(),
+                message: "poison overlaps poison of stream OTHER".into(),
+                observed_generation: created.metadata.generation,
+                // Whole seconds: what the API server keeps.
+                last_transition_time: Time(
+                    jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).expect("now"),
+                ),
+            }],
+        },
         topics: vec![TopicStatus {
             topic: "poison".into(),
             subject: "poison".into(),

@@ -7,7 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::crd::{ConditionType, conditions_schema};
+use crate::crd::{ConditionType, ReconcileStatus};
 
 /// Spec of a JetStreamStream. Written by the operator only: it shows what the operator understood
 /// of the Component. It never holds a secret value.
@@ -91,17 +91,10 @@ pub struct StreamConfig {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JetStreamStreamStatus {
-    /// The JetStreamStream generation this status reflects.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-    /// The Component generation this status reflects.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub component_generation: Option<i64>,
-    /// Ready, and the detail behind it: CredentialsResolved, Connected, StreamAvailable,
-    /// SubjectsCovered, ConfigSynced; Reconciling and Stalled (kstatus) while true.
-    #[serde(default)]
-    #[schemars(schema_with = "conditions_schema")]
-    pub conditions: Vec<Condition>,
+    /// The generations reflected and the conditions: CredentialsResolved, Connected,
+    /// StreamAvailable, SubjectsCovered, ConfigSynced.
+    #[serde(flatten)]
+    pub reconcile: ReconcileStatus,
     /// The topics the operator found (declarative Subscriptions, their dead-letter topics, the
     /// Component's allowedTopics and scopes) and whether the stream covers each. Programmatic
     /// and streaming subscriptions are invisible to the operator and never listed.
@@ -164,7 +157,7 @@ pub struct StreamStatus {
 impl JetStreamStream {
     /// The condition of a type, if set.
     pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
-        crate::crd::find_condition(&self.status.as_ref()?.conditions, type_.as_str())
+        self.status.as_ref()?.reconcile.condition(type_.as_str())
     }
 }
 
@@ -219,16 +212,19 @@ mod tests {
         let mut s = JetStreamStream::new("events", JetStreamStreamSpec::default());
         assert!(s.condition(ConditionType::Ready).is_none());
         s.status = Some(JetStreamStreamStatus {
-            conditions: vec![Condition {
-                type_: "SubjectsCovered".into(),
-                status: "False".into(),
-                reason: "SubjectOverlap".into(),
-                message: "m".into(),
-                observed_generation: Some(1),
-                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                    jiff::Timestamp::UNIX_EPOCH,
-                ),
-            }],
+            reconcile: ReconcileStatus {
+                conditions: vec![Condition {
+                    type_: "SubjectsCovered".into(),
+                    status: "False".into(),
+                    reason: "SubjectOverlap".into(),
+                    message: "m".into(),
+                    observed_generation: Some(1),
+                    last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        jiff::Timestamp::UNIX_EPOCH,
+                    ),
+                }],
+                ..Default::default()
+            },
             ..Default::default()
         });
         let c = s.condition(ConditionType::SubjectsCovered).unwrap();

@@ -19,7 +19,7 @@ use super::context::Context;
 use super::read;
 use super::report::{self, ReportError};
 use super::status;
-use crate::crd::{ConditionType, merge_conditions};
+use crate::crd::{ConditionType, ReconcileStatus};
 use crate::dapr::Component;
 use crate::failure::{Problem, Retry};
 use crate::pubsub::Subscription;
@@ -143,12 +143,11 @@ async fn write(
     }
     let previous_status = previous.and_then(|p| p.status.clone()).unwrap_or_default();
     let status = JetStreamStreamStatus {
-        observed_generation: generation,
-        component_generation: component.metadata.generation,
-        conditions: merge_conditions(
-            &previous_status.conditions,
+        reconcile: ReconcileStatus::merged(
+            &previous_status.reconcile,
             &outcome.conditions(),
             generation,
+            component.metadata.generation,
             Time(jiff::Timestamp::now()),
         ),
         topics: outcome.topics.clone(),
@@ -158,17 +157,19 @@ async fn write(
     if previous.is_none() || status != previous_status {
         report::apply_status(ctx, api, &name, json!(status), "JetStreamStream status").await?;
     }
-    if let Some(patch) =
-        status::component_patch(component, &status.conditions, outcome.wants_finalizer)
-    {
+    if let Some(patch) = status::component_patch(
+        component,
+        &status.reconcile.conditions,
+        outcome.wants_finalizer,
+    ) {
         report::apply_component(ctx, component, patch).await?;
     }
     for note in status::events(
-        &previous_status.conditions,
-        &status.conditions,
+        &previous_status.reconcile.conditions,
+        &status.reconcile.conditions,
         &outcome.events,
     ) {
         report::publish(ctx, component, &key, note).await;
     }
-    Ok(status.conditions)
+    Ok(status.reconcile.conditions)
 }
