@@ -174,7 +174,7 @@ struct Steps<'a> {
 }
 
 impl Steps<'_> {
-    /// understood → subjects → connect → streams listed → plan and apply → covered → ready.
+    /// understood → subjects → connect → both streams.
     async fn run(
         &self,
         validation: &PubsubValidation,
@@ -224,11 +224,6 @@ impl Steps<'_> {
         }
 
         let js = jetstream::new(client);
-        let mut all = listed(self.ctx, &js).await?;
-        let live = fetched(self.ctx, &js, &stream, &all).await?;
-        if live.is_none() && subjects.subjects.is_empty() {
-            return Err(no_subjects(&stream));
-        }
         let on = Server {
             js: &js,
             version: &version,
@@ -244,25 +239,45 @@ impl Steps<'_> {
             settings,
             role: Role::Topics,
         };
-        let managed = self.provision(&on, desired, live, &mut all, o).await?;
+        self.both_streams(&on, desired, &dead_letters, unreachable, o)
+            .await
+    }
+
+    /// streams listed → the topics' stream, then the dead-letter stream, planned and applied →
+    /// covered → ready.
+    async fn both_streams(
+        &self,
+        on: &Server<'_>,
+        desired: Desired<'_>,
+        dead_letters: &str,
+        unreachable: Option<Problem>,
+        o: &mut StreamOutcome,
+    ) -> Result<(&'static str, String), Problem> {
+        let (stream, subjects) = (desired.stream, on.subjects);
+        let mut all = listed(self.ctx, on.js).await?;
+        let live = fetched(self.ctx, on.js, stream, &all).await?;
+        if live.is_none() && subjects.subjects.is_empty() {
+            return Err(no_subjects(stream));
+        }
+        let managed = self.provision(on, desired, live, &mut all, o).await?;
         // The dead-letter topics, in a stream of their own, the same way (kept once made).
-        let live = fetched(self.ctx, &js, &dead_letters, &all).await?;
+        let live = fetched(self.ctx, on.js, dead_letters, &all).await?;
         let dead_letters_managed = if live.is_some() || !subjects.dead_letters.is_empty() {
             let desired = Desired {
-                stream: &dead_letters,
+                stream: dead_letters,
                 subjects: &subjects.dead_letters,
                 role: Role::DeadLetters,
                 ..desired
             };
-            Some(self.provision(&on, desired, live, &mut all, o).await?)
+            Some(self.provision(on, desired, live, &mut all, o).await?)
         } else {
             None
         };
-        covered(&stream, &subjects)?;
+        covered(stream, subjects)?;
         if let Some(problem) = unreachable {
             return Err(problem);
         }
-        let dead_letters = dead_letters_managed.map(|m| (dead_letters.as_str(), m));
+        let dead_letters = dead_letters_managed.map(|m| (dead_letters, m));
         o.pass(
             ConditionType::SubjectsCovered,
             "Covered",
@@ -280,7 +295,7 @@ impl Steps<'_> {
             Reason::InSync.as_str(),
             "stream settings match the Component",
         );
-        Ok(ready(&stream, managed, dead_letters))
+        Ok(ready(stream, managed, dead_letters))
     }
 
     /// One stream's round; `all` then holds its subjects as they are now (what the next round's
