@@ -218,12 +218,14 @@ async fn round_trip(test: &str, dead_letter: bool) {
     let api: Api<JetStreamStream> = Api::namespaced(client.clone(), &ns.name);
     let jss = eventually(
         Duration::from_secs(60),
-        "jss/events Ready=True with the three topics",
+        "jss/events Ready=True with the three Subscriptions' topics covered",
         || async {
             let jss = api.get_opt("events").await.ok().flatten()?;
             let ready = jss.condition(ConditionType::Ready)?.status == "True";
-            let covered = jss.status.as_ref()?.topics.iter().filter(|t| t.covered);
-            (ready && covered.count() == 3).then_some(jss)
+            // orders, payments, poison as payments' dead-letter topic and as poison's topic.
+            let topics = &jss.status.as_ref()?.topics;
+            let covered = topics.iter().all(|t| t.covered);
+            (ready && covered && topics.len() == 4).then_some(jss)
         },
         async || {
             format!(
