@@ -246,6 +246,7 @@ pub async fn forget(
     if ours {
         // A pub/sub Component that changed type: its JetStreamStream goes (the stream stays).
         report::delete_stream_object(ctx, component).await?;
+        ctx.index.forget_stream_written(key);
         // Applying no annotations under our field manager removes the ones we own.
         report::release_component(ctx, component).await?;
     }

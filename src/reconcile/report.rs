@@ -24,13 +24,6 @@ pub struct ReportError {
     source: kube::Error,
 }
 
-impl ReportError {
-    /// Writing (or reading) `what` failed.
-    pub(crate) fn new(what: &'static str, source: kube::Error) -> Self {
-        Self { what, source }
-    }
-}
-
 impl Failure for ReportError {
     fn reason(&self) -> &'static str {
         "ApiWriteFailed"

@@ -10,9 +10,7 @@ use crate::dapr::Component;
 use crate::failure::{Problem, Retry};
 use crate::nats::bucket::Bucket;
 use crate::nats::cluster;
-use crate::pubsub::resource::{
-    DETAIL_CONDITIONS, JetStreamStream, JetStreamStreamSpec, StreamStatus, TopicStatus,
-};
+use crate::pubsub::resource::{DETAIL_CONDITIONS, JetStreamStreamSpec, StreamStatus, TopicStatus};
 use crate::pubsub::stream::{
     Desired, OtherStream, Role, StreamSettings, dead_letter_stream_name, desired_stream,
     settings_warnings, shown_config, stream_name,
@@ -24,6 +22,7 @@ use crate::pubsub::{
 };
 use crate::reconcile::context::Context;
 use crate::reconcile::execute::client;
+use crate::reconcile::index::WrittenStream;
 use crate::reconcile::status::{self, Note, Reason};
 use crate::settings::DeletionPolicy;
 use crate::validate::PubsubValidation;
@@ -138,7 +137,7 @@ pub(super) async fn decide(
     ctx: &Context,
     component: &Component,
     key: &str,
-    previous: Option<&JetStreamStream>,
+    previous: Option<&WrittenStream>,
     validation: &PubsubValidation,
     subscriptions: Result<Vec<Subscription>, Problem>,
 ) -> StreamOutcome {
@@ -170,7 +169,7 @@ struct Steps<'a> {
     ctx: &'a Context,
     component: &'a Component,
     key: &'a str,
-    previous: Option<&'a JetStreamStream>,
+    previous: Option<&'a WrittenStream>,
 }
 
 impl Steps<'_> {
@@ -362,7 +361,7 @@ impl Steps<'_> {
     /// What the last status said of this stream: whether the operator managed it.
     fn previously_managed(&self, stream: &str, role: Role) -> Option<bool> {
         self.previous
-            .and_then(|p| p.status.as_ref())
+            .map(|p| &p.status)
             .and_then(|s| match role {
                 Role::Topics => s.stream.as_ref(),
                 Role::DeadLetters => s.dead_letter_stream.as_ref(),
