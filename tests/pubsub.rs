@@ -504,7 +504,20 @@ async fn a_component_and_its_subscriptions_get_a_stream_that_grows_with_them_and
 
     let stream = format!("{}_events", ns.name);
     let p = |t: &str| format!("{}{t}", ns.name);
-    let jss = wait_ready(&client, &ns.name, "events", "True", "StreamManaged").await;
+    // Ready with both Subscriptions seen: three topics, the dead-letter one in its stream.
+    let api: Api<JetStreamStream> = Api::namespaced(client.clone(), &ns.name);
+    let jss = support::eventually(
+        std::time::Duration::from_secs(60),
+        "jss/events Ready with the three topics covered",
+        || async {
+            let jss = api.get_opt("events").await.ok().flatten()?;
+            let ready = jss.condition(ConditionType::Ready)?.reason == "StreamManaged";
+            let topics = &jss.status.as_ref()?.topics;
+            (ready && topics.len() == 3 && topics.iter().all(|t| t.covered)).then_some(jss)
+        },
+        async || support::describe(&ns.name, "jss", "events"),
+    )
+    .await;
     assert_eq!(jss.spec.stream.as_deref(), Some(stream.as_str()));
     assert_eq!(jss.spec.topic_prefix.as_deref(), Some(ns.name.as_str()));
     let created = live(&js, &stream)
@@ -868,6 +881,22 @@ async fn at_rest_nothing_is_written_and_deletion_policy_delete_deletes_only_its_
         again.metadata.resource_version, jss.metadata.resource_version,
         "a resync without change wrote the JetStreamStream"
     );
+    // Deleted by hand: written again (the operator reads it from its cache, not the API).
+    api.delete("events", &Default::default())
+        .await
+        .expect("delete the JetStreamStream");
+    support::eventually(
+        std::time::Duration::from_secs(60),
+        "jss/events written again after its deletion",
+        || async {
+            let jss = api.get_opt("events").await.ok().flatten()?;
+            (jss.metadata.uid != again.metadata.uid
+                && jss.condition(ConditionType::Ready)?.status == "True")
+                .then_some(())
+        },
+        async || support::describe(&ns.name, "jss", "events"),
+    )
+    .await;
 
     // A second Component naming the same stream only verifies it, and its deletion keeps it.
     control_plane().apply(
