@@ -159,21 +159,56 @@ pub struct RepublishConfig {
     pub headers_only: bool,
 }
 
-/// Status of a KeyValueBucket.
+/// What the status of each of the operator's resources holds (a KeyValueBucket's, a
+/// JetStreamStream's): the generations it reflects and the conditions (kstatus). Flattened into
+/// each status: the fields stand directly under `status`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct KeyValueBucketStatus {
-    /// The KeyValueBucket generation this status reflects.
+pub struct ReconcileStatus {
+    /// The generation of this object the status reflects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// The Component generation this status reflects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub component_generation: Option<i64>,
-    /// Ready, and the detail behind it: CredentialsResolved, Connected, BucketAvailable,
+    /// Ready, and the detail behind it: CredentialsResolved, Connected, then BucketAvailable
+    /// (KeyValueBucket) or StreamAvailable and SubjectsCovered (JetStreamStream), and
     /// ConfigSynced; Reconciling and Stalled (kstatus) while true.
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
+}
+
+impl ReconcileStatus {
+    /// The status to write: `next` stamped with `generation`, each condition keeping its
+    /// `lastTransitionTime` from `previous` when it did not flip.
+    pub fn merged(
+        previous: &Self,
+        next: &[ConditionSpec],
+        generation: Option<i64>,
+        component_generation: Option<i64>,
+        now: Time,
+    ) -> Self {
+        Self {
+            observed_generation: generation,
+            component_generation,
+            conditions: merge_conditions(&previous.conditions, next, generation, now),
+        }
+    }
+
+    /// The condition of a type, if set.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        find_condition(&self.conditions, type_)
+    }
+}
+
+/// Status of a KeyValueBucket.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyValueBucketStatus {
+    /// The generations reflected and the conditions.
+    #[serde(flatten)]
+    pub reconcile: ReconcileStatus,
     /// What the server reports about the bucket, when it was reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket: Option<BucketStatus>,
@@ -256,7 +291,7 @@ pub(crate) fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> sc
 impl KeyValueBucket {
     /// The condition of a type, if set.
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
-        find_condition(&self.status.as_ref()?.conditions, type_)
+        self.status.as_ref()?.reconcile.condition(type_)
     }
 }
 

@@ -94,7 +94,7 @@ if [ "$mode" = --in-cluster ]; then
   t=$(date +%s)
   helm install jetstream-kv-operator charts/jetstream-kv-operator --namespace jetstream-kv-operator \
     --create-namespace --set image.repository="${JKO_OPERATOR_IMAGE%:*}" \
-    --set image.tag="${JKO_OPERATOR_IMAGE##*:}" --set image.pullPolicy=Never \
+    --set-string image.tag="${JKO_OPERATOR_IMAGE##*:}" --set image.pullPolicy=Never \
     --set "natsServerPolicy.servers={$nats_host:$nats_port}" --wait --timeout 180s >&2
   kubectl -n jetstream-kv-operator get pods -o wide >&2
   echo "the operator's pod is Ready $(( $(date +%s) - t ))s after helm install" >&2

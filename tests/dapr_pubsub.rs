@@ -3,8 +3,10 @@
 //! exists, daprd starts but its subscriptions fail and publishing through its HTTP API fails with
 //! what Dapr reports; once the JetStreamStream is Ready, an app subscribed through declarative
 //! Subscriptions (the same objects as on the API server, given to daprd as files) receives what
-//! is published. A message the app fails should land on the Subscription's dead-letter topic: the
-//! ignored test shows it does not (the stream drops it as a duplicate).
+//! is published. A message the app fails lands on the Subscription's dead-letter topic, which the
+//! operator put in a stream of its own (in the topics' stream, whose duplicate window drops a
+//! publish with an id it has seen, daprd's dead letter would be lost), and an app subscribed to
+//! that topic through daprd receives it.
 
 use crate::support;
 
@@ -138,11 +140,9 @@ async fn daprd_fails_to_publish_before_the_stream_then_the_app_receives_through_
     round_trip("dapr-pubsub", false).await;
 }
 
-/// Fails with daprd 1.18.3: the dead-letter publish carries the failed message's CloudEvent id as
-/// `Nats-Msg-Id`, and the dead-letter topic is in the same stream, so nats-server drops it as a
-/// duplicate within the stream's duplicate window (2 minutes by default).
+/// daprd 1.18.3's dead-letter publish carries the failed message's CloudEvent id as
+/// `Nats-Msg-Id`: it is stored because the dead-letter topic has a stream of its own.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "the dead letter is deduplicated by the stream (same Nats-Msg-Id): issue 18"]
 async fn a_message_the_app_fails_lands_on_the_dead_letter_topic() {
     round_trip("dapr-deadletter", true).await;
 }
@@ -218,12 +218,14 @@ async fn round_trip(test: &str, dead_letter: bool) {
     let api: Api<JetStreamStream> = Api::namespaced(client.clone(), &ns.name);
     let jss = eventually(
         Duration::from_secs(60),
-        "jss/events Ready=True with the three topics",
+        "jss/events Ready=True with the three Subscriptions' topics covered",
         || async {
             let jss = api.get_opt("events").await.ok().flatten()?;
             let ready = jss.condition(ConditionType::Ready)?.status == "True";
-            let covered = jss.status.as_ref()?.topics.iter().filter(|t| t.covered);
-            (ready && covered.count() == 3).then_some(jss)
+            // orders, payments, poison as payments' dead-letter topic and as poison's topic.
+            let topics = &jss.status.as_ref()?.topics;
+            let covered = topics.iter().all(|t| t.covered);
+            (ready && covered && topics.len() == 4).then_some(jss)
         },
         async || {
             format!(
@@ -245,12 +247,18 @@ async fn round_trip(test: &str, dead_letter: bool) {
     subjects.sort();
     assert_eq!(
         subjects,
-        [
-            format!("orders.{sfx}"),
-            format!("payments.{sfx}"),
-            format!("poison.{sfx}")
-        ]
+        [format!("orders.{sfx}"), format!("payments.{sfx}")]
     );
+    // The dead-letter topic (subscribed to as well) in the dead-letter stream only.
+    let dead_letters = jss
+        .status
+        .as_ref()
+        .and_then(|s| s.dead_letter_stream.as_ref())
+        .map(|s| s.name.clone())
+        .expect("status.deadLetterStream");
+    assert_eq!(dead_letters, format!("{stream_name}_deadletter"));
+    let info = stream_info(&server.url(), &dead_letters).await;
+    assert_eq!(info.config.subjects, [format!("poison.{sfx}")]);
     let ready_after = started.elapsed();
 
     // daprd with the app and the Subscriptions, the same objects as on the API server.
@@ -308,27 +316,13 @@ async fn round_trip(test: &str, dead_letter: bool) {
         let Ok(Some((route, event))) =
             tokio::time::timeout(Duration::from_secs(20), rx.recv()).await
         else {
-            let info = stream_info(&server.url(), &stream_name).await;
-            // What the dead-letter publish met: the failed message's id as Nats-Msg-Id.
-            let probe = support::jetstream(&server.url())
-                .await
-                .send_publish(
-                    format!("poison.{sfx}"),
-                    async_nats::jetstream::message::PublishMessage::build()
-                        .message_id(failed_id.as_str())
-                        .payload("probe".into()),
-                )
-                .await
-                .expect("publish")
-                .await
-                .expect("ack");
+            let topics = stream_info(&server.url(), &stream_name).await;
+            let dead = stream_info(&server.url(), &dead_letters).await;
             panic!(
-                "no dead letter in 20 s; the app saw {routes:?}; the stream holds {} messages \
-                 on {:?}; a publish to poison.{sfx} with Nats-Msg-Id {failed_id} is a \
-                 duplicate: {}\n{}",
-                info.state.messages,
-                info.config.subjects,
-                probe.duplicate,
+                "no dead letter in 20 s; the app saw {routes:?}; stream {stream_name} holds {} \
+                 messages, {dead_letters} {}\n{}",
+                topics.state.messages,
+                dead.state.messages,
                 daprd.log()
             );
         };
@@ -346,11 +340,13 @@ async fn round_trip(test: &str, dead_letter: bool) {
         routes.starts_with(&["/payments".to_string()]),
         "the app saw {routes:?}"
     );
-    // The dead letter is in the operator's stream.
-    let info = stream_info(&server.url(), &stream_name).await;
+    // The same message (the same CloudEvent id), and it is stored in the dead-letter stream.
+    assert_eq!(dead["id"].as_str(), Some(failed_id.as_str()), "{dead}");
+    let info = stream_info(&server.url(), &dead_letters).await;
+    assert_eq!(info.state.messages, 1, "the dead letter is stored once");
     eprintln!(
         "figures: jss Ready {ready_after:.1?} after start, daprd healthy in {healthy:.1?}, \
-         deliveries {routes:?}, stream {} messages, total {:.1?}",
+         deliveries {routes:?}, dead-letter stream {} messages, total {:.1?}",
         info.state.messages,
         started.elapsed()
     );

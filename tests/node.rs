@@ -93,7 +93,8 @@ impl Release {
             ns.clone(),
             "--set".into(),
             format!("image.repository={repo}"),
-            "--set".into(),
+            // A string whatever it looks like: a tag of digits only is a number to --set.
+            "--set-string".into(),
             format!("image.tag={tag}"),
             "--set".into(),
             "image.pullPolicy=Never".into(),
@@ -474,7 +475,7 @@ async fn helm_upgrade_rolls_the_pod_and_the_new_one_takes_over() {
         "--reuse-values",
         "--set",
         &format!("image.repository={repo}"),
-        "--set",
+        "--set-string",
         &format!("image.tag={tag}"),
         "--set",
         "logLevel=debug",

@@ -8,12 +8,12 @@ use crate::support;
 use std::collections::BTreeMap;
 
 use async_nats::jetstream::{self, stream};
-use jetstream_kv_operator::crd::ConditionType;
+use jetstream_kv_operator::crd::{ConditionType, ReconcileStatus};
 use jetstream_kv_operator::pubsub::resource::{
-    JetStreamStreamSpec, JetStreamStreamStatus, TopicStatus,
+    JetStreamStreamSpec, JetStreamStreamStatus, StreamConfig, StreamStatus, TopicStatus,
 };
 use jetstream_kv_operator::pubsub::stream::{
-    Desired, OtherStream, STORAGE_ANNOTATION, SUBJECTS_ANNOTATION, plan, stream_settings,
+    Desired, OtherStream, Role, STORAGE_ANNOTATION, SUBJECTS_ANNOTATION, plan, stream_settings,
 };
 use jetstream_kv_operator::pubsub::{
     JetStreamStream, StreamPlan, Subscription, derive_subjects, pubsub_config,
@@ -59,8 +59,9 @@ async fn subscriptions_round_trip_through_the_crd_and_give_the_stream_its_subjec
     let prefixed = |t: &str| format!("{}{t}", ns.name);
     assert_eq!(
         subjects.subjects,
-        [prefixed("orders"), prefixed("payments"), prefixed("poison")]
+        [prefixed("orders"), prefixed("payments")]
     );
+    assert_eq!(subjects.dead_letters, [prefixed("poison")]);
     assert!(subjects.uncovered.is_empty());
 }
 
@@ -75,7 +76,9 @@ async fn the_jetstreamstream_crd_takes_what_the_operator_writes() {
         servers: vec!["nats://127.0.0.1:4222".into()],
         auth: Some("none".into()),
         topic_prefix: None,
-        subjects: vec!["orders".into(), "poison".into()],
+        subjects: vec!["orders".into()],
+        dead_letter_stream: Some("EVENTS_deadletter".into()),
+        dead_letter_subjects: vec!["poison".into()],
         ..Default::default()
     };
     let created = api
@@ -88,27 +91,43 @@ async fn the_jetstreamstream_crd_takes_what_the_operator_writes() {
     assert_eq!(created.spec, spec);
 
     let status = JetStreamStreamStatus {
-        observed_generation: created.metadata.generation,
-        component_generation: Some(1),
-        conditions: vec![Condition {
-            type_: ConditionType::SubjectsCovered.as_str().into(),
-            status: "False".into(),
-            reason: "SubjectOverlap".into(),
-            message: "poison overlaps poison of stream OTHER".into(),
+        reconcile: ReconcileStatus {
             observed_generation: created.metadata.generation,
-            // Whole seconds: what the API server keeps.
-            last_transition_time: Time(
-                jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).expect("now"),
-            ),
-        }],
+            component_generation: Some(1),
+            conditions: vec![Condition {
+                type_: ConditionType::SubjectsCovered.as_str().into(),
+                status: "False".into(),
+                reason: "SubjectOverlap".into(),
+                message: "poison overlaps poison of stream OTHER".into(),
+                observed_generation: created.metadata.generation,
+                // Whole seconds: what the API server keeps.
+                last_transition_time: Time(
+                    jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).expect("now"),
+                ),
+            }],
+        },
         topics: vec![TopicStatus {
             topic: "poison".into(),
             subject: "poison".into(),
             source: "dead-letter topic of Subscription payments".into(),
+            stream: Some("EVENTS_deadletter".into()),
             covered: false,
             problem: Some("poison overlaps poison of stream OTHER".into()),
         }],
         stream: None,
+        dead_letter_stream: Some(StreamStatus {
+            name: "EVENTS_deadletter".into(),
+            managed: true,
+            subjects: vec!["orders".into()],
+            config: StreamConfig {
+                retention: "limits".into(),
+                storage: "file".into(),
+                replicas: 1,
+                duplicate_window: "2m".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
     };
     let patch = serde_json::json!({
         "apiVersion": "jetstreamkv.io/v1alpha1",
@@ -136,6 +155,8 @@ async fn the_jetstreamstream_crd_takes_what_the_operator_writes() {
     assert!(out.contains("STREAM"), "{out}");
     assert!(out.contains("EVENTS"), "{out}");
     assert!(out.contains("SUBJECTS"), "{out}");
+    assert!(out.contains("DEADLETTERS"), "{out}");
+    assert!(out.contains("EVENTS_deadletter"), "{out}");
 }
 
 fn owner() -> &'static str {
@@ -204,7 +225,8 @@ async fn every_plan_is_one_nats_server_accepts_and_refusals_send_nothing() {
     .flat_map(Subscription::topics)
     .collect();
     let subjects = derive_subjects(&settings.subjects, &topics, None).unwrap();
-    assert_eq!(subjects.subjects, ["orders.>", "payments", "poison"]);
+    assert_eq!(subjects.subjects, ["orders.>", "payments"]);
+    assert_eq!(subjects.dead_letters, ["poison"]);
 
     // Absent: created, with Dapr's defaults.
     let d = Desired {
@@ -212,6 +234,7 @@ async fn every_plan_is_one_nats_server_accepts_and_refusals_send_nothing() {
         subjects: &subjects.subjects,
         owner: owner(),
         settings: &settings,
+        role: Role::Topics,
     };
     let StreamPlan::Create(config) = plan(&d, None, &others(&js, "EVENTS").await, None, false)
     else {
@@ -222,6 +245,62 @@ async fn every_plan_is_one_nats_server_accepts_and_refusals_send_nothing() {
     assert_eq!(created.retention, stream::RetentionPolicy::Limits);
     assert_eq!(created.discard, stream::DiscardPolicy::Old);
     assert_eq!(created.duplicate_window.as_secs(), 120);
+    // The dead-letter topics: a stream of their own, planned the same way, next to it.
+    let dead = Desired {
+        stream: "EVENTS_deadletter",
+        subjects: &subjects.dead_letters,
+        role: Role::DeadLetters,
+        ..d
+    };
+    let StreamPlan::Create(config) = plan(
+        &dead,
+        None,
+        &others(&js, "EVENTS_deadletter").await,
+        None,
+        false,
+    ) else {
+        panic!("expected a create");
+    };
+    js.create_stream(*config).await.expect("created as planned");
+    let dead_created = live(&js, "EVENTS_deadletter").await.expect("exists");
+    assert_eq!(dead_created.subjects, ["poison"]);
+    assert_eq!(dead_created.duplicate_window.as_secs(), 120);
+    // Each subject resolves to exactly its stream, as daprd looks it up.
+    for (subject, stream) in [
+        ("orders.new", "EVENTS"),
+        ("payments", "EVENTS"),
+        ("poison", "EVENTS_deadletter"),
+    ] {
+        let found = js.stream_by_subject(subject).await.expect("lookup");
+        assert_eq!(found, stream, "{subject}");
+    }
+    // What daprd does with a failed message: publishes it to the dead-letter topic with the
+    // same Nats-Msg-Id. The dead-letter stream stores it (the topics' stream would not).
+    let with_id = |subject: &str| {
+        let js = js.clone();
+        let subject = subject.to_string();
+        async move {
+            js.send_publish(
+                subject,
+                jetstream::message::PublishMessage::build()
+                    .message_id("cloudevent-1")
+                    .payload("m".into()),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("ack")
+        }
+    };
+    assert!(!with_id("payments").await.duplicate);
+    assert!(
+        !with_id("poison").await.duplicate,
+        "the dead letter is stored"
+    );
+    assert!(
+        with_id("payments").await.duplicate,
+        "in one stream it would be a duplicate"
+    );
     // Publishing works on each subject daprd will use.
     for subject in ["orders.new", "payments", "poison"] {
         js.publish(subject, "m".into())
@@ -253,10 +332,7 @@ async fn every_plan_is_one_nats_server_accepts_and_refusals_send_nothing() {
     assert_eq!(added, ["refunds"]);
     js.update_stream(*config).await.expect("updated as planned");
     let updated = live(&js, "EVENTS").await.unwrap();
-    assert_eq!(
-        updated.subjects,
-        ["orders.>", "payments", "poison", "refunds"]
-    );
+    assert_eq!(updated.subjects, ["orders.>", "payments", "refunds"]);
 
     // Refusals, decided before anything is sent.
     let blocked_reason = |p: StreamPlan| match p {
@@ -428,7 +504,20 @@ async fn a_component_and_its_subscriptions_get_a_stream_that_grows_with_them_and
 
     let stream = format!("{}_events", ns.name);
     let p = |t: &str| format!("{}{t}", ns.name);
-    let jss = wait_ready(&client, &ns.name, "events", "True", "StreamManaged").await;
+    // Ready with both Subscriptions seen: three topics, the dead-letter one in its stream.
+    let api: Api<JetStreamStream> = Api::namespaced(client.clone(), &ns.name);
+    let jss = support::eventually(
+        std::time::Duration::from_secs(60),
+        "jss/events Ready with the three topics covered",
+        || async {
+            let jss = api.get_opt("events").await.ok().flatten()?;
+            let ready = jss.condition(ConditionType::Ready)?.reason == "StreamManaged";
+            let topics = &jss.status.as_ref()?.topics;
+            (ready && topics.len() == 3 && topics.iter().all(|t| t.covered)).then_some(jss)
+        },
+        async || support::describe(&ns.name, "jss", "events"),
+    )
+    .await;
     assert_eq!(jss.spec.stream.as_deref(), Some(stream.as_str()));
     assert_eq!(jss.spec.topic_prefix.as_deref(), Some(ns.name.as_str()));
     let created = live(&js, &stream)
@@ -436,20 +525,89 @@ async fn a_component_and_its_subscriptions_get_a_stream_that_grows_with_them_and
         .expect("the stream exists on the server");
     let mut subjects = created.subjects.clone();
     subjects.sort();
-    assert_eq!(subjects, [p("orders"), p("payments"), p("poison")]);
+    assert_eq!(subjects, [p("orders"), p("payments")]);
     assert_eq!(created.retention, stream::RetentionPolicy::Limits);
     assert_eq!(created.storage, stream::StorageType::File);
     assert_eq!(created.discard, stream::DiscardPolicy::Old);
     assert_eq!(created.duplicate_window.as_secs(), 120);
+    // The dead-letter topic: in a stream of its own, with the same settings.
+    let dead_letters = format!("{stream}_deadletter");
+    let dead = live(&js, &dead_letters)
+        .await
+        .expect("the dead-letter stream exists on the server");
+    assert_eq!(dead.subjects, [p("poison")]);
+    assert_eq!(
+        (
+            dead.retention,
+            dead.storage,
+            dead.discard,
+            dead.duplicate_window
+        ),
+        (
+            created.retention,
+            created.storage,
+            created.discard,
+            created.duplicate_window
+        )
+    );
+    assert_eq!(
+        (dead.max_age, dead.max_bytes, dead.num_replicas),
+        (created.max_age, created.max_bytes, created.num_replicas)
+    );
+    // Each subject resolves to exactly the intended stream, as daprd looks it up.
+    for (subject, want) in [
+        (p("orders"), &stream),
+        (p("payments"), &stream),
+        (p("poison"), &dead_letters),
+    ] {
+        let found = js
+            .stream_by_subject(subject.as_str())
+            .await
+            .expect("lookup");
+        assert_eq!(&found, want, "{subject}");
+    }
+    assert_eq!(
+        jss.spec.dead_letter_stream.as_deref(),
+        Some(dead_letters.as_str())
+    );
+    assert_eq!(jss.spec.dead_letter_subjects, [p("poison")]);
     let status = jss.status.as_ref().expect("status");
-    let topics: Vec<(&str, &str, bool)> = status
+    let shown = status
+        .dead_letter_stream
+        .as_ref()
+        .expect("status.deadLetterStream");
+    assert_eq!(
+        (shown.name.as_str(), shown.managed, shown.subjects.clone()),
+        (dead_letters.as_str(), true, vec![p("poison")])
+    );
+    let topics: Vec<(&str, &str, Option<&str>, bool)> = status
         .topics
         .iter()
-        .map(|t| (t.topic.as_str(), t.source.as_str(), t.covered))
+        .map(|t| {
+            (
+                t.topic.as_str(),
+                t.source.as_str(),
+                t.stream.as_deref(),
+                t.covered,
+            )
+        })
         .collect();
     assert!(
-        topics.contains(&("poison", "dead-letter topic of Subscription payments", true)),
+        topics.contains(&(
+            "poison",
+            "dead-letter topic of Subscription payments",
+            Some(dead_letters.as_str()),
+            true
+        )),
         "{topics:?}"
+    );
+    let ready = jss.condition(ConditionType::Ready).expect("Ready");
+    assert!(
+        ready
+            .message
+            .contains(&format!("dead letters go to stream {dead_letters}")),
+        "{}",
+        ready.message
     );
     let covered = jss
         .condition(ConditionType::SubjectsCovered)
@@ -475,7 +633,7 @@ async fn a_component_and_its_subscriptions_get_a_stream_that_grows_with_them_and
         "the new Subscription's subject on the stream",
         || async {
             let config = live(&js, &stream).await?;
-            (config.subjects.contains(&p("refunds")) && config.subjects.len() == 4).then_some(())
+            (config.subjects.contains(&p("refunds")) && config.subjects.len() == 3).then_some(())
         },
         async || support::describe(&ns.name, "jss", "events"),
     )
@@ -503,6 +661,10 @@ async fn a_component_and_its_subscriptions_get_a_stream_that_grows_with_them_and
     tokio::time::sleep(support::RESYNC + std::time::Duration::from_secs(1)).await;
     let mut kept = js.get_stream(&stream).await.expect("the stream is kept");
     assert_eq!(kept.info().await.expect("info").state.messages, 1);
+    assert!(
+        live(&js, &dead_letters).await.is_some(),
+        "the dead-letter stream is kept"
+    );
 }
 
 #[tokio::test]
@@ -680,18 +842,61 @@ async fn at_rest_nothing_is_written_and_deletion_policy_delete_deletes_only_its_
             .annotation("jetstreamkv.io/deletion-policy", "delete")
             .yaml(),
     );
-    let jss = wait_ready(&client, &ns.name, "events", "True", "StreamManaged").await;
+    let dead_topic = format!("{topic}dead");
+    subscribe(
+        &client,
+        &ns.name,
+        "failing",
+        "events",
+        &format!("{topic}in"),
+        Some(&dead_topic),
+    )
+    .await;
     let stream = format!("{}_events", ns.name);
+    let dead_letters = format!("{stream}_deadletter");
+    let api: Api<JetStreamStream> = Api::namespaced(client.clone(), &ns.name);
+    let jss = support::eventually(
+        std::time::Duration::from_secs(60),
+        "jss/events Ready with its dead-letter stream",
+        || async {
+            let jss = api.get_opt("events").await.ok().flatten()?;
+            let ready = jss.condition(ConditionType::Ready)?;
+            (ready.reason == "StreamManaged" && jss.status.as_ref()?.dead_letter_stream.is_some())
+                .then_some(jss)
+        },
+        async || support::describe(&ns.name, "jss", "events"),
+    )
+    .await;
     assert!(live(&js, &stream).await.is_some(), "created");
+    assert_eq!(
+        live(&js, &dead_letters).await.map(|c| c.subjects),
+        Some(vec![dead_topic.clone()]),
+        "the dead-letter stream created"
+    );
 
     // Two resyncs later, nothing was written again.
     tokio::time::sleep(support::RESYNC * 2 + std::time::Duration::from_secs(1)).await;
-    let api: Api<JetStreamStream> = Api::namespaced(client.clone(), &ns.name);
     let again = api.get("events").await.expect("get");
     assert_eq!(
         again.metadata.resource_version, jss.metadata.resource_version,
         "a resync without change wrote the JetStreamStream"
     );
+    // Deleted by hand: written again (the operator reads it from its cache, not the API).
+    api.delete("events", &Default::default())
+        .await
+        .expect("delete the JetStreamStream");
+    support::eventually(
+        std::time::Duration::from_secs(60),
+        "jss/events written again after its deletion",
+        || async {
+            let jss = api.get_opt("events").await.ok().flatten()?;
+            (jss.metadata.uid != again.metadata.uid
+                && jss.condition(ConditionType::Ready)?.status == "True")
+                .then_some(())
+        },
+        async || support::describe(&ns.name, "jss", "events"),
+    )
+    .await;
 
     // A second Component naming the same stream only verifies it, and its deletion keeps it.
     control_plane().apply(
@@ -719,6 +924,10 @@ async fn at_rest_nothing_is_written_and_deletion_policy_delete_deletes_only_its_
         live(&js, &stream).await.is_some(),
         "kept: made for another Component"
     );
+    assert!(
+        live(&js, &dead_letters).await.is_some(),
+        "its dead-letter stream kept too"
+    );
 
     // Its own Component's deletion deletes it.
     control_plane()
@@ -737,4 +946,76 @@ async fn at_rest_nothing_is_written_and_deletion_policy_delete_deletes_only_its_
         .expect("the Component's deletion finishes");
     let names: Vec<String> = others(&js, "").await.into_iter().map(|o| o.name).collect();
     assert!(!names.contains(&stream), "{stream} deleted: {names:?}");
+    assert!(
+        !names.contains(&dead_letters),
+        "{dead_letters} deleted: {names:?}"
+    );
+    let events = support::events_of(&ns.name, "events").await;
+    assert!(
+        events
+            .iter()
+            .any(|(reason, message)| reason == "BucketDeleted"
+                && message.contains(&format!("{stream} and {dead_letters}"))),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn with_stream_name_a_subscribed_dead_letter_topic_is_reported_and_its_dead_letters_kept() {
+    let client = support::client().await;
+    support::operator();
+    let ns = TestNamespace::new(&client, "pubsub-named-dead").await;
+    let url = support::nats().url();
+    let js = support::jetstream(&url).await;
+    let sfx = support::random_suffix();
+    let stream = format!("NAMED{sfx}");
+    control_plane().apply(
+        &pubsub_component(&ns.name, "events", &url)
+            .item("streamName", &stream)
+            .yaml(),
+    );
+    let (pay, poison) = (format!("pay{sfx}"), format!("poison{sfx}"));
+    subscribe(&client, &ns.name, "payments", "events", &pay, Some(&poison)).await;
+    // Someone subscribes to the dead letters: with streamName, daprd would bind that
+    // subscription to the named stream, where no dead letter ever arrives.
+    subscribe(&client, &ns.name, "poison", "events", &poison, None).await;
+
+    let jss = wait_ready(
+        &client,
+        &ns.name,
+        "events",
+        "False",
+        "DeadLetterSubscriptionUnreachable",
+    )
+    .await;
+    let message = &jss.condition(ConditionType::Ready).expect("Ready").message;
+    for said in [
+        poison.as_str(),
+        "remove streamName",
+        &format!("{stream}_deadletter"),
+    ] {
+        assert!(message.contains(said), "{said} in: {message}");
+    }
+    let covered = jss
+        .condition(ConditionType::SubjectsCovered)
+        .expect("SubjectsCovered");
+    assert_eq!(covered.status, "False");
+    // The dead letters are kept all the same: their own stream holds the subject.
+    assert_eq!(
+        live(&js, &stream).await.map(|c| c.subjects),
+        Some(vec![pay.clone()])
+    );
+    assert_eq!(
+        live(&js, &format!("{stream}_deadletter"))
+            .await
+            .map(|c| c.subjects),
+        Some(vec![poison.clone()])
+    );
+    let events = support::events_of(&ns.name, "events").await;
+    assert!(
+        events
+            .iter()
+            .any(|(reason, _)| reason == "DeadLetterSubscriptionUnreachable"),
+        "a Warning Event says it: {events:?}"
+    );
 }

@@ -29,6 +29,7 @@ local needs_change = {
   InvalidStreamName = true, InvalidSubject = true, OverlappingSubjects = true,
   TooManySubjects = true, WorkQueueRefused = true, NoSubjects = true, SubjectOverlap = true,
   SubjectsNotCovered = true, TopicsNotCovered = true, StreamNotUsable = true,
+  DeadLetterSubscriptionUnreachable = true,
 }
 
 local function describe(c)

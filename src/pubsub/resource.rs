@@ -7,7 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::crd::{ConditionType, conditions_schema};
+use crate::crd::{ConditionType, ReconcileStatus};
 
 /// Spec of a JetStreamStream. Written by the operator only: it shows what the operator understood
 /// of the Component. It never holds a secret value.
@@ -25,6 +25,7 @@ use crate::crd::{ConditionType, conditions_schema};
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Managed","type":"boolean","priority":1,"jsonPath":".status.stream.managed"}"#,
     printcolumn = r#"{"name":"Subjects","type":"string","priority":1,"jsonPath":".spec.subjects"}"#,
+    printcolumn = r#"{"name":"DeadLetters","type":"string","priority":1,"jsonPath":".spec.deadLetterStream"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -46,9 +47,18 @@ pub struct JetStreamStreamSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic_prefix: Option<String>,
     /// The subjects the stream must hold: the `jetstreamkv.io/subjects` annotation and the
-    /// discovered topics, prefix applied.
+    /// discovered topics, prefix applied; dead-letter topics are in `deadLetterSubjects`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subjects: Vec<String>,
+    /// The stream of the dead-letter topics (`<stream>_deadletter`). They have one of their own:
+    /// daprd publishes a dead letter with the failed message's id as `Nats-Msg-Id`, which the
+    /// topics' stream would drop as a duplicate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_stream: Option<String>,
+    /// The subjects the dead-letter stream must hold: the `deadLetterTopic`s of the
+    /// Subscriptions, prefix applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dead_letter_subjects: Vec<String>,
     /// The stream configuration the Component asks for (defaults filled in).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<StreamConfig>,
@@ -81,17 +91,10 @@ pub struct StreamConfig {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JetStreamStreamStatus {
-    /// The JetStreamStream generation this status reflects.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-    /// The Component generation this status reflects.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub component_generation: Option<i64>,
-    /// Ready, and the detail behind it: CredentialsResolved, Connected, StreamAvailable,
-    /// SubjectsCovered, ConfigSynced; Reconciling and Stalled (kstatus) while true.
-    #[serde(default)]
-    #[schemars(schema_with = "conditions_schema")]
-    pub conditions: Vec<Condition>,
+    /// The generations reflected and the conditions: CredentialsResolved, Connected,
+    /// StreamAvailable, SubjectsCovered, ConfigSynced.
+    #[serde(flatten)]
+    pub reconcile: ReconcileStatus,
     /// The topics the operator found (declarative Subscriptions, their dead-letter topics, the
     /// Component's allowedTopics and scopes) and whether the stream covers each. Programmatic
     /// and streaming subscriptions are invisible to the operator and never listed.
@@ -100,6 +103,9 @@ pub struct JetStreamStreamStatus {
     /// What the server reports about the stream, when it was reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamStatus>,
+    /// What the server reports about the dead-letter stream, when it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_stream: Option<StreamStatus>,
 }
 
 /// One discovered topic.
@@ -112,6 +118,10 @@ pub struct TopicStatus {
     pub subject: String,
     /// Where it was found, e.g. `Subscription orders`.
     pub source: String,
+    /// The stream that holds (or is to hold) its subject: the dead-letter stream for a
+    /// dead-letter topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
     /// Whether the stream covers it.
     pub covered: bool,
     /// Why it is not covered.
@@ -147,7 +157,7 @@ pub struct StreamStatus {
 impl JetStreamStream {
     /// The condition of a type, if set.
     pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
-        crate::crd::find_condition(&self.status.as_ref()?.conditions, type_.as_str())
+        self.status.as_ref()?.reconcile.condition(type_.as_str())
     }
 }
 
@@ -181,7 +191,15 @@ mod tests {
             .collect();
         assert_eq!(
             columns,
-            ["Stream", "Ready", "Reason", "Managed", "Subjects", "Age"]
+            [
+                "Stream",
+                "Ready",
+                "Reason",
+                "Managed",
+                "Subjects",
+                "DeadLetters",
+                "Age"
+            ]
         );
         let conditions = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
             ["conditions"];
@@ -194,16 +212,19 @@ mod tests {
         let mut s = JetStreamStream::new("events", JetStreamStreamSpec::default());
         assert!(s.condition(ConditionType::Ready).is_none());
         s.status = Some(JetStreamStreamStatus {
-            conditions: vec![Condition {
-                type_: "SubjectsCovered".into(),
-                status: "False".into(),
-                reason: "SubjectOverlap".into(),
-                message: "m".into(),
-                observed_generation: Some(1),
-                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                    jiff::Timestamp::UNIX_EPOCH,
-                ),
-            }],
+            reconcile: ReconcileStatus {
+                conditions: vec![Condition {
+                    type_: "SubjectsCovered".into(),
+                    status: "False".into(),
+                    reason: "SubjectOverlap".into(),
+                    message: "m".into(),
+                    observed_generation: Some(1),
+                    last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        jiff::Timestamp::UNIX_EPOCH,
+                    ),
+                }],
+                ..Default::default()
+            },
             ..Default::default()
         });
         let c = s.condition(ConditionType::SubjectsCovered).unwrap();

@@ -147,13 +147,28 @@ pub struct Uncovered {
     pub problem: String,
 }
 
-/// The subjects a Component's stream must hold.
+/// The subjects a Component's streams must hold.
+///
+/// Dead-letter topics get a stream of their own: daprd publishes a dead letter with the failed
+/// message's CloudEvent id as `Nats-Msg-Id`, so in the topic's stream the duplicate window would
+/// acknowledge it as a duplicate and drop it. A topic that is both a dead-letter topic and a
+/// normal topic (subscribed to, allowed) is a dead-letter subject only: a subject belongs to one
+/// stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Subjects {
-    /// Sorted, without duplicates and without a subject another one covers.
+    /// The topics' stream: sorted, without duplicates and without a subject another one covers.
     pub subjects: Vec<String>,
+    /// The dead-letter stream's, the same way.
+    pub dead_letters: Vec<String>,
     /// Discovered topics left out, each with its reason.
     pub uncovered: Vec<Uncovered>,
+}
+
+impl Subjects {
+    /// Whether `subject` (prefix applied) belongs to the dead-letter stream.
+    pub fn is_dead_letter(&self, subject: &str) -> bool {
+        self.dead_letters.iter().any(|d| covers(d, subject))
+    }
 }
 
 /// A subject from the user that cannot be used: the Component must change.
@@ -203,9 +218,12 @@ pub fn parse_user_subjects(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The subjects the stream must hold: the user's patterns and every discovered topic, each with
-/// `prefix` (the namespace, when daprd prepends it) in front. A discovered topic that is not a
-/// valid subject, or that partly overlaps a user pattern, is reported in `uncovered` instead.
+/// The subjects the streams must hold: the user's patterns and every discovered topic, each with
+/// `prefix` (the namespace, when daprd prepends it) in front; dead-letter topics apart (see
+/// [`Subjects`]). A discovered topic that is not a valid subject, or that partly overlaps a user
+/// pattern, is reported in `uncovered` instead; so is a dead-letter topic that any user pattern
+/// matches (its dead letters would land in the topics' stream and be dropped as duplicates), and
+/// a topic that partly overlaps a dead-letter topic.
 pub fn derive_subjects(
     user: &[String],
     discovered: &[DiscoveredTopic],
@@ -219,17 +237,49 @@ pub fn derive_subjects(
     let prefix = prefix.unwrap_or_default();
     let mut wanted = user_subjects(user, prefix)?;
     let user_set: Vec<String> = wanted.iter().cloned().collect();
-    let uncovered = add_discovered(&mut wanted, &user_set, discovered, prefix);
+    let (dead, normal) = split_dead_letters(discovered);
+    let mut dead_set = BTreeSet::new();
+    let mut uncovered = add_discovered(
+        &mut dead_set,
+        &user_set,
+        StreamOf::DeadLetters,
+        &dead,
+        prefix,
+    );
+    let dead_set: Vec<String> = dead_set.into_iter().collect();
+    uncovered.extend(add_discovered(
+        &mut wanted,
+        &user_set,
+        StreamOf::Topics(&dead_set),
+        &normal,
+        prefix,
+    ));
+    uncovered.sort_by(|a, b| a.topic.cmp(&b.topic));
     let subjects = without_covered(wanted);
-    if subjects.len() > MAX_SUBJECTS {
-        return Err(SubjectError::TooMany {
-            count: subjects.len(),
-        });
+    let dead_letters = without_covered(dead_set.into_iter().collect());
+    let count = subjects.len() + dead_letters.len();
+    if count > MAX_SUBJECTS {
+        return Err(SubjectError::TooMany { count });
     }
     Ok(Subjects {
         subjects,
+        dead_letters,
         uncovered,
     })
+}
+
+/// The dead-letter topics (with every other source of the same topic), and the rest.
+fn split_dead_letters(
+    discovered: &[DiscoveredTopic],
+) -> (Vec<&DiscoveredTopic>, Vec<&DiscoveredTopic>) {
+    let dead: BTreeSet<&str> = discovered
+        .iter()
+        .filter(|t| matches!(t.source, TopicSource::DeadLetter(_)))
+        .map(|t| t.topic.as_str())
+        .collect();
+    discovered
+        .iter()
+        .partition(|t| dead.contains(t.topic.as_str()))
 }
 
 /// The user's patterns, prefixed: each a valid subject, no two partly overlapping.
@@ -270,41 +320,24 @@ fn user_subjects(user: &[String], prefix: &str) -> Result<BTreeSet<String>, Subj
     Ok(wanted)
 }
 
-/// Adds each discovered topic's subject to `wanted`; returns those that cannot be added (not a
-/// valid subject, or partly overlapping a user pattern), with why.
+/// Adds each discovered topic's subject to `wanted`; returns those that cannot be added, with
+/// why. `of` says which stream they are for.
 fn add_discovered(
     wanted: &mut BTreeSet<String>,
     user_set: &[String],
-    discovered: &[DiscoveredTopic],
+    of: StreamOf<'_>,
+    discovered: &[&DiscoveredTopic],
     prefix: &str,
 ) -> Vec<Uncovered> {
     let mut uncovered = Vec::new();
-    let mut topics: Vec<&DiscoveredTopic> = discovered.iter().collect();
+    let mut topics: Vec<&DiscoveredTopic> = discovered.to_vec();
     topics.sort();
     topics.dedup();
     for topic in topics {
         let subject = format!("{prefix}{}", topic.topic);
-        let problem = subject_problem(&subject).map(|p| {
-            format!(
-                "{p}{}",
-                if prefix.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (namespace prefix {prefix:?} applied)")
-                }
-            )
-        });
-        let problem = problem.or_else(|| {
-            user_set
-                .iter()
-                .find(|u| collide(u, &subject) && !covers(u, &subject) && !covers(&subject, u))
-                .map(|u| {
-                    format!(
-                        "it overlaps the subject {u:?} of the jetstreamkv.io/subjects annotation \
-                         without being covered by it"
-                    )
-                })
-        });
+        let problem = subject_problem(&subject)
+            .map(|p| format!("{p}{}", prefix_note(prefix)))
+            .or_else(|| overlap_problem(&subject, user_set, of));
         match problem {
             Some(problem) => uncovered.push(Uncovered {
                 topic: topic.clone(),
@@ -317,6 +350,53 @@ fn add_discovered(
         }
     }
     uncovered
+}
+
+fn prefix_note(prefix: &str) -> String {
+    if prefix.is_empty() {
+        String::new()
+    } else {
+        format!(" (namespace prefix {prefix:?} applied)")
+    }
+}
+
+/// Which stream discovered topics are for.
+#[derive(Clone, Copy)]
+enum StreamOf<'a> {
+    /// The dead-letter stream: no user pattern may match them.
+    DeadLetters,
+    /// The topics' stream: they may not overlap these dead-letter subjects.
+    Topics(&'a [String]),
+}
+
+/// Why a discovered subject cannot be in its stream because of another subject, if it cannot.
+fn overlap_problem(subject: &str, user_set: &[String], of: StreamOf<'_>) -> Option<String> {
+    let dead_letters = match of {
+        StreamOf::Topics(dead_letters) => dead_letters,
+        StreamOf::DeadLetters => return user_set.iter().find(|u| collide(u, subject)).map(|u| {
+            format!(
+                "it is a dead-letter topic and the subject {u:?} of the jetstreamkv.io/subjects \
+                 annotation matches it: its dead letters would be stored in the topics' stream \
+                 and dropped there as duplicates (daprd reuses the failed message's id); choose \
+                 a dead-letter topic outside that pattern"
+            )
+        }),
+    };
+    if let Some(u) = user_set
+        .iter()
+        .find(|u| collide(u, subject) && !covers(u, subject) && !covers(subject, u))
+    {
+        return Some(format!(
+            "it overlaps the subject {u:?} of the jetstreamkv.io/subjects annotation without \
+             being covered by it"
+        ));
+    }
+    dead_letters.iter().find(|d| collide(d, subject)).map(|d| {
+        format!(
+            "it overlaps the dead-letter topic {d:?}, which has a stream of its own; a \
+                 subject can be in one stream only: rename one of them"
+        )
+    })
 }
 
 /// The subjects, without those another one covers.
@@ -435,6 +515,7 @@ mod tests {
             discovered: Vec<DiscoveredTopic>,
             prefix: Option<&'static str>,
             subjects: &'static [&'static str],
+            dead_letters: &'static [&'static str],
             uncovered: &'static [&'static str],
         }
         let cases = [
@@ -447,7 +528,8 @@ mod tests {
                     dead("poison", "b"),
                 ],
                 prefix: None,
-                subjects: &["orders", "payments", "poison"],
+                subjects: &["orders", "payments"],
+                dead_letters: &["poison"],
                 uncovered: &[],
             },
             Case {
@@ -456,6 +538,7 @@ mod tests {
                 discovered: vec![sub("orders.new", "a"), sub("orders.paid", "b")],
                 prefix: None,
                 subjects: &["orders.>"],
+                dead_letters: &[],
                 uncovered: &[],
             },
             Case {
@@ -463,7 +546,8 @@ mod tests {
                 user: &["audit.>"],
                 discovered: vec![sub("orders", "a"), dead("poison", "a")],
                 prefix: Some("prod"),
-                subjects: &["prodaudit.>", "prodorders", "prodpoison"],
+                subjects: &["prodaudit.>", "prodorders"],
+                dead_letters: &["prodpoison"],
                 uncovered: &[],
             },
             Case {
@@ -479,6 +563,7 @@ mod tests {
                 ],
                 prefix: None,
                 subjects: &["orders"],
+                dead_letters: &[],
                 uncovered: &[],
             },
             Case {
@@ -491,6 +576,7 @@ mod tests {
                 ],
                 prefix: None,
                 subjects: &["orders"],
+                dead_letters: &[],
                 uncovered: &["$KV.cart.k", "my orders"],
             },
             Case {
@@ -499,13 +585,55 @@ mod tests {
                 discovered: vec![sub("orders.new.*", "a")],
                 prefix: None,
                 subjects: &["orders.*.eu"],
+                dead_letters: &[],
                 uncovered: &["orders.new.*"],
+            },
+            Case {
+                name: "a subscribed dead-letter topic is in the dead-letter stream only",
+                user: &[],
+                discovered: vec![
+                    sub("payments", "a"),
+                    dead("poison", "a"),
+                    sub("poison", "p"),
+                    DiscoveredTopic {
+                        topic: "poison".into(),
+                        source: TopicSource::AllowedTopics,
+                    },
+                ],
+                prefix: None,
+                subjects: &["payments"],
+                dead_letters: &["poison"],
+                uncovered: &[],
+            },
+            Case {
+                name: "a user pattern may not take a dead-letter topic",
+                user: &["orders.>"],
+                discovered: vec![sub("orders.new", "a"), dead("orders.dead", "a")],
+                prefix: None,
+                subjects: &["orders.>"],
+                dead_letters: &[],
+                uncovered: &["orders.dead"],
+            },
+            Case {
+                name: "a topic pattern that overlaps a dead-letter topic",
+                user: &[],
+                discovered: vec![sub("audit.*", "a"), dead("audit.dead", "b")],
+                prefix: None,
+                subjects: &[],
+                dead_letters: &["audit.dead"],
+                uncovered: &["audit.*"],
             },
         ];
         for case in cases {
             let got = derive_subjects(&strings(case.user), &case.discovered, case.prefix)
                 .unwrap_or_else(|e| panic!("{}: {e}", case.name));
             assert_eq!(got.subjects, strings(case.subjects), "{}", case.name);
+            assert_eq!(
+                got.dead_letters,
+                strings(case.dead_letters),
+                "{}",
+                case.name
+            );
             let uncovered: Vec<&str> = got.uncovered.iter().map(|u| u.subject.as_str()).collect();
             assert_eq!(uncovered, case.uncovered, "{}", case.name);
         }

@@ -48,13 +48,24 @@ pub fn subscribed_count(topics: &[DiscoveredTopic]) -> usize {
         .len()
 }
 
-/// One status entry per discovered topic (at most [`MAX_SUBJECTS`]): covered when the stream
-/// will hold its subject and, once the live subjects are known, when they do.
+/// A stream of the Component and, once it was read, its live subjects.
+#[derive(Clone, Copy, Debug)]
+pub struct Held<'a> {
+    /// The stream's name.
+    pub stream: &'a str,
+    /// Its live subjects; None before it was read (or when it does not exist yet).
+    pub live: Option<&'a [String]>,
+}
+
+/// One status entry per discovered topic (at most [`MAX_SUBJECTS`]): the stream meant to hold
+/// it (`topics`, or `dead_letters` for a dead-letter subject), and whether it is covered: when
+/// that stream will hold its subject and, once its live subjects are known, when they do.
 pub fn topic_statuses(
     topics: &[DiscoveredTopic],
     subjects: &Subjects,
     prefix: Option<&str>,
-    live_subjects: Option<&[String]>,
+    streams: Held<'_>,
+    dead_letters: Held<'_>,
 ) -> Vec<TopicStatus> {
     let prefix = prefix.unwrap_or_default();
     topics
@@ -62,20 +73,22 @@ pub fn topic_statuses(
         .take(MAX_SUBJECTS)
         .map(|t| {
             let subject = format!("{prefix}{}", t.topic);
-            let problem = subjects
-                .uncovered
-                .iter()
-                .find(|u| &u.topic == t)
-                .map(|u| u.problem.clone())
-                .or_else(|| {
-                    live_subjects
-                        .filter(|live| !live.iter().any(|l| covers(l, &subject)))
-                        .map(|_| "the stream does not hold this subject".to_owned())
-                });
+            let uncovered = subjects.uncovered.iter().find(|u| &u.topic == t);
+            let held = if subjects.is_dead_letter(&subject) {
+                dead_letters
+            } else {
+                streams
+            };
+            let problem = uncovered.map(|u| u.problem.clone()).or_else(|| {
+                held.live
+                    .filter(|live| !live.iter().any(|l| covers(l, &subject)))
+                    .map(|_| format!("stream {} does not hold this subject", held.stream))
+            });
             TopicStatus {
                 topic: t.topic.clone(),
                 subject,
                 source: t.source.to_string(),
+                stream: uncovered.is_none().then(|| held.stream.to_owned()),
                 covered: problem.is_none(),
                 problem,
             }
@@ -147,7 +160,14 @@ mod tests {
         let subjects = derive_subjects(&[], &topics, Some("shop")).unwrap();
 
         // Before the stream is read: what the plan will hold.
-        let planned = topic_statuses(&topics, &subjects, Some("shop"), None);
+        let unread = |stream| Held { stream, live: None };
+        let planned = topic_statuses(
+            &topics,
+            &subjects,
+            Some("shop"),
+            unread("S"),
+            unread("S_deadletter"),
+        );
         let covered: Vec<(&str, bool)> = planned
             .iter()
             .map(|t| (t.subject.as_str(), t.covered))
@@ -169,18 +189,60 @@ mod tests {
                 .contains("whitespace")
         );
 
-        // Against a live stream that lacks one subject.
+        let streams: Vec<Option<&str>> = planned.iter().map(|t| t.stream.as_deref()).collect();
+        assert_eq!(
+            streams,
+            [None, Some("S"), Some("S"), Some("S_deadletter")],
+            "a dead-letter topic is held by the dead-letter stream"
+        );
+
+        // Against a live stream that lacks one subject, and a dead-letter stream not read yet.
         let live = vec!["shoporders".to_string(), "shopaudit".to_string()];
-        let statuses = topic_statuses(&topics, &subjects, Some("shop"), Some(&live));
+        let read = Held {
+            stream: "S",
+            live: Some(&live),
+        };
+        let statuses = topic_statuses(
+            &topics,
+            &subjects,
+            Some("shop"),
+            read,
+            unread("S_deadletter"),
+        );
         let missing: Vec<&str> = statuses
             .iter()
             .filter(|t| !t.covered)
             .map(|t| t.topic.as_str())
             .collect();
-        assert_eq!(missing, ["my topic", "payments", "poison"]);
+        assert_eq!(missing, ["my topic", "payments"]);
         assert_eq!(
             statuses[2].problem.as_deref(),
-            Some("the stream does not hold this subject")
+            Some("stream S does not hold this subject")
+        );
+        // Once the dead-letter stream is read: it holds the dead-letter subject, not S.
+        let dead = vec!["shoppoison".to_string()];
+        let both = Held {
+            stream: "S_deadletter",
+            live: Some(&dead),
+        };
+        let statuses = topic_statuses(&topics, &subjects, Some("shop"), read, both);
+        assert!(statuses[3].covered, "{:?}", statuses[3]);
+        let everything: Vec<String> = ["shoporders", "shoppayments", "shoppoison"]
+            .map(String::from)
+            .to_vec();
+        let holds_all = Held {
+            stream: "S",
+            live: Some(&everything),
+        };
+        let lacking = Held {
+            stream: "S_deadletter",
+            live: Some(&[]),
+        };
+        let statuses = topic_statuses(&topics, &subjects, Some("shop"), holds_all, lacking);
+        assert_eq!(
+            statuses[3].problem.as_deref(),
+            Some("stream S_deadletter does not hold this subject"),
+            "the topics' stream holding it would not do"
         );
         assert_eq!(statuses[2].source, "Subscription payments");
         assert!(matches!(topics[0].source, TopicSource::Subscription(_)));

@@ -10,17 +10,20 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use rand::Rng;
 
-use super::index::{Index, Written};
+use super::index::{Index, Written, WrittenStream};
 use crate::crd::KeyValueBucket;
 use crate::dapr::Component;
 use crate::metrics::Metrics;
 use crate::nats::pool::ConnectionPool;
+use crate::pubsub::JetStreamStream;
 
 /// Shared by every reconcile of one watched scope.
 pub struct Context {
     pub client: Client,
     /// The scope's KeyValueBuckets (the previous status; whether ours still exists).
     pub kvbs: Store<KeyValueBucket>,
+    /// The scope's JetStreamStreams (the previous status; whether ours still exists).
+    pub streams: Store<JetStreamStream>,
     pub pool: Arc<ConnectionPool>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
@@ -71,12 +74,35 @@ impl Context {
 
     /// The Component's KeyValueBucket in the cache.
     pub fn cached(&self, component: &Component) -> Option<Arc<KeyValueBucket>> {
-        use kube::ResourceExt as _;
-        self.kvbs.get(
-            &ObjectRef::new(&component.name_any())
-                .within(&component.namespace().unwrap_or_default()),
-        )
+        self.kvbs.get(&same_name(component))
     }
+
+    /// The JetStreamStream as last written by us or seen by the watch, whichever is newer.
+    pub fn previous_stream(&self, key: &str, component: &Component) -> Option<WrittenStream> {
+        if let Some(w) = self.index.stream_written(key) {
+            return Some(w);
+        }
+        let jss = self.cached_stream(component)?;
+        Some(Written {
+            spec: jss.spec.clone(),
+            generation: jss.metadata.generation,
+            status: jss.status.clone().unwrap_or_default(),
+        })
+    }
+
+    /// The Component's JetStreamStream in the cache.
+    pub fn cached_stream(&self, component: &Component) -> Option<Arc<JetStreamStream>> {
+        self.streams.get(&same_name(component))
+    }
+}
+
+/// The object of the Component's name and namespace.
+fn same_name<K>(component: &Component) -> ObjectRef<K>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    use kube::ResourceExt as _;
+    ObjectRef::new(&component.name_any()).within(&component.namespace().unwrap_or_default())
 }
 
 /// `d` ±`fraction`.

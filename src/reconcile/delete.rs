@@ -79,8 +79,9 @@ pub async fn finalize(
     Ok(Action::await_change())
 }
 
-/// Deletes the stream of a `pubsub.jetstream` Component being deleted, when the operator created
-/// it for this Component (never a stream another Component or a person made).
+/// Deletes the streams of a `pubsub.jetstream` Component being deleted (its topics' and its
+/// dead-letter stream), each when the operator created it for this Component (never a stream
+/// another Component or a person made).
 async fn delete_stream(component: &Component, key: &str, ctx: &Context) -> Result<Note, Problem> {
     let validation = super::stream::validated(ctx, component).await;
     let Some((config, settings)) = validation.valid() else {
@@ -92,33 +93,75 @@ async fn delete_stream(component: &Component, key: &str, ctx: &Context) -> Resul
         &component.namespace().unwrap_or_default(),
         &component.name_any(),
     );
-    let retained = |note: String| Ok(Note::normal(Reason::BucketRetained, note));
     let client = super::execute::client(ctx, key, &config.connection(&name))
         .await
         .map_err(|e| Problem::of(ConditionType::Connected, &e))?;
     let js = async_nats::jetstream::new(client);
-    let stream = Bucket::stream(&js, &name);
+    let dead_letters = crate::pubsub::stream::dead_letter_stream_name(&name);
+    let mut deleted = Vec::new();
+    let mut kept = Vec::new();
+    for (stream, topics) in [(name.as_str(), true), (dead_letters.as_str(), false)] {
+        match delete_own_stream(ctx, &js, stream, key).await? {
+            Gone::Deleted => deleted.push(stream),
+            // No dead-letter stream: nothing to say.
+            Gone::Absent if !topics => {}
+            Gone::Absent => kept.push(format!(
+                "stream {stream} no longer exists; nothing to delete"
+            )),
+            Gone::NotOurs => kept.push(format!(
+                "stream {stream} was not created by the operator for this Component, so it is kept"
+            )),
+        }
+    }
+    let reason = if deleted.is_empty() {
+        Reason::BucketRetained
+    } else {
+        Reason::BucketDeleted
+    };
+    let mut note: Vec<String> = (!deleted.is_empty())
+        .then(|| {
+            format!(
+                "deleted stream {} and its messages (jetstreamkv.io/deletion-policy: delete)",
+                deleted.join(" and ")
+            )
+        })
+        .into_iter()
+        .collect();
+    note.extend(kept);
+    Ok(Note::normal(reason, note.join("; ")))
+}
+
+/// What became of a stream of a Component being deleted.
+enum Gone {
+    Deleted,
+    Absent,
+    NotOurs,
+}
+
+/// Deletes the stream `name` when the operator created it for the Component `key`.
+async fn delete_own_stream(
+    ctx: &Context,
+    js: &async_nats::jetstream::Context,
+    name: &str,
+    key: &str,
+) -> Result<Gone, Problem> {
+    let stream = Bucket::stream(js, name);
     let live = stream
         .fetch()
         .await
         .map_err(|e| Problem::of(ConditionType::StreamAvailable, &e))?;
     let Some(live) = live else {
-        return retained(format!("stream {name} no longer exists; nothing to delete"));
+        return Ok(Gone::Absent);
     };
     if !bucket::is_managed_by(&live.config, key) {
-        return retained(format!(
-            "stream {name} was not created by the operator for this Component, so it is kept"
-        ));
+        return Ok(Gone::NotOurs);
     }
     ctx.metrics.nats_request("delete");
     stream
         .delete()
         .await
         .map_err(|e| Problem::of(ConditionType::StreamAvailable, &e))?;
-    Ok(Note::normal(
-        Reason::BucketDeleted,
-        format!("deleted stream {name} and its messages (jetstreamkv.io/deletion-policy: delete)"),
-    ))
+    Ok(Gone::Deleted)
 }
 
 /// Deletes the bucket of a Component being deleted, when that is safe; returns the Event to
@@ -203,6 +246,7 @@ pub async fn forget(
     if ours {
         // A pub/sub Component that changed type: its JetStreamStream goes (the stream stays).
         report::delete_stream_object(ctx, component).await?;
+        ctx.index.forget_stream_written(key);
         // Applying no annotations under our field manager removes the ones we own.
         report::release_component(ctx, component).await?;
     }

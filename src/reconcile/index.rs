@@ -1,6 +1,7 @@
 //! The index: every piece of state the operator keeps per Component, in one place, with insert
 //! and remove. What it last wrote (so a reconcile that starts before the watch caught up with our
-//! own writes neither writes again nor repeats an Event), its failures in a row (the back-off),
+//! own writes neither writes again nor repeats an Event; a KeyValueBucket or, for a
+//! `pubsub.jetstream` Component, a JetStreamStream), its failures in a row (the back-off),
 //! and which Components use which bucket (fed by the KeyValueBucket watch), so that finding the
 //! other users of a bucket is a lookup, and a deleted Component leaves nothing behind.
 
@@ -8,16 +9,21 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::crd::{BucketConfig, KeyValueBucketSpec, KeyValueBucketStatus};
+use crate::pubsub::resource::{JetStreamStreamSpec, JetStreamStreamStatus};
 
-/// What the operator last wrote for a Component's KeyValueBucket.
+/// What the operator last wrote for a Component's JetStreamStream.
+pub type WrittenStream = Written<JetStreamStreamSpec, JetStreamStreamStatus>;
+
+/// What the operator last wrote for a Component's KeyValueBucket (or, as [`WrittenStream`], its
+/// JetStreamStream).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Written {
+pub struct Written<Spec = KeyValueBucketSpec, Status = KeyValueBucketStatus> {
     /// The spec applied.
-    pub spec: KeyValueBucketSpec,
-    /// The KeyValueBucket's generation after that.
+    pub spec: Spec,
+    /// The object's generation after that.
     pub generation: Option<i64>,
     /// The status applied.
-    pub status: KeyValueBucketStatus,
+    pub status: Status,
 }
 
 /// Which bucket: its identity as the server reports it (`status.bucket.identity`), never the
@@ -34,6 +40,7 @@ struct BucketUse {
 #[derive(Default)]
 struct State {
     written: HashMap<String, Written>,
+    streams_written: HashMap<String, WrittenStream>,
     failures: HashMap<String, u32>,
     uses: HashMap<String, BucketUse>,
     users: HashMap<Place, BTreeSet<String>>,
@@ -66,6 +73,22 @@ impl Index {
         self.lock().written.remove(key).is_some()
     }
 
+    /// What the operator last wrote for the JetStreamStream of `key`.
+    pub fn stream_written(&self, key: &str) -> Option<WrittenStream> {
+        self.lock().streams_written.get(key).cloned()
+    }
+
+    /// Records what the operator wrote for the JetStreamStream of `key`.
+    pub fn set_stream_written(&self, key: &str, written: WrittenStream) {
+        self.lock().streams_written.insert(key.to_owned(), written);
+    }
+
+    /// Forgets what was written for the JetStreamStream of `key` (it is gone): the next
+    /// reconcile writes it all again.
+    pub fn forget_stream_written(&self, key: &str) {
+        self.lock().streams_written.remove(key);
+    }
+
     /// Counts one more failure in a row of `key`; returns the count.
     pub fn failed(&self, key: &str) -> u32 {
         let mut state = self.lock();
@@ -84,13 +107,19 @@ impl Index {
     pub fn remove(&self, key: &str) {
         let mut state = self.lock();
         state.written.remove(key);
+        state.streams_written.remove(key);
         state.failures.remove(key);
     }
 
     /// The Components the operator holds state for.
     pub fn keys(&self) -> Vec<String> {
         let state = self.lock();
-        let keys: BTreeSet<&String> = state.written.keys().chain(state.failures.keys()).collect();
+        let keys: BTreeSet<&String> = state
+            .written
+            .keys()
+            .chain(state.streams_written.keys())
+            .chain(state.failures.keys())
+            .collect();
         keys.into_iter().cloned().collect()
     }
 
@@ -155,6 +184,7 @@ impl Index {
     pub fn is_empty_for(&self, key: &str) -> bool {
         let state = self.lock();
         !state.written.contains_key(key)
+            && !state.streams_written.contains_key(key)
             && !state.failures.contains_key(key)
             && !state.uses.contains_key(key)
             && state.users.values().all(|u| !u.contains(key))

@@ -24,13 +24,6 @@ pub struct ReportError {
     source: kube::Error,
 }
 
-impl ReportError {
-    /// Writing (or reading) `what` failed.
-    pub(crate) fn new(what: &'static str, source: kube::Error) -> Self {
-        Self { what, source }
-    }
-}
-
 impl Failure for ReportError {
     fn reason(&self) -> &'static str {
         "ApiWriteFailed"
@@ -89,16 +82,18 @@ pub async fn report(
 
     // 3. The summary annotations on the Component, for tools that only look at it, with our
     // finalizer when the deletion policy asks for one (one apply for both).
-    if let Some(patch) =
-        status::component_patch(component, &status.conditions, outcome.wants_finalizer)
-    {
+    if let Some(patch) = status::component_patch(
+        component,
+        &status.reconcile.conditions,
+        outcome.wants_finalizer,
+    ) {
         apply_component(ctx, component, patch).await?;
     }
 
     // 4. Events: what was done, and Ready transitions.
     for note in status::events(
-        &previous_status.conditions,
-        &status.conditions,
+        &previous_status.reconcile.conditions,
+        &status.reconcile.conditions,
         &outcome.events,
     ) {
         publish(ctx, component, key, note).await;

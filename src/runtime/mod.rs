@@ -130,6 +130,7 @@ pub async fn run(
         for (components, ctx) in scopes_built {
             let _ = components.wait_until_ready().await;
             let _ = ctx.kvbs.wait_until_ready().await;
+            let _ = ctx.streams.wait_until_ready().await;
             ctx.synced.store(true, Ordering::Release);
         }
         health.set_ready(true);

@@ -55,10 +55,20 @@ fn trim_component(c: &mut Component) {
 
 /// Trims a KeyValueBucket before it is cached.
 pub fn key_value_bucket(kvb: &mut KeyValueBucket) {
-    let mut meta = identity(std::mem::take(&mut kvb.metadata));
-    // Nothing reads annotations of a KeyValueBucket; its spec and status are what counts.
+    owned_object(kvb);
+}
+
+/// Nothing reads annotations of the objects the operator writes (a KeyValueBucket, a
+/// JetStreamStream); their spec and status are what counts.
+fn owned_object<K: kube::Resource>(object: &mut K) {
+    let mut meta = identity(std::mem::take(object.meta_mut()));
     meta.annotations = None;
-    kvb.metadata = meta;
+    *object.meta_mut() = meta;
+}
+
+/// Trims a JetStreamStream as a KeyValueBucket.
+pub fn jet_stream_stream(jss: &mut crate::pubsub::JetStreamStream) {
+    owned_object(jss);
 }
 
 /// Trims the metadata of a Secret: the Secret watch only maps its name to Components.

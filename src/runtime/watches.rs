@@ -78,6 +78,7 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
     .predicate_filter(component_predicate, Default::default());
 
     let kvbs = bucket_cache(&client, &scope, &index);
+    let streams = stream_cache(&client, &scope, &index);
     let secret_stream = secret_stream(&client, &scope, config.watch_secrets);
     let by_secret = components.clone();
 
@@ -95,6 +96,7 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
     let context = Arc::new(Context {
         client,
         kvbs,
+        streams,
         pool,
         recorder,
         metrics,
@@ -142,6 +144,32 @@ fn bucket_cache(
     });
     tokio::spawn(kvb_cache);
     kvbs
+}
+
+/// Our JetStreamStreams, cached as the KeyValueBuckets are (the previous status, read without a
+/// request); one deleted by hand is forgotten, so the next reconcile writes it again.
+fn stream_cache(
+    client: &Client,
+    scope: &Option<String>,
+    index: &Arc<Index>,
+) -> Store<crate::pubsub::JetStreamStream> {
+    let (streams, writer) = reflector::store();
+    let index = index.clone();
+    let cache = watcher(
+        api::<crate::pubsub::JetStreamStream>(client, scope),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .map_ok(|event| event.modify(trim::jet_stream_stream))
+    .reflect(writer)
+    .for_each(move |event| {
+        if let Ok(watcher::Event::Delete(jss)) = event {
+            index.forget_stream_written(&object_key(&jss));
+        }
+        future::ready(())
+    });
+    tokio::spawn(cache);
+    streams
 }
 
 /// Secrets: metadata only; the data is read when a Component that uses the Secret reconciles.

@@ -184,12 +184,63 @@ pub fn stream_name(
         .unwrap_or_else(|| format!("{namespace}_{}", component.replace('.', "_")))
 }
 
+/// What the dead-letter stream's name adds to the topics' stream's name.
+pub const DEAD_LETTER_SUFFIX: &str = "_deadletter";
+
+/// JetStream's longest stream name (also one directory name in file storage).
+const MAX_STREAM_NAME: usize = 255;
+
+/// The name of the stream that holds the dead-letter topics of the stream `stream`:
+/// `<stream>_deadletter`; when that is longer than JetStream allows, the start of `stream`, a
+/// hash of all of it, and the suffix (still unique, still recognisable).
+pub fn dead_letter_stream_name(stream: &str) -> String {
+    let name = format!("{stream}{DEAD_LETTER_SUFFIX}");
+    if name.len() <= MAX_STREAM_NAME {
+        return name;
+    }
+    use sha2::{Digest, Sha256};
+    let hash: String = Sha256::digest(stream.as_bytes())
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // The start, cut on a character boundary, "_", 8 hex digits, the suffix.
+    let mut keep = MAX_STREAM_NAME - DEAD_LETTER_SUFFIX.len() - hash.len() - 1;
+    while !stream.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}_{hash}{DEAD_LETTER_SUFFIX}", &stream[..keep])
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
     use crate::failure::Failure as _;
+
+    #[test]
+    fn dead_letter_stream_names_fit_jetstream() {
+        assert_eq!(
+            dead_letter_stream_name("shop_events"),
+            "shop_events_deadletter"
+        );
+        let long = "s".repeat(250);
+        let name = dead_letter_stream_name(&long);
+        assert_eq!(name.len(), 255);
+        assert!(
+            name.starts_with("sss") && name.ends_with("_deadletter"),
+            "{name}"
+        );
+        assert!(stream_name_problem(&name).is_none());
+        let other = dead_letter_stream_name(&format!("{}t", "s".repeat(249)));
+        assert_ne!(
+            name, other,
+            "names that share their start differ by the hash"
+        );
+        let wide = dead_letter_stream_name(&"é".repeat(127));
+        assert!(wide.len() <= 255 && wide.ends_with("_deadletter"), "{wide}");
+    }
 
     fn ann(items: &[(&str, &str)]) -> BTreeMap<String, String> {
         items

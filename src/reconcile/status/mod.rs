@@ -217,6 +217,8 @@ pub fn close(
             None,
         ),
         Err(problem) => {
+            // The failure is what its condition says, whatever passed before it.
+            decided.retain(|c| c.type_ != problem.condition);
             decided.push(ConditionSpec {
                 type_: problem.condition,
                 status: Some(false),

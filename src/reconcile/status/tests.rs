@@ -450,20 +450,32 @@ fn a_ready_transition_is_an_event_unless_something_was_done() {
             .collect::<Vec<_>>()
     };
     assert_eq!(
-        reasons(events(&none.conditions, &ok.conditions, &[])),
+        reasons(events(
+            &none.reconcile.conditions,
+            &ok.reconcile.conditions,
+            &[]
+        )),
         [(EventType::Normal, "BucketReady".to_owned())]
     );
     assert_eq!(
-        reasons(events(&ok.conditions, &down.conditions, &[])),
+        reasons(events(
+            &ok.reconcile.conditions,
+            &down.reconcile.conditions,
+            &[]
+        )),
         [(EventType::Warning, "NatsUnavailable".to_owned())]
     );
     assert!(
-        events(&ok.conditions, &ok.conditions, &[]).is_empty(),
+        events(&ok.reconcile.conditions, &ok.reconcile.conditions, &[]).is_empty(),
         "no transition, no Event"
     );
     let done = [Note::normal(Reason::BucketCreated, "created".into())];
     assert_eq!(
-        reasons(events(&none.conditions, &ok.conditions, &done)),
+        reasons(events(
+            &none.reconcile.conditions,
+            &ok.reconcile.conditions,
+            &done
+        )),
         [(EventType::Normal, "BucketCreated".to_owned())],
         "what was done is the Event"
     );
@@ -487,8 +499,8 @@ fn the_component_is_written_only_when_its_summary_or_finalizer_differs() {
         Some(3),
         Time(jiff::Timestamp::UNIX_EPOCH),
     );
-    let patch =
-        component_patch(&c, &status.conditions, outcome.wants_finalizer).expect("a first write");
+    let patch = component_patch(&c, &status.reconcile.conditions, outcome.wants_finalizer)
+        .expect("a first write");
     let annotations = &patch["metadata"]["annotations"];
     assert_eq!(annotations[READY_ANNOTATION], "true");
     assert_eq!(annotations[REASON_ANNOTATION], "BucketManaged");
@@ -507,11 +519,11 @@ fn the_component_is_written_only_when_its_summary_or_finalizer_differs() {
         .collect(),
     );
     assert_eq!(
-        component_patch(&annotated, &status.conditions, Some(false)),
+        component_patch(&annotated, &status.reconcile.conditions, Some(false)),
         None
     );
     let with_finalizer =
-        component_patch(&annotated, &status.conditions, Some(true)).expect("finalizer");
+        component_patch(&annotated, &status.reconcile.conditions, Some(true)).expect("finalizer");
     assert_eq!(with_finalizer["metadata"]["finalizers"][0], FINALIZER);
 }
 

@@ -9,7 +9,7 @@ use kube::runtime::events::EventType;
 use serde_json::json;
 
 use super::{FINALIZER, Note, Outcome};
-use crate::crd::{ConditionType, KeyValueBucketStatus, merge_conditions};
+use crate::crd::{ConditionType, KeyValueBucketStatus, ReconcileStatus};
 use crate::dapr::Component;
 use crate::settings::{OBSERVED_GENERATION_ANNOTATION, READY_ANNOTATION, REASON_ANNOTATION};
 
@@ -23,9 +23,13 @@ pub fn bucket_status(
     now: Time,
 ) -> KeyValueBucketStatus {
     KeyValueBucketStatus {
-        observed_generation: generation,
-        component_generation,
-        conditions: merge_conditions(&previous.conditions, &outcome.conditions, generation, now),
+        reconcile: ReconcileStatus::merged(
+            &previous.reconcile,
+            &outcome.conditions,
+            generation,
+            component_generation,
+            now,
+        ),
         bucket: outcome.bucket.clone(),
     }
 }

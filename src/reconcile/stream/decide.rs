@@ -7,25 +7,27 @@ use kube::runtime::events::EventType;
 
 use crate::crd::{ConditionSpec, ConditionType};
 use crate::dapr::Component;
-use crate::failure::{Failure, Problem, Retry};
-use crate::nats::bucket::{Bucket, Change, is_managed_by};
+use crate::failure::{Problem, Retry};
+use crate::nats::bucket::Bucket;
 use crate::nats::cluster;
-use crate::pubsub::resource::{
-    DETAIL_CONDITIONS, JetStreamStream, JetStreamStreamSpec, StreamStatus, TopicStatus,
-};
+use crate::pubsub::resource::{DETAIL_CONDITIONS, JetStreamStreamSpec, StreamStatus, TopicStatus};
 use crate::pubsub::stream::{
-    self, BlockReason, Desired, OtherStream, StreamPlan, StreamSettings, blocked_message,
-    desired_stream, settings_warnings, shown_config, status_of, stream_name,
+    Desired, OtherStream, Role, StreamSettings, dead_letter_stream_name, desired_stream,
+    settings_warnings, shown_config, stream_name,
 };
-use crate::pubsub::topics::{INVISIBLE_TOPICS, discover, subscribed_count, topic_statuses};
+use crate::pubsub::topics::{Held, INVISIBLE_TOPICS, discover, subscribed_count, topic_statuses};
 use crate::pubsub::{
-    DiscoveredTopic, PubsubConfig, PubsubError, Subjects, Subscription, component, derive_subjects,
+    DiscoveredTopic, PubsubConfig, PubsubError, Subjects, Subscription, TopicSource, component,
+    derive_subjects,
 };
 use crate::reconcile::context::Context;
 use crate::reconcile::execute::client;
+use crate::reconcile::index::WrittenStream;
 use crate::reconcile::status::{self, Note, Reason};
 use crate::settings::DeletionPolicy;
 use crate::validate::PubsubValidation;
+
+use super::round::Round;
 
 /// What one reconcile of a `pubsub.jetstream` Component decided, before anything is written.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,6 +42,8 @@ pub struct StreamOutcome {
     pub topics: Vec<TopicStatus>,
     /// Facts about the stream.
     pub stream: Option<StreamStatus>,
+    /// Facts about the dead-letter stream.
+    pub dead_letter_stream: Option<StreamStatus>,
     /// Events for what was done.
     pub events: Vec<Note>,
     /// Warnings the Component alone gives (published when what the operator understood of it
@@ -60,19 +64,48 @@ impl StreamOutcome {
             end: Ok(("", String::new())),
             topics: Vec::new(),
             stream: None,
+            dead_letter_stream: None,
             events: Vec::new(),
             warnings: Vec::new(),
             wants_finalizer: None,
         }
     }
 
-    fn pass(&mut self, type_: ConditionType, reason: &str, message: impl Into<String>) {
+    /// A step passed; a later pass of the same condition says more (both streams found).
+    pub(super) fn pass(&mut self, type_: ConditionType, reason: &str, message: impl Into<String>) {
+        self.passed.retain(|c| c.type_ != type_);
         self.passed.push(ConditionSpec {
             type_,
             status: Some(true),
             reason: reason.to_owned(),
             message: message.into(),
         });
+    }
+
+    /// The topics' statuses: each against the stream meant to hold it, once that was read.
+    pub(super) fn show_topics(
+        &mut self,
+        topics: &[DiscoveredTopic],
+        subjects: &Subjects,
+        prefix: Option<&str>,
+    ) {
+        fn held<'a>(facts: &'a Option<StreamStatus>, name: &'a Option<String>) -> Held<'a> {
+            Held {
+                stream: facts
+                    .as_ref()
+                    .map(|s| s.name.as_str())
+                    .or(name.as_deref())
+                    .unwrap_or_default(),
+                live: facts.as_ref().map(|s| s.subjects.as_slice()),
+            }
+        }
+        self.topics = topic_statuses(
+            topics,
+            subjects,
+            prefix,
+            held(&self.stream, &self.spec.stream),
+            held(&self.dead_letter_stream, &self.spec.dead_letter_stream),
+        );
     }
 
     fn fail(mut self, problem: Problem) -> Self {
@@ -104,7 +137,7 @@ pub(super) async fn decide(
     ctx: &Context,
     component: &Component,
     key: &str,
-    previous: Option<&JetStreamStream>,
+    previous: Option<&WrittenStream>,
     validation: &PubsubValidation,
     subscriptions: Result<Vec<Subscription>, Problem>,
 ) -> StreamOutcome {
@@ -121,30 +154,26 @@ pub(super) async fn decide(
     }
 }
 
-/// The steps of one stream's decision; each failing one ends it with its [`Problem`].
-struct Steps<'a> {
-    ctx: &'a Context,
-    component: &'a Component,
-    key: &'a str,
-    previous: Option<&'a JetStreamStream>,
-}
-
-/// What the plan of one stream works on, once the server is known.
-struct Round<'a> {
-    ctx: &'a Context,
-    target: Bucket<'a>,
-    desired: Desired<'a>,
-    others: Vec<OtherStream>,
-    previously_managed: Option<bool>,
+/// The server the streams are on, and what their rounds share.
+struct Server<'a> {
+    js: &'a jetstream::Context,
+    version: &'a str,
     clustered: bool,
-    version: String,
     topics: &'a [DiscoveredTopic],
     subjects: &'a Subjects,
     prefix: Option<&'a str>,
 }
 
+/// The steps of one stream's decision; each failing one ends it with its [`Problem`].
+struct Steps<'a> {
+    ctx: &'a Context,
+    component: &'a Component,
+    key: &'a str,
+    previous: Option<&'a WrittenStream>,
+}
+
 impl Steps<'_> {
-    /// understood → subjects → connect → streams listed → plan and apply → covered → ready.
+    /// understood → subjects → connect → both streams.
     async fn run(
         &self,
         validation: &PubsubValidation,
@@ -172,46 +201,92 @@ impl Steps<'_> {
         let subjects = derive_subjects(&settings.subjects, &topics, prefix)
             .map_err(|e| Problem::of(ConditionType::SubjectsCovered, &PubsubError::from(e)))?;
         o.spec.subjects = subjects.subjects.clone();
-        o.topics = topic_statuses(&topics, &subjects, prefix, None);
+        o.spec.dead_letter_subjects = subjects.dead_letters.clone();
+        o.show_topics(&topics, &subjects, prefix);
+        let dead_letters = dead_letter_stream_name(&stream);
+        // With streamName, a subscription to a dead-letter topic cannot receive: said as a
+        // Warning and, once the streams are as wanted, as the end of the reconcile.
+        let unreachable = config
+            .stream_name
+            .as_ref()
+            .and_then(|_| unreachable_dead_letters(&stream, &dead_letters, &topics, &subjects));
 
         let (client, version, clustered) = self.connect(config, &stream, o).await?;
         // The warnings of the Component alone, published when what was understood changes.
         if self.previous.is_none_or(|p| p.spec != o.spec) {
             o.warnings = warnings(config, settings, &topics, clustered);
+            o.warnings.extend(unreachable.iter().map(|p| Note {
+                type_: EventType::Warning,
+                reason: p.reason.clone(),
+                note: p.message.clone(),
+            }));
         }
 
         let js = jetstream::new(client);
-        let target = Bucket::stream(&js, &stream);
-        let (live, others) = listed(self.ctx, &target, &stream).await?;
-        if live.is_none() && subjects.subjects.is_empty() {
-            return Err(no_subjects(&stream));
-        }
-        let round = Round {
-            ctx: self.ctx,
-            target,
-            desired: Desired {
-                stream: &stream,
-                subjects: &subjects.subjects,
-                owner: self.key,
-                settings,
-            },
-            others,
-            previously_managed: self.previously_managed(&stream),
+        let on = Server {
+            js: &js,
+            version: &version,
             clustered,
-            version,
             topics: &topics,
             subjects: &subjects,
             prefix,
         };
-        let (info, managed) = round.apply(live, o).await?;
-        round.found(&info, managed, o);
-        covered(&stream, &subjects)?;
+        let desired = Desired {
+            stream: &stream,
+            subjects: &subjects.subjects,
+            owner: self.key,
+            settings,
+            role: Role::Topics,
+        };
+        self.both_streams(&on, desired, &dead_letters, unreachable, o)
+            .await
+    }
+
+    /// streams listed → the topics' stream, then the dead-letter stream, planned and applied →
+    /// covered → ready.
+    async fn both_streams(
+        &self,
+        on: &Server<'_>,
+        desired: Desired<'_>,
+        dead_letters: &str,
+        unreachable: Option<Problem>,
+        o: &mut StreamOutcome,
+    ) -> Result<(&'static str, String), Problem> {
+        let (stream, subjects) = (desired.stream, on.subjects);
+        let mut all = listed(self.ctx, on.js).await?;
+        let live = fetched(self.ctx, on.js, stream, &all).await?;
+        if live.is_none() && subjects.subjects.is_empty() {
+            return Err(no_subjects(stream));
+        }
+        let managed = self.provision(on, desired, live, &mut all, o).await?;
+        // The dead-letter topics, in a stream of their own, the same way (kept once made).
+        let live = fetched(self.ctx, on.js, dead_letters, &all).await?;
+        let dead_letters_managed = if live.is_some() || !subjects.dead_letters.is_empty() {
+            let desired = Desired {
+                stream: dead_letters,
+                subjects: &subjects.dead_letters,
+                role: Role::DeadLetters,
+                ..desired
+            };
+            Some(self.provision(on, desired, live, &mut all, o).await?)
+        } else {
+            None
+        };
+        covered(stream, subjects)?;
+        if let Some(problem) = unreachable {
+            return Err(problem);
+        }
+        let dead_letters = dead_letters_managed.map(|m| (dead_letters, m));
         o.pass(
             ConditionType::SubjectsCovered,
             "Covered",
             format!(
-                "stream {stream} holds every subject daprd will use for the {} topic(s) found; {INVISIBLE_TOPICS}",
-                o.topics.len()
+                "stream {stream} holds every subject daprd will use for the {} topic(s) found{}; \
+                 {INVISIBLE_TOPICS}",
+                o.topics.len(),
+                dead_letters
+                    .map(|(d, _)| format!(", dead-letter topics in stream {d}"))
+                    .unwrap_or_default()
             ),
         );
         o.pass(
@@ -219,7 +294,43 @@ impl Steps<'_> {
             Reason::InSync.as_str(),
             "stream settings match the Component",
         );
-        Ok(ready(&stream, managed))
+        Ok(ready(stream, managed, dead_letters))
+    }
+
+    /// One stream's round; `all` then holds its subjects as they are now (what the next round's
+    /// overlaps are checked against). Returns whether the operator manages it.
+    async fn provision(
+        &self,
+        on: &Server<'_>,
+        desired: Desired<'_>,
+        live: Option<jetstream::stream::Info>,
+        all: &mut Vec<OtherStream>,
+        o: &mut StreamOutcome,
+    ) -> Result<bool, Problem> {
+        let round = Round {
+            ctx: self.ctx,
+            target: Bucket::stream(on.js, desired.stream),
+            desired,
+            others: all
+                .iter()
+                .filter(|s| s.name != desired.stream)
+                .cloned()
+                .collect(),
+            previously_managed: self.previously_managed(desired.stream, desired.role),
+            clustered: on.clustered,
+            version: on.version,
+            topics: on.topics,
+            subjects: on.subjects,
+            prefix: on.prefix,
+        };
+        let (info, managed) = round.apply(live, o).await?;
+        round.found(&info, managed, o);
+        all.retain(|s| s.name != desired.stream);
+        all.push(OtherStream {
+            name: desired.stream.to_owned(),
+            subjects: info.config.subjects.clone(),
+        });
+        Ok(managed)
     }
 
     /// Connects to the Component's servers; returns the client, the server's version and
@@ -248,10 +359,13 @@ impl Steps<'_> {
     }
 
     /// What the last status said of this stream: whether the operator managed it.
-    fn previously_managed(&self, stream: &str) -> Option<bool> {
+    fn previously_managed(&self, stream: &str, role: Role) -> Option<bool> {
         self.previous
-            .and_then(|p| p.status.as_ref())
-            .and_then(|s| s.stream.as_ref())
+            .map(|p| &p.status)
+            .and_then(|s| match role {
+                Role::Topics => s.stream.as_ref(),
+                Role::DeadLetters => s.dead_letter_stream.as_ref(),
+            })
             .filter(|s| s.name == stream)
             .map(|s| s.managed)
     }
@@ -292,39 +406,42 @@ fn warnings(
         .collect()
 }
 
-/// The streams of the account (overlaps are decided before sending), then ours when it is
-/// listed: an absent stream costs no failed request. Returns ours and the others.
-async fn listed(
-    ctx: &Context,
-    target: &Bucket<'_>,
-    stream: &str,
-) -> Result<(Option<jetstream::stream::Info>, Vec<OtherStream>), Problem> {
-    use ConditionType::StreamAvailable;
+/// The streams of the account, with their subjects (overlaps are decided before sending).
+async fn listed(ctx: &Context, js: &jetstream::Context) -> Result<Vec<OtherStream>, Problem> {
     ctx.metrics.nats_request("list");
-    let all = target
+    let all = Bucket::stream(js, "")
         .all_streams()
         .await
-        .map_err(|e| Problem::of(StreamAvailable, &e))?;
-    let listed = all.iter().any(|(n, _)| *n == stream);
-    let others: Vec<OtherStream> = all
+        .map_err(|e| Problem::of(ConditionType::StreamAvailable, &e))?;
+    Ok(all
         .into_iter()
-        .filter(|(n, _)| *n != stream)
         .map(|(name, subjects)| OtherStream { name, subjects })
-        .collect();
-    let mut live = None;
-    if listed {
-        ctx.metrics.nats_request("info");
-        live = target
-            .fetch()
-            .await
-            .map_err(|e| Problem::of(StreamAvailable, &e))?;
+        .collect())
+}
+
+/// The stream `stream` when it is listed in `all` (an absent stream costs no failed request),
+/// and available.
+async fn fetched(
+    ctx: &Context,
+    js: &jetstream::Context,
+    stream: &str,
+    all: &[OtherStream],
+) -> Result<Option<jetstream::stream::Info>, Problem> {
+    use ConditionType::StreamAvailable;
+    if !all.iter().any(|s| s.name == stream) {
+        return Ok(None);
     }
+    ctx.metrics.nats_request("info");
+    let live = Bucket::stream(js, stream)
+        .fetch()
+        .await
+        .map_err(|e| Problem::of(StreamAvailable, &e))?;
     if let Some(info) = &live
         && let Some(error) = cluster::availability_problem(info)
     {
         return Err(Problem::of(StreamAvailable, &error));
     }
-    Ok((live, others))
+    Ok(live)
 }
 
 fn no_subjects(stream: &str) -> Problem {
@@ -337,196 +454,6 @@ fn no_subjects(stream: &str) -> Problem {
              jetstreamkv.io/subjects annotation ({INVISIBLE_TOPICS})"
         ),
         Retry::AwaitChange,
-    )
-}
-
-impl Round<'_> {
-    /// Plans and applies; at most two rounds: a create that races with another creator plans
-    /// again. Returns the stream and whether the operator manages it.
-    async fn apply(
-        &self,
-        mut live: Option<jetstream::stream::Info>,
-        o: &mut StreamOutcome,
-    ) -> Result<(jetstream::stream::Info, bool), Problem> {
-        let stream = self.desired.stream;
-        for _ in 0..2 {
-            let plan = stream::plan(
-                &self.desired,
-                live.as_ref().map(|i| &i.config),
-                &self.others,
-                self.previously_managed,
-                self.clustered,
-            );
-            match plan {
-                StreamPlan::Create(config) | StreamPlan::Recreate(config) => {
-                    let info = self.create(*config).await?;
-                    if is_managed_by(&info.config, self.desired.owner) {
-                        o.events.push(self.created(&info));
-                        return Ok((info, true));
-                    }
-                    live = Some(info);
-                }
-                StreamPlan::Missing => return Err(missing(stream)),
-                StreamPlan::NotUsable(problem) => {
-                    return Err(Problem::new(
-                        ConditionType::StreamAvailable,
-                        "StreamNotUsable",
-                        problem,
-                        Retry::Resync,
-                    ));
-                }
-                StreamPlan::InSync { managed } => {
-                    return live.map(|i| (i, managed)).ok_or_else(|| conflict(stream));
-                }
-                StreamPlan::Update {
-                    config,
-                    added,
-                    changes,
-                } => return Ok((self.update(*config, &added, &changes, o).await?, true)),
-                StreamPlan::Blocked {
-                    managed,
-                    reason,
-                    missing,
-                    overlaps,
-                    changes,
-                } => {
-                    if let Some(info) = &live {
-                        self.found(info, managed, o);
-                    }
-                    let condition = match reason {
-                        BlockReason::SubjectOverlap | BlockReason::SubjectsNotCovered => {
-                            ConditionType::SubjectsCovered
-                        }
-                        _ if live.is_none() => ConditionType::StreamAvailable,
-                        _ => ConditionType::ConfigSynced,
-                    };
-                    return Err(Problem::new(
-                        condition,
-                        reason.reason(),
-                        blocked_message(stream, reason, &missing, &overlaps, &changes),
-                        reason.retry(),
-                    ));
-                }
-            }
-        }
-        Err(conflict(stream))
-    }
-
-    async fn create(
-        &self,
-        config: jetstream::stream::Config,
-    ) -> Result<jetstream::stream::Info, Problem> {
-        self.ctx.metrics.nats_request("create");
-        self.target
-            .create(config)
-            .await
-            .map_err(|e| Problem::of(ConditionType::StreamAvailable, &e))
-    }
-
-    /// The Event of a stream the operator created: again, when it had managed it before.
-    fn created(&self, info: &jetstream::stream::Info) -> Note {
-        let stream = self.desired.stream;
-        if self.previously_managed == Some(true) {
-            Note {
-                type_: EventType::Warning,
-                reason: "StreamRecreated".into(),
-                note: format!(
-                    "stream {stream} was deleted outside the operator; created it again (its messages were lost)"
-                ),
-            }
-        } else {
-            Note {
-                type_: EventType::Normal,
-                reason: "StreamCreated".into(),
-                note: format!(
-                    "created stream {stream} with subjects {}",
-                    info.config.subjects.join(", ")
-                ),
-            }
-        }
-    }
-
-    async fn update(
-        &self,
-        config: jetstream::stream::Config,
-        added: &[String],
-        changes: &[Change],
-        o: &mut StreamOutcome,
-    ) -> Result<jetstream::stream::Info, Problem> {
-        let stream = self.desired.stream;
-        self.ctx.metrics.nats_request("update");
-        let mut what: Vec<String> = Vec::new();
-        if !added.is_empty() {
-            what.push(format!("added subjects {}", added.join(", ")));
-        }
-        what.extend(changes.iter().map(ToString::to_string));
-        match self.target.update(config).await {
-            Ok(info) => {
-                o.events.push(Note {
-                    type_: EventType::Normal,
-                    reason: "StreamUpdated".into(),
-                    note: format!("updated stream {stream}: {}", what.join("; ")),
-                });
-                Ok(info)
-            }
-            Err(e) => {
-                o.pass(
-                    ConditionType::StreamAvailable,
-                    "StreamFound",
-                    found_message(stream, true),
-                );
-                Err(Problem::new(
-                    ConditionType::ConfigSynced,
-                    e.reason(),
-                    format!("updating stream {stream} ({}) failed: {e}", what.join("; ")),
-                    Retry::Backoff,
-                ))
-            }
-        }
-    }
-
-    /// The stream is there: its status, and the topics it holds.
-    fn found(&self, info: &jetstream::stream::Info, managed: bool, o: &mut StreamOutcome) {
-        o.pass(
-            ConditionType::StreamAvailable,
-            "StreamFound",
-            found_message(self.desired.stream, managed),
-        );
-        o.stream = Some(status_of(info, managed, &self.version));
-        o.topics = topic_statuses(
-            self.topics,
-            self.subjects,
-            self.prefix,
-            Some(&info.config.subjects),
-        );
-    }
-}
-
-fn found_message(stream: &str, managed: bool) -> String {
-    if managed {
-        format!("stream {stream} exists; managed by the operator")
-    } else {
-        format!("stream {stream} exists; verified; not managed by the operator")
-    }
-}
-
-fn missing(stream: &str) -> Problem {
-    Problem::new(
-        ConditionType::StreamAvailable,
-        "StreamMissing",
-        format!(
-            "stream {stream} no longer exists; the operator only verified it, so it does not create it: recreate it, or remove streamName to let the operator manage a stream"
-        ),
-        Retry::Backoff,
-    )
-}
-
-fn conflict(stream: &str) -> Problem {
-    Problem::new(
-        ConditionType::StreamAvailable,
-        "StreamCreateConflict",
-        format!("stream {stream} kept changing while it was being created; retrying"),
-        Retry::Backoff,
     )
 }
 
@@ -555,20 +482,65 @@ fn covered(stream: &str, subjects: &Subjects) -> Result<(), Problem> {
     ))
 }
 
-fn ready(stream: &str, managed: bool) -> (&'static str, String) {
+/// Ready's reason and message; `dead_letters` is the dead-letter stream, when there is one, and
+/// whether the operator manages it.
+fn ready(
+    stream: &str,
+    managed: bool,
+    dead_letters: Option<(&str, bool)>,
+) -> (&'static str, String) {
+    let dead_letters = match dead_letters {
+        Some((d, true)) => format!("; dead letters go to stream {d}, managed by the operator"),
+        Some((d, false)) => format!("; dead letters go to stream {d}, only verified"),
+        None => String::new(),
+    };
     if managed {
         (
             "StreamManaged",
-            format!("stream {stream} is ready and managed by the operator"),
+            format!("stream {stream} is ready and managed by the operator{dead_letters}"),
         )
     } else {
         (
             "StreamVerified",
             format!(
-                "stream {stream} is ready; it was created outside the operator and is only verified"
+                "stream {stream} is ready; it was created outside the operator and is only \
+                 verified{dead_letters}"
             ),
         )
     }
+}
+
+/// With `streamName`, daprd binds every subscription of the Component to that stream: a
+/// subscription to a dead-letter topic would wait there for messages that are stored in the
+/// dead-letter stream. Said plainly (the dead letters are kept all the same). For a Component
+/// with `streamName` only.
+fn unreachable_dead_letters(
+    stream: &str,
+    dead_letters: &str,
+    topics: &[DiscoveredTopic],
+    subjects: &Subjects,
+) -> Option<Problem> {
+    let topic = topics.iter().find(|t| {
+        t.is_subscribed()
+            && !matches!(t.source, TopicSource::DeadLetter(_))
+            && topics
+                .iter()
+                .any(|d| d.topic == t.topic && matches!(d.source, TopicSource::DeadLetter(_)))
+            && subjects.uncovered.iter().all(|u| u.topic.topic != t.topic)
+    })?;
+    Some(Problem::new(
+        ConditionType::SubjectsCovered,
+        "DeadLetterSubscriptionUnreachable",
+        format!(
+            "topic {} is a dead-letter topic and is subscribed to ({}): its dead letters are kept \
+             in stream {dead_letters}, but the Component sets streamName {stream}, so daprd \
+             binds that subscription to stream {stream}, where they never arrive; remove \
+             streamName from the Component (daprd then finds each topic's stream by subject), or \
+             read the dead letters through a second Component without streamName",
+            topic.topic, topic.source
+        ),
+        Retry::Resync,
+    ))
 }
 
 /// The spec: what the operator understood of the Component.
@@ -580,6 +552,7 @@ fn understood(
     prefix: Option<&str>,
 ) {
     spec.stream = Some(stream.to_owned());
+    spec.dead_letter_stream = Some(dead_letter_stream_name(stream));
     spec.servers = config.redacted_servers.clone();
     spec.auth = Some(config.auth.kind().to_owned());
     spec.topic_prefix = prefix.map(str::to_owned);
@@ -589,5 +562,6 @@ fn understood(
         subjects: &[],
         owner: "",
         settings,
+        role: Role::Topics,
     })));
 }

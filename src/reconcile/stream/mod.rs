@@ -16,10 +16,11 @@ use kube::runtime::controller::Action;
 use serde_json::json;
 
 use super::context::Context;
+use super::index::WrittenStream;
 use super::read;
 use super::report::{self, ReportError};
 use super::status;
-use crate::crd::{ConditionType, merge_conditions};
+use crate::crd::{ConditionType, ReconcileStatus};
 use crate::dapr::Component;
 use crate::failure::{Problem, Retry};
 use crate::pubsub::Subscription;
@@ -27,6 +28,7 @@ use crate::pubsub::resource::{JetStreamStream, JetStreamStreamStatus};
 use crate::validate::{PubsubValidation, Values, check_pubsub_server_policy, validate_pubsub};
 
 mod decide;
+mod round;
 
 pub use decide::StreamOutcome;
 use decide::decide;
@@ -45,11 +47,8 @@ pub async fn reconcile(
         report::delete_bucket_object(ctx, component).await?;
     }
 
-    // Read.
-    let previous = api
-        .get_opt(&component.name_any())
-        .await
-        .map_err(|e| ReportError::new("JetStreamStream read", e))?;
+    // Read (the JetStreamStream from what was written or the cache: no request).
+    let previous = ctx.previous_stream(key, component);
     let validation = validated(ctx, component).await;
     let subscriptions = subscriptions(ctx, &namespace).await;
     // Plan, execute and decide.
@@ -122,51 +121,72 @@ async fn subscriptions(ctx: &Context, namespace: &str) -> Result<Vec<Subscriptio
 
 /// Writes what changed: the JetStreamStream (spec, then status), the Component's summary
 /// annotations and finalizer, the Events. Returns the conditions written.
+/// Until the watch has seen the JetStreamStream, it is written whole (an apply of what it holds
+/// already changes nothing).
 async fn write(
     ctx: &Context,
     component: &Component,
     api: &Api<JetStreamStream>,
-    previous: Option<&JetStreamStream>,
+    previous: Option<&WrittenStream>,
     outcome: &StreamOutcome,
 ) -> Result<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>, ReportError> {
     let name = component.name_any();
     let key = super::object_key(component);
-    let mut generation = previous.and_then(|p| p.metadata.generation);
-    if previous.is_none_or(|p| p.spec != outcome.spec) {
+    let cached = ctx.cached_stream(component).is_some();
+    let mut generation = previous.and_then(|p| p.generation);
+    let understood_anew = previous.is_none_or(|p| p.spec != outcome.spec);
+    if !cached || understood_anew {
         generation =
             report::apply_owned(ctx, api, component, json!(outcome.spec), "JetStreamStream")
                 .await?;
+    }
+    if understood_anew {
         for note in &outcome.warnings {
             report::publish(ctx, component, &key, note.clone()).await;
         }
     }
-    let previous_status = previous.and_then(|p| p.status.clone()).unwrap_or_default();
+    let previous_status = previous.map(|p| p.status.clone()).unwrap_or_default();
     let status = JetStreamStreamStatus {
-        observed_generation: generation,
-        component_generation: component.metadata.generation,
-        conditions: merge_conditions(
-            &previous_status.conditions,
+        reconcile: ReconcileStatus::merged(
+            &previous_status.reconcile,
             &outcome.conditions(),
             generation,
+            component.metadata.generation,
             Time(jiff::Timestamp::now()),
         ),
         topics: outcome.topics.clone(),
         stream: outcome.stream.clone(),
+        dead_letter_stream: outcome.dead_letter_stream.clone(),
     };
-    if previous.is_none() || status != previous_status {
-        report::apply_status(ctx, api, &name, json!(status), "JetStreamStream status").await?;
-    }
-    if let Some(patch) =
-        status::component_patch(component, &status.conditions, outcome.wants_finalizer)
+    if (!cached || previous.is_none() || status != previous_status)
+        && let Err(e) =
+            report::apply_status(ctx, api, &name, json!(status), "JetStreamStream status").await
     {
+        // Deleted by hand: forget what we wrote so the next attempt writes it again.
+        ctx.index.forget_stream_written(&key);
+        return Err(e);
+    }
+    ctx.index.set_stream_written(
+        &key,
+        WrittenStream {
+            spec: outcome.spec.clone(),
+            generation,
+            status: status.clone(),
+        },
+    );
+    if let Some(patch) = status::component_patch(
+        component,
+        &status.reconcile.conditions,
+        outcome.wants_finalizer,
+    ) {
         report::apply_component(ctx, component, patch).await?;
     }
     for note in status::events(
-        &previous_status.conditions,
-        &status.conditions,
+        &previous_status.reconcile.conditions,
+        &status.reconcile.conditions,
         &outcome.events,
     ) {
         report::publish(ctx, component, &key, note).await;
     }
-    Ok(status.conditions)
+    Ok(status.reconcile.conditions)
 }
