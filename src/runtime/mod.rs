@@ -4,6 +4,7 @@
 
 mod connections;
 pub mod leader;
+mod secret_users;
 mod sweeper;
 pub mod trim;
 mod watches;

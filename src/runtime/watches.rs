@@ -1,6 +1,6 @@
 //! The watches of one scope (all namespaces, or one): Components (what triggers a reconcile,
 //! filtered by [`component_predicate`]), Secrets (metadata only, mapped to the Components that
-//! name them) and the operator's KeyValueBuckets (cached, feeding the index, triggering nothing).
+//! name them, through [`SecretUsers`]) and the operator's KeyValueBuckets (cached, feeding the index, triggering nothing).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource as _, ResourceExt as _};
 
+use super::secret_users::SecretUsers;
 use super::sweeper::{self, Held};
 use super::{Config, Shared, trim};
 use crate::crd::KeyValueBucket;
@@ -53,6 +54,8 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
         share,
     } = shared;
     let (components, components_writer) = reflector::store();
+    let secret_users = Arc::new(SecretUsers::default());
+    let users = secret_users.clone();
     let held = Held {
         pool: pool.clone(),
         index: index.clone(),
@@ -70,6 +73,9 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
     .reflect(components_writer)
     // A deleted Component gets no reconcile: let go of what we hold for it here.
     .inspect(move |event| {
+        if let Ok(event) = event {
+            users.event(event);
+        }
         if let Ok(watcher::Event::Delete(c)) = event {
             sweeper::forget_deleted(&object_key(c), &held);
         }
@@ -80,13 +86,12 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
     let kvbs = bucket_cache(&client, &scope, &index);
     let streams = stream_cache(&client, &scope, &index);
     let secret_stream = secret_stream(&client, &scope, config.watch_secrets);
-    let by_secret = components.clone();
 
     let subscription_stream = subscription_stream(&client, &scope, config.watch_subscriptions);
 
     let controller = Controller::for_stream(component_stream, components.clone())
         .watches_stream(secret_stream, move |secret| {
-            users_of_secret(&by_secret, &secret)
+            secret_users.users(&secret.namespace().unwrap_or_default(), &secret.name_any())
         })
         .watches_stream(subscription_stream, |subscription| {
             component_of_subscription(&subscription)
@@ -212,29 +217,6 @@ fn subscription_stream(
     } else {
         futures::stream::pending().boxed()
     }
-}
-
-/// The `state.jetstream` and `pubsub.jetstream` Components of the Secret's namespace that name
-/// it.
-fn users_of_secret(
-    components: &Store<DeserializeGuard<Component>>,
-    secret: &PartialObjectMeta<Secret>,
-) -> Vec<ObjectRef<DeserializeGuard<Component>>> {
-    let namespace = secret.namespace();
-    let name = secret.name_any();
-    components
-        .state()
-        .into_iter()
-        .filter(|c| c.namespace() == namespace)
-        .filter(|c| match &c.0 {
-            Ok(component) => {
-                component.is_ours()
-                    && crate::dapr::metadata::secret_names(component).contains(&name)
-            }
-            Err(_) => false,
-        })
-        .map(|c| ObjectRef::from_obj(c.as_ref()))
-        .collect()
 }
 
 /// The pub/sub Component a Subscription names (`spec.pubsubname`, its own namespace).
