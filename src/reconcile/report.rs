@@ -35,10 +35,6 @@ impl Failure for ReportError {
 }
 
 /// Writes what changed of `outcome`, given what was written before.
-///
-/// Two round trips at most: the KeyValueBucket's spec, the Component's annotations and the
-/// Events at once, then the KeyValueBucket's status. The status comes last, so whoever sees
-/// Ready on the KeyValueBucket also finds the annotations and the Event of what was done.
 pub async fn report(
     component: &Component,
     key: &str,
@@ -46,69 +42,30 @@ pub async fn report(
     previous: Option<&Written>,
     outcome: &Outcome,
 ) -> Result<(), ReportError> {
-    let api: Api<KeyValueBucket> = Api::namespaced(
-        ctx.client.clone(),
-        &component.namespace().unwrap_or_default(),
-    );
-    // Not in the cache: new, or deleted by hand (then our memory of it is stale). Write both
-    // parts; an apply of identical content changes nothing on the server.
-    let cached = ctx.cached(component).is_some();
-    let previous_status = previous.map(|p| p.status.clone()).unwrap_or_default();
-    let now = Time(jiff::Timestamp::now());
-    let stamped = |generation| {
-        status::bucket_status(
-            &previous_status,
-            outcome,
-            generation,
-            component.metadata.generation,
-            now.clone(),
-        )
-    };
-    // The annotations and the Events only read each condition's status, reason and message,
-    // which do not depend on the KeyValueBucket's generation.
-    let generation = previous.and_then(|p| p.generation);
-    let conditions = stamped(generation).reconcile.conditions;
+    let namespace = component.namespace().unwrap_or_default();
+    let name = component.name_any();
+    let api: Api<KeyValueBucket> = Api::namespaced(ctx.client.clone(), &namespace);
 
-    // 1. At once: the KeyValueBucket itself, owned by the Component (garbage-collected with
-    // it); the summary annotations on the Component, for tools that only look at it, with our
-    // finalizer when the deletion policy asks for one (one apply for both); Events: what was
-    // done, and Ready transitions.
-    let spec = async {
-        if !cached || previous.is_none_or(|p| p.spec != outcome.spec) {
-            apply_bucket(ctx, &api, component, outcome).await
-        } else {
-            Ok(generation)
-        }
-    };
-    let annotations = async {
-        match status::component_patch(component, &conditions, outcome.wants_finalizer) {
-            Some(patch) => apply_component(ctx, component, patch).await,
-            None => Ok(()),
-        }
-    };
-    let events = async {
-        for note in status::events(
-            &previous_status.reconcile.conditions,
-            &conditions,
-            &outcome.events,
-        ) {
-            publish(ctx, component, key, note).await;
-        }
-    };
-    let (generation, annotated, ()) = futures::join!(spec, annotations, events);
+    // 1. The KeyValueBucket itself, owned by the Component (garbage-collected with it). Not in
+    // the cache: new, or deleted by hand (then our memory of it is stale). Write both parts; an
+    // apply of identical content changes nothing on the server.
+    let cached = ctx.cached(component).is_some();
+    let mut generation = previous.and_then(|p| p.generation);
+    if !cached || previous.is_none_or(|p| p.spec != outcome.spec) {
+        generation = apply_bucket(ctx, &api, component, outcome).await?;
+    }
 
     // 2. Its status, when anything in it changed.
-    let generation = generation?;
-    let status = stamped(generation);
+    let previous_status = previous.map(|p| p.status.clone()).unwrap_or_default();
+    let status = status::bucket_status(
+        &previous_status,
+        outcome,
+        generation,
+        component.metadata.generation,
+        Time(jiff::Timestamp::now()),
+    );
     if (!cached || status != previous_status)
-        && let Err(e) = apply_status(
-            ctx,
-            &api,
-            &component.name_any(),
-            json!(status),
-            "KeyValueBucket status",
-        )
-        .await
+        && let Err(e) = apply_status(ctx, &api, &name, json!(status), "KeyValueBucket status").await
     {
         // Deleted by hand: forget what we wrote so the next attempt re-creates it.
         ctx.index.forget_written(key);
@@ -119,10 +76,29 @@ pub async fn report(
         Written {
             spec: outcome.spec.clone(),
             generation,
-            status,
+            status: status.clone(),
         },
     );
-    annotated
+
+    // 3. The summary annotations on the Component, for tools that only look at it, with our
+    // finalizer when the deletion policy asks for one (one apply for both).
+    if let Some(patch) = status::component_patch(
+        component,
+        &status.reconcile.conditions,
+        outcome.wants_finalizer,
+    ) {
+        apply_component(ctx, component, patch).await?;
+    }
+
+    // 4. Events: what was done, and Ready transitions.
+    for note in status::events(
+        &previous_status.reconcile.conditions,
+        &status.reconcile.conditions,
+        &outcome.events,
+    ) {
+        publish(ctx, component, key, note).await;
+    }
+    Ok(())
 }
 
 /// Applies the KeyValueBucket's spec; returns its generation.
