@@ -5,7 +5,6 @@
 use crate::support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -53,21 +52,7 @@ fn component(ns: &str, name: &str, bucket: &str) -> String {
 }
 
 fn kubectl_as(kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .output()
-        .expect("kubectl runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(text)
-    }
+    support::run_tool("kubectl", kubeconfig, args)
 }
 
 #[tokio::test]

@@ -2,7 +2,6 @@
 //! JetStream state store and pub/sub), in self-hosted mode: its own resources folder (Component
 //! and Subscription files), ports and log; killed on drop.
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -131,24 +130,8 @@ impl Daprd {
 
     /// One HTTP/1.0 request to daprd's API: (status, body).
     pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).ok()?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .ok()?;
-        let body = body.unwrap_or("");
-        write!(
-            stream,
-            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let status = response.split_whitespace().nth(1)?.parse().ok()?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())?;
-        Some((status, body))
+        let addr = format!("127.0.0.1:{}", self.http_port);
+        super::http_request(&addr, method, path, body, Duration::from_secs(10))
     }
 }
 

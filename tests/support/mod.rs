@@ -150,7 +150,13 @@ pub fn node_cluster() -> &'static ControlPlane {
 /// the repository's root: `Ok(output)`, or `Err` with the command and its output.
 pub fn helm(kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
     let bin = std::env::var("JKO_HELM_BIN").unwrap_or_else(|_| "helm".into());
-    let out = std::process::Command::new(&bin)
+    run_tool(&bin, kubeconfig, args)
+}
+
+/// Runs a command-line client (`kubectl`, `helm`) against the cluster of `kubeconfig`, from the
+/// repository's root: `Ok(output)`, or `Err` with the command and its output.
+pub fn run_tool(bin: &str, kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new(bin)
         .args(args)
         .env("KUBECONFIG", kubeconfig)
         .current_dir(repo_root())
@@ -164,8 +170,39 @@ pub fn helm(kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
     if out.status.success() {
         Ok(text)
     } else {
-        Err(format!("helm {} failed:\n{text}", args.join(" ")))
+        Err(format!("{bin} {} failed:\n{text}", args.join(" ")))
     }
+}
+
+/// One HTTP/1.0 request to `addr` (`host:port`), reading the whole response within `timeout`:
+/// (status, body). `None` when the server is not there or the response is not HTTP.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    let head = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n");
+    match body {
+        Some(body) => write!(
+            stream,
+            "{head}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        None => write!(stream, "{head}\r\n"),
+    }
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())?;
+    Some((status, body))
 }
 
 /// A fake NATS server's side of the handshake: writes `info` (the whole `INFO {...}\r\n` line),
