@@ -5,7 +5,7 @@
 //! Processes are started from one long-lived thread with a parent-death signal, so they die with
 //! the test binary even when it panics or is killed; the control plane also exits when its stdin
 //! (a pipe held by the test binary) closes.
-#![allow(dead_code)] // shared with the benchmark (benches/operator.rs), which uses other parts
+#![allow(dead_code)] // shared with the benchmark (benches/operator/), which uses other parts
 
 pub mod cluster;
 pub mod controlplane;
