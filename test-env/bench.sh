@@ -10,6 +10,7 @@
 #   test-env/bench.sh --platform --sizes 10000       # 100,000 Components, 10% ours, 100 namespaces
 #   test-env/bench.sh --cluster --sizes 1000 --scenarios wave   # R3 buckets on a 3-node NATS cluster
 #   test-env/bench.sh --sizes 1000 --scenarios wave  # one size, one scenario
+#   test-env/bench.sh --sizes 1000 --scenarios floor,wave --repeat 8   # the ratio to the floor, 8 runs
 #   test-env/bench.sh --resync 30s --in-flight 64 --noise-per-component 2 --namespaces 20
 set -euo pipefail
 cd "$(dirname "$0")/.."

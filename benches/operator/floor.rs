@@ -13,7 +13,7 @@ use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::measure::{delta, loadavg, round, snapshot_of};
+use crate::measure::{delta, etcd_pid, loadavg, round, snapshot_of, wait_until_quiet};
 use crate::objects::{components, create};
 use crate::report::machine;
 use crate::support::{self, ControlPlane};
@@ -40,6 +40,7 @@ pub async fn floor(options: &Options, size: usize) -> (Value, Value) {
         options.in_flight,
         options.floor_in_flight
     ));
+    let quiet_after = wait_until_quiet(&[cp.apiserver_pid(), etcd_pid(&cp)]).await;
     let load_before = loadavg();
     let seen = watch_ready(&client);
     let recorder = Recorder::new(
@@ -112,6 +113,7 @@ pub async fn floor(options: &Options, size: usize) -> (Value, Value) {
         ),
     ));
     let value = json!({
+        "quiet_after_seconds": quiet_after,
         "load_before": load_before,
         "load_after": loadavg(),
         "noise_components": noise,

@@ -7,7 +7,7 @@
 //! cargo bench --bench operator -- [--sizes 100,1000] [--scenarios floor,wave,idle,restart]
 //!     [--resync 30s] [--noise-per-component 2] [--namespaces 20] [--in-flight 64]
 //!     [--floor-in-flight 16] [--cluster] [--out bench/results]
-//!     [--operator-args "--concurrency 32"]
+//!     [--operator-args "--concurrency 32"] [--repeat 1]
 //! ```
 //!
 //! Each size gets a fresh control plane, nats-server and operator, so sizes do not influence
@@ -59,6 +59,8 @@ struct Options {
     operator_args: Vec<String>,
     /// A three-node JetStream cluster and R3 buckets instead of one nats-server.
     cluster: bool,
+    /// Runs of each size, one after the other (the ratio to the floor varies from run to run).
+    repeat: usize,
 }
 
 fn options() -> Result<Options, String> {
@@ -79,6 +81,7 @@ fn options() -> Result<Options, String> {
         out: support::repo_root().join("bench/results"),
         operator_args: Vec::new(),
         cluster: false,
+        repeat: 1,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -116,6 +119,12 @@ fn options() -> Result<Options, String> {
             }
             "--out" => o.out = PathBuf::from(value()?),
             "--cluster" => o.cluster = true,
+            "--repeat" => {
+                o.repeat = value()?.parse().map_err(|e| format!("{e}"))?;
+                if o.repeat == 0 {
+                    return Err("--repeat must be at least 1".into());
+                }
+            }
             "--operator-args" => {
                 o.operator_args = value()?.split_whitespace().map(str::to_string).collect()
             }
@@ -147,7 +156,12 @@ fn main() {
         .expect("tokio runtime");
     std::fs::create_dir_all(&options.out).expect("results directory");
     for &size in &options.sizes {
-        runtime.block_on(run_size(&options, size));
+        let ratios: Vec<f64> = (0..options.repeat)
+            .filter_map(|_| runtime.block_on(run_size(&options, size)))
+            .collect();
+        if ratios.len() > 1 {
+            progress(&ratio_summary(size, ratios));
+        }
     }
     write_readme(&options.out);
     progress(&format!(
@@ -239,8 +253,30 @@ impl Env {
     }
 }
 
-async fn run_size(options: &Options, size: usize) {
-    let date = jiff::Timestamp::now().strftime("%Y-%m-%dT%H%M").to_string();
+/// The ratios of the wave to the floor over several runs of one size: each, and their median.
+fn ratio_summary(size: usize, mut ratios: Vec<f64>) -> String {
+    let each = ratios
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    ratios.sort_by(f64::total_cmp);
+    let n = ratios.len();
+    let median = (ratios[(n - 1) / 2] + ratios[n / 2]) / 2.0;
+    let mean = ratios.iter().sum::<f64>() / n as f64;
+    format!(
+        "size {size}: wave / floor over {n} runs: {each}; median {}, mean {}",
+        round(median, 2),
+        round(mean, 2)
+    )
+}
+
+/// One run of one size: its scenarios, each result saved. Returns the wave's ratio to the floor
+/// when both ran.
+async fn run_size(options: &Options, size: usize) -> Option<f64> {
+    let date = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H%M%S")
+        .to_string();
     let has = |s: &str| options.scenarios.iter().any(|x| x == s);
     let floor_result = if has("floor") {
         let (floor, machine) = floor(options, size).await;
@@ -251,7 +287,7 @@ async fn run_size(options: &Options, size: usize) {
         None
     };
     if !has("wave") {
-        return;
+        return None;
     }
     progress(&format!(
         "size {size}: starting control plane, nats-server and operator"
@@ -287,8 +323,9 @@ async fn run_size(options: &Options, size: usize) {
     let namespaces = create_namespaces(&env.client, options.namespaces).await;
 
     let mut wave = wave(&env, options, size, &namespaces).await;
+    let mut ratio = None;
     if let Some(floor) = floor_result {
-        let ratio = wave["all_ready_after_first_apply_seconds"]
+        ratio = wave["all_ready_after_first_apply_seconds"]
             .as_f64()
             .map(|w| round(w / floor, 2));
         progress(&format!(
@@ -308,6 +345,7 @@ async fn run_size(options: &Options, size: usize) {
         save(options, &date, "restart", size, &machine, restart);
     }
     progress(&format!("size {size}: done; stopping the servers"));
+    ratio
 }
 
 async fn create_namespaces(client: &Client, n: usize) -> Vec<String> {

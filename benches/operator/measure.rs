@@ -2,7 +2,7 @@
 //! the CPU and memory of their processes; the difference of two readings as the results show it.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kube::Client;
 use serde_json::{Value, json};
@@ -249,4 +249,26 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Waits until `pids` are idle together (under a tenth of a core for three seconds in a row), at
+/// most a minute, and returns how long that took. A control plane just started still builds its
+/// OpenAPI documents and runs its controllers' first syncs; a scenario started on top of that
+/// would time them too, and the floor and the wave start at different points of it.
+pub async fn wait_until_quiet(pids: &[Option<u32>]) -> f64 {
+    let started = Instant::now();
+    let cpu = || pids.iter().map(|p| proc_stats(*p).cpu_seconds).sum::<f64>();
+    let mut last = cpu();
+    let mut quiet_seconds = 0;
+    while quiet_seconds < 3 && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = cpu();
+        quiet_seconds = if now - last < 0.1 {
+            quiet_seconds + 1
+        } else {
+            0
+        };
+        last = now;
+    }
+    round(started.elapsed().as_secs_f64(), 1)
 }

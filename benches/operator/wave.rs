@@ -14,7 +14,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::measure::{delta, loadavg, percentile, round, snapshot};
+use crate::measure::{delta, etcd_pid, loadavg, percentile, round, snapshot, wait_until_quiet};
 use crate::objects::{components, create};
 use crate::support;
 use crate::{Env, Options, progress};
@@ -54,6 +54,13 @@ pub async fn wave(env: &Env, options: &Options, size: usize, namespaces: &[Strin
         namespaces.len(),
         options.in_flight
     ));
+    let quiet_after = wait_until_quiet(&[
+        env.cp.apiserver_pid(),
+        etcd_pid(&env.cp),
+        env.operator.pid(),
+        env.nats.pid(),
+    ])
+    .await;
     let load_before = loadavg();
     let seen = watch_ready(&env.client);
     let before = snapshot(env).await;
@@ -169,6 +176,7 @@ pub async fn wave(env: &Env, options: &Options, size: usize, namespaces: &[Strin
         to_settled["operator_process"]["peak_rss_mib"],
     ));
     json!({
+        "quiet_after_seconds": quiet_after,
         "load_before": load_before,
         "load_after": loadavg(),
         "noise_components": noise,
