@@ -2,7 +2,7 @@
 //! status), the Component's summary annotations and finalizer, and Events; what to write is
 //! decided by [`super::status`].
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::events::Event;
 use kube::{Resource as _, ResourceExt as _};
@@ -80,22 +80,35 @@ pub async fn report(
         },
     );
 
-    // 3. The summary annotations on the Component, for tools that only look at it, with our
-    // finalizer when the deletion policy asks for one (one apply for both).
-    if let Some(patch) = status::component_patch(
+    tell_component(
+        ctx,
         component,
-        &status.reconcile.conditions,
-        outcome.wants_finalizer,
-    ) {
-        apply_component(ctx, component, patch).await?;
-    }
-
-    // 4. Events: what was done, and Ready transitions.
-    for note in status::events(
+        key,
         &previous_status.reconcile.conditions,
         &status.reconcile.conditions,
+        outcome.wants_finalizer,
         &outcome.events,
-    ) {
+    )
+    .await
+}
+
+/// The last two writes of a report, the same for a KeyValueBucket and a JetStreamStream:
+/// 3. the summary annotations on the Component, for tools that only look at it, with our
+/// finalizer when the deletion policy asks for one (one apply for both), when they changed;
+/// 4. the Events: what was done (`done`), and Ready transitions from `previous` to `conditions`.
+pub(crate) async fn tell_component(
+    ctx: &Context,
+    component: &Component,
+    key: &str,
+    previous: &[Condition],
+    conditions: &[Condition],
+    wants_finalizer: Option<bool>,
+    done: &[Note],
+) -> Result<(), ReportError> {
+    if let Some(patch) = status::component_patch(component, conditions, wants_finalizer) {
+        apply_component(ctx, component, patch).await?;
+    }
+    for note in status::events(previous, conditions, done) {
         publish(ctx, component, key, note).await;
     }
     Ok(())

@@ -19,7 +19,6 @@ use super::context::Context;
 use super::index::WrittenStream;
 use super::read;
 use super::report::{self, ReportError};
-use super::status;
 use crate::crd::{ConditionType, ReconcileStatus};
 use crate::dapr::Component;
 use crate::failure::{Problem, Retry};
@@ -174,19 +173,15 @@ async fn write(
             status: status.clone(),
         },
     );
-    if let Some(patch) = status::component_patch(
+    report::tell_component(
+        ctx,
         component,
-        &status.reconcile.conditions,
-        outcome.wants_finalizer,
-    ) {
-        report::apply_component(ctx, component, patch).await?;
-    }
-    for note in status::events(
+        &key,
         &previous_status.reconcile.conditions,
         &status.reconcile.conditions,
+        outcome.wants_finalizer,
         &outcome.events,
-    ) {
-        report::publish(ctx, component, &key, note).await;
-    }
+    )
+    .await?;
     Ok(status.reconcile.conditions)
 }
