@@ -13,7 +13,7 @@ use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::measure::{delta, etcd_pid, loadavg, round, snapshot_of, wait_until_quiet};
+use crate::measure::{control_plane_pids, delta, loadavg, round, snapshot_of, wait_until_quiet};
 use crate::objects::{components, create};
 use crate::report::machine;
 use crate::support::{self, ControlPlane};
@@ -40,7 +40,7 @@ pub async fn floor(options: &Options, size: usize) -> (Value, Value) {
         options.in_flight,
         options.floor_in_flight
     ));
-    let quiet_after = wait_until_quiet(&[cp.apiserver_pid(), etcd_pid(&cp)]).await;
+    let quiet_after = wait_until_quiet(&control_plane_pids(&cp)).await;
     let load_before = loadavg();
     let seen = watch_ready(&client);
     let recorder = Recorder::new(

@@ -251,6 +251,26 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// The control plane's processes: the one that runs etcd and its children (kube-apiserver and
+/// kube-controller-manager).
+pub fn control_plane_pids(cp: &ControlPlane) -> Vec<Option<u32>> {
+    let Some(parent) = etcd_pid(cp) else {
+        return vec![cp.apiserver_pid()];
+    };
+    let children = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().nth(1)?.parse::<u32>().ok())
+                == Some(parent)
+        })
+        .map(Some);
+    std::iter::once(Some(parent)).chain(children).collect()
+}
+
 /// Waits until `pids` are idle together (under a tenth of a core for three seconds in a row), at
 /// most a minute, and returns how long that took. A control plane just started still builds its
 /// OpenAPI documents and runs its controllers' first syncs; a scenario started on top of that

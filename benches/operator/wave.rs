@@ -14,7 +14,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::measure::{delta, etcd_pid, loadavg, percentile, round, snapshot, wait_until_quiet};
+use crate::measure::{
+    control_plane_pids, delta, loadavg, percentile, round, snapshot, wait_until_quiet,
+};
 use crate::objects::{components, create};
 use crate::support;
 use crate::{Env, Options, progress};
@@ -54,13 +56,9 @@ pub async fn wave(env: &Env, options: &Options, size: usize, namespaces: &[Strin
         namespaces.len(),
         options.in_flight
     ));
-    let quiet_after = wait_until_quiet(&[
-        env.cp.apiserver_pid(),
-        etcd_pid(&env.cp),
-        env.operator.pid(),
-        env.nats.pid(),
-    ])
-    .await;
+    let mut servers = control_plane_pids(&env.cp);
+    servers.extend([env.operator.pid(), env.nats.pid()]);
+    let quiet_after = wait_until_quiet(&servers).await;
     let load_before = loadavg();
     let seen = watch_ready(&env.client);
     let before = snapshot(env).await;
