@@ -51,6 +51,7 @@ pub async fn restart(env: &mut Env, size: usize) -> Value {
     let (stop_took, status) = env.operator.terminate();
     let started = Instant::now();
     env.operator = Env::start_operator(&env.cp.kubeconfig, &env.operator_args);
+    env.pin();
     let ready_after = wait_operator_ready(&env.operator, Duration::from_secs(120)).await;
     // Every state.jetstream Component has been reconciled by the new process and found Ready
     // when the new process's bucket gauge counts all of them.

@@ -13,7 +13,9 @@ use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::measure::{control_plane_pids, delta, loadavg, round, snapshot_of, wait_until_quiet};
+use crate::measure::{
+    self, control_plane_pids, delta, loadavg, round, snapshot_of, wait_until_quiet,
+};
 use crate::objects::{components, create};
 use crate::report::machine;
 use crate::support::{self, ControlPlane};
@@ -32,7 +34,11 @@ pub async fn floor(options: &Options, size: usize) -> (Value, Value) {
     let cp = ControlPlane::start();
     cp.install_crds();
     let client = support::client_for(&cp.kubeconfig).await;
-    let machine = machine(&cp, None);
+    if options.pin {
+        measure::pin(&cp, &[]);
+    }
+    let mut machine = machine(&cp, None);
+    machine["pinned"] = measure::pinning(options.pin);
     let namespaces = create_namespaces(&client, options.namespaces).await;
     progress(&format!(
         "floor: {size} state.jetstream Components and {noise} others across {} namespaces, {} creates in flight; for each of ours the operator's 4 writes, {} Components in flight",

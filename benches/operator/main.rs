@@ -7,7 +7,7 @@
 //! cargo bench --bench operator -- [--sizes 100,1000] [--scenarios floor,wave,idle,restart]
 //!     [--resync 30s] [--noise-per-component 2] [--namespaces 20] [--in-flight 64]
 //!     [--floor-in-flight 16] [--cluster] [--out bench/results]
-//!     [--operator-args "--concurrency 32"] [--repeat 1]
+//!     [--operator-args "--concurrency 32"] [--repeat 1] [--pin]
 //! ```
 //!
 //! Each size gets a fresh control plane, nats-server and operator, so sizes do not influence
@@ -59,6 +59,8 @@ struct Options {
     operator_args: Vec<String>,
     /// A three-node JetStream cluster and R3 buckets instead of one nats-server.
     cluster: bool,
+    /// The control plane on CPU 0, the rest on CPU 1 (see [`measure::pin`]).
+    pin: bool,
     /// Runs of each size, one after the other (the ratio to the floor varies from run to run).
     repeat: usize,
 }
@@ -82,6 +84,7 @@ fn options() -> Result<Options, String> {
         operator_args: Vec::new(),
         cluster: false,
         repeat: 1,
+        pin: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -119,6 +122,7 @@ fn options() -> Result<Options, String> {
             }
             "--out" => o.out = PathBuf::from(value()?),
             "--cluster" => o.cluster = true,
+            "--pin" => o.pin = true,
             "--repeat" => {
                 o.repeat = value()?.parse().map_err(|e| format!("{e}"))?;
                 if o.repeat == 0 {
@@ -184,6 +188,8 @@ struct Env {
     operator: Operator,
     operator_args: Vec<String>,
     client: Client,
+    /// `--pin`: the control plane on CPU 0, the rest on CPU 1.
+    pinned: bool,
 }
 
 /// One nats-server, or a three-node cluster whose buckets get three replicas.
@@ -247,6 +253,19 @@ impl Nats {
 }
 
 impl Env {
+    /// With `--pin`: the control plane on CPU 0, nats-server, the operator and the benchmark on
+    /// CPU 1.
+    fn pin(&self) {
+        if self.pinned {
+            let mut others = vec![self.operator.pid()];
+            match &self.nats {
+                Nats::Single(s) => others.push(s.pid()),
+                Nats::Cluster(c) => others.extend((0..3).map(|i| c.pid(i))),
+            }
+            measure::pin(&self.cp, &others);
+        }
+    }
+
     fn start_operator(kubeconfig: &Path, args: &[String]) -> Operator {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Operator::start(kubeconfig, &args)
@@ -313,9 +332,12 @@ async fn run_size(options: &Options, size: usize) -> Option<f64> {
         operator,
         operator_args,
         client,
+        pinned: options.pin,
     };
+    env.pin();
     wait_operator_ready(&env.operator, Duration::from_secs(60)).await;
     let mut machine = machine(&env.cp, Some(&env.nats));
+    machine["pinned"] = measure::pinning(options.pin);
     machine["operator_args"] = json!(env.operator_args.join(" "));
     if options.cluster {
         machine["nats"] = json!("3-node JetStream cluster, R3 buckets");

@@ -292,3 +292,40 @@ pub async fn wait_until_quiet(pids: &[Option<u32>]) -> f64 {
     }
     round(started.elapsed().as_secs_f64(), 1)
 }
+
+/// `--pin`: the control plane's processes on CPU 0, and everything else of the run (nats-server,
+/// the operator, the benchmark itself) on CPU 1, as in a cluster whose API server has machines
+/// of its own. Every thread of each process is moved (`taskset -a`); threads started later
+/// inherit it.
+pub fn pin(cp: &ControlPlane, others: &[Option<u32>]) {
+    let move_to = |cpu: &str, pid: u32| {
+        let done = std::process::Command::new("taskset")
+            .args(["-a", "-c", "-p", cpu, &pid.to_string()])
+            .output();
+        match done {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => panic!(
+                "taskset -a -c -p {cpu} {pid}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => panic!("taskset (util-linux): {e}"),
+        }
+    };
+    for pid in control_plane_pids(cp).into_iter().flatten() {
+        move_to("0", pid);
+    }
+    for pid in others.iter().flatten().copied().chain([std::process::id()]) {
+        move_to("1", pid);
+    }
+}
+
+/// What `--pin` did, for the results.
+pub fn pinning(pinned: bool) -> Value {
+    if pinned {
+        json!(
+            "control plane (etcd, kube-apiserver, kube-controller-manager) on CPU 0; nats-server, operator and benchmark on CPU 1"
+        )
+    } else {
+        json!("none: every process on every CPU")
+    }
+}
