@@ -7,7 +7,7 @@
 //! cargo bench --bench operator -- [--sizes 100,1000] [--scenarios floor,wave,idle,restart]
 //!     [--resync 30s] [--noise-per-component 2] [--namespaces 20] [--in-flight 64]
 //!     [--floor-in-flight 16] [--cluster] [--out bench/results]
-//!     [--operator-args "--concurrency 32"] [--repeat 1] [--pin]
+//!     [--operator-args "--concurrency 32"] [--repeat 1] [--pin] [--readme-only]
 //! ```
 //!
 //! Each size gets a fresh control plane, nats-server and operator, so sizes do not influence
@@ -61,6 +61,8 @@ struct Options {
     cluster: bool,
     /// The control plane on CPU 0, the rest on CPU 1 (see [`measure::pin`]).
     pin: bool,
+    /// Only regenerate `README.md` from the result files in `out`.
+    readme_only: bool,
     /// Runs of each size, one after the other (the ratio to the floor varies from run to run).
     repeat: usize,
 }
@@ -85,6 +87,7 @@ fn options() -> Result<Options, String> {
         cluster: false,
         repeat: 1,
         pin: false,
+        readme_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -123,6 +126,8 @@ fn options() -> Result<Options, String> {
             "--out" => o.out = PathBuf::from(value()?),
             "--cluster" => o.cluster = true,
             "--pin" => o.pin = true,
+            // Regenerates `README.md` from the result files in --out, and runs nothing.
+            "--readme-only" => o.readme_only = true,
             "--repeat" => {
                 o.repeat = value()?.parse().map_err(|e| format!("{e}"))?;
                 if o.repeat == 0 {
@@ -159,7 +164,12 @@ fn main() {
         .build()
         .expect("tokio runtime");
     std::fs::create_dir_all(&options.out).expect("results directory");
-    for &size in &options.sizes {
+    let sizes: &[usize] = if options.readme_only {
+        &[]
+    } else {
+        &options.sizes
+    };
+    for &size in sizes {
         let ratios: Vec<f64> = (0..options.repeat)
             .filter_map(|_| runtime.block_on(run_size(&options, size)))
             .collect();
