@@ -38,7 +38,8 @@ pub fn machine(cp: &ControlPlane, nats: Option<&Nats>) -> Value {
     let dirty =
         !command_output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
     json!({
-        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        // Every CPU of the machine (`nproc --all`), also when --pin has bound this process to one.
+        "nproc": command_output("nproc", &["--all"]).parse::<u64>().unwrap_or(0),
         "memory_gib": round(mem_kib / 1024.0 / 1024.0, 1),
         "cpu_model": model,
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
@@ -61,7 +62,18 @@ pub fn run_label(file: &str, v: &Value) -> String {
         .and_then(|b| Path::new(b).parent()?.file_name())
         .map(|d| format!(", operator of {}", d.to_string_lossy()))
         .unwrap_or_default();
-    format!("{} ({commit}{binary})", file.trim_end_matches(".json"))
+    let pinned = if v["machine"]["pinned"]
+        .as_str()
+        .is_some_and(|p| p.starts_with("control plane"))
+    {
+        ", pinned"
+    } else {
+        ""
+    };
+    format!(
+        "{} ({commit}{binary}{pinned})",
+        file.trim_end_matches(".json")
+    )
 }
 
 /// Regenerates `README.md` from every result file in `dir`.
