@@ -735,9 +735,11 @@ async fn what_nats_would_refuse_is_refused_first_each_with_its_reason_and_nothin
         jss.condition(ConditionType::Stalled)
             .is_some_and(|c| c.status == "True")
     );
-    let jss = wait_ready(&client, &ns.name, "bucket", "False", "SubjectOverlap").await;
+    // A leading wildcard would also cover the bucket's $KV.cart.> (and every reply under
+    // _INBOX.): refused as a subject, before any overlap is looked for.
+    let jss = wait_ready(&client, &ns.name, "bucket", "False", "InvalidSubject").await;
     let message = &jss.condition(ConditionType::Ready).expect("Ready").message;
-    assert!(message.contains("of KV bucket cart"), "{message}");
+    assert!(message.contains("wildcard as its first token"), "{message}");
     wait_ready(&client, &ns.name, "queue", "False", "WorkQueueRefused").await;
     let jss = wait_ready(&client, &ns.name, "foreign", "False", "SubjectsNotCovered").await;
     let returns = jss
@@ -1018,4 +1020,97 @@ async fn with_stream_name_a_subscribed_dead_letter_topic_is_reported_and_its_dea
             .any(|(reason, _)| reason == "DeadLetterSubscriptionUnreachable"),
         "a Warning Event says it: {events:?}"
     );
+}
+
+/// Reserved subjects and leading wildcards (issue 26): as the stream annotation they are
+/// refused with `InvalidSubject` and no stream is made; as a Subscription's topic the stream is
+/// made without them and the topic is reported as not covered. Judged by nats-server's own list
+/// of streams and their subjects; the positive control is the same Component shape with a plain
+/// subject, whose stream the same listing sees.
+#[tokio::test]
+async fn reserved_subjects_and_leading_wildcards_are_refused_and_nothing_captures_them() {
+    let client = support::client().await;
+    support::operator();
+    let ns = TestNamespace::new(&client, "pubsub-reserved").await;
+    let (server, js) = server_with_others().await;
+    let url = server.url();
+    let refused = ["_INBOX.>", "*.>", "*.API.>", "$SRV.>", "$MQTT.>", ">"];
+    for (i, subject) in refused.iter().enumerate() {
+        control_plane().apply(
+            &pubsub_component(&ns.name, &format!("reserved-{i}"), &url)
+                .annotation(SUBJECTS_ANNOTATION, subject)
+                .yaml(),
+        );
+    }
+    // The positive control, and a topic daprd would subscribe to on _INBOX.
+    control_plane().apply(
+        &pubsub_component(&ns.name, "plain", &url)
+            .annotation(SUBJECTS_ANNOTATION, "orders.>")
+            .yaml(),
+    );
+    subscribe(&client, &ns.name, "replies", "plain", "_INBOX.>", None).await;
+
+    for (i, subject) in refused.iter().enumerate() {
+        let jss = wait_ready(
+            &client,
+            &ns.name,
+            &format!("reserved-{i}"),
+            "False",
+            "InvalidSubject",
+        )
+        .await;
+        let message = &jss.condition(ConditionType::Ready).expect("Ready").message;
+        assert!(message.contains(subject), "{subject}: {message}");
+    }
+    let jss = support::eventually(
+        std::time::Duration::from_secs(60),
+        "the _INBOX.> topic reported as not covered",
+        || async {
+            let jss = Api::<JetStreamStream>::namespaced(client.clone(), &ns.name)
+                .get_opt("plain")
+                .await
+                .ok()
+                .flatten()?;
+            let topic = jss
+                .status
+                .as_ref()?
+                .topics
+                .iter()
+                .find(|t| t.topic == "_INBOX.>")?
+                .clone();
+            Some((jss, topic))
+        },
+        async || support::describe(&ns.name, "jss", "plain"),
+    )
+    .await;
+    assert!(!jss.1.covered, "{:?}", jss.1);
+
+    // What the server holds: the plain stream (the instrument sees a stream when one is made),
+    // and no subject of any stream under a reserved token or a leading wildcard.
+    let listed = others(&js, "").await;
+    let plain = format!("{}_plain", ns.name);
+    let subjects: Vec<&String> = listed.iter().flat_map(|o| o.subjects.iter()).collect();
+    assert!(
+        listed
+            .iter()
+            .any(|o| o.name == plain && o.subjects.contains(&"orders.>".to_string())),
+        "the plain stream was not made: {listed:?}"
+    );
+    for subject in subjects {
+        assert!(
+            !(subject.starts_with("_INBOX")
+                || subject.starts_with('*')
+                || subject.starts_with('>')
+                || subject.starts_with("$SRV")
+                || subject.starts_with("$MQTT")),
+            "a stream captures {subject}: {listed:?}"
+        );
+    }
+    for i in 0..refused.len() {
+        let name = format!("{}_reserved-{i}", ns.name);
+        assert!(
+            listed.iter().all(|o| o.name != name),
+            "{name} was made: {listed:?}"
+        );
+    }
 }

@@ -8,9 +8,14 @@
 
 use std::collections::BTreeSet;
 
-/// Stream subjects under these prefixes belong to NATS itself (the JetStream API, KV buckets,
-/// object stores, the system account): a Dapr stream must never claim them.
-const RESERVED_PREFIXES: [&str; 6] = ["$JS.", "$KV.", "$O.", "$SYS.", "$JSC.", "$NRG."];
+/// Subjects under these first tokens belong to NATS itself or to every client of the account:
+/// the JetStream API, KV buckets, object stores, the system account, Raft groups, the replies of
+/// every request (`_INBOX`), services and MQTT sessions. A Dapr stream must never claim them: on a
+/// shared account a stream on `_INBOX.>` would store every reply, other tenants' KV reads
+/// included.
+const RESERVED_TOKENS: [&str; 9] = [
+    "$JS", "$KV", "$O", "$SYS", "$JSC", "$NRG", "_INBOX", "$SRV", "$MQTT",
+];
 
 /// Longest subject accepted (NATS has no hard limit; this bounds what one annotation can cost).
 pub const MAX_SUBJECT_LEN: usize = 255;
@@ -43,16 +48,22 @@ pub fn subject_problem(subject: &str) -> Option<String> {
             return Some("'>' is not the last token".into());
         }
     }
-    if subject == ">" {
+    // A wildcard first token matches the first token of every reserved subject below.
+    if tokens.first().is_some_and(|t| *t == "*" || *t == ">") {
         return Some(
-            "'>' alone would capture every subject, the JetStream API included; list the topics or \
-             a prefix such as orders.>"
+            "a wildcard as its first token matches subjects under every first token, $JS. (the \
+             JetStream API) and _INBOX. (every reply in the account) included; start it with a \
+             literal token, such as orders.>"
                 .into(),
         );
     }
-    if let Some(prefix) = RESERVED_PREFIXES.iter().find(|p| subject.starts_with(*p)) {
+    if let Some(reserved) = tokens
+        .first()
+        .and_then(|t| RESERVED_TOKENS.iter().find(|r| *r == t))
+    {
         return Some(format!(
-            "subjects under {prefix} belong to NATS itself (JetStream API, KV buckets, object stores)"
+            "subjects under {reserved}. belong to NATS itself or to every client of the account \
+             (the JetStream API, KV buckets, object stores, request replies, services, MQTT)"
         ));
     }
     None
@@ -419,7 +430,14 @@ mod tests {
             ("orders.new", true),
             ("orders.*", true),
             ("orders.>", true),
-            ("*.created", true),
+            ("*.created", false),
+            ("*.>", false),
+            ("*.API.>", false),
+            ("_INBOX.>", false),
+            ("_INBOX.abc", false),
+            ("$SRV.>", false),
+            ("$MQTT.sess.>", false),
+            ("inbox._INBOX", true),
             ("prod-orders_v2", true),
             ("", false),
             (">", false),
