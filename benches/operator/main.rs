@@ -4,7 +4,8 @@
 //! `bench/README.md`); results go to `bench/results/`.
 //!
 //! ```text
-//! cargo bench --bench operator -- [--sizes 100,1000] [--scenarios floor,wave,idle,restart]
+//! cargo bench --bench operator -- [--sizes 100,1000]
+//!     [--scenarios floor,wave,idle,restart,pubsub-wave]
 //!     [--resync 30s] [--noise-per-component 2] [--namespaces 20] [--in-flight 64]
 //!     [--floor-in-flight 16] [--cluster] [--out bench/results]
 //!     [--operator-args "--concurrency 32"] [--repeat 1] [--pin] [--readme-only]
@@ -13,7 +14,9 @@
 //! Each size gets a fresh control plane, nats-server and operator, so sizes do not influence
 //! each other. The floor runs first, on a control plane of its own and without an operator: the
 //! same creates, plus the operator's writes made by the benchmark itself. The other scenarios run
-//! in order on the same objects: `idle` and `restart` need `wave`.
+//! in order on the same objects: `idle` and `restart` need `wave`. `pubsub-wave` (not in the
+//! default list) runs last, a wave of `pubsub.jetstream` Components each with a stream of its
+//! own, on the same servers (after `wave`, the account also holds its buckets' streams).
 //!
 //! The modules: [`objects`] (the Components created), [`floor`], [`wave`], [`after`] (idle and
 //! restart), [`measure`] (counters, CPU and memory of each process) and [`report`] (the machine,
@@ -40,6 +43,7 @@ use serde_json::{Value, json};
 use after::{idle, restart};
 use floor::floor;
 use measure::round;
+use objects::WaveKind;
 use report::{machine, write_readme};
 use support::ControlPlane;
 use support::cluster::NatsCluster;
@@ -141,10 +145,13 @@ fn options() -> Result<Options, String> {
         }
     }
     for s in &o.scenarios {
-        if !["floor", "wave", "idle", "restart"].contains(&s.as_str()) {
+        if !["floor", "wave", "idle", "restart", "pubsub-wave"].contains(&s.as_str()) {
             return Err(format!(
-                "unknown scenario {s:?}: use floor, wave, idle, restart"
+                "unknown scenario {s:?}: use floor, wave, idle, restart, pubsub-wave"
             ));
+        }
+        if ["idle", "restart"].contains(&s.as_str()) && !o.scenarios.iter().any(|x| x == "wave") {
+            return Err(format!("scenario {s} needs wave"));
         }
     }
     Ok(o)
@@ -315,7 +322,7 @@ async fn run_size(options: &Options, size: usize) -> Option<f64> {
     } else {
         None
     };
-    if !has("wave") {
+    if !has("wave") && !has("pubsub-wave") {
         return None;
     }
     progress(&format!(
@@ -354,7 +361,39 @@ async fn run_size(options: &Options, size: usize) -> Option<f64> {
     }
     let namespaces = create_namespaces(&env.client, options.namespaces).await;
 
-    let mut wave = wave(&env, options, size, &namespaces).await;
+    let mut ratio = None;
+    if has("wave") {
+        ratio = buckets_wave(
+            &mut env,
+            options,
+            size,
+            &namespaces,
+            floor_result,
+            &date,
+            &machine,
+        )
+        .await;
+    }
+    if has("pubsub-wave") {
+        let streams = wave(&env, options, WaveKind::Streams, size, &namespaces).await;
+        save(options, &date, "pubsub-wave", size, &machine, streams);
+    }
+    progress(&format!("size {size}: done; stopping the servers"));
+    ratio
+}
+
+/// The state-store wave, its ratio to the floor, then idle and restart on its objects.
+async fn buckets_wave(
+    env: &mut Env,
+    options: &Options,
+    size: usize,
+    namespaces: &[String],
+    floor_result: Option<f64>,
+    date: &str,
+    machine: &Value,
+) -> Option<f64> {
+    let has = |s: &str| options.scenarios.iter().any(|x| x == s);
+    let mut wave = wave(env, options, WaveKind::Buckets, size, namespaces).await;
     let mut ratio = None;
     if let Some(floor) = floor_result {
         ratio = wave["all_ready_after_first_apply_seconds"]
@@ -366,17 +405,16 @@ async fn run_size(options: &Options, size: usize) -> Option<f64> {
         wave["floor_seconds"] = json!(floor);
         wave["ratio_to_floor"] = json!(ratio);
     }
-    save(options, &date, "wave", size, &machine, wave);
+    save(options, date, "wave", size, machine, wave);
 
     if has("idle") {
-        let idle = idle(&env, options, size).await;
-        save(options, &date, "idle", size, &machine, idle);
+        let idle = idle(env, options, size).await;
+        save(options, date, "idle", size, machine, idle);
     }
     if has("restart") {
-        let restart = restart(&mut env, size).await;
-        save(options, &date, "restart", size, &machine, restart);
+        let restart = restart(env, size).await;
+        save(options, date, "restart", size, machine, restart);
     }
-    progress(&format!("size {size}: done; stopping the servers"));
     ratio
 }
 

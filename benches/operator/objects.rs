@@ -1,5 +1,6 @@
-//! The Components a run creates: ours (`state.jetstream`, each its own bucket) and the others,
-//! interleaved round-robin over the namespaces, and the create that retries.
+//! The Components a run creates: ours (`state.jetstream`, each its own bucket, or
+//! `pubsub.jetstream`, each its own stream) and the others, interleaved round-robin over the
+//! namespaces, and the create that retries.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -31,6 +32,53 @@ pub fn jetstream_component(
         .component()
 }
 
+/// What a wave provisions: a bucket per `state.jetstream` Component, or a stream per
+/// `pubsub.jetstream` Component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaveKind {
+    Buckets,
+    Streams,
+}
+
+impl WaveKind {
+    /// The scenario's name in the results.
+    pub fn scenario(self) -> &'static str {
+        match self {
+            Self::Buckets => "wave",
+            Self::Streams => "pubsub-wave",
+        }
+    }
+
+    /// The resource that says Ready, as the benchmark's watch names it.
+    pub fn resource(self) -> kube::discovery::ApiResource {
+        match self {
+            Self::Buckets => kube::discovery::ApiResource::erase::<
+                jetstream_kv_operator::crd::KeyValueBucket,
+            >(&()),
+            Self::Streams => kube::discovery::ApiResource::erase::<
+                jetstream_kv_operator::pubsub::resource::JetStreamStream,
+            >(&()),
+        }
+    }
+
+    /// Plural words for progress lines.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::Buckets => "KeyValueBuckets",
+            Self::Streams => "JetStreamStreams",
+        }
+    }
+}
+
+/// A `pubsub.jetstream` Component whose stream (`<namespace>_<name>`) holds `<prefix>.>`.
+pub fn pubsub_component(ns: &str, name: &str, url: &str, prefix: &str) -> Component {
+    support::ComponentManifest::new(ns, name)
+        .type_("pubsub.jetstream")
+        .item("natsURL", url)
+        .annotation("jetstreamkv.io/subjects", &format!("{prefix}.>"))
+        .component()
+}
+
 pub fn noise_component(ns: &str, name: &str, i: usize) -> Component {
     let type_ = NOISE_TYPES[i % NOISE_TYPES.len()];
     support::ComponentManifest::new(ns, name)
@@ -41,10 +89,12 @@ pub fn noise_component(ns: &str, name: &str, i: usize) -> Component {
         .component()
 }
 
-/// The Components of one size: `size` of ours, each its own bucket, and `noise_per_component`
-/// others per one of ours, interleaved as a real cluster's come, round-robin over the namespaces.
+/// The Components of one size: `size` of ours, each its own bucket or stream, and
+/// `noise_per_component` others per one of ours, interleaved as a real cluster's come,
+/// round-robin over the namespaces.
 pub fn components(
     options: &Options,
+    kind: WaveKind,
     size: usize,
     namespaces: &[String],
     url: &str,
@@ -57,17 +107,29 @@ pub fn components(
     while j < size || n < noise {
         if j < size {
             let ns = &namespaces[j % namespaces.len()];
-            let name = format!("kv-{j:06}");
-            objects.push((
-                true,
-                jetstream_component(ns, &name, url, &format!("b{run}_{j}"), settings),
-            ));
+            let component = match kind {
+                WaveKind::Buckets => jetstream_component(
+                    ns,
+                    &format!("kv-{j:06}"),
+                    url,
+                    &format!("b{run}_{j}"),
+                    settings,
+                ),
+                WaveKind::Streams => {
+                    pubsub_component(ns, &format!("ps-{j:06}"), url, &format!("t{run}-{j}"))
+                }
+            };
+            objects.push((true, component));
             j += 1;
         }
         for _ in 0..options.noise_per_component {
             if n < noise {
                 let ns = &namespaces[n % namespaces.len()];
-                objects.push((false, noise_component(ns, &format!("other-{n:06}"), n)));
+                let name = match kind {
+                    WaveKind::Buckets => format!("other-{n:06}"),
+                    WaveKind::Streams => format!("other-ps-{n:06}"),
+                };
+                objects.push((false, noise_component(ns, &name, n)));
                 n += 1;
             }
         }

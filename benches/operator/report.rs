@@ -131,59 +131,67 @@ pub fn write_readme(dir: &Path) {
     for m in machines.keys() {
         md += &format!("- {m}\n");
     }
-    md += "\n## Wave\n\n\
-           | run (commit) | operator flags | Components (+ others) | load | apply s | all Ready after first / last apply s | × floor | latency p50 / p95 / p99 s | API writes per Component (operator / API server) | NATS requests per Component (operator / nats-server) | reconciles per Component | operator CPU s | peak RSS MiB | Events |\n\
+    for (scenario, title) in [
+        ("wave", "Wave (state.jetstream)"),
+        (
+            "pubsub-wave",
+            "Pub/sub wave (pubsub.jetstream, a stream each)",
+        ),
+    ] {
+        md += &format!("\n## {title}\n\n");
+        md += "| run (commit) | operator flags | Components (+ others) | load | apply s | all Ready after first / last apply s | × floor | latency p50 / p95 / p99 s | API writes per Component (operator / API server) | NATS requests per Component (operator / nats-server) | reconciles per Component | operator CPU s | peak RSS MiB | Events |\n\
            |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
-    for (file, v) in of("wave") {
-        let pc = &v["per_component"];
-        let l = &v["latency_seconds"];
-        let events = v["events_by_reason"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, n)| format!("{k} {n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default();
-        md += &format!(
-            "| {} | {} | {} (+{}) | {} | {} | {} / {}{} | {} | {} / {} / {} | {} / {} | {} / {} | {} | {} | {} | {} |\n",
-            run_label(file, v),
-            v["machine"]["operator_args"]
-                .as_str()
-                .unwrap_or("--resync-interval 30s --log-level info"),
-            num(&v["components"]),
-            num(&v["noise_components"]),
-            v["load_before"].as_str().unwrap_or(""),
-            num(&v["apply_seconds"]),
-            num(&v["all_ready_after_first_apply_seconds"]),
-            num(&v["all_ready_after_last_apply_seconds"]),
-            if v["all_ready"] == true {
-                ""
-            } else {
-                " (not all Ready)"
-            },
-            num(&v["ratio_to_floor"]),
-            num(&l["p50"]),
-            num(&l["p95"]),
-            num(&l["p99"]),
-            num(&pc["api_writes_operator_metrics"]),
-            num(&pc["api_writes_apiserver"]),
-            num(&pc["nats_requests_operator_metrics"]),
-            if pc["nats_creates"].is_null() {
-                num(&pc["nats_requests_nats_server"])
-            } else {
-                format!(
-                    "{} ({} creates)",
-                    num(&pc["nats_requests_nats_server"]),
-                    num(&pc["nats_creates"])
-                )
-            },
-            num(&pc["reconciles"]),
-            num(&v["until_settled"]["operator_process"]["cpu_seconds"]),
-            num(&v["until_settled"]["operator_process"]["peak_rss_mib"]),
-            events,
-        );
+        for (file, v) in of(scenario) {
+            let pc = &v["per_component"];
+            let l = &v["latency_seconds"];
+            let events = v["events_by_reason"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, n)| format!("{k} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            md += &format!(
+                "| {} | {} | {} (+{}) | {} | {} | {} / {}{} | {} | {} / {} / {} | {} / {} | {} / {} | {} | {} | {} | {} |\n",
+                run_label(file, v),
+                v["machine"]["operator_args"]
+                    .as_str()
+                    .unwrap_or("--resync-interval 30s --log-level info"),
+                num(&v["components"]),
+                num(&v["noise_components"]),
+                v["load_before"].as_str().unwrap_or(""),
+                num(&v["apply_seconds"]),
+                num(&v["all_ready_after_first_apply_seconds"]),
+                num(&v["all_ready_after_last_apply_seconds"]),
+                if v["all_ready"] == true {
+                    ""
+                } else {
+                    " (not all Ready)"
+                },
+                num(&v["ratio_to_floor"]),
+                num(&l["p50"]),
+                num(&l["p95"]),
+                num(&l["p99"]),
+                num(&pc["api_writes_operator_metrics"]),
+                num(&pc["api_writes_apiserver"]),
+                num(&pc["nats_requests_operator_metrics"]),
+                if pc["nats_creates"].is_null() {
+                    num(&pc["nats_requests_nats_server"])
+                } else {
+                    format!(
+                        "{} ({} creates)",
+                        num(&pc["nats_requests_nats_server"]),
+                        num(&pc["nats_creates"])
+                    )
+                },
+                num(&pc["reconciles"]),
+                num(&v["until_settled"]["operator_process"]["cpu_seconds"]),
+                num(&v["until_settled"]["operator_process"]["peak_rss_mib"]),
+                events,
+            );
+        }
     }
     md += "\n## Idle (three resync periods)\n\n\
            | run (commit) | Components | load | seconds (resync) | API writes (operator / API server) | mutating NATS requests | NATS reads (nats-server) | reconciles | operator CPU s | RSS / peak MiB |\n\

@@ -1,5 +1,6 @@
 //! Scenario 1, the wave: every Component created as fast as the API server takes them, timed
-//! until the benchmark's own watch sees the last KeyValueBucket Ready.
+//! until the benchmark's own watch sees the last KeyValueBucket Ready; and the same for
+//! `pubsub.jetstream` Components and their JetStreamStreams (`pubsub-wave`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, future};
-use jetstream_kv_operator::crd::KeyValueBucket;
 use k8s_openapi::api::core::v1::Event;
+use kube::api::DynamicObject;
 use kube::api::ListParams;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -17,19 +18,20 @@ use serde_json::{Value, json};
 use crate::measure::{
     control_plane_pids, delta, loadavg, percentile, round, snapshot, wait_until_quiet,
 };
-use crate::objects::{components, create};
+use crate::objects::{WaveKind, components, create};
 use crate::support;
 use crate::{Env, Options, progress};
 
-/// When each KeyValueBucket was first seen Ready by the benchmark's own watch.
+/// When each KeyValueBucket (or JetStreamStream) was first seen Ready by the benchmark's own
+/// watch.
 #[derive(Default)]
 pub struct ReadySeen {
     pub at: HashMap<String, Instant>,
 }
 
-pub fn watch_ready(client: &Client) -> Arc<Mutex<ReadySeen>> {
+pub fn watch_ready(client: &Client, kind: WaveKind) -> Arc<Mutex<ReadySeen>> {
     let seen = Arc::new(Mutex::new(ReadySeen::default()));
-    let api: Api<KeyValueBucket> = Api::all(client.clone());
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource());
     let sink = seen.clone();
     tokio::spawn(async move {
         let mut stream = watcher(api, watcher::Config::default())
@@ -37,10 +39,19 @@ pub fn watch_ready(client: &Client) -> Arc<Mutex<ReadySeen>> {
             .applied_objects()
             .boxed();
         while let Some(event) = stream.next().await {
-            let Ok(kvb) = event else { continue };
-            let ready = kvb.condition("Ready").is_some_and(|c| c.status == "True");
+            let Ok(object) = event else { continue };
+            let ready = object.data["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                });
             if ready {
-                let key = format!("{}/{}", kvb.namespace().unwrap_or_default(), kvb.name_any());
+                let key = format!(
+                    "{}/{}",
+                    object.namespace().unwrap_or_default(),
+                    object.name_any()
+                );
                 let mut s = sink.lock().expect("lock");
                 s.at.entry(key).or_insert_with(Instant::now);
             }
@@ -49,10 +60,21 @@ pub fn watch_ready(client: &Client) -> Arc<Mutex<ReadySeen>> {
     seen
 }
 
-pub async fn wave(env: &Env, options: &Options, size: usize, namespaces: &[String]) -> Value {
+pub async fn wave(
+    env: &Env,
+    options: &Options,
+    kind: WaveKind,
+    size: usize,
+    namespaces: &[String],
+) -> Value {
     let noise = size * options.noise_per_component;
+    let (name, noun) = (kind.scenario(), kind.noun());
+    let type_ = match kind {
+        WaveKind::Buckets => "state.jetstream",
+        WaveKind::Streams => "pubsub.jetstream",
+    };
     progress(&format!(
-        "wave: {size} state.jetstream Components and {noise} others across {} namespaces, {} creates in flight",
+        "{name}: {size} {type_} Components and {noise} others across {} namespaces, {} creates in flight",
         namespaces.len(),
         options.in_flight
     ));
@@ -60,10 +82,11 @@ pub async fn wave(env: &Env, options: &Options, size: usize, namespaces: &[Strin
     servers.extend([env.operator.pid(), env.nats.pid()]);
     let quiet_after = wait_until_quiet(&servers).await;
     let load_before = loadavg();
-    let seen = watch_ready(&env.client);
+    let seen = watch_ready(&env.client, kind);
     let before = snapshot(env).await;
     let objects = components(
         options,
+        kind,
         size,
         namespaces,
         &env.nats.url(),
@@ -99,7 +122,7 @@ pub async fn wave(env: &Env, options: &Options, size: usize, namespaces: &[Strin
             if done.is_multiple_of(10_000) && done < total {
                 let seconds = first_apply.elapsed().as_secs_f64();
                 progress(&format!(
-                    "wave: {done}/{total} Components applied in {seconds:.0}s ({:.0}/s); {} Ready",
+                    "{name}: {done}/{total} Components applied in {seconds:.0}s ({:.0}/s); {} Ready",
                     done as f64 / seconds,
                     seen.lock().expect("lock").at.len()
                 ));
@@ -110,7 +133,7 @@ pub async fn wave(env: &Env, options: &Options, size: usize, namespaces: &[Strin
     let last_apply = Instant::now();
     let apply_seconds = (last_apply - first_apply).as_secs_f64();
     progress(&format!(
-        "wave: {} Components applied in {apply_seconds:.1}s ({:.0}/s); waiting for {size} KeyValueBuckets Ready",
+        "{name}: {} Components applied in {apply_seconds:.1}s ({:.0}/s); waiting for {size} {noun} Ready",
         size + noise,
         (size + noise) as f64 / apply_seconds
     ));
@@ -124,13 +147,13 @@ pub async fn wave(env: &Env, options: &Options, size: usize, namespaces: &[Strin
         }
         if last_apply.elapsed() > timeout {
             progress(&format!(
-                "wave: only {ready}/{size} Ready after {timeout:?}"
+                "{name}: only {ready}/{size} Ready after {timeout:?}"
             ));
             break false;
         }
         if last_report.elapsed() > Duration::from_secs(5) {
             progress(&format!(
-                "wave: {ready}/{size} Ready, {:.0}s after the last apply",
+                "{name}: {ready}/{size} Ready, {:.0}s after the last apply",
                 last_apply.elapsed().as_secs_f64()
             ));
             last_report = Instant::now();
@@ -150,11 +173,11 @@ pub async fn wave(env: &Env, options: &Options, size: usize, namespaces: &[Strin
         (last, l)
     };
     progress(&format!(
-        "wave: all Ready {:.1}s after the first apply, {:.1}s after the last; settling",
+        "{name}: all Ready {:.1}s after the first apply, {:.1}s after the last; settling",
         (ready_at - first_apply).as_secs_f64(),
         ready_at.saturating_duration_since(last_apply).as_secs_f64()
     ));
-    // The reconciles that Ready itself triggers (our own KeyValueBucket appearing in the watch)
+    // The reconciles that Ready itself triggers (our own object appearing in the watch)
     // come after; wait until the operator is quiet so they are counted.
     let settled = settle(env).await;
     let settle_snapshot = snapshot(env).await;
@@ -165,7 +188,7 @@ pub async fn wave(env: &Env, options: &Options, size: usize, namespaces: &[Strin
     let to_settled = delta(&before, &settle_snapshot, own_creates);
     let per = |v: &Value| round(v.as_f64().unwrap_or_default() / size as f64, 2);
     progress(&format!(
-        "wave: per Component: {} API writes (operator metrics), {} (API server), {} NATS requests (operator), {} (nats-server); operator CPU {}s, peak RSS {} MiB",
+        "{name}: per Component: {} API writes (operator metrics), {} (API server), {} NATS requests (operator), {} (nats-server); operator CPU {}s, peak RSS {} MiB",
         per(&to_settled["operator_metrics"]["api_writes"]),
         per(&to_settled["apiserver"]["operator_writes"]),
         per(&to_settled["operator_metrics"]["nats_requests"]),
@@ -174,6 +197,7 @@ pub async fn wave(env: &Env, options: &Options, size: usize, namespaces: &[Strin
         to_settled["operator_process"]["peak_rss_mib"],
     ));
     json!({
+        "component_type": type_,
         "quiet_after_seconds": quiet_after,
         "load_before": load_before,
         "load_after": loadavg(),
