@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::measure::{
     self, control_plane_pids, delta, loadavg, round, snapshot_of, wait_until_quiet,
 };
-use crate::objects::{components, create};
+use crate::objects::{WaveKind, components, create};
 use crate::report::machine;
 use crate::support::{self, ControlPlane};
 use crate::wave::watch_ready;
@@ -48,7 +48,7 @@ pub async fn floor(options: &Options, size: usize) -> (Value, Value) {
     ));
     let quiet_after = wait_until_quiet(&control_plane_pids(&cp)).await;
     let load_before = loadavg();
-    let seen = watch_ready(&client);
+    let seen = watch_ready(&client, WaveKind::Buckets);
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -57,7 +57,14 @@ pub async fn floor(options: &Options, size: usize) -> (Value, Value) {
         },
     );
     let before = snapshot_of(&cp, &client, None, None).await;
-    let objects = components(options, size, &namespaces, "nats://127.0.0.1:4222", &[]);
+    let objects = components(
+        options,
+        WaveKind::Buckets,
+        size,
+        &namespaces,
+        "nats://127.0.0.1:4222",
+        &[],
+    );
     let retries = Arc::new(AtomicU64::new(0));
     let (tx, rx) = futures::channel::mpsc::unbounded::<Component>();
     let first_create = Instant::now();
