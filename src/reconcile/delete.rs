@@ -47,10 +47,14 @@ pub async fn finalize(
         match deleted {
             Ok(note) => note,
             Err(failure) if pubsub => {
-                // Keep the finalizer and say why the deletion waits (the JetStreamStream keeps
-                // its last status: the Component's Events say it).
-                let note = status::deletion_pending_note(what, &failure);
-                report::publish(ctx, component, key, note).await;
+                // Keep the finalizer and say why the deletion waits.
+                let previous = ctx.previous_stream(key, component);
+                let outcome = super::stream::status::deletion_pending(
+                    &component.name_any(),
+                    previous.as_ref(),
+                    &failure,
+                );
+                super::stream::write(ctx, component, previous.as_ref(), &outcome).await?;
                 return Ok(Action::requeue(ctx.backoff(key)));
             }
             Err(failure) => {

@@ -12,16 +12,14 @@ use crate::nats::bucket::{self, BlockReason, Bucket, Desired, Plan};
 use crate::nats::cluster;
 use crate::settings::BucketSettings;
 
-/// What the NATS side found and did.
+/// What the NATS side found and did: for a bucket, a [`BucketStep`]; for a pub/sub's streams,
+/// a [`super::stream::StreamStep`].
 #[derive(Debug)]
-pub enum Progress {
+pub enum Progress<S = BucketStep> {
     /// Connecting, or reading the bucket, failed.
     NotConnected(NatsError),
-    /// Connected to a server of this version; what happened to the bucket.
-    Connected {
-        version: String,
-        step: Box<BucketStep>,
-    },
+    /// Connected to a server of this version; what happened to what it provisions.
+    Connected { version: String, step: Box<S> },
 }
 
 /// What happened to the bucket. `facts` are the bucket's, as the status shows them.

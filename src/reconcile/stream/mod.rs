@@ -1,11 +1,11 @@
-//! The pipeline of a `pubsub.jetstream` Component: the same steps as a state store's, on a
-//! stream. **read** (the Secrets it names, the Subscriptions of its namespace, its
+//! The pipeline of a `pubsub.jetstream` Component: the same steps as a state store's, on its
+//! streams. **read** (the Secrets it names, the Subscriptions of its namespace, its
 //! `JetStreamStream`) → **validate** ([`crate::validate::validate_pubsub`], the server policy) →
-//! **subjects** (discovered topics, the namespace prefix as daprd applies it) → **plan**
-//! ([`crate::pubsub::stream::plan`], pure) and **execute** (NATS: create, or add subjects, never
-//! remove them; Dapr's consumers are never touched) → **status** (the conditions closed by
-//! [`super::status::close`]) → **report** (the `JetStreamStream`, the Component's summary
-//! annotations and finalizer, Events).
+//! **subjects** ([`topics`], pure: the streams' names, discovered topics, the namespace prefix as
+//! daprd applies it) → **execute** ([`execute`], NATS only: the plan of
+//! [`crate::pubsub::stream::plan`] carried out; create, or add subjects, never remove them;
+//! Dapr's consumers are never touched) → **status** ([`status`], pure) → **report** (the
+//! `JetStreamStream`, the Component's summary annotations and finalizer, Events).
 
 use std::time::Instant;
 
@@ -21,16 +21,16 @@ use super::read;
 use super::report::{self, ReportError};
 use crate::crd::{ConditionType, ReconcileStatus};
 use crate::dapr::Component;
-use crate::failure::{Problem, Retry};
+use crate::failure::Problem;
 use crate::pubsub::Subscription;
 use crate::pubsub::resource::{JetStreamStream, JetStreamStreamStatus};
 use crate::validate::{PubsubValidation, Values, check_pubsub_server_policy, validate_pubsub};
 
-mod decide;
-mod round;
+pub mod execute;
+pub mod status;
+pub mod topics;
 
-pub use decide::StreamOutcome;
-use decide::decide;
+pub use status::StreamOutcome;
 
 /// Reconciles one `pubsub.jetstream` Component (`key` is `namespace/name`).
 pub async fn reconcile(
@@ -40,7 +40,6 @@ pub async fn reconcile(
 ) -> Result<Action, ReportError> {
     let started = Instant::now();
     let namespace = component.namespace().unwrap_or_default();
-    let api: Api<JetStreamStream> = Api::namespaced(ctx.client.clone(), &namespace);
     // A Component that was a state store before: its KeyValueBucket goes.
     if ctx.index.forget_written(key) || ctx.cached(component).is_some() {
         report::delete_bucket_object(ctx, component).await?;
@@ -48,27 +47,40 @@ pub async fn reconcile(
 
     // Read (the JetStreamStream from what was written or the cache: no request).
     let previous = ctx.previous_stream(key, component);
+    // Validate.
     let validation = validated(ctx, component).await;
-    let subscriptions = subscriptions(ctx, &namespace).await;
-    // Plan, execute and decide.
-    let outcome = decide(
-        ctx,
-        component,
+    // Subjects, when valid.
+    let valid = validation.valid();
+    let prepared = match valid {
+        Some((config, settings)) => {
+            let subscriptions = subscriptions(ctx, &namespace).await;
+            let name = component.name_any();
+            let read = subscriptions.as_deref();
+            Some(topics::prepare(&namespace, &name, config, settings, read))
+        }
+        None => None,
+    };
+    // Execute, when the subjects are known.
+    let progress = match (valid, &prepared) {
+        (Some(valid), Some(p)) => match &p.subjects {
+            Ok(found) => Some(execute::execute(ctx, key, valid, p, found, previous.as_ref()).await),
+            Err(_) => None,
+        },
+        _ => None,
+    };
+    // Status.
+    let outcome = status::decide(
         key,
         previous.as_ref(),
         &validation,
-        subscriptions,
-    )
-    .await;
-    if !outcome
-        .conditions()
-        .iter()
-        .any(|c| c.type_ == ConditionType::CredentialsResolved && c.status == Some(true))
-    {
+        prepared.as_ref(),
+        progress.as_ref(),
+    );
+    if !outcome.credentials_resolved() {
         ctx.pool.release(key);
     }
     // Report.
-    let conditions = write(ctx, component, &api, previous.as_ref(), &outcome).await?;
+    let conditions = write(ctx, component, previous.as_ref(), &outcome).await?;
 
     let ready = conditions
         .iter()
@@ -104,17 +116,7 @@ async fn subscriptions(ctx: &Context, namespace: &str) -> Result<Vec<Subscriptio
     match api.list(&ListParams::default()).await {
         Ok(list) => Ok(list.items),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
-        Err(e) => Err(Problem::new(
-            ConditionType::SubjectsCovered,
-            "SubscriptionsUnreadable",
-            format!(
-                "the declarative Subscriptions of namespace {namespace} could not be read ({}); \
-                 the stream is left as it is until they can: check the operator's RBAC (get, \
-                 list, watch on subscriptions.dapr.io)",
-                crate::nats::remote_text(&e.to_string())
-            ),
-            Retry::Backoff,
-        )),
+        Err(e) => Err(topics::subscriptions_unreadable(namespace, &e.to_string())),
     }
 }
 
@@ -122,15 +124,18 @@ async fn subscriptions(ctx: &Context, namespace: &str) -> Result<Vec<Subscriptio
 /// annotations and finalizer, the Events. Returns the conditions written.
 /// Until the watch has seen the JetStreamStream, it is written whole (an apply of what it holds
 /// already changes nothing).
-async fn write(
+pub(super) async fn write(
     ctx: &Context,
     component: &Component,
-    api: &Api<JetStreamStream>,
     previous: Option<&WrittenStream>,
     outcome: &StreamOutcome,
 ) -> Result<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>, ReportError> {
     let name = component.name_any();
     let key = super::object_key(component);
+    let api: &Api<JetStreamStream> = &Api::namespaced(
+        ctx.client.clone(),
+        &component.namespace().unwrap_or_default(),
+    );
     let cached = ctx.cached_stream(component).is_some();
     let mut generation = previous.and_then(|p| p.generation);
     let understood_anew = previous.is_none_or(|p| p.spec != outcome.spec);
