@@ -9,20 +9,13 @@ use crate::pubsub::component::{Warning, stream_name_problem};
 use crate::pubsub::subjects::parse_user_subjects;
 use crate::settings::{self, DeletionPolicy, Setting, Storage};
 
-/// Annotation listing the topics or topic patterns the stream holds beyond those discovered
-/// (comma- or whitespace-separated, e.g. `orders.>, audit`); the namespace prefix is applied as
-/// daprd applies it.
-pub const SUBJECTS_ANNOTATION: &str = "jetstreamkv.io/subjects";
-/// Annotation naming the stream when the Component has no `streamName`.
-pub const STREAM_ANNOTATION: &str = "jetstreamkv.io/stream";
-/// `limits` (default) or `interest`; `workqueue` is refused.
-pub const RETENTION_ANNOTATION: &str = "jetstreamkv.io/retention";
+pub use crate::settings::{
+    MAX_AGE_ANNOTATION, RETENTION_ANNOTATION, STREAM_ANNOTATION, SUBJECTS_ANNOTATION,
+};
 /// `file` (default) or `memory`: the bucket annotation, read the same way.
 pub const STORAGE_ANNOTATION: &str = "jetstreamkv.io/storage";
 /// Number of stream replicas (default 1): the bucket annotation, read the same way.
 pub const REPLICAS_ANNOTATION: &str = "jetstreamkv.io/replicas";
-/// How long messages are kept (Go duration; default forever).
-pub const MAX_AGE_ANNOTATION: &str = "jetstreamkv.io/max-age";
 /// Size limit of the stream in bytes (default unlimited): the bucket annotation.
 pub const MAX_BYTES_ANNOTATION: &str = "jetstreamkv.io/max-bytes";
 /// `true` to let a change discard stored messages (shorter max age, smaller max bytes).
@@ -80,13 +73,15 @@ impl Default for StreamSettings {
     }
 }
 
-/// Reads the stream settings from the Component's annotations. The annotations a stream shares
+/// Reads the stream settings from the Component's annotations. A bucket's own annotations
+/// (`history`, `ttl`, `on-existing`, ...) are refused by name. The annotations a stream shares
 /// with a bucket (`storage`, `replicas`, `max-bytes`, `allow-data-loss`, `deletion-policy`) are
 /// read by [`crate::settings::from_annotations`], with the same values and messages (and a typo
 /// of a `jetstreamkv.io/` annotation is refused the same way); the stream's own ones here.
 pub fn stream_settings(
     annotations: &BTreeMap<String, String>,
 ) -> Result<StreamSettings, PubsubError> {
+    settings::refuse_inapplicable(annotations, settings::ComponentKind::PubSub)?;
     let mut s = StreamSettings::default();
     let get = |key: &str| annotations.get(key).map(|v| v.trim());
     let invalid = |annotation, value: &str, expected| PubsubError::InvalidAnnotation {
@@ -263,7 +258,6 @@ mod tests {
             (MAX_AGE_ANNOTATION, "24h"),
             (MAX_BYTES_ANNOTATION, "1048576"),
             (ALLOW_DATA_LOSS_ANNOTATION, "true"),
-            ("jetstreamkv.io/history", "5"),
         ]))
         .unwrap();
         assert_eq!(s.subjects, ["orders.>", "audit"]);
@@ -292,6 +286,13 @@ mod tests {
             ("jetstreamkv.io/subject", "orders", "UnknownAnnotation"),
             (ALLOW_DATA_LOSS_ANNOTATION, "yes", "InvalidAnnotation"),
             (STREAM_ANNOTATION, "a.b", "InvalidStreamName"),
+            ("jetstreamkv.io/history", "5", "InapplicableAnnotation"),
+            ("jetstreamkv.io/ttl", "1h", "InapplicableAnnotation"),
+            (
+                "jetstreamkv.io/on-existing",
+                "adopt",
+                "InapplicableAnnotation",
+            ),
         ] {
             let err = stream_settings(&ann(&[(key, value)])).unwrap_err();
             assert_eq!(err.reason(), reason, "{key}={value}: {err}");
