@@ -954,7 +954,7 @@ async fn at_rest_nothing_is_written_and_deletion_policy_delete_deletes_only_its_
     assert!(
         events
             .iter()
-            .any(|(reason, message)| reason == "BucketDeleted"
+            .any(|(reason, message)| reason == "StreamDeleted"
                 && message.contains(&format!("{stream} and {dead_letters}"))),
         "{events:?}"
     );

@@ -1,6 +1,7 @@
 //! Components that go away: one being deleted with our finalizer (`deletion-policy: delete`: its
-//! bucket is deleted when that is safe), and one that is no longer of type `state.jetstream`
-//! (what the operator made for it is removed).
+//! bucket or streams are deleted when that is safe), one that changed type between
+//! `state.jetstream` and `pubsub.jetstream` (the other kind's object goes), and one that is no
+//! longer of either type (what the operator made for it is removed).
 
 use kube::ResourceExt as _;
 use kube::runtime::controller::Action;
@@ -17,8 +18,10 @@ use crate::nats::bucket::{self, Bucket};
 use crate::settings::{DeletionPolicy, READY_ANNOTATION, REASON_ANNOTATION};
 use crate::validate::{Values, validate};
 
-/// A Component being deleted. With our finalizer (deletion-policy: delete): delete its bucket
-/// if the operator created it and nobody else uses it, then let the deletion finish.
+/// A Component being deleted. With our finalizer (deletion-policy: delete): delete its bucket or
+/// streams if the operator created them for it and no other Component uses them, then let the
+/// deletion finish; while that must wait, the KeyValueBucket or JetStreamStream says why
+/// (`DeletionPending`).
 pub async fn finalize(
     component: &Component,
     key: &str,
@@ -37,7 +40,11 @@ pub async fn finalize(
         crate::settings::from_annotations(component.annotations())
             .is_ok_and(|s| s.deletion_policy == DeletionPolicy::Delete)
     };
-    let what = if pubsub { "stream" } else { "bucket" };
+    let (what, retained) = if pubsub {
+        ("streams and their messages are", Reason::StreamRetained)
+    } else {
+        ("bucket and its data are", Reason::BucketRetained)
+    };
     let note = if delete {
         let deleted = if pubsub {
             delete_stream(component, key, ctx).await
@@ -68,10 +75,8 @@ pub async fn finalize(
         }
     } else {
         Note::normal(
-            Reason::BucketRetained,
-            format!(
-                "the Component is deleted and its deletion policy is retain: the {what} and its data are kept"
-            ),
+            retained,
+            format!("the Component is deleted and its deletion policy is retain: the {what} kept"),
         )
     };
     report::publish(ctx, component, key, note).await;
@@ -100,12 +105,19 @@ async fn delete_stream(component: &Component, key: &str, ctx: &Context) -> Resul
     let client = super::execute::client(ctx, key, &config.connection(&name))
         .await
         .map_err(|e| Problem::of(ConditionType::Connected, &e))?;
+    let domain = client.server_info().domain;
     let js = async_nats::jetstream::new(client);
+    let namespace = component.namespace().unwrap_or_default();
+    let place = Place {
+        js: &js,
+        domain: domain.as_deref(),
+        namespace: &namespace,
+    };
     let dead_letters = crate::pubsub::stream::dead_letter_stream_name(&name);
     let mut deleted = Vec::new();
     let mut kept = Vec::new();
     for (stream, topics) in [(name.as_str(), true), (dead_letters.as_str(), false)] {
-        match delete_own_stream(ctx, &js, stream, key).await? {
+        match delete_own_stream(ctx, &place, stream, key).await? {
             Gone::Deleted => deleted.push(stream),
             // No dead-letter stream: nothing to say.
             Gone::Absent if !topics => {}
@@ -115,12 +127,13 @@ async fn delete_stream(component: &Component, key: &str, ctx: &Context) -> Resul
             Gone::NotOurs => kept.push(format!(
                 "stream {stream} was not created by the operator for this Component, so it is kept"
             )),
+            Gone::InUse(users) => kept.push(format!("stream {stream} is kept: {users}")),
         }
     }
     let reason = if deleted.is_empty() {
-        Reason::BucketRetained
+        Reason::StreamRetained
     } else {
-        Reason::BucketDeleted
+        Reason::StreamDeleted
     };
     let mut note: Vec<String> = (!deleted.is_empty())
         .then(|| {
@@ -140,16 +153,27 @@ enum Gone {
     Deleted,
     Absent,
     NotOurs,
+    /// Other Components still use it (who, as told).
+    InUse(String),
 }
 
-/// Deletes the stream `name` when the operator created it for the Component `key`.
+/// The server the streams of a Component being deleted are on.
+struct Place<'a> {
+    js: &'a async_nats::jetstream::Context,
+    domain: Option<&'a str>,
+    /// The Component's namespace: users in it are named, others counted.
+    namespace: &'a str,
+}
+
+/// Deletes the stream `name` when the operator created it for the Component `key` and no other
+/// Component uses it.
 async fn delete_own_stream(
     ctx: &Context,
-    js: &async_nats::jetstream::Context,
+    place: &Place<'_>,
     name: &str,
     key: &str,
 ) -> Result<Gone, Problem> {
-    let stream = Bucket::stream(js, name);
+    let stream = Bucket::stream(place.js, name);
     let live = stream
         .fetch()
         .await
@@ -159,6 +183,10 @@ async fn delete_own_stream(
     };
     if !bucket::is_managed_by(&live.config, key) {
         return Ok(Gone::NotOurs);
+    }
+    let identity = bucket::identity(&live, place.domain);
+    if let Some(users) = still_used(ctx, key, &identity, place.namespace) {
+        return Ok(Gone::InUse(users));
     }
     ctx.metrics.nats_request("delete");
     stream
@@ -197,25 +225,10 @@ async fn delete_bucket(component: &Component, key: &str, ctx: &Context) -> Resul
     }
     // Other users by the bucket's identity as the server reports it, never by URL text.
     let domain = client.server_info().domain;
-    let users = ctx
-        .index
-        .other_users(key, &bucket::identity(&live, domain.as_deref()));
-    if !users.is_empty() {
-        // Components of other namespaces are counted, never named.
-        let namespace = format!("{}/", component.namespace().unwrap_or_default());
-        let (here, elsewhere): (Vec<&String>, Vec<&String>) =
-            users.iter().partition(|u| u.starts_with(&namespace));
-        let mut who: Vec<String> = here.iter().map(|u| u.to_string()).collect();
-        if !elsewhere.is_empty() {
-            who.push(format!(
-                "{} Component(s) in other namespaces",
-                elsewhere.len()
-            ));
-        }
-        return retained(format!(
-            "bucket {name} is kept: {} still use(s) it",
-            who.join(", ")
-        ));
+    let identity = bucket::identity(&live, domain.as_deref());
+    let namespace = component.namespace().unwrap_or_default();
+    if let Some(users) = still_used(ctx, key, &identity, &namespace) {
+        return retained(format!("bucket {name} is kept: {users}"));
     }
     let js = async_nats::jetstream::new(client);
     ctx.metrics.nats_request("delete");
@@ -229,7 +242,60 @@ async fn delete_bucket(component: &Component, key: &str, ctx: &Context) -> Resul
     ))
 }
 
-/// A Component that is not (or no longer) of type `state.jetstream`: remove what we made for it.
+/// Who else uses the bucket or stream with this identity, by what their KeyValueBuckets and
+/// JetStreamStreams last reached (never by URL text), when anyone does: Components of
+/// `namespace` named, Components of other namespaces counted, never named.
+fn still_used(ctx: &Context, key: &str, identity: &str, namespace: &str) -> Option<String> {
+    let users = ctx.index.other_users(key, identity);
+    if users.is_empty() {
+        return None;
+    }
+    let prefix = format!("{namespace}/");
+    let (here, elsewhere): (Vec<&String>, Vec<&String>) =
+        users.iter().partition(|u| u.starts_with(&prefix));
+    let mut who: Vec<String> = here.iter().map(|u| u.to_string()).collect();
+    if !elsewhere.is_empty() {
+        who.push(format!(
+            "{} Component(s) in other namespaces",
+            elsewhere.len()
+        ));
+    }
+    Some(format!("{} still use(s) it", who.join(", ")))
+}
+
+/// A Component that changed type between `state.jetstream` and `pubsub.jetstream`: the object
+/// that reported the other kind (KeyValueBucket or JetStreamStream) goes at once, so that no
+/// tool shows a Ready bucket or stream the Component no longer has. What was provisioned in
+/// NATS stays.
+pub async fn other_kind_gone(
+    component: &Component,
+    key: &str,
+    ctx: &Context,
+) -> Result<(), ReportError> {
+    let (gone, what) = if component.is_jetstream_pubsub() {
+        if !(ctx.index.forget_written(key) || ctx.cached(component).is_some()) {
+            return Ok(());
+        }
+        (
+            report::delete_bucket_object(ctx, component).await,
+            "KeyValueBucket",
+        )
+    } else {
+        if !(ctx.index.forget_stream_written(key) || ctx.cached_stream(component).is_some()) {
+            return Ok(());
+        }
+        (
+            report::delete_stream_object(ctx, component).await,
+            "JetStreamStream",
+        )
+    };
+    gone?;
+    tracing::info!(component = %key, type_ = %component.spec.type_, "the Component changed type; removed its {what}");
+    Ok(())
+}
+
+/// A Component that is not (or no longer) of type `state.jetstream` or `pubsub.jetstream`:
+/// remove what we made for it.
 pub async fn forget(
     component: &Component,
     key: &str,

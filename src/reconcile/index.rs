@@ -2,13 +2,14 @@
 //! and remove. What it last wrote (so a reconcile that starts before the watch caught up with our
 //! own writes neither writes again nor repeats an Event; a KeyValueBucket or, for a
 //! `pubsub.jetstream` Component, a JetStreamStream), its failures in a row (the back-off),
-//! and which Components use which bucket (fed by the KeyValueBucket watch), so that finding the
-//! other users of a bucket is a lookup, and a deleted Component leaves nothing behind.
+//! and which Components use which bucket or stream (fed by the KeyValueBucket and
+//! JetStreamStream watches), so that finding the other users of a bucket or stream is a lookup,
+//! and a deleted Component leaves nothing behind.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::crd::{BucketConfig, KeyValueBucketSpec, KeyValueBucketStatus};
+use crate::crd::{KeyValueBucketSpec, KeyValueBucketStatus};
 use crate::pubsub::resource::{JetStreamStreamSpec, JetStreamStreamStatus};
 
 /// What the operator last wrote for a Component's JetStreamStream.
@@ -26,15 +27,88 @@ pub struct Written<Spec = KeyValueBucketSpec, Status = KeyValueBucketStatus> {
     pub status: Status,
 }
 
-/// Which bucket: its identity as the server reports it (`status.bucket.identity`), never the
-/// text of a URL.
+/// Which bucket or stream: its identity as the server reports it (`status.bucket.identity`,
+/// `status.stream.identity`), never the text of a URL.
 type Place = String;
 
-/// What one KeyValueBucket says about its bucket.
-#[derive(Clone, Debug, PartialEq)]
-struct BucketUse {
-    place: Place,
-    config: Option<BucketConfig>,
+/// An object the operator writes for a Component, that says which buckets or streams it uses.
+pub trait Reports {
+    /// Which of the index's use maps it feeds.
+    const OWNED: Owned;
+    /// The identities of what it last reached.
+    fn places(&self) -> Vec<Place>;
+}
+
+/// The kinds of object that report uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owned {
+    /// A KeyValueBucket: its bucket.
+    Bucket,
+    /// A JetStreamStream: its stream and dead-letter stream.
+    Stream,
+}
+
+impl Reports for crate::crd::KeyValueBucket {
+    const OWNED: Owned = Owned::Bucket;
+    fn places(&self) -> Vec<Place> {
+        let bucket = self.status.as_ref().and_then(|s| s.bucket.as_ref());
+        bucket
+            .and_then(|b| b.identity.clone())
+            .into_iter()
+            .collect()
+    }
+}
+
+impl Reports for crate::pubsub::JetStreamStream {
+    const OWNED: Owned = Owned::Stream;
+    fn places(&self) -> Vec<Place> {
+        let Some(status) = &self.status else {
+            return Vec::new();
+        };
+        [&status.stream, &status.dead_letter_stream]
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.identity.clone())
+            .collect()
+    }
+}
+
+/// Which Components last reached which places, for one kind of object.
+#[derive(Default)]
+struct Uses {
+    by_key: HashMap<String, Vec<Place>>,
+    users: HashMap<Place, BTreeSet<String>>,
+}
+
+impl Uses {
+    fn set(&mut self, key: &str, places: Vec<Place>) {
+        self.drop(key);
+        if places.is_empty() {
+            return;
+        }
+        for place in &places {
+            self.users
+                .entry(place.clone())
+                .or_default()
+                .insert(key.to_owned());
+        }
+        self.by_key.insert(key.to_owned(), places);
+    }
+
+    fn drop(&mut self, key: &str) {
+        for place in self.by_key.remove(key).unwrap_or_default() {
+            if let Some(users) = self.users.get_mut(&place) {
+                users.remove(key);
+                if users.is_empty() {
+                    self.users.remove(&place);
+                }
+            }
+        }
+    }
+
+    fn holds(&self, key: &str) -> bool {
+        self.by_key.contains_key(key) || self.users.values().any(|u| u.contains(key))
+    }
 }
 
 #[derive(Default)]
@@ -42,8 +116,17 @@ struct State {
     written: HashMap<String, Written>,
     streams_written: HashMap<String, WrittenStream>,
     failures: HashMap<String, u32>,
-    uses: HashMap<String, BucketUse>,
-    users: HashMap<Place, BTreeSet<String>>,
+    bucket_uses: Uses,
+    stream_uses: Uses,
+}
+
+impl State {
+    fn uses(&mut self, owned: Owned) -> &mut Uses {
+        match owned {
+            Owned::Bucket => &mut self.bucket_uses,
+            Owned::Stream => &mut self.stream_uses,
+        }
+    }
 }
 
 /// Per-Component state, keyed `namespace/name`, shared by every reconcile.
@@ -85,8 +168,8 @@ impl Index {
 
     /// Forgets what was written for the JetStreamStream of `key` (it is gone): the next
     /// reconcile writes it all again.
-    pub fn forget_stream_written(&self, key: &str) {
-        self.lock().streams_written.remove(key);
+    pub fn forget_stream_written(&self, key: &str) -> bool {
+        self.lock().streams_written.remove(key).is_some()
     }
 
     /// Counts one more failure in a row of `key`; returns the count.
@@ -123,61 +206,43 @@ impl Index {
         keys.into_iter().cloned().collect()
     }
 
-    /// A KeyValueBucket was seen (watch): record which bucket it last reached, by the identity
-    /// the server reported, with which settings.
-    pub fn bucket_seen(&self, key: &str, kvb: &crate::crd::KeyValueBucket) {
-        let mut state = self.lock();
-        state.drop_use(key);
-        let Some(place) = kvb
-            .status
-            .as_ref()
-            .and_then(|s| s.bucket.as_ref())
-            .and_then(|b| b.identity.clone())
-        else {
-            return;
-        };
-        state
-            .users
-            .entry(place.clone())
-            .or_default()
-            .insert(key.to_owned());
-        let config = kvb.spec.config.clone();
-        state
-            .uses
-            .insert(key.to_owned(), BucketUse { place, config });
+    /// An object that reports uses was seen (watch): record what it last reached, by the
+    /// identity the server reported.
+    pub fn seen<O: Reports>(&self, key: &str, object: &O) {
+        self.lock().uses(O::OWNED).set(key, object.places());
     }
 
-    /// A KeyValueBucket was deleted (watch).
-    pub fn bucket_gone(&self, key: &str) {
-        self.lock().drop_use(key);
+    /// An object that reports uses was deleted (watch).
+    pub fn gone<O: Reports>(&self, key: &str) {
+        self.lock().uses(O::OWNED).drop(key);
     }
 
-    /// After a re-list: keeps the bucket uses of the keys `in_scope` accepts only when `seen`.
-    pub fn buckets_relisted(&self, in_scope: impl Fn(&str) -> bool, seen: &HashSet<String>) {
+    /// After a re-list: keeps the uses of the keys `in_scope` accepts only when `seen`.
+    pub fn relisted<O: Reports>(&self, in_scope: impl Fn(&str) -> bool, seen: &HashSet<String>) {
         let mut state = self.lock();
-        let stale: Vec<String> = state
-            .uses
+        let uses = state.uses(O::OWNED);
+        let stale: Vec<String> = uses
+            .by_key
             .keys()
             .filter(|k| in_scope(k) && !seen.contains(*k))
             .cloned()
             .collect();
         for key in stale {
-            state.drop_use(&key);
+            uses.drop(&key);
         }
     }
 
-    /// Other Components whose KeyValueBucket last reached the bucket with this identity, as
-    /// `namespace/name` in order.
+    /// Other Components whose KeyValueBucket or JetStreamStream last reached the bucket or
+    /// stream with this identity, as `namespace/name` in order.
     pub fn other_users(&self, key: &str, identity: &str) -> Vec<String> {
         let state = self.lock();
-        let Some(users) = state.users.get(identity) else {
-            return Vec::new();
-        };
-        users
-            .iter()
+        let users: BTreeSet<&String> = [&state.bucket_uses, &state.stream_uses]
+            .into_iter()
+            .filter_map(|u| u.users.get(identity))
+            .flatten()
             .filter(|other| *other != key)
-            .cloned()
-            .collect()
+            .collect();
+        users.into_iter().cloned().collect()
     }
 
     /// Whether nothing is kept for `key`.
@@ -186,28 +251,15 @@ impl Index {
         !state.written.contains_key(key)
             && !state.streams_written.contains_key(key)
             && !state.failures.contains_key(key)
-            && !state.uses.contains_key(key)
-            && state.users.values().all(|u| !u.contains(key))
-    }
-}
-
-impl State {
-    fn drop_use(&mut self, key: &str) {
-        if let Some(old) = self.uses.remove(key)
-            && let Some(users) = self.users.get_mut(&old.place)
-        {
-            users.remove(key);
-            if users.is_empty() {
-                self.users.remove(&old.place);
-            }
-        }
+            && !state.bucket_uses.holds(key)
+            && !state.stream_uses.holds(key)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{BucketStatus, KeyValueBucket};
+    use crate::crd::{BucketConfig, BucketStatus, KeyValueBucket};
 
     fn kvb(identity: &str, history: i64) -> KeyValueBucket {
         let mut kvb = KeyValueBucket::new(
@@ -236,16 +288,55 @@ mod tests {
     #[test]
     fn other_users_of_a_bucket_are_a_lookup_by_server_identity() {
         let index = Index::default();
-        index.bucket_seen("a/one", &kvb("orders@1", 1));
-        index.bucket_seen("b/two", &kvb("orders@1", 1));
-        index.bucket_seen("c/three", &kvb("orders@1", 5));
-        index.bucket_seen("d/four", &kvb("orders@2", 1));
+        index.seen("a/one", &kvb("orders@1", 1));
+        index.seen("b/two", &kvb("orders@1", 1));
+        index.seen("c/three", &kvb("orders@1", 5));
+        index.seen("d/four", &kvb("orders@2", 1));
         assert_eq!(index.other_users("a/one", "orders@1"), ["b/two", "c/three"]);
         // Moved to another bucket: no longer a user of the first.
-        index.bucket_seen("b/two", &kvb("carts@1", 1));
+        index.seen("b/two", &kvb("carts@1", 1));
         assert_eq!(index.other_users("a/one", "orders@1"), ["c/three"]);
-        index.bucket_gone("c/three");
+        index.gone::<KeyValueBucket>("c/three");
         assert!(index.other_users("a/one", "orders@1").is_empty());
+    }
+
+    #[test]
+    fn other_users_of_a_stream_count_with_those_of_a_bucket_of_the_same_identity() {
+        use crate::pubsub::JetStreamStream;
+        use crate::pubsub::resource::{JetStreamStreamSpec, JetStreamStreamStatus, StreamStatus};
+        let jss = |stream: &str, dead_letters: Option<&str>| {
+            let facts = |identity: &str| StreamStatus {
+                identity: Some(identity.into()),
+                ..Default::default()
+            };
+            let mut jss = JetStreamStream::new("c", JetStreamStreamSpec::default());
+            jss.status = Some(JetStreamStreamStatus {
+                stream: Some(facts(stream)),
+                dead_letter_stream: dead_letters.map(facts),
+                ..Default::default()
+            });
+            jss
+        };
+        let index = Index::default();
+        index.seen("a/maker", &jss("events@1", Some("dead@1")));
+        index.seen("a/user", &jss("events@1", Some("dead@1")));
+        index.seen("b/reader", &jss("dead@1", None));
+        assert_eq!(index.other_users("a/maker", "events@1"), ["a/user"]);
+        assert_eq!(
+            index.other_users("a/maker", "dead@1"),
+            ["a/user", "b/reader"]
+        );
+        // A KeyValueBucket gone does not drop the same key's stream use.
+        index.seen("a/user", &kvb("orders@1", 1));
+        index.gone::<KeyValueBucket>("a/user");
+        assert_eq!(index.other_users("a/maker", "events@1"), ["a/user"]);
+        index.gone::<JetStreamStream>("a/user");
+        assert!(index.other_users("a/maker", "events@1").is_empty());
+        let seen = HashSet::from(["a/maker".to_owned()]);
+        index.relisted::<JetStreamStream>(|k| k.starts_with("b/"), &seen);
+        assert!(index.other_users("a/maker", "dead@1").is_empty());
+        index.gone::<JetStreamStream>("a/maker");
+        assert!(index.is_empty_for("a/maker") && index.is_empty_for("b/reader"));
     }
 
     #[test]
@@ -262,10 +353,10 @@ mod tests {
         );
         assert_eq!(index.failed(key), 1);
         assert_eq!(index.failed(key), 2);
-        index.bucket_seen(key, &kvb("orders@1", 1));
+        index.seen(key, &kvb("orders@1", 1));
         assert_eq!(index.keys(), [key]);
         index.remove(key);
-        index.bucket_gone(key);
+        index.gone::<KeyValueBucket>(key);
         assert!(index.is_empty_for(key));
         assert!(index.keys().is_empty());
     }
@@ -273,11 +364,11 @@ mod tests {
     #[test]
     fn a_relist_drops_the_buckets_it_no_longer_lists_in_its_scope() {
         let index = Index::default();
-        index.bucket_seen("a/one", &kvb("orders@1", 1));
-        index.bucket_seen("a/two", &kvb("orders@1", 1));
-        index.bucket_seen("b/three", &kvb("orders@1", 1));
+        index.seen("a/one", &kvb("orders@1", 1));
+        index.seen("a/two", &kvb("orders@1", 1));
+        index.seen("b/three", &kvb("orders@1", 1));
         let seen = HashSet::from(["a/one".to_owned()]);
-        index.buckets_relisted(|k| k.starts_with("a/"), &seen);
+        index.relisted::<KeyValueBucket>(|k| k.starts_with("a/"), &seen);
         assert_eq!(index.other_users("x/y", "orders@1"), ["a/one", "b/three"]);
     }
 }

@@ -88,6 +88,7 @@ async fn reconcile_store(
     ctx: &Context,
 ) -> Result<Action, ReportError> {
     let started = Instant::now();
+    delete::other_kind_gone(component, key, ctx).await?;
 
     // Read.
     let name = component.name_any();

@@ -86,12 +86,19 @@ pub fn shown_config(c: &stream::Config) -> StreamConfig {
     }
 }
 
-/// The facts the JetStreamStream status shows about a live stream.
-pub fn status_of(info: &stream::Info, managed: bool, server_version: &str) -> StreamStatus {
+/// The facts the JetStreamStream status shows about a live stream, on a server of this version
+/// and JetStream domain.
+pub fn status_of(
+    info: &stream::Info,
+    managed: bool,
+    server_version: &str,
+    domain: Option<&str>,
+) -> StreamStatus {
     StreamStatus {
         name: info.config.name.clone(),
         managed,
         server_version: Some(server_version.to_owned()),
+        identity: Some(crate::nats::bucket::identity(info, domain)),
         subjects: info.config.subjects.clone(),
         config: shown_config(&info.config),
         messages: info.state.messages,

@@ -129,6 +129,7 @@ pub async fn execute(
         js: &js,
         key,
         version: &version,
+        domain: server.domain.as_deref(),
         clustered,
         settings,
         previous,
@@ -149,6 +150,7 @@ struct Server<'a> {
     js: &'a jetstream::Context,
     key: &'a str,
     version: &'a str,
+    domain: Option<&'a str>,
     clustered: bool,
     settings: &'a StreamSettings,
     previous: Option<&'a WrittenStream>,
@@ -369,7 +371,7 @@ impl Server<'_> {
     }
 
     fn facts(&self, info: &stream::Info, managed: bool) -> StreamStatus {
-        status_of(info, managed, self.version)
+        status_of(info, managed, self.version, self.domain)
     }
 }
 

@@ -40,10 +40,7 @@ pub async fn reconcile(
 ) -> Result<Action, ReportError> {
     let started = Instant::now();
     let namespace = component.namespace().unwrap_or_default();
-    // A Component that was a state store before: its KeyValueBucket goes.
-    if ctx.index.forget_written(key) || ctx.cached(component).is_some() {
-        report::delete_bucket_object(ctx, component).await?;
-    }
+    super::delete::other_kind_gone(component, key, ctx).await?;
 
     // Read (the JetStreamStream from what was written or the cache: no request).
     let previous = ctx.previous_stream(key, component);
