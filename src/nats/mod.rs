@@ -4,6 +4,7 @@ pub mod bucket;
 pub mod cluster;
 pub mod pool;
 pub mod relay;
+pub mod stream;
 
 use async_nats::jetstream;
 

@@ -14,7 +14,8 @@ use super::status::{self, FINALIZER, Note, Reason};
 use crate::crd::ConditionType;
 use crate::dapr::Component;
 use crate::failure::Problem;
-use crate::nats::bucket::{self, Bucket};
+use crate::nats::bucket;
+use crate::nats::stream::{StreamClient, identity, is_managed_by};
 use crate::settings::{DeletionPolicy, READY_ANNOTATION, REASON_ANNOTATION};
 use crate::validate::{Values, validate};
 
@@ -173,7 +174,7 @@ async fn delete_own_stream(
     name: &str,
     key: &str,
 ) -> Result<Gone, Problem> {
-    let stream = Bucket::stream(place.js, name);
+    let stream = StreamClient::new(place.js, name);
     let live = stream
         .fetch()
         .await
@@ -181,10 +182,10 @@ async fn delete_own_stream(
     let Some(live) = live else {
         return Ok(Gone::Absent);
     };
-    if !bucket::is_managed_by(&live.config, key) {
+    if !is_managed_by(&live.config, key) {
         return Ok(Gone::NotOurs);
     }
-    let identity = bucket::identity(&live, place.domain);
+    let identity = identity(&live, place.domain);
     if let Some(users) = still_used(ctx, key, &identity, place.namespace) {
         return Ok(Gone::InUse(users));
     }
@@ -218,21 +219,21 @@ async fn delete_bucket(component: &Component, key: &str, ctx: &Context) -> Resul
     let Some(live) = live else {
         return retained(format!("bucket {name} no longer exists; nothing to delete"));
     };
-    if !bucket::is_managed_by(&live.config, key) {
+    if !is_managed_by(&live.config, key) {
         return retained(format!(
             "bucket {name} was not created by the operator for this Component, so it is kept"
         ));
     }
     // Other users by the bucket's identity as the server reports it, never by URL text.
     let domain = client.server_info().domain;
-    let identity = bucket::identity(&live, domain.as_deref());
+    let identity = identity(&live, domain.as_deref());
     let namespace = component.namespace().unwrap_or_default();
     if let Some(users) = still_used(ctx, key, &identity, &namespace) {
         return retained(format!("bucket {name} is kept: {users}"));
     }
     let js = async_nats::jetstream::new(client);
     ctx.metrics.nats_request("delete");
-    Bucket::new(&js, &store.bucket)
+    StreamClient::new(&js, &bucket::stream_name(&store.bucket))
         .delete()
         .await
         .map_err(|e| Problem::of(ConditionType::BucketAvailable, &e))?;

@@ -8,8 +8,9 @@ use super::context::Context;
 use crate::crd::BucketStatus;
 use crate::dapr::StoreConfig;
 use crate::nats::NatsError;
-use crate::nats::bucket::{self, BlockReason, Bucket, Desired, Plan};
+use crate::nats::bucket::{self, BlockReason, Desired, Plan};
 use crate::nats::cluster;
+use crate::nats::stream::{Change, StreamClient, is_managed_by};
 use crate::settings::BucketSettings;
 
 /// What the NATS side found and did: for a bucket, a [`BucketStep`]; for a pub/sub's streams,
@@ -120,7 +121,7 @@ pub async fn connect(
     let client = client(ctx, key, store).await?;
     let js = async_nats::jetstream::new(client.clone());
     ctx.metrics.nats_request("info");
-    let live = Bucket::new(&js, &store.bucket)
+    let live = StreamClient::new(&js, &bucket::stream_name(&store.bucket))
         .fetch()
         .await
         .map_err(|e| told(ctx, store, e))?;
@@ -145,7 +146,7 @@ pub async fn execute(
     let js = async_nats::jetstream::new(client.clone());
     let target = Target {
         ctx,
-        bucket: &Bucket::new(&js, &store.bucket),
+        bucket: &StreamClient::new(&js, &bucket::stream_name(&store.bucket)),
         desired: Desired {
             bucket: &store.bucket,
             owner: key,
@@ -169,7 +170,7 @@ pub async fn execute(
 /// Where and what to apply.
 struct Target<'a> {
     ctx: &'a Context,
-    bucket: &'a Bucket<'a>,
+    bucket: &'a StreamClient<'a>,
     desired: Desired<'a>,
     previously_managed: Option<bool>,
     /// What the server can do.
@@ -196,7 +197,7 @@ async fn apply(t: &Target<'_>, mut live: Option<stream::Info>) -> BucketStep {
     if let Some(info) = &live
         && let Some(error) = cluster::availability_problem(info)
     {
-        let managed = bucket::is_managed_by(&info.config, owner);
+        let managed = is_managed_by(&info.config, owner);
         return BucketStep::Unavailable {
             facts: t.facts(info, managed),
             error,
@@ -214,7 +215,7 @@ async fn apply(t: &Target<'_>, mut live: Option<stream::Info>) -> BucketStep {
             Plan::Create(config) | Plan::Recreate(config) => {
                 t.ctx.metrics.nats_request("create");
                 match t.bucket.create(*config).await {
-                    Ok(info) if bucket::is_managed_by(&info.config, owner) => BucketStep::Created {
+                    Ok(info) if is_managed_by(&info.config, owner) => BucketStep::Created {
                         facts: t.facts(&info, true),
                     },
                     Ok(info) => {
@@ -282,7 +283,7 @@ async fn apply(t: &Target<'_>, mut live: Option<stream::Info>) -> BucketStep {
     BucketStep::CreateConflict
 }
 
-fn listed(changes: &[bucket::Change]) -> String {
+fn listed(changes: &[Change]) -> String {
     changes
         .iter()
         .map(ToString::to_string)

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::duration;
+use crate::nats::stream::Field;
 use crate::pubsub::PubsubError;
 use crate::pubsub::component::{Warning, stream_name_problem};
 use crate::pubsub::subjects::parse_user_subjects;
@@ -53,7 +54,7 @@ pub struct StreamSettings {
     /// What happens to the stream when the Component is deleted (retain by default).
     pub deletion_policy: DeletionPolicy,
     /// The annotations given explicitly (what a stream the operator only verifies is held to).
-    pub explicit: BTreeSet<&'static str>,
+    pub explicit: BTreeSet<Field>,
 }
 
 impl Default for StreamSettings {
@@ -108,7 +109,7 @@ pub fn stream_settings(
             "workqueue" => return Err(PubsubError::WorkQueueRefused),
             _ => return Err(invalid(RETENTION_ANNOTATION, v, "use limits or interest")),
         };
-        s.explicit.insert("retention");
+        s.explicit.insert(Field::Retention);
     }
     if let Some(v) = get(MAX_AGE_ANNOTATION) {
         let d = duration::parse(v).ok_or_else(|| {
@@ -119,7 +120,7 @@ pub fn stream_settings(
             )
         })?;
         s.max_age = (!d.is_zero()).then_some(d);
-        s.explicit.insert("maxAge");
+        s.explicit.insert(Field::MaxAge);
     }
     // The rest: what a stream shares with a bucket.
     let stream_only = [
@@ -140,9 +141,9 @@ pub fn stream_settings(
     s.allow_data_loss = bucket.allow_data_loss;
     s.deletion_policy = bucket.deletion_policy;
     for (setting, field) in [
-        (Setting::Storage, "storage"),
-        (Setting::Replicas, "replicas"),
-        (Setting::MaxBytes, "maxBytes"),
+        (Setting::Storage, Field::Storage),
+        (Setting::Replicas, Field::Replicas),
+        (Setting::MaxBytes, Field::MaxBytes),
     ] {
         if bucket.explicit.contains(&setting) {
             s.explicit.insert(field);

@@ -7,8 +7,8 @@ use async_nats::jetstream::{self, stream};
 
 use super::topics::{Found, Prepared};
 use crate::nats::NatsError;
-use crate::nats::bucket::{Bucket, Change, is_managed_by, owner_of};
 use crate::nats::cluster;
+use crate::nats::stream::{Change, StreamClient, is_managed_by, owner_of};
 use crate::pubsub::PubsubConfig;
 use crate::pubsub::resource::StreamStatus;
 use crate::pubsub::stream::{
@@ -230,7 +230,7 @@ impl Server<'_> {
             return Ok(None);
         }
         self.ctx.metrics.nats_request("info");
-        Bucket::stream(self.js, stream).fetch().await
+        StreamClient::new(self.js, stream).fetch().await
     }
 
     /// What the last status said of this stream: whether the operator managed it.
@@ -254,7 +254,7 @@ impl Server<'_> {
         mut live: Option<stream::Info>,
         all: &[OtherStream],
     ) -> (RoundEnd, Option<stream::Info>) {
-        let target = Bucket::stream(self.js, desired.stream);
+        let target = StreamClient::new(self.js, desired.stream);
         if let Some(info) = &live
             && let Some(error) = cluster::availability_problem(info)
         {
@@ -330,7 +330,7 @@ impl Server<'_> {
     /// is current (NATS keeps only the leader's copy).
     async fn update(
         &self,
-        target: &Bucket<'_>,
+        target: &StreamClient<'_>,
         config: stream::Config,
         added: Vec<String>,
         changes: Vec<Change>,
@@ -387,7 +387,7 @@ fn round(role: Role, stream: &str, owner: Option<String>, end: RoundEnd) -> Roun
 /// The streams of the account, with their subjects (overlaps are decided before sending).
 async fn listed(ctx: &Context, js: &jetstream::Context) -> Result<Vec<OtherStream>, NatsError> {
     ctx.metrics.nats_request("list");
-    let all = Bucket::stream(js, "").all_streams().await?;
+    let all = StreamClient::all(js).await?;
     Ok(all
         .into_iter()
         .map(|(name, subjects)| OtherStream { name, subjects })

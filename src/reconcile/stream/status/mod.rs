@@ -10,7 +10,7 @@ use super::execute::{Round, RoundEnd, StreamStep};
 use super::topics::{Found, Prepared};
 use crate::crd::{ConditionSpec, ConditionType};
 use crate::failure::{Failure, Problem, Retry};
-use crate::nats::bucket::Change;
+use crate::nats::stream::Change;
 use crate::pubsub::component;
 use crate::pubsub::resource::{DETAIL_CONDITIONS, JetStreamStreamSpec, StreamStatus, TopicStatus};
 use crate::pubsub::stream::{

@@ -5,7 +5,7 @@
 use super::*;
 use crate::crd::ConditionType::{Reconciling, Stalled};
 use crate::nats::NatsError;
-use crate::nats::bucket::ChangeKind;
+use crate::nats::stream::{ChangeKind, Field};
 use crate::pubsub::resource::JetStreamStreamStatus;
 use crate::pubsub::stream::Overlap;
 use crate::reconcile::index::Written;
@@ -105,7 +105,7 @@ fn unreachable() -> NatsError {
 
 fn replicas(live: usize, desired: usize) -> Vec<Change> {
     vec![Change {
-        field: "replicas",
+        field: Field::Replicas,
         live: live.to_string(),
         desired: desired.to_string(),
         kind: ChangeKind::Safe,
