@@ -254,7 +254,6 @@ fn round(
     namespace: &str,
     available: &mut Vec<String>,
 ) -> Result<bool, Problem> {
-    use ConditionType::{ConfigSynced, StreamAvailable, SubjectsCovered};
     let (stream, what) = (r.stream.as_str(), what(r.role));
     let owner = r.owner(namespace);
     let facts = match &r.end {
@@ -275,10 +274,17 @@ fn round(
         }
         if !matches!(r.end, RoundEnd::Unavailable { .. }) {
             available.push(found_message(stream, managed, owner.as_deref()));
-            o.pass(StreamAvailable, Reason::StreamFound, available.join("; "));
+            o.pass(
+                ConditionType::StreamAvailable,
+                Reason::StreamFound,
+                available.join("; "),
+            );
         }
     }
-    let problem = match &r.end {
+    if let Some(problem) = problem(r, owner.as_deref()) {
+        return Err(problem);
+    }
+    match &r.end {
         RoundEnd::Created { facts, recreated } => {
             o.events.push(if *recreated {
                 Note::warning(
@@ -296,15 +302,28 @@ fn round(
                     ),
                 )
             });
-            return Ok(true);
+            Ok(true)
         }
-        RoundEnd::InSync { .. } => return Ok(managed),
         RoundEnd::Updated { added, changes, .. } => {
             o.events.push(Note::normal(
                 Reason::StreamUpdated,
                 format!("updated {what} {stream}: {}", listed(added, changes)),
             ));
-            return Ok(true);
+            Ok(true)
+        }
+        _ => Ok(managed),
+    }
+}
+
+/// The problem a round that did not end well ends the reconcile with (None: it ended well);
+/// `owner`: who the operator made the stream for, when another Component (as it may be named
+/// here).
+fn problem(r: &Round, owner: Option<&str>) -> Option<Problem> {
+    use ConditionType::{ConfigSynced, StreamAvailable, SubjectsCovered};
+    let (stream, what) = (r.stream.as_str(), what(r.role));
+    Some(match &r.end {
+        RoundEnd::Created { .. } | RoundEnd::InSync { .. } | RoundEnd::Updated { .. } => {
+            return None;
         }
         RoundEnd::FetchFailed(e) => Problem::of(StreamAvailable, e),
         RoundEnd::Unavailable { error, .. } => Problem::of(StreamAvailable, error),
@@ -362,7 +381,7 @@ fn round(
             };
             let mut message = blocked_message(stream, *reason, missing, overlaps, changes);
             let mut why = reason.reason().to_owned();
-            if let Some(owner) = owner.as_deref()
+            if let Some(owner) = owner
                 && matches!(
                     reason,
                     BlockReason::ConfigMismatch | BlockReason::SubjectsNotCovered
@@ -376,8 +395,7 @@ fn round(
             }
             Problem::new(condition, why, message, reason.retry())
         }
-    };
-    Err(problem)
+    })
 }
 
 /// What a stream is called in messages.
