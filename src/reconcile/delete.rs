@@ -80,7 +80,7 @@ pub async fn finalize(
             format!("the Component is deleted and its deletion policy is retain: the {what} kept"),
         )
     };
-    report::publish(ctx, component, key, note).await;
+    report::publish(ctx, component, note).await;
     // Applying nothing under our field manager drops our finalizer and annotations.
     report::release_component(ctx, component).await?;
     ctx.pool.release(key);
@@ -291,7 +291,7 @@ pub async fn other_kind_gone(
         )
     };
     gone?;
-    tracing::info!(component = %key, type_ = %component.spec.type_, "the Component changed type; removed its {what}");
+    tracing::info!("the Component changed type; removed its {what}");
     Ok(())
 }
 
@@ -307,7 +307,9 @@ pub async fn forget(
     let had_kvb = ctx.index.forget_written(key) || ctx.cached(component).is_some();
     if had_kvb {
         report::delete_bucket_object(ctx, component).await?;
-        tracing::info!(component = %key, "Component is no longer of type state.jetstream; removed its KeyValueBucket");
+        tracing::info!(
+            "the Component is no longer of a JetStream type; removed its KeyValueBucket"
+        );
     }
     let ours = component
         .annotations()

@@ -68,16 +68,27 @@ pub async fn reconcile(
             return Ok(Action::await_change());
         }
     };
+    reconcile_component(component, &key, &ctx).await
+}
+
+/// One reconcile, in one span that names the Component and its type: every log line of it
+/// carries them.
+#[tracing::instrument(name = "reconcile", skip_all, fields(component = %key, type_ = %component.spec.type_))]
+async fn reconcile_component(
+    component: &Component,
+    key: &str,
+    ctx: &Context,
+) -> Result<Action, ReportError> {
     if component.metadata.deletion_timestamp.is_some() {
-        return delete::finalize(component, &key, &ctx).await;
+        return delete::finalize(component, key, ctx).await;
     }
     if component.is_jetstream_pubsub() {
-        return stream::reconcile(component, &key, &ctx).await;
+        return stream::reconcile(component, key, ctx).await;
     }
     if !component.is_jetstream_state_store() {
-        return delete::forget(component, &key, &ctx).await;
+        return delete::forget(component, key, ctx).await;
     }
-    reconcile_store(component, &key, &ctx).await
+    reconcile_store(component, key, ctx).await
 }
 
 /// The pipeline of a `state.jetstream` Component: read → validate → plan and execute → status
@@ -125,7 +136,7 @@ async fn reconcile_store(
     ctx.metrics.reconciled(started.elapsed(), failed_reason);
     ctx.metrics
         .set_ready(key, ready.map(|c| c.status == Some(true)));
-    tracing::debug!(component = %key, ready = ?ready.map(|c| (c.status, &c.reason)), elapsed = ?started.elapsed(), "reconciled");
+    tracing::debug!(ready = ?ready.map(|c| (c.status, &c.reason)), elapsed = ?started.elapsed(), "reconciled");
     Ok(requeue(ctx, key, outcome.retry))
 }
 

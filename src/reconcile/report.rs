@@ -83,7 +83,6 @@ pub async fn report(
     tell_component(
         ctx,
         component,
-        key,
         &previous_status.reconcile.conditions,
         &status.reconcile.conditions,
         outcome.wants_finalizer,
@@ -99,7 +98,6 @@ pub async fn report(
 pub(crate) async fn tell_component(
     ctx: &Context,
     component: &Component,
-    key: &str,
     previous: &[Condition],
     conditions: &[Condition],
     wants_finalizer: Option<bool>,
@@ -109,7 +107,7 @@ pub(crate) async fn tell_component(
         apply_component(ctx, component, patch).await?;
     }
     for note in status::events(previous, conditions, done) {
-        publish(ctx, component, key, note).await;
+        publish(ctx, component, note).await;
     }
     Ok(())
 }
@@ -288,7 +286,7 @@ pub(crate) async fn apply_component(
 }
 
 /// Publishes an Event on the Component; a failure is logged, never fatal.
-pub async fn publish(ctx: &Context, component: &Component, key: &str, note: Note) {
+pub async fn publish(ctx: &Context, component: &Component, note: Note) {
     let event = Event {
         type_: note.type_,
         reason: note.reason,
@@ -302,6 +300,6 @@ pub async fn publish(ctx: &Context, component: &Component, key: &str, note: Note
         .await
     {
         Ok(()) => ctx.metrics.api_write("event"),
-        Err(e) => tracing::warn!(component = %key, error = %e, "could not publish an Event"),
+        Err(e) => tracing::warn!(error = %e, "could not publish an Event"),
     }
 }

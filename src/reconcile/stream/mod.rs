@@ -88,7 +88,7 @@ pub async fn reconcile(
     ctx.metrics.reconciled(started.elapsed(), failed_reason);
     ctx.metrics
         .set_ready(key, ready.map(|c| c.status == "True"));
-    tracing::debug!(component = %key, ready = ?ready.map(|c| (&c.status, &c.reason)), elapsed = ?started.elapsed(), "reconciled");
+    tracing::debug!(ready = ?ready.map(|c| (&c.status, &c.reason)), elapsed = ?started.elapsed(), "reconciled");
     Ok(super::requeue(ctx, key, outcome.retry()))
 }
 
@@ -143,7 +143,7 @@ pub(super) async fn write(
     }
     if understood_anew {
         for note in &outcome.warnings {
-            report::publish(ctx, component, &key, note.clone()).await;
+            report::publish(ctx, component, note.clone()).await;
         }
     }
     let previous_status = previous.map(|p| p.status.clone()).unwrap_or_default();
@@ -178,7 +178,6 @@ pub(super) async fn write(
     report::tell_component(
         ctx,
         component,
-        &key,
         &previous_status.reconcile.conditions,
         &status.reconcile.conditions,
         outcome.wants_finalizer,
