@@ -469,6 +469,26 @@ async fn wait_ready(
     .await
 }
 
+/// Waits until the JetStreamStream is Ready, managed, with its dead-letter stream.
+async fn wait_managed_with_dead_letters(
+    api: &Api<JetStreamStream>,
+    ns: &str,
+    name: &str,
+) -> JetStreamStream {
+    support::eventually(
+        std::time::Duration::from_secs(60),
+        &format!("jss/{name} Ready with its dead-letter stream"),
+        || async {
+            let jss = api.get_opt(name).await.ok().flatten()?;
+            let ready = jss.condition(ConditionType::Ready)?;
+            (ready.reason == "StreamManaged" && jss.status.as_ref()?.dead_letter_stream.is_some())
+                .then_some(jss)
+        },
+        async || support::describe(ns, "jss", name),
+    )
+    .await
+}
+
 /// The stream's configuration as NATS reports it; None when it does not exist.
 async fn stream_config(js: &jetstream::Context, name: &str) -> Option<serde_json::Value> {
     let mut stream = js.get_stream(name).await.ok()?;
@@ -855,18 +875,7 @@ async fn at_rest_nothing_is_written_and_deletion_policy_delete_deletes_only_its_
     let stream = format!("{}_events", ns.name);
     let dead_letters = format!("{stream}_deadletter");
     let api: Api<JetStreamStream> = Api::namespaced(client.clone(), &ns.name);
-    let jss = support::eventually(
-        std::time::Duration::from_secs(60),
-        "jss/events Ready with its dead-letter stream",
-        || async {
-            let jss = api.get_opt("events").await.ok().flatten()?;
-            let ready = jss.condition(ConditionType::Ready)?;
-            (ready.reason == "StreamManaged" && jss.status.as_ref()?.dead_letter_stream.is_some())
-                .then_some(jss)
-        },
-        async || support::describe(&ns.name, "jss", "events"),
-    )
-    .await;
+    let jss = wait_managed_with_dead_letters(&api, &ns.name, "events").await;
     assert!(live(&js, &stream).await.is_some(), "created");
     assert_eq!(
         live(&js, &dead_letters).await.map(|c| c.subjects),
@@ -1039,18 +1048,7 @@ async fn a_stream_another_component_uses_in_any_namespace_is_kept_when_its_maker
     let stream = format!("{}_maker", ns.name);
     let dead_letters = format!("{stream}_deadletter");
     let api: Api<JetStreamStream> = Api::namespaced(client.clone(), &ns.name);
-    support::eventually(
-        std::time::Duration::from_secs(60),
-        "jss/maker Ready with its dead-letter stream",
-        || async {
-            let jss = api.get_opt("maker").await.ok().flatten()?;
-            let ready = jss.condition(ConditionType::Ready)?;
-            (ready.reason == "StreamManaged" && jss.status.as_ref()?.dead_letter_stream.is_some())
-                .then_some(jss)
-        },
-        async || support::describe(&ns.name, "jss", "maker"),
-    )
-    .await;
+    wait_managed_with_dead_letters(&api, &ns.name, "maker").await;
     for n in 0..3 {
         js.publish(topic.clone(), format!("message {n}").into())
             .await
