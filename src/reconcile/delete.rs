@@ -8,14 +8,16 @@ use kube::runtime::controller::Action;
 
 use super::context::Context;
 use super::execute::connect;
+use super::index::Owned;
 use super::read;
 use super::report::{self, ReportError};
 use super::status::{self, FINALIZER, Note, Reason};
-use crate::crd::ConditionType;
+use crate::crd::{ConditionType, KeyValueBucket};
 use crate::dapr::Component;
 use crate::failure::Problem;
 use crate::nats::bucket;
 use crate::nats::stream::{StreamClient, identity, is_managed_by};
+use crate::pubsub::JetStreamStream;
 use crate::settings::{DeletionPolicy, READY_ANNOTATION, REASON_ANNOTATION};
 use crate::validate::{Values, validate};
 
@@ -56,7 +58,7 @@ pub async fn finalize(
             Ok(note) => note,
             Err(failure) if pubsub => {
                 // Keep the finalizer and say why the deletion waits.
-                let previous = ctx.previous_stream(key, component);
+                let previous = ctx.previous::<JetStreamStream>(key, component);
                 let outcome = super::stream::status::deletion_pending(
                     &component.name_any(),
                     previous.as_ref(),
@@ -67,7 +69,7 @@ pub async fn finalize(
             }
             Err(failure) => {
                 // Keep the finalizer and say why the deletion waits.
-                let previous = ctx.previous(key, component);
+                let previous = ctx.previous::<KeyValueBucket>(key, component);
                 let outcome =
                     status::deletion_pending(&component.name_any(), previous.as_ref(), &failure);
                 report::report(component, key, ctx, previous.as_ref(), &outcome).await?;
@@ -273,26 +275,29 @@ pub async fn other_kind_gone(
     key: &str,
     ctx: &Context,
 ) -> Result<(), ReportError> {
-    let (gone, what) = if component.is_jetstream_pubsub() {
-        if !(ctx.index.forget_written(key) || ctx.cached(component).is_some()) {
-            return Ok(());
-        }
-        (
-            report::delete_bucket_object(ctx, component).await,
-            "KeyValueBucket",
-        )
+    if component.is_jetstream_pubsub() {
+        gone::<KeyValueBucket>(component, key, ctx).await?;
     } else {
-        if !(ctx.index.forget_stream_written(key) || ctx.cached_stream(component).is_some()) {
-            return Ok(());
-        }
-        (
-            report::delete_stream_object(ctx, component).await,
-            "JetStreamStream",
-        )
-    };
-    gone?;
-    tracing::info!("the Component changed type; removed its {what}");
+        gone::<JetStreamStream>(component, key, ctx).await?;
+    }
     Ok(())
+}
+
+/// Deletes the Component's object of kind `K` when one was written or is cached.
+async fn gone<K: Owned>(
+    component: &Component,
+    key: &str,
+    ctx: &Context,
+) -> Result<bool, ReportError> {
+    if !(ctx.index.forget_written::<K>(key) || ctx.cached::<K>(component).is_some()) {
+        return Ok(false);
+    }
+    report::delete_owned::<K>(ctx, component).await?;
+    tracing::info!(
+        "the Component is no longer of the type it had; removed its {}",
+        K::kind(&())
+    );
+    Ok(true)
 }
 
 /// A Component that is not (or no longer) of type `state.jetstream` or `pubsub.jetstream`:
@@ -304,13 +309,7 @@ pub async fn forget(
 ) -> Result<Action, ReportError> {
     ctx.pool.release(key);
     ctx.metrics.set_ready(key, None);
-    let had_kvb = ctx.index.forget_written(key) || ctx.cached(component).is_some();
-    if had_kvb {
-        report::delete_bucket_object(ctx, component).await?;
-        tracing::info!(
-            "the Component is no longer of a JetStream type; removed its KeyValueBucket"
-        );
-    }
+    gone::<KeyValueBucket>(component, key, ctx).await?;
     let ours = component
         .annotations()
         .keys()
@@ -318,8 +317,7 @@ pub async fn forget(
         || component.finalizers().iter().any(|f| f == FINALIZER);
     if ours {
         // A pub/sub Component that changed type: its JetStreamStream goes (the stream stays).
-        report::delete_stream_object(ctx, component).await?;
-        ctx.index.forget_stream_written(key);
+        gone::<JetStreamStream>(component, key, ctx).await?;
         // Applying no annotations under our field manager removes the ones we own.
         report::release_component(ctx, component).await?;
     }

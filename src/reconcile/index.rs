@@ -31,25 +31,48 @@ pub struct Written<Spec = KeyValueBucketSpec, Status = KeyValueBucketStatus> {
 /// `status.stream.identity`), never the text of a URL.
 type Place = String;
 
-/// An object the operator writes for a Component, that says which buckets or streams it uses.
-pub trait Reports {
-    /// Which of the index's use maps it feeds.
-    const OWNED: Owned;
-    /// The identities of what it last reached.
+/// An object the operator writes for a Component (same name and namespace): a KeyValueBucket
+/// for a state store, a JetStreamStream for a pub/sub. The index and the context are generic
+/// over it; each kind says only where its state lives and what it reports.
+pub trait Owned:
+    kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// What the operator understood of the Component.
+    type Spec: Clone + PartialEq;
+    /// What it says about the bucket or streams.
+    type Status: Clone + Default + PartialEq;
+    /// Where the index keeps this kind's state.
+    fn slots(state: &mut State) -> &mut Slots<Self::Spec, Self::Status>;
+    /// The scope's cache of this kind.
+    fn cache(ctx: &super::Context) -> &kube::runtime::reflector::Store<Self>;
+    /// What a cached object says was written.
+    fn as_written(&self) -> Written<Self::Spec, Self::Status>;
+    /// The identities of the buckets or streams it last reached.
     fn places(&self) -> Vec<Place>;
 }
 
-/// The kinds of object that report uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Owned {
-    /// A KeyValueBucket: its bucket.
-    Bucket,
-    /// A JetStreamStream: its stream and dead-letter stream.
-    Stream,
-}
-
-impl Reports for crate::crd::KeyValueBucket {
-    const OWNED: Owned = Owned::Bucket;
+impl Owned for crate::crd::KeyValueBucket {
+    type Spec = KeyValueBucketSpec;
+    type Status = KeyValueBucketStatus;
+    fn slots(state: &mut State) -> &mut Slots<Self::Spec, Self::Status> {
+        &mut state.buckets
+    }
+    fn cache(ctx: &super::Context) -> &kube::runtime::reflector::Store<Self> {
+        &ctx.kvbs
+    }
+    fn as_written(&self) -> Written<Self::Spec, Self::Status> {
+        Written {
+            spec: self.spec.clone(),
+            generation: self.metadata.generation,
+            status: self.status.clone().unwrap_or_default(),
+        }
+    }
     fn places(&self) -> Vec<Place> {
         let bucket = self.status.as_ref().and_then(|s| s.bucket.as_ref());
         bucket
@@ -59,8 +82,22 @@ impl Reports for crate::crd::KeyValueBucket {
     }
 }
 
-impl Reports for crate::pubsub::JetStreamStream {
-    const OWNED: Owned = Owned::Stream;
+impl Owned for crate::pubsub::JetStreamStream {
+    type Spec = JetStreamStreamSpec;
+    type Status = JetStreamStreamStatus;
+    fn slots(state: &mut State) -> &mut Slots<Self::Spec, Self::Status> {
+        &mut state.streams
+    }
+    fn cache(ctx: &super::Context) -> &kube::runtime::reflector::Store<Self> {
+        &ctx.streams
+    }
+    fn as_written(&self) -> Written<Self::Spec, Self::Status> {
+        Written {
+            spec: self.spec.clone(),
+            generation: self.metadata.generation,
+            status: self.status.clone().unwrap_or_default(),
+        }
+    }
     fn places(&self) -> Vec<Place> {
         let Some(status) = &self.status else {
             return Vec::new();
@@ -70,6 +107,27 @@ impl Reports for crate::pubsub::JetStreamStream {
             .flatten()
             .filter_map(|s| s.identity.clone())
             .collect()
+    }
+}
+
+/// What was written of one kind for each Component, and which places each reached.
+pub struct Slots<Spec, Status> {
+    written: HashMap<String, Written<Spec, Status>>,
+    uses: Uses,
+}
+
+impl<Spec, Status> Default for Slots<Spec, Status> {
+    fn default() -> Self {
+        Self {
+            written: HashMap::new(),
+            uses: Uses::default(),
+        }
+    }
+}
+
+impl<Spec, Status> Slots<Spec, Status> {
+    fn holds(&self, key: &str) -> bool {
+        self.written.contains_key(key) || self.uses.holds(key)
     }
 }
 
@@ -111,22 +169,12 @@ impl Uses {
     }
 }
 
+/// Everything the index holds, per kind of owned object and per Component.
 #[derive(Default)]
-struct State {
-    written: HashMap<String, Written>,
-    streams_written: HashMap<String, WrittenStream>,
+pub struct State {
+    buckets: Slots<KeyValueBucketSpec, KeyValueBucketStatus>,
+    streams: Slots<JetStreamStreamSpec, JetStreamStreamStatus>,
     failures: HashMap<String, u32>,
-    bucket_uses: Uses,
-    stream_uses: Uses,
-}
-
-impl State {
-    fn uses(&mut self, owned: Owned) -> &mut Uses {
-        match owned {
-            Owned::Bucket => &mut self.bucket_uses,
-            Owned::Stream => &mut self.stream_uses,
-        }
-    }
 }
 
 /// Per-Component state, keyed `namespace/name`, shared by every reconcile.
@@ -140,36 +188,22 @@ impl Index {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// What the operator last wrote for `key`.
-    pub fn written(&self, key: &str) -> Option<Written> {
-        self.lock().written.get(key).cloned()
+    /// What the operator last wrote for `key`'s object of kind `K`.
+    pub fn written<K: Owned>(&self, key: &str) -> Option<Written<K::Spec, K::Status>> {
+        K::slots(&mut self.lock()).written.get(key).cloned()
     }
 
-    /// Records what the operator wrote for `key`.
-    pub fn set_written(&self, key: &str, written: Written) {
-        self.lock().written.insert(key.to_owned(), written);
+    /// Records what the operator wrote for `key`'s object of kind `K`.
+    pub fn set_written<K: Owned>(&self, key: &str, written: Written<K::Spec, K::Status>) {
+        K::slots(&mut self.lock())
+            .written
+            .insert(key.to_owned(), written);
     }
 
-    /// Forgets what was written for `key` (its KeyValueBucket is gone): the next reconcile writes
-    /// it all again.
-    pub fn forget_written(&self, key: &str) -> bool {
-        self.lock().written.remove(key).is_some()
-    }
-
-    /// What the operator last wrote for the JetStreamStream of `key`.
-    pub fn stream_written(&self, key: &str) -> Option<WrittenStream> {
-        self.lock().streams_written.get(key).cloned()
-    }
-
-    /// Records what the operator wrote for the JetStreamStream of `key`.
-    pub fn set_stream_written(&self, key: &str, written: WrittenStream) {
-        self.lock().streams_written.insert(key.to_owned(), written);
-    }
-
-    /// Forgets what was written for the JetStreamStream of `key` (it is gone): the next
-    /// reconcile writes it all again.
-    pub fn forget_stream_written(&self, key: &str) -> bool {
-        self.lock().streams_written.remove(key).is_some()
+    /// Forgets what was written for `key`'s object of kind `K` (it is gone): the next reconcile
+    /// writes it all again. Whether anything was remembered.
+    pub fn forget_written<K: Owned>(&self, key: &str) -> bool {
+        K::slots(&mut self.lock()).written.remove(key).is_some()
     }
 
     /// Counts one more failure in a row of `key`; returns the count.
@@ -189,8 +223,8 @@ impl Index {
     /// says goes when the KeyValueBucket does, which garbage collection deletes with it.)
     pub fn remove(&self, key: &str) {
         let mut state = self.lock();
-        state.written.remove(key);
-        state.streams_written.remove(key);
+        state.buckets.written.remove(key);
+        state.streams.written.remove(key);
         state.failures.remove(key);
     }
 
@@ -198,9 +232,10 @@ impl Index {
     pub fn keys(&self) -> Vec<String> {
         let state = self.lock();
         let keys: BTreeSet<&String> = state
+            .buckets
             .written
             .keys()
-            .chain(state.streams_written.keys())
+            .chain(state.streams.written.keys())
             .chain(state.failures.keys())
             .collect();
         keys.into_iter().cloned().collect()
@@ -208,19 +243,19 @@ impl Index {
 
     /// An object that reports uses was seen (watch): record what it last reached, by the
     /// identity the server reported.
-    pub fn seen<O: Reports>(&self, key: &str, object: &O) {
-        self.lock().uses(O::OWNED).set(key, object.places());
+    pub fn seen<O: Owned>(&self, key: &str, object: &O) {
+        O::slots(&mut self.lock()).uses.set(key, object.places());
     }
 
     /// An object that reports uses was deleted (watch).
-    pub fn gone<O: Reports>(&self, key: &str) {
-        self.lock().uses(O::OWNED).drop(key);
+    pub fn gone<O: Owned>(&self, key: &str) {
+        O::slots(&mut self.lock()).uses.drop(key);
     }
 
     /// After a re-list: keeps the uses of the keys `in_scope` accepts only when `seen`.
-    pub fn relisted<O: Reports>(&self, in_scope: impl Fn(&str) -> bool, seen: &HashSet<String>) {
+    pub fn relisted<O: Owned>(&self, in_scope: impl Fn(&str) -> bool, seen: &HashSet<String>) {
         let mut state = self.lock();
-        let uses = state.uses(O::OWNED);
+        let uses = &mut O::slots(&mut state).uses;
         let stale: Vec<String> = uses
             .by_key
             .keys()
@@ -236,7 +271,7 @@ impl Index {
     /// stream with this identity, as `namespace/name` in order.
     pub fn other_users(&self, key: &str, identity: &str) -> Vec<String> {
         let state = self.lock();
-        let users: BTreeSet<&String> = [&state.bucket_uses, &state.stream_uses]
+        let users: BTreeSet<&String> = [&state.buckets.uses, &state.streams.uses]
             .into_iter()
             .filter_map(|u| u.users.get(identity))
             .flatten()
@@ -248,11 +283,7 @@ impl Index {
     /// Whether nothing is kept for `key`.
     pub fn is_empty_for(&self, key: &str) -> bool {
         let state = self.lock();
-        !state.written.contains_key(key)
-            && !state.streams_written.contains_key(key)
-            && !state.failures.contains_key(key)
-            && !state.bucket_uses.holds(key)
-            && !state.stream_uses.holds(key)
+        !state.buckets.holds(key) && !state.streams.holds(key) && !state.failures.contains_key(key)
     }
 }
 
@@ -343,7 +374,7 @@ mod tests {
     fn a_deleted_component_leaves_nothing_behind() {
         let index = Index::default();
         let key = "ns/c";
-        index.set_written(
+        index.set_written::<KeyValueBucket>(
             key,
             Written {
                 spec: kvb("orders@1", 1).spec,

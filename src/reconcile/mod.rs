@@ -28,6 +28,7 @@ pub use context::Context;
 pub use report::ReportError;
 pub use status::FINALIZER;
 
+use crate::crd::KeyValueBucket;
 use crate::dapr::Component;
 use crate::failure::Retry;
 use crate::validate::{Values, validate};
@@ -103,7 +104,7 @@ async fn reconcile_store(
 
     // Read.
     let name = component.name_any();
-    let previous = ctx.previous(key, component);
+    let previous = ctx.previous::<KeyValueBucket>(key, component);
     let values = read::secret_values(ctx, component).await;
     // Validate.
     let now = jiff::Timestamp::now().as_second();

@@ -9,7 +9,7 @@ use kube::{Resource as _, ResourceExt as _};
 use serde_json::json;
 
 use super::context::Context;
-use super::index::Written;
+use super::index::{Owned, Written};
 use super::status::{self, Note, Outcome};
 use crate::crd::{KeyValueBucket, MANAGER};
 use crate::dapr::Component;
@@ -19,7 +19,7 @@ use crate::failure::{Failure, Retry};
 #[derive(Debug, thiserror::Error)]
 #[error("writing {what} failed: {source}")]
 pub struct ReportError {
-    what: &'static str,
+    what: std::borrow::Cow<'static, str>,
     #[source]
     source: kube::Error,
 }
@@ -49,7 +49,7 @@ pub async fn report(
     // 1. The KeyValueBucket itself, owned by the Component (garbage-collected with it). Not in
     // the cache: new, or deleted by hand (then our memory of it is stale). Write both parts; an
     // apply of identical content changes nothing on the server.
-    let cached = ctx.cached(component).is_some();
+    let cached = ctx.cached::<KeyValueBucket>(component).is_some();
     let mut generation = previous.and_then(|p| p.generation);
     if !cached || previous.is_none_or(|p| p.spec != outcome.spec) {
         generation = apply_bucket(ctx, &api, component, outcome).await?;
@@ -68,10 +68,10 @@ pub async fn report(
         && let Err(e) = apply_status(ctx, &api, &name, json!(status), "KeyValueBucket status").await
     {
         // Deleted by hand: forget what we wrote so the next attempt re-creates it.
-        ctx.index.forget_written(key);
+        ctx.index.forget_written::<KeyValueBucket>(key);
         return Err(e);
     }
-    ctx.index.set_written(
+    ctx.index.set_written::<KeyValueBucket>(
         key,
         Written {
             spec: outcome.spec.clone(),
@@ -162,7 +162,10 @@ where
             &Patch::Apply(object),
         )
         .await
-        .map_err(|source| ReportError { what, source })?;
+        .map_err(|source| ReportError {
+            what: what.into(),
+            source,
+        })?;
     ctx.metrics
         .api_write(&format!("apply-{}", K::kind(&()).to_lowercase()));
     Ok(applied.meta().generation)
@@ -190,48 +193,22 @@ where
         &Patch::Apply(patch),
     )
     .await
-    .map_err(|source| ReportError { what, source })?;
+    .map_err(|source| ReportError {
+        what: what.into(),
+        source,
+    })?;
     ctx.metrics
         .api_write(&format!("apply-{}-status", K::kind(&()).to_lowercase()));
     Ok(())
 }
 
-/// Deletes the Component's KeyValueBucket (gone already is fine).
-pub async fn delete_bucket_object(ctx: &Context, component: &Component) -> Result<(), ReportError> {
-    delete_object::<KeyValueBucket>(
-        ctx,
-        component,
-        "KeyValueBucket deletion",
-        "delete-keyvaluebucket",
-    )
-    .await
-}
-
-/// Deletes the Component's JetStreamStream (gone already is fine).
-pub async fn delete_stream_object(ctx: &Context, component: &Component) -> Result<(), ReportError> {
-    delete_object::<crate::pubsub::JetStreamStream>(
-        ctx,
-        component,
-        "JetStreamStream deletion",
-        "delete-jetstreamstream",
-    )
-    .await
-}
-
-/// Deletes the object of kind `K` the operator keeps for a Component (same name and namespace).
-async fn delete_object<K>(
+/// Deletes the object of kind `K` the operator keeps for a Component (same name and
+/// namespace; gone already is fine), and forgets what was written of it.
+pub async fn delete_owned<K: Owned>(
     ctx: &Context,
     component: &Component,
-    what: &'static str,
-    metric: &'static str,
-) -> Result<(), ReportError>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
+) -> Result<(), ReportError> {
+    ctx.index.forget_written::<K>(&super::object_key(component));
     let api: Api<K> = Api::namespaced(
         ctx.client.clone(),
         &component.namespace().unwrap_or_default(),
@@ -240,9 +217,17 @@ where
         .delete(&component.name_any(), &DeleteParams::background())
         .await
     {
-        Ok(_) => ctx.metrics.api_write(metric),
+        Ok(_) => ctx
+            .metrics
+            .api_write(&format!("delete-{}", K::kind(&()).to_lowercase())),
         Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(source) => return Err(ReportError { what, source }),
+        Err(source) => {
+            let what = format!("{} deletion", K::kind(&()));
+            return Err(ReportError {
+                what: what.into(),
+                source,
+            });
+        }
     }
     Ok(())
 }
@@ -278,7 +263,7 @@ pub(crate) async fn apply_component(
     )
     .await
     .map_err(|source| ReportError {
-        what: "Component annotations",
+        what: "Component annotations".into(),
         source,
     })?;
     ctx.metrics.api_write("apply-component-annotations");

@@ -20,7 +20,7 @@ use super::sweeper::{self, Held};
 use super::{Config, Shared, trim};
 use crate::crd::KeyValueBucket;
 use crate::dapr::Component;
-use crate::reconcile::index::{Index, Reports};
+use crate::reconcile::index::{Index, Owned};
 use crate::reconcile::{Context, object_key};
 use crate::settings::STATUS_ANNOTATIONS;
 
@@ -167,7 +167,8 @@ fn stream_cache(
     .for_each(move |event| {
         if let Ok(event) = event {
             if let watcher::Event::Delete(jss) = &event {
-                feed.index.forget_stream_written(&object_key(jss));
+                feed.index
+                    .forget_written::<crate::pubsub::JetStreamStream>(&object_key(jss));
             }
             feed.event(&event);
         }
@@ -240,7 +241,7 @@ struct UseFeed<O> {
     object: std::marker::PhantomData<fn(&O)>,
 }
 
-impl<O: Reports + kube::Resource> UseFeed<O> {
+impl<O: Owned> UseFeed<O> {
     fn new(index: &Arc<Index>, scope: &Option<String>) -> Self {
         Self {
             index: index.clone(),

@@ -43,7 +43,7 @@ pub async fn reconcile(
     super::delete::other_kind_gone(component, key, ctx).await?;
 
     // Read (the JetStreamStream from what was written or the cache: no request).
-    let previous = ctx.previous_stream(key, component);
+    let previous = ctx.previous::<JetStreamStream>(key, component);
     // Validate.
     let validation = validated(ctx, component).await;
     // Subjects, when valid.
@@ -133,7 +133,7 @@ pub(super) async fn write(
         ctx.client.clone(),
         &component.namespace().unwrap_or_default(),
     );
-    let cached = ctx.cached_stream(component).is_some();
+    let cached = ctx.cached::<JetStreamStream>(component).is_some();
     let mut generation = previous.and_then(|p| p.generation);
     let understood_anew = previous.is_none_or(|p| p.spec != outcome.spec);
     if !cached || understood_anew {
@@ -164,10 +164,10 @@ pub(super) async fn write(
             report::apply_status(ctx, api, &name, json!(status), "JetStreamStream status").await
     {
         // Deleted by hand: forget what we wrote so the next attempt writes it again.
-        ctx.index.forget_stream_written(&key);
+        ctx.index.forget_written::<JetStreamStream>(&key);
         return Err(e);
     }
-    ctx.index.set_stream_written(
+    ctx.index.set_written::<JetStreamStream>(
         &key,
         WrittenStream {
             spec: outcome.spec.clone(),
