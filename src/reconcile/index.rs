@@ -44,9 +44,9 @@ pub trait Owned:
     + 'static
 {
     /// What the operator understood of the Component.
-    type Spec: Clone + PartialEq;
+    type Spec: Clone + PartialEq + serde::Serialize;
     /// What it says about the bucket or streams.
-    type Status: Clone + Default + PartialEq;
+    type Status: Clone + Default + PartialEq + serde::Serialize;
     /// Where the index keeps this kind's state.
     fn slots(state: &mut State) -> &mut Slots<Self::Spec, Self::Status>;
     /// The scope's cache of this kind.
@@ -55,6 +55,10 @@ pub trait Owned:
     fn as_written(&self) -> Written<Self::Spec, Self::Status>;
     /// The identities of the buckets or streams it last reached.
     fn places(&self) -> Vec<Place>;
+    /// The conditions a status holds.
+    fn conditions(
+        status: &Self::Status,
+    ) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition];
 }
 
 impl Owned for crate::crd::KeyValueBucket {
@@ -79,6 +83,11 @@ impl Owned for crate::crd::KeyValueBucket {
             .and_then(|b| b.identity.clone())
             .into_iter()
             .collect()
+    }
+    fn conditions(
+        status: &Self::Status,
+    ) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
+        &status.reconcile.conditions
     }
 }
 
@@ -107,6 +116,11 @@ impl Owned for crate::pubsub::JetStreamStream {
             .flatten()
             .filter_map(|s| s.identity.clone())
             .collect()
+    }
+    fn conditions(
+        status: &Self::Status,
+    ) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
+        &status.reconcile.conditions
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::context::Context;
 use super::index::{Owned, Written};
 use super::status::{self, Note, Outcome};
-use crate::crd::{KeyValueBucket, MANAGER};
+use crate::crd::{KeyValueBucket, KeyValueBucketStatus, MANAGER};
 use crate::dapr::Component;
 use crate::failure::{Failure, Retry};
 
@@ -34,7 +34,7 @@ impl Failure for ReportError {
     }
 }
 
-/// Writes what changed of `outcome`, given what was written before.
+/// Writes what changed of a state store's `outcome`, given what was written before.
 pub async fn report(
     component: &Component,
     key: &str,
@@ -42,53 +42,100 @@ pub async fn report(
     previous: Option<&Written>,
     outcome: &Outcome,
 ) -> Result<(), ReportError> {
-    let namespace = component.namespace().unwrap_or_default();
-    let name = component.name_any();
-    let api: Api<KeyValueBucket> = Api::namespaced(ctx.client.clone(), &namespace);
+    let decided = Decided {
+        spec: &outcome.spec,
+        wants_finalizer: outcome.wants_finalizer,
+        done: &outcome.events,
+        warnings: &[],
+    };
+    let status = |previous: &KeyValueBucketStatus, generation| {
+        status::bucket_status(
+            previous,
+            outcome,
+            generation,
+            component.metadata.generation,
+            Time(jiff::Timestamp::now()),
+        )
+    };
+    write_owned::<KeyValueBucket>(component, key, ctx, previous, decided, status).await?;
+    Ok(())
+}
 
-    // 1. The KeyValueBucket itself, owned by the Component (garbage-collected with it). Not in
-    // the cache: new, or deleted by hand (then our memory of it is stale). Write both parts; an
-    // apply of identical content changes nothing on the server.
-    let cached = ctx.cached::<KeyValueBucket>(component).is_some();
-    let mut generation = previous.and_then(|p| p.generation);
-    if !cached || previous.is_none_or(|p| p.spec != outcome.spec) {
-        generation = apply_bucket(ctx, &api, component, outcome).await?;
-    }
+/// What a status decision of any kind gives the report, besides the status.
+pub struct Decided<'a, Spec> {
+    /// What the operator understood of the Component.
+    pub spec: &'a Spec,
+    /// Whether the Component should carry our finalizer; None when unknown.
+    pub wants_finalizer: Option<bool>,
+    /// Events for what was done.
+    pub done: &'a [Note],
+    /// Warnings the Component alone gives: published when `spec` changes.
+    pub warnings: &'a [Note],
+}
 
-    // 2. Its status, when anything in it changed.
-    let previous_status = previous.map(|p| p.status.clone()).unwrap_or_default();
-    let status = status::bucket_status(
-        &previous_status,
-        outcome,
-        generation,
-        component.metadata.generation,
-        Time(jiff::Timestamp::now()),
+/// Writes what changed, the same for every kind: 1. the owned object (`K`: a KeyValueBucket
+/// or a JetStreamStream), owned by the Component (garbage-collected with it), when what was
+/// understood changed or it is not in the cache (new, or deleted by hand: then our memory of it
+/// is stale; an apply of identical content changes nothing on the server); 2. its status, made
+/// by `status` from the previous one and the object's generation, when anything in it changed
+/// (or not cached); 3. and 4. the Component's annotations and finalizer, and the Events
+/// ([`tell_component`]). Returns the status written.
+pub async fn write_owned<K: Owned>(
+    component: &Component,
+    key: &str,
+    ctx: &Context,
+    previous: Option<&Written<K::Spec, K::Status>>,
+    decided: Decided<'_, K::Spec>,
+    status: impl FnOnce(&K::Status, Option<i64>) -> K::Status,
+) -> Result<K::Status, ReportError> {
+    let kind = K::kind(&());
+    let api: Api<K> = Api::namespaced(
+        ctx.client.clone(),
+        &component.namespace().unwrap_or_default(),
     );
+    let cached = ctx.cached::<K>(component).is_some();
+    let mut generation = previous.and_then(|p| p.generation);
+    let understood_anew = previous.is_none_or(|p| p.spec != *decided.spec);
+    if !cached || understood_anew {
+        generation = apply_owned(ctx, &api, component, json!(decided.spec), kind.clone()).await?;
+    }
+    if understood_anew {
+        for note in decided.warnings {
+            publish(ctx, component, note.clone()).await;
+        }
+    }
+    let previous_status = previous.map(|p| p.status.clone()).unwrap_or_default();
+    let status = status(&previous_status, generation);
     if (!cached || status != previous_status)
-        && let Err(e) = apply_status(ctx, &api, &name, json!(status), "KeyValueBucket status").await
+        && let Err(e) = apply_status(
+            ctx,
+            &api,
+            &component.name_any(),
+            json!(status),
+            format!("{kind} status"),
+        )
+        .await
     {
-        // Deleted by hand: forget what we wrote so the next attempt re-creates it.
-        ctx.index.forget_written::<KeyValueBucket>(key);
+        // Deleted by hand: forget what we wrote so the next attempt writes it again.
+        ctx.index.forget_written::<K>(key);
         return Err(e);
     }
-    ctx.index.set_written::<KeyValueBucket>(
-        key,
-        Written {
-            spec: outcome.spec.clone(),
-            generation,
-            status: status.clone(),
-        },
-    );
-
+    let written = Written {
+        spec: decided.spec.clone(),
+        generation,
+        status: status.clone(),
+    };
+    ctx.index.set_written::<K>(key, written);
     tell_component(
         ctx,
         component,
-        &previous_status.reconcile.conditions,
-        &status.reconcile.conditions,
-        outcome.wants_finalizer,
-        &outcome.events,
+        K::conditions(&previous_status),
+        K::conditions(&status),
+        decided.wants_finalizer,
+        decided.done,
     )
-    .await
+    .await?;
+    Ok(status)
 }
 
 /// The last two writes of a report, the same for a KeyValueBucket and a JetStreamStream:
@@ -112,16 +159,6 @@ pub(crate) async fn tell_component(
     Ok(())
 }
 
-/// Applies the KeyValueBucket's spec; returns its generation.
-async fn apply_bucket(
-    ctx: &Context,
-    api: &Api<KeyValueBucket>,
-    component: &Component,
-    outcome: &Outcome,
-) -> Result<Option<i64>, ReportError> {
-    apply_owned(ctx, api, component, json!(outcome.spec), "KeyValueBucket").await
-}
-
 /// Applies the spec of the object of kind `K` the operator keeps for a Component (same name and
 /// namespace, owned by it: garbage-collected with it); returns its generation.
 pub(crate) async fn apply_owned<K>(
@@ -129,7 +166,7 @@ pub(crate) async fn apply_owned<K>(
     api: &Api<K>,
     component: &Component,
     spec: serde_json::Value,
-    what: &'static str,
+    what: impl Into<std::borrow::Cow<'static, str>>,
 ) -> Result<Option<i64>, ReportError>
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -177,7 +214,7 @@ pub(crate) async fn apply_status<K>(
     api: &Api<K>,
     name: &str,
     status: serde_json::Value,
-    what: &'static str,
+    what: impl Into<std::borrow::Cow<'static, str>>,
 ) -> Result<(), ReportError>
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,

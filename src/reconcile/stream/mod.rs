@@ -13,7 +13,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt as _;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
-use serde_json::json;
 
 use super::context::Context;
 use super::index::WrittenStream;
@@ -117,39 +116,25 @@ async fn subscriptions(ctx: &Context, namespace: &str) -> Result<Vec<Subscriptio
     }
 }
 
-/// Writes what changed: the JetStreamStream (spec, then status), the Component's summary
-/// annotations and finalizer, the Events. Returns the conditions written.
-/// Until the watch has seen the JetStreamStream, it is written whole (an apply of what it holds
-/// already changes nothing).
+/// Writes what changed ([`report::write_owned`]): the JetStreamStream (spec, then status), the
+/// Component's summary annotations and finalizer, the Events, and the Component's warnings when
+/// what was understood of it changed. Returns the conditions written.
 pub(super) async fn write(
     ctx: &Context,
     component: &Component,
     previous: Option<&WrittenStream>,
     outcome: &StreamOutcome,
 ) -> Result<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>, ReportError> {
-    let name = component.name_any();
     let key = super::object_key(component);
-    let api: &Api<JetStreamStream> = &Api::namespaced(
-        ctx.client.clone(),
-        &component.namespace().unwrap_or_default(),
-    );
-    let cached = ctx.cached::<JetStreamStream>(component).is_some();
-    let mut generation = previous.and_then(|p| p.generation);
-    let understood_anew = previous.is_none_or(|p| p.spec != outcome.spec);
-    if !cached || understood_anew {
-        generation =
-            report::apply_owned(ctx, api, component, json!(outcome.spec), "JetStreamStream")
-                .await?;
-    }
-    if understood_anew {
-        for note in &outcome.warnings {
-            report::publish(ctx, component, note.clone()).await;
-        }
-    }
-    let previous_status = previous.map(|p| p.status.clone()).unwrap_or_default();
-    let status = JetStreamStreamStatus {
+    let decided = report::Decided {
+        spec: &outcome.spec,
+        wants_finalizer: outcome.wants_finalizer,
+        done: &outcome.events,
+        warnings: &outcome.warnings,
+    };
+    let status = |previous: &JetStreamStreamStatus, generation| JetStreamStreamStatus {
         reconcile: ReconcileStatus::merged(
-            &previous_status.reconcile,
+            &previous.reconcile,
             &outcome.conditions(),
             generation,
             component.metadata.generation,
@@ -159,30 +144,8 @@ pub(super) async fn write(
         stream: outcome.stream.clone(),
         dead_letter_stream: outcome.dead_letter_stream.clone(),
     };
-    if (!cached || previous.is_none() || status != previous_status)
-        && let Err(e) =
-            report::apply_status(ctx, api, &name, json!(status), "JetStreamStream status").await
-    {
-        // Deleted by hand: forget what we wrote so the next attempt writes it again.
-        ctx.index.forget_written::<JetStreamStream>(&key);
-        return Err(e);
-    }
-    ctx.index.set_written::<JetStreamStream>(
-        &key,
-        WrittenStream {
-            spec: outcome.spec.clone(),
-            generation,
-            status: status.clone(),
-        },
-    );
-    report::tell_component(
-        ctx,
-        component,
-        &previous_status.reconcile.conditions,
-        &status.reconcile.conditions,
-        outcome.wants_finalizer,
-        &outcome.events,
-    )
-    .await?;
-    Ok(status.reconcile.conditions)
+    let written =
+        report::write_owned::<JetStreamStream>(component, &key, ctx, previous, decided, status)
+            .await?;
+    Ok(written.reconcile.conditions)
 }
