@@ -1,6 +1,7 @@
 //! The one validation pipeline (pure): a `state.jetstream` Component, and the values of the
 //! Secrets it names when they could be read, into a connection config and bucket settings, or the
-//! problems that stop it.
+//! problems that stop it; the same for a `pubsub.jetstream` Component ([`validate_pubsub`]),
+//! into its config and stream settings. Annotations of the other kind are refused by name.
 //!
 //! The reconciler runs it with the Secret values it read; `check` (CI) and the admission webhook
 //! run it offline, where a value held in a Secret is a placeholder that passes the checks of its

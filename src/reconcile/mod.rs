@@ -1,4 +1,7 @@
-//! The reconciler: Dapr `Component` → NATS KV bucket → `KeyValueBucket` status.
+//! The reconciler: Dapr `Component` → NATS KV bucket → `KeyValueBucket` status, or, for a
+//! `pubsub.jetstream` Component, → streams → `JetStreamStream` status ([`stream`]: the same
+//! steps). A Component that changes type loses the other kind's object at once; the index, the
+//! context and the report are generic over the object ([`index::Owned`]).
 //!
 //! One reconcile is a pipeline, one module per step:
 //! **read** ([`read`]: the Secrets it names, what was written before) → **validate**

@@ -17,8 +17,8 @@ mod written;
 
 pub use written::{bucket_status, component_patch, events};
 
-/// The finalizer that holds a Component with `deletion-policy: delete` until its bucket is
-/// deleted.
+/// The finalizer that holds a Component with `deletion-policy: delete` until its bucket or
+/// streams are deleted (named for buckets: it is persisted on objects, so it stays).
 pub const FINALIZER: &str = "jetstreamkv.io/bucket";
 
 /// The operator's own reasons, for conditions and Events (failures bring theirs: [`Failure`]).
