@@ -9,7 +9,6 @@ use kube::runtime::controller::Action;
 use super::context::Context;
 use super::execute::connect;
 use super::index::Owned;
-use super::read;
 use super::report::{self, ReportError};
 use super::status::{self, FINALIZER, Note, Reason};
 use crate::crd::{ConditionType, KeyValueBucket};
@@ -19,7 +18,7 @@ use crate::nats::bucket;
 use crate::nats::stream::{StreamClient, identity, is_managed_by};
 use crate::pubsub::JetStreamStream;
 use crate::settings::{DeletionPolicy, READY_ANNOTATION, REASON_ANNOTATION};
-use crate::validate::{Values, validate};
+use crate::validate::validate;
 
 /// A Component being deleted. With our finalizer (deletion-policy: delete): delete its bucket or
 /// streams if the operator created them for it and no other Component uses them, then let the
@@ -95,7 +94,7 @@ pub async fn finalize(
 /// dead-letter stream), each when the operator created it for this Component (never a stream
 /// another Component or a person made).
 async fn delete_stream(component: &Component, key: &str, ctx: &Context) -> Result<Note, Problem> {
-    let validation = super::stream::validated(ctx, component).await;
+    let validation = super::validated(ctx, component, crate::validate::validate_pubsub).await;
     let Some((config, settings)) = validation.valid() else {
         return Err(status::first_problem(&validation.findings));
     };
@@ -202,14 +201,7 @@ async fn delete_own_stream(
 /// Deletes the bucket of a Component being deleted, when that is safe; returns the Event to
 /// publish.
 async fn delete_bucket(component: &Component, key: &str, ctx: &Context) -> Result<Note, Problem> {
-    let values = read::secret_values(ctx, component).await;
-    let now = jiff::Timestamp::now().as_second();
-    let mut validation = validate(component, Values::Read(&values), now);
-    if let Some(policy) = &ctx.policy {
-        crate::validate::check_server_policy(&mut validation, component, |ns, url, creds| {
-            policy.decide(ns, url, creds)
-        });
-    }
+    let validation = super::validated(ctx, component, validate).await;
     let Some((store, _)) = validation.valid() else {
         return Err(status::first_problem(&validation.findings));
     };

@@ -34,7 +34,7 @@ pub use status::FINALIZER;
 use crate::crd::KeyValueBucket;
 use crate::dapr::Component;
 use crate::failure::Retry;
-use crate::validate::{Values, validate};
+use crate::validate::{Servers, Validation, Values, check_server_policy, validate};
 
 /// Reconciles one Component.
 pub async fn reconcile(
@@ -108,10 +108,8 @@ async fn reconcile_store(
     // Read.
     let name = component.name_any();
     let previous = ctx.previous::<KeyValueBucket>(key, component);
-    let values = read::secret_values(ctx, component).await;
     // Validate.
-    let now = jiff::Timestamp::now().as_second();
-    let validation = validated(ctx, component, Values::Read(&values), now);
+    let validation = validated(ctx, component, validate).await;
     // Plan and execute, when valid.
     let progress = match validation.valid() {
         Some((store, settings)) => {
@@ -144,17 +142,19 @@ async fn reconcile_store(
     Ok(requeue(ctx, key, outcome.retry))
 }
 
-/// Validates with the Secret values read, then holds the servers to the admin's policy: before
-/// any DNS lookup or connection.
-fn validated(
+/// Reads the Secrets the Component names, validates it with their values (`validate`: its
+/// kind's validation), then holds the servers to the admin's policy: before any DNS lookup or
+/// connection. The same for every kind, in reconcile and in deletion.
+pub(crate) async fn validated<C: Servers, S>(
     ctx: &Context,
     component: &Component,
-    values: Values<'_>,
-    now: i64,
-) -> crate::validate::Validation {
-    let mut validation = validate(component, values, now);
+    validate: fn(&Component, Values<'_>, i64) -> Validation<C, S>,
+) -> Validation<C, S> {
+    let values = read::secret_values(ctx, component).await;
+    let now = jiff::Timestamp::now().as_second();
+    let mut validation = validate(component, Values::Read(&values), now);
     if let Some(policy) = &ctx.policy {
-        crate::validate::check_server_policy(&mut validation, component, |ns, url, creds| {
+        check_server_policy(&mut validation, component, |ns, url, creds| {
             policy.decide(ns, url, creds)
         });
     }

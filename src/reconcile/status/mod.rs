@@ -324,7 +324,7 @@ pub fn understood(name: &str, validation: &Validation) -> KeyValueBucketSpec {
         spec.on_existing = Some(settings.on_existing.as_str().to_owned());
         spec.deletion_policy = Some(settings.deletion_policy.as_str().to_owned());
     }
-    if let Some(store) = &validation.store {
+    if let Some(store) = &validation.config {
         spec.bucket = Some(store.shown_bucket.clone());
         spec.servers = store.redacted_servers.clone();
         spec.auth = Some(store.auth.kind().to_owned());

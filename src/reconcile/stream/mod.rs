@@ -16,14 +16,13 @@ use kube::runtime::controller::Action;
 
 use super::context::Context;
 use super::index::WrittenStream;
-use super::read;
 use super::report::{self, ReportError};
 use crate::crd::{ConditionType, ReconcileStatus};
 use crate::dapr::Component;
 use crate::failure::Problem;
 use crate::pubsub::Subscription;
 use crate::pubsub::resource::{JetStreamStream, JetStreamStreamStatus};
-use crate::validate::{PubsubValidation, Values, check_pubsub_server_policy, validate_pubsub};
+use crate::validate::validate_pubsub;
 
 pub mod execute;
 pub mod status;
@@ -44,7 +43,7 @@ pub async fn reconcile(
     // Read (the JetStreamStream from what was written or the cache: no request).
     let previous = ctx.previous::<JetStreamStream>(key, component);
     // Validate.
-    let validation = validated(ctx, component).await;
+    let validation = super::validated(ctx, component, validate_pubsub).await;
     // Subjects, when valid.
     let valid = validation.valid();
     let prepared = match valid {
@@ -89,20 +88,6 @@ pub async fn reconcile(
         .set_ready(key, ready.map(|c| c.status == "True"));
     tracing::debug!(ready = ?ready.map(|c| (&c.status, &c.reason)), elapsed = ?started.elapsed(), "reconciled");
     Ok(super::requeue(ctx, key, outcome.retry()))
-}
-
-/// The Secrets the Component names, read, and the validation of it with their values and the
-/// admin's server policy.
-pub(super) async fn validated(ctx: &Context, component: &Component) -> PubsubValidation {
-    let values = read::secret_values(ctx, component).await;
-    let now = jiff::Timestamp::now().as_second();
-    let mut validation = validate_pubsub(component, Values::Read(&values), now);
-    if let Some(policy) = &ctx.policy {
-        check_pubsub_server_policy(&mut validation, component, |ns, url, creds| {
-            policy.decide(ns, url, creds)
-        });
-    }
-    validation
 }
 
 /// The declarative Subscriptions of the namespace; none when Dapr's Subscription CRD is not
