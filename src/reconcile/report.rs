@@ -41,7 +41,7 @@ pub async fn report(
     ctx: &Context,
     previous: Option<&Written>,
     outcome: &Outcome,
-) -> Result<(), ReportError> {
+) -> Result<Vec<Condition>, ReportError> {
     let decided = Decided {
         spec: &outcome.spec,
         wants_finalizer: outcome.wants_finalizer,
@@ -57,8 +57,9 @@ pub async fn report(
             Time(jiff::Timestamp::now()),
         )
     };
-    write_owned::<KeyValueBucket>(component, key, ctx, previous, decided, status).await?;
-    Ok(())
+    let written =
+        write_owned::<KeyValueBucket>(component, key, ctx, previous, decided, status).await?;
+    Ok(written.reconcile.conditions)
 }
 
 /// What a status decision of any kind gives the report, besides the status.
