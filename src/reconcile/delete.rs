@@ -9,6 +9,7 @@ use kube::runtime::controller::Action;
 use super::context::Context;
 use super::execute::connect;
 use super::index::Owned;
+use super::kind::{Bucket, Kind, Streams};
 use super::report::{self, ReportError};
 use super::status::{self, FINALIZER, Note, Reason};
 use crate::crd::{ConditionType, KeyValueBucket};
@@ -17,7 +18,7 @@ use crate::failure::Problem;
 use crate::nats::bucket;
 use crate::nats::stream::{StreamClient, identity, is_managed_by};
 use crate::pubsub::JetStreamStream;
-use crate::settings::{DeletionPolicy, READY_ANNOTATION, REASON_ANNOTATION};
+use crate::settings::{READY_ANNOTATION, REASON_ANNOTATION};
 use crate::validate::validate;
 
 /// A Component being deleted. With our finalizer (deletion-policy: delete): delete its bucket or
@@ -33,53 +34,32 @@ pub async fn finalize(
         ctx.pool.release(key);
         return Ok(Action::await_change());
     }
-    // A pub/sub Component's stream, or a state store's bucket.
-    let pubsub = component.is_jetstream_pubsub();
-    let delete = if pubsub {
-        crate::pubsub::stream::stream_settings(component.annotations())
-            .is_ok_and(|s| s.deletion_policy == DeletionPolicy::Delete)
+    if component.is_jetstream_pubsub() {
+        finalize_kind::<Streams>(component, key, ctx).await
     } else {
-        crate::settings::from_annotations(component.annotations())
-            .is_ok_and(|s| s.deletion_policy == DeletionPolicy::Delete)
-    };
-    let (what, retained) = if pubsub {
-        ("streams and their messages are", Reason::StreamRetained)
-    } else {
-        ("bucket and its data are", Reason::BucketRetained)
-    };
-    let note = if delete {
-        let deleted = if pubsub {
-            delete_stream(component, key, ctx).await
-        } else {
-            delete_bucket(component, key, ctx).await
-        };
-        match deleted {
+        finalize_kind::<Bucket>(component, key, ctx).await
+    }
+}
+
+/// [`finalize`] for a Component of kind `K` that carries our finalizer.
+async fn finalize_kind<K: Kind>(
+    component: &Component,
+    key: &str,
+    ctx: &Context,
+) -> Result<Action, ReportError> {
+    let note = if K::deletes(component) {
+        match K::delete_provisioned(ctx, component, key).await {
             Ok(note) => note,
-            Err(failure) if pubsub => {
-                // Keep the finalizer and say why the deletion waits.
-                let previous = ctx.previous::<JetStreamStream>(key, component);
-                let outcome = super::stream::status::deletion_pending(
-                    &component.name_any(),
-                    previous.as_ref(),
-                    &failure,
-                );
-                super::stream::write(ctx, component, previous.as_ref(), &outcome).await?;
-                return Ok(Action::requeue(ctx.backoff(key)));
-            }
             Err(failure) => {
                 // Keep the finalizer and say why the deletion waits.
-                let previous = ctx.previous::<KeyValueBucket>(key, component);
-                let outcome =
-                    status::deletion_pending(&component.name_any(), previous.as_ref(), &failure);
-                report::report(component, key, ctx, previous.as_ref(), &outcome).await?;
+                let previous = ctx.previous::<K::Object>(key, component);
+                let outcome = K::deletion_pending(key, previous.as_ref(), &failure);
+                K::report(ctx, component, key, previous.as_ref(), &outcome).await?;
                 return Ok(Action::requeue(ctx.backoff(key)));
             }
         }
     } else {
-        Note::normal(
-            retained,
-            format!("the Component is deleted and its deletion policy is retain: the {what} kept"),
-        )
+        K::retained()
     };
     report::publish(ctx, component, note).await;
     // Applying nothing under our field manager drops our finalizer and annotations.
@@ -93,7 +73,11 @@ pub async fn finalize(
 /// Deletes the streams of a `pubsub.jetstream` Component being deleted (its topics' and its
 /// dead-letter stream), each when the operator created it for this Component (never a stream
 /// another Component or a person made).
-async fn delete_stream(component: &Component, key: &str, ctx: &Context) -> Result<Note, Problem> {
+pub(super) async fn delete_streams(
+    component: &Component,
+    key: &str,
+    ctx: &Context,
+) -> Result<Note, Problem> {
     let validation = super::validated(ctx, component, crate::validate::validate_pubsub).await;
     let Some((config, settings)) = validation.valid() else {
         return Err(status::first_problem(&validation.findings));
@@ -200,7 +184,11 @@ async fn delete_own_stream(
 
 /// Deletes the bucket of a Component being deleted, when that is safe; returns the Event to
 /// publish.
-async fn delete_bucket(component: &Component, key: &str, ctx: &Context) -> Result<Note, Problem> {
+pub(super) async fn delete_bucket(
+    component: &Component,
+    key: &str,
+    ctx: &Context,
+) -> Result<Note, Problem> {
     let validation = super::validated(ctx, component, validate).await;
     let Some((store, _)) = validation.valid() else {
         return Err(status::first_problem(&validation.findings));

@@ -7,20 +7,22 @@
 use std::future::Future;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt as _;
 
 use super::context::Context;
+use super::delete;
 use super::execute::{self, BucketStep, Progress};
 use super::index::{Owned, Written};
 use super::report::{self, ReportError};
-use super::status::{self, Outcome};
+use super::status::{self, Note, Outcome, Reason};
 use super::stream::execute::StreamStep;
 use super::stream::topics::{self, Prepared};
 use super::stream::{self as streams, StreamOutcome};
 use crate::crd::KeyValueBucket;
 use crate::dapr::{Component, StoreConfig};
-use crate::failure::Retry;
+use crate::failure::{Problem, Retry};
 use crate::pubsub::{JetStreamStream, PubsubConfig, StreamSettings};
-use crate::settings::BucketSettings;
+use crate::settings::{BucketSettings, DeletionPolicy};
 use crate::validate::{Servers, Validation, Values};
 
 /// What a kind's validation, execute and decide steps work on.
@@ -77,6 +79,28 @@ pub trait Kind {
 
     /// When to look again.
     fn retry(outcome: &Self::Outcome) -> Retry;
+
+    /// Whether the Component's annotations ask for its bucket or streams to be deleted with it.
+    fn deletes(component: &Component) -> bool;
+
+    /// Deletes what was provisioned for a Component being deleted, when that is safe: what the
+    /// operator made for it and no other Component uses. The Event to publish, or why the
+    /// deletion waits.
+    fn delete_provisioned<'a>(
+        ctx: &'a Context,
+        component: &'a Component,
+        key: &'a str,
+    ) -> impl Future<Output = Result<Note, Problem>> + Send + 'a;
+
+    /// What status says while a deletion waits (pure): the finalizer kept, `DeletionPending`.
+    fn deletion_pending(
+        key: &str,
+        previous: Option<&WrittenOf<Self>>,
+        failure: &Problem,
+    ) -> Self::Outcome;
+
+    /// The Event of a Component deleted with deletion-policy retain.
+    fn retained() -> Note;
 }
 
 /// A `state.jetstream` Component's KV bucket.
@@ -114,8 +138,7 @@ impl Kind for Bucket {
         validation: &ValidationOf<Self>,
         progress: &Self::Progress,
     ) -> Outcome {
-        let name = key.split_once('/').map_or(key, |(_, n)| n);
-        status::decide(name, previous, validation, progress.as_ref())
+        status::decide(name_of(key), previous, validation, progress.as_ref())
     }
 
     async fn report<'a>(
@@ -134,6 +157,34 @@ impl Kind for Bucket {
 
     fn retry(outcome: &Outcome) -> Retry {
         outcome.retry
+    }
+
+    fn deletes(component: &Component) -> bool {
+        crate::settings::from_annotations(component.annotations())
+            .is_ok_and(|s| s.deletion_policy == DeletionPolicy::Delete)
+    }
+
+    async fn delete_provisioned<'a>(
+        ctx: &'a Context,
+        component: &'a Component,
+        key: &'a str,
+    ) -> Result<Note, Problem> {
+        delete::delete_bucket(component, key, ctx).await
+    }
+
+    fn deletion_pending(
+        key: &str,
+        previous: Option<&WrittenOf<Self>>,
+        failure: &Problem,
+    ) -> Outcome {
+        status::deletion_pending(name_of(key), previous, failure)
+    }
+
+    fn retained() -> Note {
+        Note::normal(
+            Reason::BucketRetained,
+            retained_message("bucket and its data are"),
+        )
     }
 }
 
@@ -159,7 +210,6 @@ impl Kind for Streams {
         validation: &'a ValidationOf<Self>,
         previous: Option<&'a WrittenOf<Self>>,
     ) -> Self::Progress {
-        use kube::ResourceExt as _;
         let Some((config, settings)) = validation.valid() else {
             return (None, None);
         };
@@ -210,4 +260,41 @@ impl Kind for Streams {
     fn retry(outcome: &StreamOutcome) -> Retry {
         outcome.retry()
     }
+
+    fn deletes(component: &Component) -> bool {
+        crate::pubsub::stream::stream_settings(component.annotations())
+            .is_ok_and(|s| s.deletion_policy == DeletionPolicy::Delete)
+    }
+
+    async fn delete_provisioned<'a>(
+        ctx: &'a Context,
+        component: &'a Component,
+        key: &'a str,
+    ) -> Result<Note, Problem> {
+        delete::delete_streams(component, key, ctx).await
+    }
+
+    fn deletion_pending(
+        key: &str,
+        previous: Option<&WrittenOf<Self>>,
+        failure: &Problem,
+    ) -> StreamOutcome {
+        streams::status::deletion_pending(name_of(key), previous, failure)
+    }
+
+    fn retained() -> Note {
+        Note::normal(
+            Reason::StreamRetained,
+            retained_message("streams and their messages are"),
+        )
+    }
+}
+
+/// The Component's name in its key `namespace/name`.
+fn name_of(key: &str) -> &str {
+    key.split_once('/').map_or(key, |(_, n)| n)
+}
+
+fn retained_message(what: &str) -> String {
+    format!("the Component is deleted and its deletion policy is retain: the {what} kept")
 }
