@@ -1,5 +1,7 @@
 //! The `KeyValueBucket` resource: what the operator understood of a Component, and the state of its
-//! bucket. One per `state.jetstream` Component, same name and namespace, owned by it.
+//! bucket. One per `state.jetstream` Component, same name and namespace, owned by it. Also the
+//! condition types and their merging, shared with the `JetStreamStream` of a `pubsub.jetstream`
+//! Component ([`crate::pubsub::resource`]).
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,6 @@
 //! jetstream-kv-operator: provisions the NATS JetStream KV buckets that Dapr `state.jetstream`
-//! Components name, and reports their state on a `KeyValueBucket` of the same name.
+//! Components name, and the streams of Dapr `pubsub.jetstream` Components, and reports their
+//! state on a `KeyValueBucket` or a `JetStreamStream` of the Component's name.
 //!
 //! The pieces, from the pure model to the runtime:
 //! - [`dapr`]: the Dapr `Component` model and Dapr's own metadata rules (pure);

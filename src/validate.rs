@@ -1,6 +1,7 @@
 //! The one validation pipeline (pure): a `state.jetstream` Component, and the values of the
 //! Secrets it names when they could be read, into a connection config and bucket settings, or the
-//! problems that stop it.
+//! problems that stop it; the same for a `pubsub.jetstream` Component ([`validate_pubsub`]),
+//! into its config and stream settings. Annotations of the other kind are refused by name.
 //!
 //! The reconciler runs it with the Secret values it read; `check` (CI) and the admission webhook
 //! run it offline, where a value held in a Secret is a placeholder that passes the checks of its
@@ -54,28 +55,60 @@ impl ComponentFindings {
     }
 }
 
-/// The outcome of validation.
-#[derive(Clone, Debug, Default)]
-pub struct Validation {
+/// The outcome of validation: for a state store, its connection config and bucket settings;
+/// for a pub/sub ([`PubsubValidation`]), its config and stream settings.
+#[derive(Clone, Debug)]
+pub struct Validation<Config = StoreConfig, Settings = BucketSettings> {
     /// Problems and notes.
     pub findings: ComponentFindings,
-    /// The bucket settings, when every step up to them passed.
-    pub settings: Option<BucketSettings>,
-    /// The store's connection config, when every step up to it passed.
-    pub store: Option<StoreConfig>,
+    /// The settings from the annotations, when every step up to them passed.
+    pub settings: Option<Settings>,
+    /// The connection config, when every step up to it passed.
+    pub config: Option<Config>,
 }
 
-impl Validation {
+/// What validation makes of a `pubsub.jetstream` Component.
+pub type PubsubValidation = Validation<PubsubConfig, StreamSettings>;
+
+impl<C, S> Default for Validation<C, S> {
+    fn default() -> Self {
+        Self {
+            findings: ComponentFindings::default(),
+            settings: None,
+            config: None,
+        }
+    }
+}
+
+/// A validated connection config, as the admin's server policy judges it.
+pub trait Servers {
+    /// `natsURL`, as shown, and how the Component authenticates.
+    fn servers(&self) -> (&SecretValue, &Vec<String>, &crate::dapr::NatsAuth);
+}
+
+impl Servers for StoreConfig {
+    fn servers(&self) -> (&SecretValue, &Vec<String>, &crate::dapr::NatsAuth) {
+        (&self.servers, &self.redacted_servers, &self.auth)
+    }
+}
+
+impl Servers for PubsubConfig {
+    fn servers(&self) -> (&SecretValue, &Vec<String>, &crate::dapr::NatsAuth) {
+        (&self.servers, &self.redacted_servers, &self.auth)
+    }
+}
+
+impl<C, S> Validation<C, S> {
     /// The problem that stops the reconcile, if any.
     pub fn first_problem(&self) -> Option<&Problem> {
         self.findings.problems.first()
     }
 
     /// The connection config and settings, when nothing is wrong.
-    pub fn valid(&self) -> Option<(&StoreConfig, &BucketSettings)> {
-        match (&self.store, &self.settings) {
-            (Some(store), Some(settings)) if self.findings.problems.is_empty() => {
-                Some((store, settings))
+    pub fn valid(&self) -> Option<(&C, &S)> {
+        match (&self.config, &self.settings) {
+            (Some(config), Some(settings)) if self.findings.problems.is_empty() => {
+                Some((config, settings))
             }
             _ => None,
         }
@@ -112,11 +145,11 @@ pub fn validate(component: &Component, values: Values<'_>, now_unix: i64) -> Val
     };
     match store_config_with_origins(&values, origin_in(&entries)) {
         Err(e) => out.problem(CredentialsResolved, &e),
-        Ok(store) if out.clean() => out.store = Some(store),
+        Ok(store) if out.clean() => out.config = Some(store),
         Ok(_) => {}
     }
     // The republish subjects are checked against the bucket, once it is known.
-    if let (Some(settings), Some(store)) = (out.settings.as_mut(), out.store.as_ref())
+    if let (Some(settings), Some(store)) = (out.settings.as_mut(), out.config.as_ref())
         && settings.republish_destination.is_some()
     {
         if is_offline && origin_in(&entries)("bucket").is_some() {
@@ -210,27 +243,6 @@ fn check_credentials(
     }
 }
 
-/// What validation makes of a `pubsub.jetstream` Component.
-#[derive(Clone, Debug, Default)]
-pub struct PubsubValidation {
-    /// Problems and notes.
-    pub findings: ComponentFindings,
-    /// The stream settings, when the annotations passed.
-    pub settings: Option<StreamSettings>,
-    /// The pub/sub's config, when every step up to it passed.
-    pub config: Option<PubsubConfig>,
-}
-
-impl PubsubValidation {
-    /// The config and settings, when nothing is wrong.
-    pub fn valid(&self) -> Option<(&PubsubConfig, &StreamSettings)> {
-        match (&self.config, &self.settings) {
-            (Some(c), Some(s)) if self.findings.problems.is_empty() => Some((c, s)),
-            _ => None,
-        }
-    }
-}
-
 /// The same pipeline for a `pubsub.jetstream` Component: Dapr's metadata rules, the stream
 /// annotations, the Secret values, the pub/sub's own checks (natsURL and credentials with the
 /// state store's rules) and the NATS user credential checks.
@@ -243,13 +255,11 @@ pub fn validate_pubsub(
     let mut out = PubsubValidation::default();
     let entries = parse_metadata(component);
     if let Err(e) = &entries {
-        out.findings
-            .problems
-            .push(Problem::of(CredentialsResolved, e));
+        out.problem(CredentialsResolved, e);
     }
     match stream_settings(component.annotations()) {
-        Err(e) => out.findings.problems.push(Problem::of(ConfigSynced, &e)),
-        Ok(settings) if out.findings.problems.is_empty() => out.settings = Some(settings),
+        Err(e) => out.problem(ConfigSynced, &e),
+        Ok(settings) if out.clean() => out.settings = Some(settings),
         Ok(_) => {}
     }
     let Ok(entries) = entries else {
@@ -259,43 +269,24 @@ pub fn validate_pubsub(
         return out;
     };
     match pubsub_config_with_origins(&values, origin_in(&entries)) {
-        Err(e) => out
-            .findings
-            .problems
-            .push(Problem::of(CredentialsResolved, &e)),
-        Ok(config) if out.findings.problems.is_empty() => out.config = Some(config),
+        Err(e) => out.problem(CredentialsResolved, &e),
+        Ok(config) if out.clean() => out.config = Some(config),
         Ok(_) => {}
     }
     check_credentials(&known, now_unix, &mut out.findings);
     out
 }
 
-/// The admin's server policy, once the store's config is known: a server no NatsServerPolicy
-/// allows is a problem (`ServerNotAllowed`), decided before any DNS lookup or connection.
-/// `decide` is the cluster's policies applied to the namespace (see [`crate::policy`]).
-pub fn check_server_policy(
-    validation: &mut Validation,
+/// The admin's server policy, once the connection config is known: a server no
+/// NatsServerPolicy allows is a problem (`ServerNotAllowed`), decided before any DNS lookup or
+/// connection. `decide` is the cluster's policies applied to the namespace (see
+/// [`crate::policy`]).
+pub fn check_server_policy<C: Servers, S>(
+    validation: &mut Validation<C, S>,
     component: &Component,
     decide: impl FnOnce(&str, &str, bool) -> crate::policy::Decision,
 ) {
-    let servers = validation
-        .store
-        .as_ref()
-        .map(|s| (&s.servers, &s.redacted_servers, &s.auth));
-    let problem = server_policy_problem(component, servers, decide);
-    validation.findings.problems.extend(problem);
-}
-
-/// [`check_server_policy`] for a `pubsub.jetstream` Component.
-pub fn check_pubsub_server_policy(
-    validation: &mut PubsubValidation,
-    component: &Component,
-    decide: impl FnOnce(&str, &str, bool) -> crate::policy::Decision,
-) {
-    let servers = validation
-        .config
-        .as_ref()
-        .map(|c| (&c.servers, &c.redacted_servers, &c.auth));
+    let servers = validation.config.as_ref().map(Servers::servers);
     let problem = server_policy_problem(component, servers, decide);
     validation.findings.problems.extend(problem);
 }
@@ -466,7 +457,7 @@ mod tests {
             v.settings.is_some(),
             "settings passed before the store failed"
         );
-        assert!(v.store.is_none());
+        assert!(v.config.is_none());
     }
 
     #[test]
@@ -492,7 +483,7 @@ mod tests {
             ConditionType::ConfigSynced
         );
         assert_eq!(v.findings.problems[1].retry, Retry::Backoff);
-        assert!(v.settings.is_none() && v.store.is_none());
+        assert!(v.settings.is_none() && v.config.is_none());
     }
 
     fn pubsub(metadata: &str, annotations: &str) -> Component {
@@ -546,7 +537,7 @@ mod tests {
         let c = pubsub(FROM_SECRET, "");
         let values = read(&[("natsURL", "nats://u:hunter2@nats.internal:4222")]);
         let mut v = validate_pubsub(&c, Values::Read(&values), NOW);
-        check_pubsub_server_policy(&mut v, &c, |_, url, creds| {
+        check_server_policy(&mut v, &c, |_, url, creds| {
             assert!(url.contains("hunter2") && creds);
             crate::policy::Decision::NotAllowed("nats.internal:4222 is not allowed".into())
         });

@@ -110,14 +110,26 @@ fn bad_components_get_the_operators_reasons_with_their_position() {
         (9, 117, "old-version", "UnsupportedVersion"),
         (10, 130, "owner-mark", "ReservedMetadataKey"),
         (11, 145, "republish-loop", "InvalidAnnotation"),
+        (
+            12,
+            160,
+            "bucket-annotations-on-pubsub",
+            "InapplicableAnnotation",
+        ),
+        (
+            13,
+            174,
+            "stream-annotation-on-store",
+            "InapplicableAnnotation",
+        ),
     ];
     let want: Vec<_> = want
         .iter()
         .map(|(d, l, n, r)| (*d, *l, n.to_string(), r.to_string()))
         .collect();
     assert_eq!(problems(&report), want);
-    assert_eq!(report["summary"]["components"], 11);
-    assert_eq!(report["summary"]["problems"], 12);
+    assert_eq!(report["summary"]["components"], 13);
+    assert_eq!(report["summary"]["problems"], 14);
     // Every problem says what to do, and names the file.
     for p in report["problems"].as_array().unwrap() {
         assert_eq!(p["file"], "bad-components.yaml");
@@ -131,9 +143,15 @@ fn bad_components_get_the_operators_reasons_with_their_position() {
             .contains("did you mean jetstreamkv.io/history?"),
         "{typo}"
     );
+    // Annotations of the other kind are named, all at once.
+    let inapplicable = report["problems"][12]["message"].as_str().unwrap();
+    assert!(
+        inapplicable.contains("jetstreamkv.io/history, jetstreamkv.io/on-existing apply to state.jetstream Components only"),
+        "{inapplicable}"
+    );
     assert!(
         run.stderr
-            .contains("error: 12 problems: 11 JetStream Components in 11 documents (1 file)"),
+            .contains("error: 14 problems: 13 JetStream Components in 13 documents (1 file)"),
         "{}",
         run.stderr
     );

@@ -469,6 +469,26 @@ async fn wait_ready(
     .await
 }
 
+/// Waits until the JetStreamStream is Ready, managed, with its dead-letter stream.
+async fn wait_managed_with_dead_letters(
+    api: &Api<JetStreamStream>,
+    ns: &str,
+    name: &str,
+) -> JetStreamStream {
+    support::eventually(
+        std::time::Duration::from_secs(60),
+        &format!("jss/{name} Ready with its dead-letter stream"),
+        || async {
+            let jss = api.get_opt(name).await.ok().flatten()?;
+            let ready = jss.condition(ConditionType::Ready)?;
+            (ready.reason == "StreamManaged" && jss.status.as_ref()?.dead_letter_stream.is_some())
+                .then_some(jss)
+        },
+        async || support::describe(ns, "jss", name),
+    )
+    .await
+}
+
 /// The stream's configuration as NATS reports it; None when it does not exist.
 async fn stream_config(js: &jetstream::Context, name: &str) -> Option<serde_json::Value> {
     let mut stream = js.get_stream(name).await.ok()?;
@@ -857,18 +877,7 @@ async fn at_rest_nothing_is_written_and_deletion_policy_delete_deletes_only_its_
     let stream = format!("{}_events", ns.name);
     let dead_letters = format!("{stream}_deadletter");
     let api: Api<JetStreamStream> = Api::namespaced(client.clone(), &ns.name);
-    let jss = support::eventually(
-        std::time::Duration::from_secs(60),
-        "jss/events Ready with its dead-letter stream",
-        || async {
-            let jss = api.get_opt("events").await.ok().flatten()?;
-            let ready = jss.condition(ConditionType::Ready)?;
-            (ready.reason == "StreamManaged" && jss.status.as_ref()?.dead_letter_stream.is_some())
-                .then_some(jss)
-        },
-        async || support::describe(&ns.name, "jss", "events"),
-    )
-    .await;
+    let jss = wait_managed_with_dead_letters(&api, &ns.name, "events").await;
     assert!(live(&js, &stream).await.is_some(), "created");
     assert_eq!(
         live(&js, &dead_letters).await.map(|c| c.subjects),
@@ -956,7 +965,7 @@ async fn at_rest_nothing_is_written_and_deletion_policy_delete_deletes_only_its_
     assert!(
         events
             .iter()
-            .any(|(reason, message)| reason == "BucketDeleted"
+            .any(|(reason, message)| reason == "StreamDeleted"
                 && message.contains(&format!("{stream} and {dead_letters}"))),
         "{events:?}"
     );
@@ -1113,4 +1122,215 @@ async fn reserved_subjects_and_leading_wildcards_are_refused_and_nothing_capture
             "{name} was made: {listed:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_stream_another_component_uses_in_any_namespace_is_kept_when_its_maker_is_deleted() {
+    let client = support::client().await;
+    support::operator();
+    let ns = TestNamespace::new(&client, "pubsub-shared").await;
+    let elsewhere = TestNamespace::new(&client, "pubsub-shared-far").await;
+    let url = support::nats().url();
+    let js = support::jetstream(&url).await;
+    let sfx = support::random_suffix();
+    let (topic, poison) = (format!("orders{sfx}"), format!("poison{sfx}"));
+    control_plane().apply(
+        &pubsub_component(&ns.name, "maker", &url)
+            .annotation("jetstreamkv.io/deletion-policy", "delete")
+            .yaml(),
+    );
+    subscribe(&client, &ns.name, "orders", "maker", &topic, Some(&poison)).await;
+    let stream = format!("{}_maker", ns.name);
+    let dead_letters = format!("{stream}_deadletter");
+    let api: Api<JetStreamStream> = Api::namespaced(client.clone(), &ns.name);
+    wait_managed_with_dead_letters(&api, &ns.name, "maker").await;
+    for n in 0..3 {
+        js.publish(topic.clone(), format!("message {n}").into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+
+    // Another Component of the namespace, and one of another namespace, bind the stream by
+    // name: each says truthfully whose it is, naming the maker only within its namespace.
+    control_plane().apply(
+        &pubsub_component(&ns.name, "user", &url)
+            .item("streamName", &stream)
+            .yaml(),
+    );
+    let user = wait_ready(&client, &ns.name, "user", "True", "StreamVerified").await;
+    let said = &user.condition(ConditionType::Ready).expect("Ready").message;
+    assert!(
+        said.contains("the operator made it for Component maker"),
+        "{said}"
+    );
+    assert!(!said.contains("outside the operator"), "{said}");
+    control_plane().apply(
+        &pubsub_component(&elsewhere.name, "far", &url)
+            .item("streamName", &stream)
+            .yaml(),
+    );
+    let far = wait_ready(&client, &elsewhere.name, "far", "True", "StreamVerified").await;
+    let said = &far.condition(ConditionType::Ready).expect("Ready").message;
+    assert!(said.contains("a Component of another namespace"), "{said}");
+    assert!(
+        !said.contains("Component maker") && !said.contains(&format!("{}/maker", ns.name)),
+        "{said}"
+    );
+
+    // The maker goes with deletion-policy delete: both streams, and their messages, stay.
+    control_plane()
+        .kubectl(
+            &[
+                "-n",
+                &ns.name,
+                "delete",
+                "component",
+                "maker",
+                "--wait=true",
+                "--timeout=60s",
+            ],
+            None,
+        )
+        .expect("the Component's deletion finishes");
+    let mut kept = js.get_stream(&stream).await.expect("the stream is kept");
+    let info = kept.info().await.expect("stream info");
+    assert_eq!(info.state.messages, 3, "its messages are kept");
+    assert!(
+        live(&js, &dead_letters).await.is_some(),
+        "the dead-letter stream is kept"
+    );
+    let events = support::events_of(&ns.name, "maker").await;
+    assert!(
+        events
+            .iter()
+            .any(|(reason, message)| reason == "StreamRetained"
+                && message.contains(&format!("{}/user", ns.name))
+                && message.contains("1 Component(s) in other namespaces")
+                && !message.contains(&elsewhere.name)),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_type_change_either_way_removes_the_other_kinds_object_and_bucket_annotations_are_refused()
+ {
+    let client = support::client().await;
+    support::operator();
+    let ns = TestNamespace::new(&client, "pubsub-retype").await;
+    let url = support::nats().url();
+    let topic = format!("retyped{}", support::random_suffix());
+    let bucket = format!("retyped{}", support::random_suffix());
+    let pubsub = || pubsub_component(&ns.name, "c", &url).annotation(SUBJECTS_ANNOTATION, &topic);
+
+    // A bucket's annotations on a pub/sub are refused by name, not ignored.
+    control_plane().apply(
+        &pubsub()
+            .annotation("jetstreamkv.io/history", "5")
+            .annotation("jetstreamkv.io/on-existing", "adopt")
+            .yaml(),
+    );
+    let refused = wait_ready(&client, &ns.name, "c", "False", "InapplicableAnnotation").await;
+    let said = &refused
+        .condition(ConditionType::Ready)
+        .expect("Ready")
+        .message;
+    assert!(
+        said.contains("jetstreamkv.io/history, jetstreamkv.io/on-existing apply to state.jetstream Components only"),
+        "{said}"
+    );
+    control_plane().apply(&pubsub().yaml());
+    wait_ready(&client, &ns.name, "c", "True", "StreamManaged").await;
+
+    // pub/sub -> state store: the JetStreamStream goes at once.
+    let streams: Api<JetStreamStream> = Api::namespaced(client.clone(), &ns.name);
+    control_plane().apply(&support::ComponentManifest::store(&ns.name, "c", &url, &bucket).yaml());
+    support::wait_condition(&client, &ns.name, "c", "Ready", "True", "BucketManaged").await;
+    support::eventually(
+        std::time::Duration::from_secs(30),
+        "jss/c removed after the type change",
+        || async { streams.get_opt("c").await.ok()?.is_none().then_some(()) },
+        async || support::describe(&ns.name, "jss", "c"),
+    )
+    .await;
+
+    // state store -> pub/sub: the KeyValueBucket goes.
+    let buckets: Api<jetstream_kv_operator::crd::KeyValueBucket> =
+        Api::namespaced(client.clone(), &ns.name);
+    control_plane().apply(&pubsub().yaml());
+    wait_ready(&client, &ns.name, "c", "True", "StreamManaged").await;
+    support::eventually(
+        std::time::Duration::from_secs(30),
+        "kvb/c removed after the type change",
+        || async { buckets.get_opt("c").await.ok()?.is_none().then_some(()) },
+        async || support::describe(&ns.name, "kvb", "c"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_stream_deletion_that_waits_for_nats_shows_in_the_jetstreamstream() {
+    let client = support::client().await;
+    support::operator();
+    let ns = TestNamespace::new(&client, "pubsub-pending").await;
+    let mut server = support::nats::NatsServer::start();
+    let url = server.url();
+    let topic = format!("pending{}", support::random_suffix());
+    control_plane().apply(
+        &pubsub_component(&ns.name, "doomed", &url)
+            .annotation(SUBJECTS_ANNOTATION, &topic)
+            .annotation("jetstreamkv.io/deletion-policy", "delete")
+            .yaml(),
+    );
+    wait_ready(&client, &ns.name, "doomed", "True", "StreamManaged").await;
+    let components: Api<jetstream_kv_operator::dapr::Component> =
+        Api::namespaced(client.clone(), &ns.name);
+    support::eventually(
+        std::time::Duration::from_secs(30),
+        "the finalizer on the Component",
+        || async {
+            let c = components.get_opt("doomed").await.ok()??;
+            (!c.metadata.finalizers.unwrap_or_default().is_empty()).then_some(())
+        },
+        async || support::describe(&ns.name, "component", "doomed"),
+    )
+    .await;
+
+    server.stop();
+    components
+        .delete("doomed", &Default::default())
+        .await
+        .expect("delete");
+    let jss = wait_ready(&client, &ns.name, "doomed", "False", "DeletionPending").await;
+    let said = &jss.condition(ConditionType::Ready).expect("Ready").message;
+    assert!(said.contains("its stream cannot be deleted yet"), "{said}");
+    assert!(
+        jss.status
+            .as_ref()
+            .and_then(|s| s.stream.as_ref())
+            .is_some(),
+        "the stream's last facts are kept"
+    );
+
+    server.start_again();
+    support::eventually(
+        std::time::Duration::from_secs(60),
+        "the deletion to finish once NATS is back",
+        || async {
+            components
+                .get_opt("doomed")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+        async || support::describe(&ns.name, "component", "doomed"),
+    )
+    .await;
+    let js = support::jetstream(&url).await;
+    assert!(
+        live(&js, &format!("{}_doomed", ns.name)).await.is_none(),
+        "the stream was deleted"
+    );
 }

@@ -246,6 +246,24 @@ async fn kubectl_apply_of_a_bad_component_is_refused_with_the_operators_message(
     let redis = component(&ns.name, "cache", "state.redis", "orders.v2", "");
     apply(&redis, &[]).unwrap_or_else(|e| panic!("other types are not checked: {e}"));
 
+    // Annotations of the other kind of Component are refused by name, as `check` and the
+    // reconciler refuse them.
+    let inapplicable = component(
+        &ns.name,
+        "events",
+        "pubsub.jetstream",
+        "orders",
+        "jetstreamkv.io/history: \"5\"",
+    );
+    let expected = operator_problems(&inapplicable);
+    let reasons: Vec<&str> = expected.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(reasons, ["InapplicableAnnotation"]);
+    let refused = apply(&inapplicable, &[]).expect_err("a bucket annotation on a pub/sub");
+    assert!(
+        refused.contains("InapplicableAnnotation") && refused.contains("jetstreamkv.io/history"),
+        "{refused}"
+    );
+
     // Breaking the good Component is an UPDATE, refused the same way.
     let broken = component(&ns.name, "orders", "state.jetstream", "orders.v2", "");
     let refused = apply(&broken, &[]).expect_err("breaking the Component is refused");

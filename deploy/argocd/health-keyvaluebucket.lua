@@ -19,7 +19,7 @@ local needs_change = {
   JwtMalformed = true, JwtNotUser = true, JwtIssuerNotAccount = true, JwtExpired = true,
   JwtSignatureInvalid = true, SeedMalformed = true, SeedNotUser = true,
   SeedDoesNotMatchJwt = true, InvalidAnnotation = true, UnknownAnnotation = true,
-  ReservedMetadataKey = true,
+  ReservedMetadataKey = true, InapplicableAnnotation = true, StreamOwnedElsewhere = true,
   NotAKeyValueBucket = true, ConfigMismatch = true, DataLossRefused = true,
   ImmutableFieldChanged = true, UnsupportedByServer = true, BucketOwnedElsewhere = true,
   AuthorizationFailed = true, TlsFailed = true, JetStreamDisabled = true,

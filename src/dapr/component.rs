@@ -8,8 +8,12 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// The Component `spec.type` this operator provisions buckets for.
+/// The Component `spec.type` of Dapr's JetStream state store: the operator provisions its
+/// KV bucket.
 pub const JETSTREAM_STATE_TYPE: &str = "state.jetstream";
+
+/// The Component `spec.type` of Dapr's JetStream pub/sub: the operator provisions its streams.
+pub const JETSTREAM_PUBSUB_TYPE: &str = "pubsub.jetstream";
 
 /// A Dapr Component, as served by the API server.
 ///
@@ -127,9 +131,7 @@ impl Component {
 
     /// Whether this Component is Dapr's `pubsub.jetstream` (type compared case-insensitively).
     pub fn is_jetstream_pubsub(&self) -> bool {
-        self.spec
-            .type_
-            .eq_ignore_ascii_case(crate::pubsub::JETSTREAM_PUBSUB_TYPE)
+        self.spec.type_.eq_ignore_ascii_case(JETSTREAM_PUBSUB_TYPE)
     }
 
     /// Whether the operator provisions something for this Component: a state store's bucket

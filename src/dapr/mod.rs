@@ -12,7 +12,10 @@ pub mod component;
 pub mod metadata;
 pub mod store;
 
-pub use component::{Component, ComponentAuth, ComponentSpec, MetadataItem, SecretKeyRef};
+pub use component::{
+    Component, ComponentAuth, ComponentSpec, JETSTREAM_PUBSUB_TYPE, JETSTREAM_STATE_TYPE,
+    MetadataItem, SecretKeyRef,
+};
 pub use metadata::{MetadataEntry, ValueSource, parse_metadata, secret_names};
 pub use store::{NatsAuth, StoreConfig, store_config};
 

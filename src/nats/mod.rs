@@ -1,9 +1,12 @@
-//! NATS: shared connections ([`pool`]) and the create-or-verify logic of KV buckets ([`bucket`]).
+//! NATS: shared connections ([`pool`]), each through the protocol-checking [`relay`]; any
+//! JetStream stream ([`stream`]: client, changes, owner marks, limits, subjects); a stream's
+//! cluster facts ([`cluster`]); and the create-or-verify logic of KV buckets ([`bucket`]).
 
 pub mod bucket;
 pub mod cluster;
 pub mod pool;
 pub mod relay;
+pub mod stream;
 
 use async_nats::jetstream;
 

@@ -13,9 +13,6 @@ use crate::dapr::ComponentError;
 use crate::dapr::store::{NatsAuth, StoreConfig, item, servers_with_origin, user_auth};
 use crate::secret_value::SecretValue;
 
-/// The Component `spec.type` of Dapr's JetStream pub/sub.
-pub const JETSTREAM_PUBSUB_TYPE: &str = "pubsub.jetstream";
-
 /// The template that makes daprd prepend the namespace to every topic.
 const NAMESPACE_TEMPLATE: &str = "{namespace}";
 

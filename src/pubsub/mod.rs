@@ -22,9 +22,7 @@ pub mod subjects;
 pub mod subscription;
 pub mod topics;
 
-pub use component::{
-    JETSTREAM_PUBSUB_TYPE, PubsubConfig, pubsub_config, pubsub_config_with_origins,
-};
+pub use component::{PubsubConfig, pubsub_config, pubsub_config_with_origins};
 pub use resource::JetStreamStream;
 pub use stream::{StreamPlan, StreamSettings};
 pub use subjects::{DiscoveredTopic, SubjectError, Subjects, TopicSource, derive_subjects};

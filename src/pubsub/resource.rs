@@ -141,6 +141,12 @@ pub struct StreamStatus {
     /// Version of the NATS server that answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_version: Option<String>,
+    /// Which stream this is, as the server identifies it: a digest of the JetStream domain, the
+    /// cluster, the stream name and the stream's creation time. Two JetStreamStreams with the
+    /// same identity use the same stream, however their natsURLs are spelled: a stream another
+    /// Component uses is kept when its maker is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
     /// The live subjects of the stream.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subjects: Vec<String>,

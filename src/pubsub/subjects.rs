@@ -8,6 +8,8 @@
 
 use std::collections::BTreeSet;
 
+pub use crate::nats::stream::subject::{collide, covers};
+
 /// Subjects under these first tokens belong to NATS itself or to every client of the account:
 /// the JetStream API, KV buckets, object stores, the system account, Raft groups, the replies of
 /// every request (`_INBOX`), services and MQTT sessions. A Dapr stream must never claim them: on a
@@ -67,38 +69,6 @@ pub fn subject_problem(subject: &str) -> Option<String> {
         ));
     }
     None
-}
-
-/// Whether every subject `subject` matches is also matched by `pattern` (both valid subjects,
-/// either may hold wildcards). `orders.>` covers `orders.new` and `orders.*`; `orders.*` does
-/// not cover `orders.>`.
-pub fn covers(pattern: &str, subject: &str) -> bool {
-    let mut p = pattern.split('.');
-    let mut s = subject.split('.');
-    loop {
-        match (p.next(), s.next()) {
-            (Some(">"), Some(_)) => return true,
-            (Some("*"), Some(t)) if t != ">" => {}
-            (Some(a), Some(b)) if a == b && a != "*" && a != ">" => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
-/// Whether some subject is matched by both `a` and `b`: what nats-server refuses between the
-/// subjects of two streams (error 10065).
-pub fn collide(a: &str, b: &str) -> bool {
-    let mut x = a.split('.');
-    let mut y = b.split('.');
-    loop {
-        match (x.next(), y.next()) {
-            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
-            (Some(s), Some(t)) if s == "*" || t == "*" || s == t => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
 }
 
 /// Where a topic the operator found comes from.

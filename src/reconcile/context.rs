@@ -10,7 +10,7 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use rand::Rng;
 
-use super::index::{Index, Written, WrittenStream};
+use super::index::{Index, Owned, Written};
 use crate::crd::KeyValueBucket;
 use crate::dapr::Component;
 use crate::metrics::Metrics;
@@ -59,40 +59,22 @@ impl Context {
         jitter(self.resync, 0.1)
     }
 
-    /// The KeyValueBucket as last written by us or seen by the watch, whichever is newer.
-    pub fn previous(&self, key: &str, component: &Component) -> Option<Written> {
-        if let Some(w) = self.index.written(key) {
+    /// The Component's object of kind `K` (KeyValueBucket, JetStreamStream) as last written by
+    /// us or seen by the watch, whichever is newer.
+    pub fn previous<K: Owned>(
+        &self,
+        key: &str,
+        component: &Component,
+    ) -> Option<Written<K::Spec, K::Status>> {
+        if let Some(w) = self.index.written::<K>(key) {
             return Some(w);
         }
-        let kvb = self.cached(component)?;
-        Some(Written {
-            spec: kvb.spec.clone(),
-            generation: kvb.metadata.generation,
-            status: kvb.status.clone().unwrap_or_default(),
-        })
+        Some(self.cached::<K>(component)?.as_written())
     }
 
-    /// The Component's KeyValueBucket in the cache.
-    pub fn cached(&self, component: &Component) -> Option<Arc<KeyValueBucket>> {
-        self.kvbs.get(&same_name(component))
-    }
-
-    /// The JetStreamStream as last written by us or seen by the watch, whichever is newer.
-    pub fn previous_stream(&self, key: &str, component: &Component) -> Option<WrittenStream> {
-        if let Some(w) = self.index.stream_written(key) {
-            return Some(w);
-        }
-        let jss = self.cached_stream(component)?;
-        Some(Written {
-            spec: jss.spec.clone(),
-            generation: jss.metadata.generation,
-            status: jss.status.clone().unwrap_or_default(),
-        })
-    }
-
-    /// The Component's JetStreamStream in the cache.
-    pub fn cached_stream(&self, component: &Component) -> Option<Arc<JetStreamStream>> {
-        self.streams.get(&same_name(component))
+    /// The Component's object of kind `K` in the cache.
+    pub fn cached<K: Owned>(&self, component: &Component) -> Option<Arc<K>> {
+        K::cache(self).get(&same_name(component))
     }
 }
 

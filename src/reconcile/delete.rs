@@ -1,24 +1,30 @@
 //! Components that go away: one being deleted with our finalizer (`deletion-policy: delete`: its
-//! bucket is deleted when that is safe), and one that is no longer of type `state.jetstream`
-//! (what the operator made for it is removed).
+//! bucket or streams are deleted when that is safe), one that changed type between
+//! `state.jetstream` and `pubsub.jetstream` (the other kind's object goes), and one that is no
+//! longer of either type (what the operator made for it is removed).
 
 use kube::ResourceExt as _;
 use kube::runtime::controller::Action;
 
 use super::context::Context;
 use super::execute::connect;
-use super::read;
+use super::index::Owned;
+use super::kind::{Bucket, Kind, Streams};
 use super::report::{self, ReportError};
 use super::status::{self, FINALIZER, Note, Reason};
-use crate::crd::ConditionType;
+use crate::crd::{ConditionType, KeyValueBucket};
 use crate::dapr::Component;
 use crate::failure::Problem;
-use crate::nats::bucket::{self, Bucket};
-use crate::settings::{DeletionPolicy, READY_ANNOTATION, REASON_ANNOTATION};
-use crate::validate::{Values, validate};
+use crate::nats::bucket;
+use crate::nats::stream::{StreamClient, identity, is_managed_by};
+use crate::pubsub::JetStreamStream;
+use crate::settings::{READY_ANNOTATION, REASON_ANNOTATION};
+use crate::validate::validate;
 
-/// A Component being deleted. With our finalizer (deletion-policy: delete): delete its bucket
-/// if the operator created it and nobody else uses it, then let the deletion finish.
+/// A Component being deleted. With our finalizer (deletion-policy: delete): delete its bucket or
+/// streams if the operator created them for it and no other Component uses them, then let the
+/// deletion finish; while that must wait, the KeyValueBucket or JetStreamStream says why
+/// (`DeletionPending`).
 pub async fn finalize(
     component: &Component,
     key: &str,
@@ -28,49 +34,34 @@ pub async fn finalize(
         ctx.pool.release(key);
         return Ok(Action::await_change());
     }
-    // A pub/sub Component's stream, or a state store's bucket.
-    let pubsub = component.is_jetstream_pubsub();
-    let delete = if pubsub {
-        crate::pubsub::stream::stream_settings(component.annotations())
-            .is_ok_and(|s| s.deletion_policy == DeletionPolicy::Delete)
+    if component.is_jetstream_pubsub() {
+        finalize_kind::<Streams>(component, key, ctx).await
     } else {
-        crate::settings::from_annotations(component.annotations())
-            .is_ok_and(|s| s.deletion_policy == DeletionPolicy::Delete)
-    };
-    let what = if pubsub { "stream" } else { "bucket" };
-    let note = if delete {
-        let deleted = if pubsub {
-            delete_stream(component, key, ctx).await
-        } else {
-            delete_bucket(component, key, ctx).await
-        };
-        match deleted {
+        finalize_kind::<Bucket>(component, key, ctx).await
+    }
+}
+
+/// [`finalize`] for a Component of kind `K` that carries our finalizer.
+async fn finalize_kind<K: Kind>(
+    component: &Component,
+    key: &str,
+    ctx: &Context,
+) -> Result<Action, ReportError> {
+    let note = if K::deletes(component) {
+        match K::delete_provisioned(ctx, component, key).await {
             Ok(note) => note,
-            Err(failure) if pubsub => {
-                // Keep the finalizer and say why the deletion waits (the JetStreamStream keeps
-                // its last status: the Component's Events say it).
-                let note = status::deletion_pending_note(what, &failure);
-                report::publish(ctx, component, key, note).await;
-                return Ok(Action::requeue(ctx.backoff(key)));
-            }
             Err(failure) => {
                 // Keep the finalizer and say why the deletion waits.
-                let previous = ctx.previous(key, component);
-                let outcome =
-                    status::deletion_pending(&component.name_any(), previous.as_ref(), &failure);
-                report::report(component, key, ctx, previous.as_ref(), &outcome).await?;
+                let previous = ctx.previous::<K::Object>(key, component);
+                let outcome = K::deletion_pending(key, previous.as_ref(), &failure);
+                K::report(ctx, component, key, previous.as_ref(), &outcome).await?;
                 return Ok(Action::requeue(ctx.backoff(key)));
             }
         }
     } else {
-        Note::normal(
-            Reason::BucketRetained,
-            format!(
-                "the Component is deleted and its deletion policy is retain: the {what} and its data are kept"
-            ),
-        )
+        K::retained()
     };
-    report::publish(ctx, component, key, note).await;
+    report::publish(ctx, component, note).await;
     // Applying nothing under our field manager drops our finalizer and annotations.
     report::release_component(ctx, component).await?;
     ctx.pool.release(key);
@@ -82,8 +73,12 @@ pub async fn finalize(
 /// Deletes the streams of a `pubsub.jetstream` Component being deleted (its topics' and its
 /// dead-letter stream), each when the operator created it for this Component (never a stream
 /// another Component or a person made).
-async fn delete_stream(component: &Component, key: &str, ctx: &Context) -> Result<Note, Problem> {
-    let validation = super::stream::validated(ctx, component).await;
+pub(super) async fn delete_streams(
+    component: &Component,
+    key: &str,
+    ctx: &Context,
+) -> Result<Note, Problem> {
+    let validation = super::validated(ctx, component, crate::validate::validate_pubsub).await;
     let Some((config, settings)) = validation.valid() else {
         return Err(status::first_problem(&validation.findings));
     };
@@ -96,12 +91,19 @@ async fn delete_stream(component: &Component, key: &str, ctx: &Context) -> Resul
     let client = super::execute::client(ctx, key, &config.connection(&name))
         .await
         .map_err(|e| Problem::of(ConditionType::Connected, &e))?;
+    let domain = client.server_info().domain;
     let js = async_nats::jetstream::new(client);
+    let namespace = component.namespace().unwrap_or_default();
+    let place = Place {
+        js: &js,
+        domain: domain.as_deref(),
+        namespace: &namespace,
+    };
     let dead_letters = crate::pubsub::stream::dead_letter_stream_name(&name);
     let mut deleted = Vec::new();
     let mut kept = Vec::new();
     for (stream, topics) in [(name.as_str(), true), (dead_letters.as_str(), false)] {
-        match delete_own_stream(ctx, &js, stream, key).await? {
+        match delete_own_stream(ctx, &place, stream, key).await? {
             Gone::Deleted => deleted.push(stream),
             // No dead-letter stream: nothing to say.
             Gone::Absent if !topics => {}
@@ -111,12 +113,13 @@ async fn delete_stream(component: &Component, key: &str, ctx: &Context) -> Resul
             Gone::NotOurs => kept.push(format!(
                 "stream {stream} was not created by the operator for this Component, so it is kept"
             )),
+            Gone::InUse(users) => kept.push(format!("stream {stream} is kept: {users}")),
         }
     }
     let reason = if deleted.is_empty() {
-        Reason::BucketRetained
+        Reason::StreamRetained
     } else {
-        Reason::BucketDeleted
+        Reason::StreamDeleted
     };
     let mut note: Vec<String> = (!deleted.is_empty())
         .then(|| {
@@ -136,16 +139,27 @@ enum Gone {
     Deleted,
     Absent,
     NotOurs,
+    /// Other Components still use it (who, as told).
+    InUse(String),
 }
 
-/// Deletes the stream `name` when the operator created it for the Component `key`.
+/// The server the streams of a Component being deleted are on.
+struct Place<'a> {
+    js: &'a async_nats::jetstream::Context,
+    domain: Option<&'a str>,
+    /// The Component's namespace: users in it are named, others counted.
+    namespace: &'a str,
+}
+
+/// Deletes the stream `name` when the operator created it for the Component `key` and no other
+/// Component uses it.
 async fn delete_own_stream(
     ctx: &Context,
-    js: &async_nats::jetstream::Context,
+    place: &Place<'_>,
     name: &str,
     key: &str,
 ) -> Result<Gone, Problem> {
-    let stream = Bucket::stream(js, name);
+    let stream = StreamClient::new(place.js, name);
     let live = stream
         .fetch()
         .await
@@ -153,8 +167,12 @@ async fn delete_own_stream(
     let Some(live) = live else {
         return Ok(Gone::Absent);
     };
-    if !bucket::is_managed_by(&live.config, key) {
+    if !is_managed_by(&live.config, key) {
         return Ok(Gone::NotOurs);
+    }
+    let identity = identity(&live, place.domain);
+    if let Some(users) = still_used(ctx, key, &identity, place.namespace) {
+        return Ok(Gone::InUse(users));
     }
     ctx.metrics.nats_request("delete");
     stream
@@ -166,15 +184,12 @@ async fn delete_own_stream(
 
 /// Deletes the bucket of a Component being deleted, when that is safe; returns the Event to
 /// publish.
-async fn delete_bucket(component: &Component, key: &str, ctx: &Context) -> Result<Note, Problem> {
-    let values = read::secret_values(ctx, component).await;
-    let now = jiff::Timestamp::now().as_second();
-    let mut validation = validate(component, Values::Read(&values), now);
-    if let Some(policy) = &ctx.policy {
-        crate::validate::check_server_policy(&mut validation, component, |ns, url, creds| {
-            policy.decide(ns, url, creds)
-        });
-    }
+pub(super) async fn delete_bucket(
+    component: &Component,
+    key: &str,
+    ctx: &Context,
+) -> Result<Note, Problem> {
+    let validation = super::validated(ctx, component, validate).await;
     let Some((store, _)) = validation.valid() else {
         return Err(status::first_problem(&validation.findings));
     };
@@ -186,36 +201,21 @@ async fn delete_bucket(component: &Component, key: &str, ctx: &Context) -> Resul
     let Some(live) = live else {
         return retained(format!("bucket {name} no longer exists; nothing to delete"));
     };
-    if !bucket::is_managed_by(&live.config, key) {
+    if !is_managed_by(&live.config, key) {
         return retained(format!(
             "bucket {name} was not created by the operator for this Component, so it is kept"
         ));
     }
     // Other users by the bucket's identity as the server reports it, never by URL text.
     let domain = client.server_info().domain;
-    let users = ctx
-        .index
-        .other_users(key, &bucket::identity(&live, domain.as_deref()));
-    if !users.is_empty() {
-        // Components of other namespaces are counted, never named.
-        let namespace = format!("{}/", component.namespace().unwrap_or_default());
-        let (here, elsewhere): (Vec<&String>, Vec<&String>) =
-            users.iter().partition(|u| u.starts_with(&namespace));
-        let mut who: Vec<String> = here.iter().map(|u| u.to_string()).collect();
-        if !elsewhere.is_empty() {
-            who.push(format!(
-                "{} Component(s) in other namespaces",
-                elsewhere.len()
-            ));
-        }
-        return retained(format!(
-            "bucket {name} is kept: {} still use(s) it",
-            who.join(", ")
-        ));
+    let identity = identity(&live, domain.as_deref());
+    let namespace = component.namespace().unwrap_or_default();
+    if let Some(users) = still_used(ctx, key, &identity, &namespace) {
+        return retained(format!("bucket {name} is kept: {users}"));
     }
     let js = async_nats::jetstream::new(client);
     ctx.metrics.nats_request("delete");
-    Bucket::new(&js, &store.bucket)
+    StreamClient::new(&js, &bucket::stream_name(&store.bucket))
         .delete()
         .await
         .map_err(|e| Problem::of(ConditionType::BucketAvailable, &e))?;
@@ -225,7 +225,63 @@ async fn delete_bucket(component: &Component, key: &str, ctx: &Context) -> Resul
     ))
 }
 
-/// A Component that is not (or no longer) of type `state.jetstream`: remove what we made for it.
+/// Who else uses the bucket or stream with this identity, by what their KeyValueBuckets and
+/// JetStreamStreams last reached (never by URL text), when anyone does: Components of
+/// `namespace` named, Components of other namespaces counted, never named.
+fn still_used(ctx: &Context, key: &str, identity: &str, namespace: &str) -> Option<String> {
+    let users = ctx.index.other_users(key, identity);
+    if users.is_empty() {
+        return None;
+    }
+    let prefix = format!("{namespace}/");
+    let (here, elsewhere): (Vec<&String>, Vec<&String>) =
+        users.iter().partition(|u| u.starts_with(&prefix));
+    let mut who: Vec<String> = here.iter().map(|u| u.to_string()).collect();
+    if !elsewhere.is_empty() {
+        who.push(format!(
+            "{} Component(s) in other namespaces",
+            elsewhere.len()
+        ));
+    }
+    Some(format!("{} still use(s) it", who.join(", ")))
+}
+
+/// A Component that changed type between `state.jetstream` and `pubsub.jetstream`: the object
+/// that reported the other kind (KeyValueBucket or JetStreamStream) goes at once, so that no
+/// tool shows a Ready bucket or stream the Component no longer has. What was provisioned in
+/// NATS stays.
+pub async fn other_kind_gone(
+    component: &Component,
+    key: &str,
+    ctx: &Context,
+) -> Result<(), ReportError> {
+    if component.is_jetstream_pubsub() {
+        gone::<KeyValueBucket>(component, key, ctx).await?;
+    } else {
+        gone::<JetStreamStream>(component, key, ctx).await?;
+    }
+    Ok(())
+}
+
+/// Deletes the Component's object of kind `K` when one was written or is cached.
+async fn gone<K: Owned>(
+    component: &Component,
+    key: &str,
+    ctx: &Context,
+) -> Result<bool, ReportError> {
+    if !(ctx.index.forget_written::<K>(key) || ctx.cached::<K>(component).is_some()) {
+        return Ok(false);
+    }
+    report::delete_owned::<K>(ctx, component).await?;
+    tracing::info!(
+        "the Component is no longer of the type it had; removed its {}",
+        K::kind(&())
+    );
+    Ok(true)
+}
+
+/// A Component that is not (or no longer) of type `state.jetstream` or `pubsub.jetstream`:
+/// remove what we made for it.
 pub async fn forget(
     component: &Component,
     key: &str,
@@ -233,11 +289,7 @@ pub async fn forget(
 ) -> Result<Action, ReportError> {
     ctx.pool.release(key);
     ctx.metrics.set_ready(key, None);
-    let had_kvb = ctx.index.forget_written(key) || ctx.cached(component).is_some();
-    if had_kvb {
-        report::delete_bucket_object(ctx, component).await?;
-        tracing::info!(component = %key, "Component is no longer of type state.jetstream; removed its KeyValueBucket");
-    }
+    gone::<KeyValueBucket>(component, key, ctx).await?;
     let ours = component
         .annotations()
         .keys()
@@ -245,8 +297,7 @@ pub async fn forget(
         || component.finalizers().iter().any(|f| f == FINALIZER);
     if ours {
         // A pub/sub Component that changed type: its JetStreamStream goes (the stream stays).
-        report::delete_stream_object(ctx, component).await?;
-        ctx.index.forget_stream_written(key);
+        gone::<JetStreamStream>(component, key, ctx).await?;
         // Applying no annotations under our field manager removes the ones we own.
         report::release_component(ctx, component).await?;
     }

@@ -8,20 +8,19 @@ use super::context::Context;
 use crate::crd::BucketStatus;
 use crate::dapr::StoreConfig;
 use crate::nats::NatsError;
-use crate::nats::bucket::{self, BlockReason, Bucket, Desired, Plan};
+use crate::nats::bucket::{self, BlockReason, Desired, Plan};
 use crate::nats::cluster;
+use crate::nats::stream::{Change, StreamClient, is_managed_by};
 use crate::settings::BucketSettings;
 
-/// What the NATS side found and did.
+/// What the NATS side found and did: for a bucket, a [`BucketStep`]; for a pub/sub's streams,
+/// a [`super::stream::StreamStep`].
 #[derive(Debug)]
-pub enum Progress {
+pub enum Progress<S = BucketStep> {
     /// Connecting, or reading the bucket, failed.
     NotConnected(NatsError),
-    /// Connected to a server of this version; what happened to the bucket.
-    Connected {
-        version: String,
-        step: Box<BucketStep>,
-    },
+    /// Connected to a server of this version; what happened to what it provisions.
+    Connected { version: String, step: Box<S> },
 }
 
 /// What happened to the bucket. `facts` are the bucket's, as the status shows them.
@@ -122,7 +121,7 @@ pub async fn connect(
     let client = client(ctx, key, store).await?;
     let js = async_nats::jetstream::new(client.clone());
     ctx.metrics.nats_request("info");
-    let live = Bucket::new(&js, &store.bucket)
+    let live = StreamClient::new(&js, &bucket::stream_name(&store.bucket))
         .fetch()
         .await
         .map_err(|e| told(ctx, store, e))?;
@@ -147,7 +146,7 @@ pub async fn execute(
     let js = async_nats::jetstream::new(client.clone());
     let target = Target {
         ctx,
-        bucket: &Bucket::new(&js, &store.bucket),
+        bucket: &StreamClient::new(&js, &bucket::stream_name(&store.bucket)),
         desired: Desired {
             bucket: &store.bucket,
             owner: key,
@@ -171,7 +170,7 @@ pub async fn execute(
 /// Where and what to apply.
 struct Target<'a> {
     ctx: &'a Context,
-    bucket: &'a Bucket<'a>,
+    bucket: &'a StreamClient<'a>,
     desired: Desired<'a>,
     previously_managed: Option<bool>,
     /// What the server can do.
@@ -198,7 +197,7 @@ async fn apply(t: &Target<'_>, mut live: Option<stream::Info>) -> BucketStep {
     if let Some(info) = &live
         && let Some(error) = cluster::availability_problem(info)
     {
-        let managed = bucket::is_managed_by(&info.config, owner);
+        let managed = is_managed_by(&info.config, owner);
         return BucketStep::Unavailable {
             facts: t.facts(info, managed),
             error,
@@ -216,7 +215,7 @@ async fn apply(t: &Target<'_>, mut live: Option<stream::Info>) -> BucketStep {
             Plan::Create(config) | Plan::Recreate(config) => {
                 t.ctx.metrics.nats_request("create");
                 match t.bucket.create(*config).await {
-                    Ok(info) if bucket::is_managed_by(&info.config, owner) => BucketStep::Created {
+                    Ok(info) if is_managed_by(&info.config, owner) => BucketStep::Created {
                         facts: t.facts(&info, true),
                     },
                     Ok(info) => {
@@ -284,7 +283,7 @@ async fn apply(t: &Target<'_>, mut live: Option<stream::Info>) -> BucketStep {
     BucketStep::CreateConflict
 }
 
-fn listed(changes: &[bucket::Change]) -> String {
+fn listed(changes: &[Change]) -> String {
     changes
         .iter()
         .map(ToString::to_string)

@@ -1,6 +1,10 @@
-//! The reconciler: Dapr `Component` → NATS KV bucket → `KeyValueBucket` status.
+//! The reconciler: Dapr `Component` → NATS KV bucket → `KeyValueBucket` status, or, for a
+//! `pubsub.jetstream` Component, → streams → `JetStreamStream` status. One driver, [`run`], runs
+//! both kinds ([`kind::Kind`]: [`kind::Bucket`], [`kind::Streams`], whose steps are in
+//! [`stream`]). A Component that changes type loses the other kind's object at once; the index,
+//! the context and the report are generic over the object ([`index::Owned`]).
 //!
-//! One reconcile is a pipeline, one module per step:
+//! One reconcile is a pipeline, one module per step (for a bucket; a pub/sub's are in [`stream`]):
 //! **read** ([`read`]: the Secrets it names, what was written before) → **validate**
 //! ([`crate::validate`], pure) → **plan** ([`crate::nats::bucket::plan`], pure) and **execute**
 //! ([`execute`]: NATS only) → **status** ([`status`], pure: conditions, Ready's reason, Stalled or
@@ -12,6 +16,7 @@ pub mod context;
 mod delete;
 pub mod execute;
 pub mod index;
+pub mod kind;
 mod read;
 pub mod report;
 pub mod status;
@@ -20,7 +25,6 @@ pub mod stream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube::ResourceExt as _;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 
@@ -28,9 +32,11 @@ pub use context::Context;
 pub use report::ReportError;
 pub use status::FINALIZER;
 
+use kind::Kind;
+
 use crate::dapr::Component;
 use crate::failure::Retry;
-use crate::validate::{Values, validate};
+use crate::validate::{Servers, Validation, Values, check_server_policy};
 
 /// Reconciles one Component.
 pub async fn reconcile(
@@ -68,77 +74,81 @@ pub async fn reconcile(
             return Ok(Action::await_change());
         }
     };
-    if component.metadata.deletion_timestamp.is_some() {
-        return delete::finalize(component, &key, &ctx).await;
-    }
-    if component.is_jetstream_pubsub() {
-        return stream::reconcile(component, &key, &ctx).await;
-    }
-    if !component.is_jetstream_state_store() {
-        return delete::forget(component, &key, &ctx).await;
-    }
-    reconcile_store(component, &key, &ctx).await
+    reconcile_component(component, &key, &ctx).await
 }
 
-/// The pipeline of a `state.jetstream` Component: read → validate → plan and execute → status
-/// → report.
-async fn reconcile_store(
+/// One reconcile, in one span that names the Component and its type: every log line of it
+/// carries them.
+#[tracing::instrument(name = "reconcile", skip_all, fields(component = %key, type_ = %component.spec.type_))]
+async fn reconcile_component(
+    component: &Component,
+    key: &str,
+    ctx: &Context,
+) -> Result<Action, ReportError> {
+    if component.metadata.deletion_timestamp.is_some() {
+        return delete::finalize(component, key, ctx).await;
+    }
+    if component.is_jetstream_pubsub() {
+        return run::<kind::Streams>(component, key, ctx).await;
+    }
+    if !component.is_jetstream_state_store() {
+        return delete::forget(component, key, ctx).await;
+    }
+    run::<kind::Bucket>(component, key, ctx).await
+}
+
+/// The pipeline of a Component of kind `K`, the same for both: read → validate → execute (NATS
+/// only) → status (pure) → report (Kubernetes writes of what changed) → when to look again.
+async fn run<K: Kind>(
     component: &Component,
     key: &str,
     ctx: &Context,
 ) -> Result<Action, ReportError> {
     let started = Instant::now();
-
-    // Read.
-    let name = component.name_any();
-    let previous = ctx.previous(key, component);
-    let values = read::secret_values(ctx, component).await;
+    // A Component that changed type: the other kind's object goes first.
+    delete::other_kind_gone(component, key, ctx).await?;
+    // Read (what was written, from memory or the cache: no request).
+    let previous = ctx.previous::<K::Object>(key, component);
     // Validate.
-    let now = jiff::Timestamp::now().as_second();
-    let validation = validated(ctx, component, Values::Read(&values), now);
-    // Plan and execute, when valid.
-    let progress = match validation.valid() {
-        Some((store, settings)) => {
-            let managed = status::previously_managed(previous.as_ref(), &store.shown_bucket);
-            // Two Components asking different things of one bucket cannot fight over it: only
-            // the Component the operator created it for changes it (ownership is law, see
-            // `bucket::plan`), so no other Component can block its owner.
-            Some(execute::execute(ctx, key, store, settings, managed).await)
-        }
-        None => None,
-    };
+    let validation = validated(ctx, component, K::validate).await;
+    // Execute.
+    let progress = K::execute(ctx, component, key, &validation, previous.as_ref()).await;
     // Status.
-    let outcome = status::decide(&name, previous.as_ref(), &validation, progress.as_ref());
-    if !outcome.credentials_resolved() {
+    let outcome = K::decide(key, previous.as_ref(), &validation, &progress);
+    if !K::credentials_resolved(&outcome) {
         // No usable credentials (a Secret gone, rotated to something invalid, an expired JWT):
         // the connection made with the old ones is not this Component's any more.
         ctx.pool.release(key);
     }
     // Report.
-    report::report(component, key, ctx, previous.as_ref(), &outcome).await?;
+    let conditions = K::report(ctx, component, key, previous.as_ref(), &outcome).await?;
 
-    let ready = outcome.ready();
+    let ready = conditions
+        .iter()
+        .find(|c| c.type_ == crate::crd::ConditionType::Ready.as_str());
     let failed_reason = ready
-        .filter(|c| c.status != Some(true))
+        .filter(|c| c.status != "True")
         .map(|c| c.reason.as_str());
     ctx.metrics.reconciled(started.elapsed(), failed_reason);
     ctx.metrics
-        .set_ready(key, ready.map(|c| c.status == Some(true)));
-    tracing::debug!(component = %key, ready = ?ready.map(|c| (c.status, &c.reason)), elapsed = ?started.elapsed(), "reconciled");
-    Ok(requeue(ctx, key, outcome.retry))
+        .set_ready(key, ready.map(|c| c.status == "True"));
+    tracing::debug!(ready = ?ready.map(|c| (&c.status, &c.reason)), elapsed = ?started.elapsed(), "reconciled");
+    Ok(requeue(ctx, key, K::retry(&outcome)))
 }
 
-/// Validates with the Secret values read, then holds the servers to the admin's policy: before
-/// any DNS lookup or connection.
-fn validated(
+/// Reads the Secrets the Component names, validates it with their values (`validate`: its
+/// kind's validation), then holds the servers to the admin's policy: before any DNS lookup or
+/// connection. The same for every kind, in reconcile and in deletion.
+pub(crate) async fn validated<C: Servers, S>(
     ctx: &Context,
     component: &Component,
-    values: Values<'_>,
-    now: i64,
-) -> crate::validate::Validation {
-    let mut validation = validate(component, values, now);
+    validate: fn(&Component, Values<'_>, i64) -> Validation<C, S>,
+) -> Validation<C, S> {
+    let values = read::secret_values(ctx, component).await;
+    let now = jiff::Timestamp::now().as_second();
+    let mut validation = validate(component, Values::Read(&values), now);
     if let Some(policy) = &ctx.policy {
-        crate::validate::check_server_policy(&mut validation, component, |ns, url, creds| {
+        check_server_policy(&mut validation, component, |ns, url, creds| {
             policy.decide(ns, url, creds)
         });
     }

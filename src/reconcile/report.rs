@@ -9,9 +9,9 @@ use kube::{Resource as _, ResourceExt as _};
 use serde_json::json;
 
 use super::context::Context;
-use super::index::Written;
+use super::index::{Owned, Written};
 use super::status::{self, Note, Outcome};
-use crate::crd::{KeyValueBucket, MANAGER};
+use crate::crd::{KeyValueBucket, KeyValueBucketStatus, MANAGER};
 use crate::dapr::Component;
 use crate::failure::{Failure, Retry};
 
@@ -19,7 +19,7 @@ use crate::failure::{Failure, Retry};
 #[derive(Debug, thiserror::Error)]
 #[error("writing {what} failed: {source}")]
 pub struct ReportError {
-    what: &'static str,
+    what: std::borrow::Cow<'static, str>,
     #[source]
     source: kube::Error,
 }
@@ -34,62 +34,109 @@ impl Failure for ReportError {
     }
 }
 
-/// Writes what changed of `outcome`, given what was written before.
+/// Writes what changed of a state store's `outcome`, given what was written before.
 pub async fn report(
     component: &Component,
     key: &str,
     ctx: &Context,
     previous: Option<&Written>,
     outcome: &Outcome,
-) -> Result<(), ReportError> {
-    let namespace = component.namespace().unwrap_or_default();
-    let name = component.name_any();
-    let api: Api<KeyValueBucket> = Api::namespaced(ctx.client.clone(), &namespace);
+) -> Result<Vec<Condition>, ReportError> {
+    let decided = Decided {
+        spec: &outcome.spec,
+        wants_finalizer: outcome.wants_finalizer,
+        done: &outcome.events,
+        warnings: &[],
+    };
+    let status = |previous: &KeyValueBucketStatus, generation| {
+        status::bucket_status(
+            previous,
+            outcome,
+            generation,
+            component.metadata.generation,
+            Time(jiff::Timestamp::now()),
+        )
+    };
+    let written =
+        write_owned::<KeyValueBucket>(component, key, ctx, previous, decided, status).await?;
+    Ok(written.reconcile.conditions)
+}
 
-    // 1. The KeyValueBucket itself, owned by the Component (garbage-collected with it). Not in
-    // the cache: new, or deleted by hand (then our memory of it is stale). Write both parts; an
-    // apply of identical content changes nothing on the server.
-    let cached = ctx.cached(component).is_some();
-    let mut generation = previous.and_then(|p| p.generation);
-    if !cached || previous.is_none_or(|p| p.spec != outcome.spec) {
-        generation = apply_bucket(ctx, &api, component, outcome).await?;
-    }
+/// What a status decision of any kind gives the report, besides the status.
+pub struct Decided<'a, Spec> {
+    /// What the operator understood of the Component.
+    pub spec: &'a Spec,
+    /// Whether the Component should carry our finalizer; None when unknown.
+    pub wants_finalizer: Option<bool>,
+    /// Events for what was done.
+    pub done: &'a [Note],
+    /// Warnings the Component alone gives: published when `spec` changes.
+    pub warnings: &'a [Note],
+}
 
-    // 2. Its status, when anything in it changed.
-    let previous_status = previous.map(|p| p.status.clone()).unwrap_or_default();
-    let status = status::bucket_status(
-        &previous_status,
-        outcome,
-        generation,
-        component.metadata.generation,
-        Time(jiff::Timestamp::now()),
+/// Writes what changed, the same for every kind: 1. the owned object (`K`: a KeyValueBucket
+/// or a JetStreamStream), owned by the Component (garbage-collected with it), when what was
+/// understood changed or it is not in the cache (new, or deleted by hand: then our memory of it
+/// is stale; an apply of identical content changes nothing on the server); 2. its status, made
+/// by `status` from the previous one and the object's generation, when anything in it changed
+/// (or not cached); 3. and 4. the Component's annotations and finalizer, and the Events
+/// ([`tell_component`]). Returns the status written.
+pub async fn write_owned<K: Owned>(
+    component: &Component,
+    key: &str,
+    ctx: &Context,
+    previous: Option<&Written<K::Spec, K::Status>>,
+    decided: Decided<'_, K::Spec>,
+    status: impl FnOnce(&K::Status, Option<i64>) -> K::Status,
+) -> Result<K::Status, ReportError> {
+    let kind = K::kind(&());
+    let api: Api<K> = Api::namespaced(
+        ctx.client.clone(),
+        &component.namespace().unwrap_or_default(),
     );
+    let cached = ctx.cached::<K>(component).is_some();
+    let mut generation = previous.and_then(|p| p.generation);
+    let understood_anew = previous.is_none_or(|p| p.spec != *decided.spec);
+    if !cached || understood_anew {
+        generation = apply_owned(ctx, &api, component, json!(decided.spec), kind.clone()).await?;
+    }
+    if understood_anew {
+        for note in decided.warnings {
+            publish(ctx, component, note.clone()).await;
+        }
+    }
+    let previous_status = previous.map(|p| p.status.clone()).unwrap_or_default();
+    let status = status(&previous_status, generation);
     if (!cached || status != previous_status)
-        && let Err(e) = apply_status(ctx, &api, &name, json!(status), "KeyValueBucket status").await
+        && let Err(e) = apply_status(
+            ctx,
+            &api,
+            &component.name_any(),
+            json!(status),
+            format!("{kind} status"),
+        )
+        .await
     {
-        // Deleted by hand: forget what we wrote so the next attempt re-creates it.
-        ctx.index.forget_written(key);
+        // Deleted by hand: forget what we wrote so the next attempt writes it again.
+        ctx.index.forget_written::<K>(key);
         return Err(e);
     }
-    ctx.index.set_written(
-        key,
-        Written {
-            spec: outcome.spec.clone(),
-            generation,
-            status: status.clone(),
-        },
-    );
-
+    let written = Written {
+        spec: decided.spec.clone(),
+        generation,
+        status: status.clone(),
+    };
+    ctx.index.set_written::<K>(key, written);
     tell_component(
         ctx,
         component,
-        key,
-        &previous_status.reconcile.conditions,
-        &status.reconcile.conditions,
-        outcome.wants_finalizer,
-        &outcome.events,
+        K::conditions(&previous_status),
+        K::conditions(&status),
+        decided.wants_finalizer,
+        decided.done,
     )
-    .await
+    .await?;
+    Ok(status)
 }
 
 /// The last two writes of a report, the same for a KeyValueBucket and a JetStreamStream:
@@ -99,7 +146,6 @@ pub async fn report(
 pub(crate) async fn tell_component(
     ctx: &Context,
     component: &Component,
-    key: &str,
     previous: &[Condition],
     conditions: &[Condition],
     wants_finalizer: Option<bool>,
@@ -109,19 +155,9 @@ pub(crate) async fn tell_component(
         apply_component(ctx, component, patch).await?;
     }
     for note in status::events(previous, conditions, done) {
-        publish(ctx, component, key, note).await;
+        publish(ctx, component, note).await;
     }
     Ok(())
-}
-
-/// Applies the KeyValueBucket's spec; returns its generation.
-async fn apply_bucket(
-    ctx: &Context,
-    api: &Api<KeyValueBucket>,
-    component: &Component,
-    outcome: &Outcome,
-) -> Result<Option<i64>, ReportError> {
-    apply_owned(ctx, api, component, json!(outcome.spec), "KeyValueBucket").await
 }
 
 /// Applies the spec of the object of kind `K` the operator keeps for a Component (same name and
@@ -131,7 +167,7 @@ pub(crate) async fn apply_owned<K>(
     api: &Api<K>,
     component: &Component,
     spec: serde_json::Value,
-    what: &'static str,
+    what: impl Into<std::borrow::Cow<'static, str>>,
 ) -> Result<Option<i64>, ReportError>
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -164,7 +200,10 @@ where
             &Patch::Apply(object),
         )
         .await
-        .map_err(|source| ReportError { what, source })?;
+        .map_err(|source| ReportError {
+            what: what.into(),
+            source,
+        })?;
     ctx.metrics
         .api_write(&format!("apply-{}", K::kind(&()).to_lowercase()));
     Ok(applied.meta().generation)
@@ -176,7 +215,7 @@ pub(crate) async fn apply_status<K>(
     api: &Api<K>,
     name: &str,
     status: serde_json::Value,
-    what: &'static str,
+    what: impl Into<std::borrow::Cow<'static, str>>,
 ) -> Result<(), ReportError>
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -192,48 +231,22 @@ where
         &Patch::Apply(patch),
     )
     .await
-    .map_err(|source| ReportError { what, source })?;
+    .map_err(|source| ReportError {
+        what: what.into(),
+        source,
+    })?;
     ctx.metrics
         .api_write(&format!("apply-{}-status", K::kind(&()).to_lowercase()));
     Ok(())
 }
 
-/// Deletes the Component's KeyValueBucket (gone already is fine).
-pub async fn delete_bucket_object(ctx: &Context, component: &Component) -> Result<(), ReportError> {
-    delete_object::<KeyValueBucket>(
-        ctx,
-        component,
-        "KeyValueBucket deletion",
-        "delete-keyvaluebucket",
-    )
-    .await
-}
-
-/// Deletes the Component's JetStreamStream (gone already is fine).
-pub async fn delete_stream_object(ctx: &Context, component: &Component) -> Result<(), ReportError> {
-    delete_object::<crate::pubsub::JetStreamStream>(
-        ctx,
-        component,
-        "JetStreamStream deletion",
-        "delete-jetstreamstream",
-    )
-    .await
-}
-
-/// Deletes the object of kind `K` the operator keeps for a Component (same name and namespace).
-async fn delete_object<K>(
+/// Deletes the object of kind `K` the operator keeps for a Component (same name and
+/// namespace; gone already is fine), and forgets what was written of it.
+pub async fn delete_owned<K: Owned>(
     ctx: &Context,
     component: &Component,
-    what: &'static str,
-    metric: &'static str,
-) -> Result<(), ReportError>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-    K::DynamicType: Default,
-{
+) -> Result<(), ReportError> {
+    ctx.index.forget_written::<K>(&super::object_key(component));
     let api: Api<K> = Api::namespaced(
         ctx.client.clone(),
         &component.namespace().unwrap_or_default(),
@@ -242,9 +255,17 @@ where
         .delete(&component.name_any(), &DeleteParams::background())
         .await
     {
-        Ok(_) => ctx.metrics.api_write(metric),
+        Ok(_) => ctx
+            .metrics
+            .api_write(&format!("delete-{}", K::kind(&()).to_lowercase())),
         Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(source) => return Err(ReportError { what, source }),
+        Err(source) => {
+            let what = format!("{} deletion", K::kind(&()));
+            return Err(ReportError {
+                what: what.into(),
+                source,
+            });
+        }
     }
     Ok(())
 }
@@ -280,7 +301,7 @@ pub(crate) async fn apply_component(
     )
     .await
     .map_err(|source| ReportError {
-        what: "Component annotations",
+        what: "Component annotations".into(),
         source,
     })?;
     ctx.metrics.api_write("apply-component-annotations");
@@ -288,7 +309,7 @@ pub(crate) async fn apply_component(
 }
 
 /// Publishes an Event on the Component; a failure is logged, never fatal.
-pub async fn publish(ctx: &Context, component: &Component, key: &str, note: Note) {
+pub async fn publish(ctx: &Context, component: &Component, note: Note) {
     let event = Event {
         type_: note.type_,
         reason: note.reason,
@@ -302,6 +323,6 @@ pub async fn publish(ctx: &Context, component: &Component, key: &str, note: Note
         .await
     {
         Ok(()) => ctx.metrics.api_write("event"),
-        Err(e) => tracing::warn!(component = %key, error = %e, "could not publish an Event"),
+        Err(e) => tracing::warn!(error = %e, "could not publish an Event"),
     }
 }

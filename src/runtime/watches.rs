@@ -20,7 +20,7 @@ use super::sweeper::{self, Held};
 use super::{Config, Shared, trim};
 use crate::crd::KeyValueBucket;
 use crate::dapr::Component;
-use crate::reconcile::index::Index;
+use crate::reconcile::index::{Index, Owned};
 use crate::reconcile::{Context, object_key};
 use crate::settings::STATUS_ANNOTATIONS;
 
@@ -129,11 +129,7 @@ fn bucket_cache(
     index: &Arc<Index>,
 ) -> Store<KeyValueBucket> {
     let (kvbs, kvbs_writer) = reflector::store();
-    let mut feed = BucketFeed {
-        index: index.clone(),
-        scope: scope.clone(),
-        relisted: None,
-    };
+    let mut feed = UseFeed::new(index, scope);
     let kvb_cache = watcher(
         api::<KeyValueBucket>(client, scope),
         watcher::Config::default(),
@@ -152,14 +148,15 @@ fn bucket_cache(
 }
 
 /// Our JetStreamStreams, cached as the KeyValueBuckets are (the previous status, read without a
-/// request); one deleted by hand is forgotten, so the next reconcile writes it again.
+/// request; other users of a stream); one deleted by hand is forgotten, so the next reconcile
+/// writes it again.
 fn stream_cache(
     client: &Client,
     scope: &Option<String>,
     index: &Arc<Index>,
 ) -> Store<crate::pubsub::JetStreamStream> {
     let (streams, writer) = reflector::store();
-    let index = index.clone();
+    let mut feed = UseFeed::new(index, scope);
     let cache = watcher(
         api::<crate::pubsub::JetStreamStream>(client, scope),
         watcher::Config::default(),
@@ -168,8 +165,12 @@ fn stream_cache(
     .map_ok(|event| event.modify(trim::jet_stream_stream))
     .reflect(writer)
     .for_each(move |event| {
-        if let Ok(watcher::Event::Delete(jss)) = event {
-            index.forget_stream_written(&object_key(&jss));
+        if let Ok(event) = event {
+            if let watcher::Event::Delete(jss) = &event {
+                feed.index
+                    .forget_written::<crate::pubsub::JetStreamStream>(&object_key(jss));
+            }
+            feed.event(&event);
         }
         future::ready(())
     });
@@ -230,29 +231,40 @@ fn component_of_subscription(
     Some(ObjectRef::new(pubsub).within(&subscription.namespace().unwrap_or_default()))
 }
 
-/// Feeds the index with what the KeyValueBuckets of one scope say about their buckets.
-struct BucketFeed {
+/// Feeds the index with what the KeyValueBuckets or JetStreamStreams of one scope say about the
+/// buckets or streams they reached.
+struct UseFeed<O> {
     index: Arc<Index>,
     scope: Option<String>,
     /// During a re-list: the keys listed so far.
     relisted: Option<HashSet<String>>,
+    object: std::marker::PhantomData<fn(&O)>,
 }
 
-impl BucketFeed {
-    fn event(&mut self, event: &watcher::Event<KeyValueBucket>) {
+impl<O: Owned> UseFeed<O> {
+    fn new(index: &Arc<Index>, scope: &Option<String>) -> Self {
+        Self {
+            index: index.clone(),
+            scope: scope.clone(),
+            relisted: None,
+            object: std::marker::PhantomData,
+        }
+    }
+
+    fn event(&mut self, event: &watcher::Event<O>) {
         match event {
-            watcher::Event::Apply(kvb) => self.index.bucket_seen(&object_key(kvb), kvb),
-            watcher::Event::Delete(kvb) => self.index.bucket_gone(&object_key(kvb)),
+            watcher::Event::Apply(o) => self.index.seen(&object_key(o), o),
+            watcher::Event::Delete(o) => self.index.gone::<O>(&object_key(o)),
             watcher::Event::Init => self.relisted = Some(HashSet::new()),
-            watcher::Event::InitApply(kvb) => {
-                let key = object_key(kvb);
-                self.index.bucket_seen(&key, kvb);
+            watcher::Event::InitApply(o) => {
+                let key = object_key(o);
+                self.index.seen(&key, o);
                 self.relisted.get_or_insert_default().insert(key);
             }
             watcher::Event::InitDone => {
                 let seen = self.relisted.take().unwrap_or_default();
                 let prefix = self.scope.as_ref().map(|ns| format!("{ns}/"));
-                self.index.buckets_relisted(
+                self.index.relisted::<O>(
                     |key| prefix.as_ref().is_none_or(|p| key.starts_with(p.as_str())),
                     &seen,
                 );

@@ -23,6 +23,7 @@ use super::{
 pub fn from_annotations(
     annotations: &BTreeMap<String, String>,
 ) -> Result<BucketSettings, SettingsError> {
+    super::refuse_inapplicable(annotations, super::ComponentKind::StateStore)?;
     let mut settings = BucketSettings::default();
     for (key, raw) in annotations {
         if !key.starts_with(ANNOTATION_PREFIX) || STATUS_ANNOTATIONS.contains(&key.as_str()) {

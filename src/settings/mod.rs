@@ -1,9 +1,11 @@
-//! Bucket settings and policies from `jetstreamkv.io/*` annotations on a Component.
+//! Bucket settings and policies from `jetstreamkv.io/*` annotations on a Component, and which
+//! annotations apply to which kind of Component ([`refuse_inapplicable`]).
 //!
 //! Dapr ignores annotations, so they are where a Component says how its bucket should look. All
 //! annotations are read before anything is decided: a bad one fails the whole set, never leaving a
 //! half-applied configuration. Unknown `jetstreamkv.io/*` keys are errors, because a typo would
-//! otherwise silently give a bucket with default settings.
+//! otherwise silently give a bucket with default settings; so are the keys of the other kind (a
+//! bucket's `history` on a pub/sub), which would otherwise be silently ignored.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -33,6 +35,84 @@ pub const ON_EXISTING_ANNOTATION: &str = "jetstreamkv.io/on-existing";
 pub const DELETION_POLICY_ANNOTATION: &str = "jetstreamkv.io/deletion-policy";
 /// Annotation for [`BucketSettings::allow_data_loss`].
 pub const ALLOW_DATA_LOSS_ANNOTATION: &str = "jetstreamkv.io/allow-data-loss";
+
+/// Annotation listing the topics or topic patterns a pub/sub's stream holds beyond those
+/// discovered (comma- or whitespace-separated, e.g. `orders.>, audit`); the namespace prefix is
+/// applied as daprd applies it.
+pub const SUBJECTS_ANNOTATION: &str = "jetstreamkv.io/subjects";
+/// Annotation naming a pub/sub's stream when the Component has no `streamName`.
+pub const STREAM_ANNOTATION: &str = "jetstreamkv.io/stream";
+/// A pub/sub stream's retention: `limits` (default) or `interest`; `workqueue` is refused.
+pub const RETENTION_ANNOTATION: &str = "jetstreamkv.io/retention";
+/// How long a pub/sub's stream keeps messages (Go duration; default forever).
+pub const MAX_AGE_ANNOTATION: &str = "jetstreamkv.io/max-age";
+
+/// The annotations of a pub/sub's streams only.
+const STREAM_ONLY_ANNOTATIONS: [&str; 4] = [
+    SUBJECTS_ANNOTATION,
+    STREAM_ANNOTATION,
+    RETENTION_ANNOTATION,
+    MAX_AGE_ANNOTATION,
+];
+
+/// The bucket settings a pub/sub's streams read too, with the same values and messages; every
+/// other [`Setting`], and `on-existing`, is a bucket's only.
+const SHARED_SETTINGS: [Setting; 3] = [Setting::Storage, Setting::Replicas, Setting::MaxBytes];
+
+/// The kinds of Component the operator provisions for, as far as their annotations go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ComponentKind {
+    /// `state.jetstream`: a KV bucket.
+    StateStore,
+    /// `pubsub.jetstream`: streams.
+    PubSub,
+}
+
+impl ComponentKind {
+    /// The Component `spec.type`.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Self::StateStore => crate::dapr::JETSTREAM_STATE_TYPE,
+            Self::PubSub => crate::dapr::JETSTREAM_PUBSUB_TYPE,
+        }
+    }
+
+    /// Whether the annotation `key` (a `jetstreamkv.io/` one) is the other kind's only.
+    fn refuses(self, key: &str) -> bool {
+        let stream_only = STREAM_ONLY_ANNOTATIONS.contains(&key);
+        let bucket_only = key == ON_EXISTING_ANNOTATION
+            || Setting::from_annotation(key).is_some_and(|s| !SHARED_SETTINGS.contains(&s));
+        match self {
+            Self::StateStore => stream_only,
+            Self::PubSub => bucket_only,
+        }
+    }
+}
+
+/// Refuses, by name, every annotation that applies only to the other kind of Component: one
+/// error that lists them all (in key order), so one change fixes them.
+pub fn refuse_inapplicable(
+    annotations: &BTreeMap<String, String>,
+    kind: ComponentKind,
+) -> Result<(), SettingsError> {
+    let refused: Vec<&str> = annotations
+        .keys()
+        .map(String::as_str)
+        .filter(|k| kind.refuses(k))
+        .collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let other = match kind {
+        ComponentKind::StateStore => ComponentKind::PubSub,
+        ComponentKind::PubSub => ComponentKind::StateStore,
+    };
+    Err(SettingsError::InapplicableAnnotation {
+        annotations: refused.join(", "),
+        component_type: kind.type_name(),
+        other_type: other.type_name(),
+    })
+}
 
 /// The operator's own status annotations: never settings, so skipped when reading them.
 pub const STATUS_ANNOTATIONS: [&str; 3] = [
@@ -326,6 +406,19 @@ pub enum SettingsError {
         /// The known keys, comma separated.
         known: String,
     },
+    /// Annotations of the other kind of Component (a bucket's `history` on a pub/sub).
+    #[error(
+        "annotation(s) {annotations} apply to {other_type} Components only, and this Component \
+         is {component_type}: remove them (the operator would otherwise ignore them)"
+    )]
+    InapplicableAnnotation {
+        /// The annotation keys, comma separated.
+        annotations: String,
+        /// This Component's type.
+        component_type: &'static str,
+        /// The type they apply to.
+        other_type: &'static str,
+    },
     /// `jetstreamkv.io/metadata` names a stream metadata key that is not the user's.
     #[error(
         "annotation {annotation} sets the stream metadata key {key:?}, which is reserved: keys \
@@ -346,6 +439,7 @@ impl Failure for SettingsError {
         match self {
             SettingsError::InvalidAnnotation { .. } => "InvalidAnnotation",
             SettingsError::UnknownAnnotation { .. } => "UnknownAnnotation",
+            SettingsError::InapplicableAnnotation { .. } => "InapplicableAnnotation",
             SettingsError::ReservedMetadataKey { .. } => "ReservedMetadataKey",
         }
     }
@@ -361,5 +455,60 @@ pub(crate) fn shorten(value: &str) -> String {
     match value.char_indices().nth(MAX_SHOWN_VALUE) {
         Some((cut, _)) => format!("{}...", &value[..cut]),
         None => value.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annotations(keys: &[&str]) -> BTreeMap<String, String> {
+        keys.iter()
+            .map(|k| (k.to_string(), "1".to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_other_kinds_annotations_are_refused_by_name_all_at_once() {
+        let both = annotations(&[
+            "jetstreamkv.io/history",
+            "jetstreamkv.io/on-existing",
+            "jetstreamkv.io/retention",
+            "jetstreamkv.io/max-age",
+            "jetstreamkv.io/replicas",
+            "jetstreamkv.io/deletion-policy",
+            "other.io/history",
+        ]);
+        let e = refuse_inapplicable(&both, ComponentKind::PubSub).unwrap_err();
+        assert_eq!(e.reason(), "InapplicableAnnotation");
+        assert_eq!(
+            e.to_string(),
+            "annotation(s) jetstreamkv.io/history, jetstreamkv.io/on-existing apply to \
+             state.jetstream Components only, and this Component is pubsub.jetstream: remove them \
+             (the operator would otherwise ignore them)"
+        );
+        let e = refuse_inapplicable(&both, ComponentKind::StateStore).unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "annotation(s) jetstreamkv.io/max-age, jetstreamkv.io/retention apply to \
+                 pubsub.jetstream Components only"
+            ),
+            "{e}"
+        );
+        // What both read, and annotations of other prefixes, pass.
+        let shared = annotations(&[
+            "jetstreamkv.io/storage",
+            "jetstreamkv.io/replicas",
+            "jetstreamkv.io/max-bytes",
+            "jetstreamkv.io/allow-data-loss",
+            "jetstreamkv.io/deletion-policy",
+            "other.io/retention",
+        ]);
+        for kind in [ComponentKind::StateStore, ComponentKind::PubSub] {
+            assert_eq!(refuse_inapplicable(&shared, kind), Ok(()), "{kind:?}");
+        }
+        // The state store's parser refuses them too (check and the webhook run the same).
+        let e = from_annotations(&annotations(&["jetstreamkv.io/subjects"])).unwrap_err();
+        assert_eq!(e.reason(), "InapplicableAnnotation");
     }
 }

@@ -2,11 +2,6 @@
 
 use crate::settings::BucketSettings;
 
-/// Stream metadata key that marks a stream as created by this operator.
-pub const META_MANAGED_BY: &str = "jetstreamkv.io/managed-by";
-/// Stream metadata key naming the Component (`namespace/name`) the operator created it for.
-pub const META_COMPONENT: &str = "jetstreamkv.io/component";
-
 /// The stream that holds a KV bucket.
 pub fn stream_name(bucket: &str) -> String {
     format!("KV_{bucket}")

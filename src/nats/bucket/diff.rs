@@ -7,36 +7,9 @@ use async_nats::jetstream::stream;
 
 use super::desired::{PER_KEY_TTL_ON_EXISTING, ServerFacts};
 use super::republish::{live_republish, republish, republish_text};
-use super::stream_config::storage_type;
+use crate::nats::stream::limits::{storage_name, storage_type};
+use crate::nats::stream::{Change, ChangeKind, Field};
 use crate::settings::{BucketSettings, is_reserved_metadata_key};
-
-/// One setting that differs between the live bucket and the Component.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Change {
-    pub field: &'static str,
-    pub live: String,
-    pub desired: String,
-    pub kind: ChangeKind,
-}
-
-/// How a change can be applied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChangeKind {
-    /// Applied in place, nothing lost.
-    Safe,
-    /// Applying it would discard stored data (needs `allow-data-loss`).
-    DataLoss,
-    /// NATS cannot change it on an existing stream.
-    Immutable,
-    /// The server cannot do it (replicas on a server that is not clustered).
-    Unsupported,
-}
-
-impl std::fmt::Display for Change {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} -> {}", self.field, self.live, self.desired)
-    }
-}
 
 fn limit(v: i64) -> String {
     if v < 0 {
@@ -75,7 +48,7 @@ pub fn diff(
         description(s, live),
         limit_marker_ttl(s, live, server),
         metadata_diff(&s.metadata, live, exact_metadata)
-            .map(|(live, desired)| change("metadata", live, desired, ChangeKind::Safe)),
+            .map(|(live, desired)| change(Field::Metadata, live, desired, ChangeKind::Safe)),
         republish_change(bucket, s, live),
     ]
     .into_iter()
@@ -83,7 +56,7 @@ pub fn diff(
     .collect()
 }
 
-fn change(field: &'static str, live: String, desired: String, kind: ChangeKind) -> Change {
+fn change(field: Field, live: String, desired: String, kind: ChangeKind) -> Change {
     Change {
         field,
         live,
@@ -102,7 +75,7 @@ fn history(s: &BucketSettings, live: &stream::Config) -> Option<Change> {
         ChangeKind::Safe
     };
     Some(change(
-        "history",
+        Field::History,
         live.max_messages_per_subject.to_string(),
         s.history.to_string(),
         kind,
@@ -117,7 +90,7 @@ fn ttl_change(s: &BucketSettings, live: &stream::Config) -> Option<Change> {
     // Shorter, or a limit where there was none, expires values that are kept today.
     let loses = !want_ttl.is_zero() && (live.max_age.is_zero() || want_ttl < live.max_age);
     Some(change(
-        "ttl",
+        Field::Ttl,
         ttl(live.max_age),
         ttl(want_ttl),
         kind_of(loses),
@@ -135,7 +108,7 @@ fn max_bytes(s: &BucketSettings, live: &stream::Config) -> Option<Change> {
         return None;
     }
     Some(change(
-        "maxBytes",
+        Field::MaxBytes,
         limit(live.max_bytes),
         limit(want_bytes),
         kind_of(shrinks(normal(live.max_bytes), want_bytes)),
@@ -149,7 +122,7 @@ fn max_value_size(s: &BucketSettings, live: &stream::Config) -> Option<Change> {
         return None;
     }
     Some(change(
-        "maxValueSize",
+        Field::MaxValueSize,
         limit(live_value),
         limit(want_value),
         kind_of(shrinks(live_value, want_value)),
@@ -162,7 +135,7 @@ fn storage(s: &BucketSettings, live: &stream::Config) -> Option<Change> {
         return None;
     }
     Some(change(
-        "storage",
+        Field::Storage,
         storage_name(live.storage).into(),
         storage_name(want_storage).into(),
         ChangeKind::Immutable,
@@ -179,7 +152,7 @@ fn replicas(s: &BucketSettings, live: &stream::Config, server: &ServerFacts) -> 
         ChangeKind::Safe
     };
     Some(change(
-        "replicas",
+        Field::Replicas,
         live.num_replicas.max(1).to_string(),
         s.replicas.to_string(),
         kind,
@@ -190,7 +163,7 @@ fn compression(s: &BucketSettings, live: &stream::Config) -> Option<Change> {
     let live_compressed = matches!(live.compression, Some(stream::Compression::S2));
     (live_compressed != s.compression).then(|| {
         change(
-            "compression",
+            Field::Compression,
             live_compressed.to_string(),
             s.compression.to_string(),
             ChangeKind::Safe,
@@ -203,7 +176,7 @@ fn description(s: &BucketSettings, live: &stream::Config) -> Option<Change> {
     let want_description = s.description.clone().unwrap_or_default();
     (live_description != want_description).then(|| {
         change(
-            "description",
+            Field::Description,
             format!("{live_description:?}"),
             format!("{want_description:?}"),
             ChangeKind::Safe,
@@ -233,7 +206,7 @@ fn limit_marker_ttl(
     };
     let shown = |d: Option<Duration>| d.map_or_else(|| "none".to_owned(), crate::duration::format);
     Some(change(
-        "limitMarkerTtl",
+        Field::LimitMarkerTtl,
         shown(live_markers),
         shown(s.limit_marker_ttl),
         kind,
@@ -245,7 +218,7 @@ fn republish_change(bucket: &str, s: &BucketSettings, live: &stream::Config) -> 
     let live_republish = live_republish(bucket, live);
     (want_republish != live_republish).then(|| {
         change(
-            "republish",
+            Field::Republish,
             republish_text(live_republish.as_ref()),
             republish_text(want_republish.as_ref()),
             ChangeKind::Safe,
@@ -315,11 +288,4 @@ fn kind_of(loses_data: bool) -> ChangeKind {
 /// NATS reports "unlimited" as -1, and sometimes 0 for sizes that were never set.
 fn normal(v: i64) -> i64 {
     if v <= 0 { -1 } else { v }
-}
-
-pub(super) fn storage_name(s: stream::StorageType) -> &'static str {
-    match s {
-        stream::StorageType::File => "file",
-        stream::StorageType::Memory => "memory",
-    }
 }

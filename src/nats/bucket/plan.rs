@@ -6,9 +6,10 @@ use async_nats::jetstream::stream;
 use super::desired::{
     Desired, PER_KEY_TTL, PER_KEY_TTL_ON_EXISTING, ServerFacts, all_keys, version_text,
 };
-use super::diff::{Change, ChangeKind, diff};
-use super::stream_config::{desired_stream, is_managed_by, owner_of, updated_stream};
+use super::diff::diff;
+use super::stream_config::{desired_stream, updated_stream};
 use crate::failure::{Failure, Retry};
+use crate::nats::stream::{Change, ChangeKind, Field, is_managed_by, owner_of};
 use crate::settings::{BucketSettings, OnExisting, Setting};
 
 /// The decision for one bucket.
@@ -163,23 +164,25 @@ pub fn plan(
 }
 
 /// Whether the Component sets the field by annotation (what a verified bucket is held to).
-fn is_explicit(s: &BucketSettings, field: &str) -> bool {
+fn is_explicit(s: &BucketSettings, field: Field) -> bool {
     let settings: &[Setting] = match field {
-        "history" => &[Setting::History],
-        "ttl" => &[Setting::Ttl],
-        "maxBytes" => &[Setting::MaxBytes],
-        "maxValueSize" => &[Setting::MaxValueSize],
-        "storage" => &[Setting::Storage],
-        "replicas" => &[Setting::Replicas],
-        "compression" => &[Setting::Compression],
-        "limitMarkerTtl" => &[Setting::LimitMarkerTtl],
-        "metadata" => &[Setting::Metadata],
-        "republish" => &[
+        Field::History => &[Setting::History],
+        Field::Ttl => &[Setting::Ttl],
+        Field::MaxBytes => &[Setting::MaxBytes],
+        Field::MaxValueSize => &[Setting::MaxValueSize],
+        Field::Storage => &[Setting::Storage],
+        Field::Replicas => &[Setting::Replicas],
+        Field::Compression => &[Setting::Compression],
+        Field::Description => &[Setting::Description],
+        Field::LimitMarkerTtl => &[Setting::LimitMarkerTtl],
+        Field::Metadata => &[Setting::Metadata],
+        Field::Republish => &[
             Setting::RepublishSource,
             Setting::RepublishDestination,
             Setting::RepublishHeadersOnly,
         ],
-        _ => &[Setting::Description],
+        // A pub/sub stream's fields: a bucket's diff never has them.
+        Field::MaxAge | Field::Retention => &[],
     };
     settings.iter().any(|setting| s.explicit.contains(setting))
 }
@@ -201,10 +204,10 @@ fn cannot_create(s: &BucketSettings, server: &ServerFacts) -> Option<String> {
 /// Why the server cannot apply the unsupported ones among `changes`, and what to do.
 pub fn why_unsupported(changes: &[Change], server: &ServerFacts) -> String {
     let mut why = Vec::new();
-    if changes.iter().any(|c| c.field == "replicas") {
+    if changes.iter().any(|c| c.field == Field::Replicas) {
         why.push("the server is not clustered; use replicas 1".to_owned());
     }
-    if changes.iter().any(|c| c.field == "limitMarkerTtl") {
+    if changes.iter().any(|c| c.field == Field::LimitMarkerTtl) {
         why.push(format!(
             "turning per-key TTL on for an existing bucket needs nats-server {} or later, and \
              the server is {}; upgrade the server, or remove {}",
@@ -346,7 +349,7 @@ mod tests {
                 reason: BlockReason::DataLossRefused,
                 changes,
                 ..
-            } => assert_eq!(changes[0].field, "history"),
+            } => assert_eq!(changes[0].field, Field::History),
             other => panic!("unexpected plan {other:?}"),
         }
         s.allow_data_loss = true;

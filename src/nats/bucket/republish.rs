@@ -48,14 +48,14 @@ pub fn check_republish(bucket: &str, s: &mut BucketSettings) -> Result<(), Setti
             value: crate::settings::shorten(value),
             expected,
         };
-    if !crate::pubsub::subjects::covers(&keys, &source) {
+    if !crate::nats::stream::subject::covers(&keys, &source) {
         return Err(invalid(
             Setting::RepublishSource,
             &source,
             format!("a subject within the bucket's keys {keys}, e.g. {keys} for every key"),
         ));
     }
-    if crate::pubsub::subjects::collide(&destination, &keys) {
+    if crate::nats::stream::subject::collide(&destination, &keys) {
         return Err(invalid(
             Setting::RepublishDestination,
             &destination,

@@ -4,9 +4,10 @@
 use async_nats::jetstream::stream;
 
 use super::desired::all_keys;
-use super::diff::{storage_name, user_metadata};
-use super::stream_config::storage_type;
+use super::diff::user_metadata;
 use crate::crd::{BucketConfig, BucketStatus, RepublishConfig};
+use crate::nats::stream::identity;
+use crate::nats::stream::limits::{storage_name, storage_type};
 use crate::settings::{BucketSettings, MAX_METADATA_ITEMS, MAX_METADATA_VALUE};
 
 /// The settings of a live stream, as shown in status.
@@ -90,26 +91,4 @@ pub fn status_of(
         values: info.state.messages,
         cluster: crate::nats::cluster::stream_cluster(info),
     }
-}
-
-/// The bucket's identity as the server reports it (see [`BucketStatus::identity`]): what decides
-/// whether two Components use the same bucket, never the text of their URLs. The creation time
-/// (nanoseconds) tells apart streams of one name in different accounts or on different servers.
-pub fn identity(info: &stream::Info, domain: Option<&str>) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for part in [
-        domain.unwrap_or_default(),
-        info.cluster
-            .as_ref()
-            .and_then(|c| c.name.as_deref())
-            .unwrap_or_default(),
-        &info.config.name,
-        &format!("{:?}", info.created),
-    ] {
-        h.update(part.as_bytes());
-        h.update([0]);
-    }
-    let digest = h.finalize();
-    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -1,13 +1,14 @@
-//! The stream configuration of a KV bucket: what a new bucket gets, what an update sends, and
-//! the marks that say whose it is.
+//! The stream configuration of a KV bucket: what a new bucket gets, and what an update sends.
 
 use std::time::Duration;
 
 use async_nats::jetstream::stream;
 
-use super::desired::{Desired, META_COMPONENT, META_MANAGED_BY, stream_name};
+use super::desired::{Desired, stream_name};
 use super::republish::republish;
-use crate::settings::{BucketSettings, Storage, is_reserved_metadata_key};
+use crate::nats::stream::limits::{duplicate_window, storage_type};
+use crate::nats::stream::{META_COMPONENT, META_MANAGED_BY};
+use crate::settings::{BucketSettings, is_reserved_metadata_key};
 
 /// The stream configuration a new bucket gets, following the NATS KV conventions.
 pub fn desired_stream(d: &Desired<'_>) -> stream::Config {
@@ -50,13 +51,6 @@ pub fn desired_stream(d: &Desired<'_>) -> stream::Config {
     }
 }
 
-pub(super) fn storage_type(storage: Storage) -> stream::StorageType {
-    match storage {
-        Storage::File => stream::StorageType::File,
-        Storage::Memory => stream::StorageType::Memory,
-    }
-}
-
 fn placement(s: &BucketSettings) -> Option<stream::Placement> {
     if s.placement_cluster.is_none() && s.placement_tags.is_empty() {
         return None;
@@ -65,33 +59,6 @@ fn placement(s: &BucketSettings) -> Option<stream::Placement> {
         cluster: s.placement_cluster.clone(),
         tags: s.placement_tags.clone(),
     })
-}
-
-/// NATS requires the duplicate window to be no longer than the max age.
-fn duplicate_window(max_age: Duration) -> Duration {
-    const DEFAULT: Duration = Duration::from_secs(120);
-    if max_age > Duration::ZERO && max_age < DEFAULT {
-        max_age
-    } else {
-        DEFAULT
-    }
-}
-
-/// Whether the operator created this stream for this Component.
-pub fn is_managed_by(config: &stream::Config, owner: &str) -> bool {
-    owner_of(config) == Some(owner)
-}
-
-/// The Component (`namespace/name`) the operator created this stream for, if any.
-pub fn owner_of(config: &stream::Config) -> Option<&str> {
-    if !config.metadata.contains_key(META_MANAGED_BY) {
-        return None;
-    }
-    config
-        .metadata
-        .get(META_COMPONENT)
-        .map(String::as_str)
-        .filter(|o| !o.is_empty())
 }
 
 /// The live config with the desired settings applied, keeping everything else the server has.

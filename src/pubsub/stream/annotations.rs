@@ -4,25 +4,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::duration;
+use crate::nats::stream::Field;
 use crate::pubsub::PubsubError;
 use crate::pubsub::component::{Warning, stream_name_problem};
 use crate::pubsub::subjects::parse_user_subjects;
 use crate::settings::{self, DeletionPolicy, Setting, Storage};
 
-/// Annotation listing the topics or topic patterns the stream holds beyond those discovered
-/// (comma- or whitespace-separated, e.g. `orders.>, audit`); the namespace prefix is applied as
-/// daprd applies it.
-pub const SUBJECTS_ANNOTATION: &str = "jetstreamkv.io/subjects";
-/// Annotation naming the stream when the Component has no `streamName`.
-pub const STREAM_ANNOTATION: &str = "jetstreamkv.io/stream";
-/// `limits` (default) or `interest`; `workqueue` is refused.
-pub const RETENTION_ANNOTATION: &str = "jetstreamkv.io/retention";
+pub use crate::settings::{
+    MAX_AGE_ANNOTATION, RETENTION_ANNOTATION, STREAM_ANNOTATION, SUBJECTS_ANNOTATION,
+};
 /// `file` (default) or `memory`: the bucket annotation, read the same way.
 pub const STORAGE_ANNOTATION: &str = "jetstreamkv.io/storage";
 /// Number of stream replicas (default 1): the bucket annotation, read the same way.
 pub const REPLICAS_ANNOTATION: &str = "jetstreamkv.io/replicas";
-/// How long messages are kept (Go duration; default forever).
-pub const MAX_AGE_ANNOTATION: &str = "jetstreamkv.io/max-age";
 /// Size limit of the stream in bytes (default unlimited): the bucket annotation.
 pub const MAX_BYTES_ANNOTATION: &str = "jetstreamkv.io/max-bytes";
 /// `true` to let a change discard stored messages (shorter max age, smaller max bytes).
@@ -60,7 +54,7 @@ pub struct StreamSettings {
     /// What happens to the stream when the Component is deleted (retain by default).
     pub deletion_policy: DeletionPolicy,
     /// The annotations given explicitly (what a stream the operator only verifies is held to).
-    pub explicit: BTreeSet<&'static str>,
+    pub explicit: BTreeSet<Field>,
 }
 
 impl Default for StreamSettings {
@@ -80,13 +74,15 @@ impl Default for StreamSettings {
     }
 }
 
-/// Reads the stream settings from the Component's annotations. The annotations a stream shares
+/// Reads the stream settings from the Component's annotations. A bucket's own annotations
+/// (`history`, `ttl`, `on-existing`, ...) are refused by name. The annotations a stream shares
 /// with a bucket (`storage`, `replicas`, `max-bytes`, `allow-data-loss`, `deletion-policy`) are
 /// read by [`crate::settings::from_annotations`], with the same values and messages (and a typo
 /// of a `jetstreamkv.io/` annotation is refused the same way); the stream's own ones here.
 pub fn stream_settings(
     annotations: &BTreeMap<String, String>,
 ) -> Result<StreamSettings, PubsubError> {
+    settings::refuse_inapplicable(annotations, settings::ComponentKind::PubSub)?;
     let mut s = StreamSettings::default();
     let get = |key: &str| annotations.get(key).map(|v| v.trim());
     let invalid = |annotation, value: &str, expected| PubsubError::InvalidAnnotation {
@@ -113,7 +109,7 @@ pub fn stream_settings(
             "workqueue" => return Err(PubsubError::WorkQueueRefused),
             _ => return Err(invalid(RETENTION_ANNOTATION, v, "use limits or interest")),
         };
-        s.explicit.insert("retention");
+        s.explicit.insert(Field::Retention);
     }
     if let Some(v) = get(MAX_AGE_ANNOTATION) {
         let d = duration::parse(v).ok_or_else(|| {
@@ -124,7 +120,7 @@ pub fn stream_settings(
             )
         })?;
         s.max_age = (!d.is_zero()).then_some(d);
-        s.explicit.insert("maxAge");
+        s.explicit.insert(Field::MaxAge);
     }
     // The rest: what a stream shares with a bucket.
     let stream_only = [
@@ -145,9 +141,9 @@ pub fn stream_settings(
     s.allow_data_loss = bucket.allow_data_loss;
     s.deletion_policy = bucket.deletion_policy;
     for (setting, field) in [
-        (Setting::Storage, "storage"),
-        (Setting::Replicas, "replicas"),
-        (Setting::MaxBytes, "maxBytes"),
+        (Setting::Storage, Field::Storage),
+        (Setting::Replicas, Field::Replicas),
+        (Setting::MaxBytes, Field::MaxBytes),
     ] {
         if bucket.explicit.contains(&setting) {
             s.explicit.insert(field);
@@ -263,7 +259,6 @@ mod tests {
             (MAX_AGE_ANNOTATION, "24h"),
             (MAX_BYTES_ANNOTATION, "1048576"),
             (ALLOW_DATA_LOSS_ANNOTATION, "true"),
-            ("jetstreamkv.io/history", "5"),
         ]))
         .unwrap();
         assert_eq!(s.subjects, ["orders.>", "audit"]);
@@ -292,6 +287,13 @@ mod tests {
             ("jetstreamkv.io/subject", "orders", "UnknownAnnotation"),
             (ALLOW_DATA_LOSS_ANNOTATION, "yes", "InvalidAnnotation"),
             (STREAM_ANNOTATION, "a.b", "InvalidStreamName"),
+            ("jetstreamkv.io/history", "5", "InapplicableAnnotation"),
+            ("jetstreamkv.io/ttl", "1h", "InapplicableAnnotation"),
+            (
+                "jetstreamkv.io/on-existing",
+                "adopt",
+                "InapplicableAnnotation",
+            ),
         ] {
             let err = stream_settings(&ann(&[(key, value)])).unwrap_err();
             assert_eq!(err.reason(), reason, "{key}={value}: {err}");

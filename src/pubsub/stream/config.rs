@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream;
 
-use super::{DUPLICATE_WINDOW, Retention, StreamSettings};
+use super::{Retention, StreamSettings};
 use crate::duration;
-use crate::nats::bucket::{Change, ChangeKind};
+use crate::nats::stream::limits::{storage_name, storage_type};
+use crate::nats::stream::{Change, ChangeKind, Field};
 use crate::pubsub::resource::{StreamConfig, StreamStatus};
-use crate::settings::Storage;
 
 pub(super) fn retention(r: Retention) -> stream::RetentionPolicy {
     match r {
@@ -18,25 +18,9 @@ pub(super) fn retention(r: Retention) -> stream::RetentionPolicy {
     }
 }
 
-pub(super) fn storage(s: Storage) -> stream::StorageType {
-    match s {
-        Storage::File => stream::StorageType::File,
-        Storage::Memory => stream::StorageType::Memory,
-    }
-}
-
-/// NATS requires the duplicate window to be no longer than the max age.
-pub(super) fn duplicate_window(max_age: Duration) -> Duration {
-    if max_age > Duration::ZERO && max_age < DUPLICATE_WINDOW {
-        max_age
-    } else {
-        DUPLICATE_WINDOW
-    }
-}
-
 pub(super) fn replicas_change(live: usize, desired: usize, kind: ChangeKind) -> Change {
     Change {
-        field: "replicas",
+        field: Field::Replicas,
         live: live.to_string(),
         desired: desired.to_string(),
         kind,
@@ -67,13 +51,6 @@ fn retention_name(r: stream::RetentionPolicy) -> &'static str {
     }
 }
 
-fn storage_name(s: stream::StorageType) -> &'static str {
-    match s {
-        stream::StorageType::File => "file",
-        stream::StorageType::Memory => "memory",
-    }
-}
-
 /// A stream's settings as the JetStreamStream shows them.
 pub fn shown_config(c: &stream::Config) -> StreamConfig {
     StreamConfig {
@@ -86,12 +63,19 @@ pub fn shown_config(c: &stream::Config) -> StreamConfig {
     }
 }
 
-/// The facts the JetStreamStream status shows about a live stream.
-pub fn status_of(info: &stream::Info, managed: bool, server_version: &str) -> StreamStatus {
+/// The facts the JetStreamStream status shows about a live stream, on a server of this version
+/// and JetStream domain.
+pub fn status_of(
+    info: &stream::Info,
+    managed: bool,
+    server_version: &str,
+    domain: Option<&str>,
+) -> StreamStatus {
     StreamStatus {
         name: info.config.name.clone(),
         managed,
         server_version: Some(server_version.to_owned()),
+        identity: Some(crate::nats::stream::identity(info, domain)),
         subjects: info.config.subjects.clone(),
         config: shown_config(&info.config),
         messages: info.state.messages,
@@ -114,16 +98,16 @@ pub fn diff(s: &StreamSettings, live: &stream::Config, clustered: bool) -> Vec<C
             ChangeKind::Safe
         };
         out.push(Change {
-            field: "retention",
+            field: Field::Retention,
             live: retention_name(live.retention).into(),
             desired: retention_name(want_retention).into(),
             kind,
         });
     }
-    let want_storage = storage(s.storage);
+    let want_storage = storage_type(s.storage);
     if live.storage != want_storage {
         out.push(Change {
-            field: "storage",
+            field: Field::Storage,
             live: storage_name(live.storage).into(),
             desired: storage_name(want_storage).into(),
             kind: ChangeKind::Immutable,
@@ -142,7 +126,7 @@ pub fn diff(s: &StreamSettings, live: &stream::Config, clustered: bool) -> Vec<C
     if live.max_age != want_age {
         let loses = !want_age.is_zero() && (live.max_age.is_zero() || want_age < live.max_age);
         out.push(Change {
-            field: "maxAge",
+            field: Field::MaxAge,
             live: age(live.max_age),
             desired: age(want_age),
             kind: if loses {
@@ -161,7 +145,7 @@ pub fn diff(s: &StreamSettings, live: &stream::Config, clustered: bool) -> Vec<C
     if live_bytes != want_bytes {
         let loses = want_bytes > 0 && (live_bytes < 0 || want_bytes < live_bytes);
         out.push(Change {
-            field: "maxBytes",
+            field: Field::MaxBytes,
             live: bytes(live_bytes),
             desired: bytes(want_bytes),
             kind: if loses {

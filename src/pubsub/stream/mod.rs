@@ -16,13 +16,14 @@ use async_nats::jetstream::stream;
 
 use super::subjects::{collide, covers};
 use crate::failure::{Failure, Retry};
-use crate::nats::bucket::{Change, ChangeKind, META_COMPONENT, META_MANAGED_BY, is_managed_by};
+use crate::nats::stream::limits::{duplicate_window, storage_type};
+use crate::nats::stream::{Change, ChangeKind, META_COMPONENT, META_MANAGED_BY, is_managed_by};
 
 mod annotations;
 mod config;
 
 pub use config::{diff, shown_config, status_of};
-use config::{duplicate_window, replicas_change, retention, storage};
+use config::{replicas_change, retention};
 
 pub use annotations::{
     ALLOW_DATA_LOSS_ANNOTATION, DEAD_LETTER_SUFFIX, MAX_AGE_ANNOTATION, MAX_BYTES_ANNOTATION,
@@ -31,8 +32,8 @@ pub use annotations::{
     stream_settings,
 };
 
-/// Dapr's duplicate window.
-pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Dapr's duplicate window (NATS's default).
+pub use crate::nats::stream::limits::DUPLICATE_WINDOW;
 
 /// What a Component asks for.
 #[derive(Clone, Copy, Debug)]
@@ -237,7 +238,7 @@ pub fn desired_stream(d: &Desired<'_>) -> stream::Config {
         name: d.stream.to_owned(),
         subjects: d.subjects.to_vec(),
         retention: retention(s.retention),
-        storage: storage(s.storage),
+        storage: storage_type(s.storage),
         num_replicas: s.replicas,
         max_age,
         max_bytes: s.max_bytes.unwrap_or(-1),

@@ -89,7 +89,7 @@ fn outcome(p: &StreamPlan) -> String {
         StreamPlan::NotUsable(_) => "not usable".into(),
         StreamPlan::InSync { managed } => format!("in sync managed={managed}"),
         StreamPlan::Update { added, changes, .. } => {
-            let fields: Vec<&str> = changes.iter().map(|c| c.field).collect();
+            let fields: Vec<&str> = changes.iter().map(|c| c.field.name()).collect();
             format!("update +{} {}", added.join(","), fields.join(","))
         }
         StreamPlan::Blocked {
@@ -99,7 +99,7 @@ fn outcome(p: &StreamPlan) -> String {
             changes,
             ..
         } => {
-            let fields: Vec<&str> = changes.iter().map(|c| c.field).collect();
+            let fields: Vec<&str> = changes.iter().map(|c| c.field.name()).collect();
             let with: Vec<&str> = overlaps.iter().map(|o| o.stream.as_str()).collect();
             format!(
                 "{} missing={} overlaps={} changes={}",
@@ -387,7 +387,7 @@ fn blocked_messages_say_what_to_do_and_stay_short() {
     let missing: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
     let overlaps = overlaps(&strings(&["$KV.cart.a"]), "EVENTS", &others());
     let changes = vec![Change {
-        field: "storage",
+        field: crate::nats::stream::Field::Storage,
         live: "file".into(),
         desired: "memory".into(),
         kind: ChangeKind::Immutable,

@@ -17,8 +17,8 @@ mod written;
 
 pub use written::{bucket_status, component_patch, events};
 
-/// The finalizer that holds a Component with `deletion-policy: delete` until its bucket is
-/// deleted.
+/// The finalizer that holds a Component with `deletion-policy: delete` until its bucket or
+/// streams are deleted (named for buckets: it is persisted on objects, so it stays).
 pub const FINALIZER: &str = "jetstreamkv.io/bucket";
 
 /// The operator's own reasons, for conditions and Events (failures bring theirs: [`Failure`]).
@@ -43,6 +43,23 @@ pub enum Reason {
     ConfigDrift,
     BucketRetained,
     BucketDeleted,
+    StreamFound,
+    StreamManaged,
+    StreamVerified,
+    StreamMissing,
+    StreamNotUsable,
+    StreamCreateConflict,
+    StreamOwnedElsewhere,
+    StreamCreated,
+    StreamRecreated,
+    StreamUpdated,
+    StreamRetained,
+    StreamDeleted,
+    Covered,
+    NoSubjects,
+    TopicsNotCovered,
+    SubscriptionsUnreadable,
+    DeadLetterSubscriptionUnreachable,
 }
 
 impl Reason {
@@ -68,6 +85,23 @@ impl Reason {
             Self::ConfigDrift => "ConfigDrift",
             Self::BucketRetained => "BucketRetained",
             Self::BucketDeleted => "BucketDeleted",
+            Self::StreamFound => "StreamFound",
+            Self::StreamManaged => "StreamManaged",
+            Self::StreamVerified => "StreamVerified",
+            Self::StreamMissing => "StreamMissing",
+            Self::StreamNotUsable => "StreamNotUsable",
+            Self::StreamCreateConflict => "StreamCreateConflict",
+            Self::StreamOwnedElsewhere => "StreamOwnedElsewhere",
+            Self::StreamCreated => "StreamCreated",
+            Self::StreamRecreated => "StreamRecreated",
+            Self::StreamUpdated => "StreamUpdated",
+            Self::StreamRetained => "StreamRetained",
+            Self::StreamDeleted => "StreamDeleted",
+            Self::Covered => "Covered",
+            Self::NoSubjects => "NoSubjects",
+            Self::TopicsNotCovered => "TopicsNotCovered",
+            Self::SubscriptionsUnreadable => "SubscriptionsUnreadable",
+            Self::DeadLetterSubscriptionUnreachable => "DeadLetterSubscriptionUnreachable",
         }
     }
 }
@@ -290,7 +324,7 @@ pub fn understood(name: &str, validation: &Validation) -> KeyValueBucketSpec {
         spec.on_existing = Some(settings.on_existing.as_str().to_owned());
         spec.deletion_policy = Some(settings.deletion_policy.as_str().to_owned());
     }
-    if let Some(store) = &validation.store {
+    if let Some(store) = &validation.config {
         spec.bucket = Some(store.shown_bucket.clone());
         spec.servers = store.redacted_servers.clone();
         spec.auth = Some(store.auth.kind().to_owned());
@@ -561,15 +595,7 @@ pub fn deletion_pending(name: &str, previous: Option<&Written>, failure: &Proble
     ))
 }
 
-/// The Warning Event of a pub/sub Component whose stream cannot be deleted yet.
-pub fn deletion_pending_note(what: &str, failure: &Problem) -> Note {
-    Note::warning(
-        Reason::DeletionPending,
-        deletion_pending_message(what, failure),
-    )
-}
-
-fn deletion_pending_message(what: &str, failure: &Problem) -> String {
+pub(crate) fn deletion_pending_message(what: &str, failure: &Problem) -> String {
     format!(
         "the Component is being deleted with jetstreamkv.io/deletion-policy: delete, and its {what} cannot be deleted yet: {} ({}); it is retried. Remove the deletion-policy annotation to keep the {what} and let the deletion finish",
         failure.message, failure.reason

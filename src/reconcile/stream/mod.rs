@@ -1,153 +1,63 @@
-//! The pipeline of a `pubsub.jetstream` Component: the same steps as a state store's, on a
-//! stream. **read** (the Secrets it names, the Subscriptions of its namespace, its
-//! `JetStreamStream`) → **validate** ([`crate::validate::validate_pubsub`], the server policy) →
-//! **subjects** (discovered topics, the namespace prefix as daprd applies it) → **plan**
-//! ([`crate::pubsub::stream::plan`], pure) and **execute** (NATS: create, or add subjects, never
-//! remove them; Dapr's consumers are never touched) → **status** (the conditions closed by
-//! [`super::status::close`]) → **report** (the `JetStreamStream`, the Component's summary
-//! annotations and finalizer, Events).
-
-use std::time::Instant;
+//! The steps of a `pubsub.jetstream` Component, run by [`super::run`] through
+//! [`super::kind::Streams`]: **read** (the Secrets it names, the Subscriptions of its namespace,
+//! its `JetStreamStream`) → **validate** ([`crate::validate::validate_pubsub`], the server
+//! policy) → **subjects** ([`topics`], pure: the streams' names, discovered topics, the
+//! namespace prefix as daprd applies it) → **execute** ([`execute`], NATS only: the plan of
+//! [`crate::pubsub::stream::plan`] carried out; create, or add subjects, never remove them;
+//! Dapr's consumers are never touched) → **status** ([`status`], pure) → **report** ([`write`]:
+//! the `JetStreamStream`, the Component's summary annotations and finalizer, Events).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::ResourceExt as _;
 use kube::api::{Api, ListParams};
-use kube::runtime::controller::Action;
-use serde_json::json;
 
 use super::context::Context;
 use super::index::WrittenStream;
-use super::read;
 use super::report::{self, ReportError};
-use crate::crd::{ConditionType, ReconcileStatus};
+use crate::crd::ReconcileStatus;
 use crate::dapr::Component;
-use crate::failure::{Problem, Retry};
+use crate::failure::Problem;
 use crate::pubsub::Subscription;
 use crate::pubsub::resource::{JetStreamStream, JetStreamStreamStatus};
-use crate::validate::{PubsubValidation, Values, check_pubsub_server_policy, validate_pubsub};
 
-mod decide;
-mod round;
+pub mod execute;
+pub mod status;
+pub mod topics;
 
-pub use decide::StreamOutcome;
-use decide::decide;
-
-/// Reconciles one `pubsub.jetstream` Component (`key` is `namespace/name`).
-pub async fn reconcile(
-    component: &Component,
-    key: &str,
-    ctx: &Context,
-) -> Result<Action, ReportError> {
-    let started = Instant::now();
-    let namespace = component.namespace().unwrap_or_default();
-    let api: Api<JetStreamStream> = Api::namespaced(ctx.client.clone(), &namespace);
-    // A Component that was a state store before: its KeyValueBucket goes.
-    if ctx.index.forget_written(key) || ctx.cached(component).is_some() {
-        report::delete_bucket_object(ctx, component).await?;
-    }
-
-    // Read (the JetStreamStream from what was written or the cache: no request).
-    let previous = ctx.previous_stream(key, component);
-    let validation = validated(ctx, component).await;
-    let subscriptions = subscriptions(ctx, &namespace).await;
-    // Plan, execute and decide.
-    let outcome = decide(
-        ctx,
-        component,
-        key,
-        previous.as_ref(),
-        &validation,
-        subscriptions,
-    )
-    .await;
-    if !outcome
-        .conditions()
-        .iter()
-        .any(|c| c.type_ == ConditionType::CredentialsResolved && c.status == Some(true))
-    {
-        ctx.pool.release(key);
-    }
-    // Report.
-    let conditions = write(ctx, component, &api, previous.as_ref(), &outcome).await?;
-
-    let ready = conditions
-        .iter()
-        .find(|c| c.type_ == ConditionType::Ready.as_str());
-    let failed_reason = ready
-        .filter(|c| c.status != "True")
-        .map(|c| c.reason.as_str());
-    ctx.metrics.reconciled(started.elapsed(), failed_reason);
-    ctx.metrics
-        .set_ready(key, ready.map(|c| c.status == "True"));
-    tracing::debug!(component = %key, ready = ?ready.map(|c| (&c.status, &c.reason)), elapsed = ?started.elapsed(), "reconciled");
-    Ok(super::requeue(ctx, key, outcome.retry()))
-}
-
-/// The Secrets the Component names, read, and the validation of it with their values and the
-/// admin's server policy.
-pub(super) async fn validated(ctx: &Context, component: &Component) -> PubsubValidation {
-    let values = read::secret_values(ctx, component).await;
-    let now = jiff::Timestamp::now().as_second();
-    let mut validation = validate_pubsub(component, Values::Read(&values), now);
-    if let Some(policy) = &ctx.policy {
-        check_pubsub_server_policy(&mut validation, component, |ns, url, creds| {
-            policy.decide(ns, url, creds)
-        });
-    }
-    validation
-}
+pub use status::StreamOutcome;
 
 /// The declarative Subscriptions of the namespace; none when Dapr's Subscription CRD is not
 /// installed. Err: they could not be read (the stream is not changed without them).
-async fn subscriptions(ctx: &Context, namespace: &str) -> Result<Vec<Subscription>, Problem> {
+pub(super) async fn subscriptions(
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Vec<Subscription>, Problem> {
     let api: Api<Subscription> = Api::namespaced(ctx.client.clone(), namespace);
     match api.list(&ListParams::default()).await {
         Ok(list) => Ok(list.items),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
-        Err(e) => Err(Problem::new(
-            ConditionType::SubjectsCovered,
-            "SubscriptionsUnreadable",
-            format!(
-                "the declarative Subscriptions of namespace {namespace} could not be read ({}); \
-                 the stream is left as it is until they can: check the operator's RBAC (get, \
-                 list, watch on subscriptions.dapr.io)",
-                crate::nats::remote_text(&e.to_string())
-            ),
-            Retry::Backoff,
-        )),
+        Err(e) => Err(topics::subscriptions_unreadable(namespace, &e.to_string())),
     }
 }
 
-/// Writes what changed: the JetStreamStream (spec, then status), the Component's summary
-/// annotations and finalizer, the Events. Returns the conditions written.
-/// Until the watch has seen the JetStreamStream, it is written whole (an apply of what it holds
-/// already changes nothing).
-async fn write(
+/// Writes what changed ([`report::write_owned`]): the JetStreamStream (spec, then status), the
+/// Component's summary annotations and finalizer, the Events, and the Component's warnings when
+/// what was understood of it changed. Returns the conditions written.
+pub(crate) async fn write(
     ctx: &Context,
     component: &Component,
-    api: &Api<JetStreamStream>,
     previous: Option<&WrittenStream>,
     outcome: &StreamOutcome,
 ) -> Result<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>, ReportError> {
-    let name = component.name_any();
     let key = super::object_key(component);
-    let cached = ctx.cached_stream(component).is_some();
-    let mut generation = previous.and_then(|p| p.generation);
-    let understood_anew = previous.is_none_or(|p| p.spec != outcome.spec);
-    if !cached || understood_anew {
-        generation =
-            report::apply_owned(ctx, api, component, json!(outcome.spec), "JetStreamStream")
-                .await?;
-    }
-    if understood_anew {
-        for note in &outcome.warnings {
-            report::publish(ctx, component, &key, note.clone()).await;
-        }
-    }
-    let previous_status = previous.map(|p| p.status.clone()).unwrap_or_default();
-    let status = JetStreamStreamStatus {
+    let decided = report::Decided {
+        spec: &outcome.spec,
+        wants_finalizer: outcome.wants_finalizer,
+        done: &outcome.events,
+        warnings: &outcome.warnings,
+    };
+    let status = |previous: &JetStreamStreamStatus, generation| JetStreamStreamStatus {
         reconcile: ReconcileStatus::merged(
-            &previous_status.reconcile,
+            &previous.reconcile,
             &outcome.conditions(),
             generation,
             component.metadata.generation,
@@ -157,31 +67,8 @@ async fn write(
         stream: outcome.stream.clone(),
         dead_letter_stream: outcome.dead_letter_stream.clone(),
     };
-    if (!cached || previous.is_none() || status != previous_status)
-        && let Err(e) =
-            report::apply_status(ctx, api, &name, json!(status), "JetStreamStream status").await
-    {
-        // Deleted by hand: forget what we wrote so the next attempt writes it again.
-        ctx.index.forget_stream_written(&key);
-        return Err(e);
-    }
-    ctx.index.set_stream_written(
-        &key,
-        WrittenStream {
-            spec: outcome.spec.clone(),
-            generation,
-            status: status.clone(),
-        },
-    );
-    report::tell_component(
-        ctx,
-        component,
-        &key,
-        &previous_status.reconcile.conditions,
-        &status.reconcile.conditions,
-        outcome.wants_finalizer,
-        &outcome.events,
-    )
-    .await?;
-    Ok(status.reconcile.conditions)
+    let written =
+        report::write_owned::<JetStreamStream>(component, &key, ctx, previous, decided, status)
+            .await?;
+    Ok(written.reconcile.conditions)
 }

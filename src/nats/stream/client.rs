@@ -1,26 +1,19 @@
-//! The NATS side of one bucket: the few requests a plan needs.
+//! The NATS side of one stream (a KV bucket's `KV_<bucket>`, or a pub/sub's): the few requests a
+//! plan needs.
 
 use async_nats::jetstream::{self, stream};
 
-use super::desired::stream_name;
 use crate::nats::NatsError;
 
-/// The NATS side of one bucket: the requests a plan needs.
-pub struct Bucket<'a> {
+/// The NATS side of one stream: the requests a plan needs.
+pub struct StreamClient<'a> {
     js: &'a jetstream::Context,
     name: String,
 }
 
-impl<'a> Bucket<'a> {
-    pub fn new(js: &'a jetstream::Context, bucket: &str) -> Self {
-        Self {
-            js,
-            name: stream_name(bucket),
-        }
-    }
-
-    /// A plain stream by its name (a `pubsub.jetstream` Component's): the same requests.
-    pub fn stream(js: &'a jetstream::Context, stream: &str) -> Self {
+impl<'a> StreamClient<'a> {
+    /// The stream `stream` (for a bucket, `KV_<bucket>`).
+    pub fn new(js: &'a jetstream::Context, stream: &str) -> Self {
         Self {
             js,
             name: stream.to_owned(),
@@ -28,10 +21,9 @@ impl<'a> Bucket<'a> {
     }
 
     /// The name and subjects of every stream of the account (one request per 256 streams).
-    pub async fn all_streams(&self) -> Result<Vec<(String, Vec<String>)>, NatsError> {
+    pub async fn all(js: &jetstream::Context) -> Result<Vec<(String, Vec<String>)>, NatsError> {
         use futures::TryStreamExt as _;
-        self.js
-            .streams()
+        js.streams()
             .map_ok(|info| (info.config.name, info.config.subjects))
             .try_collect()
             .await

@@ -1,0 +1,300 @@
+//! The two kinds the reconciler provisions for, behind one narrow trait with static dispatch:
+//! a state store's KV bucket ([`Bucket`]) and a pub/sub's streams ([`Streams`]). A kind supplies
+//! only what differs: its validation, what NATS does for it (execute, returning a value), what
+//! status says about that (decide, pure) and how its object is written; [`super::run`] does the
+//! rest, once for both.
+
+use std::future::Future;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt as _;
+
+use super::context::Context;
+use super::delete;
+use super::execute::{self, BucketStep, Progress};
+use super::index::{Owned, Written};
+use super::report::{self, ReportError};
+use super::status::{self, Note, Outcome, Reason};
+use super::stream::execute::StreamStep;
+use super::stream::topics::{self, Prepared};
+use super::stream::{self as streams, StreamOutcome};
+use crate::crd::KeyValueBucket;
+use crate::dapr::{Component, StoreConfig};
+use crate::failure::{Problem, Retry};
+use crate::pubsub::{JetStreamStream, PubsubConfig, StreamSettings};
+use crate::settings::{BucketSettings, DeletionPolicy};
+use crate::validate::{Servers, Validation, Values};
+
+/// What a kind's validation, execute and decide steps work on.
+pub type ValidationOf<K> = Validation<<K as Kind>::Config, <K as Kind>::Settings>;
+/// What the operator last wrote of a kind's object.
+pub type WrittenOf<K> =
+    Written<<<K as Kind>::Object as Owned>::Spec, <<K as Kind>::Object as Owned>::Status>;
+
+/// What differs between a state store's bucket and a pub/sub's streams.
+pub trait Kind {
+    /// The object that reports it: KeyValueBucket or JetStreamStream.
+    type Object: Owned;
+    /// The connection config validation gives.
+    type Config: Servers;
+    /// The settings from the annotations.
+    type Settings;
+    /// What the execute step found and did (NATS only), as a value.
+    type Progress;
+    /// What decide made of it, before anything is written.
+    type Outcome;
+
+    /// The kind's validation (pure; shared with `check` and the webhook).
+    fn validate(component: &Component, values: Values<'_>, now: i64) -> ValidationOf<Self>;
+
+    /// What NATS does for a valid Component (and, for a pub/sub, the Subscriptions it reads).
+    fn execute<'a>(
+        ctx: &'a Context,
+        component: &'a Component,
+        key: &'a str,
+        validation: &'a ValidationOf<Self>,
+        previous: Option<&'a WrittenOf<Self>>,
+    ) -> impl Future<Output = Self::Progress> + Send + 'a;
+
+    /// What status says about it (pure).
+    fn decide(
+        key: &str,
+        previous: Option<&WrittenOf<Self>>,
+        validation: &ValidationOf<Self>,
+        progress: &Self::Progress,
+    ) -> Self::Outcome;
+
+    /// Writes what changed; returns the conditions written.
+    fn report<'a>(
+        ctx: &'a Context,
+        component: &'a Component,
+        key: &'a str,
+        previous: Option<&'a WrittenOf<Self>>,
+        outcome: &'a Self::Outcome,
+    ) -> impl Future<Output = Result<Vec<Condition>, ReportError>> + Send + 'a;
+
+    /// Whether the credentials were resolved (else the connection made with older ones is not
+    /// this Component's any more).
+    fn credentials_resolved(outcome: &Self::Outcome) -> bool;
+
+    /// When to look again.
+    fn retry(outcome: &Self::Outcome) -> Retry;
+
+    /// Whether the Component's annotations ask for its bucket or streams to be deleted with it.
+    fn deletes(component: &Component) -> bool;
+
+    /// Deletes what was provisioned for a Component being deleted, when that is safe: what the
+    /// operator made for it and no other Component uses. The Event to publish, or why the
+    /// deletion waits.
+    fn delete_provisioned<'a>(
+        ctx: &'a Context,
+        component: &'a Component,
+        key: &'a str,
+    ) -> impl Future<Output = Result<Note, Problem>> + Send + 'a;
+
+    /// What status says while a deletion waits (pure): the finalizer kept, `DeletionPending`.
+    fn deletion_pending(
+        key: &str,
+        previous: Option<&WrittenOf<Self>>,
+        failure: &Problem,
+    ) -> Self::Outcome;
+
+    /// The Event of a Component deleted with deletion-policy retain.
+    fn retained() -> Note;
+}
+
+/// A `state.jetstream` Component's KV bucket.
+pub enum Bucket {}
+
+impl Kind for Bucket {
+    type Object = KeyValueBucket;
+    type Config = StoreConfig;
+    type Settings = BucketSettings;
+    type Progress = Option<Progress<BucketStep>>;
+    type Outcome = Outcome;
+
+    fn validate(component: &Component, values: Values<'_>, now: i64) -> ValidationOf<Self> {
+        crate::validate::validate(component, values, now)
+    }
+
+    async fn execute<'a>(
+        ctx: &'a Context,
+        _component: &'a Component,
+        key: &'a str,
+        validation: &'a ValidationOf<Self>,
+        previous: Option<&'a WrittenOf<Self>>,
+    ) -> Self::Progress {
+        let (store, settings) = validation.valid()?;
+        let managed = status::previously_managed(previous, &store.shown_bucket);
+        // Two Components asking different things of one bucket cannot fight over it: only the
+        // Component the operator created it for changes it (ownership is law, see
+        // `bucket::plan`), so no other Component can block its owner.
+        Some(execute::execute(ctx, key, store, settings, managed).await)
+    }
+
+    fn decide(
+        key: &str,
+        previous: Option<&WrittenOf<Self>>,
+        validation: &ValidationOf<Self>,
+        progress: &Self::Progress,
+    ) -> Outcome {
+        status::decide(name_of(key), previous, validation, progress.as_ref())
+    }
+
+    async fn report<'a>(
+        ctx: &'a Context,
+        component: &'a Component,
+        key: &'a str,
+        previous: Option<&'a WrittenOf<Self>>,
+        outcome: &'a Outcome,
+    ) -> Result<Vec<Condition>, ReportError> {
+        report::report(component, key, ctx, previous, outcome).await
+    }
+
+    fn credentials_resolved(outcome: &Outcome) -> bool {
+        outcome.credentials_resolved()
+    }
+
+    fn retry(outcome: &Outcome) -> Retry {
+        outcome.retry
+    }
+
+    fn deletes(component: &Component) -> bool {
+        crate::settings::from_annotations(component.annotations())
+            .is_ok_and(|s| s.deletion_policy == DeletionPolicy::Delete)
+    }
+
+    async fn delete_provisioned<'a>(
+        ctx: &'a Context,
+        component: &'a Component,
+        key: &'a str,
+    ) -> Result<Note, Problem> {
+        delete::delete_bucket(component, key, ctx).await
+    }
+
+    fn deletion_pending(
+        key: &str,
+        previous: Option<&WrittenOf<Self>>,
+        failure: &Problem,
+    ) -> Outcome {
+        status::deletion_pending(name_of(key), previous, failure)
+    }
+
+    fn retained() -> Note {
+        Note::normal(
+            Reason::BucketRetained,
+            retained_message("bucket and its data are"),
+        )
+    }
+}
+
+/// A `pubsub.jetstream` Component's streams.
+pub enum Streams {}
+
+impl Kind for Streams {
+    type Object = JetStreamStream;
+    type Config = PubsubConfig;
+    type Settings = StreamSettings;
+    /// The subjects step (when valid), then what NATS did (when the subjects are known).
+    type Progress = (Option<Prepared>, Option<Progress<StreamStep>>);
+    type Outcome = StreamOutcome;
+
+    fn validate(component: &Component, values: Values<'_>, now: i64) -> ValidationOf<Self> {
+        crate::validate::validate_pubsub(component, values, now)
+    }
+
+    async fn execute<'a>(
+        ctx: &'a Context,
+        component: &'a Component,
+        key: &'a str,
+        validation: &'a ValidationOf<Self>,
+        previous: Option<&'a WrittenOf<Self>>,
+    ) -> Self::Progress {
+        let Some((config, settings)) = validation.valid() else {
+            return (None, None);
+        };
+        let namespace = component.namespace().unwrap_or_default();
+        let subscriptions = streams::subscriptions(ctx, &namespace).await;
+        let name = component.name_any();
+        let read = subscriptions.as_deref();
+        let prepared = topics::prepare(&namespace, &name, config, settings, read);
+        let progress = match &prepared.subjects {
+            Ok(found) => Some(
+                streams::execute::execute(ctx, key, (config, settings), &prepared, found, previous)
+                    .await,
+            ),
+            Err(_) => None,
+        };
+        (Some(prepared), progress)
+    }
+
+    fn decide(
+        key: &str,
+        previous: Option<&WrittenOf<Self>>,
+        validation: &ValidationOf<Self>,
+        (prepared, progress): &Self::Progress,
+    ) -> StreamOutcome {
+        streams::status::decide(
+            key,
+            previous,
+            validation,
+            prepared.as_ref(),
+            progress.as_ref(),
+        )
+    }
+
+    async fn report<'a>(
+        ctx: &'a Context,
+        component: &'a Component,
+        _key: &'a str,
+        previous: Option<&'a WrittenOf<Self>>,
+        outcome: &'a StreamOutcome,
+    ) -> Result<Vec<Condition>, ReportError> {
+        streams::write(ctx, component, previous, outcome).await
+    }
+
+    fn credentials_resolved(outcome: &StreamOutcome) -> bool {
+        outcome.credentials_resolved()
+    }
+
+    fn retry(outcome: &StreamOutcome) -> Retry {
+        outcome.retry()
+    }
+
+    fn deletes(component: &Component) -> bool {
+        crate::pubsub::stream::stream_settings(component.annotations())
+            .is_ok_and(|s| s.deletion_policy == DeletionPolicy::Delete)
+    }
+
+    async fn delete_provisioned<'a>(
+        ctx: &'a Context,
+        component: &'a Component,
+        key: &'a str,
+    ) -> Result<Note, Problem> {
+        delete::delete_streams(component, key, ctx).await
+    }
+
+    fn deletion_pending(
+        key: &str,
+        previous: Option<&WrittenOf<Self>>,
+        failure: &Problem,
+    ) -> StreamOutcome {
+        streams::status::deletion_pending(name_of(key), previous, failure)
+    }
+
+    fn retained() -> Note {
+        Note::normal(
+            Reason::StreamRetained,
+            retained_message("streams and their messages are"),
+        )
+    }
+}
+
+/// The Component's name in its key `namespace/name`.
+fn name_of(key: &str) -> &str {
+    key.split_once('/').map_or(key, |(_, n)| n)
+}
+
+fn retained_message(what: &str) -> String {
+    format!("the Component is deleted and its deletion policy is retain: the {what} kept")
+}

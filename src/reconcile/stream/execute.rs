@@ -1,0 +1,395 @@
+//! The execute step of a `pubsub.jetstream` Component: NATS only. Connects, lists the account's
+//! streams, and for the topics' stream, then the dead-letter stream, carries out the pure plan of
+//! [`crate::pubsub::stream::plan`]; returns what it found and did as a [`StreamStep`], from which
+//! [`super::status`] decides the conditions. Nothing here decides a condition.
+
+use async_nats::jetstream::{self, stream};
+
+use super::topics::{Found, Prepared};
+use crate::nats::NatsError;
+use crate::nats::cluster;
+use crate::nats::stream::{Change, StreamClient, is_managed_by, owner_of};
+use crate::pubsub::PubsubConfig;
+use crate::pubsub::resource::StreamStatus;
+use crate::pubsub::stream::{
+    BlockReason, Desired, OtherStream, Overlap, Role, StreamPlan, StreamSettings, plan, status_of,
+};
+use crate::reconcile::context::Context;
+use crate::reconcile::execute::{Progress, client};
+use crate::reconcile::index::WrittenStream;
+
+/// What happened to a Component's streams, once connected.
+#[derive(Debug)]
+pub struct StreamStep {
+    /// Whether the server runs in a cluster.
+    pub clustered: bool,
+    /// The streams of the account, listed (Err: listing failed, nothing else was done).
+    pub rounds: Result<Vec<Round>, NatsError>,
+}
+
+/// One stream's round: the topics' stream first, then the dead-letter stream when there is one.
+/// A round that did not end well is the last.
+#[derive(Debug)]
+pub struct Round {
+    /// What the stream holds.
+    pub role: Role,
+    /// Its name.
+    pub stream: String,
+    /// The Component (`namespace/name`) the operator made the stream for, when another one.
+    pub owner_elsewhere: Option<String>,
+    /// What happened.
+    pub end: RoundEnd,
+}
+
+/// What happened to one stream. `facts` are the stream's, as the status shows them.
+#[derive(Debug)]
+pub enum RoundEnd {
+    /// Reading the stream failed.
+    FetchFailed(NatsError),
+    /// No stream, and no subject known to create it with.
+    NoSubjects,
+    /// A clustered stream that cannot take writes now.
+    Unavailable {
+        facts: StreamStatus,
+        error: NatsError,
+    },
+    /// Created (`recreated`: again, after it was deleted behind the operator's back).
+    Created {
+        facts: StreamStatus,
+        recreated: bool,
+    },
+    /// Creating it failed.
+    CreateFailed(NatsError),
+    /// A stream the operator only verified has disappeared.
+    Missing,
+    /// Dapr cannot use the stream, and why.
+    NotUsable(String),
+    /// Everything matches.
+    InSync { facts: StreamStatus },
+    /// Updated in place.
+    Updated {
+        facts: StreamStatus,
+        added: Vec<String>,
+        changes: Vec<Change>,
+    },
+    /// The update failed.
+    UpdateFailed {
+        facts: StreamStatus,
+        added: Vec<String>,
+        changes: Vec<Change>,
+        error: NatsError,
+    },
+    /// A lower `replicas` waits until every replica is current (`behind` says which are not).
+    ScaleDownWaits {
+        facts: StreamStatus,
+        changes: Vec<Change>,
+        behind: String,
+    },
+    /// Differences that are not applied; nothing was sent.
+    Blocked {
+        facts: Option<StreamStatus>,
+        reason: BlockReason,
+        missing: Vec<String>,
+        overlaps: Vec<Overlap>,
+        changes: Vec<Change>,
+    },
+    /// Another creator won twice in a row.
+    CreateConflict,
+}
+
+impl RoundEnd {
+    /// Whether the stream is as the Component needs it.
+    pub fn is_done(&self) -> bool {
+        matches!(
+            self,
+            Self::Created { .. } | Self::InSync { .. } | Self::Updated { .. }
+        )
+    }
+}
+
+/// Connects, and brings the Component's streams to what `found` needs.
+pub async fn execute(
+    ctx: &Context,
+    key: &str,
+    (config, settings): (&PubsubConfig, &StreamSettings),
+    prepared: &Prepared,
+    found: &Found,
+    previous: Option<&WrittenStream>,
+) -> Progress<StreamStep> {
+    let client = match client(ctx, key, &config.connection(&prepared.stream)).await {
+        Ok(client) => client,
+        Err(e) => return Progress::NotConnected(e),
+    };
+    let server = client.server_info();
+    let version = crate::nats::remote_text(&server.version);
+    let clustered = server.cluster.is_some();
+    let js = jetstream::new(client);
+    let on = Server {
+        ctx,
+        js: &js,
+        key,
+        version: &version,
+        domain: server.domain.as_deref(),
+        clustered,
+        settings,
+        previous,
+    };
+    let rounds = match listed(ctx, &js).await {
+        Ok(all) => Ok(on.rounds(prepared, found, all).await),
+        Err(e) => Err(e),
+    };
+    Progress::Connected {
+        version,
+        step: Box::new(StreamStep { clustered, rounds }),
+    }
+}
+
+/// The server the streams are on, and what their rounds share.
+struct Server<'a> {
+    ctx: &'a Context,
+    js: &'a jetstream::Context,
+    key: &'a str,
+    version: &'a str,
+    domain: Option<&'a str>,
+    clustered: bool,
+    settings: &'a StreamSettings,
+    previous: Option<&'a WrittenStream>,
+}
+
+impl Server<'_> {
+    /// The topics' stream, then the dead-letter stream (kept once made), each planned against
+    /// the other streams as they are after the rounds before it.
+    async fn rounds(&self, p: &Prepared, found: &Found, mut all: Vec<OtherStream>) -> Vec<Round> {
+        let mut rounds = Vec::new();
+        for (role, stream, subjects) in [
+            (Role::Topics, &p.stream, &found.subjects.subjects),
+            (
+                Role::DeadLetters,
+                &p.dead_letters,
+                &found.subjects.dead_letters,
+            ),
+        ] {
+            let live = match self.fetched(stream, &all).await {
+                Ok(live) => live,
+                Err(e) => {
+                    rounds.push(round(role, stream, None, RoundEnd::FetchFailed(e)));
+                    break;
+                }
+            };
+            let owner = live
+                .as_ref()
+                .and_then(|i| owner_of(&i.config))
+                .map(str::to_owned);
+            if live.is_none() && subjects.is_empty() {
+                // No dead-letter topic: no dead-letter stream, nothing to say.
+                if role == Role::Topics {
+                    rounds.push(round(role, stream, owner, RoundEnd::NoSubjects));
+                }
+                break;
+            }
+            let desired = Desired {
+                stream,
+                subjects,
+                owner: self.key,
+                settings: self.settings,
+                role,
+            };
+            let (end, info) = self.apply(desired, live, &all).await;
+            let owner = info
+                .as_ref()
+                .and_then(|i| owner_of(&i.config))
+                .map(str::to_owned)
+                .or(owner);
+            if let Some(info) = info {
+                all.retain(|s| &s.name != stream);
+                all.push(OtherStream {
+                    name: stream.clone(),
+                    subjects: info.config.subjects,
+                });
+            }
+            let done = end.is_done();
+            rounds.push(round(role, stream, owner, end));
+            if !done {
+                break;
+            }
+        }
+        for r in &mut rounds {
+            r.owner_elsewhere = r.owner_elsewhere.take().filter(|o| o != self.key);
+        }
+        rounds
+    }
+
+    /// The stream `stream` when it is listed in `all` (an absent stream costs no failed
+    /// request).
+    async fn fetched(
+        &self,
+        stream: &str,
+        all: &[OtherStream],
+    ) -> Result<Option<stream::Info>, NatsError> {
+        if !all.iter().any(|s| s.name == stream) {
+            return Ok(None);
+        }
+        self.ctx.metrics.nats_request("info");
+        StreamClient::new(self.js, stream).fetch().await
+    }
+
+    /// What the last status said of this stream: whether the operator managed it.
+    fn previously_managed(&self, stream: &str, role: Role) -> Option<bool> {
+        self.previous
+            .map(|p| &p.status)
+            .and_then(|s| match role {
+                Role::Topics => s.stream.as_ref(),
+                Role::DeadLetters => s.dead_letter_stream.as_ref(),
+            })
+            .filter(|s| s.name == stream)
+            .map(|s| s.managed)
+    }
+
+    /// Plans against the live stream and carries the plan out; at most two rounds: a create
+    /// that races with another creator plans again. Returns what happened and the stream as it
+    /// is now, when it exists.
+    async fn apply(
+        &self,
+        desired: Desired<'_>,
+        mut live: Option<stream::Info>,
+        all: &[OtherStream],
+    ) -> (RoundEnd, Option<stream::Info>) {
+        let target = StreamClient::new(self.js, desired.stream);
+        if let Some(info) = &live
+            && let Some(error) = cluster::availability_problem(info)
+        {
+            let facts = self.facts(info, is_managed_by(&info.config, self.key));
+            return (RoundEnd::Unavailable { facts, error }, live);
+        }
+        let previously_managed = self.previously_managed(desired.stream, desired.role);
+        let others: Vec<OtherStream> = all
+            .iter()
+            .filter(|s| s.name != desired.stream)
+            .cloned()
+            .collect();
+        for _ in 0..2 {
+            let decided = plan(
+                &desired,
+                live.as_ref().map(|i| &i.config),
+                &others,
+                previously_managed,
+                self.clustered,
+            );
+            let end = match decided {
+                StreamPlan::Create(config) | StreamPlan::Recreate(config) => {
+                    self.ctx.metrics.nats_request("create");
+                    match target.create(*config).await {
+                        Ok(info) if is_managed_by(&info.config, self.key) => {
+                            let end = RoundEnd::Created {
+                                facts: self.facts(&info, true),
+                                recreated: previously_managed == Some(true),
+                            };
+                            return (end, Some(info));
+                        }
+                        Ok(info) => {
+                            // Someone else created it first: verify what they made.
+                            live = Some(info);
+                            continue;
+                        }
+                        Err(e) => RoundEnd::CreateFailed(e),
+                    }
+                }
+                StreamPlan::Missing => RoundEnd::Missing,
+                StreamPlan::NotUsable(why) => RoundEnd::NotUsable(why),
+                StreamPlan::InSync { managed } => match &live {
+                    Some(info) => RoundEnd::InSync {
+                        facts: self.facts(info, managed),
+                    },
+                    None => RoundEnd::CreateConflict,
+                },
+                StreamPlan::Update {
+                    config,
+                    added,
+                    changes,
+                } => return self.update(&target, *config, added, changes, live).await,
+                StreamPlan::Blocked {
+                    managed,
+                    reason,
+                    missing,
+                    overlaps,
+                    changes,
+                } => RoundEnd::Blocked {
+                    facts: live.as_ref().map(|i| self.facts(i, managed)),
+                    reason,
+                    missing,
+                    overlaps,
+                    changes,
+                },
+            };
+            return (end, live);
+        }
+        (RoundEnd::CreateConflict, live)
+    }
+
+    /// Updates a managed stream in place; a lower `replicas` first waits until every replica
+    /// is current (NATS keeps only the leader's copy).
+    async fn update(
+        &self,
+        target: &StreamClient<'_>,
+        config: stream::Config,
+        added: Vec<String>,
+        changes: Vec<Change>,
+        live: Option<stream::Info>,
+    ) -> (RoundEnd, Option<stream::Info>) {
+        let Some(info) = live else {
+            return (RoundEnd::CreateConflict, None);
+        };
+        let facts = self.facts(&info, true);
+        if let Some(behind) = cluster::scale_down_blocker(&info, self.settings.replicas) {
+            let end = RoundEnd::ScaleDownWaits {
+                facts,
+                changes,
+                behind,
+            };
+            return (end, Some(info));
+        }
+        self.ctx.metrics.nats_request("update");
+        match target.update(config).await {
+            Ok(updated) => {
+                let end = RoundEnd::Updated {
+                    facts: self.facts(&updated, true),
+                    added,
+                    changes,
+                };
+                (end, Some(updated))
+            }
+            Err(error) => {
+                let end = RoundEnd::UpdateFailed {
+                    facts,
+                    added,
+                    changes,
+                    error,
+                };
+                (end, Some(info))
+            }
+        }
+    }
+
+    fn facts(&self, info: &stream::Info, managed: bool) -> StreamStatus {
+        status_of(info, managed, self.version, self.domain)
+    }
+}
+
+fn round(role: Role, stream: &str, owner: Option<String>, end: RoundEnd) -> Round {
+    Round {
+        role,
+        stream: stream.to_owned(),
+        owner_elsewhere: owner,
+        end,
+    }
+}
+
+/// The streams of the account, with their subjects (overlaps are decided before sending).
+async fn listed(ctx: &Context, js: &jetstream::Context) -> Result<Vec<OtherStream>, NatsError> {
+    ctx.metrics.nats_request("list");
+    let all = StreamClient::all(js).await?;
+    Ok(all
+        .into_iter()
+        .map(|(name, subjects)| OtherStream { name, subjects })
+        .collect())
+}
