@@ -665,3 +665,228 @@ async fn tls_servers_work_through_the_relay() {
     }
     let _ = control_plane().kubectl(&["delete", "natsserverpolicy", &ns.name], None);
 }
+
+/// A fake JetStream server: completes the handshake, then answers every `$JS.API.STREAM.LIST`
+/// with a page of one stream holding `subjects` subjects (under the relay's 1 MiB) and a total
+/// of 10^15, for as long as it is asked. `page` is a real nats-server's stream entry, so that
+/// the client takes each page. Counts the pages it sent.
+async fn endless_stream_list(
+    page: serde_json::Value,
+    subjects: usize,
+) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(serve_stream_list(
+                socket,
+                page.clone(),
+                subjects,
+                count.clone(),
+            ));
+        }
+    });
+    (port, sent)
+}
+
+async fn serve_stream_list(
+    socket: tokio::net::TcpStream,
+    stream: serde_json::Value,
+    subjects: usize,
+    sent: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let (read, mut write) = socket.into_split();
+    let mut reader = tokio::io::BufReader::new(read);
+    let info = "INFO {\"server_id\":\"LISTER\",\"version\":\"2.15.1\",\"proto\":1,\"max_payload\":1048576,\"headers\":true,\"jetstream\":true}\r\n";
+    if write.write_all(info.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut inbox_sid = String::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let Some(op) = parts.first().map(|p| p.to_ascii_uppercase()) else {
+            continue;
+        };
+        match op.as_str() {
+            "PING" => {
+                if write.write_all(b"PONG\r\n").await.is_err() {
+                    return;
+                }
+            }
+            "SUB" if parts.len() >= 3 && parts[1].starts_with("_INBOX") => {
+                inbox_sid = parts[parts.len() - 1].to_string();
+            }
+            "PUB" | "HPUB" => {
+                // PUB <subject> [reply] <size>; HPUB <subject> [reply] <headers> <total>.
+                let fixed = if op == "PUB" { 3 } else { 4 };
+                let reply = (parts.len() > fixed).then(|| parts[2].to_string());
+                let size: usize = parts.last().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let mut body = vec![0u8; size + 2];
+                if reader.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                let (Some(reply), true) = (reply, parts[1].ends_with("STREAM.LIST")) else {
+                    continue;
+                };
+                let n = sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut entry = stream.clone();
+                entry["config"]["name"] = format!("hostile{n}").into();
+                entry["config"]["subjects"] = (0..subjects)
+                    .map(|j| format!("h{n}.{j:06}"))
+                    .collect::<Vec<_>>()
+                    .into();
+                let payload = serde_json::json!({
+                    "type": "io.nats.jetstream.api.v1.stream_list_response",
+                    "total": 1_000_000_000_000_000u64,
+                    "offset": n,
+                    "limit": 1,
+                    "streams": [entry],
+                })
+                .to_string();
+                let head = format!("MSG {reply} {inbox_sid} {}\r\n", payload.len());
+                if write.write_all(head.as_bytes()).await.is_err()
+                    || write.write_all(payload.as_bytes()).await.is_err()
+                    || write.write_all(b"\r\n").await.is_err()
+                {
+                    return;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Issue 26: a server that answers `STREAM.LIST` without end (a total of 10^15, pages of just
+/// under 1 MiB) made the operator's memory grow to 4.3 GiB in 30 s. Now the listing stops at
+/// its bound: the pub/sub Component gets `StreamListingTooLong` within seconds, the operator's
+/// memory stays within the bound of the hostile-server test, and a state store on a real server
+/// gets Ready meanwhile. The fake server counts the pages it was asked for: more than one, so
+/// the listing did page (without the bound it is asked for pages until the memory runs out).
+#[tokio::test]
+async fn a_server_listing_streams_without_end_cannot_make_the_operator_hold_memory() {
+    use jetstream_kv_operator::crd::{ConditionType, ReconcileStatus};
+    use jetstream_kv_operator::pubsub::resource::JetStreamStream;
+    let _turn = TURN.lock().await;
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "hostile-list").await;
+    control_plane().apply(&policy(&ns.name, "{cidr: 127.0.0.0/8}"));
+    let kvbs: Api<KeyValueBucket> = Api::namespaced(client.clone(), &ns.name);
+    let jss: Api<JetStreamStream> = Api::namespaced(client.clone(), &ns.name);
+    control_plane().apply(&support::component_yaml(
+        &ns.name,
+        "good",
+        &nats().url(),
+        &support::unique_bucket("good"),
+        "",
+    ));
+    wait_reason(&kvbs, "good", "Ready", "True", "BucketManaged").await;
+
+    // A real nats-server's entry of a stream list (the good bucket's stream is on it).
+    let nc = async_nats::connect(nats().url()).await.unwrap();
+    let answer = nc
+        .request("$JS.API.STREAM.LIST", "{}".into())
+        .await
+        .unwrap();
+    let page: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap();
+    let entry = page["streams"][0].clone();
+    assert!(entry["config"]["name"].is_string(), "{page}");
+    let (port, pages) = endless_stream_list(entry, 60_000).await;
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let baseline = rss_kib();
+    let started = Instant::now();
+    control_plane().apply(
+        &support::ComponentManifest::new(&ns.name, "lister")
+            .type_("pubsub.jetstream")
+            .item("natsURL", &format!("nats://127.0.0.1:{port}"))
+            .annotation("jetstreamkv.io/subjects", "orders.>")
+            .yaml(),
+    );
+    let sampling = tokio::spawn(async move {
+        let mut peak = 0;
+        let until = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < until {
+            peak = peak.max(rss_kib());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        peak
+    });
+    // A state store on the real server gets Ready meanwhile.
+    control_plane().apply(&support::component_yaml(
+        &ns.name,
+        "fresh",
+        &nats().url(),
+        &support::unique_bucket("fresh"),
+        "",
+    ));
+    let mut reason_after = None;
+    let mut fresh_after = None;
+    let mut last = None;
+    while started.elapsed() < Duration::from_secs(30)
+        && (reason_after.is_none() || fresh_after.is_none())
+    {
+        if reason_after.is_none()
+            && let Some(c) = jss
+                .get_opt("lister")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|j| j.condition(ConditionType::Ready).cloned())
+        {
+            if c.reason == "StreamListingTooLong" {
+                reason_after = Some((started.elapsed(), c.message.clone()));
+            }
+            last = Some((c.reason, c.message));
+        }
+        if fresh_after.is_none()
+            && condition(&kvbs, "fresh", "Ready")
+                .await
+                .is_some_and(|(s, _, _)| s == "True")
+        {
+            fresh_after = Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let peak = sampling.await.unwrap();
+    let grown_mib = peak.saturating_sub(baseline) / 1024;
+    let asked = pages.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!(
+        "endless stream list: RSS {} MiB before, peak {} MiB (+{grown_mib} MiB); {asked} pages sent; reason after {:?}; a new Component Ready after {fresh_after:?}",
+        baseline / 1024,
+        peak / 1024,
+        reason_after.as_ref().map(|(t, _)| t)
+    );
+    assert!(asked >= 2, "the fake server was asked for {asked} pages");
+    assert!(
+        grown_mib < MEMORY_BOUND_MIB,
+        "the operator grew by {grown_mib} MiB (bound {MEMORY_BOUND_MIB} MiB)"
+    );
+    let (after, message) = reason_after.unwrap_or_else(|| {
+        panic!(
+            "no StreamListingTooLong within 30 s (last {last:?})\n{}",
+            operator().log_tail()
+        )
+    });
+    assert!(
+        after < Duration::from_secs(15),
+        "the reason came after {after:?}"
+    );
+    assert!(
+        message.contains("more than 100000 stream subjects"),
+        "{message}"
+    );
+    assert!(
+        fresh_after.is_some_and(|after| after < Duration::from_secs(15)),
+        "a new Component waited {fresh_after:?}"
+    );
+}

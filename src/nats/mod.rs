@@ -85,6 +85,10 @@ pub enum NatsError {
     UnsupportedByServer { detail: String },
     #[error("the NATS server did not answer in time ({what}); it may be overloaded or restarting")]
     Timeout { what: String },
+    #[error(
+        "the list of the account's streams {what}: the operator stops listing there to bound its memory, and cannot check this stream's subjects against the others; check that natsURL names a NATS server you trust, or use an account with fewer streams"
+    )]
+    ListingTooLong { what: String },
     #[error("NATS request failed ({what}): {detail}")]
     Request { what: String, detail: String },
 }
@@ -106,6 +110,7 @@ impl Failure for NatsError {
             Self::UnsupportedByServer { .. } => "UnsupportedByServer",
             Self::Timeout { .. } => "NatsTimeout",
             Self::Request { .. } => "NatsRequestFailed",
+            Self::ListingTooLong { .. } => "StreamListingTooLong",
         }
     }
 

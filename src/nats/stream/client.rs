@@ -5,6 +5,22 @@ use async_nats::jetstream::{self, stream};
 
 use crate::nats::NatsError;
 
+/// How much one listing of an account's streams may hold, and for how long it may go on.
+#[derive(Clone, Debug)]
+pub struct ListingLimits {
+    pub streams: usize,
+    pub subjects: usize,
+    pub deadline: std::time::Duration,
+}
+
+/// Far above a real account (a KV bucket's stream has one subject, a Dapr stream at most
+/// a thousand), and a few MiB of memory at most.
+pub const LISTING_LIMITS: ListingLimits = ListingLimits {
+    streams: 10_000,
+    subjects: 100_000,
+    deadline: std::time::Duration::from_secs(10),
+};
+
 /// The NATS side of one stream: the requests a plan needs.
 pub struct StreamClient<'a> {
     js: &'a jetstream::Context,
@@ -20,14 +36,47 @@ impl<'a> StreamClient<'a> {
         }
     }
 
-    /// The name and subjects of every stream of the account (one request per 256 streams).
+    /// The name and subjects of every stream of the account (one request per 256 streams),
+    /// within [`LISTING_LIMITS`]. The server says how many streams there are and the client
+    /// asks for pages until it has them all: a hostile server (or a JetStream API answerer on a
+    /// shared one) could keep sending pages of a megabyte each for ever, so the listing stops
+    /// at a bound on streams, subjects and time, and says so.
     pub async fn all(js: &jetstream::Context) -> Result<Vec<(String, Vec<String>)>, NatsError> {
-        use futures::TryStreamExt as _;
-        js.streams()
-            .map_ok(|info| (info.config.name, info.config.subjects))
-            .try_collect()
-            .await
-            .map_err(|e| request_error("list streams", &e))
+        Self::all_within(js, &LISTING_LIMITS).await
+    }
+
+    /// [`Self::all`] with other limits (tests).
+    pub async fn all_within(
+        js: &jetstream::Context,
+        limits: &ListingLimits,
+    ) -> Result<Vec<(String, Vec<String>)>, NatsError> {
+        use futures::StreamExt as _;
+        let deadline = tokio::time::Instant::now() + limits.deadline;
+        let mut pages = js.streams();
+        let mut out = Vec::new();
+        let mut subjects = 0usize;
+        loop {
+            let next = tokio::time::timeout_at(deadline, pages.next())
+                .await
+                .map_err(|_| NatsError::ListingTooLong {
+                    what: format!("took longer than {}s", limits.deadline.as_secs()),
+                })?;
+            let Some(info) = next else { break };
+            let config = info.map_err(|e| request_error("list streams", &e))?.config;
+            subjects = subjects.saturating_add(config.subjects.len());
+            if out.len() >= limits.streams {
+                return Err(NatsError::ListingTooLong {
+                    what: format!("holds more than {} streams", limits.streams),
+                });
+            }
+            if subjects > limits.subjects {
+                return Err(NatsError::ListingTooLong {
+                    what: format!("holds more than {} stream subjects", limits.subjects),
+                });
+            }
+            out.push((config.name, config.subjects));
+        }
+        Ok(out)
     }
 
     /// The live stream, or None when it does not exist. One read request.

@@ -255,21 +255,56 @@ pub fn desired_stream(d: &Desired<'_>) -> stream::Config {
         ..Default::default()
     }
 }
-/// The overlaps of `subjects` with the other streams' subjects (`own` excluded).
+/// The overlaps of `subjects` with the other streams' subjects (`own` excluded): for each other
+/// stream in order, each of our subjects it holds, with the first of its subjects that collides.
+///
+/// The other streams come from the server, so their number is the server's to choose (up to
+/// the listing's bound): comparing every pair would cost ours × theirs. Their subjects are
+/// indexed by first token instead. Ours always start with a literal token (a leading wildcard
+/// is refused), so only theirs with the same first token, or a wildcard there, can collide: one
+/// pass over theirs, then for each of ours only the few that share its first token.
 pub fn overlaps(subjects: &[String], own: &str, others: &[OtherStream]) -> Vec<Overlap> {
-    let mut out = Vec::new();
-    for other in others.iter().filter(|o| o.name != own) {
-        for subject in subjects {
-            if let Some(theirs) = other.subjects.iter().find(|t| collide(subject, t)) {
-                out.push(Overlap {
-                    subject: subject.clone(),
-                    stream: other.name.clone(),
-                    other_subject: theirs.clone(),
-                });
+    const ANY: &str = "*";
+    let first = |s: &str| -> &str {
+        match s.split('.').next().unwrap_or_default() {
+            "*" | ">" => ANY,
+            token => token,
+        }
+    };
+    // First token -> (stream index, subject index) of their subjects, in their order.
+    let mut index: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
+    for (i, other) in others.iter().enumerate().filter(|(_, o)| o.name != own) {
+        for (j, theirs) in other.subjects.iter().enumerate() {
+            index.entry(first(theirs)).or_default().push((i, j));
+        }
+    }
+    // (stream, our subject) -> the first of its subjects that collides.
+    let mut found: std::collections::BTreeMap<(usize, usize), usize> = Default::default();
+    let no_candidates = Vec::new();
+    for (k, ours) in subjects.iter().enumerate() {
+        let key = first(ours);
+        let wild = index.get(ANY).unwrap_or(&no_candidates);
+        let candidates: Vec<&Vec<(usize, usize)>> = if key == ANY {
+            // Not a subject we would send; compared with everything all the same.
+            index.values().collect()
+        } else {
+            vec![index.get(key).unwrap_or(&no_candidates), wild]
+        };
+        for &(i, j) in candidates.into_iter().flatten() {
+            if collide(ours, &others[i].subjects[j]) {
+                let slot = found.entry((i, k)).or_insert(j);
+                *slot = (*slot).min(j);
             }
         }
     }
-    out
+    found
+        .into_iter()
+        .map(|((i, k), j)| Overlap {
+            subject: subjects[k].clone(),
+            stream: others[i].name.clone(),
+            other_subject: others[i].subjects[j].clone(),
+        })
+        .collect()
 }
 
 /// Decides what to do. `others` are the other streams of the account (with their subjects);
