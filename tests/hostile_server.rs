@@ -717,11 +717,7 @@ async fn serve_stream_list(
             continue;
         };
         match op.as_str() {
-            "PING" => {
-                if write.write_all(b"PONG\r\n").await.is_err() {
-                    return;
-                }
-            }
+            "PING" if write.write_all(b"PONG\r\n").await.is_err() => return,
             "SUB" if parts.len() >= 3 && parts[1].starts_with("_INBOX") => {
                 inbox_sid = parts[parts.len() - 1].to_string();
             }
@@ -773,7 +769,7 @@ async fn serve_stream_list(
 /// the listing did page (without the bound it is asked for pages until the memory runs out).
 #[tokio::test]
 async fn a_server_listing_streams_without_end_cannot_make_the_operator_hold_memory() {
-    use jetstream_kv_operator::crd::{ConditionType, ReconcileStatus};
+    use jetstream_kv_operator::crd::ConditionType;
     use jetstream_kv_operator::pubsub::resource::JetStreamStream;
     let _turn = TURN.lock().await;
     operator();

@@ -265,12 +265,12 @@ pub fn desired_stream(d: &Desired<'_>) -> stream::Config {
 /// pass over theirs, then for each of ours only the few that share its first token.
 pub fn overlaps(subjects: &[String], own: &str, others: &[OtherStream]) -> Vec<Overlap> {
     const ANY: &str = "*";
-    let first = |s: &str| -> &str {
+    fn first(s: &str) -> &str {
         match s.split('.').next().unwrap_or_default() {
             "*" | ">" => ANY,
             token => token,
         }
-    };
+    }
     // First token -> (stream index, subject index) of their subjects, in their order.
     let mut index: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
     for (i, other) in others.iter().enumerate().filter(|(_, o)| o.name != own) {
