@@ -53,9 +53,9 @@ pub fn subject_problem(subject: &str) -> Option<String> {
     // A wildcard first token matches the first token of every reserved subject below.
     if tokens.first().is_some_and(|t| *t == "*" || *t == ">") {
         return Some(
-            "a wildcard as its first token matches subjects under every first token, $JS. (the \
-             JetStream API) and _INBOX. (every reply in the account) included; start it with a \
-             literal token, such as orders.>"
+            "a wildcard as its first token matches every subject of the account, the JetStream \
+             API ($JS.) and every reply (_INBOX.) included; start it with a literal token, such \
+             as orders.>"
                 .into(),
         );
     }
