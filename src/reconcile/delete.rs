@@ -8,7 +8,7 @@ use kube::runtime::controller::Action;
 
 use super::context::Context;
 use super::execute::connect;
-use super::index::Owned;
+use super::index::{Index, Owned};
 use super::kind::{Bucket, Kind, Streams};
 use super::report::{self, ReportError};
 use super::status::{self, FINALIZER, Note, Reason};
@@ -171,7 +171,7 @@ async fn delete_own_stream(
         return Ok(Gone::NotOurs);
     }
     let identity = identity(&live, place.domain);
-    if let Some(users) = still_used(ctx, key, &identity, place.namespace) {
+    if let Some(users) = still_used(&ctx.index, key, &identity, place.namespace) {
         return Ok(Gone::InUse(users));
     }
     ctx.metrics.nats_request("delete");
@@ -210,7 +210,7 @@ pub(super) async fn delete_bucket(
     let domain = client.server_info().domain;
     let identity = identity(&live, domain.as_deref());
     let namespace = component.namespace().unwrap_or_default();
-    if let Some(users) = still_used(ctx, key, &identity, &namespace) {
+    if let Some(users) = still_used(&ctx.index, key, &identity, &namespace) {
         return retained(format!("bucket {name} is kept: {users}"));
     }
     let js = async_nats::jetstream::new(client);
@@ -228,8 +228,8 @@ pub(super) async fn delete_bucket(
 /// Who else uses the bucket or stream with this identity, by what their KeyValueBuckets and
 /// JetStreamStreams last reached (never by URL text), when anyone does: Components of
 /// `namespace` named, Components of other namespaces counted, never named.
-fn still_used(ctx: &Context, key: &str, identity: &str, namespace: &str) -> Option<String> {
-    let users = ctx.index.other_users(key, identity);
+fn still_used(index: &Index, key: &str, identity: &str, namespace: &str) -> Option<String> {
+    let users = index.other_users(key, identity);
     if users.is_empty() {
         return None;
     }
@@ -302,4 +302,41 @@ pub async fn forget(
         report::release_component(ctx, component).await?;
     }
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pubsub::resource::{JetStreamStreamSpec, JetStreamStreamStatus, StreamStatus};
+
+    fn jss(identity: &str) -> JetStreamStream {
+        let mut jss = JetStreamStream::new("c", JetStreamStreamSpec::default());
+        jss.status = Some(JetStreamStreamStatus {
+            stream: Some(StreamStatus {
+                identity: Some(identity.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        jss
+    }
+
+    #[test]
+    fn users_in_the_namespace_are_named_and_the_others_only_counted() {
+        let index = Index::default();
+        assert_eq!(still_used(&index, "shop/maker", "events@1", "shop"), None);
+        for key in [
+            "shop/maker",
+            "shop/user",
+            "team-b/secret-app",
+            "team-c/other",
+        ] {
+            index.seen(key, &jss("events@1"));
+        }
+        assert_eq!(
+            still_used(&index, "shop/maker", "events@1", "shop").as_deref(),
+            Some("shop/user, 2 Component(s) in other namespaces still use(s) it")
+        );
+        assert_eq!(still_used(&index, "shop/maker", "orders@1", "shop"), None);
+    }
 }

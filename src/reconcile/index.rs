@@ -233,12 +233,16 @@ impl Index {
         self.lock().failures.remove(key);
     }
 
-    /// A Component is gone: drop everything the operator kept for it. (What its KeyValueBucket
-    /// says goes when the KeyValueBucket does, which garbage collection deletes with it.)
+    /// A Component is gone: drop everything the operator kept for it, its uses too: a Component
+    /// that is gone uses nothing, even while garbage collection has not yet deleted its
+    /// KeyValueBucket or JetStreamStream (else deleting the maker of a bucket or stream right
+    /// after its last other user would keep it).
     pub fn remove(&self, key: &str) {
         let mut state = self.lock();
         state.buckets.written.remove(key);
         state.streams.written.remove(key);
+        state.buckets.uses.drop(key);
+        state.streams.uses.drop(key);
         state.failures.remove(key);
     }
 
@@ -382,6 +386,11 @@ mod tests {
         assert!(index.other_users("a/maker", "dead@1").is_empty());
         index.gone::<JetStreamStream>("a/maker");
         assert!(index.is_empty_for("a/maker") && index.is_empty_for("b/reader"));
+        // A Component removed is no user, even before its JetStreamStream is deleted.
+        index.seen("a/maker", &jss("events@1", None));
+        index.seen("a/user", &jss("events@1", None));
+        index.remove("a/user");
+        assert!(index.other_users("a/maker", "events@1").is_empty());
     }
 
     #[test]
