@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod controlplane;
 pub mod daprd;
 pub mod fixtures;
+pub mod forwarder;
 pub mod nats;
 pub mod operator;
 pub mod process;
