@@ -48,7 +48,8 @@ fn declared_modules(main_rs: &str) -> Vec<&str> {
             declared.push(name);
         }
         if !line.is_empty() && !line.starts_with("//") {
-            attribute = line.starts_with("#[");
+            // An attribute on a line of its own applies to the next item.
+            attribute = line.starts_with("#[") && line.ends_with(']');
         }
     }
     declared
