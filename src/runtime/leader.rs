@@ -5,7 +5,7 @@
 //! when it reads another holder, which it cannot while the API server is out of reach: a leader
 //! cut off for longer than the Lease would go on writing to NATS while a standby, which sees the
 //! Lease expire, writes too. So a leader also reads the Lease itself and counts it lost when it
-//! has not seen it renewed by the time it expires ([`Election::lost`]).
+//! has not seen it renewed shortly before it expires ([`Election::lost`]).
 
 use std::time::Duration;
 
@@ -135,9 +135,9 @@ fn hold(lease: &Lease, identity: &str, now: Timestamp) -> Hold {
     }
 }
 
-/// Reads the Lease after each expected renewal (a quarter of the grace after it, then every
-/// quarter of the grace until it is seen), and returns why the hold is lost: another holder, or
-/// the Lease's expiry passed without a read showing it renewed.
+/// Reads the Lease after each expected renewal (a step, a quarter of the grace, after it, then
+/// every step until it is seen), and returns why the hold is lost: another holder, or the Lease
+/// a step from its expiry without a read showing it renewed.
 async fn held_until_unconfirmed(
     leases: Api<Lease>,
     name: String,
@@ -156,7 +156,8 @@ async fn held_until_unconfirmed(
             }
             read = leases.get_opt(&name) => match read {
                 Ok(Some(lease)) => match hold(&lease, &identity, now) {
-                    Hold::For(left) => deadline = read_at + left,
+                    // A step early: the process must be gone before a standby can take over.
+                    Hold::For(left) => deadline = read_at + left.saturating_sub(step),
                     Hold::Lost => return "lost the leader Lease: another holder, or expired".into(),
                 },
                 Ok(None) => return "lost the leader Lease: it was deleted".into(),
