@@ -81,6 +81,10 @@ async fn steady_state_writes_nothing() {
         })
         .collect();
     assert!(writes.is_empty(), "writes to {stream}: {writes:?}");
+    eprintln!(
+        "nats-server audited {} requests for {stream} in three resyncs, none a write",
+        ours.len()
+    );
     assert!(reconciles(&after) > reconciles(&before), "resyncs ran");
     assert_eq!(
         kvbs.get("steady").await.unwrap().metadata.resource_version,
