@@ -906,19 +906,7 @@ async fn z_no_credential_appears_in_logs_events_objects_or_metrics() {
             .annotation("jetstreamkv.io/subjects", &unique_bucket(name))
             .json();
         apply(&pubsub);
-        let jsonpath = "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}";
-        eventually(
-            READY,
-            &format!("jss/{name} Ready={ready}"),
-            || async {
-                let status = control_plane()
-                    .kubectl(&["-n", &ns.name, "get", "jss", name, "-o", jsonpath], None)
-                    .ok()?;
-                (status.trim() == ready).then_some(())
-            },
-            async || support::describe(&ns.name, "jss", name),
-        )
-        .await;
+        support::wait_jss(&ns.name, name, &format!("Ready={ready}"), |s, _| s == ready).await;
     }
 
     // Wait for the other tests, then for a resync to log what it logs.

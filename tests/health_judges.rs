@@ -564,23 +564,8 @@ fn kubectl_json(args: &[&str], stdin: Option<&str>) -> Value {
 
 /// Waits until the JetStreamStream's Ready condition has `status` and `reason`; returns it.
 async fn wait_jss(namespace: &str, name: &str, status: &str, reason: &str) -> Value {
-    support::eventually(
-        Duration::from_secs(60),
-        &format!("jss/{name} Ready={status} {reason}"),
-        || async {
-            let out = control_plane()
-                .kubectl(&["-n", namespace, "get", "jss", name, "-o", "json"], None)
-                .ok()?;
-            let jss: Value = serde_json::from_str(&out).ok()?;
-            let conditions = jss["status"]["conditions"].as_array()?;
-            conditions
-                .iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == status && c["reason"] == reason)
-                .then_some(jss)
-        },
-        async || support::describe(namespace, "jss", name),
-    )
-    .await
+    let what = format!("Ready={status} {reason}");
+    support::wait_jss(namespace, name, &what, |s, r| s == status && r == reason).await
 }
 
 /// Waits until the operator's annotations on the Component report `reason` for its current

@@ -463,3 +463,62 @@ async fn a_slowloris_client_is_cut_off_on_the_metrics_port() {
 
 // Finding 6 (80,000 metadata items get their reason at once, and the Lease is kept) is in
 // tests/hostile_server.rs, whose operator runs with leader election.
+
+/// A pub/sub Component of another namespace that names the same stream (`streamName`) cannot
+/// take it over: the stream's config, creation time and messages are unchanged after its
+/// reconcile and two resyncs, and its JetStreamStream does not report the stream as managed.
+#[tokio::test]
+async fn another_namespace_cannot_take_over_a_stream() {
+    operator();
+    let client = support::client().await;
+    let owner = TestNamespace::new(&client, "stream-owner").await;
+    let other = TestNamespace::new(&client, "stream-other").await;
+    let suffix = support::random_suffix();
+    let stream = format!("SHARED_{suffix}");
+    let pubsub = |ns: &str, topic: &str| {
+        support::ComponentManifest::new(ns, "events")
+            .type_("pubsub.jetstream")
+            .item("natsURL", &nats().url())
+            .item("streamName", &stream)
+            .annotation("jetstreamkv.io/subjects", topic)
+            .yaml()
+    };
+    let topic = format!("owned{suffix}");
+    control_plane().apply(&pubsub(&owner.name, &topic));
+    support::wait_jss(&owner.name, "events", "Ready=True", |s, _| s == "True").await;
+    let js = support::jetstream(&nats().url()).await;
+    js.publish(topic.clone(), "kept".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let snapshot = async || {
+        let mut s = js.get_stream(&stream).await.unwrap();
+        let info = s.info().await.unwrap();
+        (
+            serde_json::to_value(&info.config).unwrap(),
+            format!("{:?}", info.created),
+            info.state.messages,
+            info.state.last_sequence,
+        )
+    };
+    let before = snapshot().await;
+
+    control_plane().apply(&pubsub(&other.name, &format!("other{suffix}")));
+    let jss = support::wait_jss(&other.name, "events", "a Ready condition", |_, _| true).await;
+    tokio::time::sleep(support::RESYNC * 2).await;
+    assert_eq!(snapshot().await, before, "the stream was changed");
+    let ready = jss["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        ready["reason"] != "StreamManaged",
+        "the other namespace reports the stream as its own: {ready}"
+    );
+    eprintln!(
+        "another namespace's Component naming the stream: {}",
+        ready["reason"]
+    );
+}

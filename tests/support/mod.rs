@@ -306,6 +306,33 @@ where
     }
 }
 
+/// Waits (at most a minute) until the JetStreamStream's Ready condition satisfies `ok(status,
+/// reason)`; returns the object as JSON.
+pub async fn wait_jss(
+    namespace: &str,
+    name: &str,
+    what: &str,
+    ok: impl Fn(&str, &str) -> bool,
+) -> serde_json::Value {
+    eventually(
+        Duration::from_secs(60),
+        &format!("jss/{name} in {namespace}: {what}"),
+        || async {
+            let out = control_plane()
+                .kubectl(&["-n", namespace, "get", "jss", name, "-o", "json"], None)
+                .ok()?;
+            let jss: serde_json::Value = serde_json::from_str(&out).ok()?;
+            let ready = jss["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")?;
+            ok(ready["status"].as_str()?, ready["reason"].as_str()?).then_some(jss)
+        },
+        async || describe(namespace, "jss", name),
+    )
+    .await
+}
+
 /// What `kubectl describe` and recent events say about an object, for failure messages.
 pub fn describe(namespace: &str, kind: &str, name: &str) -> String {
     let cp = control_plane();
