@@ -147,7 +147,9 @@ pub struct RunArgs {
     /// Namespace of the Lease (the operator's own namespace in a cluster).
     #[arg(long, env = "LEASE_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
-    /// How long a leader keeps the Lease without renewing it; a standby takes over after that.
+    /// How long a leader keeps the Lease without renewing it; a standby takes over after that. A
+    /// leader that has not read its Lease renewed by then (the API server out of reach), or reads
+    /// another holder, stops reconciling and exits, before a standby can take over.
     #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
     #[command(flatten)]
@@ -306,21 +308,17 @@ async fn run(args: RunArgs) -> Result<(), String> {
     }
     tracing::info!(lease = %lease.name, "became the leader");
     health.set_ready(false);
-    let lost = election.lost();
-    let lost_leadership = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = lost_leadership.clone();
-    let stop = async move {
-        tokio::select! {
-            _ = shutdown => {}
-            _ = lost => flag.store(true, std::sync::atomic::Ordering::Relaxed),
+    tokio::select! {
+        // SIGTERM: in-flight reconciles finish, then the Lease is released.
+        _ = runtime::run(client, config, health, metrics, shutdown) => {}
+        // Another instance may be writing now: drop every reconcile where it stands (no graceful
+        // end: one waiting on the API server could write to NATS later), and exit so that the
+        // restart rejoins the election.
+        _ = election.lost() => {
+            return Err(
+                "lost the leader Lease; exiting so that a fresh start rejoins the election".into(),
+            );
         }
-    };
-    runtime::run(client, config, health, metrics, stop).await;
-    if lost_leadership.load(std::sync::atomic::Ordering::Relaxed) {
-        // Another instance may be writing now: stop at once, and let the restart rejoin.
-        return Err(
-            "lost the leader Lease; exiting so that a fresh start rejoins the election".into(),
-        );
     }
     election.release(Duration::from_secs(5)).await;
     tracing::info!("stopped");

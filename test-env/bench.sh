@@ -17,7 +17,8 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 step "setting up the test environment (test-env/setup.sh)"
-eval "$(test-env/setup.sh)"
+env_out=$(test-env/setup.sh)  # not eval "$(…)", which carries on after a failure
+eval "$env_out"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$JKO_CACHE/target}"
 
 step "building the operator and the benchmark (release)"

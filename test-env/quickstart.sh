@@ -17,10 +17,12 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 
 mode=${1:-}
 case $mode in
-  ""|stop) eval "$(test-env/setup.sh --quick-start)" ;;
-  --in-cluster) eval "$(test-env/setup.sh controlplane nats helm node daprd)" ;;
+  # Assigned first: `eval "$(…)"` would carry on after a failed setup.
+  ""|stop) env_out=$(test-env/setup.sh --quick-start) ;;
+  --in-cluster) env_out=$(test-env/setup.sh controlplane nats helm node daprd) ;;
   *) echo "usage: $0 [--in-cluster|stop]" >&2; exit 2 ;;
 esac
+eval "$env_out"
 state="$JKO_CACHE/quickstart"
 mkdir -p "$state"
 
@@ -49,7 +51,8 @@ rm -rf "$state/controlplane" "$state/nats"
 node_args=()
 if [ "$mode" = --in-cluster ]; then
   step "building the operator's image (optimised build, buildah)"
-  eval "$(test-env/operator-image.sh)"
+  env_out=$(test-env/operator-image.sh)
+  eval "$env_out"
   node_args=(--node --pause-image "$JKO_PAUSE_IMAGE_ARCHIVE" --image "$JKO_OPERATOR_IMAGE_ARCHIVE")
   step "starting the Kubernetes control plane and a node (containerd, kubelet, kube-scheduler)"
 else

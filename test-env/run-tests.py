@@ -13,14 +13,28 @@ as one block when it ends, with cargo's `Running` header and libtest's `test res
 TEST_LANES (default 2) sets how many modules run at once. Durations of the last run are kept in
 $JKO_CACHE/test-durations.json, and the longest modules start first. Exit status 1 when any
 failed.
+
+A run is counted, not only its exit statuses: it fails when fewer integration modules were built
+than `tests/main.rs` lists (and never fewer than MIN_MODULES), when a binary's or module's
+`test result:` line is missing or shows fewer passed than the tests it was given, or any ignored,
+and when a module runs longer than TEST_MODULE_TIMEOUT seconds (default 1200: killed with every
+process it started). `test-env/test_run_tests.py` tests these rules with a fake test binary.
 """
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
 import time
+
+# The fewest integration modules a run may have, whatever `tests/main.rs` says (26 when written):
+# a `tests/main.rs` emptied by mistake must not make a run of nothing green.
+MIN_MODULES = 24
+MAIN_RS = "tests/main.rs"
+RESULT = re.compile(r"^test result: \S+\. (\d+) passed; (\d+) failed; (\d+) ignored;", re.M)
 
 
 def build():
@@ -46,15 +60,55 @@ def build():
     return units, integration
 
 
+def listed(path, args=()):
+    """The names of the tests a binary lists, ignored ones included."""
+    out = subprocess.run([path, "--list", "--format", "terse", *args], stdout=subprocess.PIPE,
+                         check=True, text=True).stdout
+    return [name for name, _, kind in (line.rpartition(": ") for line in out.splitlines())
+            if kind == "test"]
+
+
+def expected_modules(main_rs=MAIN_RS):
+    """The integration modules `tests/main.rs` declares (`mod x;`, not `support`), as labels."""
+    with open(main_rs) as f:
+        names = re.findall(r"^mod (\w+);", f.read(), re.M)
+    return sorted(f"tests/{n}.rs" if os.path.exists(f"tests/{n}.rs") else f"tests/{n}/mod.rs"
+                  for n in names if n != "support")
+
+
+def missing_modules(integration, main_rs=MAIN_RS):
+    """Why the integration modules built are too few, or None."""
+    built = {name for name, _, _ in integration} - {main_rs}
+    try:
+        expected = expected_modules(main_rs)
+    except OSError as e:
+        return f"cannot read {main_rs}: {e}"
+    absent = [m for m in expected if m not in built]
+    if absent:
+        return f"{len(absent)} modules of {main_rs} have no test in the built binary: " + \
+            ", ".join(absent)
+    if len(built) < MIN_MODULES:
+        return f"only {len(built)} integration test modules were built, fewer than {MIN_MODULES}"
+    return None
+
+
+def counted(output, expected):
+    """Why a test process's output does not show `expected` tests passed, or None."""
+    results = RESULT.findall(output)
+    if len(results) != 1:
+        return f"{len(results)} `test result:` lines instead of 1"
+    passed, failed, ignored = (int(n) for n in results[0])
+    if ignored:
+        return f"{ignored} tests ignored"
+    if failed or passed != expected:
+        return f"{passed} passed of {expected} tests given"
+    return None
+
+
 def modules(path):
     """The integration binary's tests grouped by module (the file of `tests/` they are in)."""
-    listed = subprocess.run([path, "--list", "--format", "terse"], stdout=subprocess.PIPE,
-                            check=True, text=True).stdout
     groups = {}
-    for line in listed.splitlines():
-        name, _, kind = line.rpartition(": ")
-        if kind != "test":
-            continue
+    for name in listed(path):
         module = name.split("::", 1)[0] if "::" in name else None
         if module is None:
             label = "tests/main.rs"
@@ -66,17 +120,45 @@ def modules(path):
     return [(label, path, names) for label, names in groups.items()]
 
 
-def run(name, path, tests, args):
+def run(name, path, tests, args, timeout=None):
+    """Runs a binary (`tests`: the module's tests, or [] for all) in a session of its own; kills
+    the session after `timeout` seconds. Returns (exit status, output, seconds); the status is 1
+    when the output does not count every test given as passed."""
     started = time.monotonic()
     selection = ["--exact", *tests] if tests else []
-    proc = subprocess.run([path, *selection, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          stdin=subprocess.DEVNULL, text=True, errors="replace")
-    return proc.returncode, proc.stdout, time.monotonic() - started
+    expected = len(tests) if tests else len(listed(path, args))
+    proc = subprocess.Popen([path, *selection, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                            errors="replace", start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+        why = counted(output, expected) if proc.returncode == 0 else None
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            output, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # a process that left the session holds the pipe
+            output = ""
+            proc.wait()
+        why = f"killed after {timeout:.0f}s (TEST_MODULE_TIMEOUT)"
+    code = proc.returncode
+    if why:
+        output += f"\n{name}: {why}\n"
+        code = code or 1
+    return code, output, time.monotonic() - started
+
+
+def doc_tests():
+    """`cargo test --doc`: (exit status, output)."""
+    doc = subprocess.run(["cargo", "test", "--locked", "--doc"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, errors="replace")
+    return doc.returncode, doc.stdout
 
 
 def main():
     args = sys.argv[1:]
     lanes = max(1, int(os.environ.get("TEST_LANES", "2")))
+    timeout = float(os.environ.get("TEST_MODULE_TIMEOUT", "1200"))
     cache = os.environ.get("JKO_CACHE")
     durations_file = os.path.join(cache, "test-durations.json") if cache else None
     try:
@@ -101,7 +183,11 @@ def main():
 
     # Unit tests first, alone: they are quick, and a failure there is the first thing to read.
     for name, path, tests in units:
-        report(name, path, *run(name, path, tests, args))
+        report(name, path, *run(name, path, tests, args, timeout))
+    too_few = missing_modules(integration)
+    if too_few:
+        print(f"FAILED: {too_few}", flush=True)
+        results["integration modules"] = (1, 0.0)
 
     # Longest first (by the last run's figures; new modules first of all), so that the lanes
     # end together.
@@ -115,7 +201,7 @@ def main():
                     return
                 name, path, tests = queue.pop(0)
                 print(f"    started {name}", flush=True)
-            report(name, path, *run(name, path, tests, args))
+            report(name, path, *run(name, path, tests, args, timeout))
 
     threads = [threading.Thread(target=lane) for _ in range(lanes)]
     for t in threads:
@@ -124,11 +210,10 @@ def main():
         t.join()
 
     started = time.monotonic()
-    doc = subprocess.run(["cargo", "test", "--locked", "--doc"], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, errors="replace")
-    results["doc tests"] = (doc.returncode, 0.0)
+    doc_code, doc_output = doc_tests()
+    results["doc tests"] = (doc_code, 0.0)
     print("   Doc-tests", flush=True)
-    print(doc.stdout.rstrip("\n"), flush=True)
+    print(doc_output.rstrip("\n"), flush=True)
     print(f"    (doc tests in {time.monotonic() - started:.0f}s)", flush=True)
 
     if durations_file:
@@ -143,9 +228,9 @@ def main():
     failed = sorted(n for n, (code, _) in results.items() if code != 0)
     if failed:
         print("FAILED: " + ", ".join(failed), flush=True)
-        return 1
-    print(f"all {len(results)} test binaries and modules passed", flush=True)
-    return 0
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed (test binaries, integration "
+          f"modules and doc tests; {len(integration)} integration modules built)", flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

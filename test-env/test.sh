@@ -14,8 +14,22 @@ step() {
   printf '\n==> %s\n' "$*" >&2
 }
 
+# The operator under test is always this checkout's: JKO_OPERATOR_BIN (another build, for
+# bench/README.md's comparisons) would make every integration test run that binary instead.
+if [ -n "${JKO_OPERATOR_BIN:-}" ]; then
+  echo "JKO_OPERATOR_BIN is set ($JKO_OPERATOR_BIN): the tests would run that binary instead of" \
+    "this checkout's; unset it to run them" >&2
+  exit 2
+fi
+
+step "the test runner's own tests (test-env/test_run_tests.py)"
+python3 test-env/test_run_tests.py
+
 step "setting up the test environment (test-env/setup.sh)"
-eval "$(test-env/setup.sh)"
+# Assigned first: `eval "$(…)"` would carry on after a failed setup (the status of a command
+# substitution inside eval's argument is lost), against stale JKO_* servers or none.
+env_out=$(test-env/setup.sh)
+eval "$env_out"
 # Build artefacts live in the cache too, so a fresh clone does not rebuild every dependency.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$JKO_CACHE/target}"
 # The servers' data (etcd, JetStream stores) and logs of a run live under target/tmp: cleared
@@ -31,7 +45,8 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 
 step "building the operator's image for the node tests (test-env/operator-image.sh)"
-eval "$(test-env/operator-image.sh)"
+env_out=$(test-env/operator-image.sh)
+eval "$env_out"
 
 step "cargo test (unit tests, then integration tests against real servers and a real node, ${TEST_LANES:-2} modules at a time)"
 # This run's marker: every server the tests start inherits it (see the leftover check below).

@@ -893,6 +893,21 @@ async fn z_no_credential_appears_in_logs_events_objects_or_metrics() {
         "SeedDoesNotMatchJwt",
     )
     .await;
+    // The same credentials through pub/sub Components: their JetStreamStreams are read below.
+    for (name, secret, ready) in [
+        ("events-good", "good", "True"),
+        ("events-mixed", "mixed", "False"),
+    ] {
+        let pubsub = ComponentManifest::new(&ns.name, name)
+            .type_("pubsub.jetstream")
+            .raw_item(value("natsURL", &server.url()))
+            .raw_item(from_secret("jwt", secret, Some("jwt")))
+            .raw_item(from_secret("seedKey", secret, Some("seedKey")))
+            .annotation("jetstreamkv.io/subjects", &unique_bucket(name))
+            .json();
+        apply(&pubsub);
+        support::wait_jss(&ns.name, name, &format!("Ready={ready}"), |s, _| s == ready).await;
+    }
 
     // Wait for the other tests, then for a resync to log what it logs.
     eventually(
@@ -912,6 +927,10 @@ async fn z_no_credential_appears_in_logs_events_objects_or_metrics() {
         ("Events", get(&["get", "events", "-A", "-o", "yaml"])),
         ("KeyValueBuckets", get(&["get", "kvb", "-A", "-o", "yaml"])),
         (
+            "JetStreamStreams",
+            get(&["get", "jetstreamstreams", "-A", "-o", "yaml"]),
+        ),
+        (
             "Components",
             get(&["get", "components", "-A", "-o", "yaml"]),
         ),
@@ -930,7 +949,8 @@ async fn z_no_credential_appears_in_logs_events_objects_or_metrics() {
         );
     }
     eprintln!(
-        "scanned {} credentials in {} bytes of logs, Events, objects and metrics",
+        "scanned {} credentials in {} bytes of logs, Events, objects (KeyValueBuckets, \
+         JetStreamStreams, Components) and metrics",
         secrets.len(),
         places.iter().map(|(_, t)| t.len()).sum::<usize>()
     );

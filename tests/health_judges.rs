@@ -562,6 +562,12 @@ fn kubectl_json(args: &[&str], stdin: Option<&str>) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("kubectl {args:?}: {e}: {out}"))
 }
 
+/// Waits until the JetStreamStream's Ready condition has `status` and `reason`; returns it.
+async fn wait_jss(namespace: &str, name: &str, status: &str, reason: &str) -> Value {
+    let what = format!("Ready={status} {reason}");
+    support::wait_jss(namespace, name, &what, |s, r| s == status && r == reason).await
+}
+
 /// Waits until the operator's annotations on the Component report `reason` for its current
 /// generation; returns the Component.
 async fn wait_annotations(namespace: &str, name: &str, reason: &str) -> Value {
@@ -655,6 +661,27 @@ async fn verdicts_on_objects_captured_from_the_operator_are_the_ones_the_docs_pr
     wait_kvb(n, "ready", "Ready", Duration::from_secs(60));
     captures.add("Ready", get_json(n, "kvb", "ready"));
     captures.add("Ready", wait_annotations(n, "ready", "BucketManaged").await);
+
+    // JetStreamStreams of pub/sub Components, judged by the same checks as a KeyValueBucket:
+    // Ready, and Reconciling on a closed port.
+    let pubsub = |name: &str, url: &str| {
+        support::ComponentManifest::new(n, name)
+            .type_("pubsub.jetstream")
+            .item("natsURL", url)
+            .annotation("jetstreamkv.io/subjects", &support::unique_bucket(name))
+            .yaml()
+    };
+    control_plane().apply(&pubsub("events", &url));
+    captures.add(
+        "Ready",
+        wait_jss(n, "events", "True", "StreamManaged").await,
+    );
+    let closed = format!("nats://127.0.0.1:{}", support::process::free_port());
+    control_plane().apply(&pubsub("events-down", &closed));
+    captures.add(
+        "Reconciling (`NatsUnavailable`)",
+        wait_jss(n, "events-down", "False", "NatsUnavailable").await,
+    );
 
     // Generation behind: a spec change the operator has not observed yet (the responses of the
     // patches are the objects right after the change).
@@ -905,7 +932,7 @@ async fn verdicts_on_objects_captured_from_the_operator_are_the_ones_the_docs_pr
             v.argocd.error, None,
             "Argo CD failed on {state} {kind}: {obj:#}"
         );
-        let (got, columns): (Vec<&str>, &[usize]) = if kind == "KeyValueBucket" {
+        let (got, columns): (Vec<&str>, &[usize]) = if kind != "Component" {
             (
                 vec![v.argocd.status.as_str(), v.kstatus.status.as_str()],
                 &KVB_COLUMNS[..],

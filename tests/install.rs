@@ -5,10 +5,13 @@
 use crate::support;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
+use kube::api::{Patch, PatchParams};
+use support::forwarder::Forwarder;
+use support::nats::NatsServer;
 use support::operator::Operator;
 use support::{TestNamespace, control_plane, nats};
 
@@ -208,10 +211,13 @@ async fn lease_holder(client: &kube::Client, ns: &str, name: &str) -> Option<Str
         .filter(|h| !h.is_empty())
 }
 
+/// The operator's reconciles so far; fails when /metrics does not answer (a standby that
+/// cannot be asked must not count as one that did nothing).
 fn reconciles(op: &Operator) -> f64 {
-    op.http_get("/metrics")
-        .map(|(_, body)| support::fixtures::metric(&body, "jetstream_kv_reconciles_total"))
-        .unwrap_or_default()
+    match op.http_get("/metrics") {
+        Some((200, body)) => support::fixtures::metric(&body, "jetstream_kv_reconciles_total"),
+        other => panic!("/metrics did not answer: {other:?}\n{}", op.log_tail()),
+    }
 }
 
 #[tokio::test]
@@ -298,6 +304,201 @@ async fn only_the_leader_writes_and_a_standby_takes_over_when_it_dies() {
         lease_holder(&client, "default", lease).await,
         None,
         "the Lease was not released"
+    );
+}
+
+/// The leader election flags of these tests: a 6 s Lease, a resync every second (so that a live
+/// leader keeps asking nats-server), one namespace.
+fn election_args(ns: &str) -> Vec<&str> {
+    let flags = ["--leader-election", "--lease-duration", "6s"];
+    let resync = ["--resync-interval", "1s", "--namespaces"];
+    flags.into_iter().chain(resync).chain([ns]).collect()
+}
+
+async fn wait_for_holder(client: &kube::Client, lease: &str, holder: &str, op: &Operator) {
+    support::eventually(
+        Duration::from_secs(30),
+        &format!("{holder} to hold the Lease"),
+        || async {
+            (lease_holder(client, "default", lease).await.as_deref() == Some(holder)).then_some(())
+        },
+        async || op.log_tail(),
+    )
+    .await;
+}
+
+/// Waits (at most `timeout`) for the operator to exit; returns when it was seen gone (looked
+/// for every 20 ms).
+async fn wait_for_exit(op: &Operator, timeout: Duration) -> SystemTime {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if op.exited().is_some() {
+            return SystemTime::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "the operator still runs after {timeout:?}:\n{}",
+        op.log_tail()
+    );
+}
+
+/// When the Lease, as the API server has it, expires: its renewTime plus its duration.
+async fn lease_expiry(client: &kube::Client, lease: &str) -> SystemTime {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let spec = leases.get(lease).await.unwrap().spec.unwrap();
+    let renewed = SystemTime::from(spec.renew_time.unwrap().0);
+    renewed + Duration::from_secs(spec.lease_duration_seconds.unwrap() as u64)
+}
+
+/// A network partition: the leader loses the API server for longer than its Lease but still
+/// reaches nats-server. By the time the Lease expires (when a standby may take it) it has stopped
+/// asking nats-server anything (counted by nats-server, not by the operator), and exited; a
+/// standby then takes over.
+#[tokio::test]
+async fn a_leader_cut_off_from_the_api_server_stops_before_its_lease_expires() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "cutoff").await;
+    // A nats-server of this test's own: every request it counts is this operator's.
+    let server = NatsServer::start();
+    let lease = format!("jko-cutoff-{}", support::random_suffix());
+    let cp = control_plane();
+    let api: std::net::SocketAddr = cp
+        .server
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {e}", cp.server));
+    let forwarder = Forwarder::start(api);
+    let kubeconfig = cp.dir.join(format!("{}-via-forwarder.kubeconfig", ns.name));
+    let admin = std::fs::read_to_string(&cp.kubeconfig).unwrap();
+    assert!(admin.contains(&cp.server), "{admin}");
+    let via = admin.replace(&cp.server, &format!("https://{}", forwarder.addr));
+    std::fs::write(&kubeconfig, via).unwrap();
+    let args = election_args(&ns.name);
+    let env = |id: &'static str| {
+        [
+            ("LEASE_NAME", lease.as_str()),
+            ("LEASE_NAMESPACE", "default"),
+            ("POD_NAME", id),
+        ]
+    };
+    let first = Operator::start_with_env(&kubeconfig, &args, &env("first"));
+    wait_for_holder(&client, &lease, "first", &first).await;
+    let store = |name: &str| {
+        let bucket = format!("cut_{}", support::random_suffix());
+        support::ComponentManifest::store(&ns.name, name, &server.url(), &bucket).yaml()
+    };
+    cp.apply(&store("before"));
+    wait_kvb_with(&ns.name, "before", &first);
+    // The instrument sees a live leader: its resyncs ask nats-server every second.
+    let live = server.api_requests();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        server.api_requests() > live,
+        "nats-server counted no request from a live leader in 3 s"
+    );
+
+    forwarder.cut();
+    let cut = SystemTime::now();
+    let counted = async {
+        // A renewal in flight when the cut came has landed by now, or never will.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let expiry = lease_expiry(&client, &lease).await;
+        let wait = expiry.duration_since(SystemTime::now()).unwrap_or_default();
+        tokio::time::sleep(wait + Duration::from_millis(200)).await;
+        let at_expiry = server.api_requests();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(
+            server.api_requests(),
+            at_expiry,
+            "the leader cut off from the API server asked nats-server after its Lease expired\n{}",
+            first.log_tail()
+        );
+        expiry
+    };
+    let (exited, expiry) = tokio::join!(wait_for_exit(&first, Duration::from_secs(30)), counted);
+    assert!(
+        exited <= expiry,
+        "exited {:?} after the Lease expired",
+        exited.duration_since(expiry).unwrap_or_default()
+    );
+    assert!(
+        first.exited().is_some_and(|s| !s.success()),
+        "exit status {:?}",
+        first.exited()
+    );
+    assert!(
+        first.logs().contains("lost the leader Lease"),
+        "{}",
+        first.log_tail()
+    );
+    eprintln!(
+        "cut off: exited {:?} after the cut, the Lease expired {:?} after it",
+        exited.duration_since(cut).unwrap_or_default(),
+        expiry.duration_since(cut).unwrap_or_default()
+    );
+
+    // A standby (with the API server in reach) takes the expired Lease and reconciles.
+    let second = Operator::start_with_env(&cp.kubeconfig, &args, &env("second"));
+    wait_for_holder(&client, &lease, "second", &second).await;
+    cp.apply(&store("after"));
+    wait_kvb_with(&ns.name, "after", &second);
+}
+
+/// Another holder writes the Lease (here: the standby's name, as after a renewal the leader
+/// missed): the leader stops within the Lease's duration, and the standby, finding itself the
+/// holder, reconciles.
+#[tokio::test]
+async fn a_leader_whose_lease_another_holder_takes_exits_and_the_holder_reconciles() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "taken").await;
+    let lease = format!("jko-taken-{}", support::random_suffix());
+    let args = election_args(&ns.name);
+    let env = |id: &'static str| {
+        [
+            ("LEASE_NAME", lease.as_str()),
+            ("LEASE_NAMESPACE", "default"),
+            ("POD_NAME", id),
+        ]
+    };
+    let kubeconfig = &control_plane().kubeconfig;
+    let first = Operator::start_with_env(kubeconfig, &args, &env("first"));
+    wait_for_holder(&client, &lease, "first", &first).await;
+    let second = Operator::start_with_env(kubeconfig, &args, &env("second"));
+    control_plane().apply(&component(
+        &ns.name,
+        "before",
+        &format!("tk_{}", support::random_suffix()),
+    ));
+    wait_kvb_with(&ns.name, "before", &first);
+    assert_eq!(reconciles(&second), 0.0, "the standby reconciled");
+
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::now());
+    let taken = serde_json::json!({"spec": {"holderIdentity": "second", "renewTime": now}});
+    leases
+        .patch(&lease, &PatchParams::default(), &Patch::Merge(&taken))
+        .await
+        .unwrap();
+    let written = SystemTime::now();
+    let exited = wait_for_exit(&first, Duration::from_secs(10)).await;
+    let took = exited.duration_since(written).unwrap_or_default();
+    assert!(
+        took <= Duration::from_secs(6),
+        "the leader went on for {took:?} after another holder took its 6 s Lease"
+    );
+    assert!(
+        first.logs().contains("lost the leader Lease"),
+        "{}",
+        first.log_tail()
+    );
+    eprintln!("taken: the leader exited {took:?} after the Lease was written");
+    let bucket = format!("tk_{}", support::random_suffix());
+    control_plane().apply(&component(&ns.name, "after", &bucket));
+    wait_kvb_with(&ns.name, "after", &second);
+    assert_eq!(
+        lease_holder(&client, "default", &lease).await.as_deref(),
+        Some("second")
     );
 }
 

@@ -36,13 +36,35 @@ mod steady_state;
 mod tenancy;
 mod webhook;
 
-/// A test file that is not a module above would silently never run (`autotests = false`).
+/// The modules `main_rs` declares unconditionally: `mod x;` lines with no attribute (a
+/// `#[cfg(...)]` above one compiles it out).
+fn declared_modules(main_rs: &str) -> Vec<&str> {
+    let mut declared = Vec::new();
+    let mut attribute = false;
+    for line in main_rs.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix("mod ").and_then(|l| l.strip_suffix(';'))
+            && !attribute
+        {
+            declared.push(name);
+        }
+        if !line.is_empty() && !line.starts_with("//") {
+            // An attribute on a line of its own applies to the next item.
+            attribute = line.starts_with("#[") && line.ends_with(']');
+        }
+    }
+    declared
+}
+
+/// A test file (`tests/x.rs` or `tests/x/mod.rs`) that is not a module above would silently
+/// never run (`autotests = false`).
 #[test]
 fn every_test_file_is_a_module_of_this_binary() {
-    let listed: Vec<&str> = include_str!("main.rs")
-        .lines()
-        .filter_map(|l| l.strip_prefix("mod ")?.strip_suffix(';'))
-        .collect();
+    // The instrument sees a module compiled out, or declared on the attribute's line.
+    assert_eq!(
+        declared_modules("mod a;\n#[cfg(any())]\nmod b;\n#[cfg(test)] mod c;\n// x\nmod d;\n"),
+        ["a", "d"]
+    );
+    let listed = declared_modules(include_str!("main.rs"));
     let dir = support::repo_root().join("tests");
     let mut missing = Vec::new();
     for entry in std::fs::read_dir(&dir).expect("tests/ is readable") {
@@ -50,13 +72,19 @@ fn every_test_file_is_a_module_of_this_binary() {
         let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
             continue;
         };
-        let file = path.extension().is_some_and(|e| e == "rs");
-        if file && stem != "main" && !listed.contains(&stem) {
-            missing.push(format!("tests/{stem}.rs"));
+        let file = path.extension().is_some_and(|e| e == "rs") && stem != "main";
+        let folder = path.join("mod.rs").is_file();
+        if (file || folder) && !listed.contains(&stem) {
+            missing.push(if folder {
+                format!("tests/{stem}/mod.rs")
+            } else {
+                format!("tests/{stem}.rs")
+            });
         }
     }
     assert!(
         missing.is_empty(),
-        "add `mod <name>;` to tests/main.rs for {missing:?}: otherwise their tests never run"
+        "add `mod <name>;` (with no #[cfg]) to tests/main.rs for {missing:?}: otherwise their \
+         tests never run"
     );
 }

@@ -1,10 +1,16 @@
 //! An outage of NATS is seen at once, with the DEFAULT resync (5 minutes): the connection's own
-//! events (disconnected, connected) reconcile every Component that uses it. A test binary of its
-//! own, so that the operator runs with default flags and its counters count this test only.
+//! events (disconnected, connected) reconcile every Component that uses it. Writes are counted
+//! twice: by the operator and by a watch of the API server. A module of its own, so that the
+//! operator runs with default flags and its counters count this test only.
 
 use crate::support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::runtime::watcher;
 
 use jetstream_kv_operator::crd::KeyValueBucket;
 use kube::Api;
@@ -30,6 +36,27 @@ fn status_writes(operator: &Operator) -> u64 {
         .and_then(|v| v.parse::<f64>().ok())
         .map(|v| v as u64)
         .unwrap_or(0)
+}
+
+/// Writes to the KeyValueBuckets of `api`, as the API server reports them to a watch (one event
+/// per change, after the initial list): counted by the server, whatever the operator counts.
+fn writes_seen(api: Api<KeyValueBucket>) -> Arc<AtomicU64> {
+    let count = Arc::new(AtomicU64::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+        let mut listed = false;
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::InitDone) => listed = true,
+                Ok(watcher::Event::Apply(_)) if listed => {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                _ => {}
+            }
+        }
+    });
+    count
 }
 
 /// Ready (status, reason) of every KeyValueBucket of the namespace.
@@ -107,9 +134,11 @@ async fn a_stopped_nats_server_shows_within_seconds_with_the_default_resync() {
         );
     }
     let api: Api<KeyValueBucket> = Api::namespaced(client.clone(), &ns.name);
+    let seen = writes_seen(api.clone());
     // Let the reconcile that Ready itself triggers settle.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let writes_ready = status_writes(&operator);
+    let seen_ready = seen.load(Ordering::SeqCst);
 
     tokio::task::block_in_place(|| nats.stop());
     let shown = wait_all(&api, &operator, "NatsUnavailable", |(s, r, reconciling)| {
@@ -124,6 +153,12 @@ async fn a_stopped_nats_server_shows_within_seconds_with_the_default_resync() {
         COMPONENTS as u64,
         "one status write per Component for the outage"
     );
+    let seen_down = seen.load(Ordering::SeqCst);
+    assert_eq!(
+        seen_down - seen_ready,
+        COMPONENTS as u64,
+        "the API server saw one write per Component for the outage"
+    );
 
     tokio::task::block_in_place(|| nats.start_again());
     let cleared = wait_all(&api, &operator, "Ready again", |(s, _, reconciling)| {
@@ -135,6 +170,11 @@ async fn a_stopped_nats_server_shows_within_seconds_with_the_default_resync() {
         status_writes(&operator) - writes_down,
         COMPONENTS as u64,
         "one status write per Component for the return"
+    );
+    assert_eq!(
+        seen.load(Ordering::SeqCst) - seen_down,
+        COMPONENTS as u64,
+        "the API server saw one write per Component for the return"
     );
     eprintln!(
         "default resync: {COMPONENTS} Components showed NatsUnavailable {:.1} s after nats-server stopped, and Ready {:.1} s after it was back",

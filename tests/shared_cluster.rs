@@ -161,10 +161,12 @@ async fn one_namespace_cannot_take_every_worker() {
     let quiet = TestNamespace::new(&client, "fair-quiet").await;
     // Each noisy Component has a silent server of its own (so none waits on another's connect).
     let mut servers = Vec::new();
+    let mut accepted = Vec::new();
     let mut patterns = Vec::new();
     for _ in 0..12 {
-        let (port, _) = listener().await;
+        let (port, count) = listener().await;
         servers.push(port);
+        accepted.push(count);
         patterns.push(format!("{{host: 127.0.0.1, ports: [{port}]}}"));
     }
     control_plane().apply(&policy(&noisy.name, &noisy.name, &patterns));
@@ -190,9 +192,20 @@ async fn one_namespace_cannot_take_every_worker() {
         );
     }
     control_plane().apply(&manifest);
-    // The noisy ones are being worked on (their KeyValueBuckets appear only when done, so wait
-    // a moment for the watch to deliver them).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The noisy ones hold workers: their silent servers count the dials (a noisy Component
+    // refused before dialling, for another reason, would hold none and prove nothing). Their
+    // namespace's share is half the workers.
+    let share = CONCURRENCY / 2;
+    support::eventually(
+        Duration::from_secs(20),
+        "the noisy namespace's servers to be dialled",
+        || async {
+            let dialled: usize = accepted.iter().map(|a| a.load(Ordering::SeqCst)).sum();
+            (dialled >= share).then_some(())
+        },
+        async || operator().log_tail(),
+    )
+    .await;
     let started = Instant::now();
     let bucket = support::unique_bucket("quiet");
     control_plane().apply(&component(&quiet.name, "quiet", &nats().url(), &bucket));

@@ -1,5 +1,6 @@
 //! Steady state costs nothing: once a Component is Ready, resyncs write nothing to the API server
-//! and send nothing but reads to NATS. A test binary of its own, so that the operator's counters
+//! and send nothing but reads to NATS. Judged by the servers (resourceVersions, nats-server's
+//! audit advisories) and by the operator's counters; a module of its own, so that the counters
 //! count this test only.
 
 use crate::support;
@@ -46,9 +47,44 @@ async fn steady_state_writes_nothing() {
             .collect::<Vec<_>>()
     };
     let reconciles = |m: &str| support::fixtures::metric(m, "jetstream_kv_reconciles_total");
+    // nats-server's own record of every JetStream API request (an audit advisory each), whatever
+    // the operator counts.
+    let watcher = async_nats::connect(nats().url()).await.unwrap();
+    let mut audits = watcher.subscribe("$JS.EVENT.ADVISORY.API").await.unwrap();
+    watcher.flush().await.unwrap();
     let (_, before) = operator().http_get("/metrics").expect("metrics");
     tokio::time::sleep(RESYNC * 3).await;
     let (_, after) = operator().http_get("/metrics").expect("metrics");
+    let mut requests = Vec::new();
+    while let Ok(Some(audit)) = tokio::time::timeout(
+        Duration::from_millis(200),
+        futures::StreamExt::next(&mut audits),
+    )
+    .await
+    {
+        let audit: serde_json::Value = serde_json::from_slice(&audit.payload).unwrap();
+        requests.push(audit["subject"].as_str().unwrap_or_default().to_owned());
+    }
+    let stream = format!("KV_{bucket}");
+    let ours: Vec<_> = requests.iter().filter(|s| s.ends_with(&stream)).collect();
+    // The instrument sees the resyncs' reads.
+    assert!(
+        !ours.is_empty(),
+        "nats-server audited no request for {stream} in three resyncs: {requests:?}"
+    );
+    let writes: Vec<_> = ours
+        .iter()
+        .filter(|s| {
+            ["CREATE", "UPDATE", "DELETE", "PURGE", "MSG.DELETE"]
+                .iter()
+                .any(|verb| s.starts_with(&format!("$JS.API.STREAM.{verb}.")))
+        })
+        .collect();
+    assert!(writes.is_empty(), "writes to {stream}: {writes:?}");
+    eprintln!(
+        "nats-server audited {} requests for {stream} in three resyncs, none a write",
+        ours.len()
+    );
     assert!(reconciles(&after) > reconciles(&before), "resyncs ran");
     assert_eq!(
         kvbs.get("steady").await.unwrap().metadata.resource_version,

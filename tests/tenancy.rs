@@ -248,6 +248,8 @@ spec:
 }
 
 /// A TCP listener that accepts connections and never says a word, counting what it accepted.
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 struct Silent {
     port: u16,
     accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -268,14 +270,21 @@ async fn silent_server() -> Silent {
     Silent { port, accepted }
 }
 
-/// A fake NATS server: completes the handshake, advertises `advertised` as another server of
-/// its cluster (`connect_urls`), then hangs up, again and again.
-async fn advertising_server(advertised: u16) -> u16 {
+/// A fake NATS server: on its first connection completes the handshake, advertises `advertised`
+/// as another server of its cluster (`connect_urls`), then hangs up; every later connection is
+/// closed before INFO, so a client that kept the advertised server would move on to it. Returns
+/// its port and the count of connections it accepted.
+async fn advertising_server(advertised: u16) -> (u16, std::sync::Arc<AtomicUsize>) {
     use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
+            if count.fetch_add(1, Ordering::SeqCst) > 0 {
+                continue;
+            }
             tokio::spawn(async move {
                 let info = format!(
                     "INFO {{\"server_id\":\"FAKE\",\"version\":\"2.10.0\",\"proto\":1,\"max_payload\":1048576,\"headers\":true,\"jetstream\":true,\"connect_urls\":[\"127.0.0.1:{advertised}\"]}}\r\n"
@@ -288,7 +297,7 @@ async fn advertising_server(advertised: u16) -> u16 {
             });
         }
     });
-    port
+    (port, accepted)
 }
 
 /// The text of a condition message with the server list taken out.
@@ -351,7 +360,24 @@ async fn silent_servers_are_bounded_and_failures_are_folded() {
         "a silent port and a closed port must read the same"
     );
 
-    let nine = format!("{url},nats://127.0.0.1:{}", support::process::free_port());
+    // Nine servers, eight of them fresh listeners: refused before any is dialled. The same kind
+    // of listener counted the first Component's dials.
+    let dialled = |servers: &[Silent]| {
+        servers
+            .iter()
+            .map(|s| s.accepted.load(Ordering::SeqCst))
+            .sum::<usize>()
+    };
+    assert!(dialled(&silent) > 0, "the listeners counted no dial");
+    let mut fresh = Vec::new();
+    for _ in 0..8 {
+        fresh.push(silent_server().await);
+    }
+    let nine = fresh
+        .iter()
+        .map(|s| format!("nats://127.0.0.1:{},", s.port))
+        .collect::<String>()
+        + &format!("nats://127.0.0.1:{}", support::process::free_port());
     control_plane().apply(&component(&ns.name, "nine", &nine, &bucket, ""));
     wait_condition(
         &client,
@@ -362,6 +388,8 @@ async fn silent_servers_are_bounded_and_failures_are_folded() {
         "TooMuchMetadata",
     )
     .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(dialled(&fresh), 0, "a ninth server was dialled");
 }
 
 /// Finding 3: servers a remote advertises (`connect_urls`) are never dialled.
@@ -371,7 +399,7 @@ async fn servers_a_remote_advertises_are_not_dialled() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "hostile-advertise").await;
     let advertised = silent_server().await;
-    let fake = advertising_server(advertised.port).await;
+    let (fake, fake_accepted) = advertising_server(advertised.port).await;
     let bucket = support::unique_bucket("advertise");
     control_plane().apply(&component(
         &ns.name,
@@ -381,7 +409,8 @@ async fn servers_a_remote_advertises_are_not_dialled() {
         "",
     ));
     // The handshake succeeds, the JetStream request gets no answer, the server hangs up: the
-    // client reconnects, and would try the advertised server first (it never failed).
+    // client reconnects, the listed server refuses it, and a client that kept the advertised
+    // server would try that one next.
     let kvbs: Api<KeyValueBucket> = Api::namespaced(client.clone(), &ns.name);
     support::eventually(
         READY,
@@ -400,6 +429,12 @@ async fn servers_a_remote_advertises_are_not_dialled() {
             .load(std::sync::atomic::Ordering::SeqCst),
         0,
         "the operator dialled a server only the remote named"
+    );
+    // The instrument saw the reconnects that would have reached it.
+    let redialled = fake_accepted.load(Ordering::SeqCst);
+    assert!(
+        redialled > 1,
+        "the operator dialled the listed server {redialled} times"
     );
 }
 
@@ -428,3 +463,62 @@ async fn a_slowloris_client_is_cut_off_on_the_metrics_port() {
 
 // Finding 6 (80,000 metadata items get their reason at once, and the Lease is kept) is in
 // tests/hostile_server.rs, whose operator runs with leader election.
+
+/// A pub/sub Component of another namespace that names the same stream (`streamName`) cannot
+/// take it over: the stream's config, creation time and messages are unchanged after its
+/// reconcile and two resyncs, and its JetStreamStream does not report the stream as managed.
+#[tokio::test]
+async fn another_namespace_cannot_take_over_a_stream() {
+    operator();
+    let client = support::client().await;
+    let owner = TestNamespace::new(&client, "stream-owner").await;
+    let other = TestNamespace::new(&client, "stream-other").await;
+    let suffix = support::random_suffix();
+    let stream = format!("SHARED_{suffix}");
+    let pubsub = |ns: &str, topic: &str| {
+        support::ComponentManifest::new(ns, "events")
+            .type_("pubsub.jetstream")
+            .item("natsURL", &nats().url())
+            .item("streamName", &stream)
+            .annotation("jetstreamkv.io/subjects", topic)
+            .yaml()
+    };
+    let topic = format!("owned{suffix}");
+    control_plane().apply(&pubsub(&owner.name, &topic));
+    support::wait_jss(&owner.name, "events", "Ready=True", |s, _| s == "True").await;
+    let js = support::jetstream(&nats().url()).await;
+    js.publish(topic.clone(), "kept".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let snapshot = async || {
+        let mut s = js.get_stream(&stream).await.unwrap();
+        let info = s.info().await.unwrap();
+        (
+            serde_json::to_value(&info.config).unwrap(),
+            format!("{:?}", info.created),
+            info.state.messages,
+            info.state.last_sequence,
+        )
+    };
+    let before = snapshot().await;
+
+    control_plane().apply(&pubsub(&other.name, &format!("other{suffix}")));
+    let jss = support::wait_jss(&other.name, "events", "a Ready condition", |_, _| true).await;
+    tokio::time::sleep(support::RESYNC * 2).await;
+    assert_eq!(snapshot().await, before, "the stream was changed");
+    let ready = jss["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        ready["reason"] != "StreamManaged",
+        "the other namespace reports the stream as its own: {ready}"
+    );
+    eprintln!(
+        "another namespace's Component naming the stream: {}",
+        ready["reason"]
+    );
+}

@@ -617,4 +617,23 @@ mod tests {
         stream.extend_from_slice(b"\r\nPING\r\n");
         assert_eq!(run(&stream, READ_CHUNK).unwrap(), stream);
     }
+
+    /// The caps in bytes, not relative to their constants (which a test reading them would
+    /// follow anywhere): a 63 KiB `INFO` passes, a 65 KiB one is refused, and so is a message of
+    /// 1 MiB and a byte.
+    #[test]
+    fn the_caps_are_64_kib_a_line_and_1_mib_a_message() {
+        let info = |kib: usize| {
+            let mut line = b"INFO {\"a\":\"".to_vec();
+            line.resize(kib << 10, b'x');
+            line.extend_from_slice(b"\"}\r\n");
+            line
+        };
+        assert_eq!(run(&info(63), READ_CHUNK).unwrap(), info(63));
+        assert_eq!(run(&info(65), READ_CHUNK), Err(Violation::LongLine));
+        assert_eq!(
+            run(b"MSG a 1 1048577\r\n", READ_CHUNK),
+            Err(Violation::LargeMessage)
+        );
+    }
 }

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod controlplane;
 pub mod daprd;
 pub mod fixtures;
+pub mod forwarder;
 pub mod nats;
 pub mod operator;
 pub mod process;
@@ -303,6 +304,33 @@ where
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Waits (at most a minute) until the JetStreamStream's Ready condition satisfies `ok(status,
+/// reason)`; returns the object as JSON.
+pub async fn wait_jss(
+    namespace: &str,
+    name: &str,
+    what: &str,
+    ok: impl Fn(&str, &str) -> bool,
+) -> serde_json::Value {
+    eventually(
+        Duration::from_secs(60),
+        &format!("jss/{name} in {namespace}: {what}"),
+        || async {
+            let out = control_plane()
+                .kubectl(&["-n", namespace, "get", "jss", name, "-o", "json"], None)
+                .ok()?;
+            let jss: serde_json::Value = serde_json::from_str(&out).ok()?;
+            let ready = jss["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")?;
+            ok(ready["status"].as_str()?, ready["reason"].as_str()?).then_some(jss)
+        },
+        async || describe(namespace, "jss", name),
+    )
+    .await
 }
 
 /// What `kubectl describe` and recent events say about an object, for failure messages.

@@ -200,6 +200,15 @@ impl NatsServer {
         self.monitor("/jsz?streams=1&config=1")
     }
 
+    /// JetStream API requests the server has served (`/jsz` `api.total`): counted by the server,
+    /// whatever the client reports.
+    pub fn api_requests(&self) -> u64 {
+        let jsz = self.monitor("/jsz");
+        jsz["api"]["total"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no api.total in /jsz: {jsz}"))
+    }
+
     /// `/varz`: server information (version, config).
     pub fn varz(&self) -> serde_json::Value {
         self.monitor("/varz")

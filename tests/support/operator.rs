@@ -86,6 +86,12 @@ impl Operator {
             .map(Child::id)
     }
 
+    /// The exit status once the process has exited by itself; None while it runs.
+    pub fn exited(&self) -> Option<std::process::ExitStatus> {
+        let mut guard = self.child.lock().expect("child lock");
+        guard.as_mut()?.try_wait().ok().flatten()
+    }
+
     /// Everything the operator has logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
