@@ -240,6 +240,26 @@ async fn kubectl_apply_of_a_bad_component_is_refused_with_the_operators_message(
         "a refused Component is not stored"
     );
 
+    // Issue 26, H2: one peer holding hundreds of connections to the webhook port (each held
+    // until the TLS handshake times out, and re-opened) never keeps the API server out: every
+    // review is answered, so the bad Component is still refused (with `failurePolicy: Ignore`
+    // an unanswered review would admit it). On main 0e2f741 one cap of 128 was shared by all.
+    let crowd = crate::tenancy::Crowd::start("127.0.0.2", &addr, 300, None);
+    std::thread::sleep(Duration::from_secs(3));
+    let started = Instant::now();
+    let mut answered = 0;
+    while started.elapsed() < Duration::from_secs(15) {
+        let refused = apply(&bad, &["--dry-run=server"]).expect_err(
+            "while another peer crowds the webhook port, the bad Component is still refused",
+        );
+        assert!(refused.contains("InvalidBucketName"), "{refused}");
+        answered += 1;
+    }
+    let opened = crowd.opened();
+    drop(crowd);
+    eprintln!("{answered} reviews answered while one peer opened {opened} connections");
+    assert!(opened >= 300, "the crowd opened only {opened} connections");
+
     // A good Component passes, and so does a Component of another type with the same "bucket".
     let good = component(&ns.name, "orders", "state.jetstream", "orders", "");
     apply(&good, &[]).unwrap_or_else(|e| panic!("the good Component is admitted: {e}"));
