@@ -84,6 +84,10 @@ pub enum NatsError {
     Timeout { what: String },
     #[error("NATS request failed ({what}): {detail}")]
     Request { what: String, detail: String },
+    #[error(
+        "namespace {namespace} already uses {limit} distinct NATS connections (server lists and credentials), the operator's limit per namespace; let Components share natsURL and credentials, or ask the operator's admin to raise --max-nats-connections-per-namespace"
+    )]
+    ConnectionLimit { namespace: String, limit: usize },
 }
 
 impl Failure for NatsError {
@@ -103,6 +107,7 @@ impl Failure for NatsError {
             Self::UnsupportedByServer { .. } => "UnsupportedByServer",
             Self::Timeout { .. } => "NatsTimeout",
             Self::Request { .. } => "NatsRequestFailed",
+            Self::ConnectionLimit { .. } => "NatsConnectionLimit",
         }
     }
 
