@@ -211,10 +211,21 @@ async fn accept_loop(
                 .await
                 .unwrap_or(false);
             if !own {
-                tracing::warn!(
-                    %peer,
-                    "a connection to a NATS relay came from outside the operator's process; closed"
-                );
+                // At most one warning per minute: a flood of strangers does not flood the log.
+                static LAST: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+                let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+                let now = std::time::Instant::now();
+                if last
+                    .is_none_or(|at| now.duration_since(at) >= std::time::Duration::from_secs(60))
+                {
+                    *last = Some(now);
+                    tracing::warn!(
+                        %peer,
+                        "a connection to a NATS relay came from outside the operator's process; closed (told once a minute)"
+                    );
+                } else {
+                    tracing::debug!(%peer, "a connection to a NATS relay from outside the process; closed");
+                }
                 return;
             }
             let session = AbortOnDrop(tokio::spawn(async move {
