@@ -952,6 +952,79 @@ fn the_webhook_checks_components_on_create_and_update_and_never_blocks_when_down
     assert_eq!(rest, render(&[]).operator_grants());
 }
 
+/// Issue 26, M4: the certificate Helm makes is one the operator loads (`--webhook-cert-dir`, as
+/// the Deployment mounts it), and it verifies against the caBundle for the Service's name, as
+/// the API server checks it.
+#[test]
+fn the_certificate_helm_makes_is_served_and_verifies_against_the_ca_bundle() {
+    use rustls_pki_types::pem::PemObject as _;
+    let objects = render(WEBHOOK_ON);
+    let secret = objects
+        .0
+        .iter()
+        .find(|o| o["kind"].as_str() == Some("Secret"))
+        .expect("the certificate Secret");
+    let field = |key: &str| -> Vec<u8> {
+        let text = secret["data"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key}"));
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text)
+            .unwrap_or_else(|e| panic!("{key} is base64: {e}"))
+    };
+    let dir = tempfile::tempdir().expect("a directory");
+    std::fs::write(dir.path().join("tls.crt"), field("tls.crt")).expect("tls.crt");
+    std::fs::write(dir.path().join("tls.key"), field("tls.key")).expect("tls.key");
+    let served = jetstream_kv_operator::webhook::load_cert_dir(dir.path())
+        .unwrap_or_else(|e| panic!("the operator cannot load Helm's certificate: {e}"));
+
+    let bundle = webhook_configuration(&objects).webhooks.expect("webhooks")[0]
+        .client_config
+        .ca_bundle
+        .clone()
+        .expect("a caBundle");
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pki_types::CertificateDer::pem_slice_iter(&bundle.0) {
+        roots
+            .add(ca.expect("the caBundle is PEM"))
+            .expect("a usable CA");
+    }
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .expect("a verifier");
+    let now = rustls_pki_types::UnixTime::now();
+    for name in [
+        format!("{WEBHOOK_SERVICE}.{RELEASE_NAMESPACE}.svc"),
+        format!("{WEBHOOK_SERVICE}.{RELEASE_NAMESPACE}.svc.cluster.local"),
+    ] {
+        let server = rustls_pki_types::ServerName::try_from(name.clone()).expect("a name");
+        rustls::client::danger::ServerCertVerifier::verify_server_cert(
+            verifier.as_ref(),
+            &served.cert[0],
+            &served.cert[1..],
+            &server,
+            &[],
+            now,
+        )
+        .unwrap_or_else(|e| panic!("the certificate does not verify for {name}: {e}"));
+    }
+    let other = rustls_pki_types::ServerName::try_from("elsewhere.example").expect("a name");
+    assert!(
+        rustls::client::danger::ServerCertVerifier::verify_server_cert(
+            verifier.as_ref(),
+            &served.cert[0],
+            &[],
+            &other,
+            &[],
+            now,
+        )
+        .is_err(),
+        "the certificate is for the Service only"
+    );
+}
+
 #[test]
 fn the_webhook_only_sees_the_watched_namespaces() {
     let objects = render(&[
