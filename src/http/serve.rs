@@ -40,7 +40,12 @@ pub async fn serve<H, F>(
             match tls {
                 None => crate::serving::serve_connection(stream, handler, seat).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    // A connection evicted while in its handshake closes at once too.
+                    let handshake = tokio::select! {
+                        done = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => done,
+                        _ = seat.evicted() => return,
+                    };
+                    match handshake {
                         Ok(Ok(stream)) => {
                             crate::serving::serve_connection(stream, handler, seat).await
                         }
