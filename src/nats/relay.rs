@@ -205,11 +205,18 @@ async fn accept_loop(
             last_failure.clone(),
             current.clone(),
         );
-        // Checked off the accept loop, so that a flood of strangers does not delay the client.
+        // Checked off the accept loop, so that a flood of strangers does not delay the client,
+        // and a few at a time for the whole process (each reads /proc): past that, a new
+        // connection is closed unchecked (the client reconnects).
+        static CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+        let Ok(check) = CHECKS.try_acquire() else {
+            continue;
+        };
         tokio::spawn(async move {
             let own = tokio::task::spawn_blocking(move || is_own_socket(peer, listening))
                 .await
                 .unwrap_or(false);
+            drop(check);
             if !own {
                 // At most one warning per minute: a flood of strangers does not flood the log.
                 static LAST: Mutex<Option<std::time::Instant>> = Mutex::new(None);
