@@ -125,6 +125,10 @@ pub struct RunArgs {
     /// new one is seen at the next resync.
     #[arg(long, env = "WATCH_SUBSCRIPTIONS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub watch_subscriptions: bool,
+    /// Distinct NATS connections (server lists and credentials) the Components of one
+    /// namespace may use; past it a Component gets NatsConnectionLimit. 0: no limit.
+    #[arg(long, env = "MAX_NATS_CONNECTIONS_PER_NAMESPACE", default_value_t = crate::nats::pool::DEFAULT_NAMESPACE_CONNECTIONS)]
+    pub max_nats_connections_per_namespace: usize,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
@@ -234,6 +238,7 @@ pub async fn main() -> Result<(), String> {
 
 async fn run(args: RunArgs) -> Result<(), String> {
     init_logging(args.log_format, &args.log_level)?;
+    raise_descriptor_limit();
     let client = kube::Client::try_default().await.map_err(|e| {
         format!("cannot reach the Kubernetes API (kubeconfig or in-cluster config): {e}")
     })?;
@@ -261,6 +266,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             n => usize::from(n),
         },
         enforce_server_policy: args.server_policy == ServerPolicy::Enforce,
+        namespace_connections: args.max_nats_connections_per_namespace,
         watch_secrets: args.watch_secrets,
         watch_subscriptions: args.watch_subscriptions,
         instance: identity.clone(),
@@ -387,6 +393,45 @@ async fn start_webhook(args: &WebhookArgs, client: &kube::Client) -> Result<(), 
         tokio::spawn(webhook::keep_ca_bundle(client.clone(), config, ca_pem));
     }
     Ok(())
+}
+
+/// Raises the soft limit of open file descriptors to the hard limit. Containers often start
+/// with a soft limit of 1,024, and every NATS connection holds a relay listener per server and
+/// two sockets per live link: the hard limit (often 1,048,576) is what the pod may use.
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed, which lives here.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if got != 0 {
+        tracing::warn!(
+            "cannot read the open file limit: {}",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    let soft = limit.rlim_cur;
+    if soft >= limit.rlim_max {
+        tracing::info!(open_files = soft, "open file limit");
+        return;
+    }
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+        tracing::info!(
+            from = soft,
+            to = limit.rlim_max,
+            "raised the open file limit"
+        );
+    } else {
+        tracing::warn!(
+            open_files = soft,
+            "cannot raise the open file limit: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 fn hostname() -> String {

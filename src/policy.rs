@@ -274,6 +274,26 @@ fn matches(pattern: &ServerPattern, server: &ServerRef) -> bool {
     false
 }
 
+/// Whether a `host` pattern of a policy that applies to `namespace` names `host` exactly. Pure.
+pub fn names_exactly(
+    policies: &[NatsServerPolicySpec],
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    host: &str,
+) -> bool {
+    let host = host.trim_end_matches('.').trim_matches(['[', ']']);
+    policies
+        .iter()
+        .filter(|p| applies_to(p, namespace, labels))
+        .flat_map(|p| &p.servers)
+        .filter_map(|s| s.host.as_deref())
+        .any(|h| {
+            h.trim_end_matches('.')
+                .trim_matches(['[', ']'])
+                .eq_ignore_ascii_case(host)
+        })
+}
+
 /// Whether `ip` lies in `cidr` (`a.b.c.d/n` or `x::/n`); a malformed range matches nothing.
 pub fn in_cidr(ip: IpAddr, cidr: &str) -> bool {
     let Some((net, bits)) = cidr.split_once('/') else {
@@ -361,6 +381,27 @@ impl Enforcer {
     /// Whether both caches have been listed (before that, every decision would be a refusal).
     pub fn is_synced(&self) -> bool {
         self.synced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether a `host` pattern of a policy that applies to `namespace` names `host` exactly
+    /// (case-insensitive, a trailing dot ignored): only then may the name resolve to a loopback,
+    /// unspecified or link-local address (see [`crate::nats::relay`]).
+    pub fn names_exactly(&self, namespace: &str, host: &str) -> bool {
+        let labels = self.labels_of(namespace);
+        let policies: Vec<NatsServerPolicySpec> = self
+            .policies
+            .state()
+            .iter()
+            .map(|p| p.spec.clone())
+            .collect();
+        names_exactly(&policies, namespace, &labels, host)
+    }
+
+    fn labels_of(&self, namespace: &str) -> BTreeMap<String, String> {
+        self.namespaces
+            .get(&kube::runtime::reflector::ObjectRef::new(namespace))
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default()
     }
 
     /// The decision for a Component of `namespace` using `nats_url`. No DNS, no connection.
@@ -540,6 +581,26 @@ mod tests {
             "nats://a",
             false
         ));
+    }
+
+    #[test]
+    fn only_a_host_pattern_names_a_host_exactly() {
+        let mut policies = vec![policy(&[
+            "host=Nats.Local.",
+            "suffix=.team-a.svc.cluster.local",
+            "cidr=127.0.0.0/8",
+        ])];
+        policies[0].conditions = vec![NamespaceCondition {
+            namespaces: vec!["team-a".into()],
+            namespace_selector: None,
+        }];
+        let labels = BTreeMap::new();
+        let named = |ns: &str, host: &str| names_exactly(&policies, ns, &labels, host);
+        assert!(named("team-a", "nats.local"));
+        assert!(named("team-a", "NATS.local."));
+        assert!(!named("team-a", "evil.team-a.svc.cluster.local"));
+        assert!(!named("team-a", "localhost"));
+        assert!(!named("team-b", "nats.local"), "another namespace's policy");
     }
 
     #[test]

@@ -668,9 +668,30 @@ fn the_schema_rejects_bad_values() {
 #[test]
 fn optional_objects_are_off_by_default_and_select_the_operator_pods_when_on() {
     let defaults = render(&[]);
-    for kind in ["ServiceMonitor", "PodDisruptionBudget", "NetworkPolicy"] {
+    for kind in ["ServiceMonitor", "PodDisruptionBudget"] {
         assert_eq!(defaults.count(kind), 0, "no {kind} by default");
     }
+    // Issue 26: the NetworkPolicy is on by default, and an empty metricsFrom lets no source in
+    // (it used to mean any source).
+    let policies: Vec<Value> = defaults.all("NetworkPolicy");
+    assert_eq!(policies.len(), 1, "a NetworkPolicy by default");
+    assert_eq!(
+        policies[0]["spec"]["ingress"],
+        Value::Sequence(vec![]),
+        "no ingress rule without metricsFrom or the webhook"
+    );
+    let scrapers = render(&[
+        "--set",
+        "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.team=monitoring",
+    ]);
+    let scraped: Vec<Value> = scrapers.all("NetworkPolicy");
+    let ingress = &scraped[0]["spec"]["ingress"];
+    let rules = ingress.as_sequence().expect("ingress rules");
+    assert_eq!(rules.len(), 1, "{ingress:?}");
+    assert!(
+        rules[0]["from"].as_sequence().is_some_and(|f| f.len() == 1),
+        "the metrics port only from the listed source: {ingress:?}"
+    );
     assert_eq!(defaults.count("Service"), 1, "the metrics Service");
 
     let enabled = render(&[
@@ -827,10 +848,11 @@ fn the_webhook_checks_components_on_create_and_update_and_never_blocks_when_down
         (WEBHOOK_SERVICE, RELEASE_NAMESPACE)
     );
     assert_eq!(service_ref.path.as_deref(), Some("/validate"));
-    assert!(
-        webhook.client_config.ca_bundle.is_none(),
-        "the operator injects its CA"
-    );
+    let ca_bundle = webhook
+        .client_config
+        .ca_bundle
+        .as_ref()
+        .expect("Helm writes the CA into the caBundle");
     let service = objects
         .all::<k8s_openapi::api::core::v1::Service>("Service")
         .into_iter()
@@ -865,36 +887,62 @@ fn the_webhook_checks_components_on_create_and_update_and_never_blocks_when_down
         format!("0.0.0.0:{}", container_port.container_port)
     );
 
-    // Self-signed mode: the operator names the Service in its certificate and patches the
-    // caBundle of exactly this configuration.
-    assert_eq!(env_value(&operator, "WEBHOOK_SELF_SIGNED"), "true");
-    assert_eq!(
-        env_value(&operator, "WEBHOOK_SERVICE_NAME"),
-        WEBHOOK_SERVICE
-    );
-    assert_eq!(
-        env_field_path(&operator, "WEBHOOK_SERVICE_NAMESPACE"),
-        "metadata.namespace"
-    );
-    assert_eq!(env_value(&operator, "WEBHOOK_CONFIG_NAME"), FULLNAME);
-    let webhook_grants: BTreeSet<Grant> = objects
-        .operator_grants()
-        .into_iter()
-        .filter(|g| g.group == "admissionregistration.k8s.io")
-        .collect();
-    let expected: BTreeSet<Grant> = ["get", "patch"]
-        .into_iter()
-        .map(|verb| {
-            grant(
-                "*",
-                "admissionregistration.k8s.io",
-                "validatingwebhookconfigurations",
-                verb,
-                FULLNAME,
-            )
+    // Without cert-manager (issue 26, M4): Helm makes the CA and the serving certificate for
+    // the Service's names, mounts them, and writes the CA into the caBundle itself. The operator
+    // holds no right on webhook configurations (with patch it could point the webhook at
+    // Secrets and an outside URL).
+    let secret = objects
+        .0
+        .iter()
+        .find(|o| {
+            o["kind"].as_str() == Some("Secret")
+                && o["metadata"]["name"].as_str() == Some(&format!("{WEBHOOK_SERVICE}-tls"))
         })
-        .collect();
-    assert_eq!(webhook_grants, expected);
+        .expect("the webhook's certificate Secret");
+    let field = |key: &str| -> Vec<u8> {
+        let text = secret["data"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key}"));
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text)
+            .unwrap_or_else(|e| panic!("{key} is base64: {e}"))
+    };
+    assert_eq!(
+        field("ca.crt"),
+        ca_bundle.0,
+        "the caBundle is the Secret's CA"
+    );
+    let serving = String::from_utf8(field("tls.crt")).expect("PEM");
+    assert!(
+        serving.starts_with("-----BEGIN CERTIFICATE-----"),
+        "{serving}"
+    );
+    assert!(
+        String::from_utf8(field("tls.key"))
+            .expect("PEM")
+            .contains("PRIVATE KEY")
+    );
+    let dir = env_value(&operator, "WEBHOOK_CERT_DIR");
+    assert!(
+        operator
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path == dir),
+        "the certificate is mounted at WEBHOOK_CERT_DIR"
+    );
+    for var in ["WEBHOOK_SELF_SIGNED", "WEBHOOK_CONFIG_NAME"] {
+        assert!(
+            operator.env.iter().flatten().all(|v| v.name != var),
+            "no {var}: the operator makes no certificate and injects no CA"
+        );
+    }
+    assert!(
+        objects
+            .operator_grants()
+            .iter()
+            .all(|g| g.group != "admissionregistration.k8s.io"),
+        "the operator needs no access to the webhook configuration"
+    );
     // Nothing else changes.
     let rest: BTreeSet<Grant> = objects
         .operator_grants()
@@ -902,6 +950,79 @@ fn the_webhook_checks_components_on_create_and_update_and_never_blocks_when_down
         .filter(|g| g.group != "admissionregistration.k8s.io")
         .collect();
     assert_eq!(rest, render(&[]).operator_grants());
+}
+
+/// Issue 26, M4: the certificate Helm makes is one the operator loads (`--webhook-cert-dir`, as
+/// the Deployment mounts it), and it verifies against the caBundle for the Service's name, as
+/// the API server checks it.
+#[test]
+fn the_certificate_helm_makes_is_served_and_verifies_against_the_ca_bundle() {
+    use rustls_pki_types::pem::PemObject as _;
+    let objects = render(WEBHOOK_ON);
+    let secret = objects
+        .0
+        .iter()
+        .find(|o| o["kind"].as_str() == Some("Secret"))
+        .expect("the certificate Secret");
+    let field = |key: &str| -> Vec<u8> {
+        let text = secret["data"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key}"));
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text)
+            .unwrap_or_else(|e| panic!("{key} is base64: {e}"))
+    };
+    let dir = tempfile::tempdir().expect("a directory");
+    std::fs::write(dir.path().join("tls.crt"), field("tls.crt")).expect("tls.crt");
+    std::fs::write(dir.path().join("tls.key"), field("tls.key")).expect("tls.key");
+    let served = jetstream_kv_operator::webhook::load_cert_dir(dir.path())
+        .unwrap_or_else(|e| panic!("the operator cannot load Helm's certificate: {e}"));
+
+    let bundle = webhook_configuration(&objects).webhooks.expect("webhooks")[0]
+        .client_config
+        .ca_bundle
+        .clone()
+        .expect("a caBundle");
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pki_types::CertificateDer::pem_slice_iter(&bundle.0) {
+        roots
+            .add(ca.expect("the caBundle is PEM"))
+            .expect("a usable CA");
+    }
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .expect("a verifier");
+    let now = rustls_pki_types::UnixTime::now();
+    for name in [
+        format!("{WEBHOOK_SERVICE}.{RELEASE_NAMESPACE}.svc"),
+        format!("{WEBHOOK_SERVICE}.{RELEASE_NAMESPACE}.svc.cluster.local"),
+    ] {
+        let server = rustls_pki_types::ServerName::try_from(name.clone()).expect("a name");
+        rustls::client::danger::ServerCertVerifier::verify_server_cert(
+            verifier.as_ref(),
+            &served.cert[0],
+            &served.cert[1..],
+            &server,
+            &[],
+            now,
+        )
+        .unwrap_or_else(|e| panic!("the certificate does not verify for {name}: {e}"));
+    }
+    let other = rustls_pki_types::ServerName::try_from("elsewhere.example").expect("a name");
+    assert!(
+        rustls::client::danger::ServerCertVerifier::verify_server_cert(
+            verifier.as_ref(),
+            &served.cert[0],
+            &[],
+            &other,
+            &[],
+            now,
+        )
+        .is_err(),
+        "the certificate is for the Service only"
+    );
 }
 
 #[test]

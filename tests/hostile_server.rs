@@ -585,6 +585,10 @@ async fn eighty_thousand_metadata_items_keep_the_lease() {
 /// Finding 5: a Component naming a server outside the NatsServerPolicy gets `ServerNotAllowed`
 /// with no DNS lookup and no connection. The same setup with a name the policy allows shows that
 /// both would be seen: the fake DNS server is asked for it, and its listener is dialled.
+///
+/// Issue 26, M1: the fake DNS server answers 127.0.0.1, so a name is dialled only when a `host`
+/// pattern names it exactly; a name the policy allows by `hostSuffix` only (an ExternalName
+/// Service a tenant writes, say) is resolved but its loopback address never dialled.
 #[tokio::test]
 async fn a_server_outside_the_policy_is_neither_resolved_nor_dialled() {
     let _turn = TURN.lock().await;
@@ -592,11 +596,16 @@ async fn a_server_outside_the_policy_is_neither_resolved_nor_dialled() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "policy-dns").await;
     let api: Api<KeyValueBucket> = Api::namespaced(client.clone(), &ns.name);
-    control_plane().apply(&policy(&ns.name, "{hostSuffix: .allowed.jko-dns.test}"));
-    let (allowed_port, allowed_accepted) = listener().await;
-    let (denied_port, denied_accepted) = listener().await;
     let allowed = format!("svc-{}.allowed.jko-dns.test", ns.name);
     let denied = format!("svc-{}.denied.jko-dns.test", ns.name);
+    let suffixed = format!("near-{}.allowed.jko-dns.test", ns.name);
+    control_plane().apply(&policy(
+        &ns.name,
+        &format!("{{hostSuffix: .allowed.jko-dns.test}}, {{host: {allowed}}}"),
+    ));
+    let (allowed_port, allowed_accepted) = listener().await;
+    let (denied_port, denied_accepted) = listener().await;
+    let (suffixed_port, suffixed_accepted) = listener().await;
 
     // Allowed: looked up (the fake DNS answers 127.0.0.1) and dialled (the listener is silent).
     control_plane().apply(&support::component_yaml(
@@ -634,6 +643,27 @@ async fn a_server_outside_the_policy_is_neither_resolved_nor_dialled() {
         denied_accepted.load(std::sync::atomic::Ordering::SeqCst),
         0,
         "the operator connected to a server no policy allows"
+    );
+
+    // Allowed by the suffix only, resolving to loopback: looked up, never dialled.
+    control_plane().apply(&support::component_yaml(
+        &ns.name,
+        "suffixed",
+        &format!("nats://{suffixed}:{suffixed_port}"),
+        &support::unique_bucket("suffixed"),
+        "",
+    ));
+    wait_reason(&api, "suffixed", "Connected", "False", "NatsUnavailable").await;
+    let asked = fake_dns().queries.lock().unwrap().clone();
+    assert!(
+        asked.contains(&suffixed),
+        "{suffixed} not looked up: {asked:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        suffixed_accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the operator dialled a loopback address a name only a hostSuffix allows resolved to"
     );
     let _ = control_plane().kubectl(&["delete", "natsserverpolicy", &ns.name], None);
 }

@@ -1,6 +1,7 @@
 //! A shared cluster with the admin's NatsServerPolicy enforced (issue 13), and the fair share of
 //! workers between namespaces. One operator for this binary, started as the chart starts it
-//! (`--server-policy enforce`), with few workers so that sharing them shows.
+//! (`--server-policy enforce`), with few workers so that sharing them shows, and with the soft
+//! limit of open files many pods start with (1,024), which the operator raises at start.
 
 use crate::support;
 
@@ -19,8 +20,10 @@ const CONCURRENCY: usize = 4;
 fn operator() -> &'static Operator {
     static OPERATOR: OnceLock<Operator> = OnceLock::new();
     OPERATOR.get_or_init(|| {
-        Operator::start(
+        Operator::start_wrapped(
             &control_plane().kubeconfig,
+            // A pod's usual soft limit; the operator raises it to the hard limit.
+            &["sh", "-c", "ulimit -Sn 1024 && exec \"$@\"", "sh"],
             &[
                 "--server-policy",
                 "enforce",
@@ -33,6 +36,7 @@ fn operator() -> &'static Operator {
                 "--max-backoff",
                 "2s",
             ],
+            &[],
         )
     })
 }
@@ -220,5 +224,275 @@ async fn one_namespace_cannot_take_every_worker() {
     );
     for name in [&noisy.name, &quiet.name] {
         let _ = control_plane().kubectl(&["delete", "natsserverpolicy", name], None);
+    }
+}
+
+/// `(soft, hard)` open file limits of process `pid`, and how many it has open.
+fn open_files(pid: u32) -> (String, String, usize) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_default()
+        .to_string();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    (
+        fields.get(3).unwrap_or(&"?").to_string(),
+        fields.get(4).unwrap_or(&"?").to_string(),
+        open,
+    )
+}
+
+async fn reasons(api: &Api<KeyValueBucket>) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for kvb in api
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        if let Some(ready) = kvb.condition("Ready") {
+            *counts.entry(ready.reason.clone()).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// Issue 26, M2: one namespace applies 100 Components, each with a user of its own and its
+/// server listed 8 times (`?1` ... `?8`), to an operator started with a soft limit of 1,024
+/// open files. The spellings are one server (one relay listener), the namespace gets at most
+/// 32 distinct connections (the others `NatsConnectionLimit`), and the soft limit is raised
+/// to the hard one at start: another namespace's Component with credentials of its own is
+/// Ready at once. Against main 0e2f741 the operator held 1,021-1,023 descriptors, 9-10 crowd
+/// Components got `NatsUnavailable`, and the other namespace's Component was Ready after 4.2 s
+/// in one run and not within 60 s in the next ("Too many open files" at each connect).
+#[tokio::test]
+async fn one_namespace_with_many_connections_never_fails_another_namespace() {
+    operator();
+    let client = support::client().await;
+    let crowd = TestNamespace::new(&client, "fd-crowd").await;
+    let victim = TestNamespace::new(&client, "fd-victim").await;
+    let port = nats().port();
+    for ns in [&crowd.name, &victim.name] {
+        control_plane().apply(&policy(
+            ns,
+            ns,
+            &[format!("{{host: 127.0.0.1, ports: [{port}]}}")],
+        ));
+    }
+    let pid = operator().pid().expect("the operator runs");
+    let (soft, hard, before) = open_files(pid);
+    eprintln!("operator open files: soft {soft}, hard {hard}, {before} open");
+
+    let mut manifest = String::new();
+    for i in 0..100 {
+        let url: Vec<String> = (1..=8)
+            .map(|n| format!("nats://user{i}:pw@127.0.0.1:{port}?{n}"))
+            .collect();
+        manifest += "---\n";
+        manifest += &component(
+            &crowd.name,
+            &format!("c{i}"),
+            &url.join(","),
+            &support::unique_bucket(&format!("fd{i}")),
+        );
+    }
+    control_plane().apply(&manifest);
+    let crowd_api: Api<KeyValueBucket> = Api::namespaced(client.clone(), &crowd.name);
+    // Every crowd Component reconciled.
+    support::eventually(
+        Duration::from_secs(180),
+        "100 crowd Components reconciled",
+        || async { (reasons(&crowd_api).await.values().sum::<usize>() == 100).then_some(()) },
+        async || {
+            format!(
+                "{:?}\n--- operator log:\n{}",
+                reasons(&crowd_api).await,
+                operator().log_tail()
+            )
+        },
+    )
+    .await;
+    let (_, _, during) = open_files(pid);
+    eprintln!(
+        "crowd reasons: {:?}; operator open files {during}",
+        reasons(&crowd_api).await
+    );
+
+    let started = Instant::now();
+    let victim_api: Api<KeyValueBucket> = Api::namespaced(client.clone(), &victim.name);
+    control_plane().apply(&component(
+        &victim.name,
+        "own-credentials",
+        &format!("nats://victim:pw@127.0.0.1:{port}"),
+        &support::unique_bucket("fdvictim"),
+    ));
+    let (_, _, message) =
+        wait_reason(&victim_api, "own-credentials", "True", "BucketManaged").await;
+    let waited = started.elapsed();
+    eprintln!("the other namespace's Component was Ready after {waited:?}: {message}");
+    // Ready within a few reconciles (0.35 s measured), not after retries for descriptors.
+    assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+    // No Component failed for want of descriptors (against main 0e2f741: 10 NatsUnavailable).
+    let unavailable = reasons(&crowd_api).await.get("NatsUnavailable").copied();
+    assert_eq!(unavailable, None, "crowd Components NatsUnavailable");
+    assert_eq!(
+        soft, hard,
+        "the operator raised its soft limit to the hard one"
+    );
+    // 32 connections, the rest refused with their reason (some may still be on their way).
+    let counts = support::eventually(
+        Duration::from_secs(60),
+        "68 crowd Components with NatsConnectionLimit",
+        || async {
+            let counts = reasons(&crowd_api).await;
+            (counts.get("NatsConnectionLimit") == Some(&68)).then_some(counts)
+        },
+        async || format!("{:?}", reasons(&crowd_api).await),
+    )
+    .await;
+    eprintln!("crowd reasons: {counts:?}");
+    let refused = crowd_api.get("c99").await.ok();
+    let refused = refused.and_then(|k| k.condition("Ready").map(|c| c.message.clone()));
+    eprintln!("a refused crowd Component says: {refused:?}");
+    assert!(
+        !operator().logs().contains("Too many open files"),
+        "the operator ran out of descriptors"
+    );
+    for ns in [&crowd.name, &victim.name] {
+        let _ = control_plane().kubectl(&["delete", "natsserverpolicy", ns], None);
+    }
+}
+
+/// The loopback ports process `pid` listens on (its relays, and its HTTP port).
+fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().to_string();
+                    l.strip_prefix("socket:[")?
+                        .strip_suffix(']')
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (ip, port) = f.get(1)?.split_once(':')?;
+            let listening = *f.get(3)? == "0A" && ip == "0100007F";
+            (listening && inodes.contains(*f.get(9)?))
+                .then(|| u16::from_str_radix(port, 16).ok())?
+        })
+        .collect()
+}
+
+/// Issue 26, M1: a relay listener of the operator serves only the operator's own client. A
+/// stranger on the loopback (a sidecar, say: here the test process) gets nothing from it and
+/// does not replace the live session; a Component of another namespace whose `natsURL` names
+/// the relays (its policy allows any loopback address) does not get through them either. On
+/// main 0e2f741 the stranger got the server's `INFO`, every try dropped the victim's link, and
+/// the thief reached a server its policy does not allow.
+#[tokio::test]
+async fn a_relay_serves_only_the_operators_own_client() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    operator();
+    let client = support::client().await;
+    let server = support::nats::NatsServer::start();
+    let victim = TestNamespace::new(&client, "relay-victim").await;
+    let thief = TestNamespace::new(&client, "relay-thief").await;
+    control_plane().apply(&policy(
+        &victim.name,
+        &victim.name,
+        &[format!("{{host: 127.0.0.1, ports: [{}]}}", server.port())],
+    ));
+    let victim_api: Api<KeyValueBucket> = Api::namespaced(client.clone(), &victim.name);
+    control_plane().apply(&component(
+        &victim.name,
+        "store",
+        &server.url(),
+        &support::unique_bucket("relayed"),
+    ));
+    wait_reason(&victim_api, "store", "True", "BucketManaged").await;
+    let cids = |connz: serde_json::Value| -> Vec<u64> {
+        connz["connections"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|c| c["cid"].as_u64()).collect())
+            .unwrap_or_default()
+    };
+    let before = cids(server.connz());
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    let pid = operator().pid().expect("the operator runs");
+    let http_port: u16 = operator()
+        .http_addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the HTTP port");
+    let relays: Vec<u16> = listening_ports(pid)
+        .into_iter()
+        .filter(|p| *p != http_port)
+        .collect();
+    assert!(!relays.is_empty(), "no relay listener found");
+    let mut answered = Vec::new();
+    for port in &relays {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", *port)).await else {
+            continue;
+        };
+        let _ = stream.write_all(b"CONNECT {}\r\nPING\r\n").await;
+        let mut buf = [0u8; 512];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await
+            && n > 0
+        {
+            answered.push((*port, String::from_utf8_lossy(&buf[..n]).to_string()));
+        }
+    }
+    assert!(
+        answered.is_empty(),
+        "relays answered a stranger: {answered:?}"
+    );
+
+    // Another namespace, allowed any loopback address, names the relays.
+    control_plane().apply(&policy(
+        &thief.name,
+        &thief.name,
+        &["{cidr: 127.0.0.0/8}".to_string()],
+    ));
+    let thief_api: Api<KeyValueBucket> = Api::namespaced(client.clone(), &thief.name);
+    let url: Vec<String> = relays
+        .iter()
+        .take(8)
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect();
+    control_plane().apply(&component(
+        &thief.name,
+        "thief",
+        &url.join(","),
+        &support::unique_bucket("stolen"),
+    ));
+    wait_reason(&thief_api, "thief", "False", "NatsUnavailable").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = cids(server.connz());
+    assert_eq!(
+        after, before,
+        "the victim's link was replaced or another was made"
+    );
+    assert!(
+        operator()
+            .logs()
+            .contains("came from outside the operator's process"),
+        "{}",
+        operator().log_tail()
+    );
+    for ns in [&victim.name, &thief.name] {
+        let _ = control_plane().kubectl(&["delete", "natsserverpolicy", ns], None);
     }
 }

@@ -522,3 +522,185 @@ async fn another_namespace_cannot_take_over_a_stream() {
         ready["reason"]
     );
 }
+
+/// One peer crowding a port (issue 26): from source address `from`, `n` connections to `addr`,
+/// each sending `request` (if any) every second and re-opened 250 ms after it closes, on a
+/// thread of its own until dropped. Bounded: `n` sockets at most, on loopback.
+pub(crate) struct Crowd {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    opened: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Crowd {
+    pub(crate) fn start(from: &str, addr: &str, n: usize, request: Option<&'static [u8]>) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let opened = Arc::new(AtomicUsize::new(0));
+        let from: std::net::IpAddr = from.parse().expect("a source address");
+        let addr: std::net::SocketAddr = addr.parse().expect("an address");
+        let (s, o) = (stop.clone(), opened.clone());
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                let mut tasks = tokio::task::JoinSet::new();
+                for _ in 0..n {
+                    let (stop, opened) = (s.clone(), o.clone());
+                    tasks.spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        while !stop.load(Ordering::Relaxed) {
+                            let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+                            if socket.bind((from, 0).into()).is_ok()
+                                && let Ok(mut stream) = socket.connect(addr).await
+                            {
+                                opened.fetch_add(1, Ordering::Relaxed);
+                                let mut buf = vec![0u8; 64 << 10];
+                                while !stop.load(Ordering::Relaxed) {
+                                    if let Some(request) = request
+                                        && stream.write_all(request).await.is_err()
+                                    {
+                                        break;
+                                    }
+                                    match tokio::time::timeout(
+                                        Duration::from_secs(1),
+                                        stream.read(&mut buf),
+                                    )
+                                    .await
+                                    {
+                                        Ok(Ok(0)) | Ok(Err(_)) => break,
+                                        Ok(Ok(_)) => {
+                                            tokio::time::sleep(Duration::from_secs(1)).await
+                                        }
+                                        Err(_) => {}
+                                    }
+                                }
+                            }
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                        }
+                    });
+                }
+                while tasks.join_next().await.is_some() {}
+            });
+        });
+        Self {
+            stop,
+            opened,
+            thread: Some(thread),
+        }
+    }
+
+    /// Connections opened so far (the server may have closed them since).
+    pub(crate) fn opened(&self) -> usize {
+        self.opened.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for Crowd {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `GET path` from source address `from` on a new connection, as a kubelet probe or a scraper
+/// does; the status, or why there was none.
+async fn get_from(from: &str, addr: &str, path: &str) -> Result<u16, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        let from: std::net::IpAddr = from.parse().map_err(|_| "source".to_string())?;
+        socket
+            .bind((from, 0).into())
+            .map_err(|e| format!("bind: {e}"))?;
+        let addr: std::net::SocketAddr = addr.parse().map_err(|_| "address".to_string())?;
+        let mut stream = socket
+            .connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut response = Vec::new();
+        stream
+            .read_to_end(&mut response)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        let text = String::from_utf8_lossy(&response);
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("no HTTP answer ({} bytes)", response.len()))
+    };
+    // The chart's probes time out after 5 s; kubelet's default is 1 s.
+    tokio::time::timeout(Duration::from_secs(1), exchange)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 1 s".into()))
+}
+
+/// Issue 26, H2: one peer holding hundreds of connections to the health and metrics port (and
+/// re-opening every one that closes) never makes another peer's probe or scrape wait or fail.
+/// On main 0e2f741 (one cap of 128 for everyone) every probe from another address failed.
+#[tokio::test]
+async fn one_peer_crowding_the_metrics_port_never_fails_a_probe_or_a_scrape() {
+    let addr = operator().http_addr.clone();
+    // The port is up.
+    support::eventually(
+        READY,
+        "the metrics port",
+        || async { (get_from("127.0.0.3", &addr, "/healthz").await == Ok(200)).then_some(()) },
+        async || operator().log_tail(),
+    )
+    .await;
+    let crowd = Crowd::start(
+        "127.0.0.2",
+        &addr,
+        300,
+        Some(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+    );
+    // Let it fill every place it can.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut failures = Vec::new();
+    let mut asked = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        for (from, path) in [
+            ("127.0.0.3", "/healthz"),
+            ("127.0.0.4", "/readyz"),
+            ("127.0.0.5", "/metrics"),
+        ] {
+            asked += 1;
+            let asked_at = std::time::Instant::now();
+            match get_from(from, &addr, path).await {
+                Ok(200) => {}
+                // Not ready yet is an answer too.
+                Ok(503) if path == "/readyz" => {}
+                other => failures.push(format!(
+                    "{path} from {from} after {:?}: {other:?}",
+                    asked_at.elapsed()
+                )),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let opened = crowd.opened();
+    drop(crowd);
+    eprintln!(
+        "{asked} requests from other peers while one peer opened {opened} connections: {} failed",
+        failures.len()
+    );
+    assert!(opened >= 300, "the crowd opened only {opened} connections");
+    assert!(
+        failures.is_empty(),
+        "{failures:#?}\n{}",
+        operator().log_tail()
+    );
+}

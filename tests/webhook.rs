@@ -240,6 +240,51 @@ async fn kubectl_apply_of_a_bad_component_is_refused_with_the_operators_message(
         "a refused Component is not stored"
     );
 
+    // Issue 26, H2: one peer holding hundreds of connections to the webhook port (each held
+    // until the TLS handshake times out, and re-opened) never keeps the API server out: every
+    // review is answered, so the bad Component is still refused (with `failurePolicy: Ignore`
+    // an unanswered review would admit it). On main 0e2f741 one cap of 128 was shared by all.
+    let crowd = crate::tenancy::Crowd::start("127.0.0.2", &addr, 300, None);
+    std::thread::sleep(Duration::from_secs(3));
+    // Six reviews at once: the API server needs new connections besides the one it keeps
+    // alive, and each must get in.
+    let started = Instant::now();
+    let (answered, admitted) = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..6)
+            .map(|_| {
+                scope.spawn(|| {
+                    let (mut answered, mut admitted) = (0, Vec::new());
+                    while started.elapsed() < Duration::from_secs(15) {
+                        match apply(&bad, &["--dry-run=server"]) {
+                            Err(refused) if refused.contains("InvalidBucketName") => answered += 1,
+                            other => admitted.push(format!("{other:?}")),
+                        }
+                    }
+                    (answered, admitted)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a review thread"))
+            .fold((0, Vec::new()), |(n, mut all), (a, mut more)| {
+                all.append(&mut more);
+                (n + a, all)
+            })
+    });
+    let opened = crowd.opened();
+    drop(crowd);
+    eprintln!(
+        "{answered} reviews refused by the webhook, {} not, while one peer opened {opened} connections",
+        admitted.len()
+    );
+    assert!(opened >= 300, "the crowd opened only {opened} connections");
+    assert!(
+        admitted.is_empty(),
+        "while another peer crowded the webhook port, reviews went unanswered (failurePolicy: Ignore admitted): {admitted:?}\n{}",
+        operator.log_tail()
+    );
+
     // A good Component passes, and so does a Component of another type with the same "bucket".
     let good = component(&ns.name, "orders", "state.jetstream", "orders", "");
     apply(&good, &[]).unwrap_or_else(|e| panic!("the good Component is admitted: {e}"));

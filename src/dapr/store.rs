@@ -318,8 +318,11 @@ fn parse_server(server: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// Credentials as the NATS clients send them: a user name (with a password) or a token. A
+/// password without a user name (`nats://:x@host`) is sent by none of them, so the server sees
+/// an anonymous connection: it is no credential (and `requireCredentials` refuses it).
 fn has_userinfo(url: &Url) -> bool {
-    !url.username().is_empty() || url.password().is_some()
+    !url.username().is_empty()
 }
 
 /// NATS bucket names: `^[a-zA-Z0-9_-]+$`.
@@ -601,6 +604,9 @@ mod tests {
             ("nats://u:pa55w0rd@nats", None, "userinfo"),
             ("nats://t0ken-s3cret@nats", None, "userinfo"),
             ("nats://a,nats://u:pa55w0rd@b", None, "userinfo"),
+            // Issue 26, L1: a password without a user name is sent by no client (the pool
+            // connects anonymously), so it is no credential either.
+            ("nats://:pa55w0rd@nats", None, "none"),
             ("nats://u:pa55w0rd@nats", Some((JWT, SEED)), "jwt"),
         ];
         for (url, creds, kind) in cases {

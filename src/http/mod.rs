@@ -41,10 +41,15 @@ pub async fn serve(
 ) -> std::io::Result<impl std::future::Future<Output = ()>> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
-    Ok(serve::serve(listener, None, move |req| {
-        let response = respond(&req, &health, &metrics);
-        async move { response }
-    }))
+    Ok(serve::serve(
+        listener,
+        None,
+        crate::serving::HTTP_LIMITS,
+        move |req| {
+            let response = respond(&req, &health, &metrics);
+            async move { response }
+        },
+    ))
 }
 
 fn respond<B>(req: &Request<B>, health: &Health, metrics: &Metrics) -> Response<Full<Bytes>> {

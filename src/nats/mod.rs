@@ -91,6 +91,10 @@ pub enum NatsError {
     ListingTooLong { what: String },
     #[error("NATS request failed ({what}): {detail}")]
     Request { what: String, detail: String },
+    #[error(
+        "namespace {namespace} already uses {limit} distinct NATS connections (server lists and credentials), the operator's limit per namespace; let Components share natsURL and credentials, or ask the operator's admin to raise --max-nats-connections-per-namespace"
+    )]
+    ConnectionLimit { namespace: String, limit: usize },
 }
 
 impl Failure for NatsError {
@@ -111,6 +115,7 @@ impl Failure for NatsError {
             Self::Timeout { .. } => "NatsTimeout",
             Self::Request { .. } => "NatsRequestFailed",
             Self::ListingTooLong { .. } => "StreamListingTooLong",
+            Self::ConnectionLimit { .. } => "NatsConnectionLimit",
         }
     }
 

@@ -3,6 +3,13 @@
 //! Each Component is a *user* of exactly one connection. When its servers or credentials change
 //! (a rotated Secret) it moves to another connection, and a connection that no Component uses any
 //! more is closed at once: idle connections never pile up and rotated credentials stop being used.
+//!
+//! A connection is identified by what it connects to, parsed: the servers' scheme, host and
+//! port (spellings such as `nats://nats:4222?1` and `?2`, or a server listed twice, are one), and
+//! the credentials. Each namespace may use at most so many distinct connections
+//! ([`ConnectionPool::with_namespace_limit`]): past it a Component gets `NatsConnectionLimit`,
+//! so one namespace cannot spend the process's file descriptors (each connection holds a relay
+//! listener per server and two sockets per live link) and make every other namespace fail.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,10 +36,46 @@ impl ConnectionKey {
         Self([n; 32])
     }
 
+    /// The key of `config`'s connection when its relays may dial what every name resolves to.
     fn of(config: &StoreConfig) -> Self {
+        Self::with_local(config, &[])
+    }
+
+    /// The key of `config`'s connection whose relays may (`true`) or may not dial a name of
+    /// each server that resolves to a loopback, unspecified or link-local address (see
+    /// [`super::relay`]); empty: all may.
+    fn with_local(config: &StoreConfig, local_names: &[bool]) -> Self {
         let mut h = Sha256::new();
-        h.update(config.servers.expose().as_bytes());
+        match parse_servers(&config.servers) {
+            Ok(target) => {
+                for server in &target.identities {
+                    h.update(server.as_bytes());
+                    h.update([0]);
+                }
+                match &target.userinfo {
+                    Some(UserInfo::Password(user, pass)) => {
+                        h.update([2]);
+                        h.update(user.as_bytes());
+                        h.update([0]);
+                        h.update(pass.expose().as_bytes());
+                    }
+                    Some(UserInfo::Token(token)) => {
+                        h.update([3]);
+                        h.update(token.expose().as_bytes());
+                    }
+                    None => {}
+                }
+            }
+            // Fails to connect anyway: one key per text.
+            Err(_) => h.update(config.servers.expose().as_bytes()),
+        }
         h.update([0]);
+        h.update(
+            local_names
+                .iter()
+                .map(|b| u8::from(!*b))
+                .collect::<Vec<u8>>(),
+        );
         if let NatsAuth::Jwt { jwt, seed } = &config.auth {
             // The same credentials with or without a trailing line break are one connection.
             h.update(without_line_breaks(jwt).as_bytes());
@@ -88,7 +131,16 @@ pub enum LinkEvent {
 }
 
 /// The receiving end of [`ConnectionPool::take_events`]: which connection, and what happened.
-pub type LinkEvents = tokio::sync::mpsc::UnboundedReceiver<(ConnectionKey, LinkEvent)>;
+pub type LinkEvents = tokio::sync::mpsc::Receiver<(ConnectionKey, LinkEvent)>;
+
+/// Link events waiting to be turned into reconciles at most. Events are hints (every Component
+/// is resynced anyway): past this, new ones are dropped rather than held.
+const MAX_PENDING_EVENTS: usize = 4096;
+/// One lame duck event per connection per this long: a server may send its lame duck `INFO`
+/// again and again.
+const LAME_DUCK_QUIET: Duration = Duration::from_secs(30);
+/// Distinct connections one namespace may use, by default.
+pub const DEFAULT_NAMESPACE_CONNECTIONS: usize = 32;
 
 /// The shared connections.
 pub struct ConnectionPool {
@@ -96,11 +148,16 @@ pub struct ConnectionPool {
     connect_timeout: Duration,
     request_timeout: Duration,
     metrics: Option<Arc<crate::metrics::Metrics>>,
-    /// Every connection's client reports its link events here (few: one per transition).
-    events: tokio::sync::mpsc::UnboundedSender<(ConnectionKey, LinkEvent)>,
+    /// Every connection's client reports its link events here (few: one per transition; a
+    /// bounded channel all the same).
+    events: tokio::sync::mpsc::Sender<(ConnectionKey, LinkEvent)>,
     events_rx: Mutex<Option<LinkEvents>>,
     /// The last protocol violation of each connection's servers (see [`super::relay`]).
     violations: Arc<Mutex<HashMap<ConnectionKey, Violation>>>,
+    /// Distinct connections per namespace at most (0: no limit).
+    per_namespace: usize,
+    /// The admin's policies, when enforced: which names may resolve to loopback.
+    policy: Option<crate::policy::Enforcer>,
 }
 
 impl ConnectionPool {
@@ -111,7 +168,7 @@ impl ConnectionPool {
         request_timeout: Duration,
         metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Self {
-        let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (events, events_rx) = tokio::sync::mpsc::channel(MAX_PENDING_EVENTS);
         Self {
             state: Mutex::default(),
             connect_timeout,
@@ -120,7 +177,22 @@ impl ConnectionPool {
             events,
             events_rx: Mutex::new(Some(events_rx)),
             violations: Arc::default(),
+            per_namespace: DEFAULT_NAMESPACE_CONNECTIONS,
+            policy: None,
         }
+    }
+
+    /// At most `n` distinct connections per namespace (0: no limit).
+    pub fn with_namespace_limit(mut self, n: usize) -> Self {
+        self.per_namespace = n;
+        self
+    }
+
+    /// Names that resolve to loopback, unspecified or link-local addresses are dialled only
+    /// when a `host` pattern of a policy of the Component's namespace names them exactly.
+    pub fn with_policy(mut self, policy: Option<crate::policy::Enforcer>) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// The link events of every connection the pool opens (disconnected, lame duck, connected),
@@ -157,9 +229,20 @@ impl ConnectionPool {
     /// `namespace/name`) recorded as using it. A Component that used another connection before
     /// leaves it (and it is closed if nobody else uses it).
     pub async fn connect(&self, user: &str, config: &StoreConfig) -> Result<Client, NatsError> {
-        let key = ConnectionKey::of(config);
+        let namespace = user.split_once('/').map_or(user, |(ns, _)| ns);
+        let local_names = self.local_names(namespace, config);
+        let key = ConnectionKey::with_local(config, &local_names);
         let slot = {
             let mut state = self.lock();
+            if let Err(e) = self.within_limit(&state, namespace, user, key) {
+                // Whatever it used before is not this Component's any more.
+                if let Some(old) = state.users.remove(user) {
+                    self.close_if_unused(&mut state, old);
+                }
+                drop(state);
+                self.update_gauge();
+                return Err(e);
+            }
             let slot = state.slots.entry(key).or_default().clone();
             if let Some(old) = state.users.insert(user.to_string(), key)
                 && old != key
@@ -170,11 +253,11 @@ impl ConnectionPool {
         };
         let result = slot
             .client
-            .get_or_try_init(|| self.open(config))
+            .get_or_try_init(|| self.open(config, key, &local_names))
             .await
             .map(|open| open.client.clone());
         if result.is_err() {
-            self.forget_violation(key);
+            self.forget_violation(ConnectionKey::of(config));
             // Forget the failed attempt so the next reconcile tries again.
             let mut state = self.lock();
             if state
@@ -187,6 +270,53 @@ impl ConnectionPool {
         }
         self.update_gauge();
         result
+    }
+
+    /// Whether `user` of `namespace` may use the connection `key`: one its namespace uses
+    /// already, or a new one within the namespace's limit.
+    fn within_limit(
+        &self,
+        state: &State,
+        namespace: &str,
+        user: &str,
+        key: ConnectionKey,
+    ) -> Result<(), NatsError> {
+        if self.per_namespace == 0 {
+            return Ok(());
+        }
+        let mut used = std::collections::HashSet::new();
+        for (other, k) in &state.users {
+            if other != user && other.split_once('/').is_some_and(|(ns, _)| ns == namespace) {
+                if *k == key {
+                    return Ok(());
+                }
+                used.insert(*k);
+            }
+        }
+        if used.len() < self.per_namespace {
+            return Ok(());
+        }
+        Err(NatsError::ConnectionLimit {
+            namespace: namespace.to_string(),
+            limit: self.per_namespace,
+        })
+    }
+
+    /// For each server of `config`: whether a name of it may resolve to a loopback, unspecified
+    /// or link-local address. Always with no policy enforced (mode `off`: every server is
+    /// allowed); else only a name a `host` pattern of a policy of `namespace` names exactly.
+    fn local_names(&self, namespace: &str, config: &StoreConfig) -> Vec<bool> {
+        let Some(policy) = &self.policy else {
+            return Vec::new();
+        };
+        let Ok(target) = parse_servers(&config.servers) else {
+            return Vec::new();
+        };
+        target
+            .addresses
+            .iter()
+            .map(|a| policy.names_exactly(namespace, a.host()))
+            .collect()
     }
 
     /// How the servers of `config`'s connection last broke the NATS protocol (the relay dropped
@@ -264,20 +394,26 @@ impl ConnectionPool {
         }
     }
 
-    async fn open(&self, config: &StoreConfig) -> Result<Open, NatsError> {
+    async fn open(
+        &self,
+        config: &StoreConfig,
+        key: ConnectionKey,
+        local_names: &[bool],
+    ) -> Result<Open, NatsError> {
         let servers = config.redacted_servers.join(",");
         let target = parse_servers(&config.servers)?;
-        let key = ConnectionKey::of(config);
+        let violation_key = ConnectionKey::of(config);
         let violations = self.violations.clone();
         let report_servers = servers.clone();
         let (relay, local) = Relay::start(
             &target.addresses,
+            local_names,
             Arc::new(move |violation: Violation| {
                 tracing::warn!(servers = %report_servers, violation = violation.describe(), "a NATS server broke the protocol; the operator dropped the connection");
                 violations
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(key, violation);
+                    .insert(violation_key, violation);
             }),
         )
         .await
@@ -323,16 +459,21 @@ impl ConnectionPool {
             // Reconnect for ever in the background: a NATS restart heals without us.
             .max_reconnects(None);
         let events = self.events.clone();
+        let lame_duck = Quiet::new(LAME_DUCK_QUIET);
         options = options.event_callback(move |event| {
             let link = match event {
                 async_nats::Event::Disconnected => Some(LinkEvent::Disconnected),
-                async_nats::Event::LameDuckMode => Some(LinkEvent::LameDuck),
+                // A server may repeat its lame duck INFO without end: one per quiet period.
+                async_nats::Event::LameDuckMode => lame_duck
+                    .pass(std::time::Instant::now())
+                    .then_some(LinkEvent::LameDuck),
                 async_nats::Event::Connected => Some(LinkEvent::Connected),
                 _ => None,
             };
             if let Some(link) = link {
-                // Nobody listening (tests, shutdown) is fine.
-                let _ = events.send((key, link));
+                // Nobody listening (tests, shutdown), or a full queue, is fine: events are
+                // hints, and every Component is resynced anyway.
+                let _ = events.try_send((key, link));
             }
             async {}
         });
@@ -358,6 +499,31 @@ impl ConnectionPool {
     }
 }
 
+/// Lets one event through per `period`.
+struct Quiet {
+    period: Duration,
+    last: Mutex<Option<std::time::Instant>>,
+}
+
+impl Quiet {
+    fn new(period: Duration) -> Self {
+        Self {
+            period,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Whether an event at `now` passes (none passed within the period before it).
+    fn pass(&self, now: std::time::Instant) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let quiet = last.is_none_or(|at| now.saturating_duration_since(at) >= self.period);
+        if quiet {
+            *last = Some(now);
+        }
+        quiet
+    }
+}
+
 /// Folds connect failures: refused, timed out, not resolvable, not NATS, TLS failures all read
 /// the same in a status, so a Component cannot be used to scan ports. Only a refusal of the
 /// credentials (which needs a NATS handshake) is told apart, because the fix is in the Component.
@@ -380,7 +546,11 @@ enum UserInfo {
 }
 
 struct Target {
+    /// The servers to dial, each once, in the order listed.
     addresses: Vec<async_nats::ServerAddr>,
+    /// What identifies each of them: scheme, host and port (lower case, no trailing dot, the
+    /// default port filled in); a path or query does not count.
+    identities: Vec<String>,
     userinfo: Option<UserInfo>,
 }
 
@@ -388,6 +558,7 @@ struct Target {
 /// addresses without credentials and the credentials, which the NATS client takes separately.
 fn parse_servers(servers: &SecretValue) -> Result<Target, NatsError> {
     let mut addresses = Vec::new();
+    let mut identities = Vec::new();
     let mut userinfo = None;
     for raw in servers
         .expose()
@@ -428,10 +599,20 @@ fn parse_servers(servers: &SecretValue) -> Result<Target, NatsError> {
                 servers: "natsURL".into(),
                 detail: "a server URL is not a NATS address".into(),
             })?;
-        addresses.push(addr);
+        let identity = format!(
+            "{}://{}:{}",
+            addr.scheme().to_ascii_lowercase(),
+            addr.host().trim_end_matches('.').to_ascii_lowercase(),
+            addr.port()
+        );
+        if !identities.contains(&identity) {
+            identities.push(identity);
+            addresses.push(addr);
+        }
     }
     Ok(Target {
         addresses,
+        identities,
         userinfo,
     })
 }
@@ -502,6 +683,98 @@ mod tests {
             ConnectionKey::of(&config("eyJ.a.b", &seed)),
             ConnectionKey::of(&config("eyJ.a.c", &seed))
         );
+    }
+
+    fn store(servers: &str) -> StoreConfig {
+        StoreConfig {
+            servers: SecretValue::new(servers),
+            redacted_servers: vec!["shown".into()],
+            bucket: "b".into(),
+            shown_bucket: "b".into(),
+            auth: NatsAuth::None,
+            connection_name: None,
+        }
+    }
+
+    #[test]
+    fn spellings_of_one_server_list_are_one_connection() {
+        let key = |s: &str| ConnectionKey::of(&store(s));
+        let one = key("nats://nats:4222");
+        for spelling in [
+            "nats://nats:4222?1",
+            "nats://nats:4222?2",
+            "NATS://Nats.:4222/",
+            "nats",
+            "nats://nats:4222#x",
+            "nats://nats:4222,nats://nats:4222?8",
+        ] {
+            assert_eq!(key(spelling), one, "{spelling}");
+        }
+        assert_ne!(key("nats://nats:4223"), one);
+        assert_ne!(key("tls://nats:4222"), one);
+        assert_ne!(key("nats://u:p@nats:4222"), one, "credentials make another");
+        assert_ne!(key("nats://u:p@nats:4222"), key("nats://u:q@nats:4222"));
+        assert_ne!(
+            key("nats://a,nats://b"),
+            key("nats://b,nats://a"),
+            "order counts"
+        );
+        // A server listed again is dialled once.
+        let t = parse_servers(&SecretValue::new("nats://a:1?1,nats://A:1?2,nats://b:1")).unwrap();
+        assert_eq!(t.addresses.len(), 2);
+    }
+
+    #[test]
+    fn one_namespace_gets_so_many_distinct_connections() {
+        let pool = ConnectionPool::new(Duration::from_secs(1), Duration::from_secs(1), None)
+            .with_namespace_limit(2);
+        let key = |s: &str| ConnectionKey::of(&store(s));
+        let mut state = State::default();
+        state.users.insert("a/one".into(), key("nats://u1:p@n"));
+        state.users.insert("a/two".into(), key("nats://u2:p@n"));
+        state
+            .users
+            .insert("a/two-again".into(), key("nats://u2:p@n"));
+        state.users.insert("b/one".into(), key("nats://u9:p@n"));
+        let limit = |user: &str, url: &str| pool.within_limit(&state, "a", user, key(url));
+        // A third distinct connection for namespace a: refused, with its own reason.
+        let Err(e) = limit("a/three", "nats://u3:p@n") else {
+            panic!("a third connection")
+        };
+        assert_eq!(crate::failure::Failure::reason(&e), "NatsConnectionLimit");
+        assert!(e.to_string().contains("namespace a already uses 2"), "{e}");
+        // One it uses already, or one a Component moves to from its own: allowed.
+        assert!(limit("a/three", "nats://u2:p@n").is_ok());
+        assert!(limit("a/one", "nats://u3:p@n").is_ok());
+        // Other namespaces count on their own.
+        assert!(
+            pool.within_limit(&state, "b", "b/two", key("nats://u3:p@n"))
+                .is_ok()
+        );
+        let unlimited = ConnectionPool::new(Duration::from_secs(1), Duration::from_secs(1), None)
+            .with_namespace_limit(0);
+        assert!(
+            unlimited
+                .within_limit(&state, "a", "a/x", key("nats://u5:p@n"))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_lame_duck_flood_is_one_event_per_period() {
+        let quiet = Quiet::new(Duration::from_secs(30));
+        let start = std::time::Instant::now();
+        let passed = (0..10_000)
+            .filter(|i| quiet.pass(start + Duration::from_millis(*i)))
+            .count();
+        assert_eq!(passed, 1, "10,000 lame duck INFOs within 10 s");
+        assert!(quiet.pass(start + Duration::from_secs(31)));
+    }
+
+    #[test]
+    fn a_password_without_a_user_is_no_credential() {
+        let t = parse_servers(&SecretValue::new("nats://:s3cr3t@localhost:4222")).unwrap();
+        assert!(t.userinfo.is_none());
     }
 
     #[test]

@@ -21,8 +21,22 @@
 //!   plaintext `INFO`, when the URL is `tls://` or the server requires it, as async-nats does),
 //!   trusting the platform's certificates as async-nats did, and hands the client a plaintext
 //!   `INFO` that requires no TLS. `ws://` and `wss://` are refused before (see the pool).
+//!
+//! Who may use a relay, and where it dials:
+//!
+//! - a relay's listener serves only connections opened by this process (the socket at the
+//!   other end is one of the process's own file descriptors): a sidecar or debug container
+//!   sharing the pod's loopback gets nothing, and its tries never touch the live session;
+//! - a relay never dials another relay of the process (a loopback or unspecified address on
+//!   a relay's port): one Component cannot reach another's server through it;
+//! - a name that resolves to a loopback, unspecified or link-local address is dialled only when
+//!   the pool says so (the admin's policy names that host exactly, or no policy is enforced):
+//!   a DNS name is only as trustworthy as whoever writes its records. An IP literal was judged
+//!   by the policy as written.
 
+use std::collections::HashSet;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_nats::ServerAddr;
@@ -73,6 +87,7 @@ pub type Report = Arc<dyn Fn(Violation) + Send + Sync>;
 /// (listeners and sessions).
 pub struct Relay {
     accepts: Vec<AbortHandle>,
+    ports: Vec<u16>,
     last_failure: Arc<Mutex<Option<String>>>,
 }
 
@@ -81,7 +96,20 @@ impl Drop for Relay {
         for accept in &self.accepts {
             accept.abort();
         }
+        let mut ports = relay_ports();
+        for port in &self.ports {
+            ports.remove(port);
+        }
     }
+}
+
+/// The loopback ports every relay of the process listens on: never dialled by a relay.
+fn relay_ports() -> std::sync::MutexGuard<'static, HashSet<u16>> {
+    static PORTS: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    PORTS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
 
 /// Aborts the task when dropped (a session ends with its listener).
@@ -95,28 +123,37 @@ impl Drop for AbortOnDrop {
 
 impl Relay {
     /// Starts a relay for each of `servers`; returns it and the loopback addresses for the
-    /// client, in the same order.
+    /// client, in the same order. `local_names[i]` says whether a name of server `i` may
+    /// resolve to a loopback, unspecified or link-local address (missing: it may).
     pub async fn start(
         servers: &[ServerAddr],
+        local_names: &[bool],
         report: Report,
     ) -> io::Result<(Self, Vec<ServerAddr>)> {
         let last_failure = Arc::new(Mutex::new(None));
         let mut relay = Self {
             accepts: Vec::new(),
+            ports: Vec::new(),
             last_failure: last_failure.clone(),
         };
         let mut local = Vec::new();
-        for server in servers {
+        for (i, server) in servers.iter().enumerate() {
             let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
             let port = listener.local_addr()?.port();
+            relay_ports().insert(port);
+            relay.ports.push(port);
             local.push(
                 format!("nats://127.0.0.1:{port}")
                     .parse::<ServerAddr>()
                     .map_err(io::Error::other)?,
             );
+            let target = Target {
+                server: server.clone(),
+                local_names: local_names.get(i).copied().unwrap_or(true),
+            };
             let accept = tokio::spawn(accept_loop(
                 listener,
-                server.clone(),
+                target,
                 report.clone(),
                 last_failure.clone(),
             ));
@@ -134,29 +171,133 @@ impl Relay {
     }
 }
 
+/// Where one relay dials.
+#[derive(Clone)]
+struct Target {
+    server: ServerAddr,
+    /// Whether a name may resolve to a loopback, unspecified or link-local address.
+    local_names: bool,
+}
+
 async fn accept_loop(
     listener: TcpListener,
-    server: ServerAddr,
+    target: Target,
     report: Report,
     last_failure: Arc<Mutex<Option<String>>>,
 ) {
-    // The client holds one connection at a time: a new one replaces the last.
-    let mut current: Option<AbortOnDrop> = None;
+    // The client holds one connection at a time: a new one of its own replaces the last.
+    let current: Arc<Mutex<Option<AbortOnDrop>>> = Arc::default();
+    let Ok(listening) = listener.local_addr() else {
+        return;
+    };
     loop {
-        let client = match listener.accept().await {
-            Ok((client, _)) => client,
+        let (client, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(_) => {
                 // Out of file descriptors, say: try again in a moment.
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
         };
-        current.take();
-        let (server, report, last_failure) = (server.clone(), report.clone(), last_failure.clone());
-        current = Some(AbortOnDrop(tokio::spawn(async move {
-            session(client, &server, &report, &last_failure).await;
-        })));
+        let (target, report, last_failure, current) = (
+            target.clone(),
+            report.clone(),
+            last_failure.clone(),
+            current.clone(),
+        );
+        // Checked off the accept loop, so that a flood of strangers does not delay the client,
+        // and a few at a time for the whole process (each reads /proc): past that, a new
+        // connection is closed unchecked (the client reconnects).
+        static CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+        let Ok(check) = CHECKS.try_acquire() else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let own = tokio::task::spawn_blocking(move || is_own_socket(peer, listening))
+                .await
+                .unwrap_or(false);
+            drop(check);
+            if !own {
+                // At most one warning per minute: a flood of strangers does not flood the log.
+                static LAST: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+                let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+                let now = std::time::Instant::now();
+                if last
+                    .is_none_or(|at| now.duration_since(at) >= std::time::Duration::from_secs(60))
+                {
+                    *last = Some(now);
+                    tracing::warn!(
+                        %peer,
+                        "a connection to a NATS relay came from outside the operator's process; closed (told once a minute)"
+                    );
+                } else {
+                    tracing::debug!(%peer, "a connection to a NATS relay from outside the process; closed");
+                }
+                return;
+            }
+            let session = AbortOnDrop(tokio::spawn(async move {
+                session(client, &target, &report, &last_failure).await;
+            }));
+            // Replacing drops (aborts) the last session.
+            *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(session);
+        });
     }
+}
+
+/// Whether the TCP connection from `peer` to `listening` (both loopback) was opened by this
+/// process: the socket at `peer` is one of its own file descriptors. Reads Linux's
+/// `/proc/self/net/tcp` (the connection's inode) and `/proc/self/fd`; anything unreadable is a
+/// no.
+fn is_own_socket(peer: SocketAddr, listening: SocketAddr) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/self/net/tcp") else {
+        return false;
+    };
+    let Some(inode) = table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, remote, inode) = (fields.get(1)?, fields.get(2)?, fields.get(9)?);
+        (parse_proc_addr(local)? == peer && parse_proc_addr(remote)? == listening)
+            .then(|| inode.to_string())
+    }) else {
+        return false;
+    };
+    let wanted = format!("socket:[{inode}]");
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path()).is_ok_and(|link| link.as_os_str() == wanted.as_str())
+    })
+}
+
+/// An IPv4 address of `/proc/net/tcp`: `0100007F:1F90` (the address as the kernel stores it,
+/// in hex; the port in hex).
+fn parse_proc_addr(text: &str) -> Option<SocketAddr> {
+    let (ip, port) = text.split_once(':')?;
+    let ip = u32::from_str_radix(ip, 16).ok()?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    Some(SocketAddr::new(
+        IpAddr::V4(std::net::Ipv4Addr::from(ip.to_ne_bytes())),
+        port,
+    ))
+}
+
+/// Whether a relay may dial `addr`, reached through `server`'s host: never another relay of
+/// the process; a loopback, unspecified or link-local address only when it was written as an
+/// IP literal or `local_names` allows it for a name.
+fn may_dial(addr: SocketAddr, host_is_name: bool, local_names: bool) -> bool {
+    let ip = match addr.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr.ip(), IpAddr::V4),
+        v4 => v4,
+    };
+    let local = ip.is_loopback() || ip.is_unspecified();
+    if local && relay_ports().contains(&addr.port()) {
+        return false;
+    }
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    };
+    !(host_is_name && !local_names && (local || link_local))
 }
 
 /// The byte stream to the server: TCP, or TLS over it.
@@ -171,7 +312,7 @@ enum SetupError {
 
 async fn session(
     client: TcpStream,
-    server: &ServerAddr,
+    target: &Target,
     report: &Report,
     last_failure: &Mutex<Option<String>>,
 ) {
@@ -181,7 +322,7 @@ async fn session(
     // Until the server's INFO, the client says nothing: a read that ends means it gave up (its
     // connect deadline), and the dial stops with it.
     let setup = tokio::select! {
-        setup = setup(server) => setup,
+        setup = setup(target) => setup,
         _ = client_read.read(&mut probe) => return,
     };
     let (upstream, info, rest) = match setup {
@@ -232,14 +373,22 @@ async fn session(
 
 /// Dials the server, reads its INFO, speaks TLS if asked. Returns the stream, the INFO line for
 /// the client and what the server sent after its INFO.
-async fn setup(server: &ServerAddr) -> Result<(Box<dyn Upstream>, Vec<u8>, Vec<u8>), SetupError> {
+async fn setup(target: &Target) -> Result<(Box<dyn Upstream>, Vec<u8>, Vec<u8>), SetupError> {
+    let server = &target.server;
     let io = |what: &str, e: &dyn std::fmt::Display| SetupError::Io(format!("{what}: {e}"));
     let addrs = tokio::net::lookup_host((server.host(), server.port()))
         .await
         .map_err(|e| io("name not resolved", &e))?;
+    let host_is_name = server.host().parse::<IpAddr>().is_err();
     let mut tcp = None;
     let mut last = SetupError::Io("name resolved to no address".into());
     for addr in addrs {
+        if !may_dial(addr, host_is_name, target.local_names) {
+            last = SetupError::Io(
+                "refused to dial a loopback, unspecified or link-local address (or the operator's own relay): a NatsServerPolicy host pattern must name the host exactly".into(),
+            );
+            continue;
+        }
         match TcpStream::connect(addr).await {
             Ok(stream) => {
                 tcp = Some(stream);
@@ -275,7 +424,7 @@ async fn setup(server: &ServerAddr) -> Result<(Box<dyn Upstream>, Vec<u8>, Vec<u
         let stream = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
-            .map_err(|e| io("TLS handshake failed", &e))?;
+            .map_err(|e| SetupError::Io(format!("TLS handshake failed: {}", tls_failure(&e))))?;
         // The client talks plaintext to us; we talk TLS to the server.
         info.insert("tls_required".into(), serde_json::Value::Bool(false));
         Box::new(stream)
@@ -286,6 +435,29 @@ async fn setup(server: &ServerAddr) -> Result<(Box<dyn Upstream>, Vec<u8>, Vec<u
     shown.extend_from_slice(serde_json::Value::Object(info).to_string().as_bytes());
     shown.extend_from_slice(b"\r\n");
     Ok((upstream, shown, rest))
+}
+
+/// Why a TLS handshake failed, in words that hold nothing of the server's name (which may come
+/// from a Secret): rustls puts the name in its "not valid for name" error.
+fn tls_failure(e: &io::Error) -> String {
+    use rustls::{CertificateError, Error};
+    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) else {
+        return e.kind().to_string();
+    };
+    match tls {
+        Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => "the certificate is not valid for the server's name".into(),
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            "the certificate's issuer is not trusted".into()
+        }
+        Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => "the certificate has expired".into(),
+        Error::InvalidCertificate(_) => "the certificate is not valid".into(),
+        Error::AlertReceived(alert) => format!("the server sent the alert {alert:?}"),
+        _ => "the TLS handshake failed".into(),
+    }
 }
 
 /// Reads the server's first line (without its line break), at most [`MAX_CONTROL_LINE`]
@@ -608,6 +780,93 @@ mod tests {
         };
         assert_eq!(violation, Violation::LongLine);
         assert!(checker.line.capacity() <= 2 * MAX_CONTROL_LINE);
+    }
+
+    #[test]
+    fn a_relay_dials_no_relay_and_names_reach_loopback_only_when_allowed() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        // IP literals were judged by the policy as written.
+        assert!(may_dial(addr("127.0.0.1:4222"), false, false));
+        assert!(may_dial(addr("169.254.1.1:4222"), false, false));
+        // Names: loopback, unspecified and link-local only when allowed.
+        for local in [
+            "127.0.0.1:4222",
+            "127.9.9.9:4222",
+            "0.0.0.0:4222",
+            "[::1]:4222",
+            "[::]:4222",
+            "[::ffff:127.0.0.1]:4222",
+            "169.254.169.254:80",
+            "[fe80::1]:4222",
+        ] {
+            assert!(!may_dial(addr(local), true, false), "{local}");
+            assert!(may_dial(addr(local), true, true), "{local}");
+        }
+        assert!(may_dial(addr("10.1.2.3:4222"), true, false));
+        // Never a relay of this process, however it is written.
+        let port = 61_234;
+        relay_ports().insert(port);
+        for own in [
+            format!("127.0.0.1:{port}"),
+            format!("0.0.0.0:{port}"),
+            format!("[::1]:{port}"),
+        ] {
+            assert!(!may_dial(addr(&own), false, true), "{own}");
+        }
+        assert!(may_dial(addr(&format!("10.1.2.3:{port}")), false, true));
+        relay_ports().remove(&port);
+    }
+
+    #[test]
+    fn a_tls_failure_is_told_without_the_server_name() {
+        let error =
+            rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext {
+                expected: rustls_pki_types::ServerName::try_from("secret-host.example")
+                    .unwrap()
+                    .to_owned(),
+                presented: vec!["other.example".into()],
+            });
+        // What rustls says names the host; what the relay says does not.
+        let io = io::Error::new(io::ErrorKind::InvalidData, error);
+        assert!(io.to_string().contains("secret-host"), "{io}");
+        let told = tls_failure(&io);
+        assert_eq!(told, "the certificate is not valid for the server's name");
+        assert!(!told.contains("example"));
+        assert_eq!(
+            tls_failure(&io::Error::other("secret-host.example")),
+            io::ErrorKind::Other.to_string()
+        );
+    }
+
+    #[test]
+    fn proc_addresses_parse() {
+        assert_eq!(
+            parse_proc_addr(&format!("{:08X}:1F90", u32::from_ne_bytes([127, 0, 0, 1]))),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(parse_proc_addr("xyz"), None);
+    }
+
+    #[test]
+    fn only_the_process_own_connections_are_its_own() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listening = listener.local_addr().unwrap();
+        let own = std::net::TcpStream::connect(listening).unwrap();
+        let (_accepted, peer) = listener.accept().unwrap();
+        assert_eq!(peer, own.local_addr().unwrap());
+        assert!(is_own_socket(peer, listening));
+        // Another process connecting (a sidecar sharing the loopback, say).
+        let mut other = std::process::Command::new("bash")
+            .args([
+                "-c",
+                &format!("exec 3<>/dev/tcp/127.0.0.1/{}; sleep 5", listening.port()),
+            ])
+            .spawn()
+            .unwrap();
+        let (_accepted, stranger) = listener.accept().unwrap();
+        assert!(!is_own_socket(stranger, listening));
+        let _ = other.kill();
+        let _ = other.wait();
     }
 
     #[test]

@@ -149,7 +149,7 @@ mod tests {
         fake: &Fake,
         script: Vec<(Duration, LinkEvent, bool)>,
     ) -> Vec<(Duration, Vec<String>)> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
         let start = tokio::time::Instant::now();
         let triggers = Mutex::new(Vec::new());
         let relay = relay(fake, rx, Duration::from_secs(2), |users| {
@@ -159,7 +159,7 @@ mod tests {
             for (pause, event, connected) in script {
                 tokio::time::sleep(pause).await;
                 *fake.connected.lock().unwrap() = connected;
-                tx.send((key(), event)).unwrap();
+                tx.send((key(), event)).await.unwrap();
             }
             tokio::time::sleep(Duration::from_secs(10)).await;
             drop(tx);

@@ -43,6 +43,8 @@ pub struct Config {
     pub namespace_concurrency: usize,
     /// Only servers a NatsServerPolicy allows may be used.
     pub enforce_server_policy: bool,
+    /// Distinct NATS connections one namespace may use (0: no limit).
+    pub namespace_connections: usize,
     /// Watch Secret metadata (list/watch) to see rotations at once; false: get only.
     pub watch_secrets: bool,
     /// Watch Dapr's declarative Subscriptions, so a new topic reaches its stream at once.
@@ -71,11 +73,18 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let pool = Arc::new(ConnectionPool::new(
-        config.connect_timeout,
-        config.request_timeout,
-        Some(metrics.clone()),
-    ));
+    let policy = config
+        .enforce_server_policy
+        .then(|| crate::policy::Enforcer::start(&client));
+    let pool = Arc::new(
+        ConnectionPool::new(
+            config.connect_timeout,
+            config.request_timeout,
+            Some(metrics.clone()),
+        )
+        .with_namespace_limit(config.namespace_connections)
+        .with_policy(policy.clone()),
+    );
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -89,9 +98,6 @@ pub async fn run(
         config.namespaces.iter().cloned().map(Some).collect()
     };
     let shutdown = future::Shared::clone(&futures::FutureExt::shared(Box::pin(shutdown)));
-    let policy = config
-        .enforce_server_policy
-        .then(|| crate::policy::Enforcer::start(&client));
     let shared = Shared {
         client,
         pool: pool.clone(),

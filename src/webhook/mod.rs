@@ -79,7 +79,12 @@ pub async fn serve(
         .await
         .map_err(|e| WebhookError::Generate(format!("cannot listen on {addr}: {e}")))?;
     tracing::info!(%addr, path = PATH, "serving the validating admission webhook");
-    Ok(crate::http::serve::serve(listener, Some(acceptor), handle))
+    Ok(crate::http::serve::serve(
+        listener,
+        Some(acceptor),
+        crate::serving::WEBHOOK_LIMITS,
+        handle,
+    ))
 }
 
 async fn handle(req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
