@@ -172,6 +172,12 @@ class Main(unittest.TestCase):
         self.assertEqual(code, 1, lines)
         self.assertIn(f"fewer than {runner.MIN_MODULES}", "\n".join(lines))
 
+    def test_an_ignored_doc_test_is_red(self):
+        runner.doc_tests = lambda: (0, "test result: ok. 1 passed; 0 failed; 1 ignored;")
+        code, lines = self.main([], self.modules(self.names))
+        self.assertEqual(code, 1, lines)
+        self.assertIn("FAILED: doc tests", lines)
+
     def test_an_ignored_module_is_red_and_named(self):
         integration = self.modules(self.names[1:])
         integration += self.modules(self.names[:1], passed=0, ignored=1)

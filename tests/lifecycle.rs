@@ -606,3 +606,65 @@ async fn a_second_component_cannot_change_the_bucket_nor_block_its_owner() {
     assert_eq!(after.max_messages_per_subject, 2);
     assert_eq!(info.info().await.unwrap().created, created);
 }
+
+/// The stream of a `pubsub.jetstream` Component has the buckets' data-loss guard: a max age
+/// that would drop stored messages is refused (DataLossRefused) and the stream kept as it was
+/// through a resync, until `allow-data-loss` is set.
+#[tokio::test]
+async fn a_stream_change_that_drops_messages_waits_for_allow_data_loss() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "stream-loss").await;
+    let topic = format!("kept{}", support::random_suffix());
+    let pubsub = |annotations: &[(&str, &str)]| {
+        annotations
+            .iter()
+            .fold(
+                support::ComponentManifest::new(&ns.name, "events")
+                    .type_("pubsub.jetstream")
+                    .item("natsURL", &nats().url())
+                    .annotation("jetstreamkv.io/subjects", &topic),
+                |c, &(k, v)| c.annotation(k, v),
+            )
+            .yaml()
+    };
+    control_plane().apply(&pubsub(&[]));
+    let jss = support::wait_jss(&ns.name, "events", "Ready=True", |s, _| s == "True").await;
+    let stream = jss["spec"]["stream"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{}_events", ns.name));
+    let js = support::jetstream(&nats().url()).await;
+    for i in 0..3 {
+        js.publish(topic.clone(), format!("m{i}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let state = async || {
+        let mut s = js.get_stream(&stream).await.unwrap();
+        let info = s.info().await.unwrap();
+        (info.config.max_age, info.state.messages)
+    };
+    assert_eq!(state().await, (Duration::ZERO, 3));
+
+    control_plane().apply(&pubsub(&[("jetstreamkv.io/max-age", "1h")]));
+    support::wait_jss(&ns.name, "events", "Ready=False DataLossRefused", |s, r| {
+        s == "False" && r == "DataLossRefused"
+    })
+    .await;
+    tokio::time::sleep(support::RESYNC * 2).await;
+    assert_eq!(
+        state().await,
+        (Duration::ZERO, 3),
+        "the stream was changed without allow-data-loss"
+    );
+
+    control_plane().apply(&pubsub(&[
+        ("jetstreamkv.io/max-age", "1h"),
+        ("jetstreamkv.io/allow-data-loss", "true"),
+    ]));
+    support::wait_jss(&ns.name, "events", "Ready=True", |s, _| s == "True").await;
+    assert_eq!(state().await, (Duration::from_secs(3600), 3));
+}

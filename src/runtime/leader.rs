@@ -164,9 +164,10 @@ async fn held_until_unconfirmed(
                 Err(e) => tracing::debug!(error = %e, "could not read the leader Lease"),
             },
         }
-        // The holder renews `grace` before the deadline: read a step after that.
-        let next =
-            (deadline.checked_sub(grace).unwrap_or(read_at) + step).max(Instant::now() + step);
+        // The holder renews `grace` before the expiry (a step after the deadline): read a step
+        // after that.
+        let renewal = (deadline + step).checked_sub(grace).unwrap_or(read_at);
+        let next = (renewal + step).max(Instant::now() + step);
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {
                 return "lost the leader Lease: could not read it renewed before it expired".into();
