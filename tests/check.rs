@@ -113,12 +113,6 @@ fn bad_components_get_the_operators_reasons_with_their_position() {
         (
             12,
             160,
-            "bucket-annotations-on-pubsub",
-            "InapplicableAnnotation",
-        ),
-        (
-            13,
-            174,
             "stream-annotation-on-store",
             "InapplicableAnnotation",
         ),
@@ -128,8 +122,8 @@ fn bad_components_get_the_operators_reasons_with_their_position() {
         .map(|(d, l, n, r)| (*d, *l, n.to_string(), r.to_string()))
         .collect();
     assert_eq!(problems(&report), want);
-    assert_eq!(report["summary"]["components"], 13);
-    assert_eq!(report["summary"]["problems"], 14);
+    assert_eq!(report["summary"]["components"], 12);
+    assert_eq!(report["summary"]["problems"], 13);
     // Every problem says what to do, and names the file.
     for p in report["problems"].as_array().unwrap() {
         assert_eq!(p["file"], "bad-components.yaml");
@@ -143,15 +137,15 @@ fn bad_components_get_the_operators_reasons_with_their_position() {
             .contains("did you mean jetstreamkv.io/history?"),
         "{typo}"
     );
-    // Annotations of the other kind are named, all at once.
+    // Annotations of the other kind are named.
     let inapplicable = report["problems"][12]["message"].as_str().unwrap();
     assert!(
-        inapplicable.contains("jetstreamkv.io/history, jetstreamkv.io/on-existing apply to state.jetstream Components only"),
+        inapplicable.contains("jetstreamkv.io/retention apply to pubsub.jetstream Components only"),
         "{inapplicable}"
     );
     assert!(
         run.stderr
-            .contains("error: 14 problems: 13 JetStream Components in 13 documents (1 file)"),
+            .contains("error: 13 problems: 12 JetStream Components in 12 documents (1 file)"),
         "{}",
         run.stderr
     );
@@ -230,6 +224,30 @@ fn stdin_in_json_like_kustomize_build_piped_in() {
     assert_eq!(report["notes"][0]["reason"], "SecretValueNotChecked");
     assert_eq!(report["notes"][0]["namespace"], "shop");
     assert_eq!(report["notes"][0]["name"], "carts");
+}
+
+#[test]
+fn a_bucket_annotation_on_a_pubsub_is_refused_by_name() {
+    let run = check(&["bad-pubsub.yaml", "--output", "json"], None);
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    let report = json(&run);
+    assert_eq!(
+        problems(&report),
+        [(
+            1,
+            3,
+            "bucket-annotations-on-pubsub".into(),
+            "InapplicableAnnotation".into()
+        )]
+    );
+    let message = report["problems"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "jetstreamkv.io/history, jetstreamkv.io/on-existing apply to state.jetstream \
+             Components only"
+        ),
+        "{message}"
+    );
 }
 
 #[test]

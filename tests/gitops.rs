@@ -314,7 +314,7 @@ async fn check_in_ci_reports_the_reason_the_operator_reports_in_the_cluster() {
             first.push((name, p["reason"].as_str().expect("reason").to_owned()));
         }
     }
-    assert_eq!(first.len(), 11, "{report:#}");
+    assert_eq!(first.len(), 12, "{report:#}");
 
     // ...is what the operator says once it is applied: the first problem of each Component is
     // the reason of its KeyValueBucket's Ready condition.
