@@ -1,9 +1,11 @@
-//! NATS: shared connections ([`pool`]), each through the protocol-checking [`relay`]; any
+//! NATS: shared connections ([`pool`]), each through the protocol-checking [`relay`] (which
+//! serves only the process's own sockets, `peer`); any
 //! JetStream stream ([`stream`]: client, changes, owner marks, limits, subjects); a stream's
 //! cluster facts ([`cluster`]); and the create-or-verify logic of KV buckets ([`bucket`]).
 
 pub mod bucket;
 pub mod cluster;
+mod peer;
 pub mod pool;
 pub mod relay;
 pub mod stream;
