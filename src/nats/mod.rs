@@ -1,7 +1,7 @@
-//! NATS: shared connections ([`pool`]), each through the protocol-checking [`relay`] (which
-//! serves only the process's own sockets, `peer`); any
-//! JetStream stream ([`stream`]: client, changes, owner marks, limits, subjects); a stream's
-//! cluster facts ([`cluster`]); and the create-or-verify logic of KV buckets ([`bucket`]).
+//! NATS: shared connections ([`pool`]), each through the protocol-checking [`relay`], which
+//! serves only the process's own sockets (`peer`); any JetStream stream ([`stream`]: client,
+//! changes, owner marks, limits, subjects); a stream's cluster facts ([`cluster`]); and the
+//! create-or-verify logic of KV buckets ([`bucket`]).
 
 pub mod bucket;
 pub mod cluster;
