@@ -207,7 +207,7 @@ async fn server_with_others() -> (support::nats::NatsServer, jetstream::Context)
 }
 
 #[tokio::test]
-async fn every_plan_is_one_nats_server_accepts_and_refusals_send_nothing() {
+async fn every_plan_is_one_nats_server_accepts_and_every_refusal_one_it_refuses() {
     let (server, js) = server_with_others().await;
     let api_errors = || server.jsz()["api"]["errors"].as_u64().unwrap_or_default();
 
@@ -391,13 +391,10 @@ async fn every_plan_is_one_nats_server_accepts_and_refusals_send_nothing() {
         )),
         "SubjectOverlap"
     );
-    assert_eq!(
-        api_errors(),
-        errors_before,
-        "nothing was sent that the server refused"
-    );
-
-    // And the server would have refused them: the overlap check matches the server's.
+    // `plan` is pure: that the operator sends none of these refusals is shown with the operator
+    // running, in `what_nats_would_refuse_is_refused_first_each_with_its_reason_and_nothing_changes`.
+    // Here: the server would have refused them (its own error counter moves), so the overlap
+    // check matches the server's.
     let mut refused = updated.clone();
     refused.subjects.push("audit.login".into());
     let err = js
@@ -410,6 +407,11 @@ async fn every_plan_is_one_nats_server_accepts_and_refusals_send_nothing() {
     js.update_stream(refused)
         .await
         .expect_err("bucket overlap refused");
+    assert_eq!(
+        api_errors(),
+        errors_before + 2,
+        "the server counted both refusals"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
