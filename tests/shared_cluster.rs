@@ -17,6 +17,10 @@ use support::{TestNamespace, control_plane, nats};
 const READY: Duration = Duration::from_secs(60);
 const CONCURRENCY: usize = 4;
 
+/// The tests that measure how the operator's workers are shared take turns: the crowd of
+/// Components of one would take a share of the workers the other measures.
+static WORKERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn operator() -> &'static Operator {
     static OPERATOR: OnceLock<Operator> = OnceLock::new();
     OPERATOR.get_or_init(|| {
@@ -159,6 +163,7 @@ async fn servers_outside_the_policy_are_never_dialled() {
 /// Component. Without the share all four workers were taken for at least 5 s.
 #[tokio::test]
 async fn one_namespace_cannot_take_every_worker() {
+    let _turn = WORKERS.lock().await;
     operator();
     let client = support::client().await;
     let noisy = TestNamespace::new(&client, "fair-noisy").await;
@@ -269,6 +274,7 @@ async fn reasons(api: &Api<KeyValueBucket>) -> std::collections::BTreeMap<String
 /// in one run and not within 60 s in the next ("Too many open files" at each connect).
 #[tokio::test]
 async fn one_namespace_with_many_connections_never_fails_another_namespace() {
+    let _turn = WORKERS.lock().await;
     operator();
     let client = support::client().await;
     let crowd = TestNamespace::new(&client, "fd-crowd").await;

@@ -208,17 +208,24 @@ async fn accept_loop(
             current.clone(),
         );
         // Checked off the accept loop, so that a flood of strangers does not delay the client,
-        // and a few at a time for the whole process (each reads /proc): past that, a new
-        // connection is closed unchecked (the client reconnects).
+        // and a few at a time for the whole process (each reads /proc). A connection waits its
+        // turn (the operator's own connections come in waves: a wave of Components connects at
+        // once, and a connection closed unchecked costs its reconcile a back-off); only past
+        // WAITING of them at once is a new one closed unchecked, so a flood of strangers holds
+        // a bounded number of sockets.
         static CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
-        let Ok(check) = CHECKS.try_acquire() else {
+        static WAITING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(256);
+        let Ok(waiting) = WAITING.try_acquire() else {
             continue;
         };
         tokio::spawn(async move {
+            let Ok(check) = CHECKS.acquire().await else {
+                return;
+            };
             let own = tokio::task::spawn_blocking(move || is_own_socket(peer, listening))
                 .await
                 .unwrap_or(false);
-            drop(check);
+            drop((check, waiting));
             if !own {
                 // At most one warning per minute: a flood of strangers does not flood the log.
                 static LAST: Mutex<Option<std::time::Instant>> = Mutex::new(None);
