@@ -103,6 +103,44 @@ impl StreamOutcome {
             .any(|c| c.type_ == ConditionType::CredentialsResolved && c.status == Some(true))
     }
 
+    /// What NATS last said of a stream stays shown while NATS does not answer (an outage, or a
+    /// deletion that waits for one), as a bucket's facts do; an answer, absence included,
+    /// replaces it. Facts of another stream than the one meant now are not kept.
+    fn keep_unanswered_facts(
+        &mut self,
+        previous: Option<&WrittenStream>,
+        prepared: Option<&Prepared>,
+        progress: Option<&Progress<StreamStep>>,
+    ) {
+        let Some(previous) = previous else { return };
+        let rounds = match progress {
+            Some(Progress::Connected { step, .. }) => step.rounds.as_ref().ok(),
+            _ => None,
+        };
+        let unanswered = |role: Role| {
+            rounds.is_none_or(|rounds| {
+                rounds
+                    .iter()
+                    .any(|r| r.role == role && matches!(r.end, RoundEnd::FetchFailed(_)))
+            })
+        };
+        let meant = |facts: &StreamStatus, name: Option<&str>| name.is_none_or(|n| facts.name == n);
+        if self.stream.is_none() && unanswered(Role::Topics) {
+            self.stream = previous
+                .status
+                .stream
+                .clone()
+                .filter(|f| meant(f, prepared.map(|p| p.stream.as_str())));
+        }
+        if self.dead_letter_stream.is_none() && unanswered(Role::DeadLetters) {
+            self.dead_letter_stream = previous
+                .status
+                .dead_letter_stream
+                .clone()
+                .filter(|f| meant(f, prepared.map(|p| p.dead_letters.as_str())));
+        }
+    }
+
     /// The topics' statuses: each against the stream meant to hold it, once that was read.
     fn show_topics(&mut self, found: &Found, prefix: Option<&str>) {
         fn held<'a>(facts: &'a Option<StreamStatus>, name: &'a Option<String>) -> Held<'a> {
@@ -138,6 +176,7 @@ pub fn decide(
     let name = key.split_once('/').map_or(key, |(_, n)| n);
     let mut o = StreamOutcome::new(name);
     o.end = steps(&mut o, key, previous, validation, prepared, progress);
+    o.keep_unanswered_facts(previous, prepared, progress);
     if let Some(p) = prepared
         && let Ok(found) = &p.subjects
     {

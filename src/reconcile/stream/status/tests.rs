@@ -660,3 +660,46 @@ fn a_deletion_that_waits_shows_in_status_with_the_finalizer_kept() {
             .contains("its stream cannot be deleted yet")
     );
 }
+
+#[test]
+fn the_last_facts_stay_while_nats_does_not_answer_and_an_answer_replaces_them() {
+    let (v, p) = valid();
+    let previous = Written {
+        spec: JetStreamStreamSpec::default(),
+        generation: Some(1),
+        status: JetStreamStreamStatus {
+            stream: Some(facts(STREAM, true)),
+            dead_letter_stream: Some(facts(DEAD, true)),
+            ..Default::default()
+        },
+    };
+    let down = Progress::NotConnected(unreachable());
+    let o = decide(KEY, Some(&previous), &v, Some(&p), Some(&down));
+    assert_eq!(seen(&o).reason, "NatsUnavailable");
+    assert_eq!(o.stream, previous.status.stream, "kept through an outage");
+
+    let fetch_failed = connected(vec![topics(RoundEnd::FetchFailed(unreachable()))]);
+    let o = decide(KEY, Some(&previous), &v, Some(&p), Some(&fetch_failed));
+    assert_eq!(
+        o.stream, previous.status.stream,
+        "kept when reading it failed"
+    );
+
+    let gone = connected(vec![topics(RoundEnd::Missing)]);
+    let o = decide(KEY, Some(&previous), &v, Some(&p), Some(&gone));
+    assert_eq!(o.stream, None, "NATS said it is gone");
+    assert_eq!(o.dead_letter_stream, None, "no dead-letter stream is meant");
+
+    let renamed = Written {
+        status: JetStreamStreamStatus {
+            stream: Some(facts("OLD", true)),
+            ..Default::default()
+        },
+        ..previous
+    };
+    let o = decide(KEY, Some(&renamed), &v, Some(&p), Some(&down));
+    assert_eq!(
+        o.stream, None,
+        "another stream's facts are not shown as this one's"
+    );
+}
