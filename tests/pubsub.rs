@@ -1336,3 +1336,139 @@ async fn a_stream_deletion_that_waits_for_nats_shows_in_the_jetstreamstream() {
         "the stream was deleted"
     );
 }
+
+/// Issue 26 (L3): what another tenant of the account wrote on the server (a stream's name and
+/// subjects, a bucket's description) reaches a status or an Event only made fit to show: no
+/// control characters (a terminal escape would repaint the screen of whoever runs `kubectl
+/// describe`), each name or subject at most 128 characters, a description at most 1,024, at
+/// most 1,000 live subjects of a stream made elsewhere. The server keeps the texts as written (checked): the operator is what cuts them.
+#[tokio::test]
+async fn another_tenants_text_reaches_status_only_made_fit_to_show() {
+    const ESC: char = '\u{1b}';
+    let client = support::client().await;
+    support::operator();
+    let ns = TestNamespace::new(&client, "pubsub-text").await;
+    let server = support::nats::NatsServer::start();
+    let url = server.url();
+    let js = support::jetstream(&url).await;
+    let long = "z".repeat(5_000);
+    let evil_name = format!("EVIL{ESC}[2J{}", "N".repeat(150));
+    let evil_subject = format!("orders.{ESC}[31m{long}");
+    js.create_stream(stream::Config {
+        name: evil_name.clone(),
+        subjects: vec![evil_subject.clone()],
+        ..Default::default()
+    })
+    .await
+    .expect("another tenant's stream");
+    let wide: Vec<String> = (0..1_500).map(|i| format!("wide.{i}")).collect();
+    js.create_stream(stream::Config {
+        name: "WIDE".into(),
+        subjects: wide.clone(),
+        ..Default::default()
+    })
+    .await
+    .expect("a stream of 1,500 subjects made elsewhere");
+    let description = format!("line one\nline two {ESC}[31m{}", "z".repeat(3_000));
+    js.create_key_value(jetstream::kv::Config {
+        bucket: "described".into(),
+        description: description.clone(),
+        ..Default::default()
+    })
+    .await
+    .expect("a bucket made elsewhere");
+    // The server keeps each text as written.
+    assert_eq!(
+        live(&js, &evil_name).await.expect("EVIL").subjects,
+        std::slice::from_ref(&evil_subject)
+    );
+    assert_eq!(
+        live(&js, "KV_described")
+            .await
+            .expect("KV_described")
+            .description,
+        Some(description.clone())
+    );
+
+    control_plane().apply(
+        &pubsub_component(&ns.name, "overlap", &url)
+            .annotation(SUBJECTS_ANNOTATION, "orders.>")
+            .yaml(),
+    );
+    control_plane().apply(
+        &pubsub_component(&ns.name, "wide", &url)
+            .item("streamName", "WIDE")
+            .annotation(SUBJECTS_ANNOTATION, "wide.1")
+            .yaml(),
+    );
+    control_plane()
+        .apply(&support::ComponentManifest::store(&ns.name, "described", &url, "described").yaml());
+
+    let overlap = wait_ready(&client, &ns.name, "overlap", "False", "SubjectOverlap").await;
+    let message = &overlap
+        .condition(ConditionType::Ready)
+        .expect("Ready")
+        .message;
+    assert!(
+        message.contains("orders.> overlaps orders.[31mzzz"),
+        "{message}"
+    );
+    assert!(message.contains("of stream EVIL[2JNNN"), "{message}");
+    assert!(!message.contains(&"z".repeat(128)), "cut at 128: {message}");
+    let wide_jss = wait_ready(&client, &ns.name, "wide", "True", "StreamVerified").await;
+    let facts = wide_jss
+        .status
+        .as_ref()
+        .and_then(|s| s.stream.as_ref())
+        .expect("the stream's facts");
+    assert_eq!(
+        facts.subjects,
+        wide[..1_000],
+        "the first 1,000 subjects shown"
+    );
+    support::wait_condition(
+        &client,
+        &ns.name,
+        "described",
+        "Ready",
+        "True",
+        "BucketVerified",
+    )
+    .await;
+    let buckets: Api<jetstream_kv_operator::crd::KeyValueBucket> =
+        Api::namespaced(client.clone(), &ns.name);
+    let kvb = buckets.get("described").await.expect("kvb");
+    let shown =
+        serde_json::to_value(&kvb.status).expect("status")["bucket"]["config"]["description"]
+            .as_str()
+            .expect("the description is shown")
+            .to_owned();
+    assert!(shown.starts_with("line oneline two [31mzzz"), "{shown}");
+    assert_eq!(
+        shown.chars().count(),
+        1_024,
+        "a description is shown up to 1,024 characters"
+    );
+
+    // Nothing of the operator's, status or Event, carries a control character or a text of the
+    // server's longer than shown.
+    let statuses = [
+        serde_json::to_string(&overlap.status).expect("json"),
+        serde_json::to_string(&kvb.status).expect("json"),
+        serde_json::to_string(&wide_jss.status).expect("json"),
+        control_plane()
+            .kubectl(&["get", "events", "-n", &ns.name, "-o", "json"], None)
+            .expect("events"),
+    ];
+    for text in statuses {
+        assert!(!text.contains(ESC) && !text.contains("\\u001b"), "{text}");
+        if let Some(at) = text.find(&"z".repeat(1_025)) {
+            let from = text[..at]
+                .char_indices()
+                .rev()
+                .nth(300)
+                .map_or(0, |(i, _)| i);
+            panic!("a text longer than shown: ...{}", &text[from..at + 10]);
+        }
+    }
+}

@@ -58,7 +58,7 @@ pub fn availability_problem(info: &stream::Info) -> Option<NatsError> {
         .replicas
         .iter()
         .filter(|r| !reachable(r))
-        .map(|r| r.server.clone())
+        .map(|r| super::remote_text(&r.server))
         .collect();
     let up = usize::from(facts.leader.is_some()) + facts.replicas.len() - down.len();
     let quorum = replicas / 2 + 1;

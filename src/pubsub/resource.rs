@@ -129,6 +129,11 @@ pub struct TopicStatus {
     pub problem: Option<String>,
 }
 
+/// The most live subjects a JetStreamStream shows of one stream: a stream the operator makes has
+/// at most [`MAX_SUBJECTS`](crate::pubsub::subjects::MAX_SUBJECTS); one made elsewhere may have
+/// many more, and a status must stay well under the API server's object size.
+pub const MAX_SHOWN_SUBJECTS: usize = crate::pubsub::subjects::MAX_SUBJECTS;
+
 /// Facts about the stream as NATS reports them.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -158,6 +163,26 @@ pub struct StreamStatus {
     pub bytes: u64,
     /// Consumers (Dapr creates one per subscribed topic and app).
     pub consumers: u64,
+}
+
+impl StreamStatus {
+    /// The facts as a status shows them: the server's text (names, subjects, version) made fit
+    /// to show by [`remote_text`](crate::nats::remote_text), at most [`MAX_SHOWN_SUBJECTS`]
+    /// subjects. Showing twice changes nothing.
+    pub fn shown(&self) -> Self {
+        use crate::nats::remote_text;
+        Self {
+            name: remote_text(&self.name),
+            server_version: self.server_version.as_deref().map(remote_text),
+            subjects: self
+                .subjects
+                .iter()
+                .take(MAX_SHOWN_SUBJECTS)
+                .map(|s| remote_text(s))
+                .collect(),
+            ..self.clone()
+        }
+    }
 }
 
 impl JetStreamStream {

@@ -308,12 +308,30 @@ pub(crate) async fn apply_component(
     Ok(())
 }
 
+/// The longest Event note the API server takes (events.k8s.io/v1 refuses a longer one, and
+/// the Event would be lost).
+const MAX_NOTE_BYTES: usize = 1024;
+
+/// A note cut to [`MAX_NOTE_BYTES`] on a character boundary, marked as cut.
+fn fit_note(mut note: String) -> String {
+    const MARK: &str = "...";
+    if note.len() > MAX_NOTE_BYTES {
+        let mut end = MAX_NOTE_BYTES - MARK.len();
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push_str(MARK);
+    }
+    note
+}
+
 /// Publishes an Event on the Component; a failure is logged, never fatal.
 pub async fn publish(ctx: &Context, component: &Component, note: Note) {
     let event = Event {
         type_: note.type_,
         reason: note.reason,
-        note: Some(note.note),
+        note: Some(fit_note(note.note)),
         action: "Reconcile".into(),
         secondary: None,
     };
@@ -324,5 +342,21 @@ pub async fn publish(ctx: &Context, component: &Component, note: Note) {
     {
         Ok(()) => ctx.metrics.api_write("event"),
         Err(e) => tracing::warn!(error = %e, "could not publish an Event"),
+    }
+}
+
+#[cfg(test)]
+mod note_tests {
+    use super::*;
+
+    #[test]
+    fn a_note_fits_the_api_servers_limit_on_a_character_boundary() {
+        assert_eq!(fit_note("short".into()), "short");
+        let exact = "x".repeat(MAX_NOTE_BYTES);
+        assert_eq!(fit_note(exact.clone()), exact);
+        let long = "é".repeat(MAX_NOTE_BYTES);
+        let fitted = fit_note(long);
+        assert!(fitted.len() <= MAX_NOTE_BYTES, "{}", fitted.len());
+        assert!(fitted.ends_with("..."));
     }
 }

@@ -173,11 +173,12 @@ fn compression(s: &BucketSettings, live: &stream::Config) -> Option<Change> {
 
 fn description(s: &BucketSettings, live: &stream::Config) -> Option<Change> {
     let live_description = live.description.clone().unwrap_or_default();
+    let shown_live = crate::nats::remote_text(&live_description);
     let want_description = s.description.clone().unwrap_or_default();
     (live_description != want_description).then(|| {
         change(
             Field::Description,
-            format!("{live_description:?}"),
+            format!("{shown_live:?}"),
             format!("{want_description:?}"),
             ChangeKind::Safe,
         )

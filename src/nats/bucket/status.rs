@@ -20,7 +20,11 @@ pub fn live_config(live: &stream::Config) -> BucketConfig {
         storage: storage_name(live.storage).into(),
         replicas: live.num_replicas.max(1) as i64,
         compression: matches!(live.compression, Some(stream::Compression::S2)),
-        description: live.description.clone().filter(|d| !d.is_empty()),
+        description: live
+            .description
+            .as_deref()
+            .filter(|d| !d.is_empty())
+            .map(bounded),
         limit_marker_ttl: live
             .subject_delete_marker_ttl
             .filter(|d| !d.is_zero())

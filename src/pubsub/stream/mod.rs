@@ -80,19 +80,19 @@ pub struct Overlap {
     pub other_subject: String,
 }
 
+/// The other stream's name and subject are the server's text (any tenant of the account chose
+/// them): shown made fit, as [`remote_text`](crate::nats::remote_text) makes them.
 impl std::fmt::Display for Overlap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.stream.strip_prefix("KV_") {
-            Some(bucket) if self.other_subject.starts_with("$KV.") => write!(
-                f,
-                "{} overlaps {} of KV bucket {bucket}",
-                self.subject, self.other_subject
-            ),
-            _ => write!(
-                f,
-                "{} overlaps {} of stream {}",
-                self.subject, self.other_subject, self.stream
-            ),
+        let (stream, other) = (
+            crate::nats::remote_text(&self.stream),
+            crate::nats::remote_text(&self.other_subject),
+        );
+        match stream.strip_prefix("KV_") {
+            Some(bucket) if other.starts_with("$KV.") => {
+                write!(f, "{} overlaps {other} of KV bucket {bucket}", self.subject)
+            }
+            _ => write!(f, "{} overlaps {other} of stream {stream}", self.subject),
         }
     }
 }

@@ -435,7 +435,8 @@ fn the_indexed_overlap_check_finds_what_comparing_every_pair_finds() {
 
 /// The other streams' subjects are the server's to choose (up to the listing's bound of
 /// 100,000): a thousand of ours against them costs one pass, not ours × theirs. Comparing every
-/// pair takes seconds here (10^8 comparisons; try `overlaps_pairwise` in its place).
+/// pair took 54 s here (10^8 comparisons; try `overlaps_pairwise` in its place), one pass well
+/// under a second on a quiet machine: the bound leaves room for a loaded one.
 #[test]
 fn the_overlap_check_is_linear_in_the_other_streams_subjects() {
     let others: Vec<OtherStream> = (0..100)
@@ -450,7 +451,7 @@ fn the_overlap_check_is_linear_in_the_other_streams_subjects() {
     let took = started.elapsed();
     assert!(found.is_empty());
     assert!(
-        took < std::time::Duration::from_secs(1),
+        took < std::time::Duration::from_secs(10),
         "1,000 subjects against 100,000 took {took:?}"
     );
 }

@@ -17,7 +17,7 @@ use crate::crd::ReconcileStatus;
 use crate::dapr::Component;
 use crate::failure::Problem;
 use crate::pubsub::Subscription;
-use crate::pubsub::resource::{JetStreamStream, JetStreamStreamStatus};
+use crate::pubsub::resource::{JetStreamStream, JetStreamStreamStatus, StreamStatus};
 
 pub mod execute;
 pub mod status;
@@ -64,8 +64,8 @@ pub(crate) async fn write(
             Time(jiff::Timestamp::now()),
         ),
         topics: outcome.topics.clone(),
-        stream: outcome.stream.clone(),
-        dead_letter_stream: outcome.dead_letter_stream.clone(),
+        stream: outcome.stream.as_ref().map(StreamStatus::shown),
+        dead_letter_stream: outcome.dead_letter_stream.as_ref().map(StreamStatus::shown),
     };
     let written =
         report::write_owned::<JetStreamStream>(component, &key, ctx, previous, decided, status)

@@ -278,7 +278,10 @@ impl Round {
     fn owner(&self, namespace: &str) -> Option<String> {
         let owner = self.owner_elsewhere.as_deref()?;
         Some(match owner.split_once('/') {
-            Some((ns, name)) if ns == namespace => format!("Component {name}"),
+            // The mark is the server's text: anyone with rights on the stream can write it.
+            Some((ns, name)) if ns == namespace => {
+                format!("Component {}", crate::nats::remote_text(name))
+            }
             _ => "a Component of another namespace".to_owned(),
         })
     }
