@@ -50,6 +50,12 @@ pub struct NatsServerPolicySpec {
     /// connections are refused.
     #[serde(default)]
     pub require_credentials: bool,
+    /// Only buckets and streams whose names start with the Component's namespace and `_`
+    /// (`team-a_orders`): on a NATS account shared by several namespaces, no namespace can take
+    /// a name another namespace's Components will ask for (namespace names hold no `_`, so the
+    /// prefix is unambiguous). The default pub/sub stream name, `<namespace>_<component>`, has it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_namespace_prefix: bool,
 }
 
 /// Namespaces a policy applies to: those named, and those whose labels match the selector.
@@ -140,6 +146,9 @@ pub struct Request<'a> {
     pub servers: &'a [ServerRef],
     /// Whether it authenticates (user info in the URL, or a JWT).
     pub has_credentials: bool,
+    /// The names its bucket or streams have on the server, each with what it is ("bucket",
+    /// "stream"): values that may come from Secrets, never shown.
+    pub names: &'a [(&'static str, String)],
 }
 
 /// The verdict.
@@ -150,6 +159,9 @@ pub enum Decision {
     /// No policy allows it; the message says why, without naming any policy's servers (a
     /// tenant learns nothing about what others may reach).
     NotAllowed(String),
+    /// A policy allows the servers, but only for names that start with the namespace
+    /// (`requireNamespacePrefix`), and a name does not.
+    NameNotAllowed(String),
 }
 
 /// Decides whether `request` may connect, given every policy of the cluster. Pure: no DNS, no
@@ -165,21 +177,47 @@ pub fn decide(policies: &[NatsServerPolicySpec], request: &Request<'_>) -> Decis
             request.namespace
         ));
     }
-    // The most specific refusal across policies: the one that got furthest.
+    // The most specific refusal across policies: the one that got furthest (past the servers,
+    // a name), else the first.
     let mut refusal = None;
     for policy in applicable {
         match refuse(policy, request) {
             None => return Decision::Allowed,
+            Some(why @ Decision::NameNotAllowed(_)) => refusal = Some(why),
             Some(why) => {
                 refusal.get_or_insert(why);
             }
         }
     }
-    Decision::NotAllowed(refusal.unwrap_or_default())
+    refusal.unwrap_or_else(|| Decision::NotAllowed(String::new()))
 }
 
 /// Why one policy refuses the request, or None when it allows it.
-fn refuse(policy: &NatsServerPolicySpec, request: &Request<'_>) -> Option<String> {
+fn refuse(policy: &NatsServerPolicySpec, request: &Request<'_>) -> Option<Decision> {
+    refuse_servers(policy, request)
+        .map(Decision::NotAllowed)
+        .or_else(|| refuse_names(policy, request).map(Decision::NameNotAllowed))
+}
+
+/// A policy with `requireNamespacePrefix` refuses a name that does not start with the
+/// namespace and `_`. The name is not shown (it may come from a Secret), only what it names.
+fn refuse_names(policy: &NatsServerPolicySpec, request: &Request<'_>) -> Option<String> {
+    if !policy.require_namespace_prefix {
+        return None;
+    }
+    let prefix = format!("{}_", request.namespace);
+    let (what, _) = request
+        .names
+        .iter()
+        .find(|(_, n)| !n.starts_with(&prefix))?;
+    Some(format!(
+        "the NATS server policy lets namespace {ns} use only buckets and streams whose names start with {prefix}, and the {what} name does not; rename the {what} (a name such as {prefix}orders), so that no namespace can take another's names on a shared account",
+        ns = request.namespace
+    ))
+}
+
+/// Why one policy refuses the servers or the auth, or None when it allows them.
+fn refuse_servers(policy: &NatsServerPolicySpec, request: &Request<'_>) -> Option<String> {
     if policy.require_credentials && !request.has_credentials {
         return Some(
             "the NATS server policy requires credentials: give natsURL a user and password, or use jwt and seedKey".into(),
@@ -404,8 +442,15 @@ impl Enforcer {
             .unwrap_or_default()
     }
 
-    /// The decision for a Component of `namespace` using `nats_url`. No DNS, no connection.
-    pub fn decide(&self, namespace: &str, nats_url: &str, has_credentials: bool) -> Decision {
+    /// The decision for a Component of `namespace` using `nats_url`, whose bucket or streams
+    /// have `names` on the server. No DNS, no connection.
+    pub fn decide(
+        &self,
+        namespace: &str,
+        nats_url: &str,
+        has_credentials: bool,
+        names: &[(&'static str, String)],
+    ) -> Decision {
         let policies: Vec<NatsServerPolicySpec> = self
             .policies
             .state()
@@ -425,6 +470,7 @@ impl Enforcer {
                 namespace_labels: &labels,
                 servers: &servers,
                 has_credentials,
+                names,
             },
         )
     }
@@ -470,6 +516,7 @@ mod tests {
                 namespace_labels: &labels,
                 servers: &servers,
                 has_credentials: creds,
+                names: &[],
             },
         ) == Decision::Allowed
     }
@@ -639,11 +686,69 @@ mod tests {
                 namespace_labels: &labels,
                 servers: &servers,
                 has_credentials: false,
+                names: &[],
             },
         ) else {
             panic!("allowed")
         };
         assert!(why.contains("nats://evil.example:4222"), "{why}");
         assert!(!why.contains("secret-internal-server"), "{why}");
+    }
+
+    #[test]
+    fn a_prefix_policy_allows_only_names_of_the_namespace_and_never_shows_them() {
+        let labels = BTreeMap::new();
+        let servers = servers_of("nats://nats:4222");
+        let prefixed = NatsServerPolicySpec {
+            require_namespace_prefix: true,
+            ..policy(&["host=nats"])
+        };
+        let ask = |policies: &[NatsServerPolicySpec], names: &[(&'static str, String)]| {
+            decide(
+                policies,
+                &Request {
+                    namespace: "team-a",
+                    namespace_labels: &labels,
+                    servers: &servers,
+                    has_credentials: false,
+                    names,
+                },
+            )
+        };
+        let own = [("stream", "team-a_orders".to_string())];
+        assert_eq!(
+            ask(std::slice::from_ref(&prefixed), &own),
+            Decision::Allowed
+        );
+        for name in [
+            "team-b_orders",
+            "team-a-orders",
+            "team_a_orders",
+            "cart",
+            "team-ab_x",
+        ] {
+            let Decision::NameNotAllowed(why) = ask(
+                std::slice::from_ref(&prefixed),
+                &[("bucket", name.to_string())],
+            ) else {
+                panic!("{name} allowed");
+            };
+            assert!(
+                why.contains("start with team-a_") && why.contains("bucket"),
+                "{why}"
+            );
+            assert!(!why.contains(name), "the name is not shown: {why}");
+        }
+        let other = [("bucket", "team-b_orders".to_string())];
+        // Policies add up: another that allows the server without the rule allows the name.
+        assert_eq!(
+            ask(&[prefixed.clone(), policy(&["host=nats"])], &other),
+            Decision::Allowed
+        );
+        // A refusal of the server by another policy does not hide the name's.
+        assert!(matches!(
+            ask(&[policy(&["host=elsewhere"]), prefixed], &other),
+            Decision::NameNotAllowed(_)
+        ));
     }
 }

@@ -284,15 +284,52 @@ pub fn validate_pubsub(
 pub fn check_server_policy<C: Servers, S>(
     validation: &mut Validation<C, S>,
     component: &Component,
-    decide: impl FnOnce(&str, &str, bool) -> crate::policy::Decision,
-) {
+    decide: impl FnOnce(&str, &str, bool, &[(&'static str, String)]) -> crate::policy::Decision,
+) where
+    Validation<C, S>: NamesOnServer,
+{
+    let names = validation.names_on_server(component);
     let servers = validation.config.as_ref().map(Servers::servers);
-    let problem = server_policy_problem(component, servers, decide);
+    let problem = server_policy_problem(component, servers, |ns, url, creds| {
+        decide(ns, url, creds, &names)
+    });
     validation.findings.problems.extend(problem);
 }
 
-/// The `ServerNotAllowed` problem, when no NatsServerPolicy allows the servers.
-/// `servers`: `natsURL`, as shown, and how the Component authenticates (None: not known).
+/// The names a Component's bucket or streams have on the NATS server, each with what it is
+/// ("bucket", "stream"), for a policy's `requireNamespacePrefix`. Empty when not known yet.
+pub trait NamesOnServer {
+    fn names_on_server(&self, component: &Component) -> Vec<(&'static str, String)>;
+}
+
+impl NamesOnServer for Validation<StoreConfig, BucketSettings> {
+    fn names_on_server(&self, _: &Component) -> Vec<(&'static str, String)> {
+        self.config
+            .iter()
+            .map(|c| ("bucket", c.bucket.clone()))
+            .collect()
+    }
+}
+
+/// The dead-letter stream's name extends the stream's, so the stream's is the one to hold.
+impl NamesOnServer for PubsubValidation {
+    fn names_on_server(&self, component: &Component) -> Vec<(&'static str, String)> {
+        let (Some(config), Some(settings)) = (&self.config, &self.settings) else {
+            return Vec::new();
+        };
+        let name = crate::pubsub::stream::stream_name(
+            config.stream_name.as_deref(),
+            settings,
+            &component.namespace().unwrap_or_default(),
+            &component.name_any(),
+        );
+        vec![("stream", name)]
+    }
+}
+
+/// The `ServerNotAllowed` (or `NamespacePrefixRequired`) problem, when no NatsServerPolicy
+/// allows the servers (or the names on them). `servers`: `natsURL`, as shown, and how the
+/// Component authenticates (None: not known).
 fn server_policy_problem(
     component: &Component,
     servers: Option<(&SecretValue, &Vec<String>, &crate::dapr::NatsAuth)>,
@@ -301,10 +338,17 @@ fn server_policy_problem(
     let (servers, redacted_servers, auth) = servers?;
     let has_credentials = *auth != crate::dapr::NatsAuth::None;
     let namespace = component.namespace().unwrap_or_default();
-    let crate::policy::Decision::NotAllowed(why) =
-        decide(&namespace, servers.expose(), has_credentials)
-    else {
-        return None;
+    let why = match decide(&namespace, servers.expose(), has_credentials) {
+        crate::policy::Decision::Allowed => return None,
+        crate::policy::Decision::NameNotAllowed(why) => {
+            return Some(Problem::new(
+                ConditionType::Connected,
+                "NamespacePrefixRequired",
+                why,
+                crate::failure::Retry::Resync,
+            ));
+        }
+        crate::policy::Decision::NotAllowed(why) => why,
     };
     // The first natsURL item counts (Dapr's rule), whatever its case: when it came from a
     // Secret, the refusal (which names the server) is not shown.
@@ -537,7 +581,7 @@ mod tests {
         let c = pubsub(FROM_SECRET, "");
         let values = read(&[("natsURL", "nats://u:hunter2@nats.internal:4222")]);
         let mut v = validate_pubsub(&c, Values::Read(&values), NOW);
-        check_server_policy(&mut v, &c, |_, url, creds| {
+        check_server_policy(&mut v, &c, |_, url, creds, _| {
             assert!(url.contains("hunter2") && creds);
             crate::policy::Decision::NotAllowed("nats.internal:4222 is not allowed".into())
         });

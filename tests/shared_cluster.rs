@@ -502,3 +502,148 @@ async fn a_relay_serves_only_the_operators_own_client() {
         let _ = control_plane().kubectl(&["delete", "natsserverpolicy", ns], None);
     }
 }
+
+async fn stream_reason(
+    api: &Api<jetstream_kv_operator::pubsub::resource::JetStreamStream>,
+    name: &str,
+    reason: &str,
+) {
+    support::eventually(
+        READY,
+        &format!("jss/{name} Ready reason {reason}"),
+        || async {
+            let jss = api.get_opt(name).await.ok().flatten()?;
+            let c = jss.condition(jetstream_kv_operator::crd::ConditionType::Ready)?;
+            (c.reason == reason).then_some(())
+        },
+        async || operator().log_tail(),
+    )
+    .await;
+}
+
+/// Issue 26 (L6): on an account several namespaces share, a policy with
+/// `requireNamespacePrefix` keeps each namespace to names that start with its own: a squatter
+/// asking first for the victim's bucket and stream names gets `NamespacePrefixRequired`, nothing
+/// is made on the server, and the victim then makes its bucket as its own. The squatter's own
+/// names, and the default stream name, pass. Positive control, with the same instrument (the
+/// server's stream list): with the rule off, the squatter's stream under the victim's name is
+/// made.
+#[tokio::test]
+async fn with_the_namespace_prefix_rule_no_namespace_takes_anothers_names() {
+    use jetstream_kv_operator::pubsub::resource::JetStreamStream;
+    operator();
+    let client = support::client().await;
+    let squatter = TestNamespace::new(&client, "prefix-squatter").await;
+    let victim = TestNamespace::new(&client, "prefix-victim").await;
+    let rule = |on: bool| {
+        format!(
+            "apiVersion: jetstreamkv.io/v1alpha1\nkind: NatsServerPolicy\nmetadata:\n  name: {}\nspec:\n  conditions:\n  - namespaces: [{}, {}]\n  servers: [{{host: 127.0.0.1, ports: [{}]}}]\n  requireNamespacePrefix: {on}\n",
+            squatter.name,
+            squatter.name,
+            victim.name,
+            nats().port()
+        )
+    };
+    control_plane().apply(&rule(true));
+    let js = support::jetstream(&nats().url()).await;
+    let exists = |name: String| {
+        let js = js.clone();
+        async move { js.get_stream(&name).await.is_ok() }
+    };
+    let taken_bucket = format!("{}_orders", victim.name);
+    let taken_stream = format!("{}_events", victim.name);
+    let squatter_kvbs: Api<KeyValueBucket> = Api::namespaced(client.clone(), &squatter.name);
+    let squatter_jss: Api<JetStreamStream> = Api::namespaced(client.clone(), &squatter.name);
+
+    control_plane().apply(&component(
+        &squatter.name,
+        "squat",
+        &nats().url(),
+        &taken_bucket,
+    ));
+    control_plane().apply(
+        &support::ComponentManifest::new(&squatter.name, "squat-events")
+            .type_("pubsub.jetstream")
+            .item("natsURL", &nats().url())
+            .item("streamName", &taken_stream)
+            .annotation(
+                "jetstreamkv.io/subjects",
+                &format!("{}.squat.>", squatter.name),
+            )
+            .yaml(),
+    );
+    let (_, _, message) =
+        wait_reason(&squatter_kvbs, "squat", "False", "NamespacePrefixRequired").await;
+    assert!(
+        message.contains(&format!("start with {}_", squatter.name)),
+        "{message}"
+    );
+    assert!(
+        !message.contains(&taken_bucket),
+        "the name is not shown: {message}"
+    );
+    stream_reason(&squatter_jss, "squat-events", "NamespacePrefixRequired").await;
+
+    // Its own names pass: a prefixed bucket, and the default stream name.
+    let own_bucket = format!("{}_orders", squatter.name);
+    control_plane().apply(&component(
+        &squatter.name,
+        "own",
+        &nats().url(),
+        &own_bucket,
+    ));
+    control_plane().apply(
+        &support::ComponentManifest::new(&squatter.name, "own-events")
+            .type_("pubsub.jetstream")
+            .item("natsURL", &nats().url())
+            .annotation(
+                "jetstreamkv.io/subjects",
+                &format!("{}.own.>", squatter.name),
+            )
+            .yaml(),
+    );
+    wait_reason(&squatter_kvbs, "own", "True", "BucketManaged").await;
+    stream_reason(&squatter_jss, "own-events", "StreamManaged").await;
+    assert!(
+        !exists(format!("KV_{taken_bucket}")).await,
+        "the squatter made the bucket"
+    );
+    assert!(
+        !exists(taken_stream.clone()).await,
+        "the squatter made the stream"
+    );
+
+    // The victim makes its bucket as its own (managed: nobody took the name first).
+    let victim_kvbs: Api<KeyValueBucket> = Api::namespaced(client.clone(), &victim.name);
+    control_plane().apply(&component(
+        &victim.name,
+        "orders",
+        &nats().url(),
+        &taken_bucket,
+    ));
+    wait_reason(&victim_kvbs, "orders", "True", "BucketManaged").await;
+
+    // Positive control: with the rule off, the squatter's stream is made under the victim's name.
+    control_plane().apply(&rule(false));
+    // A policy change is seen at the next resync; a change of the Component (once the
+    // policy's watch has had time to see the new rule) at once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    control_plane().apply(
+        &support::ComponentManifest::new(&squatter.name, "squat-events")
+            .type_("pubsub.jetstream")
+            .item("natsURL", &nats().url())
+            .item("streamName", &taken_stream)
+            .annotation(
+                "jetstreamkv.io/subjects",
+                &format!("{}.squat.>", squatter.name),
+            )
+            .annotation("jetstreamkv.io/max-age", "1h")
+            .yaml(),
+    );
+    stream_reason(&squatter_jss, "squat-events", "StreamManaged").await;
+    assert!(
+        exists(taken_stream).await,
+        "without the rule the name is taken"
+    );
+    let _ = control_plane().kubectl(&["delete", "natsserverpolicy", &squatter.name], None);
+}

@@ -24,7 +24,7 @@ local needs_change = {
   ImmutableFieldChanged = true, UnsupportedByServer = true, BucketOwnedElsewhere = true,
   AuthorizationFailed = true, TlsFailed = true, JetStreamDisabled = true,
   AccountLimitsExceeded = true, NoSuitablePlacement = true,
-  TooMuchMetadata = true, ServerNotAllowed = true, NatsProtocolViolation = true,
+  TooMuchMetadata = true, ServerNotAllowed = true, NamespacePrefixRequired = true, NatsProtocolViolation = true,
   StreamListingTooLong = true,
   TlsCertWithoutKey = true, TlsKeyWithoutCert = true, TlsClientAuthUnsupported = true,
   InvalidStreamName = true, InvalidSubject = true, OverlappingSubjects = true,

@@ -36,7 +36,7 @@ use kind::Kind;
 
 use crate::dapr::Component;
 use crate::failure::Retry;
-use crate::validate::{Servers, Validation, Values, check_server_policy};
+use crate::validate::{NamesOnServer, Servers, Validation, Values, check_server_policy};
 
 /// Reconciles one Component.
 pub async fn reconcile(
@@ -103,7 +103,10 @@ async fn run<K: Kind>(
     component: &Component,
     key: &str,
     ctx: &Context,
-) -> Result<Action, ReportError> {
+) -> Result<Action, ReportError>
+where
+    kind::ValidationOf<K>: NamesOnServer,
+{
     let started = Instant::now();
     // A Component that changed type: the other kind's object goes first.
     delete::other_kind_gone(component, key, ctx).await?;
@@ -143,13 +146,16 @@ pub(crate) async fn validated<C: Servers, S>(
     ctx: &Context,
     component: &Component,
     validate: fn(&Component, Values<'_>, i64) -> Validation<C, S>,
-) -> Validation<C, S> {
+) -> Validation<C, S>
+where
+    Validation<C, S>: NamesOnServer,
+{
     let values = read::secret_values(ctx, component).await;
     let now = jiff::Timestamp::now().as_second();
     let mut validation = validate(component, Values::Read(&values), now);
     if let Some(policy) = &ctx.policy {
-        check_server_policy(&mut validation, component, |ns, url, creds| {
-            policy.decide(ns, url, creds)
+        check_server_policy(&mut validation, component, |ns, url, creds, names| {
+            policy.decide(ns, url, creds, names)
         });
     }
     validation
