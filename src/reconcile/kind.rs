@@ -129,7 +129,7 @@ impl Kind for Bucket {
         // Two Components asking different things of one bucket cannot fight over it: only the
         // Component the operator created it for changes it (ownership is law, see
         // `bucket::plan`), so no other Component can block its owner.
-        Some(execute::execute(ctx, key, store, settings, managed).await)
+        Some(execute::execute(ctx.nats(), key, store, settings, managed).await)
     }
 
     fn decide(
@@ -220,8 +220,15 @@ impl Kind for Streams {
         let prepared = topics::prepare(&namespace, &name, config, settings, read);
         let progress = match &prepared.subjects {
             Ok(found) => Some(
-                streams::execute::execute(ctx, key, (config, settings), &prepared, found, previous)
-                    .await,
+                streams::execute::execute(
+                    ctx.nats(),
+                    key,
+                    (config, settings),
+                    &prepared,
+                    found,
+                    previous,
+                )
+                .await,
             ),
             Err(_) => None,
         };
