@@ -473,7 +473,7 @@ fn bucket_step(
             d.fail(Problem::new(
                 condition,
                 reason,
-                format!("{}; nothing was sent (audit)", plan.describe(name)),
+                format!("{}; nothing was sent (read-only)", plan.describe(name)),
                 Retry::Resync,
             ))
         }

@@ -345,7 +345,7 @@ fn problem(r: &Round, owner: Option<&str>) -> Option<Problem> {
             Problem::new(
                 condition,
                 reason,
-                format!("{}; nothing was sent (audit)", plan.describe(stream)),
+                format!("{}; nothing was sent (read-only)", plan.describe(stream)),
                 Retry::Resync,
             )
         }
