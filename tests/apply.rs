@@ -79,14 +79,18 @@ fn assert_never_printed(run: &Run, secrets: &[&str]) {
     }
 }
 
-/// nats-server's record of every JetStream API request: its API audit advisories.
+/// nats-server's record of every JetStream API request: its API audit advisories, of the
+/// requests that name a stream of one test (the server is shared by the module's tests, which
+/// run in parallel), and the stream listings.
 struct Advisories {
     _client: async_nats::Client,
     subscriber: async_nats::Subscriber,
+    /// What every stream name of the test holds.
+    suffix: String,
 }
 
 impl Advisories {
-    async fn watch(url: &str) -> Self {
+    async fn watch(url: &str, suffix: &str) -> Self {
         let client = async_nats::connect(url).await.expect("connect the watcher");
         let subscriber = client
             .subscribe("$JS.EVENT.ADVISORY.API")
@@ -96,6 +100,7 @@ impl Advisories {
         Self {
             _client: client,
             subscriber,
+            suffix: suffix.to_owned(),
         }
     }
 
@@ -106,7 +111,10 @@ impl Advisories {
             tokio::time::timeout(Duration::from_millis(500), self.subscriber.next()).await
         {
             let audit: Value = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
-            out.push(audit["subject"].as_str().unwrap_or_default().to_owned());
+            let subject = audit["subject"].as_str().unwrap_or_default();
+            if subject.contains(&self.suffix) || subject == "$JS.API.STREAM.LIST" {
+                out.push(subject.to_owned());
+            }
         }
         out
     }
@@ -229,7 +237,7 @@ async fn daprd_uses_the_buckets_apply_made_from_secrets_it_never_prints() {
     );
     drop(early);
 
-    let mut advisories = Advisories::watch(&server.url()).await;
+    let mut advisories = Advisories::watch(&server.url(), &sfx).await;
     let started = Instant::now();
     let first = apply(&[folder_arg], &env);
     eprintln!("apply took {:?}:\n{}", started.elapsed(), first.all());
@@ -371,9 +379,23 @@ async fn unreadable_stores_and_dry_runs_create_nothing() {
         ),
     );
     let path = dir.path().to_str().unwrap();
-    let mut advisories = Advisories::watch(&server.url()).await;
+    let mut advisories = Advisories::watch(&server.url(), &sfx).await;
     let run = apply(&[path, "-o", "json"], &[]);
     assert_eq!(run.code, Some(1), "{}", run.all());
+    let requests = advisories.requests().await;
+    let creates = mutating(&requests);
+    assert!(
+        creates
+            .iter()
+            .any(|s| s.ends_with(&format!("KV_{good_bucket}"))),
+        "the good Component's create was not audited: {requests:?}"
+    );
+    assert!(
+        !creates
+            .iter()
+            .any(|s| s.contains(&vault_bucket) || s.contains(&missing_bucket)),
+        "something was created for a Component whose store cannot be read: {requests:?}"
+    );
     let report = json(&run);
     assert_eq!(
         states(&report),
@@ -419,20 +441,6 @@ async fn unreadable_stores_and_dry_runs_create_nothing() {
         "{}",
         run.stderr
     );
-    let requests = advisories.requests().await;
-    let creates = mutating(&requests);
-    assert!(
-        creates
-            .iter()
-            .any(|s| s.ends_with(&format!("KV_{good_bucket}"))),
-        "the good Component's create was not audited: {requests:?}"
-    );
-    assert!(
-        !creates
-            .iter()
-            .any(|s| s.contains(&vault_bucket) || s.contains(&missing_bucket)),
-        "something was created for a Component whose store cannot be read: {requests:?}"
-    );
     for bucket in [&vault_bucket, &missing_bucket] {
         assert!(!stream_exists(&server.url(), &format!("KV_{bucket}")).await);
     }
@@ -453,6 +461,12 @@ async fn unreadable_stores_and_dry_runs_create_nothing() {
     let dry_path = dry.path().to_str().unwrap();
     let run = apply(&[dry_path, "--dry-run"], &[]);
     assert_eq!(run.code, Some(0), "{}", run.all());
+    let requests = advisories.requests().await;
+    assert!(!requests.is_empty(), "the dry run read nothing");
+    assert!(
+        mutating(&requests).is_empty(),
+        "the dry run changed something: {requests:?}"
+    );
     assert!(
         run.stdout.contains(&format!(
             "Component default/planned: planned: BucketMissing: would create bucket \
@@ -461,12 +475,6 @@ async fn unreadable_stores_and_dry_runs_create_nothing() {
         )),
         "{}",
         run.stdout
-    );
-    let requests = advisories.requests().await;
-    assert!(!requests.is_empty(), "the dry run read nothing");
-    assert!(
-        mutating(&requests).is_empty(),
-        "the dry run changed something: {requests:?}"
     );
     assert!(!stream_exists(&server.url(), &format!("KV_{planned_bucket}")).await);
     // The same subscriber sees apply's create.
@@ -526,7 +534,35 @@ async fn daprd_publishes_and_receives_through_the_stream_apply_made() {
     assert_eq!(refused.0, 500, "publish before apply: {refused:?}");
     drop(early);
 
-    let run = apply(&[folder.to_str().unwrap()], &[]);
+    // A dry run: the plan, nothing mutating; then apply, seen by the same subscriber; then a
+    // second apply, nothing mutating again.
+    let path = folder.to_str().unwrap();
+    let mut advisories = Advisories::watch(&server.url(), &sfx).await;
+    let dry = apply(&[path, "--dry-run", "-o", "json"], &[]);
+    assert_eq!(dry.code, Some(0), "{}", dry.all());
+    let requests = advisories.requests().await;
+    assert!(!requests.is_empty(), "the dry run read nothing");
+    assert!(
+        mutating(&requests).is_empty(),
+        "the dry run changed something: {requests:?}"
+    );
+    let report = json(&dry);
+    assert_eq!(
+        states(&report),
+        [(
+            "events".to_owned(),
+            "planned".to_owned(),
+            "StreamMissing".to_owned()
+        )]
+    );
+    let planned = report["components"][0]["message"].as_str().unwrap();
+    assert!(
+        planned.starts_with(&format!(
+            "would create stream events{sfx}: subjects orders.{sfx}; retention limits"
+        )),
+        "{planned}"
+    );
+    let run = apply(&[path], &[]);
     assert_eq!(run.code, Some(0), "{}", run.all());
     assert!(
         run.stdout.contains(&format!(
@@ -536,6 +572,19 @@ async fn daprd_publishes_and_receives_through_the_stream_apply_made() {
         )),
         "{}",
         run.stdout
+    );
+    let requests = advisories.requests().await;
+    assert!(
+        mutating(&requests).contains(&&format!("$JS.API.STREAM.CREATE.events{sfx}")),
+        "apply's create was not audited: {requests:?}"
+    );
+    let again = apply(&[path], &[]);
+    assert_eq!(again.code, Some(0), "{}", again.all());
+    let requests = advisories.requests().await;
+    assert!(!requests.is_empty(), "the second apply read nothing");
+    assert!(
+        mutating(&requests).is_empty(),
+        "the second apply changed something: {requests:?}"
     );
 
     let (port, mut rx) = crate::dapr_pubsub::start_app().await;
