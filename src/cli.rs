@@ -97,6 +97,9 @@ pub struct ApplyArgs {
     /// Timeout of each NATS request.
     #[arg(long, env = "NATS_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub nats_request_timeout: Duration,
+    /// Log filter of what goes to stderr (why a connect failed is logged at warn).
+    #[arg(long, env = "LOG_LEVEL", default_value = "warn")]
+    pub log_level: String,
 }
 
 /// Whether the admin's NatsServerPolicies are enforced.
@@ -269,6 +272,7 @@ pub async fn main() -> Result<(), String> {
         Command::Run(args) => run(*args).await,
         Command::Check(args) => crate::check::run(&args.paths, args.output),
         Command::Apply(args) => {
+            init_logging(LogFormat::Text, &args.log_level)?;
             crate::apply::run(crate::apply::Options {
                 paths: args.paths,
                 output: args.output,

@@ -197,7 +197,10 @@ fn read_text(file: &str, text: &str, namespace: &str, out: &mut Files) {
                     doc.index,
                     doc.line,
                     check::INVALID_YAML,
-                    format!("not valid YAML (lines counted from the document's start): {e}"),
+                    format!(
+                        "not valid YAML: {}",
+                        check::relocate(&e.to_string(), doc.line)
+                    ),
                 ));
                 continue;
             }
@@ -222,7 +225,10 @@ fn read_text(file: &str, text: &str, namespace: &str, out: &mut Files) {
                     doc.index,
                     doc.line,
                     check::INVALID_COMPONENT,
-                    format!("this Component cannot be read: {e}"),
+                    format!(
+                        "this Component cannot be read: {}",
+                        check::relocate(&e.to_string(), doc.line)
+                    ),
                 )),
             },
             (true, Some("Subscription")) => {

@@ -373,6 +373,37 @@ mod tests {
     }
 
     #[test]
+    fn plans_say_what_they_would_do_without_the_real_bucket_name() {
+        let mut s = settings();
+        s.history = 3;
+        s.explicit.insert(Setting::History);
+        let d = desired(&s);
+        let create = plan(&d, None, None, &SINGLE);
+        // The name shown is the caller's (from a Secret, its origin), never the plan's own.
+        assert_eq!(
+            create.describe("<Secret b, key b>"),
+            "would create bucket <Secret b, key b> (stream KV_<Secret b, key b>): history 3, \
+             storage file, replicas 1, ttl none"
+        );
+        let live = desired_stream(&desired(&settings()));
+        let update = plan(&d, Some(&live), None, &SINGLE);
+        assert_eq!(
+            update.describe("orders"),
+            "would update bucket orders: history 1 -> 3"
+        );
+        let mut foreign = live.clone();
+        foreign.metadata.clear();
+        assert_eq!(
+            plan(&d, Some(&foreign), None, &SINGLE).describe("orders"),
+            "would not change bucket orders (ConfigMismatch): history 1 -> 3"
+        );
+        assert_eq!(
+            plan(&desired(&settings()), Some(&live), None, &SINGLE).describe("orders"),
+            "bucket orders exists, is managed by the operator and matches: nothing to do"
+        );
+    }
+
+    #[test]
     fn missing_buckets_are_created_recreated_or_reported() {
         let s = settings();
         let d = desired(&s);
