@@ -314,9 +314,14 @@ async fn apply_one(
         let validation = validate_pubsub(component, Values::SelfHosted(&values), now);
         let (prepared, progress) =
             streams_progress(nats, component, &key, &validation, None, Ok(subscriptions)).await;
+        // Planned: the first stream that is not as the Component needs has a plan (status
+        // stops at that one).
         let planned = matches!(&progress, Some(Progress::Connected { step, .. })
         if step.rounds.as_ref().is_ok_and(|rounds| {
-            rounds.last().is_some_and(|r| matches!(r.end, RoundEnd::Planned { .. }))
+            rounds
+                .iter()
+                .find(|r| !r.end.is_done())
+                .is_some_and(|r| matches!(r.end, RoundEnd::Planned { .. }))
         }));
         let outcome = crate::reconcile::stream::status::decide(
             &key,
