@@ -448,3 +448,90 @@ pub async fn run(options: Options) -> Result<(), String> {
         Err(summary_line(&report))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILES: &str = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: s\n\
+        spec:\n  type: state.jetstream\n  version: v1\n  metadata: []\n---\n\
+        apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: o\n  namespace: \
+        shop\nspec:\n  pubsubname: events\n  topic: orders\n---\n\
+        apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\n\
+        kind: [oops\n---\n\
+        apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: x\nspec: 5\n";
+
+    #[test]
+    fn files_are_read_as_daprd_reads_its_folder() {
+        let mut files = Files::default();
+        read_text("f.yaml", FILES, "default", &mut files);
+        assert_eq!((files.files, files.documents), (1, 5));
+        // A Component with no namespace is in daprd's; a Subscription keeps its own.
+        let c = &files.components[0];
+        assert_eq!((c.document, c.line), (1, 1));
+        assert_eq!(c.object.metadata.namespace.as_deref(), Some("default"));
+        assert_eq!(
+            files.subscriptions[0].metadata.namespace.as_deref(),
+            Some("shop")
+        );
+        let problems: Vec<_> = files
+            .problems
+            .iter()
+            .map(|p| (p.document, p.line, p.reason.as_str()))
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                (4, 23, check::INVALID_YAML),
+                (5, 25, check::INVALID_COMPONENT)
+            ]
+        );
+        assert!(
+            files.problems[0].message.contains("at line 24 column 1"),
+            "{}",
+            files.problems[0].message
+        );
+    }
+
+    #[test]
+    fn the_summary_counts_ready_planned_and_not_ready() {
+        let applied = |state| Applied {
+            file: "f.yaml".into(),
+            document: 1,
+            line: 1,
+            namespace: "default".into(),
+            name: "s".into(),
+            type_: "state.jetstream".into(),
+            state,
+            reason: "BucketMissing".into(),
+            message: "would create bucket b".into(),
+            done: Vec::new(),
+        };
+        let report = Report {
+            ok: true,
+            dry_run: true,
+            summary: Summary {
+                files: 1,
+                documents: 2,
+                components: 2,
+                ready: 1,
+                planned: 1,
+                ..Summary::default()
+            },
+            problems: Vec::new(),
+            components: vec![applied(State::Ready), applied(State::Planned)],
+        };
+        assert_eq!(
+            summary_line(&report),
+            "ok: 2 JetStream Components in 1 file: 1 ready, 1 planned (nothing sent: dry run), 0 \
+             not ready"
+        );
+        assert_eq!(
+            render_text(&report).lines().nth(1),
+            Some(
+                "f.yaml:1: document 1: Component default/s: planned: BucketMissing: would create \
+                 bucket b"
+            )
+        );
+    }
+}
