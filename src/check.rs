@@ -256,7 +256,7 @@ fn is_dapr_component(value: &serde_yaml::Value) -> bool {
 
 /// serde_yaml's message with each ` at line L column C` counted from the file's start instead
 /// of the document's.
-fn relocate(message: &str, first_line: usize) -> String {
+pub(crate) fn relocate(message: &str, first_line: usize) -> String {
     const AT: &str = " at line ";
     let mut out = String::new();
     let mut rest = message;

@@ -40,6 +40,15 @@ pub enum Command {
     /// problem the operator would report, with the operator's reasons. Other kinds pass through.
     /// Exit status 0 when there is no problem, 1 otherwise.
     Check(CheckArgs),
+    /// Provision the buckets and streams of Dapr Component files, once, for self-hosted Dapr.
+    ///
+    /// Reads Components (and the Subscriptions and local secret stores beside them) from files,
+    /// directories or stdin (`-`), as daprd reads its resources folder, and runs the operator's
+    /// pipeline once on each state.jetstream and pubsub.jetstream Component: validation, the
+    /// create-or-verify plan, NATS. `secretKeyRef`s are read from the secretstores.local.file or
+    /// secretstores.local.env Component that `auth.secretStore` names. Prints what was done per
+    /// Component. Exit status 0 when every Component is ready, 1 otherwise.
+    Apply(ApplyArgs),
 }
 
 /// The CRDs `crd` prints.
@@ -62,6 +71,35 @@ pub struct CheckArgs {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     pub output: crate::check::OutputFormat,
+}
+
+/// Options of `apply`.
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    /// Files, directories, or `-` for stdin.
+    #[arg(required = true, value_name = "FILE|DIR|-")]
+    pub paths: Vec<std::path::PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "text")]
+    pub output: crate::check::OutputFormat,
+    /// Print the plans and send nothing that changes a bucket or stream; exit status 0 when
+    /// every Component is ready or would be made ready.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The namespace of Components and Subscriptions whose files have none: daprd's own
+    /// (`NAMESPACE`, `default` when unset). Owner marks and daprd's `{namespace}` topic prefix
+    /// use it.
+    #[arg(long, env = "NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Timeout of a NATS connect.
+    #[arg(long, env = "NATS_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub nats_connect_timeout: Duration,
+    /// Timeout of each NATS request.
+    #[arg(long, env = "NATS_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub nats_request_timeout: Duration,
+    /// Log filter of what goes to stderr (why a connect failed is logged at warn).
+    #[arg(long, env = "LOG_LEVEL", default_value = "warn")]
+    pub log_level: String,
 }
 
 /// Whether the admin's NatsServerPolicies are enforced.
@@ -233,6 +271,18 @@ pub async fn main() -> Result<(), String> {
         }
         Command::Run(args) => run(*args).await,
         Command::Check(args) => crate::check::run(&args.paths, args.output),
+        Command::Apply(args) => {
+            init_logging(LogFormat::Text, &args.log_level)?;
+            crate::apply::run(crate::apply::Options {
+                paths: args.paths,
+                output: args.output,
+                dry_run: args.dry_run,
+                namespace: args.namespace,
+                connect_timeout: args.nats_connect_timeout,
+                request_timeout: args.nats_request_timeout,
+            })
+            .await
+        }
     }
 }
 

@@ -21,8 +21,10 @@
 //!   [`fair_share`]: the reconcile workers shared between namespaces;
 //! - [`serving`]: the limits of every HTTP server (connections, header and request timeouts);
 //! - [`cli`]: the command line, and [`check`]: the manifest checks offline, for CI;
+//! - [`apply`]: the pipeline run once on Component files, for self-hosted Dapr;
 //! - [`webhook`]: the same checks as a validating admission webhook, at `kubectl apply` time.
 
+pub mod apply;
 pub mod check;
 pub mod cli;
 pub mod crd;

@@ -1,6 +1,7 @@
 //! Secret values and their resolution from Kubernetes Secrets, as Dapr does it in Kubernetes
 //! mode: from the Component's own namespace only, `key` defaulting to the reference's name, the
-//! raw bytes as the value, a missing Secret an error and a missing key an empty value.
+//! raw bytes as the value, a missing Secret an error and a missing key an empty value. (The
+//! local stores of self-hosted Dapr: [`crate::apply::secrets`]; their failures are here too.)
 
 use std::collections::BTreeMap;
 
@@ -28,15 +29,50 @@ pub enum SecretError {
     Forbidden { secret: String, namespace: String },
     #[error("reading Secret {secret:?} failed: {detail}")]
     Api { secret: String, detail: String },
+    /// Self-hosted (`apply`): a `secretKeyRef` with no `auth.secretStore`.
+    #[error(
+        "metadata item {item:?} uses secretKeyRef but the Component names no secret store: \
+         self-hosted daprd reads secrets only from the store auth.secretStore names; set it to \
+         a secretstores.local.file or secretstores.local.env Component given with this one, or \
+         give the value directly"
+    )]
+    NoLocalStore { item: String },
+    /// Self-hosted (`apply`): a secret store that is not a local one of the same files.
+    #[error(
+        "metadata item {item:?} uses secretKeyRef with secret store {store:?}, which {why}: \
+         apply reads only secretstores.local.file and secretstores.local.env Components given \
+         with this one; use one of those, or give the value directly"
+    )]
+    LocalStoreUnsupported {
+        item: String,
+        store: String,
+        why: String,
+    },
+    /// Self-hosted (`apply`): a secret the local store does not hold.
+    #[error(
+        "secret {secret:?} (referenced by metadata item {item:?}) is not in secret store \
+         {store:?}; add it there"
+    )]
+    LocalNotFound {
+        secret: String,
+        item: String,
+        store: String,
+    },
+    /// Self-hosted (`apply`): a local secret store that cannot be read as daprd would.
+    #[error("secret store {store:?} cannot be read: {detail}; fix it")]
+    LocalStoreUnreadable { store: String, detail: String },
 }
 
 impl Failure for SecretError {
     /// The condition reason.
     fn reason(&self) -> &'static str {
         match self {
-            Self::NotFound { .. } => "SecretNotFound",
+            Self::NotFound { .. } | Self::LocalNotFound { .. } => "SecretNotFound",
             Self::Forbidden { .. } => "SecretAccessDenied",
-            Self::Api { .. } => "SecretReadFailed",
+            Self::Api { .. } | Self::LocalStoreUnreadable { .. } => "SecretReadFailed",
+            Self::NoLocalStore { .. } | Self::LocalStoreUnsupported { .. } => {
+                "SecretStoreUnsupported"
+            }
         }
     }
 

@@ -19,6 +19,7 @@ use kube::ResourceExt as _;
 use serde::Deserialize as _;
 
 use crate::crd::ConditionType;
+use crate::dapr::metadata::SecretStores;
 use crate::dapr::store::{POD_TEMPLATES, StoreConfig, store_config_with_origins};
 use crate::dapr::{Component, MetadataEntry, ValueSource, parse_metadata};
 use crate::failure::{Failure, Problem};
@@ -36,6 +37,25 @@ pub enum Values<'a> {
     Read(&'a Result<Vec<(String, SecretValue)>, SecretError>),
     /// Not readable here (`check`, the webhook): placeholders, with a note on what is skipped.
     Offline,
+    /// Read from the local secret stores of a folder of Component files (`apply`, as
+    /// self-hosted daprd reads them): each metadata entry's value in order, or why a store or
+    /// secret could not be read. The Component's `auth.secretStore` names one of those stores.
+    SelfHosted(&'a Result<Vec<(String, SecretValue)>, SecretError>),
+}
+
+impl Values<'_> {
+    /// The metadata as Dapr reads it where these values come from.
+    fn parse(
+        self,
+        component: &Component,
+    ) -> Result<Vec<MetadataEntry>, crate::dapr::ComponentError> {
+        match self {
+            Self::SelfHosted(_) => {
+                crate::dapr::metadata::parse_metadata_in(component, SecretStores::Local)
+            }
+            Self::Read(_) | Self::Offline => parse_metadata(component),
+        }
+    }
 }
 
 /// What the checks say about one Component: problems in the reconciler's order, and notes on
@@ -127,7 +147,7 @@ impl<C, S> Validation<C, S> {
 pub fn validate(component: &Component, values: Values<'_>, now_unix: i64) -> Validation {
     use ConditionType::{ConfigSynced, CredentialsResolved};
     let mut out = Validation::default();
-    let entries = parse_metadata(component);
+    let entries = values.parse(component);
     if let Err(e) = &entries {
         out.problem(CredentialsResolved, e);
     }
@@ -178,11 +198,11 @@ fn entry_values(
     findings: &mut ComponentFindings,
 ) -> Option<(Known, Vec<(String, SecretValue)>)> {
     let known: Vec<(String, Option<SecretValue>)> = match values {
-        Values::Read(Ok(read)) => read
+        Values::Read(Ok(read)) | Values::SelfHosted(Ok(read)) => read
             .iter()
             .map(|(n, v)| (n.clone(), Some(v.clone())))
             .collect(),
-        Values::Read(Err(e)) => {
+        Values::Read(Err(e)) | Values::SelfHosted(Err(e)) => {
             findings
                 .problems
                 .push(Problem::of(ConditionType::CredentialsResolved, e));
@@ -253,7 +273,7 @@ pub fn validate_pubsub(
 ) -> PubsubValidation {
     use ConditionType::{ConfigSynced, CredentialsResolved};
     let mut out = PubsubValidation::default();
-    let entries = parse_metadata(component);
+    let entries = values.parse(component);
     if let Err(e) = &entries {
         out.problem(CredentialsResolved, e);
     }

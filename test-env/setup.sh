@@ -154,7 +154,8 @@ if want node; then
 fi
 
 # Dapr's sidecar, daprd, from Go modules: a wrapper module (test-env/daprd) that runs daprd's app
-# with only the NATS JetStream state store and pub/sub registered. Dapr's cmd/daprd/components
+# with only the NATS JetStream state store and pub/sub (and the local file and env secret stores,
+# which `apply` reads as daprd does) registered. Dapr's cmd/daprd/components
 # package panics at start when built without its component tags; the build uses a copy of the dapr
 # module in which that one file is a bare package clause (and a `replace` to that copy).
 if want daprd; then

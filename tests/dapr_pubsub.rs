@@ -27,12 +27,12 @@ use support::daprd::{Daprd, resource_file};
 use support::{ComponentManifest, TestNamespace, client, control_plane, eventually, operator};
 
 /// What the app received: the route and the request body (a CloudEvent).
-type Delivery = (String, Value);
+pub(crate) type Delivery = (String, Value);
 
 /// The app: an HTTP server on loopback. `/orders` and `/poison` take every message;
 /// `/payments` fails every message with a 500; anything else (daprd's `/dapr/subscribe` and
 /// `/dapr/config` probes) is 404.
-async fn start_app() -> (u16, mpsc::UnboundedReceiver<Delivery>) {
+pub(crate) async fn start_app() -> (u16, mpsc::UnboundedReceiver<Delivery>) {
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("bind the app");

@@ -9,6 +9,7 @@
 
 mod support;
 
+mod apply;
 mod chart;
 mod check;
 mod cluster;

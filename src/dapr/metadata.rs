@@ -49,10 +49,29 @@ pub struct MetadataEntry {
     pub source: ValueSource,
 }
 
+/// Which secret stores resolve a Component's `secretKeyRef`s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretStores {
+    /// Kubernetes Secrets of the Component's namespace (the operator): any other
+    /// `auth.secretStore` is unsupported.
+    Kubernetes,
+    /// The local secret stores of a folder of Component files (`apply`), which check the
+    /// `auth.secretStore` themselves when they resolve the references.
+    Local,
+}
+
 /// Reads `spec.metadata` of a Component with Dapr's rules, in this order: the version, duplicate
 /// names, `envRef`s, then `secretKeyRef`s against the secret store. The first broken rule is
 /// returned, so the same manifest always gets the same reason.
 pub fn parse_metadata(component: &Component) -> Result<Vec<MetadataEntry>, ComponentError> {
+    parse_metadata_in(component, SecretStores::Kubernetes)
+}
+
+/// [`parse_metadata`], with the `secretKeyRef`s resolved by `stores`.
+pub fn parse_metadata_in(
+    component: &Component,
+    stores: SecretStores,
+) -> Result<Vec<MetadataEntry>, ComponentError> {
     let version = &component.spec.version;
     if !SUPPORTED_VERSIONS.contains(&version.as_str()) {
         return Err(ComponentError::UnsupportedVersion {
@@ -73,7 +92,10 @@ pub fn parse_metadata(component: &Component) -> Result<Vec<MetadataEntry>, Compo
             env: env.clone(),
         });
     }
-    let store = secret_store(component);
+    let store = match stores {
+        SecretStores::Kubernetes => secret_store(component),
+        SecretStores::Local => None,
+    };
     items.iter().map(|item| entry(item, store)).collect()
 }
 

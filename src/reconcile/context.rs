@@ -47,6 +47,15 @@ impl Context {
         self.synced.load(Ordering::Acquire)
     }
 
+    /// What the execute steps use of this context: the connections and the metrics.
+    pub fn nats(&self) -> super::execute::Nats<'_> {
+        super::execute::Nats {
+            pool: &self.pool,
+            metrics: &self.metrics,
+            mode: super::execute::Mode::Enforce,
+        }
+    }
+
     /// The next back-off of `key`: 0.5s doubling with each failure in a row, capped, ±20%.
     pub fn backoff(&self, key: &str) -> Duration {
         let n = self.index.failed(key);

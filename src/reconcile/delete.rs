@@ -88,7 +88,7 @@ pub(super) async fn delete_streams(
         &component.namespace().unwrap_or_default(),
         &component.name_any(),
     );
-    let client = super::execute::client(ctx, key, &config.connection(&name))
+    let client = super::execute::client(ctx.nats(), key, &config.connection(&name))
         .await
         .map_err(|e| Problem::of(ConditionType::Connected, &e))?;
     let domain = client.server_info().domain;
@@ -195,7 +195,7 @@ pub(super) async fn delete_bucket(
     };
     let name = &store.shown_bucket;
     let retained = |note: String| Ok(Note::normal(Reason::BucketRetained, note));
-    let (client, live) = connect(ctx, key, store)
+    let (client, live) = connect(ctx.nats(), key, store)
         .await
         .map_err(|e| Problem::of(ConditionType::Connected, &e))?;
     let Some(live) = live else {

@@ -4,14 +4,36 @@
 
 use async_nats::jetstream::stream;
 
-use super::context::Context;
 use crate::crd::BucketStatus;
 use crate::dapr::StoreConfig;
+use crate::metrics::Metrics;
 use crate::nats::NatsError;
 use crate::nats::bucket::{self, BlockReason, Desired, Plan};
 use crate::nats::cluster;
+use crate::nats::pool::ConnectionPool;
 use crate::nats::stream::{Change, StreamClient, is_managed_by};
 use crate::settings::BucketSettings;
+
+/// What the execute steps need, and nothing of the API server: the shared NATS connections,
+/// the metrics, and whether mutating requests are sent. The reconciler passes its context's
+/// ([`super::Context::nats`]); `apply` (Component files, no cluster) its own.
+#[derive(Clone, Copy)]
+pub struct Nats<'a> {
+    pub pool: &'a ConnectionPool,
+    pub metrics: &'a Metrics,
+    pub mode: Mode,
+}
+
+/// Whether the execute steps change anything on NATS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Carry the plans out.
+    #[default]
+    Enforce,
+    /// Read only: never send a mutating JetStream request; a plan that would change something
+    /// is returned as it is (`Planned`), to be shown.
+    Audit,
+}
 
 /// What the NATS side found and did: for a bucket, a [`BucketStep`]; for a pub/sub's streams,
 /// a [`super::stream::StreamStep`].
@@ -72,11 +94,17 @@ pub enum BucketStep {
     },
     /// Another creator won twice in a row.
     CreateConflict,
+    /// [`Mode::Audit`]: the plan that would change the bucket (create or update), not carried
+    /// out; `facts` are the live bucket's, when it exists.
+    Planned {
+        facts: Option<BucketStatus>,
+        plan: Plan,
+    },
 }
 
 /// The pool's client for `store`, with `key` recorded as its user, when it is connected now.
 pub async fn client(
-    ctx: &Context,
+    ctx: Nats<'_>,
     key: &str,
     store: &StoreConfig,
 ) -> Result<async_nats::Client, NatsError> {
@@ -102,7 +130,7 @@ pub async fn client(
 /// A failure on the connection of `store`, as told: when the server broke the protocol (the
 /// relay dropped it), that is what is told; the failure the client saw (a lost link, a timeout)
 /// is only its consequence.
-pub fn told(ctx: &Context, store: &StoreConfig, error: NatsError) -> NatsError {
+pub fn told(ctx: Nats<'_>, store: &StoreConfig, error: NatsError) -> NatsError {
     match ctx.pool.violation(store) {
         Some(violation) => NatsError::ProtocolViolation {
             servers: store.redacted_servers.join(","),
@@ -114,7 +142,7 @@ pub fn told(ctx: &Context, store: &StoreConfig, error: NatsError) -> NatsError {
 
 /// A connected client and the live bucket (None when it does not exist). One NATS read.
 pub async fn connect(
-    ctx: &Context,
+    ctx: Nats<'_>,
     key: &str,
     store: &StoreConfig,
 ) -> Result<(async_nats::Client, Option<stream::Info>), NatsError> {
@@ -130,7 +158,7 @@ pub async fn connect(
 
 /// Connects, and brings the bucket to `settings`.
 pub async fn execute(
-    ctx: &Context,
+    ctx: Nats<'_>,
     key: &str,
     store: &StoreConfig,
     settings: &BucketSettings,
@@ -169,7 +197,7 @@ pub async fn execute(
 
 /// Where and what to apply.
 struct Target<'a> {
-    ctx: &'a Context,
+    ctx: Nats<'a>,
     bucket: &'a StreamClient<'a>,
     desired: Desired<'a>,
     previously_managed: Option<bool>,
@@ -211,6 +239,21 @@ async fn apply(t: &Target<'_>, mut live: Option<stream::Info>) -> BucketStep {
             &t.facts,
         );
         let live_facts = |managed: bool| live.as_ref().and_then(|i| t.facts(i, managed));
+        if t.ctx.mode == Mode::Audit
+            && matches!(
+                plan,
+                Plan::Create(_) | Plan::Recreate(_) | Plan::Update { .. }
+            )
+        {
+            // Nothing mutating is sent: the plan is what is shown.
+            let managed = live
+                .as_ref()
+                .is_some_and(|i| is_managed_by(&i.config, owner));
+            return BucketStep::Planned {
+                facts: live_facts(managed),
+                plan,
+            };
+        }
         return match plan {
             Plan::Create(config) | Plan::Recreate(config) => {
                 t.ctx.metrics.nats_request("create");

@@ -11,7 +11,7 @@ use kube::ResourceExt as _;
 
 use super::context::Context;
 use super::delete;
-use super::execute::{self, BucketStep, Progress};
+use super::execute::{self, BucketStep, Nats, Progress};
 use super::index::{Owned, Written};
 use super::report::{self, ReportError};
 use super::status::{self, Note, Outcome, Reason};
@@ -21,7 +21,7 @@ use super::stream::{self as streams, StreamOutcome};
 use crate::crd::KeyValueBucket;
 use crate::dapr::{Component, StoreConfig};
 use crate::failure::{Problem, Retry};
-use crate::pubsub::{JetStreamStream, PubsubConfig, StreamSettings};
+use crate::pubsub::{JetStreamStream, PubsubConfig, StreamSettings, Subscription};
 use crate::settings::{BucketSettings, DeletionPolicy};
 use crate::validate::{Servers, Validation, Values};
 
@@ -124,12 +124,7 @@ impl Kind for Bucket {
         validation: &'a ValidationOf<Self>,
         previous: Option<&'a WrittenOf<Self>>,
     ) -> Self::Progress {
-        let (store, settings) = validation.valid()?;
-        let managed = status::previously_managed(previous, &store.shown_bucket);
-        // Two Components asking different things of one bucket cannot fight over it: only the
-        // Component the operator created it for changes it (ownership is law, see
-        // `bucket::plan`), so no other Component can block its owner.
-        Some(execute::execute(ctx, key, store, settings, managed).await)
+        bucket_progress(ctx.nats(), key, validation, previous).await
     }
 
     fn decide(
@@ -210,22 +205,13 @@ impl Kind for Streams {
         validation: &'a ValidationOf<Self>,
         previous: Option<&'a WrittenOf<Self>>,
     ) -> Self::Progress {
-        let Some((config, settings)) = validation.valid() else {
+        if validation.valid().is_none() {
             return (None, None);
-        };
+        }
         let namespace = component.namespace().unwrap_or_default();
         let subscriptions = streams::subscriptions(ctx, &namespace).await;
-        let name = component.name_any();
         let read = subscriptions.as_deref();
-        let prepared = topics::prepare(&namespace, &name, config, settings, read);
-        let progress = match &prepared.subjects {
-            Ok(found) => Some(
-                streams::execute::execute(ctx, key, (config, settings), &prepared, found, previous)
-                    .await,
-            ),
-            Err(_) => None,
-        };
-        (Some(prepared), progress)
+        streams_progress(ctx.nats(), component, key, validation, previous, read).await
     }
 
     fn decide(
@@ -288,6 +274,48 @@ impl Kind for Streams {
             retained_message("streams and their messages are"),
         )
     }
+}
+
+/// The execute step of a state store, on the connections of `nats` (the reconciler's, or
+/// `apply`'s): nothing when validation failed.
+pub async fn bucket_progress(
+    nats: Nats<'_>,
+    key: &str,
+    validation: &ValidationOf<Bucket>,
+    previous: Option<&WrittenOf<Bucket>>,
+) -> Option<Progress<BucketStep>> {
+    let (store, settings) = validation.valid()?;
+    let managed = status::previously_managed(previous, &store.shown_bucket);
+    // Two Components asking different things of one bucket cannot fight over it: only the
+    // Component the operator created it for changes it (ownership is law, see
+    // `bucket::plan`), so no other Component can block its owner.
+    Some(execute::execute(nats, key, store, settings, managed).await)
+}
+
+/// The subjects and execute steps of a pub/sub, on the connections of `nats`, with the
+/// declarative Subscriptions of its namespace (`subscriptions`: Err when they could not be read).
+pub async fn streams_progress(
+    nats: Nats<'_>,
+    component: &Component,
+    key: &str,
+    validation: &ValidationOf<Streams>,
+    previous: Option<&WrittenOf<Streams>>,
+    subscriptions: Result<&[Subscription], &Problem>,
+) -> <Streams as Kind>::Progress {
+    let Some((config, settings)) = validation.valid() else {
+        return (None, None);
+    };
+    let namespace = component.namespace().unwrap_or_default();
+    let name = component.name_any();
+    let prepared = topics::prepare(&namespace, &name, config, settings, subscriptions);
+    let progress = match &prepared.subjects {
+        Ok(found) => Some(
+            streams::execute::execute(nats, key, (config, settings), &prepared, found, previous)
+                .await,
+        ),
+        Err(_) => None,
+    };
+    (Some(prepared), progress)
 }
 
 /// The Component's name in its key `namespace/name`.

@@ -62,6 +62,28 @@ impl Daprd {
             )
             .expect("write the resource file");
         }
+        Daprd::start_on(app_id, dir, &folder, app_port, &[])
+    }
+
+    /// Starts daprd on a resources folder of the caller's (Component, Subscription and secret
+    /// store files as a user writes them), with `env` added to its environment.
+    pub fn start_in(
+        app_id: &str,
+        folder: &std::path::Path,
+        app_port: Option<u16>,
+        env: &[(&str, &str)],
+    ) -> Daprd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Daprd::start_on(app_id, dir, folder, app_port, env)
+    }
+
+    fn start_on(
+        app_id: &str,
+        dir: tempfile::TempDir,
+        folder: &std::path::Path,
+        app_port: Option<u16>,
+        env: &[(&str, &str)],
+    ) -> Daprd {
         let log = dir.path().join("daprd.log");
         let out = std::fs::File::create(&log).expect("log file");
         let http_port = free_port();
@@ -75,7 +97,7 @@ impl Daprd {
             "info",
         ])
         .arg("--resources-path")
-        .arg(&folder)
+        .arg(folder)
         .args(["--dapr-http-port", &http_port.to_string()])
         .args(["--dapr-grpc-port", &free_port().to_string()])
         .args(["--dapr-internal-grpc-port", &free_port().to_string()])
@@ -83,6 +105,7 @@ impl Daprd {
         if let Some(port) = app_port {
             cmd.args(["--app-port", &port.to_string()]);
         }
+        cmd.envs(env.iter().copied());
         cmd.current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log file"))

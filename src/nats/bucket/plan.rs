@@ -74,6 +74,95 @@ impl Failure for BlockReason {
     }
 }
 
+impl Plan {
+    /// What the plan does, in words, for a dry run or an audit: what would be created (with its
+    /// settings), updated (field by field, live -> desired), left alone, or refused and why.
+    /// `bucket` is the bucket as shown (from a Secret, its origin): the plan's own config holds
+    /// the real name, which is never printed.
+    pub fn describe(&self, bucket: &str) -> String {
+        let stream = super::stream_name(bucket);
+        match self {
+            Self::Create(config) => format!(
+                "would create bucket {bucket} (stream {stream}): {}",
+                shown_settings(config)
+            ),
+            Self::Recreate(config) => format!(
+                "would create bucket {bucket} (stream {stream}) again, as the operator made it \
+                 before: {}",
+                shown_settings(config)
+            ),
+            Self::CannotCreate(why) => {
+                format!("would not create bucket {bucket} (stream {stream}): {why}")
+            }
+            Self::Missing => format!(
+                "bucket {bucket} (stream {stream}) is gone and was only verified: it would not be \
+                 created again"
+            ),
+            Self::NotKeyValue(why) => format!("would not touch stream {stream}: {why}"),
+            Self::InSync { managed: true } => {
+                format!(
+                    "bucket {bucket} exists, is managed by the operator and matches: nothing to do"
+                )
+            }
+            Self::InSync { managed: false } => format!(
+                "bucket {bucket} exists, was not created by the operator and matches: nothing to \
+                 do (verified only)"
+            ),
+            Self::Update { changes, adopt, .. } => format!(
+                "would {} bucket {bucket}: {}",
+                if *adopt { "adopt and update" } else { "update" },
+                listed(changes)
+            ),
+            Self::Blocked {
+                reason, changes, ..
+            } => format!(
+                "would not change bucket {bucket} ({}): {}",
+                reason.reason(),
+                listed(changes)
+            ),
+        }
+    }
+}
+
+/// A new bucket's settings as the status shows them, never its name.
+fn shown_settings(config: &stream::Config) -> String {
+    let c = super::live_config(config);
+    let mut out = vec![
+        format!("history {}", c.history),
+        format!("storage {}", c.storage),
+        format!("replicas {}", c.replicas),
+        format!("ttl {}", c.ttl.as_deref().unwrap_or("none")),
+    ];
+    if let Some(b) = c.max_bytes {
+        out.push(format!("maxBytes {b}"));
+    }
+    if let Some(b) = c.max_value_size {
+        out.push(format!("maxValueSize {b}"));
+    }
+    if c.compression {
+        out.push("compression s2".to_owned());
+    }
+    if let Some(t) = &c.limit_marker_ttl {
+        out.push(format!("limitMarkerTtl {t}"));
+    }
+    if !c.metadata.is_empty() {
+        out.push(format!("{} metadata items", c.metadata.len()));
+    }
+    if let Some(r) = &c.republish {
+        out.push(format!("republish to {}", r.destination));
+    }
+    out.join(", ")
+}
+
+/// Changes as `field live -> desired`, comma-separated.
+fn listed(changes: &[Change]) -> String {
+    changes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Decides what to do. `previously_managed` is what the last status said (None when there was
 /// none); `server` what the server can do (replicas > 1 in a cluster, per-key TTL by version).
 pub fn plan(
@@ -281,6 +370,37 @@ mod tests {
         assert_eq!(c.discard, stream::DiscardPolicy::New);
         assert!(is_managed_by(&c, "shop/statestore"));
         assert!(!is_managed_by(&c, "shop/other"));
+    }
+
+    #[test]
+    fn plans_say_what_they_would_do_without_the_real_bucket_name() {
+        let mut s = settings();
+        s.history = 3;
+        s.explicit.insert(Setting::History);
+        let d = desired(&s);
+        let create = plan(&d, None, None, &SINGLE);
+        // The name shown is the caller's (from a Secret, its origin), never the plan's own.
+        assert_eq!(
+            create.describe("<Secret b, key b>"),
+            "would create bucket <Secret b, key b> (stream KV_<Secret b, key b>): history 3, \
+             storage file, replicas 1, ttl none"
+        );
+        let live = desired_stream(&desired(&settings()));
+        let update = plan(&d, Some(&live), None, &SINGLE);
+        assert_eq!(
+            update.describe("orders"),
+            "would update bucket orders: history 1 -> 3"
+        );
+        let mut foreign = live.clone();
+        foreign.metadata.clear();
+        assert_eq!(
+            plan(&d, Some(&foreign), None, &SINGLE).describe("orders"),
+            "would not change bucket orders (ConfigMismatch): history 1 -> 3"
+        );
+        assert_eq!(
+            plan(&desired(&settings()), Some(&live), None, &SINGLE).describe("orders"),
+            "bucket orders exists, is managed by the operator and matches: nothing to do"
+        );
     }
 
     #[test]

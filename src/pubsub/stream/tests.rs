@@ -566,3 +566,46 @@ fn the_dead_letter_stream_is_planned_like_the_topics_stream() {
     );
     assert_eq!(outcome(&p), "update +rejects ");
 }
+
+#[test]
+fn plans_say_what_they_would_do() {
+    let subjects = strings(&["orders"]);
+    let settings = StreamSettings::default();
+    let d = desired(&subjects, &settings);
+    let create = plan(&d, None, &[], None, false);
+    assert_eq!(
+        create.describe("EVENTS"),
+        "would create stream EVENTS: subjects orders; retention limits, storage file, replicas 1, \
+         maxAge forever, maxBytes unlimited, duplicate window 2m"
+    );
+    let more = strings(&["orders", "payments"]);
+    let live = ours(&["orders"]);
+    let update = plan(&desired(&more, &settings), Some(&live), &[], None, false);
+    assert_eq!(
+        update.describe("EVENTS"),
+        "would update stream EVENTS: add subjects payments"
+    );
+    assert_eq!(
+        plan(&d, Some(&live), &[], None, false).describe("EVENTS"),
+        "stream EVENTS exists, is managed by the operator and holds what the Component needs: \
+         nothing to do"
+    );
+    let replicas = StreamSettings {
+        replicas: 3,
+        ..Default::default()
+    };
+    let blocked = plan(
+        &desired(&subjects, &replicas),
+        Some(&live),
+        &[],
+        None,
+        false,
+    );
+    assert!(
+        blocked.describe("EVENTS").starts_with(
+            "would not change stream EVENTS (UnsupportedByServer): cannot apply replicas 1 -> 3"
+        ),
+        "{}",
+        blocked.describe("EVENTS")
+    );
+}

@@ -9,7 +9,7 @@ use super::execute::{BucketStep, Progress};
 use super::index::Written;
 use crate::crd::{BucketStatus, ConditionSpec, ConditionType, KeyValueBucketSpec};
 use crate::failure::{Failure, Problem, Retry};
-use crate::nats::bucket;
+use crate::nats::bucket::{self, BlockReason};
 use crate::settings::DeletionPolicy;
 use crate::validate::Validation;
 
@@ -460,6 +460,22 @@ fn bucket_step(
             d.pass(BucketAvailable, Reason::BucketFound, found(MANAGED));
             d.bucket = facts.clone();
             d.fail(scale_down_waits(name, changes, behind))
+        }
+        BucketStep::Planned { facts, plan } => {
+            // Audit: Ready says what exists; the plan says what enforcing would do.
+            d.bucket = facts.clone();
+            let (condition, reason) = if facts.is_some() {
+                d.pass(BucketAvailable, Reason::BucketFound, found(""));
+                (ConfigSynced, BlockReason::ConfigMismatch.reason())
+            } else {
+                (BucketAvailable, Reason::BucketMissing.as_str())
+            };
+            d.fail(Problem::new(
+                condition,
+                reason,
+                format!("{}; nothing was sent (read-only)", plan.describe(name)),
+                Retry::Resync,
+            ))
         }
         BucketStep::CreateConflict => d.fail(Problem::new(
             BucketAvailable,

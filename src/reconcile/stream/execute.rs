@@ -14,8 +14,7 @@ use crate::pubsub::resource::StreamStatus;
 use crate::pubsub::stream::{
     BlockReason, Desired, OtherStream, Overlap, Role, StreamPlan, StreamSettings, plan, status_of,
 };
-use crate::reconcile::context::Context;
-use crate::reconcile::execute::{Progress, client};
+use crate::reconcile::execute::{Mode, Nats, Progress, client};
 use crate::reconcile::index::WrittenStream;
 
 /// What happened to a Component's streams, once connected.
@@ -95,6 +94,12 @@ pub enum RoundEnd {
     },
     /// Another creator won twice in a row.
     CreateConflict,
+    /// [`Mode::Audit`]: the plan that would change the stream (create or update), not carried
+    /// out; `facts` are the live stream's, when it exists.
+    Planned {
+        facts: Option<StreamStatus>,
+        plan: StreamPlan,
+    },
 }
 
 impl RoundEnd {
@@ -105,11 +110,16 @@ impl RoundEnd {
             Self::Created { .. } | Self::InSync { .. } | Self::Updated { .. }
         )
     }
+
+    /// Whether the round may go on to the next stream: done, or (audit) planned.
+    fn goes_on(&self) -> bool {
+        self.is_done() || matches!(self, Self::Planned { .. })
+    }
 }
 
 /// Connects, and brings the Component's streams to what `found` needs.
 pub async fn execute(
-    ctx: &Context,
+    ctx: Nats<'_>,
     key: &str,
     (config, settings): (&PubsubConfig, &StreamSettings),
     prepared: &Prepared,
@@ -146,7 +156,7 @@ pub async fn execute(
 
 /// The server the streams are on, and what their rounds share.
 struct Server<'a> {
-    ctx: &'a Context,
+    ctx: Nats<'a>,
     js: &'a jetstream::Context,
     key: &'a str,
     version: &'a str,
@@ -207,7 +217,7 @@ impl Server<'_> {
                     subjects: info.config.subjects,
                 });
             }
-            let done = end.is_done();
+            let done = end.goes_on();
             rounds.push(round(role, stream, owner, end));
             if !done {
                 break;
@@ -275,6 +285,24 @@ impl Server<'_> {
                 previously_managed,
                 self.clustered,
             );
+            if self.ctx.mode == Mode::Audit
+                && matches!(
+                    decided,
+                    StreamPlan::Create(_) | StreamPlan::Recreate(_) | StreamPlan::Update { .. }
+                )
+            {
+                // Nothing mutating is sent: the plan is what is shown.
+                let facts = live
+                    .as_ref()
+                    .map(|i| self.facts(i, is_managed_by(&i.config, self.key)));
+                return (
+                    RoundEnd::Planned {
+                        facts,
+                        plan: decided,
+                    },
+                    live,
+                );
+            }
             let end = match decided {
                 StreamPlan::Create(config) | StreamPlan::Recreate(config) => {
                     self.ctx.metrics.nats_request("create");
@@ -385,7 +413,7 @@ fn round(role: Role, stream: &str, owner: Option<String>, end: RoundEnd) -> Roun
 }
 
 /// The streams of the account, with their subjects (overlaps are decided before sending).
-async fn listed(ctx: &Context, js: &jetstream::Context) -> Result<Vec<OtherStream>, NatsError> {
+async fn listed(ctx: Nats<'_>, js: &jetstream::Context) -> Result<Vec<OtherStream>, NatsError> {
     ctx.metrics.nats_request("list");
     let all = StreamClient::all(js).await?;
     Ok(all

@@ -305,7 +305,7 @@ fn round(
         | RoundEnd::Updated { facts, .. }
         | RoundEnd::UpdateFailed { facts, .. }
         | RoundEnd::ScaleDownWaits { facts, .. } => Some(facts),
-        RoundEnd::Blocked { facts, .. } => facts.as_ref(),
+        RoundEnd::Blocked { facts, .. } | RoundEnd::Planned { facts, .. } => facts.as_ref(),
         _ => None,
     };
     let managed = facts.is_some_and(|f| f.managed);
@@ -378,6 +378,19 @@ fn problem(r: &Round, owner: Option<&str>) -> Option<Problem> {
             why.clone(),
             Retry::Resync,
         ),
+        RoundEnd::Planned { facts, plan } => {
+            // Audit: Ready says what exists; the plan says what enforcing would do.
+            let (condition, reason) = match facts {
+                Some(_) => (ConfigSynced, BlockReason::ConfigMismatch.reason()),
+                None => (StreamAvailable, Reason::StreamMissing.as_str()),
+            };
+            Problem::new(
+                condition,
+                reason,
+                format!("{}; nothing was sent (read-only)", plan.describe(stream)),
+                Retry::Resync,
+            )
+        }
         RoundEnd::CreateConflict => Problem::new(
             StreamAvailable,
             Reason::StreamCreateConflict.as_str(),
