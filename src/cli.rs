@@ -114,6 +114,11 @@ pub struct RunArgs {
     /// none without a policy) or `off` (any). The chart sets `enforce`.
     #[arg(long, env = "SERVER_POLICY", value_enum, default_value = "off")]
     pub server_policy: ServerPolicy,
+    /// `enforce`: create, update and delete buckets and streams as planned. `audit`: never send
+    /// a request that changes a stream nor write to a Component; each KeyValueBucket and
+    /// JetStreamStream shows in status.plan what enforce would do.
+    #[arg(long, env = "MODE", value_enum, default_value = "enforce")]
+    pub mode: crate::reconcile::audit::Mode,
     /// Watch Secret metadata (needs list and watch on Secrets), so a rotated Secret is seen at
     /// once. False: Secrets are only read by name (get), and a rotation is seen at the next
     /// resync.
@@ -270,11 +275,13 @@ async fn run(args: RunArgs) -> Result<(), String> {
         watch_secrets: args.watch_secrets,
         watch_subscriptions: args.watch_subscriptions,
         instance: identity.clone(),
+        mode: args.mode,
     };
     tracing::info!(
         namespaces = ?config.namespaces,
         resync = ?config.resync,
         server_policy = ?args.server_policy,
+        mode = ?args.mode,
         watch_secrets = config.watch_secrets,
         watch_subscriptions = config.watch_subscriptions,
         identity = %identity,

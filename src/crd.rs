@@ -214,6 +214,10 @@ pub struct KeyValueBucketStatus {
     /// What the server reports about the bucket, when it was reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket: Option<BucketStatus>,
+    /// Audit mode only: what enforce mode would do to the bucket (create, update with the
+    /// settings that differ, delete, nothing, or refuse and why). Nothing was done.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<crate::nats::stream::planned::Planned>,
 }
 
 /// Facts about the bucket as NATS reports them.

@@ -9,6 +9,7 @@
 
 mod support;
 
+mod audit;
 mod chart;
 mod check;
 mod cluster;

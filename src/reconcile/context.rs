@@ -39,6 +39,8 @@ pub struct Context {
     pub policy: Option<crate::policy::Enforcer>,
     /// Workers held per namespace (fair share).
     pub share: Arc<crate::fair_share::NamespaceShare>,
+    /// Enforce, or audit: plans shown, never carried out.
+    pub mode: super::audit::Mode,
 }
 
 impl Context {

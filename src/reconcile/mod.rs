@@ -12,6 +12,7 @@
 //! only, of what changed). Per-object state lives in the [`index`]; Components being deleted or
 //! no longer ours go through [`delete`].
 
+pub mod audit;
 pub mod context;
 mod delete;
 pub mod execute;

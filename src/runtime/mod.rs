@@ -51,6 +51,8 @@ pub struct Config {
     pub watch_subscriptions: bool,
     /// Name of this instance in Events.
     pub instance: String,
+    /// Enforce, or audit: plans shown, never carried out.
+    pub mode: crate::reconcile::audit::Mode,
 }
 
 /// What every scope's controller shares.

@@ -9,6 +9,7 @@ use super::desired::{
 use super::diff::diff;
 use super::stream_config::{desired_stream, updated_stream};
 use crate::failure::{Failure, Retry};
+use crate::nats::stream::planned::{Planned, PlannedAction};
 use crate::nats::stream::{Change, ChangeKind, Field, is_managed_by, owner_of};
 use crate::settings::{BucketSettings, OnExisting, Setting};
 
@@ -160,6 +161,76 @@ pub fn plan(
         config: Box::new(updated_stream(d, live)),
         changes,
         adopt,
+    }
+}
+
+impl Plan {
+    /// What enforce mode would do to the bucket's stream `stream` (as shown), in the shape
+    /// audit mode and a dry run show; `server` says why an unsupported change cannot be made.
+    pub fn describe(&self, stream: &str, server: &ServerFacts) -> Planned {
+        match self {
+            Self::Create(_) => Planned::new(
+                stream,
+                PlannedAction::Create,
+                format!("the bucket does not exist: create stream {stream}"),
+            ),
+            Self::Recreate(_) => Planned::new(
+                stream,
+                PlannedAction::Create,
+                format!(
+                    "the bucket the operator created was deleted outside it: create stream {stream} again"
+                ),
+            ),
+            Self::CannotCreate(why) => Planned::refused(
+                stream,
+                BlockReason::UnsupportedByServer.reason(),
+                why.clone(),
+            ),
+            Self::Missing => Planned::new(
+                stream,
+                PlannedAction::None,
+                "the bucket was only verified and has disappeared: report it missing, create nothing",
+            ),
+            Self::NotKeyValue(problem) => {
+                Planned::refused(stream, "NotAKeyValueBucket", problem.clone())
+            }
+            Self::InSync { .. } => Planned::new(
+                stream,
+                PlannedAction::None,
+                "the bucket matches the Component",
+            ),
+            Self::Update { changes, adopt, .. } => Planned::new(
+                stream,
+                PlannedAction::Update,
+                if *adopt {
+                    "adopt the bucket (jetstreamkv.io/on-existing: adopt) and change it in place"
+                } else {
+                    "change the bucket in place"
+                },
+            )
+            .with_changes(changes),
+            Self::Blocked {
+                reason, changes, ..
+            } => {
+                let why = match reason {
+                    BlockReason::UnsupportedByServer => why_unsupported(changes, server),
+                    BlockReason::ConfigMismatch => {
+                        "the bucket was not created by the operator: it is only verified".to_owned()
+                    }
+                    BlockReason::DataLossRefused => {
+                        "the change would discard data and jetstreamkv.io/allow-data-loss is not set"
+                            .to_owned()
+                    }
+                    BlockReason::ImmutableFieldChanged => {
+                        "NATS cannot change these settings on an existing bucket".to_owned()
+                    }
+                    BlockReason::OwnedElsewhere => {
+                        "the operator created the bucket for another Component".to_owned()
+                    }
+                };
+                Planned::refused(stream, reason.reason(), why).with_changes(changes)
+            }
+        }
     }
 }
 

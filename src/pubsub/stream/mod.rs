@@ -17,6 +17,7 @@ use async_nats::jetstream::stream;
 use super::subjects::{collide, covers};
 use crate::failure::{Failure, Retry};
 use crate::nats::stream::limits::{duplicate_window, storage_type};
+use crate::nats::stream::planned::{Planned, PlannedAction, PlannedChange};
 use crate::nats::stream::{Change, ChangeKind, META_COMPONENT, META_MANAGED_BY, is_managed_by};
 
 mod annotations;
@@ -171,6 +172,66 @@ impl Failure for BlockReason {
     /// again at the drift check, when a Subscription changes, or when the Component does.
     fn retry(&self) -> Retry {
         Retry::Resync
+    }
+}
+
+impl StreamPlan {
+    /// What enforce mode would do to the stream `stream`, in the shape audit mode and a dry run
+    /// show.
+    pub fn describe(&self, stream: &str) -> Planned {
+        match self {
+            Self::Create(config) => Planned::new(
+                stream,
+                PlannedAction::Create,
+                format!(
+                    "the stream does not exist: create it with subjects {}",
+                    config.subjects.join(", ")
+                ),
+            ),
+            Self::Recreate(config) => Planned::new(
+                stream,
+                PlannedAction::Create,
+                format!(
+                    "the stream the operator created was deleted outside it: create it again with subjects {}",
+                    config.subjects.join(", ")
+                ),
+            ),
+            Self::Missing => Planned::new(
+                stream,
+                PlannedAction::None,
+                "the stream was only verified and has disappeared: report it missing, create nothing",
+            ),
+            Self::NotUsable(why) => Planned::refused(stream, "StreamNotUsable", why.clone()),
+            Self::InSync { .. } => Planned::new(
+                stream,
+                PlannedAction::None,
+                "the stream matches the Component",
+            ),
+            Self::Update { added, changes, .. } => {
+                let mut planned =
+                    Planned::new(stream, PlannedAction::Update, "change the stream in place");
+                if !added.is_empty() {
+                    planned.changes.push(PlannedChange {
+                        field: "subjects".to_owned(),
+                        live: String::new(),
+                        desired: format!("+{}", added.join(", +")),
+                    });
+                }
+                planned.with_changes(changes)
+            }
+            Self::Blocked {
+                reason,
+                missing,
+                overlaps,
+                changes,
+                ..
+            } => Planned::refused(
+                stream,
+                reason.reason(),
+                blocked_message(stream, *reason, missing, overlaps, changes),
+            )
+            .with_changes(changes),
+        }
     }
 }
 

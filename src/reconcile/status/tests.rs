@@ -45,6 +45,7 @@ fn connected(step: BucketStep) -> Progress {
     Progress::Connected {
         version: "2.12.0".into(),
         step: Box::new(step),
+        planned: Vec::new(),
     }
 }
 
@@ -430,6 +431,7 @@ fn a_ready_transition_is_an_event_unless_something_was_done() {
             events: Vec::new(),
             retry: Retry::Resync,
             wants_finalizer: None,
+            plan: Vec::new(),
         };
         let now = Time(jiff::Timestamp::UNIX_EPOCH);
         bucket_status(

@@ -8,6 +8,9 @@ use async_nats::jetstream::{self, stream};
 use super::topics::{Found, Prepared};
 use crate::nats::NatsError;
 use crate::nats::cluster;
+use std::sync::Mutex;
+
+use crate::nats::stream::planned::Planned;
 use crate::nats::stream::{Change, StreamClient, is_managed_by, owner_of};
 use crate::pubsub::PubsubConfig;
 use crate::pubsub::resource::StreamStatus;
@@ -95,6 +98,12 @@ pub enum RoundEnd {
     },
     /// Another creator won twice in a row.
     CreateConflict,
+    /// Audit mode: a create or an update planned and not carried out (`facts`: the stream as
+    /// it is, when it exists).
+    NotCarriedOut {
+        facts: Option<StreamStatus>,
+        planned: Planned,
+    },
 }
 
 impl RoundEnd {
@@ -133,14 +142,17 @@ pub async fn execute(
         clustered,
         settings,
         previous,
+        planned: Mutex::default(),
     };
     let rounds = match listed(ctx, &js).await {
         Ok(all) => Ok(on.rounds(prepared, found, all).await),
         Err(e) => Err(e),
     };
+    let planned = on.planned.into_inner().unwrap_or_default();
     Progress::Connected {
         version,
         step: Box::new(StreamStep { clustered, rounds }),
+        planned,
     }
 }
 
@@ -154,6 +166,8 @@ struct Server<'a> {
     clustered: bool,
     settings: &'a StreamSettings,
     previous: Option<&'a WrittenStream>,
+    /// Audit mode: what enforce mode would do to each stream.
+    planned: Mutex<Vec<Planned>>,
 }
 
 impl Server<'_> {
@@ -207,7 +221,9 @@ impl Server<'_> {
                     subjects: info.config.subjects,
                 });
             }
-            let done = end.is_done();
+            // In audit mode the dead-letter stream's plan is shown too, after a topics' stream
+            // that was not created or updated.
+            let done = end.is_done() || matches!(end, RoundEnd::NotCarriedOut { .. });
             rounds.push(round(role, stream, owner, end));
             if !done {
                 break;
@@ -275,6 +291,22 @@ impl Server<'_> {
                 previously_managed,
                 self.clustered,
             );
+            if self.ctx.mode.is_audit() {
+                let described = decided.describe(desired.stream);
+                if let Ok(mut planned) = self.planned.lock() {
+                    planned.push(described.clone());
+                }
+                if described.action.mutates() {
+                    let facts = live
+                        .as_ref()
+                        .map(|i| self.facts(i, is_managed_by(&i.config, self.key)));
+                    let end = RoundEnd::NotCarriedOut {
+                        facts,
+                        planned: described,
+                    };
+                    return (end, live);
+                }
+            }
             let end = match decided {
                 StreamPlan::Create(config) | StreamPlan::Recreate(config) => {
                     self.ctx.metrics.nats_request("create");
