@@ -42,9 +42,11 @@ enum Case {
     /// A Component deleted with deletion-policy delete and the operator's finalizer, whose
     /// bucket the operator made: delete.
     Deleted,
+    /// No bucket, and a password in a natsURL read from a Secret: create, and never show it.
+    UrlFromSecret,
 }
 
-const CASES: [(Case, usize); 7] = [
+const CASES: [(Case, usize); 8] = [
     (Case::Missing, 12),
     (Case::Differs, 10),
     (Case::Adopted, 5),
@@ -52,12 +54,13 @@ const CASES: [(Case, usize); 7] = [
     (Case::Matches, 5),
     (Case::StreamMissing, 8),
     (Case::Deleted, 3),
+    (Case::UrlFromSecret, 1),
 ];
 
 /// The action each case's plan shows.
 fn expected_action(case: Case) -> PlannedAction {
     match case {
-        Case::Missing | Case::StreamMissing => PlannedAction::Create,
+        Case::Missing | Case::StreamMissing | Case::UrlFromSecret => PlannedAction::Create,
         Case::Differs | Case::Adopted => PlannedAction::Update,
         Case::Mismatch => PlannedAction::Refuse,
         Case::Matches => PlannedAction::None,
@@ -171,7 +174,17 @@ async fn audit_changes_nothing_shows_every_plan_and_enforce_applies_them() {
 
     // The Components, and what NATS holds before the operator runs.
     let mut cases = BTreeMap::new();
-    let mut manifests = Vec::new();
+    let password = format!("pw{}", support::random_suffix());
+    let with_password = url.replacen("nats://", &format!("nats://audit:{password}@"), 1);
+    assert_ne!(with_password, url, "{url}");
+    let mut manifests = vec![
+        serde_yaml::to_string(&support::fixtures::secret(
+            &ns.name,
+            "nats-url",
+            &[("natsURL", &with_password)],
+        ))
+        .unwrap(),
+    ];
     for (case, n) in CASES {
         for i in 0..n {
             let name = format!("{case:?}-{i}").to_lowercase();
@@ -181,6 +194,9 @@ async fn audit_changes_nothing_shows_every_plan_and_enforce_applies_them() {
             let history = BucketSettings::default();
             let manifest = match case {
                 Case::Missing => manifest,
+                Case::UrlFromSecret => ComponentManifest::new(&ns.name, &name)
+                    .item_from_secret("natsURL", "nats-url", Some("natsURL"))
+                    .item("bucket", &bucket),
                 Case::Differs => {
                     let desired = Desired {
                         bucket: &bucket,
@@ -322,6 +338,20 @@ async fn audit_changes_nothing_shows_every_plan_and_enforce_applies_them() {
     );
     // A resync more, to see that it stays so.
     tokio::time::sleep(Duration::from_secs(6)).await;
+    let in_audit = advisories.mutating();
+    assert!(
+        advisories.count() > 0,
+        "nats-server audited the operator's reads in audit mode"
+    );
+    assert!(
+        in_audit.is_empty(),
+        "audit mode sent requests that change streams: {in_audit:?}"
+    );
+    assert_eq!(
+        versions(&components).await,
+        before,
+        "audit mode wrote no Component"
+    );
     for (name, case) in &cases {
         let plan = &shown[name][0];
         match case {
@@ -369,20 +399,29 @@ async fn audit_changes_nothing_shows_every_plan_and_enforce_applies_them() {
             assert_eq!(available.status == "True", exists, "{name}: {available:?}");
         }
     }
-    let in_audit = advisories.mutating();
-    assert!(
-        advisories.count() > 0,
-        "nats-server audited the operator's reads in audit mode"
-    );
-    assert!(
-        in_audit.is_empty(),
-        "audit mode sent requests that change streams: {in_audit:?}"
-    );
-    assert_eq!(
-        versions(&components).await,
-        before,
-        "audit mode wrote no Component"
-    );
+    // What came from a Secret is never shown: not in a plan, a status, an Event or the log.
+    let get = |args: &[&str]| control_plane().kubectl(args, None).unwrap();
+    for (place, text) in [
+        ("the audit operator's log", audit.logs()),
+        (
+            "KeyValueBuckets",
+            get(&["get", "kvb", "-n", &ns.name, "-o", "yaml"]),
+        ),
+        (
+            "JetStreamStreams",
+            get(&["get", "jss", "-n", &ns.name, "-o", "yaml"]),
+        ),
+        (
+            "Events",
+            get(&["get", "events", "-n", &ns.name, "-o", "yaml"]),
+        ),
+    ] {
+        assert!(!text.is_empty(), "nothing read from {place}");
+        assert!(
+            !text.contains(&password),
+            "the password leaked into {place}"
+        );
+    }
     audit.terminate();
     eprintln!(
         "audit mode: {} stream requests audited by nats-server, none changes a stream; {} Components unchanged",
@@ -405,7 +444,7 @@ async fn audit_changes_nothing_shows_every_plan_and_enforce_applies_them() {
             Some((verb.to_owned(), p.stream.clone()))
         })
         .collect();
-    assert_eq!(wanted.len(), 12 + 10 + 5 + 8 + 3, "{wanted:?}");
+    assert_eq!(wanted.len(), 12 + 10 + 5 + 8 + 3 + 1, "{wanted:?}");
     let done = eventually(
         Duration::from_secs(120),
         "enforce mode to apply every plan",

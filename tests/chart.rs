@@ -473,6 +473,15 @@ fn secrets_get_only_mode_drops_list_and_watch_and_tells_the_operator() {
 }
 
 #[test]
+fn the_mode_is_enforce_by_default_and_audit_is_one_value() {
+    let default = operator_container(&render(&[]).deployment());
+    assert_eq!(env_value(&default, "MODE"), "enforce");
+    let audit = operator_container(&render(&["--set", "mode=audit"]).deployment());
+    assert_eq!(env_value(&audit, "MODE"), "audit");
+    assert_schema_rejects("mode=dry-run", "/mode");
+}
+
+#[test]
 fn the_server_policy_is_enforced_by_default_and_one_line_allows_a_server() {
     let defaults = render(&[]);
     assert_eq!(
