@@ -119,6 +119,10 @@ pub struct RunArgs {
     /// JetStreamStream shows in status.plan what enforce would do.
     #[arg(long, env = "MODE", value_enum, default_value = "enforce")]
     pub mode: crate::reconcile::audit::Mode,
+    /// How often the installed CRDs are compared with the ones this binary needs (a kind whose
+    /// CRD lacks a field is not acted on until its CRD is applied).
+    #[arg(long, env = "SCHEMA_CHECK_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub schema_check_interval: Duration,
     /// Watch Secret metadata (needs list and watch on Secrets), so a rotated Secret is seen at
     /// once. False: Secrets are only read by name (get), and a rotation is seen at the next
     /// resync.
@@ -276,6 +280,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         watch_subscriptions: args.watch_subscriptions,
         instance: identity.clone(),
         mode: args.mode,
+        schema_check_interval: args.schema_check_interval,
     };
     tracing::info!(
         namespaces = ?config.namespaces,

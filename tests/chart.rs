@@ -295,6 +295,20 @@ fn policy_grants() -> Vec<Grant> {
         ));
         grants.push(grant("*", "", "namespaces", verb, "*"));
     }
+    // The operator's own CRDs, by name: their schema is checked against the binary's.
+    for crd in [
+        "keyvaluebuckets.jetstreamkv.io",
+        "jetstreamstreams.jetstreamkv.io",
+        "natsserverpolicies.jetstreamkv.io",
+    ] {
+        grants.push(grant(
+            "*",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "get",
+            crd,
+        ));
+    }
     grants
 }
 

@@ -31,6 +31,7 @@ mod outage;
 mod properties;
 mod pubsub;
 mod reconcile;
+mod schema;
 mod settings;
 mod shared_cluster;
 mod steady_state;

@@ -41,6 +41,8 @@ pub struct Context {
     pub share: Arc<crate::fair_share::NamespaceShare>,
     /// Enforce, or audit: plans shown, never carried out.
     pub mode: super::audit::Mode,
+    /// Which kinds the installed CRDs let the operator act on.
+    pub schema: Arc<crate::schema::SchemaGate>,
 }
 
 impl Context {

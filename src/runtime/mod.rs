@@ -53,6 +53,8 @@ pub struct Config {
     pub instance: String,
     /// Enforce, or audit: plans shown, never carried out.
     pub mode: crate::reconcile::audit::Mode,
+    /// How often the installed CRDs are compared with the ones the binary needs.
+    pub schema_check_interval: Duration,
 }
 
 /// What every scope's controller shares.
@@ -65,6 +67,7 @@ struct Shared {
     index: Arc<Index>,
     policy: Option<crate::policy::Enforcer>,
     share: Arc<crate::fair_share::NamespaceShare>,
+    schema: Arc<crate::schema::SchemaGate>,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -100,6 +103,14 @@ pub async fn run(
         config.namespaces.iter().cloned().map(Some).collect()
     };
     let shutdown = future::Shared::clone(&futures::FutureExt::shared(Box::pin(shutdown)));
+    let schema = Arc::new(crate::schema::SchemaGate::new(config.enforce_server_policy));
+    tokio::spawn(crate::schema::keep_checking(
+        client.clone(),
+        schema.clone(),
+        health.clone(),
+        recorder.clone(),
+        config.schema_check_interval,
+    ));
     let shared = Shared {
         client,
         pool: pool.clone(),
@@ -110,6 +121,7 @@ pub async fn run(
         share: Arc::new(crate::fair_share::NamespaceShare::new(
             config.namespace_concurrency,
         )),
+        schema,
     };
     let mut controllers = Vec::new();
     let mut triggers = Vec::new();
