@@ -123,6 +123,11 @@ pub struct RunArgs {
     /// CRD lacks a field is not acted on until its CRD is applied).
     #[arg(long, env = "SCHEMA_CHECK_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub schema_check_interval: Duration,
+    /// Apply this binary's CRDs (KeyValueBucket, JetStreamStream, NatsServerPolicy) by
+    /// server-side apply at start (needs patch on them; they must exist). Off: apply them before
+    /// upgrading (docs/upgrade.md).
+    #[arg(long, env = "APPLY_CRDS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub apply_crds: bool,
     /// Watch Secret metadata (needs list and watch on Secrets), so a rotated Secret is seen at
     /// once. False: Secrets are only read by name (get), and a rotation is seen at the next
     /// resync.
@@ -281,6 +286,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         instance: identity.clone(),
         mode: args.mode,
         schema_check_interval: args.schema_check_interval,
+        apply_crds: args.apply_crds,
     };
     tracing::info!(
         namespaces = ?config.namespaces,

@@ -216,6 +216,33 @@ impl SchemaGate {
     }
 }
 
+/// Applies the CRDs this binary generates, by server-side apply under the operator's field
+/// manager (`--apply-crds`, off by default): the CRDs must exist (the chart installs them), and
+/// the operator may only patch these three by name. A failure is logged; the check that follows
+/// says what is still missing.
+pub async fn apply_crds(client: kube::Client) {
+    use kube::api::{Patch, PatchParams};
+    let api: Api<CustomResourceDefinition> = Api::all(client);
+    for crd in Crd::ALL {
+        let name = crd.name();
+        let mut object = crd.needed();
+        object.metadata.managed_fields = None;
+        match api
+            .patch(
+                &name,
+                &PatchParams::apply(crate::crd::MANAGER).force(),
+                &Patch::Apply(&object),
+            )
+            .await
+        {
+            Ok(_) => tracing::info!(crd = %name, "applied the CRD this operator generates"),
+            Err(e) => {
+                tracing::error!(crd = %name, error = %e, "cannot apply the CRD; apply the operator's CRDs by hand")
+            }
+        }
+    }
+}
+
 /// Checks the CRDs now and every `interval`: sets the gate, readiness (`outdated`), and on each
 /// change says so: an error log line and a Warning Event on the CRD naming the missing fields
 /// and the fix, or an info line when it is current again.

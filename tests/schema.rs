@@ -215,4 +215,37 @@ async fn an_outdated_crd_stops_its_kind_and_a_pruned_policy_field_fails_closed()
             None,
         )
         .unwrap();
+    operator.terminate();
+
+    // 3. --apply-crds: the operator brings its outdated CRD up to date itself.
+    apply_pruned(
+        serde_json::to_value(KeyValueBucket::crd()).unwrap(),
+        &["status", "plan"],
+    );
+    let operator = start(&["--apply-crds"]);
+    let third = support::unique_bucket("applied");
+    control_plane().apply(&support::component_yaml(
+        &ns.name, "applied", &url, &third, "",
+    ));
+    support::wait_kvb_of(
+        &operator,
+        &ns.name,
+        "applied",
+        "Ready",
+        Duration::from_secs(60),
+    );
+    let crd = control_plane()
+        .kubectl(
+            &["get", "crd", "keyvaluebuckets.jetstreamkv.io", "-o", "json"],
+            None,
+        )
+        .unwrap();
+    assert!(crd.contains("\"plan\""), "the CRD has status.plan again");
+    assert!(
+        !operator.logs().contains("older than this operator"),
+        "{}",
+        operator.log_tail()
+    );
+    // Back to the CRDs as crds/ has them, under kubectl's manager.
+    control_plane().install_crds();
 }

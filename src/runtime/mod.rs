@@ -55,6 +55,8 @@ pub struct Config {
     pub mode: crate::reconcile::audit::Mode,
     /// How often the installed CRDs are compared with the ones the binary needs.
     pub schema_check_interval: Duration,
+    /// Apply the binary's own CRDs (server-side apply) before checking them.
+    pub apply_crds: bool,
 }
 
 /// What every scope's controller shares.
@@ -103,6 +105,9 @@ pub async fn run(
         config.namespaces.iter().cloned().map(Some).collect()
     };
     let shutdown = future::Shared::clone(&futures::FutureExt::shared(Box::pin(shutdown)));
+    if config.apply_crds {
+        crate::schema::apply_crds(client.clone()).await;
+    }
     let schema = Arc::new(crate::schema::SchemaGate::new(config.enforce_server_policy));
     tokio::spawn(crate::schema::keep_checking(
         client.clone(),
