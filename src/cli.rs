@@ -5,12 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use kube::CustomResourceExt;
 
-use crate::crd::KeyValueBucket;
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
-use crate::pubsub::resource::JetStreamStream;
 use crate::runtime;
 use crate::runtime::leader::{Election, LeaseConfig};
 
@@ -236,9 +233,9 @@ pub async fn main() -> Result<(), String> {
     match cli.command {
         Command::Crd { kind } => {
             let crd = match kind {
-                CrdKind::Keyvaluebucket => KeyValueBucket::crd(),
-                CrdKind::Jetstreamstream => JetStreamStream::crd(),
-                CrdKind::Natsserverpolicy => crate::policy::NatsServerPolicy::crd(),
+                CrdKind::Keyvaluebucket => crate::schema::Crd::KeyValueBucket.needed(),
+                CrdKind::Jetstreamstream => crate::schema::Crd::JetStreamStream.needed(),
+                CrdKind::Natsserverpolicy => crate::schema::Crd::NatsServerPolicy.needed(),
             };
             let yaml =
                 serde_yaml::to_string(&crd).map_err(|e| format!("cannot render the CRD: {e}"))?;

@@ -41,13 +41,13 @@ impl Crd {
         Self::NatsServerPolicy,
     ];
 
-    /// The CRD as this binary generates it.
+    /// The CRD as this binary generates it (and `crd` prints it): every version it serves.
     pub fn needed(self) -> CustomResourceDefinition {
-        match self {
+        crate::crd::served(match self {
             Self::KeyValueBucket => KeyValueBucket::crd(),
             Self::JetStreamStream => JetStreamStream::crd(),
             Self::NatsServerPolicy => NatsServerPolicy::crd(),
-        }
+        })
     }
 
     /// Its name: `<plural>.<group>`.
@@ -304,21 +304,22 @@ mod tests {
 
     fn pruned(crd: Crd, path: &[&str]) -> CustomResourceDefinition {
         let mut installed = crd.needed();
-        let version = &mut installed.spec.versions[0];
-        let mut at = version
-            .schema
-            .as_mut()
-            .and_then(|s| s.open_api_v3_schema.as_mut())
-            .expect("a schema");
-        let (last, parents) = path.split_last().expect("a path");
-        for p in parents {
-            at = at
-                .properties
+        for version in &mut installed.spec.versions {
+            let mut at = version
+                .schema
                 .as_mut()
-                .and_then(|props| props.get_mut(*p))
-                .expect("the parent");
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+                .expect("a schema");
+            let (last, parents) = path.split_last().expect("a path");
+            for p in parents {
+                at = at
+                    .properties
+                    .as_mut()
+                    .and_then(|props| props.get_mut(*p))
+                    .expect("the parent");
+            }
+            at.properties.as_mut().expect("properties").remove(*last);
         }
-        at.properties.as_mut().expect("properties").remove(*last);
         installed
     }
 

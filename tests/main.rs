@@ -36,6 +36,7 @@ mod settings;
 mod shared_cluster;
 mod steady_state;
 mod tenancy;
+mod versions;
 mod webhook;
 
 /// The modules `main_rs` declares unconditionally: `mod x;` lines with no attribute (a

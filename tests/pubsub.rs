@@ -144,7 +144,7 @@ async fn the_jetstreamstream_crd_takes_what_the_operator_writes() {
         }],
     };
     let patch = serde_json::json!({
-        "apiVersion": "jetstreamkv.io/v1alpha1",
+        "apiVersion": "jetstreamkv.io/v1beta1",
         "kind": "JetStreamStream",
         "status": status,
     });

@@ -11,23 +11,26 @@ use std::time::Duration;
 
 use jetstream_kv_operator::crd::KeyValueBucket;
 use jetstream_kv_operator::policy::NatsServerPolicy;
-use kube::{Api, CustomResourceExt as _};
+use jetstream_kv_operator::schema::Crd;
+use kube::Api;
 use support::operator::Operator;
 use support::{ComponentManifest, TestNamespace, control_plane, eventually, nats};
 
 /// Applies `crd` as kubectl does for `crds/` (server-side, the same field manager), without the
 /// field at `path` (under the first version's schema): an older CRD.
 fn apply_pruned(mut crd: serde_json::Value, path: &[&str]) {
-    let mut at = &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
-    let (last, parents) = path.split_last().unwrap();
-    for p in parents {
-        at = &mut at["properties"][*p];
+    for version in crd["spec"]["versions"].as_array_mut().unwrap() {
+        let mut at = &mut version["schema"]["openAPIV3Schema"];
+        let (last, parents) = path.split_last().unwrap();
+        for p in parents {
+            at = &mut at["properties"][*p];
+        }
+        at["properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove(*last)
+            .expect("the field to prune");
     }
-    at["properties"]
-        .as_object_mut()
-        .unwrap()
-        .remove(*last)
-        .expect("the field to prune");
     control_plane()
         .kubectl(
             &["apply", "--server-side", "-f", "-"],
@@ -81,7 +84,7 @@ async fn an_outdated_crd_stops_its_kind_and_a_pruned_policy_field_fails_closed()
 
     // 1. The KeyValueBucket CRD lacks status.plan.
     apply_pruned(
-        serde_json::to_value(KeyValueBucket::crd()).unwrap(),
+        serde_json::to_value(Crd::KeyValueBucket.needed()).unwrap(),
         &["status", "plan"],
     );
     let operator = start(&[]);
@@ -146,7 +149,7 @@ async fn an_outdated_crd_stops_its_kind_and_a_pruned_policy_field_fails_closed()
 
     // 2. The NatsServerPolicy CRD lacks requireTLS: a policy asking for TLS loses the field.
     apply_pruned(
-        serde_json::to_value(NatsServerPolicy::crd()).unwrap(),
+        serde_json::to_value(Crd::NatsServerPolicy.needed()).unwrap(),
         &["spec", "requireTLS"],
     );
     let host = url
@@ -156,7 +159,7 @@ async fn an_outdated_crd_stops_its_kind_and_a_pruned_policy_field_fails_closed()
         .unwrap()
         .to_owned();
     let policy = format!(
-        "apiVersion: jetstreamkv.io/v1alpha1\nkind: NatsServerPolicy\nmetadata:\n  name: schema-{ns}\nspec:\n  conditions:\n  - namespaces: [{ns}]\n  servers: [{{host: \"{host}\"}}]\n  requireTLS: true\n",
+        "apiVersion: jetstreamkv.io/v1beta1\nkind: NatsServerPolicy\nmetadata:\n  name: schema-{ns}\nspec:\n  conditions:\n  - namespaces: [{ns}]\n  servers: [{{host: \"{host}\"}}]\n  requireTLS: true\n",
         ns = ns.name
     );
     // As a tool that does not validate strictly applies it (Helm, kubectl --validate=warn).
@@ -219,7 +222,7 @@ async fn an_outdated_crd_stops_its_kind_and_a_pruned_policy_field_fails_closed()
 
     // 3. --apply-crds: the operator brings its outdated CRD up to date itself.
     apply_pruned(
-        serde_json::to_value(KeyValueBucket::crd()).unwrap(),
+        serde_json::to_value(Crd::KeyValueBucket.needed()).unwrap(),
         &["status", "plan"],
     );
     let operator = start(&["--apply-crds"]);

@@ -14,7 +14,7 @@ use crate::crd::{ConditionType, ReconcileStatus};
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "jetstreamkv.io",
-    version = "v1alpha1",
+    version = "v1beta1",
     kind = "JetStreamStream",
     namespaced,
     shortname = "jss",
