@@ -5,12 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use kube::CustomResourceExt;
 
-use crate::crd::KeyValueBucket;
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
-use crate::pubsub::resource::JetStreamStream;
 use crate::runtime;
 use crate::runtime::leader::{Election, LeaseConfig};
 
@@ -152,6 +149,20 @@ pub struct RunArgs {
     /// none without a policy) or `off` (any). The chart sets `enforce`.
     #[arg(long, env = "SERVER_POLICY", value_enum, default_value = "off")]
     pub server_policy: ServerPolicy,
+    /// `enforce`: create, update and delete buckets and streams as planned. `audit`: never send
+    /// a request that changes a stream nor write to a Component; each KeyValueBucket and
+    /// JetStreamStream shows in status.plan what enforce would do.
+    #[arg(long, env = "MODE", value_enum, default_value = "enforce")]
+    pub mode: crate::reconcile::audit::Mode,
+    /// How often the installed CRDs are compared with the ones this binary needs (a kind whose
+    /// CRD lacks a field is not acted on until its CRD is applied).
+    #[arg(long, env = "SCHEMA_CHECK_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub schema_check_interval: Duration,
+    /// Apply this binary's CRDs (KeyValueBucket, JetStreamStream, NatsServerPolicy) by
+    /// server-side apply at start (needs patch on them; they must exist). Off: apply them before
+    /// upgrading (docs/upgrade.md).
+    #[arg(long, env = "APPLY_CRDS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub apply_crds: bool,
     /// Watch Secret metadata (needs list and watch on Secrets), so a rotated Secret is seen at
     /// once. False: Secrets are only read by name (get), and a rotation is seen at the next
     /// resync.
@@ -260,9 +271,9 @@ pub async fn main() -> Result<(), String> {
     match cli.command {
         Command::Crd { kind } => {
             let crd = match kind {
-                CrdKind::Keyvaluebucket => KeyValueBucket::crd(),
-                CrdKind::Jetstreamstream => JetStreamStream::crd(),
-                CrdKind::Natsserverpolicy => crate::policy::NatsServerPolicy::crd(),
+                CrdKind::Keyvaluebucket => crate::schema::Crd::KeyValueBucket.needed(),
+                CrdKind::Jetstreamstream => crate::schema::Crd::JetStreamStream.needed(),
+                CrdKind::Natsserverpolicy => crate::schema::Crd::NatsServerPolicy.needed(),
             };
             let yaml =
                 serde_yaml::to_string(&crd).map_err(|e| format!("cannot render the CRD: {e}"))?;
@@ -320,11 +331,15 @@ async fn run(args: RunArgs) -> Result<(), String> {
         watch_secrets: args.watch_secrets,
         watch_subscriptions: args.watch_subscriptions,
         instance: identity.clone(),
+        mode: args.mode,
+        schema_check_interval: args.schema_check_interval,
+        apply_crds: args.apply_crds,
     };
     tracing::info!(
         namespaces = ?config.namespaces,
         resync = ?config.resync,
         server_policy = ?args.server_policy,
+        mode = ?args.mode,
         watch_secrets = config.watch_secrets,
         watch_subscriptions = config.watch_subscriptions,
         identity = %identity,

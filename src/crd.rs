@@ -13,6 +13,35 @@ use serde::{Deserialize, Serialize};
 /// The field manager of every write the operator makes.
 pub const MANAGER: &str = "jetstream-kv-operator";
 
+/// The version the operator's resources are stored at (and the one it reads and writes).
+pub const STORAGE_VERSION: &str = "v1beta1";
+/// Older versions still served, with the same schema (so no conversion webhook: the API server
+/// converts by changing `apiVersion`), deprecated.
+pub const OLDER_VERSIONS: [&str; 1] = ["v1alpha1"];
+
+/// A CRD as installed: the derived one (its storage version, [`STORAGE_VERSION`]) also serving
+/// [`OLDER_VERSIONS`] with the same schema, deprecated.
+pub fn served(
+    mut crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    let Some(storage) = crd.spec.versions.first().cloned() else {
+        return crd;
+    };
+    for old in OLDER_VERSIONS {
+        let mut version = storage.clone();
+        version.name = old.to_owned();
+        version.storage = false;
+        version.deprecated = Some(true);
+        version.deprecation_warning = Some(format!(
+            "{group}/{old} {kind} is deprecated; use {group}/{STORAGE_VERSION}",
+            group = crd.spec.group,
+            kind = crd.spec.names.kind,
+        ));
+        crd.spec.versions.push(version);
+    }
+    crd
+}
+
 /// Condition types, in the order the pipeline evaluates them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ConditionType {
@@ -72,7 +101,7 @@ impl std::fmt::Display for ConditionType {
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "jetstreamkv.io",
-    version = "v1alpha1",
+    version = "v1beta1",
     kind = "KeyValueBucket",
     namespaced,
     shortname = "kvb",
@@ -214,6 +243,10 @@ pub struct KeyValueBucketStatus {
     /// What the server reports about the bucket, when it was reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket: Option<BucketStatus>,
+    /// Audit mode only: what enforce mode would do to the bucket (create, update with the
+    /// settings that differ, delete, nothing, or refuse and why). Nothing was done.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<crate::nats::stream::planned::Planned>,
 }
 
 /// Facts about the bucket as NATS reports them.

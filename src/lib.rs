@@ -40,6 +40,7 @@ pub mod policy;
 pub mod pubsub;
 pub mod reconcile;
 pub mod runtime;
+pub mod schema;
 pub mod secret_value;
 pub mod secrets;
 pub mod serving;

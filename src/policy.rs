@@ -26,7 +26,7 @@ pub const DEFAULT_NATS_PORT: u16 = 4222;
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "jetstreamkv.io",
-    version = "v1alpha1",
+    version = "v1beta1",
     kind = "NatsServerPolicy",
     shortname = "nsp",
     doc = "Which NATS servers the Components of which namespaces may use, with which schemes and auth. Cluster-scoped, written by the cluster admin. A Component no policy allows gets ServerNotAllowed, with no DNS lookup and no connection.",

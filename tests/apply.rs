@@ -469,9 +469,8 @@ async fn unreadable_stores_and_dry_runs_create_nothing() {
     );
     assert!(
         run.stdout.contains(&format!(
-            "Component default/planned: planned: BucketMissing: would create bucket \
-             {planned_bucket} (stream KV_{planned_bucket}): history 5, storage file, replicas 1, \
-             ttl none; nothing was sent (read-only)"
+            "Component default/planned: planned: AuditMode: would create KV_{planned_bucket} \
+             (the bucket does not exist: create stream KV_{planned_bucket})"
         )),
         "{}",
         run.stdout
@@ -552,14 +551,12 @@ async fn daprd_publishes_and_receives_through_the_stream_apply_made() {
         [(
             "events".to_owned(),
             "planned".to_owned(),
-            "StreamMissing".to_owned()
+            "AuditMode".to_owned()
         )]
     );
     let planned = report["components"][0]["message"].as_str().unwrap();
     assert!(
-        planned.starts_with(&format!(
-            "would create stream events{sfx}: subjects orders.{sfx}; retention limits"
-        )),
+        planned.starts_with(&format!("would create events{sfx} (")),
         "{planned}"
     );
     let run = apply(&[path], &[]);

@@ -295,6 +295,20 @@ fn policy_grants() -> Vec<Grant> {
         ));
         grants.push(grant("*", "", "namespaces", verb, "*"));
     }
+    // The operator's own CRDs, by name: their schema is checked against the binary's.
+    for crd in [
+        "keyvaluebuckets.jetstreamkv.io",
+        "jetstreamstreams.jetstreamkv.io",
+        "natsserverpolicies.jetstreamkv.io",
+    ] {
+        grants.push(grant(
+            "*",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "get",
+            crd,
+        ));
+    }
     grants
 }
 
@@ -470,6 +484,50 @@ fn secrets_get_only_mode_drops_list_and_watch_and_tells_the_operator() {
     assert_eq!(env_value(&operator, "WATCH_SECRETS"), "false");
     let default = operator_container(&render(&[]).deployment());
     assert_eq!(env_value(&default, "WATCH_SECRETS"), "true");
+}
+
+#[test]
+fn the_operator_patches_its_crds_only_when_asked() {
+    let crd_verbs = |objects: &Objects| -> BTreeSet<(String, String)> {
+        objects
+            .operator_grants()
+            .into_iter()
+            .filter(|g| g.resource == "customresourcedefinitions")
+            .map(|g| (g.verb, g.object))
+            .collect()
+    };
+    let names = [
+        "keyvaluebuckets.jetstreamkv.io",
+        "jetstreamstreams.jetstreamkv.io",
+        "natsserverpolicies.jetstreamkv.io",
+    ];
+    let default = render(&[]);
+    let get: BTreeSet<(String, String)> = names
+        .iter()
+        .map(|n| ("get".to_owned(), n.to_string()))
+        .collect();
+    assert_eq!(crd_verbs(&default), get);
+    assert_eq!(
+        env_value(&operator_container(&default.deployment()), "APPLY_CRDS"),
+        "false"
+    );
+    let applying = render(&["--set", "crds.apply=true"]);
+    let mut patch = get.clone();
+    patch.extend(names.iter().map(|n| ("patch".to_owned(), n.to_string())));
+    assert_eq!(crd_verbs(&applying), patch);
+    assert_eq!(
+        env_value(&operator_container(&applying.deployment()), "APPLY_CRDS"),
+        "true"
+    );
+}
+
+#[test]
+fn the_mode_is_enforce_by_default_and_audit_is_one_value() {
+    let default = operator_container(&render(&[]).deployment());
+    assert_eq!(env_value(&default, "MODE"), "enforce");
+    let audit = operator_container(&render(&["--set", "mode=audit"]).deployment());
+    assert_eq!(env_value(&audit, "MODE"), "audit");
+    assert_schema_rejects("mode=dry-run", "/mode");
 }
 
 #[test]

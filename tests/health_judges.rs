@@ -293,7 +293,7 @@ fn the_reason_lists_match_the_reason_table_in_the_docs() {
 
 /// A KeyValueBucket; `Value::Null` leaves the status out.
 fn kvb(generation: i64, status: Value) -> Value {
-    let mut k = json!({"apiVersion": "jetstreamkv.io/v1alpha1", "kind": "KeyValueBucket",
+    let mut k = json!({"apiVersion": "jetstreamkv.io/v1beta1", "kind": "KeyValueBucket",
            "metadata": {"name": "s", "namespace": "n", "generation": generation}});
     if !status.is_null() {
         k["status"] = status;
@@ -650,7 +650,7 @@ async fn verdicts_on_objects_captured_from_the_operator_are_the_ones_the_docs_pr
     let created = kubectl_json(
         &["create", "-f", "-", "-o", "json"],
         Some(&format!(
-            "apiVersion: jetstreamkv.io/v1alpha1\nkind: KeyValueBucket\nmetadata:\n  \
+            "apiVersion: jetstreamkv.io/v1beta1\nkind: KeyValueBucket\nmetadata:\n  \
              name: no-status\n  namespace: {n}\nspec:\n  component: no-status\n"
         )),
     );

@@ -193,7 +193,7 @@ fn operator() -> &'static Operator {
 /// A NatsServerPolicy that lets exactly `namespace` use `servers` (ServerPatterns as YAML flow).
 fn policy(namespace: &str, servers: &str) -> String {
     format!(
-        "apiVersion: jetstreamkv.io/v1alpha1\nkind: NatsServerPolicy\nmetadata:\n  name: {namespace}\nspec:\n  conditions:\n  - namespaces: [{namespace}]\n  servers: [{servers}]\n"
+        "apiVersion: jetstreamkv.io/v1beta1\nkind: NatsServerPolicy\nmetadata:\n  name: {namespace}\nspec:\n  conditions:\n  - namespaces: [{namespace}]\n  servers: [{servers}]\n"
     )
 }
 

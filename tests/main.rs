@@ -10,6 +10,7 @@
 mod support;
 
 mod apply;
+mod audit;
 mod chart;
 mod check;
 mod cluster;
@@ -31,10 +32,12 @@ mod outage;
 mod properties;
 mod pubsub;
 mod reconcile;
+mod schema;
 mod settings;
 mod shared_cluster;
 mod steady_state;
 mod tenancy;
+mod versions;
 mod webhook;
 
 /// The modules `main_rs` declares unconditionally: `mod x;` lines with no attribute (a

@@ -128,9 +128,23 @@ async fn the_jetstreamstream_crd_takes_what_the_operator_writes() {
             },
             ..Default::default()
         }),
+        // Audit mode's plan: every field kept by the schema.
+        plan: vec![jetstream_kv_operator::nats::stream::planned::Planned {
+            stream: "EVENTS".into(),
+            action: jetstream_kv_operator::nats::stream::planned::PlannedAction::Update,
+            changes: vec![
+                jetstream_kv_operator::nats::stream::planned::PlannedChange {
+                    field: "maxAge".into(),
+                    live: "1h".into(),
+                    desired: "2h".into(),
+                },
+            ],
+            reason: Some("DataLossRefused".into()),
+            message: "change the stream in place".into(),
+        }],
     };
     let patch = serde_json::json!({
-        "apiVersion": "jetstreamkv.io/v1alpha1",
+        "apiVersion": "jetstreamkv.io/v1beta1",
         "kind": "JetStreamStream",
         "status": status,
     });

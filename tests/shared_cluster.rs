@@ -52,7 +52,7 @@ fn component(ns: &str, name: &str, url: &str, bucket: &str) -> String {
 /// A policy that lets exactly `namespace` use `servers` (each a ServerPattern as YAML flow).
 fn policy(name: &str, namespace: &str, servers: &[String]) -> String {
     format!(
-        "apiVersion: jetstreamkv.io/v1alpha1\nkind: NatsServerPolicy\nmetadata:\n  name: {name}\nspec:\n  conditions:\n  - namespaces: [{namespace}]\n  servers: [{}]\n",
+        "apiVersion: jetstreamkv.io/v1beta1\nkind: NatsServerPolicy\nmetadata:\n  name: {name}\nspec:\n  conditions:\n  - namespaces: [{namespace}]\n  servers: [{}]\n",
         servers.join(", ")
     )
 }

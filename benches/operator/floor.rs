@@ -167,7 +167,7 @@ pub async fn operator_writes(client: &Client, recorder: &Recorder, component: Co
     let apply = PatchParams::apply(MANAGER).force();
     let config = json!({"history": 1, "storage": "file", "replicas": 1, "compression": false});
     let object = json!({
-        "apiVersion": "jetstreamkv.io/v1alpha1",
+        "apiVersion": "jetstreamkv.io/v1beta1",
         "kind": "KeyValueBucket",
         "metadata": {
             "name": name,
@@ -243,7 +243,7 @@ pub fn bucket_status(
                "observedGeneration": generation, "lastTransitionTime": now})
     };
     json!({
-        "apiVersion": "jetstreamkv.io/v1alpha1",
+        "apiVersion": "jetstreamkv.io/v1beta1",
         "kind": "KeyValueBucket",
         "status": {
             "observedGeneration": generation,

@@ -321,7 +321,7 @@ async fn apply_one(
             rounds
                 .iter()
                 .find(|r| !r.end.is_done())
-                .is_some_and(|r| matches!(r.end, RoundEnd::Planned { .. }))
+                .is_some_and(|r| matches!(r.end, RoundEnd::NotCarriedOut { .. }))
         }));
         let outcome = crate::reconcile::stream::status::decide(
             &key,
@@ -334,25 +334,28 @@ async fn apply_one(
             .conditions()
             .into_iter()
             .find(|c| c.type_ == ConditionType::Ready);
-        (ready, planned, outcome.events)
+        (ready, planned.then(|| outcome.plan.clone()), outcome.events)
     } else {
         let validation = validate(component, Values::SelfHosted(&values), now);
         let progress = bucket_progress(nats, &key, &validation, None).await;
         let planned = matches!(&progress, Some(Progress::Connected { step, .. })
-            if matches!(**step, BucketStep::Planned { .. }));
+            if matches!(**step, BucketStep::NotCarriedOut { .. }));
         let outcome = crate::reconcile::status::decide(&name, None, &validation, progress.as_ref());
-        (outcome.ready().cloned(), planned, outcome.events)
+        (
+            outcome.ready().cloned(),
+            planned.then(|| outcome.plan.clone()),
+            outcome.events,
+        )
     };
     let (ok, reason, message) = ready.map_or_else(
         || (false, "NotChecked".to_owned(), String::new()),
         |c| (c.status == Some(true), c.reason, c.message),
     );
-    let state = if ok {
-        State::Ready
-    } else if planned {
-        State::Planned
-    } else {
-        State::NotReady
+    // A dry run shows the plans themselves, as audit mode's status.plan has them.
+    let (state, message) = match planned {
+        _ if ok => (State::Ready, message),
+        Some(plans) => (State::Planned, shown_plans(&plans)),
+        None => (State::NotReady, message),
     };
     (
         state,
@@ -360,6 +363,17 @@ async fn apply_one(
         message,
         events.into_iter().map(|n| n.note).collect(),
     )
+}
+
+/// What a dry run would do, plan by plan (`would create KV_orders (the bucket does not
+/// exist: ...)`, an update with each field's change); plans that change nothing are left out.
+fn shown_plans(plans: &[crate::nats::stream::planned::Planned]) -> String {
+    plans
+        .iter()
+        .filter(|p| p.action.mutates() || p.reason.is_some())
+        .map(|p| format!("would {} ({})", p.summary(), p.message))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The report as text: the files' problems as `check` prints them, then one line per Component

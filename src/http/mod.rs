@@ -19,6 +19,8 @@ use crate::metrics::Metrics;
 #[derive(Default)]
 pub struct Health {
     ready: AtomicBool,
+    /// A CRD of the operator lacks a field it needs ([`crate::schema`]).
+    schema_outdated: AtomicBool,
 }
 
 impl Health {
@@ -27,9 +29,14 @@ impl Health {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
-    /// Whether the operator is ready.
+    /// Records whether every CRD the operator needs has every field it needs.
+    pub fn set_schema_current(&self, current: bool) {
+        self.schema_outdated.store(!current, Ordering::Relaxed);
+    }
+
+    /// Whether the operator is ready: caches synced, and no CRD it needs outdated.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && !self.schema_outdated.load(Ordering::Relaxed)
     }
 }
 

@@ -14,7 +14,7 @@ use crate::crd::{ConditionType, ReconcileStatus};
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "jetstreamkv.io",
-    version = "v1alpha1",
+    version = "v1beta1",
     kind = "JetStreamStream",
     namespaced,
     shortname = "jss",
@@ -106,6 +106,10 @@ pub struct JetStreamStreamStatus {
     /// What the server reports about the dead-letter stream, when it exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_stream: Option<StreamStatus>,
+    /// Audit mode only: what enforce mode would do to each stream (create, update with the
+    /// settings that differ, delete, nothing, or refuse and why). Nothing was done.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<crate::nats::stream::planned::Planned>,
 }
 
 /// One discovered topic.

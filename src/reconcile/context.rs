@@ -39,6 +39,10 @@ pub struct Context {
     pub policy: Option<crate::policy::Enforcer>,
     /// Workers held per namespace (fair share).
     pub share: Arc<crate::fair_share::NamespaceShare>,
+    /// Enforce, or audit: plans shown, never carried out.
+    pub mode: super::audit::Mode,
+    /// Which kinds the installed CRDs let the operator act on.
+    pub schema: Arc<crate::schema::SchemaGate>,
 }
 
 impl Context {
@@ -52,7 +56,7 @@ impl Context {
         super::execute::Nats {
             pool: &self.pool,
             metrics: &self.metrics,
-            mode: super::execute::Mode::Enforce,
+            mode: self.mode,
         }
     }
 

@@ -6,6 +6,7 @@
 use kube::ResourceExt as _;
 use kube::runtime::controller::Action;
 
+use super::audit;
 use super::context::Context;
 use super::execute::connect;
 use super::index::{Index, Owned};
@@ -16,6 +17,7 @@ use crate::crd::{ConditionType, KeyValueBucket};
 use crate::dapr::Component;
 use crate::failure::Problem;
 use crate::nats::bucket;
+use crate::nats::stream::planned::{Planned, PlannedAction};
 use crate::nats::stream::{StreamClient, identity, is_managed_by};
 use crate::pubsub::JetStreamStream;
 use crate::settings::{READY_ANNOTATION, REASON_ANNOTATION};
@@ -41,15 +43,25 @@ pub async fn finalize(
     }
 }
 
+/// What the deletion of a Component's bucket or streams did (in audit mode: would do): the
+/// Event to publish, and each stream's plan.
+pub struct Deletion {
+    pub note: Note,
+    pub planned: Vec<Planned>,
+}
+
 /// [`finalize`] for a Component of kind `K` that carries our finalizer.
 async fn finalize_kind<K: Kind>(
     component: &Component,
     key: &str,
     ctx: &Context,
 ) -> Result<Action, ReportError> {
+    if ctx.mode.is_audit() {
+        return audit_deletion::<K>(component, key, ctx).await;
+    }
     let note = if K::deletes(component) {
         match K::delete_provisioned(ctx, component, key).await {
-            Ok(note) => note,
+            Ok(done) => done.note,
             Err(failure) => {
                 // Keep the finalizer and say why the deletion waits.
                 let previous = ctx.previous::<K::Object>(key, component);
@@ -70,6 +82,41 @@ async fn finalize_kind<K: Kind>(
     Ok(Action::await_change())
 }
 
+/// Audit mode: a Component being deleted keeps our finalizer (a Component is never changed), and
+/// its KeyValueBucket or JetStreamStream shows what enforce mode would delete; nothing is.
+async fn audit_deletion<K: Kind>(
+    component: &Component,
+    key: &str,
+    ctx: &Context,
+) -> Result<Action, ReportError> {
+    if !K::deletes(component) {
+        tracing::info!(
+            "audit mode: the Component keeps the operator's finalizer until enforce mode removes it"
+        );
+        return Ok(Action::await_change());
+    }
+    let previous = ctx.previous::<K::Object>(key, component);
+    let (failure, planned) = match K::delete_provisioned(ctx, component, key).await {
+        Ok(done) => match done.planned.iter().find(|p| p.action.mutates()) {
+            Some(first) => (audit::not_carried_out(K::AVAILABLE, first), done.planned),
+            None => (
+                audit::not_carried_out(K::AVAILABLE, done.planned.first().unwrap_or(&nothing(key))),
+                done.planned,
+            ),
+        },
+        Err(failure) => (failure, Vec::new()),
+    };
+    let mut outcome = K::deletion_pending(key, previous.as_ref(), &failure);
+    K::show_plan(&mut outcome, planned);
+    K::report(ctx, component, key, previous.as_ref(), &outcome).await?;
+    Ok(Action::requeue(ctx.resync()))
+}
+
+/// A plan of nothing for the Component `key`'s streams.
+fn nothing(key: &str) -> Planned {
+    Planned::new(key, PlannedAction::None, "nothing to delete")
+}
+
 /// Deletes the streams of a `pubsub.jetstream` Component being deleted (its topics' and its
 /// dead-letter stream), each when the operator created it for this Component (never a stream
 /// another Component or a person made).
@@ -77,7 +124,7 @@ pub(super) async fn delete_streams(
     component: &Component,
     key: &str,
     ctx: &Context,
-) -> Result<Note, Problem> {
+) -> Result<Deletion, Problem> {
     let validation = super::validated(ctx, component, crate::validate::validate_pubsub).await;
     let Some((config, settings)) = validation.valid() else {
         return Err(status::first_problem(&validation.findings));
@@ -102,19 +149,28 @@ pub(super) async fn delete_streams(
     let dead_letters = crate::pubsub::stream::dead_letter_stream_name(&name);
     let mut deleted = Vec::new();
     let mut kept = Vec::new();
+    let mut planned = Vec::new();
     for (stream, topics) in [(name.as_str(), true), (dead_letters.as_str(), false)] {
-        match delete_own_stream(ctx, &place, stream, key).await? {
-            Gone::Deleted => deleted.push(stream),
+        let why_kept = match delete_own_stream(ctx, &place, stream, key).await? {
+            Gone::Deleted => {
+                deleted.push(stream);
+                planned.push(Planned::new(
+                    stream,
+                    PlannedAction::Delete,
+                    "the Component is deleted with jetstreamkv.io/deletion-policy: delete: delete the stream and its messages",
+                ));
+                continue;
+            }
             // No dead-letter stream: nothing to say.
-            Gone::Absent if !topics => {}
-            Gone::Absent => kept.push(format!(
-                "stream {stream} no longer exists; nothing to delete"
-            )),
-            Gone::NotOurs => kept.push(format!(
+            Gone::Absent if !topics => continue,
+            Gone::Absent => format!("stream {stream} no longer exists; nothing to delete"),
+            Gone::NotOurs => format!(
                 "stream {stream} was not created by the operator for this Component, so it is kept"
-            )),
-            Gone::InUse(users) => kept.push(format!("stream {stream} is kept: {users}")),
-        }
+            ),
+            Gone::InUse(users) => format!("stream {stream} is kept: {users}"),
+        };
+        planned.push(Planned::new(stream, PlannedAction::None, why_kept.clone()));
+        kept.push(why_kept);
     }
     let reason = if deleted.is_empty() {
         Reason::StreamRetained
@@ -131,7 +187,10 @@ pub(super) async fn delete_streams(
         .into_iter()
         .collect();
     note.extend(kept);
-    Ok(Note::normal(reason, note.join("; ")))
+    Ok(Deletion {
+        note: Note::normal(reason, note.join("; ")),
+        planned,
+    })
 }
 
 /// What became of a stream of a Component being deleted.
@@ -174,6 +233,10 @@ async fn delete_own_stream(
     if let Some(users) = still_used(&ctx.index, key, &identity, place.namespace) {
         return Ok(Gone::InUse(users));
     }
+    if ctx.mode.is_audit() {
+        // What enforce mode would delete; nothing is.
+        return Ok(Gone::Deleted);
+    }
     ctx.metrics.nats_request("delete");
     stream
         .delete()
@@ -188,13 +251,23 @@ pub(super) async fn delete_bucket(
     component: &Component,
     key: &str,
     ctx: &Context,
-) -> Result<Note, Problem> {
+) -> Result<Deletion, Problem> {
     let validation = super::validated(ctx, component, validate).await;
     let Some((store, _)) = validation.valid() else {
         return Err(status::first_problem(&validation.findings));
     };
     let name = &store.shown_bucket;
-    let retained = |note: String| Ok(Note::normal(Reason::BucketRetained, note));
+    let shown_stream = bucket::stream_name(name);
+    let retained = |note: String| {
+        Ok(Deletion {
+            planned: vec![Planned::new(
+                &shown_stream,
+                PlannedAction::None,
+                note.clone(),
+            )],
+            note: Note::normal(Reason::BucketRetained, note),
+        })
+    };
     let (client, live) = connect(ctx.nats(), key, store)
         .await
         .map_err(|e| Problem::of(ConditionType::Connected, &e))?;
@@ -213,16 +286,28 @@ pub(super) async fn delete_bucket(
     if let Some(users) = still_used(&ctx.index, key, &identity, &namespace) {
         return retained(format!("bucket {name} is kept: {users}"));
     }
+    let deleted = Deletion {
+        note: Note::normal(
+            Reason::BucketDeleted,
+            format!("deleted bucket {name} and its data (jetstreamkv.io/deletion-policy: delete)"),
+        ),
+        planned: vec![Planned::new(
+            &shown_stream,
+            PlannedAction::Delete,
+            "the Component is deleted with jetstreamkv.io/deletion-policy: delete: delete the bucket and its data",
+        )],
+    };
+    if ctx.mode.is_audit() {
+        // What enforce mode would delete; nothing is.
+        return Ok(deleted);
+    }
     let js = async_nats::jetstream::new(client);
     ctx.metrics.nats_request("delete");
     StreamClient::new(&js, &bucket::stream_name(&store.bucket))
         .delete()
         .await
         .map_err(|e| Problem::of(ConditionType::BucketAvailable, &e))?;
-    Ok(Note::normal(
-        Reason::BucketDeleted,
-        format!("deleted bucket {name} and its data (jetstreamkv.io/deletion-policy: delete)"),
-    ))
+    Ok(deleted)
 }
 
 /// Who else uses the bucket or stream with this identity, by what their KeyValueBuckets and

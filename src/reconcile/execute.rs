@@ -11,8 +11,11 @@ use crate::nats::NatsError;
 use crate::nats::bucket::{self, BlockReason, Desired, Plan};
 use crate::nats::cluster;
 use crate::nats::pool::ConnectionPool;
+use crate::nats::stream::planned::Planned;
 use crate::nats::stream::{Change, StreamClient, is_managed_by};
 use crate::settings::BucketSettings;
+
+pub use super::audit::Mode;
 
 /// What the execute steps need, and nothing of the API server: the shared NATS connections,
 /// the metrics, and whether mutating requests are sent. The reconciler passes its context's
@@ -24,25 +27,19 @@ pub struct Nats<'a> {
     pub mode: Mode,
 }
 
-/// Whether the execute steps change anything on NATS.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Mode {
-    /// Carry the plans out.
-    #[default]
-    Enforce,
-    /// Read only: never send a mutating JetStream request; a plan that would change something
-    /// is returned as it is (`Planned`), to be shown.
-    Audit,
-}
-
 /// What the NATS side found and did: for a bucket, a [`BucketStep`]; for a pub/sub's streams,
 /// a [`super::stream::StreamStep`].
 #[derive(Debug)]
 pub enum Progress<S = BucketStep> {
     /// Connecting, or reading the bucket, failed.
     NotConnected(NatsError),
-    /// Connected to a server of this version; what happened to what it provisions.
-    Connected { version: String, step: Box<S> },
+    /// Connected to a server of this version; what happened to what it provisions, and in
+    /// audit mode what enforce mode would have done (empty in enforce mode).
+    Connected {
+        version: String,
+        step: Box<S>,
+        planned: Vec<Planned>,
+    },
 }
 
 /// What happened to the bucket. `facts` are the bucket's, as the status shows them.
@@ -94,11 +91,11 @@ pub enum BucketStep {
     },
     /// Another creator won twice in a row.
     CreateConflict,
-    /// [`Mode::Audit`]: the plan that would change the bucket (create or update), not carried
-    /// out; `facts` are the live bucket's, when it exists.
-    Planned {
+    /// Audit mode: a create or an update planned and not carried out (`facts`: the bucket as
+    /// it is, when it exists).
+    NotCarriedOut {
         facts: Option<BucketStatus>,
-        plan: Plan,
+        planned: Planned,
     },
 }
 
@@ -188,10 +185,12 @@ pub async fn execute(
         server: &server,
         shown_stream: &shown_stream,
     };
-    let step = apply(&target, live).await;
+    let mut planned = None;
+    let step = apply(&target, live, &mut planned).await;
     Progress::Connected {
         version: crate::nats::remote_text(&server.version),
         step: Box::new(step),
+        planned: planned.into_iter().collect(),
     }
 }
 
@@ -218,8 +217,13 @@ impl Target<'_> {
 }
 
 /// Plans against the live bucket and carries the plan out. At most two rounds: a create that
-/// races with another creator plans again against the bucket that won.
-async fn apply(t: &Target<'_>, mut live: Option<stream::Info>) -> BucketStep {
+/// races with another creator plans again against the bucket that won. In audit mode the plan
+/// is described in `planned` and nothing that changes the bucket is sent.
+async fn apply(
+    t: &Target<'_>,
+    mut live: Option<stream::Info>,
+    planned: &mut Option<Planned>,
+) -> BucketStep {
     let owner = t.desired.owner;
     // A clustered stream that cannot take writes is not available, whatever its settings say.
     if let Some(info) = &live
@@ -239,20 +243,18 @@ async fn apply(t: &Target<'_>, mut live: Option<stream::Info>) -> BucketStep {
             &t.facts,
         );
         let live_facts = |managed: bool| live.as_ref().and_then(|i| t.facts(i, managed));
-        if t.ctx.mode == Mode::Audit
-            && matches!(
-                plan,
-                Plan::Create(_) | Plan::Recreate(_) | Plan::Update { .. }
-            )
-        {
-            // Nothing mutating is sent: the plan is what is shown.
-            let managed = live
-                .as_ref()
-                .is_some_and(|i| is_managed_by(&i.config, owner));
-            return BucketStep::Planned {
-                facts: live_facts(managed),
-                plan,
-            };
+        if t.ctx.mode.is_audit() {
+            let described = plan.describe(t.shown_stream, &t.facts);
+            *planned = Some(described.clone());
+            if described.action.mutates() {
+                let managed = live
+                    .as_ref()
+                    .is_some_and(|i| is_managed_by(&i.config, owner));
+                return BucketStep::NotCarriedOut {
+                    facts: live_facts(managed),
+                    planned: described,
+                };
+            }
         }
         return match plan {
             Plan::Create(config) | Plan::Recreate(config) => {

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt as _;
 
 use super::context::Context;
-use super::delete;
+use super::delete::{self, Deletion};
 use super::execute::{self, BucketStep, Nats, Progress};
 use super::index::{Owned, Written};
 use super::report::{self, ReportError};
@@ -18,9 +18,10 @@ use super::status::{self, Note, Outcome, Reason};
 use super::stream::execute::StreamStep;
 use super::stream::topics::{self, Prepared};
 use super::stream::{self as streams, StreamOutcome};
-use crate::crd::KeyValueBucket;
+use crate::crd::{ConditionType, KeyValueBucket};
 use crate::dapr::{Component, StoreConfig};
 use crate::failure::{Problem, Retry};
+use crate::nats::stream::planned::Planned;
 use crate::pubsub::{JetStreamStream, PubsubConfig, StreamSettings, Subscription};
 use crate::settings::{BucketSettings, DeletionPolicy};
 use crate::validate::{Servers, Validation, Values};
@@ -35,6 +36,8 @@ pub type WrittenOf<K> =
 pub trait Kind {
     /// The object that reports it: KeyValueBucket or JetStreamStream.
     type Object: Owned;
+    /// The condition that says whether what it provisions exists.
+    const AVAILABLE: ConditionType;
     /// The connection config validation gives.
     type Config: Servers;
     /// The settings from the annotations.
@@ -90,7 +93,10 @@ pub trait Kind {
         ctx: &'a Context,
         component: &'a Component,
         key: &'a str,
-    ) -> impl Future<Output = Result<Note, Problem>> + Send + 'a;
+    ) -> impl Future<Output = Result<Deletion, Problem>> + Send + 'a;
+
+    /// Audit mode: the plans a status shows (what enforce mode would do).
+    fn show_plan(outcome: &mut Self::Outcome, plan: Vec<Planned>);
 
     /// What status says while a deletion waits (pure): the finalizer kept, `DeletionPending`.
     fn deletion_pending(
@@ -108,6 +114,7 @@ pub enum Bucket {}
 
 impl Kind for Bucket {
     type Object = KeyValueBucket;
+    const AVAILABLE: ConditionType = ConditionType::BucketAvailable;
     type Config = StoreConfig;
     type Settings = BucketSettings;
     type Progress = Option<Progress<BucketStep>>;
@@ -163,8 +170,12 @@ impl Kind for Bucket {
         ctx: &'a Context,
         component: &'a Component,
         key: &'a str,
-    ) -> Result<Note, Problem> {
+    ) -> Result<Deletion, Problem> {
         delete::delete_bucket(component, key, ctx).await
+    }
+
+    fn show_plan(outcome: &mut Outcome, plan: Vec<Planned>) {
+        outcome.plan = plan;
     }
 
     fn deletion_pending(
@@ -188,6 +199,7 @@ pub enum Streams {}
 
 impl Kind for Streams {
     type Object = JetStreamStream;
+    const AVAILABLE: ConditionType = ConditionType::StreamAvailable;
     type Config = PubsubConfig;
     type Settings = StreamSettings;
     /// The subjects step (when valid), then what NATS did (when the subjects are known).
@@ -256,8 +268,12 @@ impl Kind for Streams {
         ctx: &'a Context,
         component: &'a Component,
         key: &'a str,
-    ) -> Result<Note, Problem> {
+    ) -> Result<Deletion, Problem> {
         delete::delete_streams(component, key, ctx).await
+    }
+
+    fn show_plan(outcome: &mut StreamOutcome, plan: Vec<Planned>) {
+        outcome.plan = plan;
     }
 
     fn deletion_pending(

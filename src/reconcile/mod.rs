@@ -12,6 +12,7 @@
 //! only, of what changed). Per-object state lives in the [`index`]; Components being deleted or
 //! no longer ours go through [`delete`].
 
+pub mod audit;
 pub mod context;
 mod delete;
 pub mod execute;
@@ -85,6 +86,22 @@ async fn reconcile_component(
     key: &str,
     ctx: &Context,
 ) -> Result<Action, ReportError> {
+    // A kind whose CRD lacks a field this binary needs is not acted on (nor any kind, while a
+    // policy CRD enforced is outdated): see `crate::schema`. Said once per CRD, not per object.
+    let crd = if component.is_jetstream_pubsub() {
+        Some(crate::schema::Crd::JetStreamStream)
+    } else if component.is_jetstream_state_store() {
+        Some(crate::schema::Crd::KeyValueBucket)
+    } else {
+        None
+    };
+    if let Some(why) = crd.and_then(|crd| ctx.schema.refuses(crd)) {
+        tracing::debug!(%why, "not acted on while the CRD is outdated");
+        return Ok(Action::requeue(context::jitter(
+            Duration::from_secs(5),
+            0.2,
+        )));
+    }
     if component.metadata.deletion_timestamp.is_some() {
         return delete::finalize(component, key, ctx).await;
     }

@@ -285,11 +285,17 @@ pub async fn release_component(ctx: &Context, component: &Component) -> Result<(
     apply_component(ctx, component, patch).await
 }
 
+/// The one write to a Component (annotations, finalizer); none in audit mode, which never
+/// changes a Component.
 pub(crate) async fn apply_component(
     ctx: &Context,
     component: &Component,
     patch: serde_json::Value,
 ) -> Result<(), ReportError> {
+    if ctx.mode.is_audit() {
+        tracing::debug!("audit mode: the Component's annotations and finalizer are not written");
+        return Ok(());
+    }
     let api: Api<Component> = Api::namespaced(
         ctx.client.clone(),
         &component.namespace().unwrap_or_default(),

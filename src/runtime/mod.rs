@@ -51,6 +51,12 @@ pub struct Config {
     pub watch_subscriptions: bool,
     /// Name of this instance in Events.
     pub instance: String,
+    /// Enforce, or audit: plans shown, never carried out.
+    pub mode: crate::reconcile::audit::Mode,
+    /// How often the installed CRDs are compared with the ones the binary needs.
+    pub schema_check_interval: Duration,
+    /// Apply the binary's own CRDs (server-side apply) before checking them.
+    pub apply_crds: bool,
 }
 
 /// What every scope's controller shares.
@@ -63,6 +69,7 @@ struct Shared {
     index: Arc<Index>,
     policy: Option<crate::policy::Enforcer>,
     share: Arc<crate::fair_share::NamespaceShare>,
+    schema: Arc<crate::schema::SchemaGate>,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -98,6 +105,17 @@ pub async fn run(
         config.namespaces.iter().cloned().map(Some).collect()
     };
     let shutdown = future::Shared::clone(&futures::FutureExt::shared(Box::pin(shutdown)));
+    if config.apply_crds {
+        crate::schema::apply_crds(client.clone()).await;
+    }
+    let schema = Arc::new(crate::schema::SchemaGate::new(config.enforce_server_policy));
+    tokio::spawn(crate::schema::keep_checking(
+        client.clone(),
+        schema.clone(),
+        health.clone(),
+        recorder.clone(),
+        config.schema_check_interval,
+    ));
     let shared = Shared {
         client,
         pool: pool.clone(),
@@ -108,6 +126,7 @@ pub async fn run(
         share: Arc::new(crate::fair_share::NamespaceShare::new(
             config.namespace_concurrency,
         )),
+        schema,
     };
     let mut controllers = Vec::new();
     let mut triggers = Vec::new();

@@ -250,7 +250,7 @@ mod tests {
     #[test]
     fn key_value_buckets_keep_spec_status_and_identity() {
         let mut kvb: KeyValueBucket = serde_json::from_value(json!({
-            "apiVersion": "jetstreamkv.io/v1alpha1",
+            "apiVersion": "jetstreamkv.io/v1beta1",
             "kind": "KeyValueBucket",
             "metadata": {
                 "name": "store", "namespace": "shop", "uid": "u-3", "resourceVersion": "7",

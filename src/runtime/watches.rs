@@ -52,6 +52,7 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
         index,
         policy,
         share,
+        schema,
     } = shared;
     let (components, components_writer) = reflector::store();
     let secret_users = Arc::new(SecretUsers::default());
@@ -111,6 +112,8 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
         synced: Arc::default(),
         policy,
         share,
+        mode: config.mode,
+        schema,
     });
     Built {
         controller,

@@ -9,6 +9,7 @@ use super::desired::{
 use super::diff::diff;
 use super::stream_config::{desired_stream, updated_stream};
 use crate::failure::{Failure, Retry};
+use crate::nats::stream::planned::{Planned, PlannedAction};
 use crate::nats::stream::{Change, ChangeKind, Field, is_managed_by, owner_of};
 use crate::settings::{BucketSettings, OnExisting, Setting};
 
@@ -72,95 +73,6 @@ impl Failure for BlockReason {
     fn retry(&self) -> Retry {
         Retry::Resync
     }
-}
-
-impl Plan {
-    /// What the plan does, in words, for a dry run or an audit: what would be created (with its
-    /// settings), updated (field by field, live -> desired), left alone, or refused and why.
-    /// `bucket` is the bucket as shown (from a Secret, its origin): the plan's own config holds
-    /// the real name, which is never printed.
-    pub fn describe(&self, bucket: &str) -> String {
-        let stream = super::stream_name(bucket);
-        match self {
-            Self::Create(config) => format!(
-                "would create bucket {bucket} (stream {stream}): {}",
-                shown_settings(config)
-            ),
-            Self::Recreate(config) => format!(
-                "would create bucket {bucket} (stream {stream}) again, as the operator made it \
-                 before: {}",
-                shown_settings(config)
-            ),
-            Self::CannotCreate(why) => {
-                format!("would not create bucket {bucket} (stream {stream}): {why}")
-            }
-            Self::Missing => format!(
-                "bucket {bucket} (stream {stream}) is gone and was only verified: it would not be \
-                 created again"
-            ),
-            Self::NotKeyValue(why) => format!("would not touch stream {stream}: {why}"),
-            Self::InSync { managed: true } => {
-                format!(
-                    "bucket {bucket} exists, is managed by the operator and matches: nothing to do"
-                )
-            }
-            Self::InSync { managed: false } => format!(
-                "bucket {bucket} exists, was not created by the operator and matches: nothing to \
-                 do (verified only)"
-            ),
-            Self::Update { changes, adopt, .. } => format!(
-                "would {} bucket {bucket}: {}",
-                if *adopt { "adopt and update" } else { "update" },
-                listed(changes)
-            ),
-            Self::Blocked {
-                reason, changes, ..
-            } => format!(
-                "would not change bucket {bucket} ({}): {}",
-                reason.reason(),
-                listed(changes)
-            ),
-        }
-    }
-}
-
-/// A new bucket's settings as the status shows them, never its name.
-fn shown_settings(config: &stream::Config) -> String {
-    let c = super::live_config(config);
-    let mut out = vec![
-        format!("history {}", c.history),
-        format!("storage {}", c.storage),
-        format!("replicas {}", c.replicas),
-        format!("ttl {}", c.ttl.as_deref().unwrap_or("none")),
-    ];
-    if let Some(b) = c.max_bytes {
-        out.push(format!("maxBytes {b}"));
-    }
-    if let Some(b) = c.max_value_size {
-        out.push(format!("maxValueSize {b}"));
-    }
-    if c.compression {
-        out.push("compression s2".to_owned());
-    }
-    if let Some(t) = &c.limit_marker_ttl {
-        out.push(format!("limitMarkerTtl {t}"));
-    }
-    if !c.metadata.is_empty() {
-        out.push(format!("{} metadata items", c.metadata.len()));
-    }
-    if let Some(r) = &c.republish {
-        out.push(format!("republish to {}", r.destination));
-    }
-    out.join(", ")
-}
-
-/// Changes as `field live -> desired`, comma-separated.
-fn listed(changes: &[Change]) -> String {
-    changes
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Decides what to do. `previously_managed` is what the last status said (None when there was
@@ -249,6 +161,76 @@ pub fn plan(
         config: Box::new(updated_stream(d, live)),
         changes,
         adopt,
+    }
+}
+
+impl Plan {
+    /// What enforce mode would do to the bucket's stream `stream` (as shown), in the shape
+    /// audit mode and a dry run show; `server` says why an unsupported change cannot be made.
+    pub fn describe(&self, stream: &str, server: &ServerFacts) -> Planned {
+        match self {
+            Self::Create(_) => Planned::new(
+                stream,
+                PlannedAction::Create,
+                format!("the bucket does not exist: create stream {stream}"),
+            ),
+            Self::Recreate(_) => Planned::new(
+                stream,
+                PlannedAction::Create,
+                format!(
+                    "the bucket the operator created was deleted outside it: create stream {stream} again"
+                ),
+            ),
+            Self::CannotCreate(why) => Planned::refused(
+                stream,
+                BlockReason::UnsupportedByServer.reason(),
+                why.clone(),
+            ),
+            Self::Missing => Planned::new(
+                stream,
+                PlannedAction::None,
+                "the bucket was only verified and has disappeared: report it missing, create nothing",
+            ),
+            Self::NotKeyValue(problem) => {
+                Planned::refused(stream, "NotAKeyValueBucket", problem.clone())
+            }
+            Self::InSync { .. } => Planned::new(
+                stream,
+                PlannedAction::None,
+                "the bucket matches the Component",
+            ),
+            Self::Update { changes, adopt, .. } => Planned::new(
+                stream,
+                PlannedAction::Update,
+                if *adopt {
+                    "adopt the bucket (jetstreamkv.io/on-existing: adopt) and change it in place"
+                } else {
+                    "change the bucket in place"
+                },
+            )
+            .with_changes(changes),
+            Self::Blocked {
+                reason, changes, ..
+            } => {
+                let why = match reason {
+                    BlockReason::UnsupportedByServer => why_unsupported(changes, server),
+                    BlockReason::ConfigMismatch => {
+                        "the bucket was not created by the operator: it is only verified".to_owned()
+                    }
+                    BlockReason::DataLossRefused => {
+                        "the change would discard data and jetstreamkv.io/allow-data-loss is not set"
+                            .to_owned()
+                    }
+                    BlockReason::ImmutableFieldChanged => {
+                        "NATS cannot change these settings on an existing bucket".to_owned()
+                    }
+                    BlockReason::OwnedElsewhere => {
+                        "the operator created the bucket for another Component".to_owned()
+                    }
+                };
+                Planned::refused(stream, reason.reason(), why).with_changes(changes)
+            }
+        }
     }
 }
 
@@ -370,37 +352,6 @@ mod tests {
         assert_eq!(c.discard, stream::DiscardPolicy::New);
         assert!(is_managed_by(&c, "shop/statestore"));
         assert!(!is_managed_by(&c, "shop/other"));
-    }
-
-    #[test]
-    fn plans_say_what_they_would_do_without_the_real_bucket_name() {
-        let mut s = settings();
-        s.history = 3;
-        s.explicit.insert(Setting::History);
-        let d = desired(&s);
-        let create = plan(&d, None, None, &SINGLE);
-        // The name shown is the caller's (from a Secret, its origin), never the plan's own.
-        assert_eq!(
-            create.describe("<Secret b, key b>"),
-            "would create bucket <Secret b, key b> (stream KV_<Secret b, key b>): history 3, \
-             storage file, replicas 1, ttl none"
-        );
-        let live = desired_stream(&desired(&settings()));
-        let update = plan(&d, Some(&live), None, &SINGLE);
-        assert_eq!(
-            update.describe("orders"),
-            "would update bucket orders: history 1 -> 3"
-        );
-        let mut foreign = live.clone();
-        foreign.metadata.clear();
-        assert_eq!(
-            plan(&d, Some(&foreign), None, &SINGLE).describe("orders"),
-            "would not change bucket orders (ConfigMismatch): history 1 -> 3"
-        );
-        assert_eq!(
-            plan(&desired(&settings()), Some(&live), None, &SINGLE).describe("orders"),
-            "bucket orders exists, is managed by the operator and matches: nothing to do"
-        );
     }
 
     #[test]

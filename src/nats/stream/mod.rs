@@ -8,6 +8,7 @@ mod change;
 mod client;
 pub mod limits;
 pub mod owner;
+pub mod planned;
 pub mod subject;
 
 pub use change::{Change, ChangeKind, Field};

@@ -17,6 +17,7 @@ use async_nats::jetstream::stream;
 use super::subjects::{collide, covers};
 use crate::failure::{Failure, Retry};
 use crate::nats::stream::limits::{duplicate_window, storage_type};
+use crate::nats::stream::planned::{Planned, PlannedAction, PlannedChange};
 use crate::nats::stream::{Change, ChangeKind, META_COMPONENT, META_MANAGED_BY, is_managed_by};
 
 mod annotations;
@@ -137,67 +138,6 @@ pub enum StreamPlan {
     },
 }
 
-impl StreamPlan {
-    /// What the plan does, in words, for a dry run or an audit: the stream that would be
-    /// created (subjects and settings), the subjects and settings an update would change (field
-    /// by field, live -> desired), nothing, or why nothing may be sent.
-    pub fn describe(&self, stream: &str) -> String {
-        let created = |config: &stream::Config| {
-            let c = shown_config(config);
-            format!(
-                "subjects {}; retention {}, storage {}, replicas {}, maxAge {}, maxBytes {}, \
-                 duplicate window {}",
-                config.subjects.join(", "),
-                c.retention,
-                c.storage,
-                c.replicas,
-                c.max_age.as_deref().unwrap_or("forever"),
-                c.max_bytes
-                    .map_or_else(|| "unlimited".to_owned(), |b| b.to_string()),
-                c.duplicate_window
-            )
-        };
-        match self {
-            Self::Create(config) => format!("would create stream {stream}: {}", created(config)),
-            Self::Recreate(config) => format!(
-                "would create stream {stream} again, as the operator made it before: {}",
-                created(config)
-            ),
-            Self::Missing => format!(
-                "stream {stream} is gone and was only verified: it would not be created again"
-            ),
-            Self::NotUsable(why) => format!("would not touch stream {stream}: {why}"),
-            Self::InSync { managed } => format!(
-                "stream {stream} exists{} and holds what the Component needs: nothing to do",
-                if *managed {
-                    ", is managed by the operator"
-                } else {
-                    ", was not created by the operator (verified only)"
-                }
-            ),
-            Self::Update { added, changes, .. } => {
-                let mut what: Vec<String> = Vec::new();
-                if !added.is_empty() {
-                    what.push(format!("add subjects {}", added.join(", ")));
-                }
-                what.extend(changes.iter().map(ToString::to_string));
-                format!("would update stream {stream}: {}", what.join(", "))
-            }
-            Self::Blocked {
-                reason,
-                missing,
-                overlaps,
-                changes,
-                ..
-            } => format!(
-                "would not change stream {stream} ({}): {}",
-                reason.reason(),
-                blocked_message(stream, *reason, missing, overlaps, changes)
-            ),
-        }
-    }
-}
-
 /// Why a plan cannot bring the stream to what the Component needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlockReason {
@@ -232,6 +172,66 @@ impl Failure for BlockReason {
     /// again at the drift check, when a Subscription changes, or when the Component does.
     fn retry(&self) -> Retry {
         Retry::Resync
+    }
+}
+
+impl StreamPlan {
+    /// What enforce mode would do to the stream `stream`, in the shape audit mode and a dry run
+    /// show.
+    pub fn describe(&self, stream: &str) -> Planned {
+        match self {
+            Self::Create(config) => Planned::new(
+                stream,
+                PlannedAction::Create,
+                format!(
+                    "the stream does not exist: create it with subjects {}",
+                    config.subjects.join(", ")
+                ),
+            ),
+            Self::Recreate(config) => Planned::new(
+                stream,
+                PlannedAction::Create,
+                format!(
+                    "the stream the operator created was deleted outside it: create it again with subjects {}",
+                    config.subjects.join(", ")
+                ),
+            ),
+            Self::Missing => Planned::new(
+                stream,
+                PlannedAction::None,
+                "the stream was only verified and has disappeared: report it missing, create nothing",
+            ),
+            Self::NotUsable(why) => Planned::refused(stream, "StreamNotUsable", why.clone()),
+            Self::InSync { .. } => Planned::new(
+                stream,
+                PlannedAction::None,
+                "the stream matches the Component",
+            ),
+            Self::Update { added, changes, .. } => {
+                let mut planned =
+                    Planned::new(stream, PlannedAction::Update, "change the stream in place");
+                if !added.is_empty() {
+                    planned.changes.push(PlannedChange {
+                        field: "subjects".to_owned(),
+                        live: String::new(),
+                        desired: format!("+{}", added.join(", +")),
+                    });
+                }
+                planned.with_changes(changes)
+            }
+            Self::Blocked {
+                reason,
+                missing,
+                overlaps,
+                changes,
+                ..
+            } => Planned::refused(
+                stream,
+                reason.reason(),
+                blocked_message(stream, *reason, missing, overlaps, changes),
+            )
+            .with_changes(changes),
+        }
     }
 }
 

@@ -5,11 +5,13 @@
 
 use kube::runtime::events::EventType;
 
+use super::audit::not_carried_out;
 use super::execute::{BucketStep, Progress};
 use super::index::Written;
 use crate::crd::{BucketStatus, ConditionSpec, ConditionType, KeyValueBucketSpec};
 use crate::failure::{Failure, Problem, Retry};
-use crate::nats::bucket::{self, BlockReason};
+use crate::nats::bucket;
+use crate::nats::stream::planned::Planned;
 use crate::settings::DeletionPolicy;
 use crate::validate::Validation;
 
@@ -60,6 +62,7 @@ pub enum Reason {
     TopicsNotCovered,
     SubscriptionsUnreadable,
     DeadLetterSubscriptionUnreachable,
+    AuditMode,
 }
 
 impl Reason {
@@ -102,6 +105,7 @@ impl Reason {
             Self::TopicsNotCovered => "TopicsNotCovered",
             Self::SubscriptionsUnreadable => "SubscriptionsUnreadable",
             Self::DeadLetterSubscriptionUnreachable => "DeadLetterSubscriptionUnreachable",
+            Self::AuditMode => "AuditMode",
         }
     }
 }
@@ -148,6 +152,8 @@ pub struct Outcome {
     pub retry: Retry,
     /// Whether the Component should carry our finalizer; None when unknown (bad annotations).
     pub wants_finalizer: Option<bool>,
+    /// Audit mode: what enforce mode would do (empty in enforce mode).
+    pub plan: Vec<Planned>,
 }
 
 impl Outcome {
@@ -174,6 +180,7 @@ struct Decision {
     bucket: Option<BucketStatus>,
     events: Vec<Note>,
     wants_finalizer: Option<bool>,
+    plan: Vec<Planned>,
 }
 
 impl Decision {
@@ -187,6 +194,7 @@ impl Decision {
             bucket: previous.and_then(|p| p.status.bucket.clone()),
             events: Vec::new(),
             wants_finalizer: None,
+            plan: Vec::new(),
         }
     }
 
@@ -225,6 +233,7 @@ impl Decision {
             events: self.events,
             retry,
             wants_finalizer: self.wants_finalizer,
+            plan: self.plan,
         }
     }
 }
@@ -359,7 +368,14 @@ pub fn decide(
     d.bucket = d.bucket.take().filter(|b| b.stream == stream);
     let (version, step) = match progress {
         Progress::NotConnected(e) => return d.fail(Problem::of(ConditionType::Connected, e)),
-        Progress::Connected { version, step } => (version, step),
+        Progress::Connected {
+            version,
+            step,
+            planned,
+        } => {
+            d.plan = planned.clone();
+            (version, step)
+        }
     };
     d.pass(
         ConditionType::Connected,
@@ -461,21 +477,13 @@ fn bucket_step(
             d.bucket = facts.clone();
             d.fail(scale_down_waits(name, changes, behind))
         }
-        BucketStep::Planned { facts, plan } => {
-            // Audit: Ready says what exists; the plan says what enforcing would do.
+        BucketStep::NotCarriedOut { facts, planned } => {
             d.bucket = facts.clone();
-            let (condition, reason) = if facts.is_some() {
-                d.pass(BucketAvailable, Reason::BucketFound, found(""));
-                (ConfigSynced, BlockReason::ConfigMismatch.reason())
-            } else {
-                (BucketAvailable, Reason::BucketMissing.as_str())
-            };
-            d.fail(Problem::new(
-                condition,
-                reason,
-                format!("{}; nothing was sent (read-only)", plan.describe(name)),
-                Retry::Resync,
-            ))
+            if facts.is_none() {
+                return d.fail(not_carried_out(BucketAvailable, planned));
+            }
+            d.pass(BucketAvailable, Reason::BucketFound, found(""));
+            d.fail(not_carried_out(ConfigSynced, planned))
         }
         BucketStep::CreateConflict => d.fail(Problem::new(
             BucketAvailable,

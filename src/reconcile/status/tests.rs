@@ -45,6 +45,7 @@ fn connected(step: BucketStep) -> Progress {
     Progress::Connected {
         version: "2.12.0".into(),
         step: Box::new(step),
+        planned: Vec::new(),
     }
 }
 
@@ -430,6 +431,7 @@ fn a_ready_transition_is_an_event_unless_something_was_done() {
             events: Vec::new(),
             retry: Retry::Resync,
             wants_finalizer: None,
+            plan: Vec::new(),
         };
         let now = Time(jiff::Timestamp::UNIX_EPOCH);
         bucket_status(
@@ -628,82 +630,4 @@ fn close_orders_any_resources_conditions_the_same_way() {
     );
     assert_eq!(conditions.len(), 1 + DETAIL_CONDITIONS.len());
     assert_eq!(conditions[0].reason, "StreamManaged");
-}
-
-#[test]
-fn a_plan_not_carried_out_is_shown_and_ready_says_what_exists() {
-    use crate::nats::bucket::{Desired, Plan, ServerFacts, plan};
-    use crate::settings::BucketSettings;
-    let settings = BucketSettings {
-        history: 4,
-        ..Default::default()
-    };
-    let desired = Desired {
-        bucket: BUCKET,
-        owner: "n/c",
-        settings: &settings,
-    };
-    let server = ServerFacts {
-        clustered: false,
-        version: Some((2, 12, 0)),
-    };
-    // No bucket: Ready False as BucketMissing, the plan in its message, nothing done.
-    let create = plan(&desired, None, None, &server);
-    assert!(matches!(create, Plan::Create(_)));
-    let o = decide_valid(
-        connected(BucketStep::Planned {
-            facts: None,
-            plan: create,
-        }),
-        None,
-    );
-    assert_eq!(
-        seen(&o),
-        expect(
-            false,
-            "BucketMissing",
-            // Someone must act (enforce the plan): nothing to retry.
-            Some(ConditionType::Stalled),
-            Retry::Resync,
-            &[]
-        )
-    );
-    let ready = o.ready().unwrap();
-    assert!(
-        ready
-            .message
-            .starts_with("would create bucket orders (stream KV_orders): history 4"),
-        "{}",
-        ready.message
-    );
-    assert!(ready.message.ends_with("nothing was sent (read-only)"));
-    // A bucket that differs: it exists (BucketAvailable True), ConfigSynced says what would
-    // change.
-    let mut live = crate::nats::bucket::desired_stream(&desired);
-    live.max_messages_per_subject = 1;
-    let update = plan(&desired, Some(&live), None, &server);
-    assert!(matches!(update, Plan::Update { .. }), "{update:?}");
-    let o = decide_valid(
-        connected(BucketStep::Planned {
-            facts: facts(true),
-            plan: update,
-        }),
-        None,
-    );
-    assert_eq!(o.ready().unwrap().reason, "ConfigMismatch");
-    let available = o
-        .conditions
-        .iter()
-        .find(|c| c.type_ == ConditionType::BucketAvailable)
-        .unwrap();
-    assert_eq!(available.status, Some(true));
-    assert!(
-        o.ready()
-            .unwrap()
-            .message
-            .starts_with("would update bucket orders: history 1 -> 4"),
-        "{}",
-        o.ready().unwrap().message
-    );
-    assert!(o.events.is_empty());
 }

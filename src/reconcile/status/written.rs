@@ -31,6 +31,7 @@ pub fn bucket_status(
             now,
         ),
         bucket: outcome.bucket.clone(),
+        plan: outcome.plan.clone(),
     }
 }
 

@@ -8,13 +8,16 @@ use async_nats::jetstream::{self, stream};
 use super::topics::{Found, Prepared};
 use crate::nats::NatsError;
 use crate::nats::cluster;
+use std::sync::Mutex;
+
+use crate::nats::stream::planned::Planned;
 use crate::nats::stream::{Change, StreamClient, is_managed_by, owner_of};
 use crate::pubsub::PubsubConfig;
 use crate::pubsub::resource::StreamStatus;
 use crate::pubsub::stream::{
     BlockReason, Desired, OtherStream, Overlap, Role, StreamPlan, StreamSettings, plan, status_of,
 };
-use crate::reconcile::execute::{Mode, Nats, Progress, client};
+use crate::reconcile::execute::{Nats, Progress, client};
 use crate::reconcile::index::WrittenStream;
 
 /// What happened to a Component's streams, once connected.
@@ -94,11 +97,11 @@ pub enum RoundEnd {
     },
     /// Another creator won twice in a row.
     CreateConflict,
-    /// [`Mode::Audit`]: the plan that would change the stream (create or update), not carried
-    /// out; `facts` are the live stream's, when it exists.
-    Planned {
+    /// Audit mode: a create or an update planned and not carried out (`facts`: the stream as
+    /// it is, when it exists).
+    NotCarriedOut {
         facts: Option<StreamStatus>,
-        plan: StreamPlan,
+        planned: Planned,
     },
 }
 
@@ -109,11 +112,6 @@ impl RoundEnd {
             self,
             Self::Created { .. } | Self::InSync { .. } | Self::Updated { .. }
         )
-    }
-
-    /// Whether the round may go on to the next stream: done, or (audit) planned.
-    fn goes_on(&self) -> bool {
-        self.is_done() || matches!(self, Self::Planned { .. })
     }
 }
 
@@ -143,14 +141,17 @@ pub async fn execute(
         clustered,
         settings,
         previous,
+        planned: Mutex::default(),
     };
     let rounds = match listed(ctx, &js).await {
         Ok(all) => Ok(on.rounds(prepared, found, all).await),
         Err(e) => Err(e),
     };
+    let planned = on.planned.into_inner().unwrap_or_default();
     Progress::Connected {
         version,
         step: Box::new(StreamStep { clustered, rounds }),
+        planned,
     }
 }
 
@@ -164,6 +165,8 @@ struct Server<'a> {
     clustered: bool,
     settings: &'a StreamSettings,
     previous: Option<&'a WrittenStream>,
+    /// Audit mode: what enforce mode would do to each stream.
+    planned: Mutex<Vec<Planned>>,
 }
 
 impl Server<'_> {
@@ -217,7 +220,9 @@ impl Server<'_> {
                     subjects: info.config.subjects,
                 });
             }
-            let done = end.goes_on();
+            // In audit mode the dead-letter stream's plan is shown too, after a topics' stream
+            // that was not created or updated.
+            let done = end.is_done() || matches!(end, RoundEnd::NotCarriedOut { .. });
             rounds.push(round(role, stream, owner, end));
             if !done {
                 break;
@@ -285,23 +290,21 @@ impl Server<'_> {
                 previously_managed,
                 self.clustered,
             );
-            if self.ctx.mode == Mode::Audit
-                && matches!(
-                    decided,
-                    StreamPlan::Create(_) | StreamPlan::Recreate(_) | StreamPlan::Update { .. }
-                )
-            {
-                // Nothing mutating is sent: the plan is what is shown.
-                let facts = live
-                    .as_ref()
-                    .map(|i| self.facts(i, is_managed_by(&i.config, self.key)));
-                return (
-                    RoundEnd::Planned {
+            if self.ctx.mode.is_audit() {
+                let described = decided.describe(desired.stream);
+                if let Ok(mut planned) = self.planned.lock() {
+                    planned.push(described.clone());
+                }
+                if described.action.mutates() {
+                    let facts = live
+                        .as_ref()
+                        .map(|i| self.facts(i, is_managed_by(&i.config, self.key)));
+                    let end = RoundEnd::NotCarriedOut {
                         facts,
-                        plan: decided,
-                    },
-                    live,
-                );
+                        planned: described,
+                    };
+                    return (end, live);
+                }
             }
             let end = match decided {
                 StreamPlan::Create(config) | StreamPlan::Recreate(config) => {

@@ -66,6 +66,7 @@ pub(crate) async fn write(
         topics: outcome.topics.clone(),
         stream: outcome.stream.as_ref().map(StreamStatus::shown),
         dead_letter_stream: outcome.dead_letter_stream.as_ref().map(StreamStatus::shown),
+        plan: outcome.plan.clone(),
     };
     let written =
         report::write_owned::<JetStreamStream>(component, &key, ctx, previous, decided, status)

@@ -11,6 +11,7 @@ use super::topics::{Found, Prepared};
 use crate::crd::{ConditionSpec, ConditionType};
 use crate::failure::{Failure, Problem, Retry};
 use crate::nats::stream::Change;
+use crate::nats::stream::planned::Planned;
 use crate::pubsub::component;
 use crate::pubsub::resource::{DETAIL_CONDITIONS, JetStreamStreamSpec, StreamStatus, TopicStatus};
 use crate::pubsub::stream::{
@@ -19,6 +20,7 @@ use crate::pubsub::stream::{
 };
 use crate::pubsub::topics::{Held, INVISIBLE_TOPICS, subscribed_count, topic_statuses};
 use crate::pubsub::{DiscoveredTopic, PubsubConfig, Subjects};
+use crate::reconcile::audit::not_carried_out;
 use crate::reconcile::execute::Progress;
 use crate::reconcile::index::WrittenStream;
 use crate::reconcile::status::{Note, Reason, close, deletion_pending_message, first_problem};
@@ -47,6 +49,8 @@ pub struct StreamOutcome {
     pub warnings: Vec<Note>,
     /// Whether the Component should carry our finalizer; None when unknown.
     pub wants_finalizer: Option<bool>,
+    /// Audit mode: what enforce mode would do to each stream (empty in enforce mode).
+    pub plan: Vec<Planned>,
 }
 
 impl StreamOutcome {
@@ -64,6 +68,7 @@ impl StreamOutcome {
             events: Vec::new(),
             warnings: Vec::new(),
             wants_finalizer: None,
+            plan: Vec::new(),
         }
     }
 
@@ -213,7 +218,14 @@ fn steps(
     let (version, step) = match progress {
         None => return Err(first_problem(&validation.findings)),
         Some(Progress::NotConnected(e)) => return Err(Problem::of(ConditionType::Connected, e)),
-        Some(Progress::Connected { version, step }) => (version, step),
+        Some(Progress::Connected {
+            version,
+            step,
+            planned,
+        }) => {
+            o.plan = planned.clone();
+            (version, step)
+        }
     };
     o.pass(
         ConditionType::Connected,
@@ -305,7 +317,7 @@ fn round(
         | RoundEnd::Updated { facts, .. }
         | RoundEnd::UpdateFailed { facts, .. }
         | RoundEnd::ScaleDownWaits { facts, .. } => Some(facts),
-        RoundEnd::Blocked { facts, .. } | RoundEnd::Planned { facts, .. } => facts.as_ref(),
+        RoundEnd::Blocked { facts, .. } | RoundEnd::NotCarriedOut { facts, .. } => facts.as_ref(),
         _ => None,
     };
     let managed = facts.is_some_and(|f| f.managed);
@@ -368,6 +380,14 @@ fn problem(r: &Round, owner: Option<&str>) -> Option<Problem> {
             return None;
         }
         RoundEnd::FetchFailed(e) => Problem::of(StreamAvailable, e),
+        RoundEnd::NotCarriedOut { facts, planned } => {
+            let condition = if facts.is_some() {
+                ConfigSynced
+            } else {
+                StreamAvailable
+            };
+            not_carried_out(condition, planned)
+        }
         RoundEnd::Unavailable { error, .. } => Problem::of(StreamAvailable, error),
         RoundEnd::CreateFailed(e) => Problem::of(StreamAvailable, e),
         RoundEnd::NoSubjects => no_subjects(stream),
@@ -378,19 +398,6 @@ fn problem(r: &Round, owner: Option<&str>) -> Option<Problem> {
             why.clone(),
             Retry::Resync,
         ),
-        RoundEnd::Planned { facts, plan } => {
-            // Audit: Ready says what exists; the plan says what enforcing would do.
-            let (condition, reason) = match facts {
-                Some(_) => (ConfigSynced, BlockReason::ConfigMismatch.reason()),
-                None => (StreamAvailable, Reason::StreamMissing.as_str()),
-            };
-            Problem::new(
-                condition,
-                reason,
-                format!("{}; nothing was sent (read-only)", plan.describe(stream)),
-                Retry::Resync,
-            )
-        }
         RoundEnd::CreateConflict => Problem::new(
             StreamAvailable,
             Reason::StreamCreateConflict.as_str(),

@@ -88,6 +88,7 @@ fn connected(rounds: Vec<Round>) -> Progress<StreamStep> {
             clustered: false,
             rounds: Ok(rounds),
         }),
+        planned: Vec::new(),
     }
 }
 
@@ -261,6 +262,7 @@ fn each_stream_reason_gives_its_ready_kstatus_retry_and_events() {
                         what: "list streams".into(),
                     }),
                 }),
+                planned: Vec::new(),
             }),
             expect(
                 false,
