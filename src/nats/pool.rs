@@ -761,6 +761,21 @@ mod tests {
     }
 
     #[test]
+    fn a_provisioning_identity_is_a_connection_of_its_own() {
+        use crate::credentials::provisioning::{Identity, connect_as};
+        let identity = Identity::Token(SecretValue::new("provisioner"));
+        let app_a = store("nats://app-a:p@nats:4222");
+        let app_b = store("nats://app-b:q@nats:4222");
+        let as_a = ConnectionKey::of(&connect_as(&app_a, &identity));
+        // Never the connection made with a Component's own credentials...
+        assert_ne!(as_a, ConnectionKey::of(&app_a));
+        // ...and one connection for every Component that provisions with it.
+        assert_eq!(as_a, ConnectionKey::of(&connect_as(&app_b, &identity)));
+        let other = Identity::Token(SecretValue::new("another"));
+        assert_ne!(as_a, ConnectionKey::of(&connect_as(&app_a, &other)));
+    }
+
+    #[test]
     fn a_lame_duck_flood_is_one_event_per_period() {
         let quiet = Quiet::new(Duration::from_secs(30));
         let start = std::time::Instant::now();

@@ -39,6 +39,8 @@ pub struct Context {
     pub policy: Option<crate::policy::Enforcer>,
     /// Workers held per namespace (fair share).
     pub share: Arc<crate::fair_share::NamespaceShare>,
+    /// The operator's own namespace: where the Secrets of provisioning identities are.
+    pub operator_namespace: String,
 }
 
 impl Context {

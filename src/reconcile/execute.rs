@@ -74,15 +74,29 @@ pub enum BucketStep {
     CreateConflict,
 }
 
-/// The pool's client for `store`, with `key` recorded as its user, when it is connected now.
+/// The pool's client for provisioning what `store` names, with `key` recorded as its user, when
+/// it is connected now: with the provisioning identity of the NatsServerPolicy that allows the
+/// Component, if it names one, else with the Component's own credentials (see
+/// [`super::identity`]).
 pub async fn client(
     ctx: &Context,
     key: &str,
     store: &StoreConfig,
 ) -> Result<async_nats::Client, NatsError> {
+    client_as(ctx, key, store).await.map(|(client, _)| client)
+}
+
+/// [`client`], and the connection config it connected with.
+async fn client_as(
+    ctx: &Context,
+    key: &str,
+    store: &StoreConfig,
+) -> Result<(async_nats::Client, StoreConfig), NatsError> {
+    let connection = super::identity::connection(ctx, key, store).await?;
+    let store = connection.config.as_ref();
     let client = match ctx.pool.connect(key, store).await {
         Ok(client) => client,
-        Err(e) => return Err(told(ctx, store, e)),
+        Err(e) => return Err(connection.refused(told(ctx, store, e))),
     };
     if client.connection_state() != async_nats::connection::State::Connected {
         return Err(told(
@@ -96,7 +110,7 @@ pub async fn client(
     }
     // A connection that works makes its last protocol violation history.
     ctx.pool.connection_works(store);
-    Ok(client)
+    Ok((client, connection.config.into_owned()))
 }
 
 /// A failure on the connection of `store`, as told: when the server broke the protocol (the
@@ -118,13 +132,13 @@ pub async fn connect(
     key: &str,
     store: &StoreConfig,
 ) -> Result<(async_nats::Client, Option<stream::Info>), NatsError> {
-    let client = client(ctx, key, store).await?;
+    let (client, used) = client_as(ctx, key, store).await?;
     let js = async_nats::jetstream::new(client.clone());
     ctx.metrics.nats_request("info");
     let live = StreamClient::new(&js, &bucket::stream_name(&store.bucket))
         .fetch()
         .await
-        .map_err(|e| told(ctx, store, e))?;
+        .map_err(|e| told(ctx, &used, e))?;
     Ok((client, live))
 }
 

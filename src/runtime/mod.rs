@@ -51,6 +51,8 @@ pub struct Config {
     pub watch_subscriptions: bool,
     /// Name of this instance in Events.
     pub instance: String,
+    /// The operator's own namespace: where the Secrets of provisioning identities are.
+    pub operator_namespace: String,
 }
 
 /// What every scope's controller shares.

@@ -111,6 +111,7 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
         synced: Arc::default(),
         policy,
         share,
+        operator_namespace: config.operator_namespace.clone(),
     });
     Built {
         controller,

@@ -1,0 +1,134 @@
+//! Who talks to NATS to provision for a Component: the provisioning identity a
+//! `NatsServerPolicy` that allows the Component names (a Secret in the operator's namespace), or
+//! else the Component's own credentials, as before. Every JetStream API call the operator makes
+//! for a Component (reads, creates, updates, deletes) goes through [`connection`].
+//!
+//! The server policy is decided as before, on the Component's own servers and credentials; the
+//! identity only replaces the credentials the operator connects with. Nothing of the Secret is
+//! shown: a failure names the policy and says what is wrong with its Secret, never a value.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+
+use super::context::Context;
+use crate::credentials::provisioning::{Identity, connect_as};
+use crate::dapr::{NatsAuth, StoreConfig};
+use crate::nats::NatsError;
+
+/// The connection config the operator provisions with for `key`, and the policy whose identity
+/// it is (None: the Component's own credentials).
+pub struct Connection<'a> {
+    /// What the pool connects with.
+    pub config: Cow<'a, StoreConfig>,
+    /// The NatsServerPolicy that names the identity.
+    pub policy: Option<String>,
+}
+
+impl Connection<'_> {
+    /// A refusal of the connection's credentials, told as the provisioning identity's when it is
+    /// one (the Component's credentials are not the ones to fix).
+    pub fn refused(&self, error: NatsError) -> NatsError {
+        match (&self.policy, error) {
+            (Some(policy), NatsError::AuthorizationFailed { .. }) => {
+                NatsError::ProvisioningCredentials {
+                    policy: policy.clone(),
+                    detail: "the NATS server refused them (authorization violation)".into(),
+                }
+            }
+            (_, error) => error,
+        }
+    }
+}
+
+/// The connection config for provisioning what `store` names, for the Component `key`
+/// (`namespace/name`).
+pub async fn connection<'a>(
+    ctx: &Context,
+    key: &str,
+    store: &'a StoreConfig,
+) -> Result<Connection<'a>, NatsError> {
+    let own = Connection {
+        config: Cow::Borrowed(store),
+        policy: None,
+    };
+    let Some(policy) = &ctx.policy else {
+        return Ok(own);
+    };
+    let namespace = key.split_once('/').map_or(key, |(ns, _)| ns);
+    let has_credentials = store.auth != NatsAuth::None;
+    let Some(provisioning) =
+        policy.provisioning(namespace, store.servers.expose(), has_credentials)
+    else {
+        return Ok(own);
+    };
+    let unusable = |detail: String| {
+        tracing::warn!(
+            policy = %provisioning.policy,
+            secret = %provisioning.secret_name,
+            namespace = %ctx.operator_namespace,
+            problem = %detail,
+            "the provisioning credentials of a NatsServerPolicy cannot be used"
+        );
+        NatsError::ProvisioningCredentials {
+            policy: provisioning.policy.clone(),
+            detail,
+        }
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.operator_namespace);
+    let secret = match secrets.get_opt(&provisioning.secret_name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => {
+            return Err(unusable(
+                "their Secret is not in the operator's namespace".into(),
+            ));
+        }
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            return Err(unusable(
+                "the operator may not read their Secret (grant it get on that Secret in its namespace)"
+                    .into(),
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reading a provisioning Secret failed");
+            return Err(NatsError::ProvisioningCredentials {
+                policy: provisioning.policy.clone(),
+                detail: "their Secret could not be read now (retrying)".into(),
+            });
+        }
+    };
+    let data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    let now = jiff::Timestamp::now().as_second();
+    let identity = Identity::from_secret(&data, now).map_err(|e| unusable(e.to_string()))?;
+    if let Some(problem) = other_account(store, &identity, now) {
+        return Err(unusable(problem));
+    }
+    tracing::debug!(policy = %provisioning.policy, auth = identity.kind(), "provisioning with the policy's identity");
+    Ok(Connection {
+        config: Cow::Owned(connect_as(store, &identity)),
+        policy: Some(provisioning.policy),
+    })
+}
+
+/// When both are users of JWT accounts, the provisioning user must be of the Component's
+/// account: streams are made in the account that asks, and daprd looks in its own.
+fn other_account(store: &StoreConfig, identity: &Identity, now: i64) -> Option<String> {
+    let (NatsAuth::Jwt { jwt, seed }, Identity::Jwt { account, .. }) = (&store.auth, identity)
+    else {
+        return None;
+    };
+    let app = crate::credentials::check_user_credentials(jwt, seed, now).ok()?;
+    (app.account != *account).then(|| {
+        format!(
+            "their user is of account {account} and the Component's of account {}: the bucket or stream would be made in an account the app does not use; name credentials of the apps' account",
+            app.account
+        )
+    })
+}
