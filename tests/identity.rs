@@ -343,6 +343,19 @@ async fn apps_with_data_rights_only_are_provisioned_by_the_policy_s_identity() {
         .expect("the app binds to its bucket");
     kv.put("k", "v".into()).await.expect("the app writes");
 
+    // A pub/sub Component of the covered namespace: its stream is the provisioning user's too.
+    let topic = unique_bucket("orders");
+    apply_json(
+        &ComponentManifest::new(&covered.name, "events")
+            .type_("pubsub.jetstream")
+            .item("natsURL", &world().server.url())
+            .item_from_secret("jwt", "app", Some("jwt"))
+            .item_from_secret("seedKey", "app", Some("seed"))
+            .annotation("jetstreamkv.io/subjects", &topic)
+            .json(),
+    );
+    support::wait_jss(&covered.name, "events", "Ready=True", |s, _| s == "True").await;
+
     // Not covered: the same rights, its own credentials, the server's refusal; nothing made.
     let (refusal, message) = wait_refused(&client, &uncovered.name, "").await;
     eprintln!("without a provisioning identity: {refusal}: {message}");
@@ -386,7 +399,10 @@ async fn apps_with_data_rights_only_are_provisioned_by_the_policy_s_identity() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let changes = changes_of(&seen, &stream);
-    eprintln!("changes of {stream}: {changes:?}, provisioner {}", provisioner.2);
+    eprintln!(
+        "changes of {stream}: {changes:?}, provisioner {}",
+        provisioner.2
+    );
     for what in ["CREATE", "UPDATE", "DELETE"] {
         assert!(
             changes.iter().any(|(w, _)| w == what),
@@ -399,8 +415,35 @@ async fn apps_with_data_rights_only_are_provisioned_by_the_policy_s_identity() {
         "a change of {stream} by another user than the provisioning one ({}): {changes:?}",
         provisioner.2
     );
-    // No stream was changed by any app user, in any namespace.
+    // Every stream change in the account (the pub/sub's stream too) was the provisioning
+    // user's, and no app user changed anything, in any namespace.
     let all = seen.lock().unwrap().clone();
+    let changed: Vec<(&str, &str)> = all
+        .iter()
+        .filter_map(|a| {
+            let subject = a["subject"].as_str()?;
+            let changes = ["CREATE", "UPDATE", "DELETE"]
+                .iter()
+                .any(|w| subject.starts_with(&format!("$JS.API.STREAM.{w}.")));
+            let c = &a["client"];
+            changes.then(|| {
+                (
+                    subject,
+                    c["nkey"].as_str().or(c["user"].as_str()).unwrap_or(""),
+                )
+            })
+        })
+        .collect();
+    assert!(
+        changed
+            .iter()
+            .any(|(s, _)| s.starts_with("$JS.API.STREAM.CREATE.") && !s.contains(".KV_")),
+        "no stream created for the pub/sub Component: {changed:?}"
+    );
+    assert!(
+        changed.iter().all(|(_, u)| *u == provisioner.2),
+        "{changed:?}"
+    );
     for (i, app) in apps.iter().enumerate() {
         let by_app: Vec<&Value> = all
             .iter()
