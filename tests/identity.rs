@@ -17,6 +17,7 @@ use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client};
 use nkeys::KeyPair;
 use serde_json::{Value, json};
+use support::daprd::{Daprd, resource_file};
 use support::fixtures::{self, ComponentManifest, unique_bucket};
 use support::nats::{NatsServer, user_connect_options};
 use support::operator::Operator;
@@ -66,8 +67,16 @@ fn world() -> &'static World {
 /// A user of the application account: `(jwt, seed, public key)`. `permissions`: the
 /// publish and subscribe allow lists (None: no restriction).
 fn user(name: &str, permissions: Option<(&[String], &[&str])>) -> (String, String, String) {
+    user_of(&KeyPair::new_user(), name, permissions)
+}
+
+/// [`user`] for the key pair `user` (a new JWT for the same user).
+fn user_of(
+    user: &KeyPair,
+    name: &str,
+    permissions: Option<(&[String], &[&str])>,
+) -> (String, String, String) {
     let account = &world().account;
-    let user = KeyPair::new_user();
     let token = jwt::user_jwt(account, &user.public_key(), name, None).expect("minting");
     let token = match permissions {
         None => token,
@@ -415,16 +424,19 @@ async fn apps_with_data_rights_only_are_provisioned_by_the_policy_s_identity() {
         "a change of {stream} by another user than the provisioning one ({}): {changes:?}",
         provisioner.2
     );
-    // Every stream change in the account (the pub/sub's stream too) was the provisioning
-    // user's, and no app user changed anything, in any namespace.
+    // Every change of this test's streams (the pub/sub's too) was the provisioning user's, and
+    // no app user changed anything, in any namespace.
     let all = seen.lock().unwrap().clone();
     let changed: Vec<(&str, &str)> = all
         .iter()
         .filter_map(|a| {
             let subject = a["subject"].as_str()?;
-            let changes = ["CREATE", "UPDATE", "DELETE"]
-                .iter()
-                .any(|w| subject.starts_with(&format!("$JS.API.STREAM.{w}.")));
+            // This test's streams: its bucket's, and the pub/sub's (named for its namespace).
+            let ours = subject.contains(&covered_bucket) || subject.contains(&covered.name);
+            let changes = ours
+                && ["CREATE", "UPDATE", "DELETE"]
+                    .iter()
+                    .any(|w| subject.starts_with(&format!("$JS.API.STREAM.{w}.")));
             let c = &a["client"];
             changes.then(|| {
                 (
@@ -528,4 +540,112 @@ async fn secrets_text(client: &Client, ns: &str) -> String {
         .map(|v| String::from_utf8_lossy(&v.0).into_owned())
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// An app user missing one right daprd needs at start-up (`STREAM.INFO` of its bucket's stream):
+/// `AppPermissionDenied` names the subject, and Dapr's own sidecar with that user fails at
+/// start-up on exactly it (the server's log says which subject it refused, to whom). With the
+/// right added to the user's JWT: Ready, and daprd saves and reads state.
+#[tokio::test]
+async fn a_right_the_app_lacks_is_named_before_daprd_fails_on_it() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "rights").await;
+    let suffix = support::random_suffix();
+    let observer = user("observer", None);
+    let provisioner = user("provisioner", None);
+    let prov_secret = format!("provisioner-rights-{suffix}");
+    apply_json(&fixtures::secret(
+        operator_namespace(),
+        &prov_secret,
+        &[("jwt", &provisioner.0), ("seed", &provisioner.1)],
+    ));
+    let policy_name = format!("rights-{suffix}");
+    control_plane().apply(&policy(&policy_name, &ns.name, Some(&prov_secret)));
+
+    let bucket = unique_bucket("rights");
+    let info = format!("$JS.API.STREAM.INFO.KV_{bucket}");
+    let key = KeyPair::new_user();
+    let all = data_rights(&bucket);
+    let without_info: Vec<String> = all.iter().filter(|s| **s != info).cloned().collect();
+    assert_eq!(without_info.len(), all.len() - 1);
+    let lacking = user_of(&key, "app-rights", Some((&without_info, &["_INBOX.>"])));
+    apply_json(&fixtures::secret(
+        &ns.name,
+        "app",
+        &[("jwt", &lacking.0), ("seed", &lacking.1)],
+    ));
+    apply_json(&store(&ns.name, &bucket, &[]));
+
+    let (_, message) = wait_refused(&client, &ns.name, "AppPermissionDenied").await;
+    assert!(
+        message.contains(&format!("publish to {info} ")),
+        "{message}"
+    );
+    assert!(message.contains("start-up"), "{message}");
+    // The bucket is there (the provisioning identity made it): only the app's right is missing.
+    assert!(stream_exists(&observer, &bucket).await);
+
+    // daprd with the same user: fails at start-up, and what the server refused is that subject.
+    let daprd_file = |jwt: &str, seed: &str| {
+        resource_file(
+            &ComponentManifest::store(&ns.name, "store", &world().server.url(), &bucket)
+                .item("jwt", jwt)
+                .item("seedKey", seed)
+                .json(),
+        )
+    };
+    let app_id = format!("rights{suffix}");
+    let mut early = Daprd::start(&app_id, &daprd_file(&lacking.0, &lacking.1));
+    let status = early
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("daprd started without the right:\n{}", early.log()));
+    assert!(!status.success(), "{}", early.log());
+    let log = early.log();
+    assert!(
+        log.contains("level=fatal") && log.contains("store"),
+        "daprd did not fail on its state store:\n{log}"
+    );
+    let server_log =
+        std::fs::read_to_string(world().server.dir().join("nats-server.log")).unwrap_or_default();
+    let refused: Vec<&str> = server_log
+        .lines()
+        .filter(|l| l.contains(&key.public_key()) && l.contains("Violation"))
+        .collect();
+    eprintln!("the server refused daprd's user: {refused:?}");
+    assert!(
+        !refused.is_empty() && refused.iter().all(|l| l.contains(&format!("\"{info}\""))),
+        "the server refused something else of daprd's user: {refused:?}"
+    );
+
+    // The right granted (a new JWT for the same user): Ready, and daprd saves and reads state.
+    let granted = user_of(&key, "app-rights", Some((&all, &["_INBOX.>"])));
+    apply_json(&fixtures::secret(
+        &ns.name,
+        "app",
+        &[("jwt", &granted.0), ("seed", &granted.1)],
+    ));
+    support::wait_kvb_of(operator(), &ns.name, "store", "Ready", READY);
+    let mut daprd = Daprd::start(&app_id, &daprd_file(&granted.0, &granted.1));
+    daprd.wait_healthy();
+    let saved = daprd.http(
+        "POST",
+        "/v1.0/state/store",
+        Some(r#"[{"key":"order-1","value":{"item":"tea"}}]"#),
+    );
+    assert_eq!(
+        saved.as_ref().map(|s| s.0),
+        Some(204),
+        "{saved:?}\n{}",
+        daprd.log()
+    );
+    let read = daprd
+        .http("GET", "/v1.0/state/store/order-1", None)
+        .unwrap_or_else(|| panic!("read failed:\n{}", daprd.log()));
+    assert_eq!(read.0, 200, "{read:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&read.1).unwrap(),
+        json!({"item": "tea"})
+    );
+    let _ = control_plane().kubectl(&["delete", "natsserverpolicy", &policy_name], None);
 }

@@ -3,6 +3,7 @@
 //! changes, owner marks, limits, subjects); a stream's cluster facts ([`cluster`]); and the
 //! create-or-verify logic of KV buckets ([`bucket`]).
 
+pub mod app_rights;
 pub mod bucket;
 pub mod cluster;
 mod peer;

@@ -36,8 +36,9 @@ impl ConnectionKey {
         Self([n; 32])
     }
 
-    /// The key of `config`'s connection when its relays may dial what every name resolves to.
-    fn of(config: &StoreConfig) -> Self {
+    /// The key of `config`'s connection when its relays may dial what every name resolves to:
+    /// a digest of its servers and credentials, which holds no secret.
+    pub(crate) fn of(config: &StoreConfig) -> Self {
         Self::with_local(config, &[])
     }
 
@@ -182,6 +183,11 @@ impl ConnectionPool {
         }
     }
 
+    /// The timeout of every request on the pool's connections.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     /// At most `n` distinct connections per namespace (0: no limit).
     pub fn with_namespace_limit(mut self, n: usize) -> Self {
         self.per_namespace = n;
@@ -253,7 +259,7 @@ impl ConnectionPool {
         };
         let result = slot
             .client
-            .get_or_try_init(|| self.open(config, key, &local_names))
+            .get_or_try_init(|| self.open(config, key, &local_names, None))
             .await
             .map(|open| open.client.clone());
         if result.is_err() {
@@ -394,11 +400,34 @@ impl ConnectionPool {
         }
     }
 
+    /// A connection of its own for `config`, shared with nobody and closed when the returned
+    /// value is dropped, through the same relays and policy as pooled ones, with what the
+    /// server reports as errors (`-ERR`, such as a permissions violation) kept. For checks that
+    /// must use exactly one Component's credentials (see [`super::app_rights`]).
+    pub async fn connect_once(
+        &self,
+        namespace: &str,
+        config: &StoreConfig,
+    ) -> Result<OnceConnection, NatsError> {
+        let local_names = self.local_names(namespace, config);
+        let key = ConnectionKey::with_local(config, &local_names);
+        let errors = ServerErrors::default();
+        let open = self
+            .open(config, key, &local_names, Some(errors.clone()))
+            .await?;
+        Ok(OnceConnection {
+            client: open.client.clone(),
+            errors,
+            _open: open,
+        })
+    }
+
     async fn open(
         &self,
         config: &StoreConfig,
         key: ConnectionKey,
         local_names: &[bool],
+        server_errors: Option<ServerErrors>,
     ) -> Result<Open, NatsError> {
         let servers = config.redacted_servers.join(",");
         let target = parse_servers(&config.servers)?;
@@ -461,6 +490,13 @@ impl ConnectionPool {
         let events = self.events.clone();
         let lame_duck = Quiet::new(LAME_DUCK_QUIET);
         options = options.event_callback(move |event| {
+            if let (
+                Some(errors),
+                async_nats::Event::ServerError(async_nats::ServerError::Other(text)),
+            ) = (&server_errors, &event)
+            {
+                errors.push(text);
+            }
             let link = match event {
                 async_nats::Event::Disconnected => Some(LinkEvent::Disconnected),
                 // A server may repeat its lame duck INFO without end: one per quiet period.
@@ -497,6 +533,49 @@ impl ConnectionPool {
             map_connect_error(&servers, kind)
         })
     }
+}
+
+/// What a server reported as errors on a connection (`-ERR` lines), the last few, each bounded.
+#[derive(Clone, Default)]
+pub struct ServerErrors(Arc<Mutex<std::collections::VecDeque<String>>>);
+
+/// Server errors kept per connection at most.
+const MAX_SERVER_ERRORS: usize = 16;
+
+impl ServerErrors {
+    fn push(&self, text: &str) {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() == MAX_SERVER_ERRORS {
+            kept.pop_front();
+        }
+        // A server is untrusted: bounded text, no control characters (a subject is at most a
+        // few hundred bytes in practice; a longer one is cut, and then not recognised).
+        kept.push_back(
+            text.chars()
+                .filter(|c| !c.is_control())
+                .take(1024)
+                .collect(),
+        );
+    }
+
+    /// The errors so far, oldest first.
+    pub fn seen(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+/// A connection of its own ([`ConnectionPool::connect_once`]); closed when dropped.
+pub struct OnceConnection {
+    /// The client.
+    pub client: Client,
+    /// What the server reported as errors on it.
+    pub errors: ServerErrors,
+    _open: Open,
 }
 
 /// Lets one event through per `period`.

@@ -41,7 +41,13 @@ pub struct Context {
     pub share: Arc<crate::fair_share::NamespaceShare>,
     /// The operator's own namespace: where the Secrets of provisioning identities are.
     pub operator_namespace: String,
+    /// Per Component, the credentials and bucket whose rights were last checked and found
+    /// enough (see [`super::identity::app_rights`]): checked again only when they change.
+    pub rights_checked: Arc<std::sync::Mutex<std::collections::HashMap<String, RightsChecked>>>,
 }
+
+/// What a check of an app's rights was made for: its connection's identity and the bucket.
+pub type RightsChecked = (crate::nats::pool::ConnectionKey, String);
 
 impl Context {
     /// Whether the scope's caches have been listed.

@@ -132,3 +132,48 @@ fn other_account(store: &StoreConfig, identity: &Identity, now: i64) -> Option<S
         )
     })
 }
+
+/// The rights of the Component's own user (what daprd will use), checked with its own
+/// credentials on a connection of its own, once per credentials and bucket that pass: the
+/// first right the server refuses (see [`crate::nats::app_rights`]). A check that cannot be
+/// made (the server unreachable on a new connection) says nothing.
+pub async fn app_rights(
+    ctx: &Context,
+    key: &str,
+    store: &StoreConfig,
+) -> Option<crate::nats::app_rights::Denied> {
+    use crate::nats::app_rights::{self, Denied};
+    let checked = (
+        crate::nats::pool::ConnectionKey::of(store),
+        store.bucket.clone(),
+    );
+    let lock = || ctx.rights_checked.lock().unwrap_or_else(|e| e.into_inner());
+    if lock().get(key) == Some(&checked) {
+        return None;
+    }
+    let namespace = key.split_once('/').map_or(key, |(ns, _)| ns);
+    let connection = match ctx.pool.connect_once(namespace, store).await {
+        Ok(connection) => connection,
+        Err(NatsError::AuthorizationFailed { servers }) => return Some(Denied::connect(&servers)),
+        Err(e) => {
+            tracing::debug!(error = %e, "the app's rights could not be checked now");
+            return None;
+        }
+    };
+    ctx.metrics.nats_request("rights");
+    let probes = app_rights::state_store_probes(&store.bucket, &store.shown_bucket, true);
+    let denied = app_rights::check(
+        &connection.client,
+        &connection.errors,
+        &store.bucket,
+        &probes,
+        ctx.pool.request_timeout(),
+    )
+    .await;
+    if denied.is_none() {
+        lock().insert(key.to_owned(), checked);
+    } else {
+        lock().remove(key);
+    }
+    denied
+}

@@ -21,6 +21,7 @@ use super::stream::{self as streams, StreamOutcome};
 use crate::crd::KeyValueBucket;
 use crate::dapr::{Component, StoreConfig};
 use crate::failure::{Problem, Retry};
+use crate::nats::app_rights::Denied;
 use crate::pubsub::{JetStreamStream, PubsubConfig, StreamSettings};
 use crate::settings::{BucketSettings, DeletionPolicy};
 use crate::validate::{Servers, Validation, Values};
@@ -110,7 +111,9 @@ impl Kind for Bucket {
     type Object = KeyValueBucket;
     type Config = StoreConfig;
     type Settings = BucketSettings;
-    type Progress = Option<Progress<BucketStep>>;
+    /// What NATS did, and a right the Component's own user lacks (checked once the bucket is
+    /// usable).
+    type Progress = Option<(Progress<BucketStep>, Option<Denied>)>;
     type Outcome = Outcome;
 
     fn validate(component: &Component, values: Values<'_>, now: i64) -> ValidationOf<Self> {
@@ -129,7 +132,19 @@ impl Kind for Bucket {
         // Two Components asking different things of one bucket cannot fight over it: only the
         // Component the operator created it for changes it (ownership is law, see
         // `bucket::plan`), so no other Component can block its owner.
-        Some(execute::execute(ctx, key, store, settings, managed).await)
+        let progress = execute::execute(ctx, key, store, settings, managed).await;
+        let usable = matches!(
+            &progress,
+            Progress::Connected { step, .. } if matches!(
+                **step,
+                BucketStep::Created { .. } | BucketStep::InSync { .. } | BucketStep::Updated { .. }
+            )
+        );
+        let denied = match usable {
+            true => super::identity::app_rights(ctx, key, store).await,
+            false => None,
+        };
+        Some((progress, denied))
     }
 
     fn decide(
@@ -138,7 +153,11 @@ impl Kind for Bucket {
         validation: &ValidationOf<Self>,
         progress: &Self::Progress,
     ) -> Outcome {
-        status::decide(name_of(key), previous, validation, progress.as_ref())
+        let (progress, denied) = match progress {
+            Some((p, d)) => (Some(p), d.as_ref()),
+            None => (None, None),
+        };
+        status::decide_with_app(name_of(key), previous, validation, progress, denied)
     }
 
     async fn report<'a>(

@@ -15,7 +15,7 @@
 pub mod context;
 mod delete;
 pub mod execute;
-mod identity;
+pub(crate) mod identity;
 pub mod index;
 pub mod kind;
 mod read;

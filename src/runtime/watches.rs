@@ -112,6 +112,7 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
         policy,
         share,
         operator_namespace: config.operator_namespace.clone(),
+        rights_checked: Arc::default(),
     });
     Built {
         controller,

@@ -60,6 +60,7 @@ pub enum Reason {
     TopicsNotCovered,
     SubscriptionsUnreadable,
     DeadLetterSubscriptionUnreachable,
+    AppPermissionDenied,
 }
 
 impl Reason {
@@ -102,6 +103,7 @@ impl Reason {
             Self::TopicsNotCovered => "TopicsNotCovered",
             Self::SubscriptionsUnreadable => "SubscriptionsUnreadable",
             Self::DeadLetterSubscriptionUnreachable => "DeadLetterSubscriptionUnreachable",
+            Self::AppPermissionDenied => "AppPermissionDenied",
         }
     }
 }
@@ -174,6 +176,8 @@ struct Decision {
     bucket: Option<BucketStatus>,
     events: Vec<Note>,
     wants_finalizer: Option<bool>,
+    /// A right the Component's own user lacks: the bucket is there, but not for daprd.
+    app_denied: Option<Problem>,
 }
 
 impl Decision {
@@ -187,6 +191,7 @@ impl Decision {
             bucket: previous.and_then(|p| p.status.bucket.clone()),
             events: Vec::new(),
             wants_finalizer: None,
+            app_denied: None,
         }
     }
 
@@ -340,7 +345,21 @@ pub fn decide(
     validation: &Validation,
     progress: Option<&Progress>,
 ) -> Outcome {
+    decide_with_app(name, previous, validation, progress, None)
+}
+
+/// [`decide`], with what the check of the Component's own rights found (see
+/// [`crate::nats::app_rights`]): a bucket that is there but that daprd could not use is not
+/// Ready (`BucketAvailable=False`, `AppPermissionDenied`, naming the subject).
+pub fn decide_with_app(
+    name: &str,
+    previous: Option<&Written>,
+    validation: &Validation,
+    progress: Option<&Progress>,
+    app: Option<&crate::nats::app_rights::Denied>,
+) -> Outcome {
     let mut d = Decision::new(name, previous);
+    d.app_denied = app.map(app_denied);
     d.spec = understood(name, validation);
     let (Some((store, settings)), Some(progress)) = (validation.valid(), progress) else {
         return d.fail(first_problem(&validation.findings));
@@ -566,8 +585,22 @@ fn blocked_message(reason: bucket::BlockReason, name: &str, what: &str, why: &st
     }
 }
 
-/// Ready True: managed, or only verified.
-fn ready(d: Decision, name: &str) -> Outcome {
+/// The problem of a right the Component's own user lacks: someone must grant it (Stalled),
+/// looked at again at every resync.
+pub(crate) fn app_denied(denied: &crate::nats::app_rights::Denied) -> Problem {
+    Problem::new(
+        ConditionType::BucketAvailable,
+        Reason::AppPermissionDenied.as_str(),
+        denied.to_string(),
+        Retry::Resync,
+    )
+}
+
+/// Ready True: managed, or only verified; unless the Component's own user lacks a right.
+fn ready(mut d: Decision, name: &str) -> Outcome {
+    if let Some(problem) = d.app_denied.take() {
+        return d.fail(problem);
+    }
     if d.bucket.as_ref().is_some_and(|b| b.managed) {
         let message = format!("bucket {name} is ready and managed by the operator");
         d.succeed(Reason::BucketManaged, message)
