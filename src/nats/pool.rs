@@ -110,6 +110,8 @@ struct Slot {
 /// when this is dropped).
 struct Open {
     client: Client,
+    /// What the server reported as errors on it.
+    errors: ServerErrors,
     _relay: Relay,
 }
 
@@ -235,6 +237,18 @@ impl ConnectionPool {
     /// `namespace/name`) recorded as using it. A Component that used another connection before
     /// leaves it (and it is closed if nobody else uses it).
     pub async fn connect(&self, user: &str, config: &StoreConfig) -> Result<Client, NatsError> {
+        self.connect_with_errors(user, config)
+            .await
+            .map(|(client, _)| client)
+    }
+
+    /// [`Self::connect`], and what the server reports as errors on that connection (a
+    /// permissions violation names the subject; see [`super::app_rights`]).
+    pub async fn connect_with_errors(
+        &self,
+        user: &str,
+        config: &StoreConfig,
+    ) -> Result<(Client, ServerErrors), NatsError> {
         let namespace = user.split_once('/').map_or(user, |(ns, _)| ns);
         let local_names = self.local_names(namespace, config);
         let key = ConnectionKey::with_local(config, &local_names);
@@ -259,9 +273,9 @@ impl ConnectionPool {
         };
         let result = slot
             .client
-            .get_or_try_init(|| self.open(config, key, &local_names, None))
+            .get_or_try_init(|| self.open(config, key, &local_names))
             .await
-            .map(|open| open.client.clone());
+            .map(|open| (open.client.clone(), open.errors.clone()));
         if result.is_err() {
             self.forget_violation(ConnectionKey::of(config));
             // Forget the failed attempt so the next reconcile tries again.
@@ -411,13 +425,10 @@ impl ConnectionPool {
     ) -> Result<OnceConnection, NatsError> {
         let local_names = self.local_names(namespace, config);
         let key = ConnectionKey::with_local(config, &local_names);
-        let errors = ServerErrors::default();
-        let open = self
-            .open(config, key, &local_names, Some(errors.clone()))
-            .await?;
+        let open = self.open(config, key, &local_names).await?;
         Ok(OnceConnection {
             client: open.client.clone(),
-            errors,
+            errors: open.errors.clone(),
             _open: open,
         })
     }
@@ -427,8 +438,9 @@ impl ConnectionPool {
         config: &StoreConfig,
         key: ConnectionKey,
         local_names: &[bool],
-        server_errors: Option<ServerErrors>,
     ) -> Result<Open, NatsError> {
+        let server_errors = ServerErrors::default();
+        let errors = server_errors.clone();
         let servers = config.redacted_servers.join(",");
         let target = parse_servers(&config.servers)?;
         let violation_key = ConnectionKey::of(config);
@@ -490,12 +502,8 @@ impl ConnectionPool {
         let events = self.events.clone();
         let lame_duck = Quiet::new(LAME_DUCK_QUIET);
         options = options.event_callback(move |event| {
-            if let (
-                Some(errors),
-                async_nats::Event::ServerError(async_nats::ServerError::Other(text)),
-            ) = (&server_errors, &event)
-            {
-                errors.push(text);
+            if let async_nats::Event::ServerError(async_nats::ServerError::Other(text)) = &event {
+                server_errors.push(text);
             }
             let link = match event {
                 async_nats::Event::Disconnected => Some(LinkEvent::Disconnected),
@@ -526,7 +534,7 @@ impl ConnectionPool {
             // What the relay saw is closer to the cause than what the client saw of the relay.
             (kind, relay.last_failure().unwrap_or(detail))
         });
-        result.map(|client| Open { client, _relay: relay }).map_err(|(kind, detail)| {
+        result.map(|client| Open { client, errors, _relay: relay }).map_err(|(kind, detail)| {
             // The detail stays in the operator's log: in a status it would tell whoever writes
             // a Component whether a port is closed, filtered or serving something else.
             tracing::warn!(servers = %servers, kind = ?kind, detail = %super::remote_text(&detail), "NATS connect failed");
@@ -540,7 +548,7 @@ impl ConnectionPool {
 pub struct ServerErrors(Arc<Mutex<std::collections::VecDeque<String>>>);
 
 /// Server errors kept per connection at most.
-const MAX_SERVER_ERRORS: usize = 16;
+const MAX_SERVER_ERRORS: usize = 64;
 
 impl ServerErrors {
     fn push(&self, text: &str) {

@@ -152,24 +152,37 @@ pub async fn app_rights(
         return None;
     }
     let namespace = key.split_once('/').map_or(key, |(ns, _)| ns);
-    let connection = match ctx.pool.connect_once(namespace, store).await {
-        Ok(connection) => connection,
-        Err(NatsError::AuthorizationFailed { servers }) => return Some(Denied::connect(&servers)),
-        Err(e) => {
-            tracing::debug!(error = %e, "the app's rights could not be checked now");
-            return None;
-        }
-    };
+    let has_credentials = store.auth != NatsAuth::None;
+    let provisioned_by_policy = ctx.policy.as_ref().is_some_and(|p| {
+        p.provisioning(namespace, store.servers.expose(), has_credentials)
+            .is_some()
+    });
     ctx.metrics.nats_request("rights");
     let probes = app_rights::state_store_probes(&store.bucket, &store.shown_bucket, true);
-    let denied = app_rights::check(
-        &connection.client,
-        &connection.errors,
-        &store.bucket,
-        &probes,
-        ctx.pool.request_timeout(),
-    )
-    .await;
+    let timeout = ctx.pool.request_timeout();
+    let denied = if provisioned_by_policy {
+        // The Component's own credentials are used for nothing else: a connection of their
+        // own, closed when the check is done.
+        let connection = match ctx.pool.connect_once(namespace, store).await {
+            Ok(connection) => connection,
+            Err(NatsError::AuthorizationFailed { servers }) => {
+                return Some(Denied::connect(&servers));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the app's rights could not be checked now");
+                return None;
+            }
+        };
+        let (client, errors) = (&connection.client, &connection.errors);
+        app_rights::check(client, errors, &store.bucket, &probes, timeout).await
+    } else {
+        // The Component provisions with its own credentials: the connection it uses is the
+        // app's identity already.
+        let Ok((client, errors)) = ctx.pool.connect_with_errors(key, store).await else {
+            return None;
+        };
+        app_rights::check(&client, &errors, &store.bucket, &probes, timeout).await
+    };
     if denied.is_none() {
         lock().insert(key.to_owned(), checked);
     } else {
