@@ -190,3 +190,48 @@ pub async fn app_rights(
     }
     denied
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret_value::SecretValue;
+
+    fn jwt_user(account: &nkeys::KeyPair) -> (SecretValue, SecretValue) {
+        let user = nkeys::KeyPair::new_user();
+        let jwt =
+            crate::credentials::jwt::user_jwt(account, &user.public_key(), "u", None).unwrap();
+        (
+            SecretValue::new(jwt),
+            SecretValue::new(user.seed().unwrap()),
+        )
+    }
+
+    #[test]
+    fn a_provisioning_user_of_another_account_is_refused_when_both_are_jwt_users() {
+        let (apps, others) = (nkeys::KeyPair::new_account(), nkeys::KeyPair::new_account());
+        let (jwt, seed) = jwt_user(&apps);
+        let store = StoreConfig {
+            servers: SecretValue::new("nats://n:4222"),
+            redacted_servers: vec!["nats://n:4222".into()],
+            bucket: "b".into(),
+            shown_bucket: "b".into(),
+            auth: NatsAuth::Jwt { jwt, seed },
+            connection_name: None,
+        };
+        let identity = |account: &nkeys::KeyPair| {
+            let (jwt, seed) = jwt_user(account);
+            Identity::Jwt {
+                jwt,
+                seed,
+                account: account.public_key(),
+            }
+        };
+        assert_eq!(other_account(&store, &identity(&apps), 0), None);
+        let problem = other_account(&store, &identity(&others), 0).expect("refused");
+        assert!(problem.contains(&others.public_key()), "{problem}");
+        assert!(problem.contains(&apps.public_key()), "{problem}");
+        // A password user: the account cannot be told, nothing is refused.
+        let token = Identity::Token(SecretValue::new("t"));
+        assert_eq!(other_account(&store, &token, 0), None);
+    }
+}
