@@ -353,13 +353,21 @@ async fn apps_with_data_rights_only_are_provisioned_by_the_policy_s_identity() {
     kv.put("k", "v".into()).await.expect("the app writes");
 
     // A pub/sub Component of the covered namespace: its stream is the provisioning user's too.
+    // Its user's data rights: the stream lookup by topic, and publishing to it.
     let topic = unique_bucket("orders");
+    let pub_rights = vec!["$JS.API.STREAM.NAMES".to_owned(), topic.clone()];
+    let publisher = user("events", Some((&pub_rights, &["_INBOX.>"])));
+    apply_json(&fixtures::secret(
+        &covered.name,
+        "events",
+        &[("jwt", &publisher.0), ("seed", &publisher.1)],
+    ));
     apply_json(
         &ComponentManifest::new(&covered.name, "events")
             .type_("pubsub.jetstream")
             .item("natsURL", &world().server.url())
-            .item_from_secret("jwt", "app", Some("jwt"))
-            .item_from_secret("seedKey", "app", Some("seed"))
+            .item_from_secret("jwt", "events", Some("jwt"))
+            .item_from_secret("seedKey", "events", Some("seed"))
             .annotation("jetstreamkv.io/subjects", &topic)
             .json(),
     );
@@ -577,6 +585,25 @@ async fn a_right_the_app_lacks_is_named_before_daprd_fails_on_it() {
     ));
     apply_json(&store(&ns.name, &bucket, &[]));
 
+    // A pub/sub Component whose user may look its stream up but not publish to its topic.
+    let topic = format!("rights.orders.{}", support::random_suffix());
+    let names = vec!["$JS.API.STREAM.NAMES".to_owned()];
+    let publisher = user("pub-rights", Some((&names, &["_INBOX.>"])));
+    apply_json(&fixtures::secret(
+        &ns.name,
+        "pubapp",
+        &[("jwt", &publisher.0), ("seed", &publisher.1)],
+    ));
+    apply_json(
+        &ComponentManifest::new(&ns.name, "events")
+            .type_("pubsub.jetstream")
+            .item("natsURL", &world().server.url())
+            .item_from_secret("jwt", "pubapp", Some("jwt"))
+            .item_from_secret("seedKey", "pubapp", Some("seed"))
+            .annotation("jetstreamkv.io/subjects", &topic)
+            .json(),
+    );
+
     let (_, message) = wait_refused(&client, &ns.name, "AppPermissionDenied").await;
     assert!(
         message.contains(&format!("publish to {info} ")),
@@ -585,6 +612,18 @@ async fn a_right_the_app_lacks_is_named_before_daprd_fails_on_it() {
     assert!(message.contains("start-up"), "{message}");
     // The bucket is there (the provisioning identity made it): only the app's right is missing.
     assert!(stream_exists(&observer, &bucket).await);
+    let jss = support::wait_jss(&ns.name, "events", "AppPermissionDenied", |s, r| {
+        s == "False" && r == "AppPermissionDenied"
+    })
+    .await;
+    let ready = jss["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()["message"]
+        .to_string();
+    assert!(ready.contains(&format!("publish to {topic} ")), "{ready}");
 
     // daprd with the same user: fails at start-up, and what the server refused is that subject.
     let daprd_file = |jwt: &str, seed: &str| {

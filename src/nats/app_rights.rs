@@ -31,6 +31,8 @@ pub struct Probe {
     /// Headers of the request (a publish to the bucket expects a stream that does not exist, so
     /// JetStream refuses it and stores nothing).
     pub expect_no_stream: bool,
+    /// The request's body.
+    pub body: Vec<u8>,
 }
 
 /// A right the app's user lacks.
@@ -71,6 +73,7 @@ pub fn state_store_probes(bucket: &str, shown: &str, direct: bool) -> Vec<Probe>
         what,
         grant: grant(shown),
         expect_no_stream: false,
+        body: Vec::new(),
     };
     let mut probes = vec![probe(
         &|b| format!("$JS.API.STREAM.INFO.KV_{b}"),
@@ -84,11 +87,13 @@ pub fn state_store_probes(bucket: &str, shown: &str, direct: bool) -> Vec<Probe>
             &|b| format!("$JS.API.DIRECT.GET.KV_{b}.>"),
         )
     } else {
-        probe(
+        let mut get = probe(
             &|b| format!("$JS.API.STREAM.MSG.GET.KV_{b}"),
             "a state get",
             &|b| format!("$JS.API.STREAM.MSG.GET.KV_{b}"),
-        )
+        );
+        get.body = format!(r#"{{"last_by_subj":"$KV.{bucket}.{PROBE_KEY}"}}"#).into_bytes();
+        get
     });
     let mut put = probe(
         &|b| format!("$KV.{b}.{PROBE_KEY}"),
@@ -100,13 +105,41 @@ pub fn state_store_probes(bucket: &str, shown: &str, direct: bool) -> Vec<Probe>
     probes
 }
 
-/// The request body of a probe: a get names the key it reads; everything else is empty.
-fn body(probe: &Probe, bucket: &str) -> Vec<u8> {
-    if probe.subject.starts_with("$JS.API.STREAM.MSG.GET.") {
-        format!(r#"{{"last_by_subj":"$KV.{bucket}.{PROBE_KEY}"}}"#).into_bytes()
-    } else {
-        Vec::new()
+/// The calls of Dapr's `pubsub.jetstream` on `stream` that can be made so that nothing is
+/// created, stored or refused as a request: the stream lookup by topic (without `streamName`)
+/// and a publish (expecting another stream, which JetStream refuses without storing it).
+/// `subject`: a topic subject of the stream without wildcards, when there is one.
+///
+/// A consumer's creation is not checked: short of creating one, the only probe is a request the
+/// server refuses (and counts as an API error), which the operator never sends.
+pub fn pubsub_probes(subject: Option<&str>, by_subject: bool) -> Vec<Probe> {
+    let Some(topic) = subject else {
+        return Vec::new();
+    };
+    let probe = |subject: String, what, grant: String| Probe {
+        shown: subject.clone(),
+        subject,
+        what,
+        grant,
+        expect_no_stream: false,
+        body: Vec::new(),
+    };
+    let mut probes = Vec::new();
+    if by_subject {
+        let mut names = probe(
+            "$JS.API.STREAM.NAMES".into(),
+            "daprd's lookup of the stream of a topic when it subscribes",
+            "$JS.API.STREAM.NAMES".into(),
+        );
+        names.body = serde_json::json!({ "subject": topic })
+            .to_string()
+            .into_bytes();
+        probes.push(names);
     }
+    let mut publish = probe(topic.to_owned(), "a publish", topic.to_owned());
+    publish.expect_no_stream = true;
+    probes.push(publish);
+    probes
 }
 
 /// What the server's errors say about `probe`: refused to publish to its subject, or to
@@ -144,7 +177,6 @@ pub fn refusal(probe: &Probe, errors: &[String], inbox: &str) -> Option<Denied> 
 pub async fn check(
     client: &async_nats::Client,
     errors: &ServerErrors,
-    bucket: &str,
     probes: &[Probe],
     timeout: Duration,
 ) -> Option<Denied> {
@@ -156,7 +188,7 @@ pub async fn check(
             headers.insert(async_nats::header::NATS_EXPECTED_STREAM, NO_SUCH_STREAM);
         }
         let request =
-            client.request_with_headers(probe.subject.clone(), headers, body(probe, bucket).into());
+            client.request_with_headers(probe.subject.clone(), headers, probe.body.clone().into());
         let refused = async {
             // The server's -ERR comes at once; the request would only time out.
             loop {
@@ -220,6 +252,18 @@ mod tests {
         let indirect = state_store_probes("orders", "orders", false);
         assert_eq!(indirect[1].subject, "$JS.API.STREAM.MSG.GET.KV_orders");
         assert_eq!(indirect[1].grant, "$JS.API.STREAM.MSG.GET.KV_orders");
+    }
+
+    #[test]
+    fn the_pubsub_probes_create_nothing_and_follow_daprd_s_subjects() {
+        let probes = pubsub_probes(Some("orders"), true);
+        let subjects: Vec<&str> = probes.iter().map(|p| p.subject.as_str()).collect();
+        assert_eq!(subjects, ["$JS.API.STREAM.NAMES", "orders"]);
+        assert_eq!(probes[0].body, br#"{"subject":"orders"}"#);
+        assert!(probes[1].expect_no_stream);
+        // With streamName, no lookup; no concrete subject, nothing to publish to.
+        assert_eq!(pubsub_probes(Some("t"), false).len(), 1);
+        assert!(pubsub_probes(None, true).is_empty());
     }
 
     #[test]

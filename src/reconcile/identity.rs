@@ -141,12 +141,13 @@ pub async fn app_rights(
     ctx: &Context,
     key: &str,
     store: &StoreConfig,
+    probes: &[crate::nats::app_rights::Probe],
 ) -> Option<crate::nats::app_rights::Denied> {
     use crate::nats::app_rights::{self, Denied};
-    let checked = (
-        crate::nats::pool::ConnectionKey::of(store),
-        store.bucket.clone(),
-    );
+    // Checked for these credentials and these calls: a new bucket, stream, topic or durable
+    // name is checked again.
+    let calls: Vec<&str> = probes.iter().map(|p| p.subject.as_str()).collect();
+    let checked = (crate::nats::pool::ConnectionKey::of(store), calls.join(" "));
     let lock = || ctx.rights_checked.lock().unwrap_or_else(|e| e.into_inner());
     if lock().get(key) == Some(&checked) {
         return None;
@@ -158,7 +159,6 @@ pub async fn app_rights(
             .is_some()
     });
     ctx.metrics.nats_request("rights");
-    let probes = app_rights::state_store_probes(&store.bucket, &store.shown_bucket, true);
     let timeout = ctx.pool.request_timeout();
     let denied = if provisioned_by_policy {
         // The Component's own credentials are used for nothing else: a connection of their
@@ -174,14 +174,14 @@ pub async fn app_rights(
             }
         };
         let (client, errors) = (&connection.client, &connection.errors);
-        app_rights::check(client, errors, &store.bucket, &probes, timeout).await
+        app_rights::check(client, errors, probes, timeout).await
     } else {
         // The Component provisions with its own credentials: the connection it uses is the
         // app's identity already.
         let Ok((client, errors)) = ctx.pool.connect_with_errors(key, store).await else {
             return None;
         };
-        app_rights::check(&client, &errors, &store.bucket, &probes, timeout).await
+        app_rights::check(&client, &errors, probes, timeout).await
     };
     if denied.is_none() {
         lock().insert(key.to_owned(), checked);

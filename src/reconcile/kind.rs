@@ -141,7 +141,14 @@ impl Kind for Bucket {
             )
         );
         let denied = match usable {
-            true => super::identity::app_rights(ctx, key, store).await,
+            true => {
+                let probes = crate::nats::app_rights::state_store_probes(
+                    &store.bucket,
+                    &store.shown_bucket,
+                    true,
+                );
+                super::identity::app_rights(ctx, key, store, &probes).await
+            }
             false => None,
         };
         Some((progress, denied))
@@ -214,8 +221,13 @@ impl Kind for Streams {
     type Object = JetStreamStream;
     type Config = PubsubConfig;
     type Settings = StreamSettings;
-    /// The subjects step (when valid), then what NATS did (when the subjects are known).
-    type Progress = (Option<Prepared>, Option<Progress<StreamStep>>);
+    /// The subjects step (when valid), then what NATS did (when the subjects are known), and a
+    /// right the Component's own user lacks (checked once the streams are as needed).
+    type Progress = (
+        Option<Prepared>,
+        Option<Progress<StreamStep>>,
+        Option<Denied>,
+    );
     type Outcome = StreamOutcome;
 
     fn validate(component: &Component, values: Values<'_>, now: i64) -> ValidationOf<Self> {
@@ -230,7 +242,7 @@ impl Kind for Streams {
         previous: Option<&'a WrittenOf<Self>>,
     ) -> Self::Progress {
         let Some((config, settings)) = validation.valid() else {
-            return (None, None);
+            return (None, None, None);
         };
         let namespace = component.namespace().unwrap_or_default();
         let subscriptions = streams::subscriptions(ctx, &namespace).await;
@@ -244,21 +256,46 @@ impl Kind for Streams {
             ),
             Err(_) => None,
         };
-        (Some(prepared), progress)
+        let denied = match (&progress, &prepared.subjects) {
+            (Some(Progress::Connected { step, .. }), Ok(found))
+                if step
+                    .rounds
+                    .as_ref()
+                    .is_ok_and(|rounds| rounds.iter().all(|r| r.end.is_done())) =>
+            {
+                let subject = found
+                    .subjects
+                    .subjects
+                    .iter()
+                    .find(|s| !s.split('.').any(|t| t == "*" || t == ">"));
+                let probes = crate::nats::app_rights::pubsub_probes(
+                    subject.map(String::as_str),
+                    config.stream_name.is_none(),
+                );
+                let store = config.connection(&prepared.stream);
+                match probes.is_empty() {
+                    true => None,
+                    false => super::identity::app_rights(ctx, key, &store, &probes).await,
+                }
+            }
+            _ => None,
+        };
+        (Some(prepared), progress, denied)
     }
 
     fn decide(
         key: &str,
         previous: Option<&WrittenOf<Self>>,
         validation: &ValidationOf<Self>,
-        (prepared, progress): &Self::Progress,
+        (prepared, progress, denied): &Self::Progress,
     ) -> StreamOutcome {
-        streams::status::decide(
+        streams::status::decide_with_app(
             key,
             previous,
             validation,
             prepared.as_ref(),
             progress.as_ref(),
+            denied.as_ref(),
         )
     }
 
