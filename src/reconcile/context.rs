@@ -80,6 +80,14 @@ impl Context {
         Some(self.cached::<K>(component)?.as_written())
     }
 
+    /// The Component `key` is gone or not ours: its rights check is history.
+    pub fn forget_rights(&self, key: &str) {
+        self.rights_checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
     /// The Component's object of kind `K` in the cache.
     pub fn cached<K: Owned>(&self, component: &Component) -> Option<Arc<K>> {
         K::cache(self).get(&same_name(component))
