@@ -273,7 +273,7 @@ impl ConnectionPool {
         };
         let result = slot
             .client
-            .get_or_try_init(|| self.open(config, key, &local_names))
+            .get_or_try_init(|| self.open(config, key, &local_names, true))
             .await
             .map(|open| (open.client.clone(), open.errors.clone()));
         if result.is_err() {
@@ -425,7 +425,8 @@ impl ConnectionPool {
     ) -> Result<OnceConnection, NatsError> {
         let local_names = self.local_names(namespace, config);
         let key = ConnectionKey::with_local(config, &local_names);
-        let open = self.open(config, key, &local_names).await?;
+        // Its link events would reconcile the users of a pooled connection with the same key.
+        let open = self.open(config, key, &local_names, false).await?;
         Ok(OnceConnection {
             client: open.client.clone(),
             errors: open.errors.clone(),
@@ -438,6 +439,7 @@ impl ConnectionPool {
         config: &StoreConfig,
         key: ConnectionKey,
         local_names: &[bool],
+        link_events: bool,
     ) -> Result<Open, NatsError> {
         let server_errors = ServerErrors::default();
         let errors = server_errors.clone();
@@ -514,7 +516,7 @@ impl ConnectionPool {
                 async_nats::Event::Connected => Some(LinkEvent::Connected),
                 _ => None,
             };
-            if let Some(link) = link {
+            if let Some(link) = link.filter(|_| link_events) {
                 // Nobody listening (tests, shutdown), or a full queue, is fine: events are
                 // hints, and every Component is resynced anyway.
                 let _ = events.try_send((key, link));
