@@ -187,6 +187,10 @@ pub struct RunArgs {
     /// Log filter (tracing syntax), e.g. info or info,jetstream_kv_operator=debug.
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// The operator's own namespace (the chart sets it): the Secrets that NatsServerPolicies
+    /// name as provisioning credentials are read there, and nowhere else.
+    #[arg(long, env = "OPERATOR_NAMESPACE", default_value = "default")]
+    pub operator_namespace: String,
     /// Name of this instance (Events, leader election); the pod name in a cluster. Defaults to
     /// the host name.
     #[arg(long, env = "POD_NAME")]
@@ -334,6 +338,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         mode: args.mode,
         schema_check_interval: args.schema_check_interval,
         apply_crds: args.apply_crds,
+        operator_namespace: args.operator_namespace.clone(),
     };
     tracing::info!(
         namespaces = ?config.namespaces,

@@ -56,6 +56,30 @@ pub struct NatsServerPolicySpec {
     /// prefix is unambiguous). The default pub/sub stream name, `<namespace>_<component>`, has it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_namespace_prefix: bool,
+    /// Credentials the operator uses, instead of each Component's own, for every JetStream API
+    /// call it makes for the Components this policy allows (creating, changing, deleting and
+    /// reading buckets and streams). Apps' users then need data rights only. A Component this
+    /// policy does not allow never uses them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning_credentials: Option<ProvisioningCredentials>,
+}
+
+/// Where the provisioning identity is: a Secret in the operator's own namespace, holding one of
+/// `creds` (a `.creds` file), `jwt` and `seed`, `user` and `password`, or `token`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProvisioningCredentials {
+    /// The Secret's name, in the operator's namespace (tenants cannot read or write it).
+    pub secret_name: String,
+}
+
+/// The provisioning identity a Component gets: which policy names it, and where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Provisioning {
+    /// The NatsServerPolicy that names it.
+    pub policy: String,
+    /// The Secret in the operator's namespace.
+    pub secret_name: String,
 }
 
 /// Namespaces a policy applies to: those named, and those whose labels match the selector.
@@ -190,6 +214,31 @@ pub fn decide(policies: &[NatsServerPolicySpec], request: &Request<'_>) -> Decis
         }
     }
     refusal.unwrap_or_else(|| Decision::NotAllowed(String::new()))
+}
+
+/// The provisioning identity of `request`: that of the first policy, by name, that applies to
+/// its namespace, allows it ([`decide`]'s rules, unchanged) and names credentials. None: the
+/// Component provisions with its own credentials. Pure.
+pub fn provisioning(
+    policies: &[(String, NatsServerPolicySpec)],
+    request: &Request<'_>,
+) -> Option<Provisioning> {
+    let mut covering: Vec<&(String, NatsServerPolicySpec)> = policies
+        .iter()
+        .filter(|(_, p)| p.provisioning_credentials.is_some())
+        .filter(|(_, p)| applies_to(p, request.namespace, request.namespace_labels))
+        .filter(|(_, p)| refuse(p, request).is_none())
+        .collect();
+    covering.sort_by(|a, b| a.0.cmp(&b.0));
+    let (name, policy) = covering.first()?;
+    Some(Provisioning {
+        policy: name.clone(),
+        secret_name: policy
+            .provisioning_credentials
+            .as_ref()?
+            .secret_name
+            .clone(),
+    })
 }
 
 /// Why one policy refuses the request, or None when it allows it.
@@ -442,6 +491,34 @@ impl Enforcer {
             .unwrap_or_default()
     }
 
+    /// The provisioning identity of a Component of `namespace` using `nats_url` (see
+    /// [`provisioning`]). No DNS, no connection.
+    pub fn provisioning(
+        &self,
+        namespace: &str,
+        nats_url: &str,
+        has_credentials: bool,
+    ) -> Option<Provisioning> {
+        let policies: Vec<(String, NatsServerPolicySpec)> = self
+            .policies
+            .state()
+            .iter()
+            .map(|p| (kube::ResourceExt::name_any(p.as_ref()), p.spec.clone()))
+            .collect();
+        let labels = self.labels_of(namespace);
+        let servers = servers_of(nats_url);
+        provisioning(
+            &policies,
+            &Request {
+                namespace,
+                namespace_labels: &labels,
+                servers: &servers,
+                has_credentials,
+                names: &[],
+            },
+        )
+    }
+
     /// The decision for a Component of `namespace` using `nats_url`, whose bucket or streams
     /// have `names` on the server. No DNS, no connection.
     pub fn decide(
@@ -648,6 +725,59 @@ mod tests {
         assert!(!named("team-a", "evil.team-a.svc.cluster.local"));
         assert!(!named("team-a", "localhost"));
         assert!(!named("team-b", "nats.local"), "another namespace's policy");
+    }
+
+    #[test]
+    fn the_provisioning_identity_is_the_first_covering_policy_s() {
+        let named = |name: &str, ns: &str, servers: &[&str], secret: Option<&str>| {
+            let mut p = policy(servers);
+            p.conditions = vec![NamespaceCondition {
+                namespaces: vec![ns.into()],
+                namespace_selector: None,
+            }];
+            p.provisioning_credentials = secret.map(|s| ProvisioningCredentials {
+                secret_name: s.into(),
+            });
+            (name.to_string(), p)
+        };
+        let policies = vec![
+            named("z-team-a", "team-a", &["host=a"], Some("late")),
+            named("b-team-a", "team-a", &["host=a"], Some("provisioner-a")),
+            named("a-team-a-plain", "team-a", &["host=a"], None),
+            named("c-team-b", "team-b", &["host=b"], None),
+            named("d-strict", "team-c", &["host=a"], Some("strict")),
+        ];
+        let mut strict = policies.clone();
+        strict[4].1.require_tls = true;
+        let labels = BTreeMap::new();
+        let who = |policies: &[(String, NatsServerPolicySpec)], ns: &str, url: &str| {
+            let servers = servers_of(url);
+            provisioning(
+                policies,
+                &Request {
+                    namespace: ns,
+                    namespace_labels: &labels,
+                    servers: &servers,
+                    has_credentials: true,
+                    names: &[],
+                },
+            )
+            .map(|p| (p.policy, p.secret_name))
+        };
+        assert_eq!(
+            who(&policies, "team-a", "nats://a"),
+            Some(("b-team-a".into(), "provisioner-a".into()))
+        );
+        // A server the naming policy does not allow, another namespace, a policy without
+        // credentials, or one whose requirements the Component does not meet: its own.
+        assert_eq!(who(&policies, "team-a", "nats://b"), None);
+        assert_eq!(who(&policies, "team-b", "nats://b"), None);
+        assert_eq!(who(&policies, "team-b", "nats://a"), None);
+        assert_eq!(
+            who(&policies, "team-c", "nats://a"),
+            Some(("d-strict".into(), "strict".into()))
+        );
+        assert_eq!(who(&strict, "team-c", "nats://a"), None);
     }
 
     #[test]

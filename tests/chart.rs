@@ -1186,3 +1186,43 @@ fn the_schema_checks_the_webhook_values() {
     assert_schema_rejects("webhook.timeoutSeconds=60", "/webhook/timeoutSeconds");
     assert_schema_rejects("webhook.enable=true", "/webhook");
 }
+
+/// Provisioning identities (docs/credentials.md): the operator may get exactly the Secrets
+/// named, in its own namespace, and knows that namespace; with none named, no such grant.
+#[test]
+fn provisioning_secrets_are_granted_by_name_in_the_release_namespace_only() {
+    let objects = render(&[
+        "--set",
+        "watchNamespaces={team-a},natsServerPolicy.provisioningSecrets={nats-provisioner,nats-provisioner-b}",
+    ]);
+    let expected: BTreeSet<Grant> = watched_namespace_grants("team-a")
+        .into_iter()
+        .chain(lease_grants())
+        .chain(policy_grants())
+        .chain(
+            ["nats-provisioner", "nats-provisioner-b"]
+                .map(|name| grant(RELEASE_NAMESPACE, "", "secrets", "get", name)),
+        )
+        .collect();
+    assert_eq!(
+        objects.operator_grants(),
+        expected,
+        "exactly these permissions"
+    );
+    let operator = operator_container(&objects.deployment());
+    assert_eq!(
+        env_field_path(&operator, "OPERATOR_NAMESPACE"),
+        "metadata.namespace"
+    );
+    let none = render(&["--set", "watchNamespaces={team-a}"]);
+    assert!(
+        none.operator_grants()
+            .iter()
+            .all(|g| g.namespace != RELEASE_NAMESPACE || g.resource != "secrets"),
+        "a Secret of the release namespace granted with no provisioning Secret named"
+    );
+    assert_schema_rejects(
+        "natsServerPolicy.provisioningSecrets={Not_A_Name}",
+        "provisioningSecrets",
+    );
+}

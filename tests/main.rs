@@ -23,6 +23,7 @@ mod generated;
 mod gitops;
 mod health_judges;
 mod hostile_server;
+mod identity;
 mod image;
 mod install;
 mod lifecycle;

@@ -26,6 +26,7 @@ local needs_change = {
   AccountLimitsExceeded = true, NoSuitablePlacement = true,
   TooMuchMetadata = true, ServerNotAllowed = true, NamespacePrefixRequired = true, NatsProtocolViolation = true,
   StreamListingTooLong = true, AuditMode = true,
+  ProvisioningCredentialsInvalid = true, AppPermissionDenied = true,
   TlsCertWithoutKey = true, TlsKeyWithoutCert = true, TlsClientAuthUnsupported = true,
   InvalidStreamName = true, InvalidSubject = true, OverlappingSubjects = true,
   TooManySubjects = true, WorkQueueRefused = true, NoSubjects = true, SubjectOverlap = true,

@@ -440,6 +440,8 @@ pub async fn run(options: Options) -> Result<(), String> {
         } else {
             Mode::Enforce
         },
+        // No cluster, so no NatsServerPolicy naming a provisioning identity.
+        provisioning: None,
     };
     let env = |name: &str| std::env::var(name).ok();
     let report = apply_files(files, nats, &env).await;

@@ -3,6 +3,7 @@
 //! changes, owner marks, limits, subjects); a stream's cluster facts ([`cluster`]); and the
 //! create-or-verify logic of KV buckets ([`bucket`]).
 
+pub mod app_rights;
 pub mod bucket;
 pub mod cluster;
 mod peer;
@@ -97,6 +98,10 @@ pub enum NatsError {
         "namespace {namespace} already uses {limit} distinct NATS connections (server lists and credentials), the operator's limit per namespace; let Components share natsURL and credentials, or ask the operator's admin to raise --max-nats-connections-per-namespace"
     )]
     ConnectionLimit { namespace: String, limit: usize },
+    #[error(
+        "the provisioning credentials that NatsServerPolicy {policy} names for this Component cannot be used: {detail}; the cluster admin must fix them (the Component needs no change)"
+    )]
+    ProvisioningCredentials { policy: String, detail: String },
 }
 
 impl Failure for NatsError {
@@ -118,6 +123,7 @@ impl Failure for NatsError {
             Self::Request { .. } => "NatsRequestFailed",
             Self::ListingTooLong { .. } => "StreamListingTooLong",
             Self::ConnectionLimit { .. } => "NatsConnectionLimit",
+            Self::ProvisioningCredentials { .. } => "ProvisioningCredentialsInvalid",
         }
     }
 

@@ -36,8 +36,9 @@ impl ConnectionKey {
         Self([n; 32])
     }
 
-    /// The key of `config`'s connection when its relays may dial what every name resolves to.
-    fn of(config: &StoreConfig) -> Self {
+    /// The key of `config`'s connection when its relays may dial what every name resolves to:
+    /// a digest of its servers and credentials, which holds no secret.
+    pub(crate) fn of(config: &StoreConfig) -> Self {
         Self::with_local(config, &[])
     }
 
@@ -109,6 +110,8 @@ struct Slot {
 /// when this is dropped).
 struct Open {
     client: Client,
+    /// What the server reported as errors on it.
+    errors: ServerErrors,
     _relay: Relay,
 }
 
@@ -182,6 +185,11 @@ impl ConnectionPool {
         }
     }
 
+    /// The timeout of every request on the pool's connections.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     /// At most `n` distinct connections per namespace (0: no limit).
     pub fn with_namespace_limit(mut self, n: usize) -> Self {
         self.per_namespace = n;
@@ -229,6 +237,18 @@ impl ConnectionPool {
     /// `namespace/name`) recorded as using it. A Component that used another connection before
     /// leaves it (and it is closed if nobody else uses it).
     pub async fn connect(&self, user: &str, config: &StoreConfig) -> Result<Client, NatsError> {
+        self.connect_with_errors(user, config)
+            .await
+            .map(|(client, _)| client)
+    }
+
+    /// [`Self::connect`], and what the server reports as errors on that connection (a
+    /// permissions violation names the subject; see [`super::app_rights`]).
+    pub async fn connect_with_errors(
+        &self,
+        user: &str,
+        config: &StoreConfig,
+    ) -> Result<(Client, ServerErrors), NatsError> {
         let namespace = user.split_once('/').map_or(user, |(ns, _)| ns);
         let local_names = self.local_names(namespace, config);
         let key = ConnectionKey::with_local(config, &local_names);
@@ -253,9 +273,9 @@ impl ConnectionPool {
         };
         let result = slot
             .client
-            .get_or_try_init(|| self.open(config, key, &local_names))
+            .get_or_try_init(|| self.open(config, key, &local_names, true))
             .await
-            .map(|open| open.client.clone());
+            .map(|open| (open.client.clone(), open.errors.clone()));
         if result.is_err() {
             self.forget_violation(ConnectionKey::of(config));
             // Forget the failed attempt so the next reconcile tries again.
@@ -394,12 +414,35 @@ impl ConnectionPool {
         }
     }
 
+    /// A connection of its own for `config`, shared with nobody and closed when the returned
+    /// value is dropped, through the same relays and policy as pooled ones, with what the
+    /// server reports as errors (`-ERR`, such as a permissions violation) kept. For checks that
+    /// must use exactly one Component's credentials (see [`super::app_rights`]).
+    pub async fn connect_once(
+        &self,
+        namespace: &str,
+        config: &StoreConfig,
+    ) -> Result<OnceConnection, NatsError> {
+        let local_names = self.local_names(namespace, config);
+        let key = ConnectionKey::with_local(config, &local_names);
+        // Its link events would reconcile the users of a pooled connection with the same key.
+        let open = self.open(config, key, &local_names, false).await?;
+        Ok(OnceConnection {
+            client: open.client.clone(),
+            errors: open.errors.clone(),
+            _open: open,
+        })
+    }
+
     async fn open(
         &self,
         config: &StoreConfig,
         key: ConnectionKey,
         local_names: &[bool],
+        link_events: bool,
     ) -> Result<Open, NatsError> {
+        let server_errors = ServerErrors::default();
+        let errors = server_errors.clone();
         let servers = config.redacted_servers.join(",");
         let target = parse_servers(&config.servers)?;
         let violation_key = ConnectionKey::of(config);
@@ -461,6 +504,9 @@ impl ConnectionPool {
         let events = self.events.clone();
         let lame_duck = Quiet::new(LAME_DUCK_QUIET);
         options = options.event_callback(move |event| {
+            if let async_nats::Event::ServerError(async_nats::ServerError::Other(text)) = &event {
+                server_errors.push(text);
+            }
             let link = match event {
                 async_nats::Event::Disconnected => Some(LinkEvent::Disconnected),
                 // A server may repeat its lame duck INFO without end: one per quiet period.
@@ -470,7 +516,7 @@ impl ConnectionPool {
                 async_nats::Event::Connected => Some(LinkEvent::Connected),
                 _ => None,
             };
-            if let Some(link) = link {
+            if let Some(link) = link.filter(|_| link_events) {
                 // Nobody listening (tests, shutdown), or a full queue, is fine: events are
                 // hints, and every Component is resynced anyway.
                 let _ = events.try_send((key, link));
@@ -490,13 +536,56 @@ impl ConnectionPool {
             // What the relay saw is closer to the cause than what the client saw of the relay.
             (kind, relay.last_failure().unwrap_or(detail))
         });
-        result.map(|client| Open { client, _relay: relay }).map_err(|(kind, detail)| {
+        result.map(|client| Open { client, errors, _relay: relay }).map_err(|(kind, detail)| {
             // The detail stays in the operator's log: in a status it would tell whoever writes
             // a Component whether a port is closed, filtered or serving something else.
             tracing::warn!(servers = %servers, kind = ?kind, detail = %super::remote_text(&detail), "NATS connect failed");
             map_connect_error(&servers, kind)
         })
     }
+}
+
+/// What a server reported as errors on a connection (`-ERR` lines), the last few, each bounded.
+#[derive(Clone, Default)]
+pub struct ServerErrors(Arc<Mutex<std::collections::VecDeque<String>>>);
+
+/// Server errors kept per connection at most.
+const MAX_SERVER_ERRORS: usize = 64;
+
+impl ServerErrors {
+    fn push(&self, text: &str) {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() == MAX_SERVER_ERRORS {
+            kept.pop_front();
+        }
+        // A server is untrusted: bounded text, no control characters (a subject is at most a
+        // few hundred bytes in practice; a longer one is cut, and then not recognised).
+        kept.push_back(
+            text.chars()
+                .filter(|c| !c.is_control())
+                .take(1024)
+                .collect(),
+        );
+    }
+
+    /// The errors so far, oldest first.
+    pub fn seen(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+/// A connection of its own ([`ConnectionPool::connect_once`]); closed when dropped.
+pub struct OnceConnection {
+    /// The client.
+    pub client: Client,
+    /// What the server reported as errors on it.
+    pub errors: ServerErrors,
+    _open: Open,
 }
 
 /// Lets one event through per `period`.
@@ -758,6 +847,21 @@ mod tests {
                 .within_limit(&state, "a", "a/x", key("nats://u5:p@n"))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_provisioning_identity_is_a_connection_of_its_own() {
+        use crate::credentials::provisioning::{Identity, connect_as};
+        let identity = Identity::Token(SecretValue::new("provisioner"));
+        let app_a = store("nats://app-a:p@nats:4222");
+        let app_b = store("nats://app-b:q@nats:4222");
+        let as_a = ConnectionKey::of(&connect_as(&app_a, &identity));
+        // Never the connection made with a Component's own credentials...
+        assert_ne!(as_a, ConnectionKey::of(&app_a));
+        // ...and one connection for every Component that provisions with it.
+        assert_eq!(as_a, ConnectionKey::of(&connect_as(&app_b, &identity)));
+        let other = Identity::Token(SecretValue::new("another"));
+        assert_ne!(as_a, ConnectionKey::of(&connect_as(&app_a, &other)));
     }
 
     #[test]

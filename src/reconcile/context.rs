@@ -43,7 +43,15 @@ pub struct Context {
     pub mode: super::audit::Mode,
     /// Which kinds the installed CRDs let the operator act on.
     pub schema: Arc<crate::schema::SchemaGate>,
+    /// The operator's own namespace: where the Secrets of provisioning identities are.
+    pub operator_namespace: String,
+    /// Per Component, the credentials and bucket whose rights were last checked and found
+    /// enough (see [`super::identity::app_rights`]): checked again only when they change.
+    pub rights_checked: Arc<std::sync::Mutex<std::collections::HashMap<String, RightsChecked>>>,
 }
+
+/// What a check of an app's rights was made for: its connection's identity and the bucket.
+pub type RightsChecked = (crate::nats::pool::ConnectionKey, String);
 
 impl Context {
     /// Whether the scope's caches have been listed.
@@ -57,6 +65,7 @@ impl Context {
             pool: &self.pool,
             metrics: &self.metrics,
             mode: self.mode,
+            provisioning: Some(self),
         }
     }
 
@@ -83,6 +92,14 @@ impl Context {
             return Some(w);
         }
         Some(self.cached::<K>(component)?.as_written())
+    }
+
+    /// The Component `key` is gone or not ours: its rights check is history.
+    pub fn forget_rights(&self, key: &str) {
+        self.rights_checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     /// The Component's object of kind `K` in the cache.

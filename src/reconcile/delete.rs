@@ -34,6 +34,7 @@ pub async fn finalize(
 ) -> Result<Action, ReportError> {
     if !component.finalizers().iter().any(|f| f == FINALIZER) {
         ctx.pool.release(key);
+        ctx.forget_rights(key);
         return Ok(Action::await_change());
     }
     if component.is_jetstream_pubsub() {
@@ -77,6 +78,7 @@ async fn finalize_kind<K: Kind>(
     // Applying nothing under our field manager drops our finalizer and annotations.
     report::release_component(ctx, component).await?;
     ctx.pool.release(key);
+    ctx.forget_rights(key);
     ctx.metrics.set_ready(key, None);
     ctx.index.remove(key);
     Ok(Action::await_change())
@@ -373,6 +375,7 @@ pub async fn forget(
     ctx: &Context,
 ) -> Result<Action, ReportError> {
     ctx.pool.release(key);
+    ctx.forget_rights(key);
     ctx.metrics.set_ready(key, None);
     gone::<KeyValueBucket>(component, key, ctx).await?;
     let ours = component

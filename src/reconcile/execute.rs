@@ -4,6 +4,7 @@
 
 use async_nats::jetstream::stream;
 
+use super::context::Context;
 use crate::crd::BucketStatus;
 use crate::dapr::StoreConfig;
 use crate::metrics::Metrics;
@@ -17,14 +18,18 @@ use crate::settings::BucketSettings;
 
 pub use super::audit::Mode;
 
-/// What the execute steps need, and nothing of the API server: the shared NATS connections,
-/// the metrics, and whether mutating requests are sent. The reconciler passes its context's
-/// ([`super::Context::nats`]); `apply` (Component files, no cluster) its own.
+/// What the execute steps need: the shared NATS connections, the metrics, whether mutating
+/// requests are sent, and where the provisioning identity of a NatsServerPolicy comes from. The
+/// reconciler passes its context's ([`super::Context::nats`]); `apply` (Component files, no
+/// cluster, so no policy) its own, without one.
 #[derive(Clone, Copy)]
 pub struct Nats<'a> {
     pub pool: &'a ConnectionPool,
     pub metrics: &'a Metrics,
     pub mode: Mode,
+    /// The cluster whose policies may name a provisioning identity (see
+    /// [`super::identity`]); None: every Component provisions with its own credentials.
+    pub provisioning: Option<&'a Context>,
 }
 
 /// What the NATS side found and did: for a bucket, a [`BucketStep`]; for a pub/sub's streams,
@@ -99,15 +104,32 @@ pub enum BucketStep {
     },
 }
 
-/// The pool's client for `store`, with `key` recorded as its user, when it is connected now.
+/// The pool's client for provisioning what `store` names, with `key` recorded as its user, when
+/// it is connected now: with the provisioning identity of the NatsServerPolicy that allows the
+/// Component, if it names one, else with the Component's own credentials (see
+/// [`super::identity`]).
 pub async fn client(
     ctx: Nats<'_>,
     key: &str,
     store: &StoreConfig,
 ) -> Result<async_nats::Client, NatsError> {
+    client_as(ctx, key, store).await.map(|(client, _)| client)
+}
+
+/// [`client`], and the connection config it connected with.
+async fn client_as(
+    ctx: Nats<'_>,
+    key: &str,
+    store: &StoreConfig,
+) -> Result<(async_nats::Client, StoreConfig), NatsError> {
+    let connection = match ctx.provisioning {
+        Some(cluster) => super::identity::connection(cluster, key, store).await?,
+        None => super::identity::Connection::own(store),
+    };
+    let store = connection.config.as_ref();
     let client = match ctx.pool.connect(key, store).await {
         Ok(client) => client,
-        Err(e) => return Err(told(ctx, store, e)),
+        Err(e) => return Err(connection.refused(told(ctx, store, e))),
     };
     if client.connection_state() != async_nats::connection::State::Connected {
         return Err(told(
@@ -121,7 +143,7 @@ pub async fn client(
     }
     // A connection that works makes its last protocol violation history.
     ctx.pool.connection_works(store);
-    Ok(client)
+    Ok((client, connection.config.into_owned()))
 }
 
 /// A failure on the connection of `store`, as told: when the server broke the protocol (the
@@ -143,13 +165,13 @@ pub async fn connect(
     key: &str,
     store: &StoreConfig,
 ) -> Result<(async_nats::Client, Option<stream::Info>), NatsError> {
-    let client = client(ctx, key, store).await?;
+    let (client, used) = client_as(ctx, key, store).await?;
     let js = async_nats::jetstream::new(client.clone());
     ctx.metrics.nats_request("info");
     let live = StreamClient::new(&js, &bucket::stream_name(&store.bucket))
         .fetch()
         .await
-        .map_err(|e| told(ctx, store, e))?;
+        .map_err(|e| told(ctx, &used, e))?;
     Ok((client, live))
 }
 

@@ -21,6 +21,7 @@ use super::stream::{self as streams, StreamOutcome};
 use crate::crd::{ConditionType, KeyValueBucket};
 use crate::dapr::{Component, StoreConfig};
 use crate::failure::{Problem, Retry};
+use crate::nats::app_rights::Denied;
 use crate::nats::stream::planned::Planned;
 use crate::pubsub::{JetStreamStream, PubsubConfig, StreamSettings, Subscription};
 use crate::settings::{BucketSettings, DeletionPolicy};
@@ -117,7 +118,9 @@ impl Kind for Bucket {
     const AVAILABLE: ConditionType = ConditionType::BucketAvailable;
     type Config = StoreConfig;
     type Settings = BucketSettings;
-    type Progress = Option<Progress<BucketStep>>;
+    /// What NATS did, and a right the Component's own user lacks (checked once the bucket is
+    /// usable).
+    type Progress = Option<(Progress<BucketStep>, Option<Denied>)>;
     type Outcome = Outcome;
 
     fn validate(component: &Component, values: Values<'_>, now: i64) -> ValidationOf<Self> {
@@ -131,7 +134,27 @@ impl Kind for Bucket {
         validation: &'a ValidationOf<Self>,
         previous: Option<&'a WrittenOf<Self>>,
     ) -> Self::Progress {
-        bucket_progress(ctx.nats(), key, validation, previous).await
+        let progress = bucket_progress(ctx.nats(), key, validation, previous).await?;
+        let (store, _) = validation.valid()?;
+        let usable = matches!(
+            &progress,
+            Progress::Connected { step, .. } if matches!(
+                **step,
+                BucketStep::Created { .. } | BucketStep::InSync { .. } | BucketStep::Updated { .. }
+            )
+        );
+        let denied = match usable {
+            true => {
+                let probes = crate::nats::app_rights::state_store_probes(
+                    &store.bucket,
+                    &store.shown_bucket,
+                    true,
+                );
+                super::identity::app_rights(ctx, key, store, &probes).await
+            }
+            false => None,
+        };
+        Some((progress, denied))
     }
 
     fn decide(
@@ -140,7 +163,11 @@ impl Kind for Bucket {
         validation: &ValidationOf<Self>,
         progress: &Self::Progress,
     ) -> Outcome {
-        status::decide(name_of(key), previous, validation, progress.as_ref())
+        let (progress, denied) = match progress {
+            Some((p, d)) => (Some(p), d.as_ref()),
+            None => (None, None),
+        };
+        status::decide_with_app(name_of(key), previous, validation, progress, denied)
     }
 
     async fn report<'a>(
@@ -202,8 +229,13 @@ impl Kind for Streams {
     const AVAILABLE: ConditionType = ConditionType::StreamAvailable;
     type Config = PubsubConfig;
     type Settings = StreamSettings;
-    /// The subjects step (when valid), then what NATS did (when the subjects are known).
-    type Progress = (Option<Prepared>, Option<Progress<StreamStep>>);
+    /// The subjects step (when valid), then what NATS did (when the subjects are known), and a
+    /// right the Component's own user lacks (checked once the streams are as needed).
+    type Progress = (
+        Option<Prepared>,
+        Option<Progress<StreamStep>>,
+        Option<Denied>,
+    );
     type Outcome = StreamOutcome;
 
     fn validate(component: &Component, values: Values<'_>, now: i64) -> ValidationOf<Self> {
@@ -217,27 +249,56 @@ impl Kind for Streams {
         validation: &'a ValidationOf<Self>,
         previous: Option<&'a WrittenOf<Self>>,
     ) -> Self::Progress {
-        if validation.valid().is_none() {
-            return (None, None);
-        }
+        let Some((config, _)) = validation.valid() else {
+            return (None, None, None);
+        };
         let namespace = component.namespace().unwrap_or_default();
         let subscriptions = streams::subscriptions(ctx, &namespace).await;
         let read = subscriptions.as_deref();
-        streams_progress(ctx.nats(), component, key, validation, previous, read).await
+        let (prepared, progress) =
+            streams_progress(ctx.nats(), component, key, validation, previous, read).await;
+        let denied = match (&progress, prepared.as_ref().map(|p| &p.subjects)) {
+            (Some(Progress::Connected { step, .. }), Some(Ok(found)))
+                if step
+                    .rounds
+                    .as_ref()
+                    .is_ok_and(|rounds| rounds.iter().all(|r| r.end.is_done())) =>
+            {
+                let subject = found
+                    .subjects
+                    .subjects
+                    .iter()
+                    .find(|s| !s.split('.').any(|t| t == "*" || t == ">"));
+                let probes = crate::nats::app_rights::pubsub_probes(
+                    subject.map(String::as_str),
+                    config.stream_name.is_none(),
+                );
+                match (probes.is_empty(), &prepared) {
+                    (false, Some(prepared)) => {
+                        let store = config.connection(&prepared.stream);
+                        super::identity::app_rights(ctx, key, &store, &probes).await
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        (prepared, progress, denied)
     }
 
     fn decide(
         key: &str,
         previous: Option<&WrittenOf<Self>>,
         validation: &ValidationOf<Self>,
-        (prepared, progress): &Self::Progress,
+        (prepared, progress, denied): &Self::Progress,
     ) -> StreamOutcome {
-        streams::status::decide(
+        streams::status::decide_with_app(
             key,
             previous,
             validation,
             prepared.as_ref(),
             progress.as_ref(),
+            denied.as_ref(),
         )
     }
 
@@ -317,7 +378,7 @@ pub async fn streams_progress(
     validation: &ValidationOf<Streams>,
     previous: Option<&WrittenOf<Streams>>,
     subscriptions: Result<&[Subscription], &Problem>,
-) -> <Streams as Kind>::Progress {
+) -> (Option<Prepared>, Option<Progress<StreamStep>>) {
     let Some((config, settings)) = validation.valid() else {
         return (None, None);
     };

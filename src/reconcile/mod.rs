@@ -16,6 +16,7 @@ pub mod audit;
 pub mod context;
 mod delete;
 pub mod execute;
+pub(crate) mod identity;
 pub mod index;
 pub mod kind;
 mod read;

@@ -57,6 +57,8 @@ pub struct Config {
     pub schema_check_interval: Duration,
     /// Apply the binary's own CRDs (server-side apply) before checking them.
     pub apply_crds: bool,
+    /// The operator's own namespace: where the Secrets of provisioning identities are.
+    pub operator_namespace: String,
 }
 
 /// What every scope's controller shares.

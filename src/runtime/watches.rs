@@ -114,6 +114,8 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
         share,
         mode: config.mode,
         schema,
+        operator_namespace: config.operator_namespace.clone(),
+        rights_checked: Arc::default(),
     });
     Built {
         controller,

@@ -91,6 +91,12 @@ impl NatsServer {
         ))
     }
 
+    /// Starts a JetStream server on free 127.0.0.1 ports with `extra` appended to its config
+    /// (accounts, a resolver): for tests that mint their own keys.
+    pub fn start_with_config(extra: &str) -> NatsServer {
+        Self::start_with(extra)
+    }
+
     /// Writes a config ending with `extra` and starts the server, retrying on other ports if one
     /// was taken between choosing it and the server binding it.
     fn start_with(extra: &str) -> NatsServer {

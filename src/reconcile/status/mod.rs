@@ -63,6 +63,7 @@ pub enum Reason {
     SubscriptionsUnreadable,
     DeadLetterSubscriptionUnreachable,
     AuditMode,
+    AppPermissionDenied,
 }
 
 impl Reason {
@@ -106,6 +107,7 @@ impl Reason {
             Self::SubscriptionsUnreadable => "SubscriptionsUnreadable",
             Self::DeadLetterSubscriptionUnreachable => "DeadLetterSubscriptionUnreachable",
             Self::AuditMode => "AuditMode",
+            Self::AppPermissionDenied => "AppPermissionDenied",
         }
     }
 }
@@ -181,6 +183,8 @@ struct Decision {
     events: Vec<Note>,
     wants_finalizer: Option<bool>,
     plan: Vec<Planned>,
+    /// A right the Component's own user lacks: the bucket is there, but not for daprd.
+    app_denied: Option<Problem>,
 }
 
 impl Decision {
@@ -195,6 +199,7 @@ impl Decision {
             events: Vec::new(),
             wants_finalizer: None,
             plan: Vec::new(),
+            app_denied: None,
         }
     }
 
@@ -349,7 +354,21 @@ pub fn decide(
     validation: &Validation,
     progress: Option<&Progress>,
 ) -> Outcome {
+    decide_with_app(name, previous, validation, progress, None)
+}
+
+/// [`decide`], with what the check of the Component's own rights found (see
+/// [`crate::nats::app_rights`]): a bucket that is there but that daprd could not use is not
+/// Ready (`BucketAvailable=False`, `AppPermissionDenied`, naming the subject).
+pub fn decide_with_app(
+    name: &str,
+    previous: Option<&Written>,
+    validation: &Validation,
+    progress: Option<&Progress>,
+    app: Option<&crate::nats::app_rights::Denied>,
+) -> Outcome {
     let mut d = Decision::new(name, previous);
+    d.app_denied = app.map(app_denied);
     d.spec = understood(name, validation);
     let (Some((store, settings)), Some(progress)) = (validation.valid(), progress) else {
         return d.fail(first_problem(&validation.findings));
@@ -590,8 +609,22 @@ fn blocked_message(reason: bucket::BlockReason, name: &str, what: &str, why: &st
     }
 }
 
-/// Ready True: managed, or only verified.
-fn ready(d: Decision, name: &str) -> Outcome {
+/// The problem of a right the Component's own user lacks: someone must grant it (Stalled),
+/// looked at again at every resync.
+pub(crate) fn app_denied(denied: &crate::nats::app_rights::Denied) -> Problem {
+    Problem::new(
+        ConditionType::BucketAvailable,
+        Reason::AppPermissionDenied.as_str(),
+        denied.to_string(),
+        Retry::Resync,
+    )
+}
+
+/// Ready True: managed, or only verified; unless the Component's own user lacks a right.
+fn ready(mut d: Decision, name: &str) -> Outcome {
+    if let Some(problem) = d.app_denied.take() {
+        return d.fail(problem);
+    }
     if d.bucket.as_ref().is_some_and(|b| b.managed) {
         let message = format!("bucket {name} is ready and managed by the operator");
         d.succeed(Reason::BucketManaged, message)

@@ -631,3 +631,46 @@ fn close_orders_any_resources_conditions_the_same_way() {
     assert_eq!(conditions.len(), 1 + DETAIL_CONDITIONS.len());
     assert_eq!(conditions[0].reason, "StreamManaged");
 }
+
+#[test]
+fn a_right_the_app_lacks_keeps_the_bucket_from_ready_and_names_the_subject() {
+    let c = component("");
+    let values = values("nats://nats:4222");
+    let v = validate(&c, Values::Read(&values), NOW);
+    let denied = crate::nats::app_rights::Denied {
+        action: "publish to",
+        subject: "$JS.API.STREAM.INFO.KV_orders".into(),
+        what: "daprd's KeyValue(bucket) at start-up",
+        fix: "grant it publish on $JS.API.STREAM.INFO.KV_orders".into(),
+    };
+    let created = connected(BucketStep::Created { facts: facts(true) });
+    let o = decide_with_app("c", None, &v, Some(&created), Some(&denied));
+    // Made, and said so; not Ready until the app's user can use it: someone must grant it.
+    assert_eq!(
+        seen(&o),
+        expect(
+            false,
+            "AppPermissionDenied",
+            Some(ConditionType::Stalled),
+            Retry::Resync,
+            &["BucketCreated"]
+        )
+    );
+    let available = o
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ConditionType::BucketAvailable)
+        .unwrap();
+    assert_eq!(available.status, Some(false));
+    assert!(
+        available.message.contains("$JS.API.STREAM.INFO.KV_orders"),
+        "{}",
+        available.message
+    );
+    // The detail before it still passed; nothing is lost of what NATS did.
+    assert!(o.credentials_resolved());
+    // A failure before the bucket is usable is that failure, not the app's.
+    let failed = connected(BucketStep::Missing);
+    let o = decide_with_app("c", None, &v, Some(&failed), Some(&denied));
+    assert_eq!(seen(&o).reason, "BucketMissing");
+}

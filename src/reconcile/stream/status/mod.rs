@@ -178,10 +178,32 @@ pub fn decide(
     prepared: Option<&Prepared>,
     progress: Option<&Progress<StreamStep>>,
 ) -> StreamOutcome {
+    decide_with_app(key, previous, validation, prepared, progress, None)
+}
+
+/// [`decide`], with what the check of the Component's own rights found (see
+/// [`crate::nats::app_rights`]): streams that are as needed but that daprd could not use are not
+/// Ready (`StreamAvailable=False`, `AppPermissionDenied`, naming the subject).
+pub fn decide_with_app(
+    key: &str,
+    previous: Option<&WrittenStream>,
+    validation: &PubsubValidation,
+    prepared: Option<&Prepared>,
+    progress: Option<&Progress<StreamStep>>,
+    app: Option<&crate::nats::app_rights::Denied>,
+) -> StreamOutcome {
     let name = key.split_once('/').map_or(key, |(_, n)| n);
     let mut o = StreamOutcome::new(name);
     o.end = steps(&mut o, key, previous, validation, prepared, progress);
     o.keep_unanswered_facts(previous, prepared, progress);
+    if let (Ok(_), Some(denied)) = (&o.end, app) {
+        o.end = Err(Problem::new(
+            ConditionType::StreamAvailable,
+            Reason::AppPermissionDenied.as_str(),
+            denied.to_string(),
+            crate::failure::Retry::Resync,
+        ));
+    }
     if let Some(p) = prepared
         && let Ok(found) = &p.subjects
     {

@@ -705,3 +705,43 @@ fn the_last_facts_stay_while_nats_does_not_answer_and_an_answer_replaces_them() 
         "another stream's facts are not shown as this one's"
     );
 }
+
+#[test]
+fn a_right_the_app_lacks_keeps_the_stream_from_ready_and_names_the_subject() {
+    let (v, p) = valid();
+    let in_sync = connected(vec![topics(RoundEnd::InSync {
+        facts: facts(STREAM, true),
+    })]);
+    let denied = crate::nats::app_rights::Denied {
+        action: "publish to",
+        subject: "orders".into(),
+        what: "a publish",
+        fix: "grant it publish on orders".into(),
+    };
+    let o = decide_with_app(KEY, None, &v, Some(&p), Some(&in_sync), Some(&denied));
+    assert_eq!(
+        seen(&o),
+        expect(
+            false,
+            "AppPermissionDenied",
+            Some(Stalled),
+            Retry::Resync,
+            &[],
+            Some(ConditionType::StreamAvailable)
+        )
+    );
+    let ready = o
+        .conditions()
+        .into_iter()
+        .find(|c| c.type_ == ConditionType::Ready)
+        .unwrap();
+    assert!(
+        ready.message.contains("publish to orders"),
+        "{}",
+        ready.message
+    );
+    // A failure of the streams themselves is that failure, not the app's.
+    let failed = connected(vec![topics(RoundEnd::Missing)]);
+    let o = decide_with_app(KEY, None, &v, Some(&p), Some(&failed), Some(&denied));
+    assert_ne!(seen(&o).reason, "AppPermissionDenied");
+}
