@@ -50,6 +50,11 @@ pub struct NatsServerPolicySpec {
     /// connections are refused.
     #[serde(default)]
     pub require_credentials: bool,
+    /// What each namespace this policy applies to may provision, each on its own: the
+    /// Components of a namespace share its quota (see [`crate::quota`]). Every quota of every
+    /// policy that applies to a namespace holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<crate::quota::NamespaceQuota>,
 }
 
 /// Namespaces a policy applies to: those named, and those whose labels match the selector.
@@ -402,6 +407,17 @@ impl Enforcer {
             .get(&kube::runtime::reflector::ObjectRef::new(namespace))
             .and_then(|n| n.metadata.labels.clone())
             .unwrap_or_default()
+    }
+
+    /// The quotas of every policy that applies to `namespace` (empty: none).
+    pub fn quotas(&self, namespace: &str) -> Vec<crate::quota::NamespaceQuota> {
+        let labels = self.labels_of(namespace);
+        self.policies
+            .state()
+            .iter()
+            .filter(|p| applies_to(&p.spec, namespace, &labels))
+            .filter_map(|p| p.spec.quota.clone())
+            .collect()
     }
 
     /// The decision for a Component of `namespace` using `nats_url`. No DNS, no connection.

@@ -29,6 +29,7 @@ mod node;
 mod outage;
 mod properties;
 mod pubsub;
+mod quota;
 mod reconcile;
 mod settings;
 mod shared_cluster;

@@ -25,7 +25,7 @@ local needs_change = {
   AuthorizationFailed = true, TlsFailed = true, JetStreamDisabled = true,
   AccountLimitsExceeded = true, NoSuitablePlacement = true,
   TooMuchMetadata = true, ServerNotAllowed = true, NatsProtocolViolation = true,
-  StreamListingTooLong = true,
+  StreamListingTooLong = true, QuotaExceeded = true,
   TlsCertWithoutKey = true, TlsKeyWithoutCert = true, TlsClientAuthUnsupported = true,
   InvalidStreamName = true, InvalidSubject = true, OverlappingSubjects = true,
   TooManySubjects = true, WorkQueueRefused = true, NoSubjects = true, SubjectOverlap = true,
