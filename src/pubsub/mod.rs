@@ -95,7 +95,7 @@ pub enum PubsubError {
         /// The value as written.
         value: String,
         /// What to write instead.
-        expected: &'static str,
+        expected: String,
     },
 }
 
@@ -152,7 +152,7 @@ mod tests {
             PubsubError::InvalidAnnotation {
                 annotation: "jetstreamkv.io/storage",
                 value: "disk".into(),
-                expected: "use file or memory",
+                expected: "use file or memory".into(),
             },
         ];
         let reasons: std::collections::BTreeSet<_> = errors.iter().map(|e| e.reason()).collect();

@@ -557,13 +557,16 @@ fn understood(
     spec.auth = Some(config.auth.kind().to_owned());
     spec.topic_prefix = p.prefix.clone();
     spec.deletion_policy = Some(settings.deletion_policy.as_str().to_owned());
-    spec.config = Some(shown_config(&desired_stream(&Desired {
+    let mut config = shown_config(&desired_stream(&Desired {
         stream: &p.stream,
         subjects: &[],
         owner: "",
         settings,
         role: Role::Topics,
-    })));
+    }));
+    // The operator's own description names the Component's owner mark, not known here.
+    config.description = settings.description.clone();
+    spec.config = Some(config);
 }
 
 /// A Component being deleted whose streams cannot be deleted yet: keep the finalizer, the spec
