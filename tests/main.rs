@@ -34,6 +34,7 @@ mod reconcile;
 mod settings;
 mod shared_cluster;
 mod steady_state;
+mod stream_settings;
 mod tenancy;
 mod webhook;
 
