@@ -98,6 +98,9 @@ async fn wait_reason(ns: &str, reason: &str, says: &str) -> String {
     .await
 }
 
+/// Annotations without their prefix, and values.
+type Settings<'a> = &'a [(&'a str, &'a str)];
+
 const ALL: [(&str, &str); 11] = [
     ("duplicate-window", "30s"),
     ("max-msgs", "1000"),
@@ -197,7 +200,7 @@ async fn stream_settings_are_set_read_back_changed_and_guarded() {
 
     // Refused before anything is sent: a lower limit (messages would be dropped), message
     // TTLs off and a placement move (NATS cannot make them).
-    let refusals: [(&[(&str, &str)], &str, &str); 4] = [
+    let refusals: [(Settings, &str, &str); 4] = [
         (
             &[("max-msgs", "10")],
             "DataLossRefused",
