@@ -563,6 +563,14 @@ mod tests {
             check_component(&c, NOW).problems[0].reason,
             "JwtWithoutSeed"
         );
+        // The stream settings too: `check` and the webhook refuse what NATS would.
+        let c = pubsub(
+            FROM_SECRET,
+            "jetstreamkv.io/duplicate-window: 2h, jetstreamkv.io/max-age: 1h",
+        );
+        let p = check_component(&c, NOW).problems;
+        assert_eq!(p[0].reason, "InvalidAnnotation");
+        assert!(p[0].message.contains("no longer than the max age"), "{p:?}");
     }
 
     #[test]

@@ -137,18 +137,44 @@ async fn next(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn daprd_fails_to_publish_before_the_stream_then_the_app_receives_through_it() {
-    round_trip("dapr-pubsub", false).await;
+    round_trip("dapr-pubsub", false, &[]).await;
 }
 
 /// daprd 1.18.3's dead-letter publish carries the failed message's CloudEvent id as
 /// `Nats-Msg-Id`: it is stored because the dead-letter topic has a stream of its own.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_the_app_fails_lands_on_the_dead_letter_topic() {
-    round_trip("dapr-deadletter", true).await;
+    round_trip("dapr-deadletter", true, &[]).await;
 }
 
-/// The story against the shared nats-server; with `dead_letter`, also a message the app fails.
-async fn round_trip(test: &str, dead_letter: bool) {
+/// The same story with every stream setting away from its default (issue 28): daprd still
+/// publishes, its app still receives, and the dead letter still lands, on streams that have
+/// them (read back from the server, the dead-letter stream's too).
+#[tokio::test(flavor = "multi_thread")]
+async fn daprd_works_with_non_default_stream_settings() {
+    round_trip(
+        "dapr-settings",
+        true,
+        &[
+            ("duplicate-window", "30s"),
+            ("max-msgs", "10000"),
+            ("max-msg-size", "64Ki"),
+            ("max-msgs-per-subject", "1000"),
+            ("discard", "new"),
+            ("compression", "s2"),
+            ("description", "the shop's events"),
+            ("metadata", "{\"team\": \"shop\"}"),
+            ("consumer-inactive-threshold", "1h"),
+            ("consumer-max-ack-pending", "1000"),
+            ("allow-msg-ttl", "true"),
+        ],
+    )
+    .await;
+}
+
+/// The story against the shared nats-server; with `dead_letter`, also a message the app fails;
+/// `settings`: `jetstreamkv.io/` annotations of the Component (without the prefix).
+async fn round_trip(test: &str, dead_letter: bool, settings: &[(&str, &str)]) {
     let started = Instant::now();
     let server = support::nats();
     let client = client().await;
@@ -157,6 +183,7 @@ async fn round_trip(test: &str, dead_letter: bool) {
         .type_("pubsub.jetstream")
         .item("natsURL", &server.url())
         .item("deliverPolicy", "all")
+        .settings(settings)
         .yaml();
     let component = manifest_object(&manifest);
     let sfx = support::random_suffix();
@@ -259,6 +286,31 @@ async fn round_trip(test: &str, dead_letter: bool) {
     assert_eq!(dead_letters, format!("{stream_name}_deadletter"));
     let info = stream_info(&server.url(), &dead_letters).await;
     assert_eq!(info.config.subjects, [format!("poison.{sfx}")]);
+    if !settings.is_empty() {
+        for name in [&stream_name, &dead_letters] {
+            let c = stream_info(&server.url(), name).await.config;
+            assert_eq!(
+                (
+                    c.max_messages,
+                    c.max_message_size,
+                    c.max_messages_per_subject
+                ),
+                (10000, 64 * 1024, 1000),
+                "{name}"
+            );
+            assert_eq!(c.discard, async_nats::jetstream::stream::DiscardPolicy::New);
+            assert_eq!(c.duplicate_window, Duration::from_secs(30));
+            assert_eq!(
+                c.compression,
+                Some(async_nats::jetstream::stream::Compression::S2)
+            );
+            assert_eq!(c.description.as_deref(), Some("the shop's events"));
+            assert_eq!(c.metadata.get("team").map(String::as_str), Some("shop"));
+            let limits = c.consumer_limits.expect("consumer limits");
+            assert_eq!(limits.max_ack_pending, 1000);
+            assert!(c.allow_message_ttl);
+        }
+    }
     let ready_after = started.elapsed();
 
     // daprd with the app and the Subscriptions, the same objects as on the API server.
