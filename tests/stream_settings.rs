@@ -267,3 +267,76 @@ async fn stream_settings_are_set_read_back_changed_and_guarded() {
     tokio::time::sleep(support::RESYNC).await;
     assert_eq!(audit.updates(&stream), before);
 }
+
+/// The refusals that say NATS cannot make a change are ones nats-server itself refuses (its
+/// own error counter moves): message TTLs turned off, a duplicate window longer than the max
+/// age. (A placement move is the operator's own refusal: it never moves a stream.)
+#[tokio::test]
+async fn what_is_refused_as_impossible_nats_server_refuses() {
+    let js = support::jetstream(&nats().url()).await;
+    let errors = || nats().jsz()["api"]["errors"].as_u64().unwrap_or_default();
+    let name = format!("TTLS{}", support::random_suffix());
+    let subject = format!("ttls.{}", support::random_suffix());
+    let created = js
+        .create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![subject.clone()],
+            allow_message_ttl: true,
+            ..Default::default()
+        })
+        .await
+        .expect("a stream with message TTLs")
+        .cached_info()
+        .config
+        .clone();
+    let before = errors();
+    let mut off = created.clone();
+    off.allow_message_ttl = false;
+    let e = js.update_stream(off).await.expect_err("TTLs off refused");
+    eprintln!("nats-server: {e}");
+    let mut long_window = created.clone();
+    long_window.max_age = Duration::from_secs(30);
+    long_window.duplicate_window = Duration::from_secs(60);
+    let e = js
+        .update_stream(long_window)
+        .await
+        .expect_err("a window longer than the age refused");
+    eprintln!("nats-server: {e}");
+    assert_eq!(errors(), before + 2, "the server counted both refusals");
+    // The operator's plan for the same: refused before sending, each with its reason.
+    use jetstream_kv_operator::failure::Failure as _;
+    use jetstream_kv_operator::pubsub::stream::{Desired, Role, StreamPlan, plan, stream_settings};
+    let settings = stream_settings(&Default::default()).unwrap();
+    let subjects = vec![subject];
+    let d = Desired {
+        stream: &name,
+        subjects: &subjects,
+        owner: "ns/events",
+        settings: &settings,
+        role: Role::Topics,
+    };
+    let mut ours = created.clone();
+    ours.metadata.insert(
+        "jetstreamkv.io/managed-by".into(),
+        "jetstream-kv-operator".into(),
+    );
+    ours.metadata
+        .insert("jetstreamkv.io/component".into(), "ns/events".into());
+    match plan(&d, Some(&ours), &[], Some(true), false) {
+        StreamPlan::Blocked { reason, .. } => assert_eq!(reason.reason(), "ImmutableFieldChanged"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let e = stream_settings(
+        &[
+            (
+                "jetstreamkv.io/duplicate-window".to_string(),
+                "1m".to_string(),
+            ),
+            ("jetstreamkv.io/max-age".to_string(), "30s".to_string()),
+        ]
+        .into(),
+    )
+    .unwrap_err();
+    assert_eq!(e.reason(), "InvalidAnnotation");
+    js.delete_stream(&name).await.expect("deleted");
+}
