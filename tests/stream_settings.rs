@@ -340,3 +340,46 @@ async fn what_is_refused_as_impossible_nats_server_refuses() {
     assert_eq!(e.reason(), "InvalidAnnotation");
     js.delete_stream(&name).await.expect("deleted");
 }
+
+/// A `durableName` NATS cannot take as a consumer name (components-contrib #1655: a space) is
+/// refused before anything is sent: no request names the Component's stream, while the same
+/// Component with a valid name gets its stream (the instrument sees requests).
+#[tokio::test]
+async fn an_invalid_consumer_name_is_refused_with_nothing_sent() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "consumer-name").await;
+    let subject = format!("names.{}", support::random_suffix());
+    let stream = format!("{}_events", ns.name);
+    let audit = Audit::start().await;
+    let manifest = |durable: &str| {
+        ComponentManifest::new(&ns.name, "events")
+            .type_("pubsub.jetstream")
+            .item("natsURL", &nats().url())
+            .item("durableName", durable)
+            .annotation("jetstreamkv.io/subjects", &subject)
+            .yaml()
+    };
+    control_plane().apply(&manifest("my consumer"));
+    let message = wait_reason(&ns.name, "InvalidConsumerName", "durableName").await;
+    assert!(message.contains("\"my consumer\""), "{message}");
+    tokio::time::sleep(support::RESYNC).await;
+    let named = |audit: &Audit| {
+        audit
+            .subjects
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.ends_with(&format!(".{stream}")))
+            .count()
+    };
+    assert_eq!(named(&audit), 0, "a request for {stream} was sent");
+    control_plane().apply(&manifest("my-consumer"));
+    wait_reason(&ns.name, "StreamManaged", "").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        named(&audit) > 0,
+        "no request for {stream} audited: {:?}",
+        audit.subjects.lock().unwrap()
+    );
+}

@@ -27,7 +27,7 @@ local needs_change = {
   TooMuchMetadata = true, ServerNotAllowed = true, NatsProtocolViolation = true,
   StreamListingTooLong = true, QuotaExceeded = true,
   TlsCertWithoutKey = true, TlsKeyWithoutCert = true, TlsClientAuthUnsupported = true,
-  InvalidStreamName = true, InvalidSubject = true, OverlappingSubjects = true,
+  InvalidStreamName = true, InvalidConsumerName = true, InvalidSubject = true, OverlappingSubjects = true,
   TooManySubjects = true, WorkQueueRefused = true, NoSubjects = true, SubjectOverlap = true,
   SubjectsNotCovered = true, TopicsNotCovered = true, StreamNotUsable = true,
   DeadLetterSubscriptionUnreachable = true,

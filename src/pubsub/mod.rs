@@ -70,6 +70,20 @@ pub enum PubsubError {
         problem: String,
     },
 
+    /// `durableName` or `queueGroupName` is not a name NATS takes for daprd's consumers.
+    #[error(
+        "metadata item {item} {name} is not a valid consumer name: {problem}; daprd's \
+         subscriptions would fail: change it"
+    )]
+    InvalidConsumerName {
+        /// The metadata item, as written.
+        item: String,
+        /// The name, quoted (or where it came from, when from a Secret).
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+
     /// A subject of the `jetstreamkv.io/subjects` annotation cannot be used.
     #[error(transparent)]
     Subject(#[from] SubjectError),
@@ -108,6 +122,7 @@ impl Failure for PubsubError {
             Self::TlsKeyWithoutCert => "TlsKeyWithoutCert",
             Self::TlsClientAuthUnsupported => "TlsClientAuthUnsupported",
             Self::InvalidStreamName { .. } => "InvalidStreamName",
+            Self::InvalidConsumerName { .. } => "InvalidConsumerName",
             Self::Subject(SubjectError::Invalid { .. }) => "InvalidSubject",
             Self::Subject(SubjectError::Overlapping { .. }) => "OverlappingSubjects",
             Self::Subject(SubjectError::TooMany { .. }) => "TooManySubjects",
