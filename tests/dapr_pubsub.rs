@@ -403,3 +403,129 @@ async fn round_trip(test: &str, dead_letter: bool, settings: &[(&str, &str)]) {
         started.elapsed()
     );
 }
+
+/// A durable consumer made beforehand with deliver policy `new` (as an older deployment of the
+/// Component made it), and a Component whose `deliverPolicy` is now `all`
+/// (components-contrib #2162): the JetStreamStream names the field and both values before
+/// daprd runs, and daprd's subscription then fails on that consumer (daprd 1.18.3 says only
+/// "consumer name already in use"; the status says which field).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_durable_consumer_that_differs_is_named_before_daprd_fails_on_it() {
+    use async_nats::jetstream::consumer;
+    let server = support::nats();
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "dapr-consumer").await;
+    let sfx = support::random_suffix();
+    let durable = format!("orders-{sfx}");
+    let manifest = ComponentManifest::new(&ns.name, "events")
+        .type_("pubsub.jetstream")
+        .item("natsURL", &server.url())
+        .item("durableName", &durable)
+        .item("deliverPolicy", "all")
+        .yaml();
+    let subscriptions = [subscription(&ns.name, "orders", &sfx, None)];
+    operator();
+    control_plane().apply(&manifest);
+    for s in &subscriptions {
+        control_plane().apply(&serde_json::to_string(s).expect("JSON"));
+    }
+    let stream = format!("{}_events", ns.name);
+    support::wait_jss(&ns.name, "events", "StreamManaged", |s, r| {
+        s == "True" && r == "StreamManaged"
+    })
+    .await;
+    // The consumer an earlier deployment left behind.
+    let js = support::jetstream(&server.url()).await;
+    js.get_stream(&stream)
+        .await
+        .expect("stream")
+        .create_consumer(consumer::push::Config {
+            durable_name: Some(durable.clone()),
+            deliver_subject: format!("_INBOX.old{sfx}"),
+            deliver_policy: consumer::DeliverPolicy::New,
+            ack_policy: consumer::AckPolicy::Explicit,
+            filter_subject: format!("orders.{sfx}"),
+            ..Default::default()
+        })
+        .await
+        .expect("the old consumer");
+    // Before daprd runs: the status names the field and both values.
+    let jss = support::wait_jss(&ns.name, "events", "ConsumerMismatch", |_, r| {
+        r == "ConsumerMismatch"
+    })
+    .await;
+    let ready = jss["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    let message = ready["message"].as_str().unwrap().to_owned();
+    eprintln!("status: {message}");
+    assert!(
+        message.contains("deliverPolicy") && message.contains("new") && message.contains("all"),
+        "{message}"
+    );
+    assert!(message.contains(&durable), "{message}");
+
+    // daprd fails on the same difference.
+    let (app_port, _rx) = start_app().await;
+    let mut resources = vec![resource_file(&get(&ns.name, "component", "events"))];
+    for s in &subscriptions {
+        let name = s["metadata"]["name"].as_str().expect("name");
+        resources.push(resource_file(&get(&ns.name, "subscriptions.dapr.io", name)));
+    }
+    let app_id = format!("app{}", support::random_suffix());
+    let mut daprd = Daprd::start_with(&app_id, &resources, Some(app_port));
+    daprd.wait_healthy();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let failure = loop {
+        let log = daprd.log();
+        // daprd 1.18.3 asks the server to create the consumer; the server refuses a durable
+        // name held by a consumer of another configuration.
+        if let Some(line) = log.lines().find(|l| {
+            l.contains(&format!("failed to subscribe to topic orders.{sfx}"))
+                && l.contains(&format!(
+                    "consumer name already in use: creating consumer \\\"{durable}\\\""
+                ))
+        }) {
+            break line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daprd did not fail on the consumer:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("daprd: {failure}");
+
+    // The old consumer deleted by hand: daprd makes its own, and the operator finds nothing to
+    // say about it (no false alarm on the consumer daprd made).
+    js.get_stream(&stream)
+        .await
+        .expect("stream")
+        .delete_consumer(&durable)
+        .await
+        .expect("deleted");
+    eventually(
+        Duration::from_secs(60),
+        "daprd's own durable consumer, with deliver policy all",
+        || async {
+            let s = js.get_stream(&stream).await.ok()?;
+            let info = s
+                .consumer_info(&durable)
+                .await
+                .ok()
+                .filter(|i| i.config.deliver_policy == consumer::DeliverPolicy::All)?;
+            Some(info.config.clone())
+        },
+        async || daprd.log(),
+    )
+    .await;
+    tokio::time::sleep(support::RESYNC * 2).await;
+    support::wait_jss(&ns.name, "events", "StreamManaged", |s, r| {
+        s == "True" && r == "StreamManaged"
+    })
+    .await;
+}

@@ -29,7 +29,7 @@ local needs_change = {
   TlsCertWithoutKey = true, TlsKeyWithoutCert = true, TlsClientAuthUnsupported = true,
   InvalidStreamName = true, InvalidConsumerName = true, InvalidSubject = true, OverlappingSubjects = true,
   TooManySubjects = true, WorkQueueRefused = true, NoSubjects = true, SubjectOverlap = true,
-  SubjectsNotCovered = true, TopicsNotCovered = true, StreamNotUsable = true,
+  SubjectsNotCovered = true, TopicsNotCovered = true, StreamNotUsable = true, ConsumerMismatch = true,
   DeadLetterSubscriptionUnreachable = true,
 }
 

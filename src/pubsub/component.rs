@@ -55,6 +55,8 @@ pub struct PubsubConfig {
     pub consumer_only: Vec<String>,
     /// `replicas`: the replicas of each consumer daprd creates, when a number.
     pub consumer_replicas: Option<usize>,
+    /// What daprd will ask of its durable consumer (compared with one that exists).
+    pub consumer: super::consumer::ConsumerAsk,
 }
 
 impl PubsubConfig {
@@ -164,6 +166,7 @@ pub fn pubsub_config_with_origins(
             .unwrap_or_default(),
         consumer_only,
         consumer_replicas: text("replicas").and_then(|v| v.trim().parse().ok()),
+        consumer: super::consumer::ConsumerAsk::from_values(values),
     })
 }
 

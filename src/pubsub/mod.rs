@@ -16,6 +16,7 @@
 //! `jetstreamkv.io/subjects` annotation.
 
 pub mod component;
+pub mod consumer;
 pub mod resource;
 pub mod stream;
 pub mod subjects;
