@@ -18,6 +18,7 @@
 //! - [`runtime`]: watches, predicate, sweeper, leader election;
 //! - [`http`] and [`metrics`]: the one serving loop, health, readiness and Prometheus metrics;
 //! - [`policy`]: the admin's `NatsServerPolicy`: which servers which namespaces may use (pure);
+//!   [`quota`]: what each namespace may provision under it (pure);
 //!   [`fair_share`]: the reconcile workers shared between namespaces;
 //! - [`serving`]: the limits of every HTTP server (connections, header and request timeouts);
 //! - [`cli`]: the command line, and [`check`]: the manifest checks offline, for CI;
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod nats;
 pub mod policy;
 pub mod pubsub;
+pub mod quota;
 pub mod reconcile;
 pub mod runtime;
 pub mod schema;

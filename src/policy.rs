@@ -62,6 +62,11 @@ pub struct NatsServerPolicySpec {
     /// policy does not allow never uses them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provisioning_credentials: Option<ProvisioningCredentials>,
+    /// What each namespace this policy applies to may provision, each on its own: the
+    /// Components of a namespace share its quota (see [`crate::quota`]). Every quota of every
+    /// policy that applies to a namespace holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<crate::quota::NamespaceQuota>,
 }
 
 /// Where the provisioning identity is: a Secret in the operator's own namespace, holding one of
@@ -489,6 +494,17 @@ impl Enforcer {
             .get(&kube::runtime::reflector::ObjectRef::new(namespace))
             .and_then(|n| n.metadata.labels.clone())
             .unwrap_or_default()
+    }
+
+    /// The quotas of every policy that applies to `namespace` (empty: none).
+    pub fn quotas(&self, namespace: &str) -> Vec<crate::quota::NamespaceQuota> {
+        let labels = self.labels_of(namespace);
+        self.policies
+            .state()
+            .iter()
+            .filter(|p| applies_to(&p.spec, namespace, &labels))
+            .filter_map(|p| p.spec.quota.clone())
+            .collect()
     }
 
     /// The provisioning identity of a Component of `namespace` using `nats_url` (see

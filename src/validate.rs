@@ -394,6 +394,39 @@ fn server_policy_problem(
     ))
 }
 
+/// The namespace's quota, once every other check passed (a Component refused for another
+/// reason takes no place): `QuotaExceeded`, naming the limit and the usage, when the Component
+/// does not fit beside the Components of its namespace admitted before it (see
+/// [`crate::quota::admit`]). Decided before any NATS call. `namespace`: every Component of the
+/// namespace that provisions something (this one included), as `(namespace/name, creation
+/// time in seconds, demand)`.
+pub fn check_quota<C, S>(
+    validation: &mut Validation<C, S>,
+    component: &Component,
+    quotas: &[crate::quota::NamespaceQuota],
+    namespace: &[(String, i64, crate::quota::Demand)],
+) {
+    if quotas.is_empty() || validation.valid().is_none() {
+        return;
+    }
+    let Some(demand) = crate::quota::Demand::of(component) else {
+        return;
+    };
+    let key = format!(
+        "{}/{}",
+        component.namespace().unwrap_or_default(),
+        component.name_any()
+    );
+    let others = namespace.iter().map(|(k, t, d)| (k.as_str(), *t, *d));
+    if let Some(exceeded) = crate::quota::admit(quotas, others, &key, &demand) {
+        let condition = match demand.provision {
+            crate::quota::Provision::Bucket => ConditionType::BucketAvailable,
+            crate::quota::Provision::Stream => ConditionType::StreamAvailable,
+        };
+        validation.problem(condition, &exceeded);
+    }
+}
+
 /// Offline, an inline value is known and a Secret's is not (a note says so).
 fn offline(
     entry: &MetadataEntry,
@@ -594,6 +627,14 @@ mod tests {
             check_component(&c, NOW).problems[0].reason,
             "JwtWithoutSeed"
         );
+        // The stream settings too: `check` and the webhook refuse what NATS would.
+        let c = pubsub(
+            FROM_SECRET,
+            "jetstreamkv.io/duplicate-window: 2h, jetstreamkv.io/max-age: 1h",
+        );
+        let p = check_component(&c, NOW).problems;
+        assert_eq!(p[0].reason, "InvalidAnnotation");
+        assert!(p[0].message.contains("no longer than the max age"), "{p:?}");
     }
 
     #[test]
@@ -613,6 +654,44 @@ mod tests {
         assert!(!p.message.contains("nats.internal"), "{}", p.message);
         assert!(p.message.contains("<Secret s, key url>"), "{}", p.message);
         assert!(v.valid().is_none());
+    }
+
+    #[test]
+    fn the_quota_is_checked_last_and_names_the_limit_and_usage() {
+        use crate::quota::{Demand, NamespaceQuota};
+        let inline =
+            "  - name: natsURL\n    value: nats://nats:4222\n  - name: bucket\n    value: orders\n";
+        let c = component(inline, "jetstreamkv.io/max-bytes: \"600\"");
+        let quota = [NamespaceQuota {
+            max_bytes: Some(1000),
+            ..Default::default()
+        }];
+        let earlier = Demand::of(&component(inline, "jetstreamkv.io/max-bytes: \"500\"")).unwrap();
+        let this = Demand::of(&c).unwrap();
+        let namespace = [("n/a".to_owned(), 1, earlier), ("n/c".to_owned(), 2, this)];
+        let mut v = validate(&c, Values::Offline, NOW);
+        check_quota(&mut v, &c, &quota, &namespace);
+        let p = v.first_problem().expect("refused");
+        assert_eq!(
+            (p.condition, p.reason.as_str(), p.retry),
+            (
+                ConditionType::BucketAvailable,
+                "QuotaExceeded",
+                Retry::Resync
+            )
+        );
+        assert!(p.message.contains("1000 bytes"), "{}", p.message);
+        assert!(p.message.contains("500 are used"), "{}", p.message);
+        // The earlier one gone: admitted.
+        let mut v = validate(&c, Values::Offline, NOW);
+        check_quota(&mut v, &c, &quota, &namespace[1..]);
+        assert!(v.valid().is_some());
+        // A Component refused for another reason is not held to the quota as well.
+        let bad = component(inline, "jetstreamkv.io/history: \"0\"");
+        let mut v = validate(&bad, Values::Offline, NOW);
+        check_quota(&mut v, &bad, &quota, &namespace);
+        let reasons: Vec<_> = v.findings.problems.iter().map(|p| &p.reason).collect();
+        assert_eq!(reasons, ["InvalidAnnotation"]);
     }
 
     #[test]

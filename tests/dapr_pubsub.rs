@@ -137,18 +137,44 @@ async fn next(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn daprd_fails_to_publish_before_the_stream_then_the_app_receives_through_it() {
-    round_trip("dapr-pubsub", false).await;
+    round_trip("dapr-pubsub", false, &[]).await;
 }
 
 /// daprd 1.18.3's dead-letter publish carries the failed message's CloudEvent id as
 /// `Nats-Msg-Id`: it is stored because the dead-letter topic has a stream of its own.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_the_app_fails_lands_on_the_dead_letter_topic() {
-    round_trip("dapr-deadletter", true).await;
+    round_trip("dapr-deadletter", true, &[]).await;
 }
 
-/// The story against the shared nats-server; with `dead_letter`, also a message the app fails.
-async fn round_trip(test: &str, dead_letter: bool) {
+/// The same story with every stream setting away from its default (issue 28): daprd still
+/// publishes, its app still receives, and the dead letter still lands, on streams that have
+/// them (read back from the server, the dead-letter stream's too).
+#[tokio::test(flavor = "multi_thread")]
+async fn daprd_works_with_non_default_stream_settings() {
+    round_trip(
+        "dapr-settings",
+        true,
+        &[
+            ("duplicate-window", "30s"),
+            ("max-msgs", "10000"),
+            ("max-msg-size", "64Ki"),
+            ("max-msgs-per-subject", "1000"),
+            ("discard", "new"),
+            ("compression", "s2"),
+            ("description", "the shop's events"),
+            ("metadata", "{\"team\": \"shop\"}"),
+            ("consumer-inactive-threshold", "1h"),
+            ("consumer-max-ack-pending", "1000"),
+            ("allow-msg-ttl", "true"),
+        ],
+    )
+    .await;
+}
+
+/// The story against the shared nats-server; with `dead_letter`, also a message the app fails;
+/// `settings`: `jetstreamkv.io/` annotations of the Component (without the prefix).
+async fn round_trip(test: &str, dead_letter: bool, settings: &[(&str, &str)]) {
     let started = Instant::now();
     let server = support::nats();
     let client = client().await;
@@ -157,6 +183,7 @@ async fn round_trip(test: &str, dead_letter: bool) {
         .type_("pubsub.jetstream")
         .item("natsURL", &server.url())
         .item("deliverPolicy", "all")
+        .settings(settings)
         .yaml();
     let component = manifest_object(&manifest);
     let sfx = support::random_suffix();
@@ -259,6 +286,31 @@ async fn round_trip(test: &str, dead_letter: bool) {
     assert_eq!(dead_letters, format!("{stream_name}_deadletter"));
     let info = stream_info(&server.url(), &dead_letters).await;
     assert_eq!(info.config.subjects, [format!("poison.{sfx}")]);
+    if !settings.is_empty() {
+        for name in [&stream_name, &dead_letters] {
+            let c = stream_info(&server.url(), name).await.config;
+            assert_eq!(
+                (
+                    c.max_messages,
+                    c.max_message_size,
+                    c.max_messages_per_subject
+                ),
+                (10000, 64 * 1024, 1000),
+                "{name}"
+            );
+            assert_eq!(c.discard, async_nats::jetstream::stream::DiscardPolicy::New);
+            assert_eq!(c.duplicate_window, Duration::from_secs(30));
+            assert_eq!(
+                c.compression,
+                Some(async_nats::jetstream::stream::Compression::S2)
+            );
+            assert_eq!(c.description.as_deref(), Some("the shop's events"));
+            assert_eq!(c.metadata.get("team").map(String::as_str), Some("shop"));
+            let limits = c.consumer_limits.expect("consumer limits");
+            assert_eq!(limits.max_ack_pending, 1000);
+            assert!(c.allow_message_ttl);
+        }
+    }
     let ready_after = started.elapsed();
 
     // daprd with the app and the Subscriptions, the same objects as on the API server.
@@ -350,4 +402,130 @@ async fn round_trip(test: &str, dead_letter: bool) {
         info.state.messages,
         started.elapsed()
     );
+}
+
+/// A durable consumer made beforehand with deliver policy `new` (as an older deployment of the
+/// Component made it), and a Component whose `deliverPolicy` is now `all`
+/// (components-contrib #2162): the JetStreamStream names the field and both values before
+/// daprd runs, and daprd's subscription then fails on that consumer (daprd 1.18.3 says only
+/// "consumer name already in use"; the status says which field).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_durable_consumer_that_differs_is_named_before_daprd_fails_on_it() {
+    use async_nats::jetstream::consumer;
+    let server = support::nats();
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "dapr-consumer").await;
+    let sfx = support::random_suffix();
+    let durable = format!("orders-{sfx}");
+    let manifest = ComponentManifest::new(&ns.name, "events")
+        .type_("pubsub.jetstream")
+        .item("natsURL", &server.url())
+        .item("durableName", &durable)
+        .item("deliverPolicy", "all")
+        .yaml();
+    let subscriptions = [subscription(&ns.name, "orders", &sfx, None)];
+    operator();
+    control_plane().apply(&manifest);
+    for s in &subscriptions {
+        control_plane().apply(&serde_json::to_string(s).expect("JSON"));
+    }
+    let stream = format!("{}_events", ns.name);
+    support::wait_jss(&ns.name, "events", "StreamManaged", |s, r| {
+        s == "True" && r == "StreamManaged"
+    })
+    .await;
+    // The consumer an earlier deployment left behind.
+    let js = support::jetstream(&server.url()).await;
+    js.get_stream(&stream)
+        .await
+        .expect("stream")
+        .create_consumer(consumer::push::Config {
+            durable_name: Some(durable.clone()),
+            deliver_subject: format!("_INBOX.old{sfx}"),
+            deliver_policy: consumer::DeliverPolicy::New,
+            ack_policy: consumer::AckPolicy::Explicit,
+            filter_subject: format!("orders.{sfx}"),
+            ..Default::default()
+        })
+        .await
+        .expect("the old consumer");
+    // Before daprd runs: the status names the field and both values.
+    let jss = support::wait_jss(&ns.name, "events", "ConsumerMismatch", |_, r| {
+        r == "ConsumerMismatch"
+    })
+    .await;
+    let ready = jss["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    let message = ready["message"].as_str().unwrap().to_owned();
+    eprintln!("status: {message}");
+    assert!(
+        message.contains("deliverPolicy") && message.contains("new") && message.contains("all"),
+        "{message}"
+    );
+    assert!(message.contains(&durable), "{message}");
+
+    // daprd fails on the same difference.
+    let (app_port, _rx) = start_app().await;
+    let mut resources = vec![resource_file(&get(&ns.name, "component", "events"))];
+    for s in &subscriptions {
+        let name = s["metadata"]["name"].as_str().expect("name");
+        resources.push(resource_file(&get(&ns.name, "subscriptions.dapr.io", name)));
+    }
+    let app_id = format!("app{}", support::random_suffix());
+    let mut daprd = Daprd::start_with(&app_id, &resources, Some(app_port));
+    daprd.wait_healthy();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let failure = loop {
+        let log = daprd.log();
+        // daprd 1.18.3 asks the server to create the consumer; the server refuses a durable
+        // name held by a consumer of another configuration.
+        if let Some(line) = log.lines().find(|l| {
+            l.contains(&format!("failed to subscribe to topic orders.{sfx}"))
+                && l.contains(&format!(
+                    "consumer name already in use: creating consumer \\\"{durable}\\\""
+                ))
+        }) {
+            break line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daprd did not fail on the consumer:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("daprd: {failure}");
+
+    // The old consumer deleted by hand: daprd makes its own, and the operator finds nothing to
+    // say about it (no false alarm on the consumer daprd made).
+    js.get_stream(&stream)
+        .await
+        .expect("stream")
+        .delete_consumer(&durable)
+        .await
+        .expect("deleted");
+    eventually(
+        Duration::from_secs(60),
+        "daprd's own durable consumer, with deliver policy all",
+        || async {
+            let s = js.get_stream(&stream).await.ok()?;
+            let info = s
+                .consumer_info(&durable)
+                .await
+                .ok()
+                .filter(|i| i.config.deliver_policy == consumer::DeliverPolicy::All)?;
+            Some(info.config.clone())
+        },
+        async || daprd.log(),
+    )
+    .await;
+    tokio::time::sleep(support::RESYNC * 2).await;
+    support::wait_jss(&ns.name, "events", "StreamManaged", |s, r| {
+        s == "True" && r == "StreamManaged"
+    })
+    .await;
 }

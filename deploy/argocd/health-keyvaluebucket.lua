@@ -27,10 +27,11 @@ local needs_change = {
   TooMuchMetadata = true, ServerNotAllowed = true, NamespacePrefixRequired = true, NatsProtocolViolation = true,
   StreamListingTooLong = true, AuditMode = true,
   ProvisioningCredentialsInvalid = true, AppPermissionDenied = true,
+  QuotaExceeded = true,
   TlsCertWithoutKey = true, TlsKeyWithoutCert = true, TlsClientAuthUnsupported = true,
-  InvalidStreamName = true, InvalidSubject = true, OverlappingSubjects = true,
+  InvalidStreamName = true, InvalidConsumerName = true, InvalidSubject = true, OverlappingSubjects = true,
   TooManySubjects = true, WorkQueueRefused = true, NoSubjects = true, SubjectOverlap = true,
-  SubjectsNotCovered = true, TopicsNotCovered = true, StreamNotUsable = true,
+  SubjectsNotCovered = true, TopicsNotCovered = true, StreamNotUsable = true, ConsumerMismatch = true,
   DeadLetterSubscriptionUnreachable = true,
 }
 

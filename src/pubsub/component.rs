@@ -55,6 +55,8 @@ pub struct PubsubConfig {
     pub consumer_only: Vec<String>,
     /// `replicas`: the replicas of each consumer daprd creates, when a number.
     pub consumer_replicas: Option<usize>,
+    /// What daprd will ask of its durable consumer (compared with one that exists).
+    pub consumer: super::consumer::ConsumerAsk,
 }
 
 impl PubsubConfig {
@@ -132,6 +134,8 @@ pub fn pubsub_config_with_origins(
         });
     }
 
+    consumer_names(values, &origin)?;
+
     let consumer_only = ["replicas", "memoryStorage"]
         .into_iter()
         .filter_map(|wanted| get(wanted).filter(|(_, v)| !v.is_empty()))
@@ -162,6 +166,7 @@ pub fn pubsub_config_with_origins(
             .unwrap_or_default(),
         consumer_only,
         consumer_replicas: text("replicas").and_then(|v| v.trim().parse().ok()),
+        consumer: super::consumer::ConsumerAsk::from_values(values),
     })
 }
 
@@ -238,6 +243,41 @@ pub fn stream_name_problem(name: &str) -> Option<String> {
         ));
     }
     None
+}
+
+/// The consumer names daprd will use (`durableName`, `queueGroupName`), refused when NATS or
+/// the NATS protocol cannot take them: a durable name follows the stream name rules (no '.',
+/// '*', '>', '/', '\\' or whitespace: a space breaks daprd's connection), a queue group holds no
+/// whitespace. Per-pod templates are checked as if replaced by a plain word (`{namespace}` has a
+/// warning of its own). A value from a Secret is shown as where it came from.
+fn consumer_names(
+    values: &[(String, SecretValue)],
+    origin: &impl Fn(&str) -> Option<String>,
+) -> Result<(), PubsubError> {
+    for wanted in ["durableName", "queueGroupName"] {
+        let Some((name, value)) = item(values, wanted) else {
+            continue;
+        };
+        let mut text = value.expose().to_owned();
+        for template in POD_TEMPLATES {
+            text = text.replace(template, "x");
+        }
+        let problem = if wanted == "durableName" {
+            stream_name_problem(&text).filter(|_| !text.is_empty())
+        } else {
+            text.chars()
+                .find(|c| c.is_whitespace() || c.is_control())
+                .map(|c| format!("it contains {c:?} (a queue group may not hold whitespace)"))
+        };
+        if let Some(problem) = problem {
+            return Err(PubsubError::InvalidConsumerName {
+                item: name.to_owned(),
+                name: origin(name).unwrap_or_else(|| format!("{:?}", value.expose())),
+                problem: problem.replace("stream names", "consumer names"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Dapr's topic list: spaces removed, split on commas, duplicates dropped (first kept).
@@ -321,6 +361,51 @@ pub fn warnings(config: &PubsubConfig, subscribed: usize, clustered: Option<bool
         });
     }
     out
+}
+
+#[cfg(test)]
+mod consumer_name_tests {
+    use super::*;
+    use crate::failure::Failure;
+
+    fn config(items: &[(&str, &str)]) -> Result<PubsubConfig, PubsubError> {
+        let values: Vec<(String, SecretValue)> = items
+            .iter()
+            .map(|(k, v)| (k.to_string(), SecretValue::new(*v)))
+            .collect();
+        pubsub_config_with_origins(&values, |item| {
+            (item == "queueGroupName").then(|| "<Secret s, key q>".to_owned())
+        })
+    }
+
+    #[test]
+    fn consumer_names_nats_cannot_take_are_refused_before_daprd_starts() {
+        const URL: (&str, &str) = ("natsURL", "nats://nats:4222");
+        for ok in ["orders", "orders-{appID}", "{podName}_x", ""] {
+            assert!(config(&[URL, ("durableName", ok)]).is_ok(), "{ok:?}");
+        }
+        for (bad, says) in [
+            ("my consumer", "' '"),
+            ("orders.v2", "'.'"),
+            ("a>b", "'>'"),
+            ("a/b", "'/'"),
+        ] {
+            let e = config(&[URL, ("durableName", bad)]).unwrap_err();
+            assert_eq!(e.reason(), "InvalidConsumerName", "{bad}");
+            let text = e.to_string();
+            assert!(
+                text.contains(says) && text.contains("durableName"),
+                "{text}"
+            );
+            assert!(text.contains("consumer names may not hold"), "{text}");
+        }
+        assert!(config(&[URL, ("queueGroupName", "workers.eu")]).is_ok());
+        let e = config(&[URL, ("queueGroupName", "my workers")]).unwrap_err();
+        assert_eq!(e.reason(), "InvalidConsumerName");
+        // From a Secret: shown as where it came from, never as itself.
+        assert!(e.to_string().contains("<Secret s, key q>"), "{e}");
+        assert!(!e.to_string().contains("my workers"), "{e}");
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! `jetstreamkv.io/subjects` annotation.
 
 pub mod component;
+pub mod consumer;
 pub mod resource;
 pub mod stream;
 pub mod subjects;
@@ -70,6 +71,20 @@ pub enum PubsubError {
         problem: String,
     },
 
+    /// `durableName` or `queueGroupName` is not a name NATS takes for daprd's consumers.
+    #[error(
+        "metadata item {item} {name} is not a valid consumer name: {problem}; daprd's \
+         subscriptions would fail: change it"
+    )]
+    InvalidConsumerName {
+        /// The metadata item, as written.
+        item: String,
+        /// The name, quoted (or where it came from, when from a Secret).
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+
     /// A subject of the `jetstreamkv.io/subjects` annotation cannot be used.
     #[error(transparent)]
     Subject(#[from] SubjectError),
@@ -95,7 +110,7 @@ pub enum PubsubError {
         /// The value as written.
         value: String,
         /// What to write instead.
-        expected: &'static str,
+        expected: String,
     },
 }
 
@@ -108,6 +123,7 @@ impl Failure for PubsubError {
             Self::TlsKeyWithoutCert => "TlsKeyWithoutCert",
             Self::TlsClientAuthUnsupported => "TlsClientAuthUnsupported",
             Self::InvalidStreamName { .. } => "InvalidStreamName",
+            Self::InvalidConsumerName { .. } => "InvalidConsumerName",
             Self::Subject(SubjectError::Invalid { .. }) => "InvalidSubject",
             Self::Subject(SubjectError::Overlapping { .. }) => "OverlappingSubjects",
             Self::Subject(SubjectError::TooMany { .. }) => "TooManySubjects",
@@ -152,7 +168,7 @@ mod tests {
             PubsubError::InvalidAnnotation {
                 annotation: "jetstreamkv.io/storage",
                 value: "disk".into(),
-                expected: "use file or memory",
+                expected: "use file or memory".into(),
             },
         ];
         let reasons: std::collections::BTreeSet<_> = errors.iter().map(|e| e.reason()).collect();

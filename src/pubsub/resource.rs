@@ -85,6 +85,42 @@ pub struct StreamConfig {
     pub max_bytes: Option<i64>,
     /// The window in which a repeated `Nats-Msg-Id` (daprd's CloudEvent id) is dropped.
     pub duplicate_window: String,
+    /// Most messages kept; absent means unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_msgs: Option<i64>,
+    /// Largest message in bytes; absent means unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_msg_size: Option<i64>,
+    /// Most messages kept per subject (per topic); absent means unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_msgs_per_subject: Option<i64>,
+    /// What a full stream does: `old` (drops its oldest messages) or `new` (refuses publishes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discard: Option<String>,
+    /// Whether the stream is S2-compressed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compression: bool,
+    /// The stream's description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The JetStream cluster the stream is placed in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_cluster: Option<String>,
+    /// The server tags the stream's placement requires.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement_tags: Vec<String>,
+    /// The user's stream metadata (not the server's `_nats.*` keys, not the operator's marks).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// The longest a consumer may stay inactive before the server deletes it (Go duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_inactive_threshold: Option<String>,
+    /// The most unacknowledged messages a consumer may have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_max_ack_pending: Option<i64>,
+    /// Whether publishers may give a message a TTL of its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_msg_ttl: bool,
 }
 
 /// Status of a JetStreamStream.

@@ -35,6 +35,8 @@ pub struct Context {
     pub max_backoff: Duration,
     /// Both caches have been listed: reconciles wait for it.
     pub synced: Arc<AtomicBool>,
+    /// The scope's Components, as cached (a namespace's quota usage is counted from them).
+    pub components: Store<kube::core::DeserializeGuard<Component>>,
     /// The admin's NatsServerPolicies, when enforced.
     pub policy: Option<crate::policy::Enforcer>,
     /// Workers held per namespace (fair share).
@@ -100,6 +102,26 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
+    }
+
+    /// The quota demands of the Components of `namespace` in the cache (see
+    /// [`crate::quota::admit`]): `(namespace/name, creation time in seconds, demand)`.
+    pub fn namespace_demands(&self, namespace: &str) -> Vec<(String, i64, crate::quota::Demand)> {
+        self.components
+            .state()
+            .iter()
+            .filter_map(|guard| guard.0.as_ref().ok())
+            .filter(|c| c.metadata.namespace.as_deref() == Some(namespace))
+            .filter_map(|c| {
+                let demand = crate::quota::Demand::of(c)?;
+                let created = c
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map_or(0, |t| t.0.as_second());
+                Some((super::object_key(c), created, demand))
+            })
+            .collect()
     }
 
     /// The Component's object of kind `K` in the cache.

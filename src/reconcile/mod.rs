@@ -38,7 +38,9 @@ use kind::Kind;
 
 use crate::dapr::Component;
 use crate::failure::Retry;
-use crate::validate::{NamesOnServer, Servers, Validation, Values, check_server_policy};
+use crate::validate::{
+    NamesOnServer, Servers, Validation, Values, check_quota, check_server_policy,
+};
 
 /// Reconciles one Component.
 pub async fn reconcile(
@@ -131,7 +133,8 @@ where
     // Read (what was written, from memory or the cache: no request).
     let previous = ctx.previous::<K::Object>(key, component);
     // Validate.
-    let validation = validated(ctx, component, K::validate).await;
+    let mut validation = validated(ctx, component, K::validate).await;
+    within_quota(ctx, component, &mut validation);
     // Execute.
     let progress = K::execute(ctx, component, key, &validation, previous.as_ref()).await;
     // Status.
@@ -177,6 +180,20 @@ where
         });
     }
     validation
+}
+
+/// Holds the Component to its namespace's quota, before any NATS call (not on deletion: a
+/// Component refused by its quota is still deleted).
+fn within_quota<C, S>(ctx: &Context, component: &Component, validation: &mut Validation<C, S>) {
+    let Some(policy) = &ctx.policy else {
+        return;
+    };
+    let namespace = component.metadata.namespace.as_deref().unwrap_or_default();
+    let quotas = policy.quotas(namespace);
+    if !quotas.is_empty() {
+        let demands = ctx.namespace_demands(namespace);
+        check_quota(validation, component, &quotas, &demands);
+    }
 }
 
 /// When to look again: a success or a wait for a change also clears the back-off.

@@ -7,7 +7,8 @@
 //! labels and annotations of other tools. These functions run on every watch event before the
 //! object is stored, and keep:
 //!
-//! - of every Component: its identity (name, namespace, uid, resourceVersion, generation), its
+//! - of every Component: its identity (name, namespace, uid, resourceVersion, generation,
+//!   creation time: the order of admission under a namespace quota), its
 //!   deletion state and finalizers, the `jetstreamkv.io/` annotations, and `spec.type`: what the
 //!   predicate, the reconcile's routing (ours, not ours, being deleted) and `forget` read;
 //! - of a `state.jetstream` Component, or one that carries our finalizer, also the whole spec,
@@ -97,6 +98,8 @@ fn identity(meta: ObjectMeta) -> ObjectMeta {
         uid: meta.uid,
         resource_version: meta.resource_version,
         generation: meta.generation,
+        // The order in which a namespace's Components are admitted under its quota.
+        creation_timestamp: meta.creation_timestamp,
         deletion_timestamp: meta.deletion_timestamp,
         finalizers: meta.finalizers.filter(|f| !f.is_empty()),
         annotations: (!annotations.is_empty()).then_some(annotations),
@@ -170,7 +173,11 @@ mod tests {
         assert!(m.managed_fields.is_none());
         assert!(m.labels.is_none());
         assert!(m.owner_references.is_none());
-        assert!(m.creation_timestamp.is_none());
+        // Kept: a namespace's Components are admitted under its quota in creation order.
+        assert_eq!(
+            m.creation_timestamp.as_ref().map(|t| t.0.as_second()),
+            Some(1_767_225_600)
+        );
         assert!(m.finalizers.is_none());
         assert_eq!(c.spec.type_, "state.redis");
         assert!(c.spec.metadata.is_empty());

@@ -62,6 +62,12 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
         index: index.clone(),
         metrics: metrics.clone(),
     };
+    let kvbs = bucket_cache(&client, &scope, &index);
+    let streams = stream_cache(&client, &scope, &index);
+    // A Component deleted frees its place in its namespace's quota: the Components waiting for
+    // one are looked at again at once.
+    let (freed, freed_places) = futures::channel::mpsc::unbounded();
+    let waiting = (kvbs.clone(), streams.clone());
     // Listed page by page (500 a page, from the most recent state): a list "from any version"
     // is served from the API server's cache in one piece, which at 100,000 Components is one
     // response of every object whole. Each object is trimmed (`trim`) before it is cached.
@@ -79,13 +85,14 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
         }
         if let Ok(watcher::Event::Delete(c)) = event {
             sweeper::forget_deleted(&object_key(c), &held);
+            for waiting in waiting_for_quota(&waiting.0, &waiting.1, c.namespace().as_deref()) {
+                let _ = freed.unbounded_send(waiting);
+            }
         }
     })
     .applied_objects()
     .predicate_filter(component_predicate, Default::default());
 
-    let kvbs = bucket_cache(&client, &scope, &index);
-    let streams = stream_cache(&client, &scope, &index);
     let secret_stream = secret_stream(&client, &scope, config.watch_secrets);
 
     let subscription_stream = subscription_stream(&client, &scope, config.watch_subscriptions);
@@ -97,6 +104,7 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
         .watches_stream(subscription_stream, |subscription| {
             component_of_subscription(&subscription)
         })
+        .reconcile_on(freed_places)
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
 
     let context = Arc::new(Context {
@@ -110,6 +118,7 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
         resync: config.resync,
         max_backoff: config.max_backoff,
         synced: Arc::default(),
+        components: components.clone(),
         policy,
         share,
         mode: config.mode,
@@ -123,6 +132,37 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
         components,
     }
 }
+
+/// The Components of `namespace` whose KeyValueBucket or JetStreamStream says they wait for a
+/// place in the namespace's quota.
+fn waiting_for_quota(
+    kvbs: &Store<KeyValueBucket>,
+    streams: &Store<crate::pubsub::JetStreamStream>,
+    namespace: Option<&str>,
+) -> Vec<ObjectRef<DeserializeGuard<Component>>> {
+    let Some(namespace) = namespace else {
+        return Vec::new();
+    };
+    let waits = |meta: &kube::core::ObjectMeta, ready: Option<&str>| {
+        (meta.namespace.as_deref() == Some(namespace) && ready == Some(QUOTA_EXCEEDED))
+            .then(|| ObjectRef::new(meta.name.as_deref().unwrap_or_default()).within(namespace))
+    };
+    let ready = crate::crd::ConditionType::Ready;
+    let buckets = kvbs.state().into_iter().filter_map(|kvb| {
+        waits(
+            kvb.meta(),
+            kvb.condition(ready.as_str()).map(|c| c.reason.as_str()),
+        )
+    });
+    let streams = streams
+        .state()
+        .into_iter()
+        .filter_map(|jss| waits(jss.meta(), jss.condition(ready).map(|c| c.reason.as_str())));
+    buckets.chain(streams).collect()
+}
+
+/// The reason of a Component waiting for a place in its namespace's quota.
+const QUOTA_EXCEEDED: &str = "QuotaExceeded";
 
 /// Our KeyValueBuckets are cached (previous status, other users of a bucket) but trigger
 /// nothing: every write to them is ours, and one deleted by hand is re-created at the next

@@ -187,7 +187,7 @@ fn duration_or_off(
 }
 
 /// The largest value NATS takes (an `i32`), or -1 for unlimited (`None`).
-fn max_value_size(value: &str) -> Result<Option<i32>, &'static str> {
+pub(crate) fn max_value_size(value: &str) -> Result<Option<i32>, &'static str> {
     const EXPECTED: &str = "a positive size in bytes up to 2147483647 (2Gi - 1), \
         optionally with a suffix Ki, Mi, Gi (powers of 1024) or K, M, G (powers of \
         1000), e.g. 1Mi, or -1 for unlimited";
@@ -361,7 +361,7 @@ impl Keyword for DeletionPolicy {
     }
 }
 
-fn boolean(value: &str) -> Option<bool> {
+pub(crate) fn boolean(value: &str) -> Option<bool> {
     if value.eq_ignore_ascii_case("true") {
         Some(true)
     } else if value.eq_ignore_ascii_case("false") {
@@ -372,7 +372,7 @@ fn boolean(value: &str) -> Option<bool> {
 }
 
 /// A size limit: `-1` is unlimited (`None`); otherwise a positive size.
-fn parse_limit(value: &str) -> Option<Option<i64>> {
+pub(crate) fn parse_limit(value: &str) -> Option<Option<i64>> {
     if value == "-1" {
         return Some(None);
     }

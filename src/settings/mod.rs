@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 mod annotations;
 
 pub use annotations::from_annotations;
+pub(crate) use annotations::{boolean, max_value_size};
 
 /// The prefix of every annotation this operator reads or writes.
 pub const ANNOTATION_PREFIX: &str = "jetstreamkv.io/";
@@ -47,17 +48,57 @@ pub const RETENTION_ANNOTATION: &str = "jetstreamkv.io/retention";
 /// How long a pub/sub's stream keeps messages (Go duration; default forever).
 pub const MAX_AGE_ANNOTATION: &str = "jetstreamkv.io/max-age";
 
+/// A pub/sub stream's duplicate window (Go duration; default 2m, or the max age when shorter):
+/// no longer than the max age.
+pub const DUPLICATE_WINDOW_ANNOTATION: &str = "jetstreamkv.io/duplicate-window";
+/// Most messages a pub/sub's stream keeps (default unlimited).
+pub const MAX_MSGS_ANNOTATION: &str = "jetstreamkv.io/max-msgs";
+/// Largest message a pub/sub's stream takes, in bytes (default unlimited).
+pub const MAX_MSG_SIZE_ANNOTATION: &str = "jetstreamkv.io/max-msg-size";
+/// Most messages a pub/sub's stream keeps per subject, that is per topic (default unlimited).
+pub const MAX_MSGS_PER_SUBJECT_ANNOTATION: &str = "jetstreamkv.io/max-msgs-per-subject";
+/// What a full pub/sub stream does: `old` (default: drops its oldest messages) or `new` (refuses
+/// the publish).
+pub const DISCARD_ANNOTATION: &str = "jetstreamkv.io/discard";
+/// The longest a consumer of a pub/sub's stream may stay inactive before the server deletes it
+/// (and the default for consumers that do not say): the stream's consumer limits.
+pub const CONSUMER_INACTIVE_THRESHOLD_ANNOTATION: &str =
+    "jetstreamkv.io/consumer-inactive-threshold";
+/// The most unacknowledged messages a consumer of a pub/sub's stream may have (and the default):
+/// the stream's consumer limits.
+pub const CONSUMER_MAX_ACK_PENDING_ANNOTATION: &str = "jetstreamkv.io/consumer-max-ack-pending";
+/// `true`: a pub/sub's stream lets publishers give messages a TTL of their own (`Nats-TTL`);
+/// NATS cannot turn it off again.
+pub const ALLOW_MSG_TTL_ANNOTATION: &str = "jetstreamkv.io/allow-msg-ttl";
+
 /// The annotations of a pub/sub's streams only.
-const STREAM_ONLY_ANNOTATIONS: [&str; 4] = [
+pub const STREAM_ONLY_ANNOTATIONS: [&str; 12] = [
     SUBJECTS_ANNOTATION,
     STREAM_ANNOTATION,
     RETENTION_ANNOTATION,
     MAX_AGE_ANNOTATION,
+    DUPLICATE_WINDOW_ANNOTATION,
+    MAX_MSGS_ANNOTATION,
+    MAX_MSG_SIZE_ANNOTATION,
+    MAX_MSGS_PER_SUBJECT_ANNOTATION,
+    DISCARD_ANNOTATION,
+    CONSUMER_INACTIVE_THRESHOLD_ANNOTATION,
+    CONSUMER_MAX_ACK_PENDING_ANNOTATION,
+    ALLOW_MSG_TTL_ANNOTATION,
 ];
 
 /// The bucket settings a pub/sub's streams read too, with the same values and messages; every
 /// other [`Setting`], and `on-existing`, is a bucket's only.
-const SHARED_SETTINGS: [Setting; 3] = [Setting::Storage, Setting::Replicas, Setting::MaxBytes];
+const SHARED_SETTINGS: [Setting; 8] = [
+    Setting::Storage,
+    Setting::Replicas,
+    Setting::MaxBytes,
+    Setting::Compression,
+    Setting::Description,
+    Setting::PlacementCluster,
+    Setting::PlacementTags,
+    Setting::Metadata,
+];
 
 /// The kinds of Component the operator provisions for, as far as their annotations go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

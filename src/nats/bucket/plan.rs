@@ -253,7 +253,16 @@ fn is_explicit(s: &BucketSettings, field: Field) -> bool {
             Setting::RepublishHeadersOnly,
         ],
         // A pub/sub stream's fields: a bucket's diff never has them.
-        Field::MaxAge | Field::Retention => &[],
+        Field::MaxAge
+        | Field::Retention
+        | Field::DuplicateWindow
+        | Field::MaxMsgs
+        | Field::MaxMsgSize
+        | Field::MaxMsgsPerSubject
+        | Field::Discard
+        | Field::Placement
+        | Field::ConsumerLimits
+        | Field::AllowMsgTtl => &[],
     };
     settings.iter().any(|setting| s.explicit.contains(setting))
 }

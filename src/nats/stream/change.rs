@@ -21,6 +21,22 @@ pub enum Field {
     LimitMarkerTtl,
     Metadata,
     Republish,
+    /// A pub/sub stream's duplicate window.
+    DuplicateWindow,
+    /// A pub/sub stream's message count limit.
+    MaxMsgs,
+    /// A pub/sub stream's message size limit.
+    MaxMsgSize,
+    /// A pub/sub stream's per-subject message limit.
+    MaxMsgsPerSubject,
+    /// A pub/sub stream's discard policy.
+    Discard,
+    /// A stream's placement (cluster and tags).
+    Placement,
+    /// A pub/sub stream's consumer limits (inactive threshold, max ack pending).
+    ConsumerLimits,
+    /// Whether messages may carry a TTL of their own.
+    AllowMsgTtl,
 }
 
 impl Field {
@@ -40,6 +56,14 @@ impl Field {
             Self::LimitMarkerTtl => "limitMarkerTtl",
             Self::Metadata => "metadata",
             Self::Republish => "republish",
+            Self::DuplicateWindow => "duplicateWindow",
+            Self::MaxMsgs => "maxMsgs",
+            Self::MaxMsgSize => "maxMsgSize",
+            Self::MaxMsgsPerSubject => "maxMsgsPerSubject",
+            Self::Discard => "discard",
+            Self::Placement => "placement",
+            Self::ConsumerLimits => "consumerLimits",
+            Self::AllowMsgTtl => "allowMsgTtl",
         }
     }
 }

@@ -97,6 +97,29 @@ impl<'a> StreamClient<'a> {
         }
     }
 
+    /// The configuration of the stream's consumer `name` (read only), when it exists.
+    pub async fn consumer(
+        &self,
+        name: &str,
+    ) -> Result<Option<jetstream::consumer::Config>, NatsError> {
+        use jetstream::response::Response;
+        let subject = format!("CONSUMER.INFO.{}.{name}", self.name);
+        match self
+            .js
+            .request::<_, _, Response<jetstream::consumer::Info>>(subject, &serde_json::json!({}))
+            .await
+        {
+            Ok(Response::Ok(info)) => Ok(Some(info.config)),
+            Ok(Response::Err { error })
+                if error.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND =>
+            {
+                Ok(None)
+            }
+            Ok(Response::Err { error }) => Err(NatsError::from_jetstream("consumer info", &error)),
+            Err(e) => Err(request_error("consumer info", &e)),
+        }
+    }
+
     /// Creates the stream. When someone else created it meanwhile (error 10058), returns the
     /// existing one so the caller plans again against it.
     pub async fn create(&self, config: stream::Config) -> Result<stream::Info, NatsError> {

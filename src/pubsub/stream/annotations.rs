@@ -11,7 +11,10 @@ use crate::pubsub::subjects::parse_user_subjects;
 use crate::settings::{self, DeletionPolicy, Setting, Storage};
 
 pub use crate::settings::{
-    MAX_AGE_ANNOTATION, RETENTION_ANNOTATION, STREAM_ANNOTATION, SUBJECTS_ANNOTATION,
+    ALLOW_MSG_TTL_ANNOTATION, CONSUMER_INACTIVE_THRESHOLD_ANNOTATION,
+    CONSUMER_MAX_ACK_PENDING_ANNOTATION, DISCARD_ANNOTATION, DUPLICATE_WINDOW_ANNOTATION,
+    MAX_AGE_ANNOTATION, MAX_MSG_SIZE_ANNOTATION, MAX_MSGS_ANNOTATION,
+    MAX_MSGS_PER_SUBJECT_ANNOTATION, RETENTION_ANNOTATION, STREAM_ANNOTATION, SUBJECTS_ANNOTATION,
 };
 /// `file` (default) or `memory`: the bucket annotation, read the same way.
 pub const STORAGE_ANNOTATION: &str = "jetstreamkv.io/storage";
@@ -32,6 +35,16 @@ pub enum Retention {
     Interest,
 }
 
+/// What a full stream does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Discard {
+    /// Drops its oldest messages (the default).
+    #[default]
+    Old,
+    /// Refuses the publish.
+    New,
+}
+
 /// The stream settings a Component asks for through its annotations, defaults filled in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamSettings {
@@ -49,6 +62,32 @@ pub struct StreamSettings {
     pub max_age: Option<Duration>,
     /// Size limit in bytes; None is unlimited.
     pub max_bytes: Option<i64>,
+    /// The duplicate window; None: 2m, or the max age when shorter.
+    pub duplicate_window: Option<Duration>,
+    /// Most messages kept; None is unlimited.
+    pub max_msgs: Option<i64>,
+    /// Largest message in bytes; None is unlimited.
+    pub max_msg_size: Option<i32>,
+    /// Most messages kept per subject; None is unlimited.
+    pub max_msgs_per_subject: Option<i64>,
+    /// What a full stream does.
+    pub discard: Discard,
+    /// Whether the stream is S2-compressed.
+    pub compression: bool,
+    /// The stream's description; None: the operator's (which Component it serves).
+    pub description: Option<String>,
+    /// JetStream cluster to place the stream in.
+    pub placement_cluster: Option<String>,
+    /// Server tags the stream's placement requires.
+    pub placement_tags: Vec<String>,
+    /// The user's stream metadata (never a reserved key).
+    pub metadata: BTreeMap<String, String>,
+    /// The longest a consumer may stay inactive; None: no limit.
+    pub consumer_inactive_threshold: Option<Duration>,
+    /// The most unacknowledged messages a consumer may have; None: no limit.
+    pub consumer_max_ack_pending: Option<i64>,
+    /// Whether messages may carry a TTL of their own.
+    pub allow_msg_ttl: bool,
     /// Whether changes that discard messages are allowed.
     pub allow_data_loss: bool,
     /// What happens to the stream when the Component is deleted (retain by default).
@@ -67,6 +106,19 @@ impl Default for StreamSettings {
             replicas: 1,
             max_age: None,
             max_bytes: None,
+            duplicate_window: None,
+            max_msgs: None,
+            max_msg_size: None,
+            max_msgs_per_subject: None,
+            discard: Discard::Old,
+            compression: false,
+            description: None,
+            placement_cluster: None,
+            placement_tags: Vec::new(),
+            metadata: BTreeMap::new(),
+            consumer_inactive_threshold: None,
+            consumer_max_ack_pending: None,
+            allow_msg_ttl: false,
             allow_data_loss: false,
             deletion_policy: DeletionPolicy::Retain,
             explicit: BTreeSet::new(),
@@ -85,10 +137,10 @@ pub fn stream_settings(
     settings::refuse_inapplicable(annotations, settings::ComponentKind::PubSub)?;
     let mut s = StreamSettings::default();
     let get = |key: &str| annotations.get(key).map(|v| v.trim());
-    let invalid = |annotation, value: &str, expected| PubsubError::InvalidAnnotation {
+    let invalid = |annotation, value: &str, expected: &str| PubsubError::InvalidAnnotation {
         annotation,
         value: value.to_owned(),
-        expected,
+        expected: expected.to_owned(),
     };
     if let Some(v) = get(SUBJECTS_ANNOTATION) {
         s.subjects = parse_user_subjects(v);
@@ -122,34 +174,146 @@ pub fn stream_settings(
         s.max_age = (!d.is_zero()).then_some(d);
         s.explicit.insert(Field::MaxAge);
     }
+    stream_limits(annotations, &mut s)?;
     // The rest: what a stream shares with a bucket.
-    let stream_only = [
-        SUBJECTS_ANNOTATION,
-        STREAM_ANNOTATION,
-        RETENTION_ANNOTATION,
-        MAX_AGE_ANNOTATION,
-    ];
     let shared: BTreeMap<String, String> = annotations
         .iter()
-        .filter(|(k, _)| !stream_only.contains(&k.as_str()))
+        .filter(|(k, _)| !settings::STREAM_ONLY_ANNOTATIONS.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let bucket = settings::from_annotations(&shared)?;
     s.storage = bucket.storage;
     s.replicas = bucket.replicas;
     s.max_bytes = bucket.max_bytes;
+    s.compression = bucket.compression;
+    s.description = bucket.description;
+    s.placement_cluster = bucket.placement_cluster;
+    s.placement_tags = bucket.placement_tags;
+    s.metadata = bucket.metadata;
     s.allow_data_loss = bucket.allow_data_loss;
     s.deletion_policy = bucket.deletion_policy;
     for (setting, field) in [
         (Setting::Storage, Field::Storage),
         (Setting::Replicas, Field::Replicas),
         (Setting::MaxBytes, Field::MaxBytes),
+        (Setting::Compression, Field::Compression),
+        (Setting::Description, Field::Description),
+        (Setting::PlacementCluster, Field::Placement),
+        (Setting::PlacementTags, Field::Placement),
+        (Setting::Metadata, Field::Metadata),
     ] {
         if bucket.explicit.contains(&setting) {
             s.explicit.insert(field);
         }
     }
+    // NATS refuses a duplicate window longer than the max age: refused here, before anything is
+    // sent.
+    if let (Some(window), Some(age)) = (s.duplicate_window, s.max_age)
+        && window > age
+    {
+        return Err(PubsubError::InvalidAnnotation {
+            annotation: DUPLICATE_WINDOW_ANNOTATION,
+            value: duration::format(window),
+            expected: format!(
+                "a duplicate window no longer than the max age ({}, {MAX_AGE_ANNOTATION}): NATS \
+                 refuses a longer one",
+                duration::format(age)
+            ),
+        });
+    }
     Ok(s)
+}
+
+/// The stream's own limits (duplicate window, message limits, discard, consumer limits,
+/// message TTLs), each parsed or refused with what it accepts.
+fn stream_limits(
+    annotations: &BTreeMap<String, String>,
+    s: &mut StreamSettings,
+) -> Result<(), PubsubError> {
+    let get = |key: &str| annotations.get(key).map(|v| v.trim());
+    let invalid = |annotation, value: &str, expected: &str| PubsubError::InvalidAnnotation {
+        annotation,
+        value: settings::shorten(value),
+        expected: expected.to_owned(),
+    };
+    const COUNT: &str = "a positive whole number, or -1 for unlimited";
+    let count = |annotation: &'static str| -> Result<Option<Option<i64>>, PubsubError> {
+        let Some(v) = get(annotation) else {
+            return Ok(None);
+        };
+        if v == "-1" {
+            return Ok(Some(None));
+        }
+        match v.parse::<i64>() {
+            Ok(n) if n > 0 => Ok(Some(Some(n))),
+            _ => Err(invalid(annotation, v, COUNT)),
+        }
+    };
+    let mut explicit = |field, set: bool| {
+        if set {
+            s.explicit.insert(field);
+        }
+    };
+    if let Some(v) = get(DUPLICATE_WINDOW_ANNOTATION) {
+        const EXPECTED: &str = "a Go duration of at least 100ms such as 2m or 1h, no longer than \
+                                the max age";
+        let d = duration::parse(v)
+            .filter(|d| *d >= Duration::from_millis(100))
+            .ok_or_else(|| invalid(DUPLICATE_WINDOW_ANNOTATION, v, EXPECTED))?;
+        s.duplicate_window = Some(d);
+        explicit(Field::DuplicateWindow, true);
+    }
+    if let Some(n) = count(MAX_MSGS_ANNOTATION)? {
+        s.max_msgs = n;
+        explicit(Field::MaxMsgs, true);
+    }
+    if let Some(n) = count(MAX_MSGS_PER_SUBJECT_ANNOTATION)? {
+        s.max_msgs_per_subject = n;
+        explicit(Field::MaxMsgsPerSubject, true);
+    }
+    if let Some(v) = get(MAX_MSG_SIZE_ANNOTATION) {
+        s.max_msg_size =
+            settings::max_value_size(v).map_err(|e| invalid(MAX_MSG_SIZE_ANNOTATION, v, e))?;
+        explicit(Field::MaxMsgSize, true);
+    }
+    if let Some(v) = get(DISCARD_ANNOTATION) {
+        s.discard = match v.to_ascii_lowercase().as_str() {
+            "old" => Discard::Old,
+            "new" => Discard::New,
+            _ => {
+                return Err(invalid(
+                    DISCARD_ANNOTATION,
+                    v,
+                    "\"old\" (a full stream drops its oldest messages) or \"new\" (it refuses \
+                     the publish)",
+                ));
+            }
+        };
+        explicit(Field::Discard, true);
+    }
+    if let Some(v) = get(CONSUMER_INACTIVE_THRESHOLD_ANNOTATION) {
+        const EXPECTED: &str = "a Go duration such as 1h or 24h, or 0 for no limit";
+        let d = duration::parse(v)
+            .ok_or_else(|| invalid(CONSUMER_INACTIVE_THRESHOLD_ANNOTATION, v, EXPECTED))?;
+        s.consumer_inactive_threshold = (!d.is_zero()).then_some(d);
+        explicit(Field::ConsumerLimits, true);
+    }
+    if let Some(n) = count(CONSUMER_MAX_ACK_PENDING_ANNOTATION)? {
+        s.consumer_max_ack_pending = n;
+        explicit(Field::ConsumerLimits, true);
+    }
+    if let Some(v) = get(ALLOW_MSG_TTL_ANNOTATION) {
+        s.allow_msg_ttl = settings::boolean(v).ok_or_else(|| {
+            invalid(
+                ALLOW_MSG_TTL_ANNOTATION,
+                v,
+                "\"true\" (publishers may give a message its own TTL; NATS cannot turn it off \
+                 again) or \"false\"",
+            )
+        })?;
+        explicit(Field::AllowMsgTtl, true);
+    }
+    Ok(())
 }
 
 /// The warning Interest retention needs: what it drops is gone for every app.

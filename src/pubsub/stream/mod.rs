@@ -18,7 +18,9 @@ use super::subjects::{collide, covers};
 use crate::failure::{Failure, Retry};
 use crate::nats::stream::limits::{duplicate_window, storage_type};
 use crate::nats::stream::planned::{Planned, PlannedAction, PlannedChange};
-use crate::nats::stream::{Change, ChangeKind, META_COMPONENT, META_MANAGED_BY, is_managed_by};
+use crate::nats::stream::{
+    Change, ChangeKind, Field, META_COMPONENT, META_MANAGED_BY, is_managed_by,
+};
 
 mod annotations;
 mod config;
@@ -27,7 +29,10 @@ pub use config::{diff, shown_config, status_of};
 use config::{replicas_change, retention};
 
 pub use annotations::{
-    ALLOW_DATA_LOSS_ANNOTATION, DEAD_LETTER_SUFFIX, MAX_AGE_ANNOTATION, MAX_BYTES_ANNOTATION,
+    ALLOW_DATA_LOSS_ANNOTATION, ALLOW_MSG_TTL_ANNOTATION, CONSUMER_INACTIVE_THRESHOLD_ANNOTATION,
+    CONSUMER_MAX_ACK_PENDING_ANNOTATION, DEAD_LETTER_SUFFIX, DISCARD_ANNOTATION,
+    DUPLICATE_WINDOW_ANNOTATION, Discard, MAX_AGE_ANNOTATION, MAX_BYTES_ANNOTATION,
+    MAX_MSG_SIZE_ANNOTATION, MAX_MSGS_ANNOTATION, MAX_MSGS_PER_SUBJECT_ANNOTATION,
     REPLICAS_ANNOTATION, RETENTION_ANNOTATION, Retention, STORAGE_ANNOTATION, STREAM_ANNOTATION,
     SUBJECTS_ANNOTATION, StreamSettings, dead_letter_stream_name, settings_warnings, stream_name,
     stream_settings,
@@ -291,10 +296,21 @@ pub fn blocked_message(
 pub fn desired_stream(d: &Desired<'_>) -> stream::Config {
     let s = d.settings;
     let max_age = s.max_age.unwrap_or(Duration::ZERO);
-    let metadata = HashMap::from([
-        (META_MANAGED_BY.to_owned(), crate::crd::MANAGER.to_owned()),
-        (META_COMPONENT.to_owned(), d.owner.to_owned()),
-    ]);
+    // The user's items, then the operator's marks (reserved keys never come from the user).
+    let mut metadata: HashMap<String, String> = s
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    metadata.insert(META_MANAGED_BY.to_owned(), crate::crd::MANAGER.to_owned());
+    metadata.insert(META_COMPONENT.to_owned(), d.owner.to_owned());
+    let description = s.description.clone().unwrap_or_else(|| match d.role {
+        Role::Topics => format!("Dapr pubsub.jetstream Component {}", d.owner),
+        Role::DeadLetters => format!(
+            "dead letters of Dapr pubsub.jetstream Component {}",
+            d.owner
+        ),
+    });
     stream::Config {
         name: d.stream.to_owned(),
         subjects: d.subjects.to_vec(),
@@ -303,15 +319,18 @@ pub fn desired_stream(d: &Desired<'_>) -> stream::Config {
         num_replicas: s.replicas,
         max_age,
         max_bytes: s.max_bytes.unwrap_or(-1),
-        discard: stream::DiscardPolicy::Old,
-        duplicate_window: duplicate_window(max_age),
-        description: Some(match d.role {
-            Role::Topics => format!("Dapr pubsub.jetstream Component {}", d.owner),
-            Role::DeadLetters => format!(
-                "dead letters of Dapr pubsub.jetstream Component {}",
-                d.owner
-            ),
-        }),
+        max_messages: s.max_msgs.unwrap_or(-1),
+        max_message_size: s.max_msg_size.unwrap_or(-1),
+        max_messages_per_subject: s.max_msgs_per_subject.unwrap_or(-1),
+        discard: config::discard(s.discard),
+        duplicate_window: s
+            .duplicate_window
+            .unwrap_or_else(|| duplicate_window(max_age)),
+        compression: s.compression.then_some(stream::Compression::S2),
+        description: Some(description),
+        placement: config::placement(s),
+        consumer_limits: config::consumer_limits(s),
+        allow_message_ttl: s.allow_msg_ttl,
         metadata,
         ..Default::default()
     }
@@ -512,17 +531,36 @@ fn unusable(live: &stream::Config) -> Option<String> {
 }
 
 /// The live config with the missing subjects appended and the desired settings applied,
-/// keeping everything else (one-way flags included) as the server has it.
+/// keeping everything else (one-way flags, placement, and the description and metadata when no
+/// annotation sets them) as the server has it.
 fn updated_stream(d: &Desired<'_>, live: &stream::Config, missing: &[String]) -> stream::Config {
     let want = desired_stream(d);
+    let explicit = |f| d.settings.explicit.contains(&f);
     let mut next = live.clone();
     next.subjects.extend(missing.iter().cloned());
     next.retention = want.retention;
     next.num_replicas = want.num_replicas;
     next.max_age = want.max_age;
     next.max_bytes = want.max_bytes;
+    next.max_messages = want.max_messages;
+    next.max_message_size = want.max_message_size;
+    next.max_messages_per_subject = want.max_messages_per_subject;
+    next.discard = want.discard;
+    next.duplicate_window = want.duplicate_window;
+    next.compression = want.compression;
+    next.consumer_limits = want.consumer_limits;
+    // Never turned off (nats-server refuses; the plan blocks it before).
+    next.allow_message_ttl = live.allow_message_ttl || want.allow_message_ttl;
     if next.max_age > Duration::ZERO && next.duplicate_window > next.max_age {
         next.duplicate_window = next.max_age;
+    }
+    if explicit(Field::Description) {
+        next.description = want.description;
+    }
+    if explicit(Field::Metadata) {
+        // The user's items are replaced; the server's and the operator's keys are kept.
+        next.metadata
+            .retain(|k, _| crate::settings::is_reserved_metadata_key(k));
     }
     next.metadata.extend(want.metadata);
     next

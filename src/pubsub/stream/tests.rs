@@ -347,7 +347,7 @@ fn plans() {
 fn update_appends_subjects_and_keeps_what_the_server_has() {
     let mut live = ours(&["orders"]);
     live.deny_delete = true;
-    live.max_messages = 1000;
+    live.max_consumers = 1000;
     live.metadata.insert("_nats.req.level".into(), "1".into());
     let settings = StreamSettings::default();
     let subjects = strings(&["orders", "payments"]);
@@ -363,7 +363,10 @@ fn update_appends_subjects_and_keeps_what_the_server_has() {
     assert_eq!(added, strings(&["payments"]));
     assert_eq!(config.subjects, strings(&["orders", "payments"]));
     assert!(config.deny_delete, "one-way flags are kept");
-    assert_eq!(config.max_messages, 1000);
+    assert_eq!(
+        config.max_consumers, 1000,
+        "settings no annotation manages are kept"
+    );
     assert_eq!(config.metadata["_nats.req.level"], "1");
     assert!(is_managed_by(&config, OWNER));
 }
@@ -565,4 +568,223 @@ fn the_dead_letter_stream_is_planned_like_the_topics_stream() {
         true,
     );
     assert_eq!(outcome(&p), "update +rejects ");
+}
+
+fn annotated(items: &[(&str, &str)]) -> Result<StreamSettings, crate::pubsub::PubsubError> {
+    stream_settings(
+        &items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+#[test]
+fn the_stream_limits_are_read_sent_and_refused_with_what_they_accept() {
+    use crate::failure::Failure as _;
+    let s = annotated(&[
+        (DUPLICATE_WINDOW_ANNOTATION, "30s"),
+        (MAX_MSGS_ANNOTATION, "1000"),
+        (MAX_MSG_SIZE_ANNOTATION, "1Mi"),
+        (MAX_MSGS_PER_SUBJECT_ANNOTATION, "100"),
+        (DISCARD_ANNOTATION, "New"),
+        ("jetstreamkv.io/compression", "s2"),
+        ("jetstreamkv.io/description", "orders of the shop"),
+        ("jetstreamkv.io/placement-tags", "ssd, eu"),
+        ("jetstreamkv.io/metadata", "{\"team\": \"shop\"}"),
+        (CONSUMER_INACTIVE_THRESHOLD_ANNOTATION, "1h"),
+        (CONSUMER_MAX_ACK_PENDING_ANNOTATION, "500"),
+        (ALLOW_MSG_TTL_ANNOTATION, "true"),
+    ])
+    .unwrap();
+    let subjects = strings(&["orders"]);
+    let c = desired_stream(&desired(&subjects, &s));
+    assert_eq!(c.duplicate_window, Duration::from_secs(30));
+    assert_eq!(c.max_messages, 1000);
+    assert_eq!(c.max_message_size, 1 << 20);
+    assert_eq!(c.max_messages_per_subject, 100);
+    assert_eq!(c.discard, stream::DiscardPolicy::New);
+    assert_eq!(c.compression, Some(stream::Compression::S2));
+    assert_eq!(c.description.as_deref(), Some("orders of the shop"));
+    assert_eq!(c.placement.as_ref().unwrap().tags, ["ssd", "eu"]);
+    assert_eq!(c.metadata["team"], "shop");
+    assert!(is_managed_by(&c, OWNER), "the owner marks stay");
+    let limits = c.consumer_limits.as_ref().unwrap();
+    assert_eq!(
+        (limits.inactive_threshold, limits.max_ack_pending),
+        (Duration::from_secs(3600), 500)
+    );
+    assert!(c.allow_message_ttl);
+    // What was sent is what is asked: no difference.
+    assert_eq!(diff(&s, &c, false), vec![]);
+
+    for (items, reason, says) in [
+        (
+            &[
+                (DUPLICATE_WINDOW_ANNOTATION, "2h"),
+                (MAX_AGE_ANNOTATION, "1h"),
+            ][..],
+            "InvalidAnnotation",
+            "no longer than the max age (1h",
+        ),
+        (
+            &[(DUPLICATE_WINDOW_ANNOTATION, "0")][..],
+            "InvalidAnnotation",
+            "at least 100ms",
+        ),
+        (
+            &[(MAX_MSGS_ANNOTATION, "0")][..],
+            "InvalidAnnotation",
+            "-1 for unlimited",
+        ),
+        (
+            &[(MAX_MSGS_PER_SUBJECT_ANNOTATION, "many")][..],
+            "InvalidAnnotation",
+            "whole number",
+        ),
+        (
+            &[(MAX_MSG_SIZE_ANNOTATION, "3Gi")][..],
+            "InvalidAnnotation",
+            "2147483647",
+        ),
+        (
+            &[(DISCARD_ANNOTATION, "oldest")][..],
+            "InvalidAnnotation",
+            "\"old\"",
+        ),
+        (
+            &[(CONSUMER_MAX_ACK_PENDING_ANNOTATION, "-5")][..],
+            "InvalidAnnotation",
+            "whole number",
+        ),
+        (
+            &[(CONSUMER_INACTIVE_THRESHOLD_ANNOTATION, "1d")][..],
+            "InvalidAnnotation",
+            "Go duration",
+        ),
+        (
+            &[(ALLOW_MSG_TTL_ANNOTATION, "yes")][..],
+            "InvalidAnnotation",
+            "cannot turn it off",
+        ),
+        (
+            &[("jetstreamkv.io/metadata", "{\"_nats.x\": \"1\"}")][..],
+            "ReservedMetadataKey",
+            "reserved",
+        ),
+    ] {
+        let e = annotated(items).unwrap_err();
+        assert_eq!(e.reason(), reason, "{items:?}: {e}");
+        assert!(e.to_string().contains(says), "{items:?}: {e}");
+    }
+    // A state store refuses them by name.
+    let bucket = crate::settings::from_annotations(
+        &[(MAX_MSGS_ANNOTATION.to_string(), "5".to_string())].into(),
+    )
+    .unwrap_err();
+    assert_eq!(bucket.reason(), "InapplicableAnnotation");
+}
+
+#[test]
+fn stream_limit_changes_are_guarded_like_the_others() {
+    let subjects = strings(&["orders"]);
+    let base = annotated(&[
+        (MAX_MSGS_ANNOTATION, "1000"),
+        (MAX_MSGS_PER_SUBJECT_ANNOTATION, "100"),
+        (MAX_MSG_SIZE_ANNOTATION, "1024"),
+        (ALLOW_MSG_TTL_ANNOTATION, "true"),
+    ])
+    .unwrap();
+    let live = desired_stream(&desired(&subjects, &base));
+    let plan_of = |items: &[(&str, &str)]| {
+        let s = annotated(items).unwrap();
+        let p = plan(&desired(&subjects, &s), Some(&live), &[], None, false);
+        (outcome(&p), p)
+    };
+    let keep = [(ALLOW_MSG_TTL_ANNOTATION, "true")];
+    // Lower limits lose messages: refused without the opt-in, applied with it.
+    for (key, lower) in [
+        (MAX_MSGS_ANNOTATION, "10"),
+        (MAX_MSGS_PER_SUBJECT_ANNOTATION, "1"),
+        (MAX_MSG_SIZE_ANNOTATION, "512"),
+    ] {
+        let mut items = vec![
+            (MAX_MSGS_ANNOTATION, "1000"),
+            (MAX_MSGS_PER_SUBJECT_ANNOTATION, "100"),
+            (MAX_MSG_SIZE_ANNOTATION, "1024"),
+            keep[0],
+        ];
+        items.retain(|(k, _)| *k != key);
+        items.push((key, lower));
+        let (o, _) = plan_of(&items);
+        assert!(o.starts_with("DataLossRefused"), "{key}: {o}");
+        items.push((ALLOW_DATA_LOSS_ANNOTATION, "true"));
+        let (_, p) = plan_of(&items);
+        assert!(matches!(p, StreamPlan::Update { .. }), "{key}: {p:?}");
+    }
+    // Raised or removed limits, discard, window, compression, consumer limits: applied.
+    let (_, p) = plan_of(&[
+        (DISCARD_ANNOTATION, "new"),
+        (DUPLICATE_WINDOW_ANNOTATION, "1m"),
+        ("jetstreamkv.io/compression", "true"),
+        (CONSUMER_MAX_ACK_PENDING_ANNOTATION, "10"),
+        keep[0],
+    ]);
+    let StreamPlan::Update {
+        config, changes, ..
+    } = p
+    else {
+        panic!("{p:?}")
+    };
+    let fields: Vec<Field> = changes.iter().map(|c| c.field).collect();
+    assert_eq!(
+        fields,
+        [
+            Field::MaxMsgs,
+            Field::MaxMsgSize,
+            Field::MaxMsgsPerSubject,
+            Field::Discard,
+            Field::DuplicateWindow,
+            Field::Compression,
+            Field::ConsumerLimits
+        ]
+    );
+    assert_eq!(config.max_messages, -1);
+    assert_eq!(config.discard, stream::DiscardPolicy::New);
+    assert_eq!(config.duplicate_window, Duration::from_secs(60));
+    // Message TTLs cannot be turned off; placement is never moved: refused before sending.
+    let (o, _) = plan_of(&[
+        (MAX_MSGS_ANNOTATION, "1000"),
+        (MAX_MSGS_PER_SUBJECT_ANNOTATION, "100"),
+        (MAX_MSG_SIZE_ANNOTATION, "1024"),
+    ]);
+    assert!(o.starts_with("ImmutableFieldChanged"), "{o}");
+    let (o, p) = plan_of(&[
+        (MAX_MSGS_ANNOTATION, "1000"),
+        (MAX_MSGS_PER_SUBJECT_ANNOTATION, "100"),
+        (MAX_MSG_SIZE_ANNOTATION, "1024"),
+        keep[0],
+        ("jetstreamkv.io/placement-cluster", "east"),
+    ]);
+    assert!(o.starts_with("ImmutableFieldChanged"), "{o}");
+    let StreamPlan::Blocked { changes, .. } = p else {
+        panic!()
+    };
+    assert_eq!(
+        changes[0].to_string(),
+        "placement none -> cluster \"east\", tags []"
+    );
+    // A stream the operator only verifies is held to the annotations given, only.
+    let mut foreign = live.clone();
+    foreign.metadata.clear();
+    foreign.description = Some("theirs".into());
+    let s = annotated(&[(MAX_MSGS_ANNOTATION, "5")]).unwrap();
+    let p = plan(&desired(&subjects, &s), Some(&foreign), &[], None, false);
+    let StreamPlan::Blocked { changes, .. } = p else {
+        panic!("{p:?}")
+    };
+    assert_eq!(
+        changes.iter().map(|c| c.field).collect::<Vec<_>>(),
+        [Field::MaxMsgs]
+    );
 }

@@ -27,7 +27,16 @@ pub struct StreamStep {
     pub clustered: bool,
     /// The streams of the account, listed (Err: listing failed, nothing else was done).
     pub rounds: Result<Vec<Round>, NatsError>,
+    /// The Component's `durableName` and the consumer of that name on the topics' stream, read
+    /// (never changed) once the stream is as the Component needs it.
+    pub durable: Option<Durable>,
 }
+
+/// A `durableName`, and its consumer on the topics' stream as read (None: there is none).
+pub type Durable = (
+    String,
+    Result<Option<jetstream::consumer::Config>, NatsError>,
+);
 
 /// One stream's round: the topics' stream first, then the dead-letter stream when there is one.
 /// A round that did not end well is the last.
@@ -148,11 +157,35 @@ pub async fn execute(
         Err(e) => Err(e),
     };
     let planned = on.planned.into_inner().unwrap_or_default();
+    let durable = durable(ctx, &js, config, &rounds).await;
     Progress::Connected {
         version,
-        step: Box::new(StreamStep { clustered, rounds }),
+        step: Box::new(StreamStep {
+            clustered,
+            rounds,
+            durable,
+        }),
         planned,
     }
+}
+
+/// The durable consumer daprd will bind, read when the Component names one (a name with a
+/// per-pod template is each pod's own: not read) and the topics' stream is done.
+async fn durable(
+    ctx: Nats<'_>,
+    js: &jetstream::Context,
+    config: &PubsubConfig,
+    rounds: &Result<Vec<Round>, NatsError>,
+) -> Option<Durable> {
+    let name = config.durable_name.as_ref().filter(|n| !n.contains('{'))?;
+    let topics = rounds
+        .as_ref()
+        .ok()?
+        .iter()
+        .find(|r| r.role == Role::Topics && r.end.is_done())?;
+    ctx.metrics.nats_request("consumer_info");
+    let found = StreamClient::new(js, &topics.stream).consumer(name).await;
+    Some((name.clone(), found))
 }
 
 /// The server the streams are on, and what their rounds share.

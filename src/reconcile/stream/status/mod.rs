@@ -6,7 +6,7 @@
 
 use kube::runtime::events::EventType;
 
-use super::execute::{Round, RoundEnd, StreamStep};
+use super::execute::{Durable, Round, RoundEnd, StreamStep};
 use super::topics::{Found, Prepared};
 use crate::crd::{ConditionSpec, ConditionType};
 use crate::failure::{Failure, Problem, Retry};
@@ -297,6 +297,9 @@ fn steps(
                 .unwrap_or_default()
         ),
     );
+    if let Some(problem) = consumer_problem(&p.stream, config, step.durable.as_ref()) {
+        return Err(problem);
+    }
     o.pass(
         ConditionType::ConfigSynced,
         Reason::InSync,
@@ -304,6 +307,38 @@ fn steps(
     );
     let owner = rounds.first().and_then(|r| r.owner(namespace));
     Ok(ready(&p.stream, managed[0], owner, dead_letters))
+}
+
+/// The durable consumer daprd will bind, when it exists and differs from what the Component
+/// makes daprd ask (`ConsumerMismatch`, naming each field and both values), or could not be
+/// read.
+fn consumer_problem(
+    stream: &str,
+    config: &PubsubConfig,
+    durable: Option<&Durable>,
+) -> Option<Problem> {
+    let (name, found) = durable?;
+    let live = match found {
+        Err(e) => return Some(Problem::of(ConditionType::ConfigSynced, e)),
+        Ok(live) => live.as_ref()?,
+    };
+    let differences = crate::pubsub::consumer::differences(&config.consumer, live);
+    if differences.is_empty() {
+        return None;
+    }
+    let listed: Vec<String> = differences.iter().map(ToString::to_string).collect();
+    Some(Problem::new(
+        ConditionType::ConfigSynced,
+        "ConsumerMismatch",
+        format!(
+            "the durable consumer {name} on stream {stream} differs from what daprd will ask \
+             for: {}; daprd cannot bind it, and its subscription fails (\"consumer name already \
+             in use\") until the consumer is deleted (nats consumer rm {stream} {name}) or the \
+             Component's metadata matches it",
+            listed.join("; ")
+        ),
+        Retry::Resync,
+    ))
 }
 
 impl Round {
@@ -641,13 +676,16 @@ fn understood(
     spec.auth = Some(config.auth.kind().to_owned());
     spec.topic_prefix = p.prefix.clone();
     spec.deletion_policy = Some(settings.deletion_policy.as_str().to_owned());
-    spec.config = Some(shown_config(&desired_stream(&Desired {
+    let mut config = shown_config(&desired_stream(&Desired {
         stream: &p.stream,
         subjects: &[],
         owner: "",
         settings,
         role: Role::Topics,
-    })));
+    }));
+    // The operator's own description names the Component's owner mark, not known here.
+    config.description = settings.description.clone();
+    spec.config = Some(config);
 }
 
 /// A Component being deleted whose streams cannot be deleted yet: keep the finalizer, the spec

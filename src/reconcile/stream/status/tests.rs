@@ -87,6 +87,7 @@ fn connected(rounds: Vec<Round>) -> Progress<StreamStep> {
         step: Box::new(StreamStep {
             clustered: false,
             rounds: Ok(rounds),
+            durable: None,
         }),
         planned: Vec::new(),
     }
@@ -261,6 +262,7 @@ fn each_stream_reason_gives_its_ready_kstatus_retry_and_events() {
                     rounds: Err(NatsError::Timeout {
                         what: "list streams".into(),
                     }),
+                    durable: None,
                 }),
                 planned: Vec::new(),
             }),
@@ -744,4 +746,74 @@ fn a_right_the_app_lacks_keeps_the_stream_from_ready_and_names_the_subject() {
     let failed = connected(vec![topics(RoundEnd::Missing)]);
     let o = decide_with_app(KEY, None, &v, Some(&p), Some(&failed), Some(&denied));
     assert_ne!(seen(&o).reason, "AppPermissionDenied");
+}
+
+#[test]
+fn a_durable_consumer_that_differs_fails_config_synced_naming_the_field() {
+    use async_nats::jetstream::consumer;
+    let (v, p) = valid();
+    let with = |found: Result<Option<consumer::Config>, NatsError>| {
+        let Progress::Connected {
+            version,
+            mut step,
+            planned,
+        } = connected(vec![topics(RoundEnd::InSync {
+            facts: facts(STREAM, true),
+        })])
+        else {
+            unreachable!()
+        };
+        step.durable = Some(("orders".into(), found));
+        decide(
+            KEY,
+            None,
+            &v,
+            Some(&p),
+            Some(&Progress::Connected {
+                version,
+                step,
+                planned,
+            }),
+        )
+    };
+    let old = consumer::Config {
+        durable_name: Some("orders".into()),
+        deliver_policy: consumer::DeliverPolicy::New,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ..Default::default()
+    };
+    let o = with(Ok(Some(old.clone())));
+    assert_eq!(
+        seen(&o),
+        expect(
+            false,
+            "ConsumerMismatch",
+            Some(Stalled),
+            Resync,
+            &[],
+            Some(ConditionType::ConfigSynced)
+        )
+    );
+    let ready = o
+        .conditions()
+        .into_iter()
+        .find(|c| c.type_ == ConditionType::Ready)
+        .unwrap();
+    assert!(
+        ready.message.contains(
+            "durable consumer orders on stream shop_events differs from what daprd will ask \
+             for: deliverPolicy is new on the consumer, the Component asks all"
+        ),
+        "{}",
+        ready.message
+    );
+    // The same consumer as daprd asks: Ready; none yet: Ready (daprd makes it).
+    let same = consumer::Config {
+        deliver_policy: consumer::DeliverPolicy::All,
+        ..old
+    };
+    assert_eq!(seen(&with(Ok(Some(same)))).ready, Some(true));
+    assert_eq!(seen(&with(Ok(None))).ready, Some(true));
+    // Unreadable: retried with back-off.
+    assert_eq!(seen(&with(Err(unreachable()))).retry, Backoff);
 }

@@ -1,0 +1,255 @@
+//! The durable consumer daprd will bind (pure): what a Component's metadata makes daprd ask of
+//! it, read as components-contrib's `pubsub/jetstream` reads it, and the differences with a
+//! consumer that already exists under its `durableName` (one made by an earlier version of the
+//! Component, say). daprd cannot bind a durable consumer that differs: its subscription fails,
+//! and keeps failing until someone deletes the consumer. The operator never touches Dapr's
+//! consumers; it names the difference before daprd runs.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer;
+
+use crate::dapr::store::item;
+use crate::secret_value::SecretValue;
+
+/// What daprd asks of its consumers, from the Component's metadata. Fields daprd leaves to the
+/// server's default when the item is absent are None: only what the Component sets is compared.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConsumerAsk {
+    /// `deliverPolicy` (daprd's default: all); None when not one daprd takes (daprd refuses it).
+    pub deliver_policy: Option<consumer::DeliverPolicy>,
+    /// `ackPolicy` (daprd's default, and for any other value: explicit).
+    pub ack_policy: AckAsk,
+    /// `queueGroupName`: the consumer's deliver group.
+    pub deliver_group: Option<String>,
+    /// `ackWait`, when set.
+    pub ack_wait: Option<Duration>,
+    /// `maxDeliver`, when set.
+    pub max_deliver: Option<i64>,
+    /// `maxAckPending`, when set.
+    pub max_ack_pending: Option<i64>,
+    /// `startSequence`, when set.
+    pub start_sequence: Option<u64>,
+}
+
+/// An ack policy daprd asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AckAsk {
+    /// `explicit` (the default).
+    #[default]
+    Explicit,
+    /// `all`.
+    All,
+    /// `none`.
+    None,
+}
+
+impl ConsumerAsk {
+    /// From the metadata values, as daprd reads them.
+    pub fn from_values(values: &[(String, SecretValue)]) -> Self {
+        let text = |wanted: &str| {
+            item(values, wanted)
+                .map(|(_, v)| v.expose().trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let number = |wanted: &str| text(wanted).and_then(|v| v.parse::<i64>().ok());
+        let deliver_policy = match text("deliverPolicy").as_deref() {
+            None | Some("all") => Some(consumer::DeliverPolicy::All),
+            Some("last") => Some(consumer::DeliverPolicy::Last),
+            Some("new") => Some(consumer::DeliverPolicy::New),
+            Some("sequence") => text("startSequence")
+                .and_then(|v| v.parse().ok())
+                .map(|start_sequence| consumer::DeliverPolicy::ByStartSequence { start_sequence }),
+            // By time: the start time is compared by the server; not here.
+            Some(_) => None,
+        };
+        let ack_policy = match text("ackPolicy").as_deref() {
+            Some("all") => AckAsk::All,
+            Some("none") => AckAsk::None,
+            _ => AckAsk::Explicit,
+        };
+        Self {
+            deliver_policy,
+            ack_policy,
+            deliver_group: text("queueGroupName"),
+            ack_wait: text("ackWait")
+                .and_then(|v| crate::duration::parse(&v))
+                .filter(|d| !d.is_zero()),
+            max_deliver: number("maxDeliver").filter(|n| *n != 0),
+            max_ack_pending: number("maxAckPending").filter(|n| *n != 0),
+            start_sequence: text("startSequence")
+                .and_then(|v| v.parse().ok())
+                .filter(|n| *n > 0),
+        }
+    }
+}
+
+/// One field where the existing consumer differs from what daprd will ask.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Difference {
+    /// The Component's metadata item (daprd's name for the field).
+    pub field: &'static str,
+    /// The existing consumer's value.
+    pub live: String,
+    /// What daprd will ask.
+    pub asked: String,
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is {} on the consumer, the Component asks {}",
+            self.field, self.live, self.asked
+        )
+    }
+}
+
+fn deliver_name(p: &consumer::DeliverPolicy) -> String {
+    match p {
+        consumer::DeliverPolicy::All => "all".into(),
+        consumer::DeliverPolicy::Last => "last".into(),
+        consumer::DeliverPolicy::New => "new".into(),
+        consumer::DeliverPolicy::ByStartSequence { start_sequence } => {
+            format!("sequence (from {start_sequence})")
+        }
+        consumer::DeliverPolicy::ByStartTime { .. } => "time".into(),
+        consumer::DeliverPolicy::LastPerSubject => "lastPerSubject".into(),
+    }
+}
+
+fn ack_name(p: consumer::AckPolicy) -> &'static str {
+    match p {
+        consumer::AckPolicy::Explicit => "explicit",
+        consumer::AckPolicy::All => "all",
+        consumer::AckPolicy::None => "none",
+        consumer::AckPolicy::FlowControl => "flowControl",
+    }
+}
+
+/// Where `live` (the existing consumer of the durable name) differs from what daprd will ask;
+/// empty when daprd can bind it as it is.
+pub fn differences(ask: &ConsumerAsk, live: &consumer::Config) -> Vec<Difference> {
+    let mut out = Vec::new();
+    let mut differ = |field, live: String, asked: String| {
+        if live != asked {
+            out.push(Difference { field, live, asked });
+        }
+    };
+    if let Some(policy) = &ask.deliver_policy {
+        differ(
+            "deliverPolicy",
+            deliver_name(&live.deliver_policy),
+            deliver_name(policy),
+        );
+    }
+    let asked_ack = match ask.ack_policy {
+        AckAsk::Explicit => consumer::AckPolicy::Explicit,
+        AckAsk::All => consumer::AckPolicy::All,
+        AckAsk::None => consumer::AckPolicy::None,
+    };
+    differ(
+        "ackPolicy",
+        ack_name(live.ack_policy).into(),
+        ack_name(asked_ack).into(),
+    );
+    let group = |g: Option<&str>| g.map_or_else(|| "none".to_owned(), |g| format!("{g:?}"));
+    differ(
+        "queueGroupName",
+        group(live.deliver_group.as_deref()),
+        group(ask.deliver_group.as_deref()),
+    );
+    if let Some(wait) = ask.ack_wait {
+        differ(
+            "ackWait",
+            crate::duration::format(live.ack_wait),
+            crate::duration::format(wait),
+        );
+    }
+    if let Some(n) = ask.max_deliver {
+        differ("maxDeliver", live.max_deliver.to_string(), n.to_string());
+    }
+    if let Some(n) = ask.max_ack_pending {
+        differ(
+            "maxAckPending",
+            live.max_ack_pending.to_string(),
+            n.to_string(),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(items: &[(&str, &str)]) -> ConsumerAsk {
+        let values: Vec<(String, SecretValue)> = items
+            .iter()
+            .map(|(k, v)| (k.to_string(), SecretValue::new(*v)))
+            .collect();
+        ConsumerAsk::from_values(&values)
+    }
+
+    fn live(deliver: consumer::DeliverPolicy) -> consumer::Config {
+        consumer::Config {
+            durable_name: Some("orders".into()),
+            deliver_policy: deliver,
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: -1,
+            max_ack_pending: 1000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_consumer_made_for_other_metadata_is_named_field_by_field() {
+        // components-contrib #2162: startTime removed, deliverPolicy now all.
+        let d = differences(&ask(&[]), &live(consumer::DeliverPolicy::New));
+        assert_eq!(
+            d.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["deliverPolicy is new on the consumer, the Component asks all"]
+        );
+        assert!(
+            differences(
+                &ask(&[("deliverPolicy", "new")]),
+                &live(consumer::DeliverPolicy::New)
+            )
+            .is_empty()
+        );
+        // #2645: a queue subscription needs a consumer with a deliver group.
+        let d = differences(
+            &ask(&[("queueGroupName", "workers")]),
+            &live(consumer::DeliverPolicy::All),
+        );
+        assert_eq!(d[0].field, "queueGroupName");
+        assert_eq!(
+            (d[0].live.as_str(), d[0].asked.as_str()),
+            ("none", "\"workers\"")
+        );
+        // Only what the Component sets is compared beyond the policies.
+        let d = differences(
+            &ask(&[
+                ("ackWait", "1m"),
+                ("maxDeliver", "5"),
+                ("maxAckPending", "1000"),
+                ("ackPolicy", "all"),
+            ]),
+            &live(consumer::DeliverPolicy::All),
+        );
+        let fields: Vec<_> = d.iter().map(|d| d.field).collect();
+        assert_eq!(fields, ["ackPolicy", "ackWait", "maxDeliver"]);
+        // A policy daprd refuses (it fails at start for that) is not compared.
+        assert!(
+            differences(
+                &ask(&[("deliverPolicy", "sideways")]),
+                &live(consumer::DeliverPolicy::New)
+            )
+            .is_empty()
+        );
+        let seq = ask(&[("deliverPolicy", "sequence"), ("startSequence", "7")]);
+        let d = differences(&seq, &live(consumer::DeliverPolicy::New));
+        assert_eq!(d[0].asked, "sequence (from 7)");
+    }
+}
