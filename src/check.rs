@@ -434,24 +434,38 @@ pub fn summary_line(report: &Report) -> String {
 pub fn run(paths: &[PathBuf], format: OutputFormat) -> Result<(), String> {
     let now = jiff::Timestamp::now().as_second();
     let report = check_inputs(&inputs(paths), now);
+    print_report(
+        &report,
+        report.ok,
+        format,
+        render_text(&report),
+        summary_line(&report),
+    )
+}
+
+/// Prints a report as `check` and `apply` do: as text (its lines, then the summary line when
+/// all is well) or as JSON. Err carries the summary line when not all is well.
+pub(crate) fn print_report(
+    report: &impl serde::Serialize,
+    ok: bool,
+    format: OutputFormat,
+    text: String,
+    summary: String,
+) -> Result<(), String> {
     match format {
         OutputFormat::Text => {
-            print!("{}", render_text(&report));
-            if report.ok {
-                println!("{}", summary_line(&report));
+            print!("{text}");
+            if ok {
+                println!("{summary}");
             }
         }
         OutputFormat::Json => {
-            let json = serde_json::to_string_pretty(&report)
+            let json = serde_json::to_string_pretty(report)
                 .map_err(|e| format!("cannot render the report: {e}"))?;
             println!("{json}");
         }
     }
-    if report.ok {
-        Ok(())
-    } else {
-        Err(summary_line(&report))
-    }
+    if ok { Ok(()) } else { Err(summary) }
 }
 
 #[cfg(test)]

@@ -561,8 +561,8 @@ async fn with_the_namespace_prefix_rule_no_namespace_takes_anothers_names() {
         &nats().url(),
         &taken_bucket,
     ));
-    control_plane().apply(
-        &support::ComponentManifest::new(&squatter.name, "squat-events")
+    let squat_events = |max_age: &str| {
+        support::ComponentManifest::new(&squatter.name, "squat-events")
             .type_("pubsub.jetstream")
             .item("natsURL", &nats().url())
             .item("streamName", &taken_stream)
@@ -570,8 +570,10 @@ async fn with_the_namespace_prefix_rule_no_namespace_takes_anothers_names() {
                 "jetstreamkv.io/subjects",
                 &format!("{}.squat.>", squatter.name),
             )
-            .yaml(),
-    );
+            .annotation("jetstreamkv.io/max-age", max_age)
+            .yaml()
+    };
+    control_plane().apply(&squat_events("24h"));
     let (_, _, message) =
         wait_reason(&squatter_kvbs, "squat", "False", "NamespacePrefixRequired").await;
     assert!(
@@ -628,18 +630,7 @@ async fn with_the_namespace_prefix_rule_no_namespace_takes_anothers_names() {
     // A policy change is seen at the next resync; a change of the Component (once the
     // policy's watch has had time to see the new rule) at once.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    control_plane().apply(
-        &support::ComponentManifest::new(&squatter.name, "squat-events")
-            .type_("pubsub.jetstream")
-            .item("natsURL", &nats().url())
-            .item("streamName", &taken_stream)
-            .annotation(
-                "jetstreamkv.io/subjects",
-                &format!("{}.squat.>", squatter.name),
-            )
-            .annotation("jetstreamkv.io/max-age", "1h")
-            .yaml(),
-    );
+    control_plane().apply(&squat_events("1h"));
     stream_reason(&squatter_jss, "squat-events", "StreamManaged").await;
     assert!(
         exists(taken_stream).await,

@@ -445,24 +445,13 @@ pub async fn run(options: Options) -> Result<(), String> {
     };
     let env = |name: &str| std::env::var(name).ok();
     let report = apply_files(files, nats, &env).await;
-    match options.output {
-        OutputFormat::Text => {
-            print!("{}", render_text(&report));
-            if report.ok {
-                println!("{}", summary_line(&report));
-            }
-        }
-        OutputFormat::Json => {
-            let json = serde_json::to_string_pretty(&report)
-                .map_err(|e| format!("cannot render the report: {e}"))?;
-            println!("{json}");
-        }
-    }
-    if report.ok {
-        Ok(())
-    } else {
-        Err(summary_line(&report))
-    }
+    check::print_report(
+        &report,
+        report.ok,
+        options.output,
+        render_text(&report),
+        summary_line(&report),
+    )
 }
 
 #[cfg(test)]
