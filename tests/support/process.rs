@@ -54,8 +54,23 @@ pub fn spawn_tied(cmd: Command, death_signal: i32) -> io::Result<Child> {
     reply_rx.recv().expect("child-spawner replies")
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1 for a server a test starts later, below the kernel's ephemeral
+/// range: a port from that range (what binding port 0 gives) can be taken meanwhile as the
+/// source port of any outgoing connection, and a test that opens thousands of them (the
+/// crowds of tests/tenancy.rs) made a daprd of another module fail with "could not listen on
+/// any endpoint". Random, so that parallel modules seldom pick the same one.
 pub fn free_port() -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = 10_000.min(ephemeral_low / 2);
+    for _ in 0..1000 {
+        let port = rand::random_range(low..ephemeral_low);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
