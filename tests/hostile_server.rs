@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use jetstream_kv_operator::crd::KeyValueBucket;
 use jetstream_kv_operator::dapr::Component;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::Api;
+use kube::{Api, ResourceExt as _};
 use support::operator::Operator;
 use support::{TestNamespace, control_plane, nats};
 use tokio::io::AsyncWriteExt;
@@ -512,6 +512,7 @@ async fn eighty_thousand_metadata_items_keep_the_lease() {
         &kube::core::ApiResource::erase::<Component>(&()),
     );
     let mut renewals = std::collections::BTreeSet::new();
+    let mut versions = Vec::new();
     let wave_started = Instant::now();
     for i in 0..4 {
         let name = format!("huge-{i}");
@@ -527,13 +528,14 @@ async fn eighty_thousand_metadata_items_keep_the_lease() {
             "metadata": {"name": name, "namespace": ns.name},
             "spec": {"type": "state.jetstream", "version": "v1", "metadata": items},
         });
-        components
+        let made = components
             .create(
                 &Default::default(),
                 &serde_json::from_value(manifest).unwrap(),
             )
             .await
             .unwrap();
+        versions.push((name.clone(), made.resource_version()));
         let created = Instant::now();
         let message = support::eventually(
             READY,
@@ -574,6 +576,17 @@ async fn eighty_thousand_metadata_items_keep_the_lease() {
         !renewals.is_empty() && last_renewal > first_renewal,
         "the Lease was not renewed during the wave"
     );
+    // The operator never wrote them (each write would make the API server handle the whole
+    // object again, seconds of its CPU under load): their resourceVersions are the ones their
+    // creates returned.
+    for (name, version) in versions {
+        let now = components
+            .get_metadata(&name)
+            .await
+            .unwrap()
+            .resource_version();
+        assert_eq!(now, version, "the operator wrote Component {name}");
+    }
     let log = operator().logs();
     assert!(
         !log.contains("lost the leader Lease") && log.matches("became the leader").count() == 1,

@@ -147,13 +147,19 @@ pub enum ComponentError {
     },
 }
 
+impl ComponentError {
+    /// The reason of a Component refused for its size, which the operator does not write to
+    /// (see `reconcile::status::component_patch`).
+    pub const TOO_MUCH_METADATA: &'static str = "TooMuchMetadata";
+}
+
 impl Failure for ComponentError {
     /// The CamelCase reason for conditions, events and metrics.
     fn reason(&self) -> &'static str {
         match self {
             Self::UnsupportedVersion { .. } => "UnsupportedVersion",
             Self::DuplicateMetadata { .. } => "DuplicateMetadata",
-            Self::TooMuchMetadata { .. } => "TooMuchMetadata",
+            Self::TooMuchMetadata { .. } => Self::TOO_MUCH_METADATA,
             Self::EnvRefUnsupported { .. } => "EnvRefUnsupported",
             Self::SecretStoreUnsupported { .. } => "SecretStoreUnsupported",
             Self::MissingNatsURL => "MissingNatsURL",

@@ -674,3 +674,49 @@ fn a_right_the_app_lacks_keeps_the_bucket_from_ready_and_names_the_subject() {
     let o = decide_with_app("c", None, &v, Some(&failed), Some(&denied));
     assert_eq!(seen(&o).reason, "BucketMissing");
 }
+
+#[test]
+fn a_component_refused_for_its_size_is_written_only_to_take_back_a_true() {
+    let mut oversized = serde_json::to_value(component("")).unwrap();
+    let items = oversized["spec"]["metadata"].as_array_mut().unwrap();
+    items.extend(
+        (0..crate::dapr::metadata::MAX_ITEMS).map(|i| serde_json::json!({"name": format!("k{i}")})),
+    );
+    let c: Component = serde_json::from_value(oversized).unwrap();
+    let values = values("nats://nats:4222");
+    let v = validate(&c, Values::Read(&values), NOW);
+    let outcome = decide("c", None, &v, None);
+    let status = bucket_status(
+        &KeyValueBucketStatus::default(),
+        &outcome,
+        Some(1),
+        Some(3),
+        Time(jiff::Timestamp::UNIX_EPOCH),
+    );
+    let conditions = &status.reconcile.conditions;
+    let ready = conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.reason, "TooMuchMetadata");
+    assert_eq!(
+        component_patch(&c, conditions, outcome.wants_finalizer),
+        None
+    );
+
+    // Once Ready, then grown past the cap: the "true" it carries is taken back.
+    let mut was_ready = c.clone();
+    was_ready.metadata.annotations = Some(
+        [
+            (READY_ANNOTATION, "true"),
+            (REASON_ANNOTATION, "BucketManaged"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+    );
+    let patch = component_patch(&was_ready, conditions, outcome.wants_finalizer)
+        .expect("the true taken back");
+    assert_eq!(patch["metadata"]["annotations"][READY_ANNOTATION], "false");
+    assert_eq!(
+        patch["metadata"]["annotations"][REASON_ANNOTATION],
+        "TooMuchMetadata"
+    );
+}

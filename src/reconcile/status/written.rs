@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{FINALIZER, Note, Outcome};
 use crate::crd::{ConditionType, KeyValueBucketStatus, ReconcileStatus};
-use crate::dapr::Component;
+use crate::dapr::{Component, ComponentError};
 use crate::settings::{OBSERVED_GENERATION_ANNOTATION, READY_ANNOTATION, REASON_ANNOTATION};
 
 /// The KeyValueBucket status to write: the outcome's conditions stamped, keeping each one's
@@ -65,6 +65,14 @@ pub fn component_patch(
         ),
     ]);
     let current = component.annotations();
+    // A Component refused for its size is written only to take back a "true": each write makes
+    // the API server decode, diff and store the whole object again and send it to every
+    // watcher, seconds of its CPU for 80,000 items, shared with every tenant and with the
+    // leader's Lease. Its reason is on the KeyValueBucket or JetStreamStream and in an Event.
+    let oversized = ready.is_some_and(|c| c.reason == ComponentError::TOO_MUCH_METADATA);
+    if oversized && current.get(READY_ANNOTATION).map(String::as_str) != Some("true") {
+        return None;
+    }
     let has_finalizer = component.finalizers().iter().any(|f| f == FINALIZER);
     let wants_finalizer = wants_finalizer.unwrap_or(has_finalizer);
     if wanted.iter().all(|(k, v)| current.get(*k) == Some(v)) && wants_finalizer == has_finalizer {
