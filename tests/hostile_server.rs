@@ -180,7 +180,7 @@ fn operator() -> &'static Operator {
                 "--lease-name",
                 LEASE,
                 "--lease-duration",
-                "6s",
+                "15s",
             ],
             &[
                 ("JKO_RESOLV_CONF", dns.resolv_conf.to_str().unwrap()),
