@@ -774,9 +774,27 @@ async fn serve_stream_list(
                 if reader.read_exact(&mut body).await.is_err() {
                     return;
                 }
-                let (Some(reply), true) = (reply, parts[1].ends_with("STREAM.LIST")) else {
+                let Some(reply) = reply else { continue };
+                if parts[1].ends_with("STREAM.NAMES") {
+                    // Names honestly (none): the existence check comes first, then the listing
+                    // a create's subjects are checked against.
+                    let payload = serde_json::json!({
+                        "type": "io.nats.jetstream.api.v1.stream_names_response",
+                        "total": 0, "offset": 0, "limit": 1024, "streams": [],
+                    })
+                    .to_string();
+                    let head = format!("MSG {reply} {inbox_sid} {}\r\n", payload.len());
+                    if write.write_all(head.as_bytes()).await.is_err()
+                        || write.write_all(payload.as_bytes()).await.is_err()
+                        || write.write_all(b"\r\n").await.is_err()
+                    {
+                        return;
+                    }
                     continue;
-                };
+                }
+                if !parts[1].ends_with("STREAM.LIST") {
+                    continue;
+                }
                 let n = sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let mut entry = stream.clone();
                 entry["config"]["name"] = format!("hostile{n}").into();

@@ -1486,3 +1486,73 @@ async fn another_tenants_text_reaches_status_only_made_fit_to_show() {
         }
     }
 }
+
+/// Issue 24's benchmark: with a listing of the account's streams at every reconcile, 1,000
+/// pub/sub Components beside 1,000 buckets spent the workers on resyncs that each read 1,400
+/// streams, and new Components waited minutes. At rest a Component now reads its streams and
+/// lists nothing; a new one lists the account's streams to check its creates.
+/// Instrument: a nats-server of the test's own, whose audit advisories record every JetStream
+/// request (the operator's counters are not consulted); it sees the resyncs' reads.
+#[tokio::test]
+async fn at_rest_a_component_reads_its_streams_and_lists_nothing() {
+    let client = support::client().await;
+    support::operator();
+    let server = support::nats::NatsServer::start();
+    let url = server.url();
+    let ns = TestNamespace::new(&client, "pubsub-rest").await;
+    let watcher = async_nats::connect(&url).await.unwrap();
+    let mut audits = watcher.subscribe("$JS.EVENT.ADVISORY.API").await.unwrap();
+    watcher.flush().await.unwrap();
+    let requests = |audits: &mut async_nats::Subscriber| {
+        let mut seen = Vec::new();
+        while let Some(Some(audit)) =
+            futures::FutureExt::now_or_never(futures::StreamExt::next(audits))
+        {
+            let audit: serde_json::Value = serde_json::from_slice(&audit.payload).unwrap();
+            seen.push(audit["subject"].as_str().unwrap_or_default().to_owned());
+        }
+        seen
+    };
+    let topic = format!("rest{}", support::random_suffix());
+    control_plane().apply(
+        &pubsub_component(&ns.name, "events", &url)
+            .annotation(SUBJECTS_ANNOTATION, &topic)
+            .yaml(),
+    );
+    subscribe(
+        &client,
+        &ns.name,
+        "failing",
+        "events",
+        &format!("{topic}in"),
+        Some(&format!("{topic}dead")),
+    )
+    .await;
+    let api: Api<JetStreamStream> = Api::namespaced(client.clone(), &ns.name);
+    wait_managed_with_dead_letters(&api, &ns.name, "events").await;
+    let made = requests(&mut audits);
+    let verbs = |seen: &[String], verb: &str| {
+        seen.iter()
+            .filter(|s| s.starts_with(&format!("$JS.API.STREAM.{verb}")))
+            .count()
+    };
+    eprintln!("to Ready: {made:?}");
+    assert!(
+        verbs(&made, "CREATE") >= 2,
+        "both streams created: {made:?}"
+    );
+    assert!(verbs(&made, "LIST") >= 1, "a create checked: {made:?}");
+
+    tokio::time::sleep(support::RESYNC * 3).await;
+    let resting = requests(&mut audits);
+    eprintln!("three resyncs at rest: {resting:?}");
+    assert!(
+        verbs(&resting, "INFO") >= 2,
+        "the instrument saw no resync's read: {resting:?}"
+    );
+    assert_eq!(
+        verbs(&resting, "LIST") + verbs(&resting, "NAMES"),
+        0,
+        "a Component at rest listed the account's streams: {resting:?}"
+    );
+}

@@ -27,6 +27,9 @@ pub struct StreamClient<'a> {
     name: String,
 }
 
+/// The longest stream name a listing takes.
+const MAX_STREAM_NAME: usize = 256;
+
 impl<'a> StreamClient<'a> {
     /// The stream `stream` (for a bucket, `KV_<bucket>`).
     pub fn new(js: &'a jetstream::Context, stream: &str) -> Self {
@@ -75,6 +78,44 @@ impl<'a> StreamClient<'a> {
                 });
             }
             out.push((config.name, config.subjects));
+        }
+        Ok(out)
+    }
+
+    /// The names of the account's streams (one request per 1,024), within [`LISTING_LIMITS`]'s
+    /// stream count and time, for the same reason as [`Self::all`].
+    pub async fn names(js: &jetstream::Context) -> Result<Vec<String>, NatsError> {
+        Self::names_within(js, &LISTING_LIMITS).await
+    }
+
+    /// [`Self::names`] with other limits (tests).
+    pub async fn names_within(
+        js: &jetstream::Context,
+        limits: &ListingLimits,
+    ) -> Result<Vec<String>, NatsError> {
+        use futures::StreamExt as _;
+        let deadline = tokio::time::Instant::now() + limits.deadline;
+        let mut pages = js.stream_names();
+        let mut out = Vec::new();
+        loop {
+            let next = tokio::time::timeout_at(deadline, pages.next())
+                .await
+                .map_err(|_| NatsError::ListingTooLong {
+                    what: format!("took longer than {}s", limits.deadline.as_secs()),
+                })?;
+            let Some(name) = next else { break };
+            let name = name.map_err(|e| request_error("list stream names", &e))?;
+            // nats-server refuses stream names longer than 256 bytes: a longer one is a hostile
+            // server's.
+            if out.len() >= limits.streams || name.len() > MAX_STREAM_NAME {
+                return Err(NatsError::ListingTooLong {
+                    what: format!(
+                        "holds more than {} streams, or a name longer than {MAX_STREAM_NAME} bytes",
+                        limits.streams
+                    ),
+                });
+            }
+            out.push(name);
         }
         Ok(out)
     }

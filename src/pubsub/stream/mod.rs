@@ -387,6 +387,16 @@ pub fn overlaps(subjects: &[String], own: &str, others: &[OtherStream]) -> Vec<O
         .collect()
 }
 
+/// The subjects the live stream does not cover: what a plan would add, and what only the other
+/// streams' subjects are needed to check (an overlap needs a subject the stream lacks).
+pub fn uncovered(subjects: &[String], live: &stream::Config) -> Vec<String> {
+    subjects
+        .iter()
+        .filter(|s| !live.subjects.iter().any(|l| covers(l, s)))
+        .cloned()
+        .collect()
+}
+
 /// Decides what to do. `others` are the other streams of the account (with their subjects);
 /// `previously_managed` is what the last status said (None when there was none); `clustered`
 /// whether the server runs in a cluster.
@@ -430,12 +440,7 @@ pub fn plan(
         return StreamPlan::NotUsable(problem);
     }
     // What daprd will look up: each subject must be covered by this stream.
-    let missing: Vec<String> = d
-        .subjects
-        .iter()
-        .filter(|s| !live.subjects.iter().any(|l| covers(l, s)))
-        .cloned()
-        .collect();
+    let missing = uncovered(d.subjects, live);
     let overlaps = overlaps(&missing, d.stream, others);
     if !overlaps.is_empty() {
         return blocked(
