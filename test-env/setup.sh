@@ -29,7 +29,7 @@ parts=("$@")
 [ "${parts[0]}" != "--quick-start" ] || parts=(controlplane nats)
 want() { local p; for p in "${parts[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
 for p in "${parts[@]}"; do
-  case $p in controlplane|nats|helm|judges|node|daprd) ;; *) echo "setup.sh: unknown part '$p' (expected --quick-start or parts among controlplane nats helm judges node daprd)" >&2; exit 2 ;; esac
+  case $p in controlplane|nats|helm|promtool|judges|node|daprd) ;; *) echo "setup.sh: unknown part '$p' (expected --quick-start or parts among controlplane nats helm promtool judges node daprd)" >&2; exit 2 ;; esac
 done
 
 step() { printf '==> %s\n' "$*" >&2; }
