@@ -872,13 +872,21 @@ async fn every_alert_fires_on_its_fault_and_none_in_the_steady_state() {
     });
     let captured_in = started.elapsed();
 
+    // JKO_ALERTS_DIR keeps the rules and promtool's test files (with the captured series) there.
     let work = tempfile::tempdir().expect("temporary directory");
+    let kept = std::env::var_os("JKO_ALERTS_DIR").map(PathBuf::from);
+    let dir = kept.as_deref().unwrap_or(work.path());
+    std::fs::create_dir_all(dir).expect("JKO_ALERTS_DIR");
     let rules = rules_file(&[]);
     let mut all: Vec<&State> = states.iter().collect();
     all.push(&webhook_state);
-    let out = test_rules(work.path(), "chart", &rules, &all)
+    let out = test_rules(dir, "chart", &rules, &all)
         .unwrap_or_else(|e| panic!("promtool test rules on the chart's rules:\n{e}"));
     assert!(out.contains("SUCCESS"), "{out}");
+    eprintln!(
+        "promtool test rules, the chart's rules on {} states:\n{out}",
+        all.len()
+    );
 
     // The webhook's latency alert, with its threshold under the live answers' time (they are
     // all quick): it fires on what the operator measured, and only there.
@@ -891,7 +899,7 @@ async fn every_alert_fires_on_its_fault_and_none_in_the_steady_state() {
     slow_state
         .expected
         .push(expect("JetStreamKVWebhookSlow", &[]));
-    let out = test_rules(work.path(), "slow", &slow_rules, &[&slow_state, &states[0]])
+    let out = test_rules(dir, "slow", &slow_rules, &[&slow_state, &states[0]])
         .unwrap_or_else(|e| panic!("promtool test rules with a low webhook threshold:\n{e}"));
     assert!(out.contains("SUCCESS"), "{out}");
 
@@ -902,7 +910,7 @@ async fn every_alert_fires_on_its_fault_and_none_in_the_steady_state() {
             .replace("jetstream_kv_leader{", "jetstream_kv_leaders{"),
     )
     .expect("JSON");
-    let failed = test_rules(work.path(), "renamed", &renamed, &[&states[4]]);
+    let failed = test_rules(dir, "renamed", &renamed, &[&states[4]]);
     assert!(
         failed.is_err(),
         "promtool passed the rules with jetstream_kv_leader renamed:\n{failed:?}"
