@@ -3,7 +3,8 @@
 //! Every series has a bounded set of labels (kinds, fixed CamelCase reasons, Stalled or
 //! Reconciling): 100,000 Components are a handful of series, never one per object. The chart's
 //! alerts and dashboard (`charts/jetstream-kv-operator/templates/prometheusrule.yaml`,
-//! `grafana-dashboard.json`) name only these, and `tests/alerts.rs` holds them to a live scrape.
+//! `dashboards/jetstream-kv-operator.json`) name only these, and `tests/alerts.rs` holds them to
+//! a live scrape.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -170,7 +171,7 @@ impl Metrics {
         );
         registry.register(
             "buckets",
-            "KeyValueBuckets by Ready condition",
+            "KeyValueBuckets and JetStreamStreams by Ready condition",
             buckets.clone(),
         );
         registry.register(
