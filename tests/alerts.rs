@@ -753,6 +753,12 @@ async fn every_alert_fires_on_its_fault_and_none_in_the_steady_state() {
         targets: capture(&[("operator-0", &standby)]),
         expected: vec![expect("JetStreamKVNoLeader", &[])],
     });
+    // Beside a leader, the same standby is the healthy pair of two replicas: silent.
+    states.push(State {
+        name: "a leader and a standby".into(),
+        targets: capture(&[("operator-0", &main), ("operator-1", &standby)]),
+        expected: vec![],
+    });
     drop(standby);
 
     // Memory at the limit: an operator whose limit is 90% of what the steady one used.
