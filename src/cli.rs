@@ -178,6 +178,11 @@ pub struct RunArgs {
     /// namespace may use; past it a Component gets NatsConnectionLimit. 0: no limit.
     #[arg(long, env = "MAX_NATS_CONNECTIONS_PER_NAMESPACE", default_value_t = crate::nats::pool::DEFAULT_NAMESPACE_CONNECTIONS)]
     pub max_nats_connections_per_namespace: usize,
+    /// The container's memory limit (bytes, or a quantity such as `256Mi`), exposed as
+    /// `jetstream_kv_memory_limit_bytes` for the memory alert; the chart passes the pod's
+    /// `limits.memory`. Unset: not exposed.
+    #[arg(long, env = "MEMORY_LIMIT", value_parser = memory_limit)]
+    pub memory_limit: Option<u64>,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
@@ -307,13 +312,17 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let client = kube::Client::try_default().await.map_err(|e| {
         format!("cannot reach the Kubernetes API (kubeconfig or in-cluster config): {e}")
     })?;
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    if let Some(bytes) = args.memory_limit {
+        metrics.set_memory_limit(bytes);
+    }
+    let metrics = Arc::new(metrics);
     let health = Arc::new(Health::default());
     let server = http::serve(args.http_addr, health.clone(), metrics.clone())
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.http_addr))?;
     tokio::spawn(server);
-    start_webhook(&args.webhook, &client).await?;
+    start_webhook(&args.webhook, &client, &metrics).await?;
     let identity = args.identity.clone().unwrap_or_else(hostname);
     let config = runtime::Config {
         namespaces: args
@@ -404,7 +413,17 @@ async fn run(args: RunArgs) -> Result<(), String> {
 /// Starts the admission webhook when `--webhook-addr` is set: its certificate first, then the
 /// server, then (self-signed mode) the caBundle upkeep. A webhook asked for but impossible to
 /// serve stops the operator, rather than leaving it silently off.
-async fn start_webhook(args: &WebhookArgs, client: &kube::Client) -> Result<(), String> {
+/// `--memory-limit`: bytes, or a Kubernetes quantity.
+fn memory_limit(text: &str) -> Result<u64, String> {
+    crate::metrics::parse_memory(text)
+        .ok_or_else(|| format!("not a memory quantity: {text:?} (bytes, or e.g. 256Mi)"))
+}
+
+async fn start_webhook(
+    args: &WebhookArgs,
+    client: &kube::Client,
+    metrics: &Arc<Metrics>,
+) -> Result<(), String> {
     use crate::webhook;
     let Some(addr) = args.webhook_addr else {
         return Ok(());
@@ -449,7 +468,7 @@ async fn start_webhook(args: &WebhookArgs, client: &kube::Client) -> Result<(), 
             );
         }
     };
-    let server = webhook::serve(addr, certificates)
+    let server = webhook::serve(addr, certificates, metrics.clone())
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(server);

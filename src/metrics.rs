@@ -1,4 +1,10 @@
 //! Prometheus metrics, served as text on `/metrics`.
+//!
+//! Every series has a bounded set of labels (kinds, fixed CamelCase reasons, Stalled or
+//! Reconciling): 100,000 Components are a handful of series, never one per object. The chart's
+//! alerts and dashboard (`charts/jetstream-kv-operator/templates/prometheusrule.yaml`,
+//! `dashboards/jetstream-kv-operator.json`) name only these, and `tests/alerts.rs` holds them to
+//! a live scrape.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -26,6 +32,75 @@ struct KindLabel {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotReadyLabels {
+    kind: String,
+    reason: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+/// What the metrics keep of one Component's status: its Ready condition and, when not Ready,
+/// its reason and whether someone must act.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectState {
+    /// The kind of the operator's object: `KeyValueBucket` or `JetStreamStream`.
+    pub kind: std::borrow::Cow<'static, str>,
+    /// Ready=True.
+    pub ready: bool,
+    /// The Ready condition's reason.
+    pub reason: String,
+    /// Stalled=True (someone must act), as opposed to Reconciling (the operator retries).
+    pub stalled: bool,
+}
+
+impl ObjectState {
+    fn ready_label(&self) -> &'static str {
+        if self.ready { "true" } else { "false" }
+    }
+
+    fn not_ready(&self) -> Option<NotReadyLabels> {
+        (!self.ready).then(|| NotReadyLabels {
+            kind: self.kind.to_string(),
+            reason: self.reason.clone(),
+            state: if self.stalled {
+                "Stalled"
+            } else {
+                "Reconciling"
+            }
+            .to_string(),
+        })
+    }
+}
+
+/// How an admission review ended, for `jetstream_kv_webhook_reviews_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReviewResult {
+    /// Allowed.
+    Allowed,
+    /// Refused: the Component is broken (the webhook did its job).
+    Denied,
+    /// Not a review the webhook could answer (bad path, method, body or encoding).
+    Error,
+}
+
+impl ReviewResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Denied => "denied",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// Called before each scrape to refresh gauges read from elsewhere (the connection pool).
+type ScrapeHook = Box<dyn Fn(&Metrics) + Send + Sync>;
+
 /// The operator's metrics. Labels never carry a secret: reasons are fixed CamelCase words.
 pub struct Metrics {
     registry: Registry,
@@ -37,7 +112,18 @@ pub struct Metrics {
     nats_requests: Family<KindLabel, Counter>,
     api_writes: Family<KindLabel, Counter>,
     fair_share_deferred: Counter,
-    ready_by_object: Mutex<HashMap<String, &'static str>>,
+    not_ready: Family<NotReadyLabels, Gauge>,
+    api_write_errors: Counter,
+    nats_connections_down: Gauge,
+    leader: Gauge,
+    ready: Gauge,
+    webhook_reviews: Family<ResultLabel, Counter>,
+    webhook_duration: Histogram,
+    resident_memory: Gauge,
+    memory_limit: Gauge,
+    memory_limit_registered: bool,
+    by_object: Mutex<HashMap<String, ObjectState>>,
+    scrape_hooks: Mutex<Vec<ScrapeHook>>,
 }
 
 impl Default for Metrics {
@@ -58,6 +144,15 @@ impl Metrics {
         let nats_requests = Family::<KindLabel, Counter>::default();
         let api_writes = Family::<KindLabel, Counter>::default();
         let fair_share_deferred = Counter::default();
+        let not_ready = Family::<NotReadyLabels, Gauge>::default();
+        let api_write_errors = Counter::default();
+        let nats_connections_down = Gauge::default();
+        let leader = Gauge::default();
+        let ready = Gauge::default();
+        let webhook_reviews = Family::<ResultLabel, Counter>::default();
+        let webhook_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        let resident_memory = Gauge::default();
+        let memory_limit = Gauge::default();
         registry.register(
             "fair_share_deferred",
             "Reconciles put back because their namespace held its share of the workers",
@@ -76,7 +171,7 @@ impl Metrics {
         );
         registry.register(
             "buckets",
-            "KeyValueBuckets by Ready condition",
+            "KeyValueBuckets and JetStreamStreams by Ready condition",
             buckets.clone(),
         );
         registry.register(
@@ -94,6 +189,47 @@ impl Metrics {
             "Writes to the Kubernetes API, by kind",
             api_writes.clone(),
         );
+        registry.register(
+            "not_ready",
+            "Components whose KeyValueBucket or JetStreamStream is not Ready, by kind, reason and \
+             state (Stalled: someone must act; Reconciling: the operator retries)",
+            not_ready.clone(),
+        );
+        registry.register(
+            "api_write_errors",
+            "Writes to the Kubernetes API that failed (the reconcile is retried with back-off)",
+            api_write_errors.clone(),
+        );
+        registry.register(
+            "nats_connections_down",
+            "Open NATS connections whose link is down (the client reconnects in the background)",
+            nats_connections_down.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this process reconciles (holds the leader Lease, or runs without election)",
+            leader.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 while /readyz answers ready (caches synced, every CRD current)",
+            ready.clone(),
+        );
+        registry.register(
+            "webhook_reviews",
+            "Admission reviews the webhook answered, by result (allowed, denied, error)",
+            webhook_reviews.clone(),
+        );
+        registry.register(
+            "webhook_review_duration_seconds",
+            "Time the webhook takes to answer an admission review",
+            webhook_duration.clone(),
+        );
+        registry.register(
+            "resident_memory_bytes",
+            "Resident memory of the operator's process",
+            resident_memory.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -104,7 +240,18 @@ impl Metrics {
             nats_requests,
             api_writes,
             fair_share_deferred,
-            ready_by_object: Mutex::default(),
+            not_ready,
+            api_write_errors,
+            nats_connections_down,
+            leader,
+            ready,
+            webhook_reviews,
+            webhook_duration,
+            resident_memory,
+            memory_limit,
+            memory_limit_registered: false,
+            by_object: Mutex::default(),
+            scrape_hooks: Mutex::default(),
         }
     }
 
@@ -121,32 +268,83 @@ impl Metrics {
         }
     }
 
-    /// Records the Ready state of one KeyValueBucket (`None` when it is gone). Constant time: it
-    /// runs after every reconcile of every Component (counting the map each time made a pass
-    /// over 100,000 Components quadratic).
-    pub fn set_ready(&self, object: &str, ready: Option<bool>) {
-        let state = ready.map(|r| if r { "true" } else { "false" });
-        let mut map = self
-            .ready_by_object
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let previous = match state {
-            Some(s) if map.get(object) == Some(&s) => return,
-            Some(s) => map.insert(object.to_string(), s),
+    /// Records the status of one Component's KeyValueBucket or JetStreamStream (`None` when it
+    /// is gone). Constant time: it runs after every reconcile of every Component (counting the
+    /// map each time made a pass over 100,000 Components quadratic).
+    pub fn set_state(&self, object: &str, state: Option<ObjectState>) {
+        let mut map = self.by_object.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(object) == state.as_ref() {
+            return;
+        }
+        let previous = match &state {
+            Some(s) => map.insert(object.to_string(), s.clone()),
             None => map.remove(object),
         };
-        // Both series exist from the first call, as before.
+        // Both `buckets` series exist from the first call, as before.
         for label in ["true", "false"] {
             let gauge = self.buckets.get_or_create(&ReadyLabel {
                 ready: label.into(),
             });
-            if previous == Some(label) {
+            if previous.as_ref().map(ObjectState::ready_label) == Some(label) {
                 gauge.dec();
             }
-            if state == Some(label) {
+            if state.as_ref().map(ObjectState::ready_label) == Some(label) {
                 gauge.inc();
             }
         }
+        if let Some(labels) = previous.as_ref().and_then(ObjectState::not_ready) {
+            self.not_ready.get_or_create(&labels).dec();
+        }
+        if let Some(labels) = state.as_ref().and_then(ObjectState::not_ready) {
+            self.not_ready.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Counts a write to the Kubernetes API that failed.
+    pub fn api_write_failed(&self) {
+        self.api_write_errors.inc();
+    }
+
+    /// Sets the number of open NATS connections whose link is down.
+    pub fn set_nats_connections_down(&self, n: usize) {
+        self.nats_connections_down.set(n as i64);
+    }
+
+    /// Marks this process as the one that reconciles (or not any more).
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// Records one admission review: how it ended and how long it took.
+    pub fn webhook_reviewed(&self, result: ReviewResult, elapsed: Duration) {
+        self.webhook_reviews
+            .get_or_create(&ResultLabel {
+                result: result.as_str().into(),
+            })
+            .inc();
+        self.webhook_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// The memory limit of the operator's container in bytes (the chart passes the pod's
+    /// `limits.memory`); `jetstream_kv_memory_limit_bytes` is exposed only once it is known.
+    pub fn set_memory_limit(&mut self, bytes: u64) {
+        if !std::mem::replace(&mut self.memory_limit_registered, true) {
+            self.registry.register(
+                "memory_limit_bytes",
+                "Memory limit of the operator's container (the pod's limits.memory)",
+                self.memory_limit.clone(),
+            );
+        }
+        self.memory_limit
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Runs `hook` before each scrape (to refresh a gauge read from elsewhere).
+    pub fn on_scrape(&self, hook: impl Fn(&Metrics) + Send + Sync + 'static) {
+        self.scrape_hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(hook));
     }
 
     /// Sets the number of open NATS connections.
@@ -173,13 +371,59 @@ impl Metrics {
         self.fair_share_deferred.inc();
     }
 
-    /// The metrics in the Prometheus text format.
-    pub fn encode(&self) -> String {
+    /// The metrics in the Prometheus text format; `ready` is what `/readyz` says now.
+    pub fn encode(&self, ready: bool) -> String {
+        self.ready.set(i64::from(ready));
+        if let Some(bytes) = resident_memory() {
+            self.resident_memory
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        for hook in self
+            .scrape_hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            hook(self);
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// The resident memory of this process (Linux: `/proc/self/statm`, in pages of 4 KiB on the
+/// architectures the image is built for); None elsewhere.
+fn resident_memory() -> Option<u64> {
+    const PAGE: u64 = 4096;
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * PAGE)
+}
+
+/// A memory quantity as Kubernetes writes it (`134217728`, `128Mi`, `1G`) in bytes; what the
+/// Downward API gives for `limits.memory` with a divisor of 1 is plain bytes.
+pub fn parse_memory(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let factor: u64 = match unit {
+        "" => 1,
+        "k" | "K" => 1000,
+        "M" => 1000u64.pow(2),
+        "G" => 1000u64.pow(3),
+        "T" => 1000u64.pow(4),
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(factor)
 }
 
 #[cfg(test)]
@@ -191,15 +435,86 @@ mod tests {
         let m = Metrics::new();
         m.reconciled(Duration::from_millis(3), None);
         m.reconciled(Duration::from_millis(3), Some("NatsUnavailable"));
-        m.set_ready("a/x", Some(true));
-        m.set_ready("a/y", Some(false));
-        m.set_ready("a/y", None);
-        let text = m.encode();
+        m.set_state("a/x", Some(state(true, "BucketManaged", false)));
+        m.set_state("a/y", Some(state(false, "NatsUnavailable", false)));
+        m.set_state("a/y", None);
+        let text = m.encode(true);
         assert!(text.contains("jetstream_kv_reconciles_total 2"), "{text}");
         assert!(
             text.contains(r#"jetstream_kv_reconcile_errors_total{reason="NatsUnavailable"} 1"#)
         );
         assert!(text.contains(r#"jetstream_kv_buckets{ready="true"} 1"#));
         assert!(text.contains(r#"jetstream_kv_buckets{ready="false"} 0"#));
+        assert!(text.contains("jetstream_kv_ready 1"), "{text}");
+        assert!(text.contains("jetstream_kv_leader 0"), "{text}");
+        assert!(!text.contains("memory_limit_bytes"), "{text}");
+    }
+
+    fn state(ready: bool, reason: &str, stalled: bool) -> ObjectState {
+        ObjectState {
+            kind: "KeyValueBucket".into(),
+            ready,
+            reason: reason.into(),
+            stalled,
+        }
+    }
+
+    #[test]
+    fn not_ready_components_are_counted_by_kind_reason_and_state() {
+        let m = Metrics::new();
+        let reconciling = r#"jetstream_kv_not_ready{kind="KeyValueBucket",reason="NatsUnavailable",state="Reconciling"}"#;
+        let stalled = r#"jetstream_kv_not_ready{kind="KeyValueBucket",reason="SecretNotFound",state="Stalled"}"#;
+        m.set_state("a/x", Some(state(false, "NatsUnavailable", false)));
+        m.set_state("a/y", Some(state(false, "NatsUnavailable", false)));
+        m.set_state("a/z", Some(state(false, "SecretNotFound", true)));
+        let text = m.encode(true);
+        assert!(text.contains(&format!("{reconciling} 2")), "{text}");
+        assert!(text.contains(&format!("{stalled} 1")), "{text}");
+        // The same state again changes nothing; a change moves the object between series.
+        m.set_state("a/x", Some(state(false, "NatsUnavailable", false)));
+        m.set_state("a/y", Some(state(true, "BucketManaged", false)));
+        m.set_state("a/z", None);
+        let text = m.encode(true);
+        assert!(text.contains(&format!("{reconciling} 1")), "{text}");
+        assert!(text.contains(&format!("{stalled} 0")), "{text}");
+        assert!(
+            text.contains(r#"jetstream_kv_buckets{ready="true"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"jetstream_kv_buckets{ready="false"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn scrape_time_gauges_and_the_memory_limit() {
+        let mut m = Metrics::new();
+        m.set_memory_limit(parse_memory("128Mi").unwrap());
+        m.on_scrape(|m| m.set_nats_connections_down(2));
+        m.set_leader(true);
+        m.webhook_reviewed(ReviewResult::Error, Duration::from_millis(2));
+        let text = m.encode(false);
+        assert!(
+            text.contains("jetstream_kv_memory_limit_bytes 134217728"),
+            "{text}"
+        );
+        assert!(
+            text.contains("jetstream_kv_nats_connections_down 2"),
+            "{text}"
+        );
+        assert!(text.contains("jetstream_kv_leader 1"), "{text}");
+        assert!(text.contains("jetstream_kv_ready 0"), "{text}");
+        assert!(text.contains(r#"jetstream_kv_webhook_reviews_total{result="error"} 1"#));
+        if cfg!(target_os = "linux") {
+            assert!(
+                !text.contains("jetstream_kv_resident_memory_bytes 0"),
+                "{text}"
+            );
+        }
+        assert_eq!(parse_memory("134217728"), Some(134_217_728));
+        assert_eq!(parse_memory("1G"), Some(1_000_000_000));
+        assert_eq!(parse_memory("1.5Gi"), None);
+        assert_eq!(parse_memory("x"), None);
     }
 }

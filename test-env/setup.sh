@@ -7,7 +7,8 @@
 #   eval "$(test-env/setup.sh controlplane nats)"   only these parts
 #
 # Parts: controlplane (etcd, kube-apiserver, kube-controller-manager, kubelet, kube-scheduler, one
-# binary), nats (nats-server), helm, judges (Argo CD's, kstatus' and Flux's health code), node
+# binary), nats (nats-server), helm, promtool (Prometheus's rule tester), judges (Argo CD's,
+# kstatus' and Flux's health code), node
 # (Debian's containerd, runc, CNI plugins, iptables and buildah, and the pause image), daprd (Dapr's
 # sidecar).
 #
@@ -22,13 +23,13 @@ mkdir -p "$cache"
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
 
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(controlplane nats helm judges node daprd)
+[ ${#parts[@]} -gt 0 ] || parts=(controlplane nats helm promtool judges node daprd)
 # The quick start needs only the control plane and nats-server: helm, the health judges, the node
 # and daprd (long cold builds) are for the tests and the in-cluster quick start.
 [ "${parts[0]}" != "--quick-start" ] || parts=(controlplane nats)
 want() { local p; for p in "${parts[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
 for p in "${parts[@]}"; do
-  case $p in controlplane|nats|helm|judges|node|daprd) ;; *) echo "setup.sh: unknown part '$p' (expected --quick-start or parts among controlplane nats helm judges node daprd)" >&2; exit 2 ;; esac
+  case $p in controlplane|nats|helm|promtool|judges|node|daprd) ;; *) echo "setup.sh: unknown part '$p' (expected --quick-start or parts among controlplane nats helm promtool judges node daprd)" >&2; exit 2 ;; esac
 done
 
 step() { printf '==> %s\n' "$*" >&2; }
@@ -107,6 +108,27 @@ if want helm; then
   fi
   env_lines+=("export JKO_HELM_BIN='$helm_dir/helm'" "export PATH='$helm_dir':\"\$PATH\"")
   ready+=("helm ${HELM_VERSION}")
+fi
+
+# promtool, from Prometheus's Go module: `promtool test rules` runs the chart's alerts on series
+# captured from the operator, `promtool check rules` parses the dashboard's queries
+# (tests/alerts.rs). Built without the service discovery plugins (`remove_all_sd`: promtool's
+# `check service-discovery` then knows only file and Kubernetes SD), which the rule tester and the
+# parser do not use, to save about half of the build.
+if want promtool; then
+  promtool_dir="$cache/promtool-${PROMETHEUS_VERSION}"
+  if [ ! -x "$promtool_dir/promtool" ]; then
+    step "building promtool ${PROMETHEUS_VERSION} from Prometheus's Go module (cold: a few minutes on 2 cores)"
+    t=$(date +%s)
+    mkdir -p "$promtool_dir"
+    GOBIN="$promtool_dir/tmp" go install -v -trimpath -tags remove_all_sd -ldflags "-s -w" \
+      "github.com/prometheus/prometheus/cmd/promtool@${PROMETHEUS_VERSION}" 2>&1 | go_progress
+    mv "$promtool_dir/tmp/promtool" "$promtool_dir/promtool"
+    rmdir "$promtool_dir/tmp"
+    elapsed "$t"
+  fi
+  env_lines+=("export JKO_PROMTOOL_BIN='$promtool_dir/promtool'")
+  ready+=("promtool ${PROMETHEUS_VERSION}")
 fi
 
 if want judges; then

@@ -374,7 +374,8 @@ fn lint_passes_when_watching_listed_namespaces() {
 fn lint_passes_with_every_optional_object_enabled() {
     let all = [
         "--set",
-        "replicas=2,serviceMonitor.enabled=true,podDisruptionBudget.enabled=true,networkPolicy.enabled=true",
+        "replicas=2,serviceMonitor.enabled=true,podDisruptionBudget.enabled=true,networkPolicy.enabled=true,\
+         prometheusRule.enabled=true,grafanaDashboard.enabled=true",
     ];
     if let Err(error) = lint(&all) {
         panic!("helm lint --strict {all:?} failed:\n{error}");
@@ -1225,4 +1226,156 @@ fn provisioning_secrets_are_granted_by_name_in_the_release_namespace_only() {
         "natsServerPolicy.provisioningSecrets={Not_A_Name}",
         "provisioningSecrets",
     );
+}
+
+const MONITORING_ON: &[&str] = &[
+    "--set",
+    "serviceMonitor.enabled=true,prometheusRule.enabled=true,grafanaDashboard.enabled=true",
+];
+
+#[test]
+fn the_alerts_and_the_dashboard_are_off_by_default_and_opt_in() {
+    let defaults = render(&[]);
+    assert_eq!(
+        defaults.count("PrometheusRule"),
+        0,
+        "no PrometheusRule by default"
+    );
+    assert!(
+        defaults
+            .all::<Value>("ConfigMap")
+            .iter()
+            .all(|m| m["metadata"]["labels"]["grafana_dashboard"].is_null()),
+        "no dashboard ConfigMap by default"
+    );
+    if let Err(error) = lint(MONITORING_ON) {
+        panic!("helm lint --strict {MONITORING_ON:?} failed:\n{error}");
+    }
+    let on = render(MONITORING_ON);
+    let rules: Vec<Value> = on.all("PrometheusRule");
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        rules[0]["apiVersion"].as_str(),
+        Some("monitoring.coreos.com/v1")
+    );
+    assert_eq!(
+        rules[0]["metadata"]["namespace"].as_str(),
+        Some(RELEASE_NAMESPACE)
+    );
+    // The alerts select what the chart's ServiceMonitor scrapes: its metrics Service's job.
+    let monitors: Vec<Value> = on.all("ServiceMonitor");
+    let services: Vec<Value> = on.all("Service");
+    let job = services[0]["metadata"]["name"]
+        .as_str()
+        .expect("Service name");
+    assert!(!monitors.is_empty());
+    let exprs: Vec<&str> = rules[0]["spec"]["groups"][0]["rules"]
+        .as_sequence()
+        .expect("rules")
+        .iter()
+        .filter_map(|r| r["expr"].as_str())
+        .collect();
+    assert_eq!(exprs.len(), 12, "{exprs:?}");
+    let matcher = format!(r#"job="{job}", namespace="{RELEASE_NAMESPACE}""#);
+    for expr in &exprs {
+        assert!(expr.contains(&matcher), "{expr} does not select {matcher}");
+    }
+    let maps: Vec<Value> = on.all("ConfigMap");
+    let dashboard = maps
+        .iter()
+        .find(|m| m["metadata"]["labels"]["grafana_dashboard"].as_str() == Some("1"))
+        .expect("a ConfigMap with the sidecar's label");
+    let json = dashboard["data"]["jetstream-kv-operator.json"]
+        .as_str()
+        .expect("the dashboard JSON");
+    let parsed: serde_json::Value = serde_json::from_str(json).expect("valid JSON");
+    assert_eq!(parsed["uid"].as_str(), Some("jetstream-kv-operator"));
+
+    // Thresholds, the selector, the sidecar's label and extra alert labels are values.
+    let custom = render(&[
+        "--set",
+        "prometheusRule.enabled=true,grafanaDashboard.enabled=true,\
+         prometheusRule.componentsStalled.for=1h,prometheusRule.additionalLabels.team=platform,\
+         grafanaDashboard.label=dashboards,grafanaDashboard.labelValue=nats",
+        "--set-json",
+        r#"prometheusRule.selector="job=\"kv\"""#,
+        "--set-json",
+        "prometheusRule.reconcileErrors.ratio=0.25",
+    ]);
+    let rules: Vec<Value> = custom.all("PrometheusRule");
+    let all = rules[0]["spec"]["groups"][0]["rules"]
+        .as_sequence()
+        .expect("rules")
+        .clone();
+    let by_name = |name: &str| {
+        all.iter()
+            .find(|r| r["alert"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no alert {name}"))
+            .clone()
+    };
+    let errors = by_name("JetStreamKVReconcileErrors");
+    assert!(
+        errors["expr"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("> 0.25") && e.contains(r#"{job="kv"}"#)),
+        "{errors:?}"
+    );
+    assert_eq!(
+        by_name("JetStreamKVComponentsStalled")["for"].as_str(),
+        Some("1h")
+    );
+    for rule in &all {
+        assert_eq!(
+            rule["labels"]["team"].as_str(),
+            Some("platform"),
+            "{rule:?}"
+        );
+        assert!(rule["labels"]["severity"].as_str().is_some(), "{rule:?}");
+    }
+    let maps: Vec<Value> = custom.all("ConfigMap");
+    assert!(
+        maps.iter()
+            .any(|m| m["metadata"]["labels"]["dashboards"].as_str() == Some("nats")),
+        "the sidecar's label is a value"
+    );
+}
+
+#[test]
+fn the_operator_is_told_its_memory_limit_for_the_memory_alert() {
+    let container = operator_container(&render(&[]).deployment());
+    let limit = env(&container, "MEMORY_LIMIT")
+        .value_from
+        .as_ref()
+        .and_then(|source| source.resource_field_ref.as_ref())
+        .expect("MEMORY_LIMIT comes from the container's resources");
+    assert_eq!(limit.resource, "limits.memory");
+    assert_eq!(limit.container_name.as_deref(), Some("operator"));
+    let unlimited = operator_container(&render(&["--set", "resources.limits=null"]).deployment());
+    assert!(
+        unlimited
+            .env
+            .unwrap_or_default()
+            .iter()
+            .all(|e| e.name != "MEMORY_LIMIT"),
+        "no limit, no MEMORY_LIMIT"
+    );
+}
+
+#[test]
+fn the_schema_checks_the_alert_and_dashboard_values() {
+    assert_schema_rejects(
+        "prometheusRule.reconcileErrors.ratio=2",
+        "/prometheusRule/reconcileErrors/ratio",
+    );
+    assert_schema_rejects(
+        "prometheusRule.noLeader.for=soon",
+        "/prometheusRule/noLeader/for",
+    );
+    assert_schema_rejects(
+        "prometheusRule.runbookBaseURL=docs",
+        "/prometheusRule/runbookBaseURL",
+    );
+    assert_schema_rejects("prometheusRule.selector={job}", "/prometheusRule/selector");
+    assert_schema_rejects("prometheusRule.threshold=1", "threshold");
+    assert_schema_rejects("grafanaDashboard.label=a b", "/grafanaDashboard/label");
 }

@@ -9,6 +9,7 @@
 
 mod support;
 
+mod alerts;
 mod apply;
 mod audit;
 mod chart;

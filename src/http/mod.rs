@@ -70,7 +70,7 @@ fn respond<B>(req: &Request<B>, health: &Health, metrics: &Metrics) -> Response<
         ),
         "/metrics" => (
             StatusCode::OK,
-            metrics.encode(),
+            metrics.encode(health.is_ready()),
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
         _ => (StatusCode::NOT_FOUND, "not found".to_string(), "text/plain"),

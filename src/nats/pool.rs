@@ -376,6 +376,18 @@ impl ConnectionPool {
         self.lock().users.keys().cloned().collect()
     }
 
+    /// Number of open connections whose link is down (the client reconnects in the background).
+    pub fn connections_down(&self) -> usize {
+        self.lock()
+            .slots
+            .values()
+            .filter_map(|s| s.client.get())
+            .filter(|open| {
+                open.client.connection_state() != async_nats::connection::State::Connected
+            })
+            .count()
+    }
+
     /// Number of open connections.
     pub fn open_connections(&self) -> usize {
         self.lock()

@@ -79,7 +79,7 @@ async fn finalize_kind<K: Kind>(
     report::release_component(ctx, component).await?;
     ctx.pool.release(key);
     ctx.forget_rights(key);
-    ctx.metrics.set_ready(key, None);
+    ctx.metrics.set_state(key, None);
     ctx.index.remove(key);
     Ok(Action::await_change())
 }
@@ -376,7 +376,7 @@ pub async fn forget(
 ) -> Result<Action, ReportError> {
     ctx.pool.release(key);
     ctx.forget_rights(key);
-    ctx.metrics.set_ready(key, None);
+    ctx.metrics.set_state(key, None);
     gone::<KeyValueBucket>(component, key, ctx).await?;
     let ours = component
         .annotations()

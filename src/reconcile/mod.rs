@@ -38,6 +38,7 @@ use kind::Kind;
 
 use crate::dapr::Component;
 use crate::failure::Retry;
+use crate::metrics::ObjectState;
 use crate::validate::{
     NamesOnServer, Servers, Validation, Values, check_quota, check_server_policy,
 };
@@ -154,8 +155,18 @@ where
         .filter(|c| c.status != "True")
         .map(|c| c.reason.as_str());
     ctx.metrics.reconciled(started.elapsed(), failed_reason);
-    ctx.metrics
-        .set_ready(key, ready.map(|c| c.status == "True"));
+    let stalled = conditions
+        .iter()
+        .any(|c| c.type_ == crate::crd::ConditionType::Stalled.as_str() && c.status == "True");
+    ctx.metrics.set_state(
+        key,
+        ready.map(|c| ObjectState {
+            kind: <K::Object as kube::Resource>::kind(&()),
+            ready: c.status == "True",
+            reason: c.reason.clone(),
+            stalled,
+        }),
+    );
     tracing::debug!(ready = ?ready.map(|c| (&c.status, &c.reason)), elapsed = ?started.elapsed(), "reconciled");
     Ok(requeue(ctx, key, K::retry(&outcome)))
 }
@@ -219,6 +230,7 @@ pub fn error_policy(
 ) -> Action {
     let key = object_key(obj.as_ref());
     tracing::warn!(component = %key, error = %error, "reconcile failed; retrying");
+    ctx.metrics.api_write_failed();
     Action::requeue(ctx.backoff(&key))
 }
 

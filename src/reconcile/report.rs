@@ -347,7 +347,10 @@ pub async fn publish(ctx: &Context, component: &Component, note: Note) {
         .await
     {
         Ok(()) => ctx.metrics.api_write("event"),
-        Err(e) => tracing::warn!(error = %e, "could not publish an Event"),
+        Err(e) => {
+            ctx.metrics.api_write_failed();
+            tracing::warn!(error = %e, "could not publish an Event");
+        }
     }
 }
 

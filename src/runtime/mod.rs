@@ -94,6 +94,14 @@ pub async fn run(
         .with_namespace_limit(config.namespace_connections)
         .with_policy(policy.clone()),
     );
+    // The NATS links are read at each scrape: a link that went down shows at the next one.
+    let links = Arc::downgrade(&pool);
+    metrics.on_scrape(move |m| {
+        if let Some(pool) = links.upgrade() {
+            m.set_nats_connections_down(pool.connections_down());
+        }
+    });
+    metrics.set_leader(true);
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -180,4 +188,5 @@ pub async fn run(
         _ = sweeper => {}
         _ = connection_events => {}
     }
+    shared.metrics.set_leader(false);
 }

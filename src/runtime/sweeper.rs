@@ -28,7 +28,7 @@ pub struct Held {
 /// other Component uses it), its index entries, its metrics.
 pub fn forget_deleted(key: &str, held: &Held) {
     held.pool.release(key);
-    held.metrics.set_ready(key, None);
+    held.metrics.set_state(key, None);
     held.index.remove(key);
 }
 

@@ -21,12 +21,14 @@ pub mod reload;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
+
+use crate::metrics::{Metrics, ReviewResult};
 
 pub use admission::{decide, review};
 pub use ca_bundle::{inject_ca_bundle, keep_ca_bundle, merge_ca_bundle};
@@ -73,6 +75,7 @@ pub enum WebhookError {
 pub async fn serve(
     addr: SocketAddr,
     certificates: Arc<Certificates>,
+    metrics: Arc<Metrics>,
 ) -> Result<impl std::future::Future<Output = ()>, WebhookError> {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(certificates)?));
     let listener = TcpListener::bind(addr)
@@ -83,28 +86,55 @@ pub async fn serve(
         listener,
         Some(acceptor),
         crate::serving::WEBHOOK_LIMITS,
-        handle,
+        move |req| {
+            let metrics = metrics.clone();
+            async move {
+                let started = Instant::now();
+                let (response, result) = handle(req).await;
+                metrics.webhook_reviewed(result, started.elapsed());
+                response
+            }
+        },
     ))
 }
 
 /// One request to the webhook (any body type, so that the limits can be tested without a TLS
 /// client).
-async fn handle<B>(req: Request<B>) -> Response<Full<Bytes>>
+async fn handle<B>(req: Request<B>) -> (Response<Full<Bytes>>, ReviewResult)
 where
     B: hyper::body::Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     if req.uri().path() != PATH {
-        return plain(StatusCode::NOT_FOUND, "not found");
+        return (
+            plain(StatusCode::NOT_FOUND, "not found"),
+            ReviewResult::Error,
+        );
     }
     if req.method() != Method::POST {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "POST an AdmissionReview");
+        return (
+            plain(StatusCode::METHOD_NOT_ALLOWED, "POST an AdmissionReview"),
+            ReviewResult::Error,
+        );
     }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(body) => body.to_bytes(),
-        Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+        Err(_) => {
+            return (
+                plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+                ReviewResult::Error,
+            );
+        }
     };
     let answer = review(&body, jiff::Timestamp::now().as_second());
+    // The API server gives every review a uid: an answer without one is to a body that was
+    // not an AdmissionReview.
+    let result = match &answer.response {
+        Some(response) if response.uid.is_empty() => ReviewResult::Error,
+        Some(response) if response.allowed => ReviewResult::Allowed,
+        Some(_) => ReviewResult::Denied,
+        None => ReviewResult::Error,
+    };
     if let Some(response) = &answer.response
         && !response.allowed
     {
@@ -116,11 +146,14 @@ where
             if let Ok(v) = "application/json".parse() {
                 response.headers_mut().insert("content-type", v);
             }
-            response
+            (response, result)
         }
-        Err(_) => plain(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot encode the response",
+        Err(_) => (
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot encode the response",
+            ),
+            ReviewResult::Error,
         ),
     }
 }
@@ -147,9 +180,15 @@ mod tests {
     /// and answered (here: an AdmissionReview that is not one, so 200 with a refusal).
     #[tokio::test]
     async fn a_body_over_seven_mib_is_refused_with_413() {
-        let over = handle(post(vec![b' '; (7 << 20) + 1])).await;
+        let (over, result) = handle(post(vec![b' '; (7 << 20) + 1])).await;
+        assert_eq!(result, ReviewResult::Error);
         assert_eq!(over.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        let at = handle(post(vec![b' '; 7 << 20])).await;
+        let (at, result) = handle(post(vec![b' '; 7 << 20])).await;
+        assert_eq!(
+            result,
+            ReviewResult::Error,
+            "spaces are not an AdmissionReview"
+        );
         assert_eq!(at.status(), StatusCode::OK);
     }
 }

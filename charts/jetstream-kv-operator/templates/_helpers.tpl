@@ -148,3 +148,16 @@ The admission webhook's Service, and the name of its ValidatingWebhookConfigurat
 {{- define "jetstream-kv-operator.webhookConfiguration" -}}
 {{- include "jetstream-kv-operator.fullname" . }}
 {{- end }}
+
+{{/*
+The PromQL label matchers that select the operator's series in alerts and the dashboard:
+prometheusRule.selector, else the job and namespace a ServiceMonitor of this chart gives them
+(the metrics Service's name and the release namespace).
+*/}}
+{{- define "jetstream-kv-operator.metricsSelector" -}}
+{{- if .Values.prometheusRule.selector -}}
+{{- .Values.prometheusRule.selector -}}
+{{- else -}}
+{{- printf "job=%q, namespace=%q" (printf "%s-metrics" (include "jetstream-kv-operator.fullname" .)) .Release.Namespace -}}
+{{- end -}}
+{{- end }}
