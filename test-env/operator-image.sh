@@ -3,13 +3,23 @@
 # container image (from scratch, with test-env/image.sh: the Dockerfile's final stage), as an OCI
 # archive for the node's containerd, and prints the environment naming it:
 #
-#   eval "$(test-env/operator-image.sh)"
+#   eval "$(test-env/operator-image.sh)"                  this checkout's image and the release's
+#   eval "$(test-env/operator-image.sh --checkout-only)"  this checkout's image only (quick start)
+#
+# The node tests need both: the release tests/upgrade.rs upgrades from (test-env/release-image.sh,
+# built once from its commit) is built here too, so that a node test never runs without it.
 #
 # The binary is cached by the hash of what it is built from (src/, Cargo.toml, Cargo.lock, the
 # profile, rustc's version): a fresh clone of a commit already built skips cargo, whose own
 # freshness check follows the checkout's path and files' times and would rebuild the crate (about
 # 2 minutes). The archive is cached by the binary's hash and image.sh's.
 set -euo pipefail
+with_release=true
+case ${1:-} in
+  "") ;;
+  --checkout-only) with_release=false ;;
+  *) echo "usage: $0 [--checkout-only]" >&2; exit 2 ;;
+esac
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${JKO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jetstream-kv-operator}
 export JKO_CACHE=$cache
@@ -49,3 +59,6 @@ printf '    image localhost/jetstream-kv-operator:%s, %s MB as an archive (%ss)\
   "$(( $(stat -c %s "$archive") / 1000000 ))" "$(( $(date +%s) - t ))" >&2
 echo "export JKO_OPERATOR_IMAGE_ARCHIVE='$archive'"
 echo "export JKO_OPERATOR_IMAGE='localhost/jetstream-kv-operator:$tag'"
+if [ "$with_release" = true ]; then
+  "$here/release-image.sh"
+fi
