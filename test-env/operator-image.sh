@@ -25,8 +25,12 @@ cache=${JKO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jetstream-kv-operator}
 export JKO_CACHE=$cache
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 # The `image` profile (Cargo.toml: release without link-time optimisation, incremental) unless
-# JKO_IMAGE_PROFILE names another, e.g. `release` for exactly what the Dockerfile builds.
+# JKO_IMAGE_PROFILE names another, e.g. `release` for exactly what the Dockerfile builds, or `dev`
+# for the test build's own dependencies (no optimised build at all).
 profile=${JKO_IMAGE_PROFILE:-image}
+# cargo's folder for the profile: `dev` builds into debug/.
+out_dir=$profile
+[ "$profile" != dev ] || out_dir=debug
 t=$(date +%s)
 sources=$(cd "$here/.." && {
   rustc -vV
@@ -41,7 +45,7 @@ else
   printf '==> %s\n' "building the operator's binary (cargo build --profile $profile)" >&2
   (cd "$here/.." && cargo build --profile "$profile" --locked --bin jetstream-kv-operator) >&2
   mkdir -p "$bins"
-  cp "$CARGO_TARGET_DIR/$profile/jetstream-kv-operator" "$bin.tmp"
+  cp "$CARGO_TARGET_DIR/$out_dir/jetstream-kv-operator" "$bin.tmp"
   mv "$bin.tmp" "$bin"
   # Keep the four newest (a few branches' worth).
   ls -t "$bins"/jetstream-kv-operator-* 2>/dev/null | tail -n +5 | xargs -r rm -f
