@@ -486,14 +486,12 @@ async fn the_release_upgrades_and_rolls_back_leaving_buckets_streams_and_statuse
         &to_image,
     )
     .await;
-    let served = kubectl(&[
-        "get",
-        "crd",
-        CRDS[0],
-        "-o",
-        "jsonpath={.spec.versions[*].name}",
-    ]);
-    assert_eq!(served, "v1alpha1 v1beta1", "the CRDs after the upgrade");
+    // Each of the three, not only the last of `helm show crds` (its files once ran together into
+    // one YAML document, and kubectl applied the last CRD alone).
+    for crd in CRDS {
+        let served = kubectl(&["get", "crd", crd, "-o", "jsonpath={.spec.versions[*].name}"]);
+        assert_eq!(served, "v1beta1 v1alpha1", "{crd} after the upgrade");
+    }
     let pod = &release.ready_pods()[0];
     let image = kubectl(&[
         "-n",
