@@ -3,7 +3,7 @@
 # The jetstream-kv-operator image: non-root, fine with a read-only root filesystem, and
 # nothing in it but the operator, glibc, CA certificates and tzdata (distroless).
 #
-#   docker build -t jetstream-kv-operator:0.1.0 .
+#   docker build -t jetstream-kv-operator:0.2.0 .
 #
 # The operator uses rustls (ring), never OpenSSL, so the builder needs only a C compiler (for
 # ring), and the runtime needs only glibc and libgcc_s: distroless/cc.

@@ -286,7 +286,10 @@ pub async fn main() -> Result<(), String> {
             };
             let yaml =
                 serde_yaml::to_string(&crd).map_err(|e| format!("cannot render the CRD: {e}"))?;
-            print!("{yaml}");
+            // A document of its own wherever it is concatenated: `helm show crds` prints the
+            // chart's crds/ files one after the other, and without the separator kubectl read
+            // the three as one document and applied only the last.
+            print!("---\n{yaml}");
             Ok(())
         }
         Command::Run(args) => run(*args).await,

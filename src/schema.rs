@@ -106,8 +106,8 @@ pub fn compare(crd: Crd, installed: Option<&CustomResourceDefinition>) -> Result
     let needed = crd.needed();
     let name = crd.name();
     let fix = format!(
-        "apply the operator's CRDs first (kubectl apply --server-side -f the chart's crds/, or \
-         `jetstream-kv-operator crd {} | kubectl apply --server-side -f -`), then upgrade the \
+        "apply the operator's CRDs first (kubectl apply --server-side --force-conflicts -f the chart's crds/, or \
+         `jetstream-kv-operator crd {} | kubectl apply --server-side --force-conflicts -f -`), then upgrade the \
          operator; until then it does not act on {}s",
         crd.argument(),
         needed.spec.names.kind

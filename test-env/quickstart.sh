@@ -51,7 +51,7 @@ rm -rf "$state/controlplane" "$state/nats"
 node_args=()
 if [ "$mode" = --in-cluster ]; then
   step "building the operator's image (optimised build, buildah)"
-  env_out=$(test-env/operator-image.sh)
+  env_out=$(test-env/operator-image.sh --checkout-only)
   eval "$env_out"
   node_args=(--node --pause-image "$JKO_PAUSE_IMAGE_ARCHIVE" --image "$JKO_OPERATOR_IMAGE_ARCHIVE")
   step "starting the Kubernetes control plane and a node (containerd, kubelet, kube-scheduler)"

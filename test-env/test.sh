@@ -44,7 +44,7 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 
-step "building the operator's image for the node tests (test-env/operator-image.sh)"
+step "building the operator's images for the node tests: this checkout's, and the release tests/upgrade.rs upgrades from (test-env/operator-image.sh)"
 env_out=$(test-env/operator-image.sh)
 eval "$env_out"
 

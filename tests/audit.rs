@@ -8,7 +8,6 @@
 use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{kv, stream};
@@ -21,6 +20,7 @@ use jetstream_kv_operator::pubsub::JetStreamStream;
 use jetstream_kv_operator::settings::BucketSettings;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use support::advisories::Advisories;
 use support::operator::Operator;
 use support::{ComponentManifest, TestNamespace, control_plane, eventually, nats};
 
@@ -65,70 +65,6 @@ fn expected_action(case: Case) -> PlannedAction {
         Case::Mismatch => PlannedAction::Refuse,
         Case::Matches => PlannedAction::None,
         Case::Deleted => PlannedAction::Delete,
-    }
-}
-
-/// Every JetStream API request nats-server audits, as `(verb, stream)` of the stream requests
-/// that change a stream, collected while the subscription lives.
-#[derive(Clone, Default)]
-struct Advisories(Arc<Mutex<Vec<(String, String)>>>);
-
-impl Advisories {
-    async fn start(url: &str) -> (Self, async_nats::Client) {
-        let client = async_nats::connect(url).await.expect("connect the watcher");
-        let mut sub = client
-            .subscribe("$JS.EVENT.ADVISORY.API.>")
-            .await
-            .expect("subscribe");
-        // nats-server publishes its API audit on the bare subject; subscribe to both.
-        let mut bare = client
-            .subscribe("$JS.EVENT.ADVISORY.API")
-            .await
-            .expect("subscribe");
-        client.flush().await.expect("flush");
-        let seen = Self::default();
-        let all = seen.clone();
-        tokio::spawn(async move {
-            use futures::StreamExt as _;
-            loop {
-                let message = tokio::select! {
-                    Some(m) = sub.next() => m,
-                    Some(m) = bare.next() => m,
-                    else => break,
-                };
-                let Ok(audit) = serde_json::from_slice::<serde_json::Value>(&message.payload)
-                else {
-                    continue;
-                };
-                let subject = audit["subject"].as_str().unwrap_or_default();
-                if let Some(rest) = subject.strip_prefix("$JS.API.STREAM.") {
-                    let (verb, stream) = rest.split_once('.').unwrap_or((rest, ""));
-                    all.0
-                        .lock()
-                        .unwrap()
-                        .push((verb.to_owned(), stream.to_owned()));
-                }
-            }
-        });
-        (seen, client)
-    }
-
-    /// The requests that change a stream (create, update, delete, purge, message delete).
-    fn mutating(&self) -> Vec<(String, String)> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(verb, _)| {
-                ["CREATE", "UPDATE", "DELETE", "PURGE", "MSG"].contains(&verb.as_str())
-            })
-            .cloned()
-            .collect()
-    }
-
-    /// How many stream requests were seen (reads included).
-    fn count(&self) -> usize {
-        self.0.lock().unwrap().len()
     }
 }
 

@@ -696,6 +696,8 @@ fn the_image_tag_defaults_to_the_app_version() {
     )
     .expect("Chart.yaml is YAML");
     let app_version = chart["appVersion"].as_str().expect("appVersion");
+    // The image the chart runs by default is this crate's version: a release bumps both.
+    assert_eq!(app_version, env!("CARGO_PKG_VERSION"), "appVersion");
     let image = operator_container(&render(&[]).deployment())
         .image
         .expect("image");

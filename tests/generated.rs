@@ -5,7 +5,11 @@ use jetstream_kv_operator::schema::Crd;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
 fn assert_committed(kind: &str, crd: CustomResourceDefinition, file: &str, arg: &str) {
-    let generated = serde_yaml::to_string(&crd).expect("render the CRD");
+    // As `crd` prints it: a document of its own (see the upgrade test).
+    let generated = format!(
+        "---\n{}",
+        serde_yaml::to_string(&crd).expect("render the CRD")
+    );
     for path in [
         format!("crds/{file}"),
         format!("charts/jetstream-kv-operator/crds/{file}"),

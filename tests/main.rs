@@ -41,6 +41,7 @@ mod shared_cluster;
 mod steady_state;
 mod stream_settings;
 mod tenancy;
+mod upgrade;
 mod versions;
 mod webhook;
 

@@ -12,311 +12,8 @@ use crate::support;
 
 use std::time::{Duration, Instant};
 
-use support::nats::NatsServer;
-use support::{ControlPlane, node_cluster, random_suffix};
-
-const CHART: &str = "charts/jetstream-kv-operator";
-const CHART_NAME: &str = "jetstream-kv-operator";
-
-/// The nats-server of this binary, on the node's bridge gateway: reachable from pods and from
-/// the tests.
-fn nats() -> &'static NatsServer {
-    static NATS: std::sync::OnceLock<NatsServer> = std::sync::OnceLock::new();
-    NATS.get_or_init(|| {
-        let node = node_cluster().node.as_ref().expect("a node");
-        NatsServer::start_on(&node.gateway)
-    })
-}
-
-fn image() -> (String, String) {
-    let image = std::env::var("JKO_OPERATOR_IMAGE").unwrap_or_else(|_| {
-        panic!("JKO_OPERATOR_IMAGE is not set: eval \"$(test-env/operator-image.sh)\" first")
-    });
-    let (repo, tag) = image.rsplit_once(':').expect("image is name:tag");
-    (repo.to_string(), tag.to_string())
-}
-
-/// Runs helm against the node cluster; `Ok(output)` or `Err(output)`.
-fn helm(args: &[&str]) -> Result<String, String> {
-    support::helm(&node_cluster().kubeconfig, args)
-}
-
-fn kubectl(args: &[&str]) -> String {
-    node_cluster()
-        .kubectl(args, None)
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Polls `check` every 200 ms until it returns `Some`; on timeout panics with `what` and
-/// `details()` (what a user would look at).
-fn wait_for<T>(
-    timeout: Duration,
-    what: &str,
-    mut check: impl FnMut() -> Option<T>,
-    details: impl FnOnce() -> String,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}\n{}",
-                details()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// A release of the chart in a namespace of its own, watching only that namespace (the tests of
-/// this binary run side by side), named after the test (the chart's cluster-scoped objects are
-/// named after the release); uninstalled and deleted on drop.
-struct Release {
-    ns: String,
-    name: String,
-}
-
-impl Release {
-    fn install(test: &str, values: &[&str]) -> Release {
-        let cp = node_cluster();
-        let name = test.replace('_', "-");
-        let ns = format!("{name}-{}", random_suffix());
-        kubectl(&["create", "namespace", &ns]);
-        let (repo, tag) = image();
-        let mut args = vec![
-            "install".to_string(),
-            name.clone(),
-            CHART.into(),
-            "-n".into(),
-            ns.clone(),
-            "--set".into(),
-            format!("image.repository={repo}"),
-            // A string whatever it looks like: a tag of digits only is a number to --set.
-            "--set-string".into(),
-            format!("image.tag={tag}"),
-            "--set".into(),
-            "image.pullPolicy=Never".into(),
-            "--set".into(),
-            format!("watchNamespaces={{{ns}}}"),
-            "--set".into(),
-            "resyncInterval=10s".into(),
-            // The chart enforces NatsServerPolicy: allow this binary's nats-server, in the
-            // chart's one-line form.
-            "--set".into(),
-            format!(
-                "natsServerPolicy.servers={{{}}}",
-                nats().url().trim_start_matches("nats://")
-            ),
-        ];
-        for v in values {
-            args.push("--set".into());
-            args.push(v.to_string());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let release = Release { ns, name };
-        if let Err(e) = helm(&args) {
-            panic!("{e}\n{}", release.describe(cp));
-        }
-        release
-    }
-
-    fn deployment(&self) -> String {
-        format!("{}-{CHART_NAME}", self.name)
-    }
-
-    /// Waits until the Deployment is Available and `replicas` pods of the current template are
-    /// Ready; returns their names.
-    fn wait_available(&self, replicas: usize) -> Vec<String> {
-        let cp = node_cluster();
-        wait_for(
-            Duration::from_secs(120),
-            &format!(
-                "deployment/{} available with {replicas} ready pods",
-                self.deployment()
-            ),
-            || {
-                let d: serde_json::Value = serde_json::from_str(&kubectl(&[
-                    "-n",
-                    &self.ns,
-                    "get",
-                    "deployment",
-                    &self.deployment(),
-                    "-o",
-                    "json",
-                ]))
-                .ok()?;
-                let status = &d["status"];
-                let available = status["conditions"]
-                    .as_array()?
-                    .iter()
-                    .any(|c| c["type"] == "Available" && c["status"] == "True");
-                let generation = d["metadata"]["generation"].as_i64()?;
-                let done = available
-                    && status["observedGeneration"].as_i64() == Some(generation)
-                    && status["updatedReplicas"].as_u64() == Some(replicas as u64)
-                    && status["readyReplicas"].as_u64() == Some(replicas as u64)
-                    && status["replicas"].as_u64() == Some(replicas as u64);
-                if !done {
-                    return None;
-                }
-                let pods = self.ready_pods();
-                (pods.len() == replicas).then_some(pods)
-            },
-            || self.describe(cp),
-        )
-    }
-
-    /// The names of the release's pods that are Ready (and not terminating).
-    fn ready_pods(&self) -> Vec<String> {
-        self.pods(true)
-    }
-
-    /// The names of the release's pods that are not terminating, Ready or not.
-    fn live_pods(&self) -> Vec<String> {
-        self.pods(false)
-    }
-
-    /// The names of the release's pods that are not terminating (and Ready, with `ready`).
-    fn pods(&self, ready: bool) -> Vec<String> {
-        let pods: serde_json::Value = serde_json::from_str(&kubectl(&[
-            "-n",
-            &self.ns,
-            "get",
-            "pods",
-            "-l",
-            &format!("app.kubernetes.io/instance={}", self.name),
-            "-o",
-            "json",
-        ]))
-        .expect("pod list");
-        let is_ready = |p: &serde_json::Value| {
-            p["status"]["conditions"].as_array().is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
-        };
-        pods["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-            .filter(|p| !ready || is_ready(p))
-            .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
-            .collect()
-    }
-
-    fn lease_holder(&self) -> Option<String> {
-        let lease: serde_json::Value = serde_json::from_str(
-            &node_cluster()
-                .kubectl(
-                    &[
-                        "-n",
-                        &self.ns,
-                        "get",
-                        "lease",
-                        &self.deployment(),
-                        "-o",
-                        "json",
-                    ],
-                    None,
-                )
-                .ok()?,
-        )
-        .ok()?;
-        lease["spec"]["holderIdentity"]
-            .as_str()
-            .filter(|h| !h.is_empty())
-            .map(str::to_string)
-    }
-
-    fn describe(&self, cp: &ControlPlane) -> String {
-        let get = |args: &[&str]| cp.kubectl(args, None).unwrap_or_else(|e| e);
-        let mut logs = String::new();
-        for pod in get(&["-n", &self.ns, "get", "pods", "-o", "name"]).lines() {
-            logs.push_str(&format!(
-                "--- logs of {pod}:\n{}\n",
-                get(&["-n", &self.ns, "logs", pod, "--tail=40"])
-            ));
-        }
-        format!(
-            "--- objects:\n{}\n--- pods:\n{}\n--- events:\n{}\n{logs}--- kubelet log:\n{}",
-            get(&[
-                "-n",
-                &self.ns,
-                "get",
-                "all,lease,kvb,components",
-                "-o",
-                "wide"
-            ]),
-            get(&["-n", &self.ns, "get", "pods", "-o", "yaml"]),
-            get(&[
-                "-n",
-                &self.ns,
-                "get",
-                "events",
-                "--sort-by=.metadata.creationTimestamp"
-            ]),
-            support::process::tail(&cp.dir.join("node").join("kubelet.log"), 30)
-        )
-    }
-
-    /// Applies a state.jetstream Component for `bucket` on this binary's nats-server and waits
-    /// until its KeyValueBucket is Ready.
-    fn component_ready(&self, name: &str, bucket: &str) {
-        let cp = node_cluster();
-        cp.apply(&support::component_yaml(
-            &self.ns,
-            name,
-            &nats().url(),
-            bucket,
-            "",
-        ));
-        let ok = cp
-            .kubectl(
-                &[
-                    "-n",
-                    &self.ns,
-                    "wait",
-                    "--for=create",
-                    &format!("kvb/{name}"),
-                    "--timeout=60s",
-                ],
-                None,
-            )
-            .and_then(|_| {
-                cp.kubectl(
-                    &[
-                        "-n",
-                        &self.ns,
-                        "wait",
-                        "--for=condition=Ready",
-                        &format!("kvb/{name}"),
-                        "--timeout=60s",
-                    ],
-                    None,
-                )
-            });
-        if let Err(e) = ok {
-            panic!("{e}\n{}", self.describe(cp));
-        }
-    }
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        let _ = helm(&[
-            "uninstall",
-            &self.name,
-            "-n",
-            &self.ns,
-            "--wait",
-            "--timeout=60s",
-        ]);
-        let _ = node_cluster().kubectl(&["delete", "namespace", &self.ns, "--wait=false"], None);
-    }
-}
+use support::helm_release::{CHART, Chart, HelmRelease, helm, kubectl, nats, wait_for};
+use support::node_cluster;
 
 /// The resident memory of a pod's container process, read from /proc on the node: the process
 /// whose cgroup path names the container's id.
@@ -357,7 +54,7 @@ fn seconds(ts: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_chart_runs_the_image_until_ready_and_uninstall_leaves_the_buckets() {
     let started = Instant::now();
-    let release = Release::install("runs", &[]);
+    let release = HelmRelease::install("runs", &[]);
     let pods = release.wait_available(1);
     let pod = &pods[0];
     let install_to_ready = started.elapsed();
@@ -373,10 +70,9 @@ async fn the_chart_runs_the_image_until_ready_and_uninstall_leaves_the_buckets()
         "json",
     ]))
     .expect("pod JSON");
-    let (repo, tag) = image();
     assert_eq!(
         spec["spec"]["containers"][0]["image"],
-        format!("{repo}:{tag}")
+        Chart::current().image()
     );
     assert_eq!(spec["spec"]["containers"][0]["imagePullPolicy"], "Never");
     assert_eq!(spec["status"]["containerStatuses"][0]["restartCount"], 0);
@@ -454,7 +150,7 @@ async fn the_chart_runs_the_image_until_ready_and_uninstall_leaves_the_buckets()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn helm_upgrade_rolls_the_pod_and_the_new_one_takes_over() {
-    let release = Release::install("upgrade", &[]);
+    let release = HelmRelease::install("upgrade", &[]);
     let before = release.wait_available(1);
     release.component_ready("first", &support::unique_bucket("upgrade"));
     let cp = node_cluster();
@@ -465,7 +161,7 @@ async fn helm_upgrade_rolls_the_pod_and_the_new_one_takes_over() {
         || release.describe(cp),
     );
 
-    let (repo, tag) = image();
+    let chart = Chart::current();
     helm(&[
         "upgrade",
         &release.name,
@@ -474,9 +170,9 @@ async fn helm_upgrade_rolls_the_pod_and_the_new_one_takes_over() {
         &release.ns,
         "--reuse-values",
         "--set",
-        &format!("image.repository={repo}"),
+        &format!("image.repository={}", chart.repository),
         "--set-string",
-        &format!("image.tag={tag}"),
+        &format!("image.tag={}", chart.tag),
         "--set",
         "logLevel=debug",
     ])
@@ -508,7 +204,7 @@ async fn helm_upgrade_rolls_the_pod_and_the_new_one_takes_over() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_hand_the_lease_over_when_the_leader_pod_is_deleted() {
-    let release = Release::install("leader", &["replicas=2"]);
+    let release = HelmRelease::install("leader", &["replicas=2"]);
     let pods = release.wait_available(2);
     let cp = node_cluster();
     let leader = wait_for(
@@ -553,7 +249,7 @@ async fn two_replicas_hand_the_lease_over_when_the_leader_pod_is_deleted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pod_stopped_by_the_kubelet_releases_its_lease() {
-    let release = Release::install("lease", &[]);
+    let release = HelmRelease::install("lease", &[]);
     let pods = release.wait_available(1);
     let cp = node_cluster();
     wait_for(
@@ -588,7 +284,7 @@ async fn a_pod_stopped_by_the_kubelet_releases_its_lease() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_webhook_behind_its_service_refuses_a_broken_component() {
-    let release = Release::install(
+    let release = HelmRelease::install(
         "webhook",
         &["webhook.enabled=true", "webhook.failurePolicy=Fail"],
     );

@@ -63,8 +63,9 @@ impl ControlPlane {
 
     /// Starts a control plane with a node that runs pods (needs root), with the images the tests
     /// run imported into its containerd: the pause image (`JKO_PAUSE_IMAGE_ARCHIVE`, from
-    /// `test-env/setup.sh`) and the operator's (`JKO_OPERATOR_IMAGE_ARCHIVE`, from
-    /// `test-env/operator-image.sh`). The node is torn down, leaving nothing on the host, when the
+    /// `test-env/setup.sh`), the operator's (`JKO_OPERATOR_IMAGE_ARCHIVE`) and the one of the
+    /// release tests/upgrade.rs upgrades from (`JKO_RELEASE_IMAGE_ARCHIVE`), both from
+    /// `test-env/operator-image.sh`. The node is torn down, leaving nothing on the host, when the
     /// control plane stops (its stdin closes with the test binary).
     pub fn start_node() -> Self {
         let archive = |var: &str, hint: &str| {
@@ -80,8 +81,20 @@ impl ControlPlane {
             "JKO_OPERATOR_IMAGE_ARCHIVE",
             "`eval \"$(test-env/operator-image.sh)\"`",
         );
+        let release = archive(
+            "JKO_RELEASE_IMAGE_ARCHIVE",
+            "`eval \"$(test-env/operator-image.sh)\"`",
+        );
         Self::start_with(
-            &["--node", "--pause-image", &pause, "--image", &operator],
+            &[
+                "--node",
+                "--pause-image",
+                &pause,
+                "--image",
+                &operator,
+                "--image",
+                &release,
+            ],
             Duration::from_secs(300),
         )
     }

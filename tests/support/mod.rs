@@ -7,11 +7,13 @@
 //! (a pipe held by the test binary) closes.
 #![allow(dead_code)] // shared with the benchmark (benches/operator/), which uses other parts
 
+pub mod advisories;
 pub mod cluster;
 pub mod controlplane;
 pub mod daprd;
 pub mod fixtures;
 pub mod forwarder;
+pub mod helm_release;
 pub mod nats;
 pub mod operator;
 pub mod process;
