@@ -172,8 +172,14 @@ pub async fn wave(
         l.sort_by(f64::total_cmp);
         (last, l)
     };
+    // After a timeout, the last one seen Ready (the figures then hold for those only).
     progress(&format!(
-        "{name}: all Ready {:.1}s after the first apply, {:.1}s after the last; settling",
+        "{name}: {} {:.1}s after the first apply, {:.1}s after the last; settling",
+        if all_ready {
+            "all Ready"
+        } else {
+            "the last Ready"
+        },
         (ready_at - first_apply).as_secs_f64(),
         ready_at.saturating_duration_since(last_apply).as_secs_f64()
     ));
