@@ -62,6 +62,12 @@ pub struct NatsServerPolicySpec {
     /// policy does not allow never uses them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provisioning_credentials: Option<ProvisioningCredentials>,
+    /// An account signing key with which the operator mints, for each Component this policy
+    /// allows that asks for it (`jetstreamkv.io/credentials: mint`), a user allowed exactly what
+    /// daprd does with its bucket, written to the Secret its `jwt` and `seedKey` name. A
+    /// Component this policy does not allow never gets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mint_credentials: Option<MintCredentials>,
     /// What each namespace this policy applies to may provision, each on its own: the
     /// Components of a namespace share its quota (see [`crate::quota`]). Every quota of every
     /// policy that applies to a namespace holds.
@@ -74,6 +80,16 @@ pub struct NatsServerPolicySpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProvisioningCredentials {
+    /// The Secret's name, in the operator's namespace (tenants cannot read or write it).
+    pub secret_name: String,
+}
+
+/// Where the account signing key is: a Secret in the operator's own namespace, holding `seed`
+/// (the signing key's seed, `SA...`) and `account` (the account's public key, when the seed is a
+/// signing key and not the account's own key).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MintCredentials {
     /// The Secret's name, in the operator's namespace (tenants cannot read or write it).
     pub secret_name: String,
 }
@@ -243,6 +259,27 @@ pub fn provisioning(
             .as_ref()?
             .secret_name
             .clone(),
+    })
+}
+
+/// The signing key `request` may have a user minted with: that of the first policy, by name,
+/// that applies to its namespace, allows it ([`decide`]'s rules) and names `mintCredentials`.
+/// None: no user is minted for it. Pure.
+pub fn minting(
+    policies: &[(String, NatsServerPolicySpec)],
+    request: &Request<'_>,
+) -> Option<Provisioning> {
+    let mut covering: Vec<&(String, NatsServerPolicySpec)> = policies
+        .iter()
+        .filter(|(_, p)| p.mint_credentials.is_some())
+        .filter(|(_, p)| applies_to(p, request.namespace, request.namespace_labels))
+        .filter(|(_, p)| refuse(p, request).is_none())
+        .collect();
+    covering.sort_by(|a, b| a.0.cmp(&b.0));
+    let (name, policy) = covering.first()?;
+    Some(Provisioning {
+        policy: name.clone(),
+        secret_name: policy.mint_credentials.as_ref()?.secret_name.clone(),
     })
 }
 
@@ -530,6 +567,30 @@ impl Enforcer {
                 namespace_labels: &labels,
                 servers: &servers,
                 has_credentials,
+                names: &[],
+            },
+        )
+    }
+
+    /// The signing key a Component of `namespace` using `nats_url` may have a user minted with
+    /// (see [`minting`]). No DNS, no connection.
+    pub fn minting(&self, namespace: &str, nats_url: &str) -> Option<Provisioning> {
+        let policies: Vec<(String, NatsServerPolicySpec)> = self
+            .policies
+            .state()
+            .iter()
+            .map(|p| (kube::ResourceExt::name_any(p.as_ref()), p.spec.clone()))
+            .collect();
+        let labels = self.labels_of(namespace);
+        let servers = servers_of(nats_url);
+        minting(
+            &policies,
+            &Request {
+                namespace,
+                namespace_labels: &labels,
+                servers: &servers,
+                // A minted user authenticates with its JWT.
+                has_credentials: true,
                 names: &[],
             },
         )

@@ -1,0 +1,222 @@
+//! The mint step, before validation: for a state store that asks for it
+//! (`jetstreamkv.io/credentials: mint`), a user allowed exactly what daprd does with its bucket,
+//! signed with the account signing key of the NatsServerPolicy that allows the Component, and
+//! written to the Secret its `jwt` and `seedKey` name (in its namespace, owned by it). Validation
+//! then reads that Secret as it reads any other.
+//!
+//! Nothing of the signing key leaves the operator's namespace: the Secret written holds the
+//! user's JWT and seed only. A resync that finds the user as it would mint it writes nothing.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt as _};
+
+use super::context::Context;
+use crate::crd::ConditionType;
+use crate::credentials::minted::{self, MintError, MintedSecret, SigningKey};
+use crate::dapr::{Component, parse_metadata};
+use crate::failure::Problem;
+use crate::secret_value::SecretValue;
+use crate::settings::CredentialsMode;
+
+/// The annotation on a minted Secret naming its user's public key (not secret).
+pub const MINTED_USER_ANNOTATION: &str = "jetstreamkv.io/minted-user";
+/// The annotation on a minted Secret naming the policy whose key signed it.
+pub const MINTED_BY_ANNOTATION: &str = "jetstreamkv.io/minted-by";
+
+/// Mints the Component's user when it asks for one; the problem that stops it, if any. Nothing
+/// is done (None) for a Component that does not ask, or whose manifest validation refuses
+/// (validation says why).
+pub(crate) async fn prepare(ctx: &Context, component: &Component, key: &str) -> Option<Problem> {
+    if !component.is_jetstream_state_store() {
+        return None;
+    }
+    let settings = crate::settings::from_annotations(component.annotations()).ok()?;
+    if settings.credentials != CredentialsMode::Mint {
+        return None;
+    }
+    let entries = parse_metadata(component).ok()?;
+    let target = minted::minted_secret(&entries).ok()?;
+    mint(ctx, component, key, &entries, &target)
+        .await
+        .err()
+        .map(|e| Problem::of(ConditionType::CredentialsResolved, &e))
+}
+
+async fn mint(
+    ctx: &Context,
+    component: &Component,
+    key: &str,
+    entries: &[crate::dapr::MetadataEntry],
+    target: &MintedSecret,
+) -> Result<(), MintError> {
+    let namespace = component.namespace().unwrap_or_default();
+    // The servers and the bucket, resolved as validation resolves them, without the user's
+    // items (the Secret they name may not be written yet).
+    let others: Vec<_> = entries
+        .iter()
+        .filter(|e| !e.name.eq_ignore_ascii_case("jwt") && !e.name.eq_ignore_ascii_case("seedKey"))
+        .cloned()
+        .collect();
+    let Ok(values) = crate::secrets::resolve(&ctx.client, &namespace, &others).await else {
+        // Validation says what is wrong with them.
+        return Ok(());
+    };
+    let Ok(store) = crate::dapr::store_config(&values) else {
+        return Ok(());
+    };
+    let not_allowed = || MintError::NotAllowed {
+        namespace: namespace.clone(),
+    };
+    let policy = ctx.policy.as_ref().ok_or_else(not_allowed)?;
+    let minting = policy
+        .minting(&namespace, store.servers.expose())
+        .ok_or_else(not_allowed)?;
+    let signing_key = signing_key(ctx, &minting.policy, &minting.secret_name).await?;
+    let permissions = minted::state_store(&store.bucket);
+
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let existing = secrets
+        .get_opt(&target.name)
+        .await
+        .map_err(|e| unavailable("reading the Secret", &e))?;
+    let uid = component.uid().unwrap_or_default();
+    let mut seed = None;
+    if let Some(existing) = &existing {
+        let ours = existing
+            .owner_references()
+            .iter()
+            .any(|o| o.uid == uid && o.kind == "Component");
+        if !ours {
+            return Err(MintError::SecretConflict {
+                secret: target.name.clone(),
+            });
+        }
+        let data = existing.data.clone().unwrap_or_default();
+        let value = |k: &str| {
+            data.get(k)
+                .and_then(|v| String::from_utf8(v.0.clone()).ok())
+                .map(SecretValue::new)
+        };
+        let (jwt, old_seed) = (value(&target.jwt_key), value(&target.seed_key));
+        if let (Some(jwt), Some(s)) = (&jwt, &old_seed) {
+            let now = jiff::Timestamp::now().as_second();
+            if minted::is_current(jwt, s, &signing_key, &permissions, now) {
+                return Ok(());
+            }
+        }
+        seed = old_seed;
+    }
+    let user = minted::user_key(seed.as_ref());
+    let jwt = minted::mint(&signing_key, &user.public_key(), key, &permissions).map_err(|_| {
+        MintError::SigningKeyInvalid {
+            policy: minting.policy.clone(),
+            detail: "the signing key cannot sign".into(),
+        }
+    })?;
+    let seed = user
+        .seed()
+        .map_err(|_| MintError::Unavailable("no seed".into()))?;
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(target.name.clone()),
+            namespace: Some(namespace.clone()),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_owned(),
+                crate::crd::MANAGER.to_owned(),
+            )])),
+            annotations: Some(BTreeMap::from([
+                (MINTED_USER_ANNOTATION.to_owned(), user.public_key()),
+                (MINTED_BY_ANNOTATION.to_owned(), minting.policy.clone()),
+            ])),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "dapr.io/v1alpha1".into(),
+                kind: "Component".into(),
+                name: component.name_any(),
+                uid,
+                controller: Some(true),
+                block_owner_deletion: None,
+            }]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([
+            (target.jwt_key.clone(), ByteString(jwt.into_bytes())),
+            (target.seed_key.clone(), ByteString(seed.into_bytes())),
+        ])),
+        ..Default::default()
+    };
+    secrets
+        .patch(
+            &target.name,
+            &PatchParams::apply(crate::crd::MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .map_err(|e| unavailable("writing the Secret", &e))?;
+    tracing::info!(
+        secret = %target.name,
+        user = %user.public_key(),
+        policy = %minting.policy,
+        "minted a NATS user for the Component"
+    );
+    Ok(())
+}
+
+/// The signing key a policy names, read from its Secret in the operator's namespace.
+async fn signing_key(
+    ctx: &Context,
+    policy: &str,
+    secret_name: &str,
+) -> Result<SigningKey, MintError> {
+    let invalid = |detail: String| {
+        tracing::warn!(
+            policy = %policy,
+            secret = %secret_name,
+            namespace = %ctx.operator_namespace,
+            problem = %detail,
+            "the mintCredentials of a NatsServerPolicy cannot be used"
+        );
+        MintError::SigningKeyInvalid {
+            policy: policy.to_owned(),
+            detail,
+        }
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.operator_namespace);
+    let secret = match secrets.get_opt(secret_name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => {
+            return Err(invalid(
+                "their Secret is not in the operator's namespace".into(),
+            ));
+        }
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            return Err(invalid(
+                "the operator may not read their Secret (grant it get on that Secret in its namespace)"
+                    .into(),
+            ));
+        }
+        Err(e) => return Err(unavailable("reading the signing key", &e)),
+    };
+    let data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    SigningKey::from_secret(&data).map_err(|e| invalid(e.to_string()))
+}
+
+/// A failed API call: its status code only (an API error can quote what was sent).
+fn unavailable(what: &str, error: &kube::Error) -> MintError {
+    let code = match error {
+        kube::Error::Api(s) => format!("HTTP {}", s.code),
+        _ => "no answer".to_owned(),
+    };
+    tracing::warn!(%what, %code, "minting a user failed");
+    MintError::Unavailable(format!("{what}: {code}"))
+}
