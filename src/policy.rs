@@ -92,6 +92,13 @@ pub struct ProvisioningCredentials {
 pub struct MintCredentials {
     /// The Secret's name, in the operator's namespace (tenants cannot read or write it).
     pub secret_name: String,
+    /// A Secret in the operator's namespace with which the operator revokes a minted user when
+    /// its Component is deleted: `operatorSeed` (the seed of the operator, or of an operator
+    /// signing key, that signs the account's JWT) and `systemCreds` (a `.creds` file of a user of
+    /// the system account, to push the account's JWT to a full resolver). Without it, a deleted
+    /// Component's user stays valid on the server (a Warning Event says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_secret_name: Option<String>,
 }
 
 /// The provisioning identity a Component gets: which policy names it, and where it is.
@@ -594,6 +601,15 @@ impl Enforcer {
                 names: &[],
             },
         )
+    }
+
+    /// The `mintCredentials` of the policy named `policy`, if it exists and names them.
+    pub fn mint_credentials(&self, policy: &str) -> Option<MintCredentials> {
+        self.policies
+            .get(&kube::runtime::reflector::ObjectRef::new(policy))?
+            .spec
+            .mint_credentials
+            .clone()
     }
 
     /// The decision for a Component of `namespace` using `nats_url`, whose bucket or streams

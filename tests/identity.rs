@@ -32,6 +32,9 @@ struct World {
     /// A signing key of the application account (what an admin gives the operator to mint
     /// users with).
     signing: KeyPair,
+    /// The operator's key (signs account JWTs: what revokes a user) and the system account's.
+    operator: KeyPair,
+    system: KeyPair,
     /// Holds the resolver's directory.
     _resolver: tempfile::TempDir,
 }
@@ -76,6 +79,8 @@ fn world() -> &'static World {
             server: NatsServer::start_with_config(&config),
             account,
             signing,
+            operator,
+            system,
             _resolver: resolver,
         }
     })
@@ -788,14 +793,43 @@ async fn a_user_minted_for_a_component_does_what_daprd_needs_and_nothing_else() 
             ("account", &world().account.public_key()),
         ],
     ));
-    let policies = [format!("mint-{suffix}"), format!("nomint-{suffix}")];
+    // What revokes: the operator's key and a user of the system account.
+    let operator_seed = world().operator.seed().expect("a seed");
+    let system_user = KeyPair::new_user();
+    let system_jwt =
+        jwt::user_jwt(&world().system, &system_user.public_key(), "sys", None).expect("minting");
+    let system_creds = creds_file(&system_jwt, &system_user.seed().expect("a seed"));
+    let revocation_secret = format!("revoker-{suffix}");
+    apply_json(&fixtures::secret(
+        operator_namespace(),
+        &revocation_secret,
+        &[
+            ("operatorSeed", &operator_seed),
+            ("systemCreds", &system_creds),
+        ],
+    ));
+    let norevoke = TestNamespace::new(&client, "norevoke").await;
+    let policies = [
+        format!("mint-{suffix}"),
+        format!("nomint-{suffix}"),
+        format!("norevoke-{suffix}"),
+    ];
+    control_plane().apply(&format!(
+        "{}    revocationSecretName: {revocation_secret}\n",
+        policy_minting(
+            &policies[0],
+            &ns.name,
+            Some(&prov_secret),
+            Some(&key_secret),
+        )
+    ));
+    control_plane().apply(&policy(&policies[1], &outside.name, Some(&prov_secret)));
     control_plane().apply(&policy_minting(
-        &policies[0],
-        &ns.name,
+        &policies[2],
+        &norevoke.name,
         Some(&prov_secret),
         Some(&key_secret),
     ));
-    control_plane().apply(&policy(&policies[1], &outside.name, Some(&prov_secret)));
 
     let bucket = unique_bucket("mint");
     let outside_bucket = unique_bucket("nomint");
@@ -943,6 +977,9 @@ async fn a_user_minted_for_a_component_does_what_daprd_needs_and_nothing_else() 
     // Nothing of the admin's keys where tenants read.
     let needles = [
         signing_seed.clone(),
+        operator_seed.clone(),
+        system_user.seed().expect("a seed"),
+        signature_of(&system_jwt),
         provisioner.1.clone(),
         signature_of(&provisioner.0),
     ];
@@ -965,7 +1002,7 @@ async fn a_user_minted_for_a_component_does_what_daprd_needs_and_nothing_else() 
         ),
         ("/metrics".to_owned(), metrics),
     ];
-    for n in [&ns.name, &outside.name] {
+    for n in [&ns.name, &outside.name, &norevoke.name] {
         places.push((
             format!("the Secrets of {n}"),
             secrets_text(&client, n).await,
@@ -982,6 +1019,111 @@ async fn a_user_minted_for_a_component_does_what_daprd_needs_and_nothing_else() 
         &secrets_text(&client, operator_namespace()).await,
         &signing_seed
     ));
+
+    // The Component deleted: its user revoked, its connection closed and refused within
+    // seconds.
+    let (watched, _) = connect_collecting(&minted_jwt, &minted_seed).await;
+    let components: Api<Component> = Api::namespaced(client.clone(), &ns.name);
+    let deleted_at = std::time::Instant::now();
+    components
+        .delete("store", &DeleteParams::default())
+        .await
+        .unwrap();
+    let refused = eventually(
+        Duration::from_secs(20),
+        "the minted user to be refused",
+        || async {
+            match user_connect_options(&minted_jwt, &minted_seed)
+                .connect(world().server.url())
+                .await
+            {
+                Ok(_) => None,
+                Err(e) => Some(e.to_string()),
+            }
+        },
+        async || operator().log_tail(),
+    )
+    .await;
+    eprintln!(
+        "the minted user refused {:?} after its Component's deletion: {refused}",
+        deleted_at.elapsed()
+    );
+    assert!(
+        refused.to_ascii_lowercase().contains("authorization"),
+        "{refused}"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the open connection of the revoked user to be closed",
+        || async {
+            (watched.connection_state() != async_nats::connection::State::Connected).then_some(())
+        },
+        async || String::new(),
+    )
+    .await;
+    let events = get(&["get", "events", "-n", &ns.name, "-o", "yaml"]);
+    assert!(events.contains("UserRevoked"), "{events}");
+    eventually(
+        Duration::from_secs(30),
+        "the minted Secret to go with its Component",
+        || async {
+            secrets
+                .get_opt("store-nats")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+        async || String::new(),
+    )
+    .await;
+
+    // Without a revocation Secret: the deletion says the user stays valid, and it does.
+    let kept_bucket = unique_bucket("norevoke");
+    apply_json(&minted_store(&norevoke.name, &kept_bucket));
+    support::wait_kvb_of(operator(), &norevoke.name, "store", "Ready", READY);
+    let kept: Api<Secret> = Api::namespaced(client.clone(), &norevoke.name);
+    let kept_data = kept
+        .get("store-nats")
+        .await
+        .unwrap()
+        .data
+        .unwrap_or_default();
+    let kept_text = |k: &str| String::from_utf8(kept_data[k].0.clone()).expect("text");
+    let (kept_jwt, kept_seed) = (kept_text("jwt"), kept_text("seed"));
+    Api::<Component>::namespaced(client.clone(), &norevoke.name)
+        .delete("store", &DeleteParams::default())
+        .await
+        .unwrap();
+    let warning = eventually(
+        Duration::from_secs(20),
+        "a MintedUserNotRevoked Event",
+        || async {
+            let events = get(&["get", "events", "-n", &norevoke.name, "-o", "yaml"]);
+            events.contains("MintedUserNotRevoked").then_some(events)
+        },
+        async || operator().log_tail(),
+    )
+    .await;
+    let kept_user = jwt::decode(&kept_jwt).unwrap().claims.sub;
+    assert!(warning.contains(&kept_user), "{warning}");
+    eventually(
+        Duration::from_secs(30),
+        "the minted Secret to go with its Component",
+        || async {
+            kept.get_opt("store-nats")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+        async || String::new(),
+    )
+    .await;
+    user_connect_options(&kept_jwt, &kept_seed)
+        .connect(world().server.url())
+        .await
+        .expect("a user not revoked still connects, as the Event and the docs say");
 
     for name in &policies {
         let _ = cp.kubectl(&["delete", "natsserverpolicy", name], None);

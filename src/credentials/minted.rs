@@ -297,6 +297,50 @@ pub fn is_current(
         && claims.nats.get("pub").and_then(|s| s.get("deny")).is_none()
 }
 
+/// Why an account's JWT cannot be given a revocation.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RevokeError {
+    #[error("the resolver's account JWT does not verify or is not an account JWT")]
+    NotAnAccount,
+    #[error("the resolver's account JWT is for {found}, not for account {expected}")]
+    OtherAccount { found: String, expected: String },
+    #[error("the operator key cannot sign")]
+    CannotSign,
+}
+
+/// `account_jwt` (the account's JWT as the resolver holds it) with `user` revoked at `now`
+/// (every JWT of that user issued at or before `now` is refused), signed again by `operator`
+/// (the operator's key or one of its signing keys). Every other claim is kept.
+pub fn revoke_in_account(
+    account_jwt: &str,
+    account: &str,
+    user: &str,
+    now: i64,
+    operator: &KeyPair,
+) -> Result<String, RevokeError> {
+    let mut claims = jwt::decode_verified(account_jwt).map_err(|_| RevokeError::NotAnAccount)?;
+    if claims.claim_type() != Some("account") {
+        return Err(RevokeError::NotAnAccount);
+    }
+    if claims.sub != account {
+        return Err(RevokeError::OtherAccount {
+            found: claims.sub,
+            expected: account.to_owned(),
+        });
+    }
+    let revocations = claims
+        .nats
+        .entry("revocations")
+        .or_insert_with(|| json!({}));
+    if !revocations.is_object() {
+        *revocations = json!({});
+    }
+    if let Some(map) = revocations.as_object_mut() {
+        map.insert(user.to_owned(), Value::from(now));
+    }
+    jwt::encode(&claims, operator).map_err(|_| RevokeError::CannotSign)
+}
+
 /// The user key pair of a seed already minted (kept when the user is minted again, so that a
 /// revocation names one user per Component), or a new one.
 pub fn user_key(seed: Option<&SecretValue>) -> KeyPair {
@@ -368,6 +412,49 @@ mod tests {
             assert!(e.to_string().contains(says), "{e}");
             assert!(!e.to_string().contains("eyJ"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_revocation_keeps_the_account_s_claims_and_is_signed_by_the_operator() {
+        let operator = KeyPair::new_operator();
+        let account = KeyPair::new_account();
+        let token = jwt::account_jwt(&operator, &account.public_key(), "APP", true).unwrap();
+        let user = KeyPair::new_user().public_key();
+        let revoked = revoke_in_account(
+            &token,
+            &account.public_key(),
+            &user,
+            1_800_000_000,
+            &operator,
+        )
+        .unwrap();
+        let before = jwt::decode_verified(&token).unwrap();
+        let after = jwt::decode_verified(&revoked).unwrap();
+        assert_eq!(after.iss, operator.public_key());
+        assert_eq!(after.sub, account.public_key());
+        assert_eq!(
+            after.nats["revocations"],
+            json!({ user.clone(): 1_800_000_000 })
+        );
+        assert_eq!(after.nats["limits"], before.nats["limits"]);
+        // Another revocation is added to the first.
+        let second = KeyPair::new_user().public_key();
+        let twice = revoke_in_account(
+            &revoked,
+            &account.public_key(),
+            &second,
+            1_800_000_001,
+            &operator,
+        )
+        .unwrap();
+        let twice = jwt::decode_verified(&twice).unwrap();
+        assert_eq!(twice.nats["revocations"].as_object().unwrap().len(), 2);
+        // Another account's JWT is refused.
+        let other = KeyPair::new_account().public_key();
+        assert!(matches!(
+            revoke_in_account(&token, &other, &user, 0, &operator),
+            Err(RevokeError::OtherAccount { .. })
+        ));
     }
 
     #[test]

@@ -16,8 +16,10 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt as _};
 
 use super::context::Context;
+use super::status::{Note, Reason};
 use crate::crd::ConditionType;
 use crate::credentials::minted::{self, MintError, MintedSecret, SigningKey};
+use crate::credentials::provisioning::Identity;
 use crate::dapr::{Component, parse_metadata};
 use crate::failure::Problem;
 use crate::secret_value::SecretValue;
@@ -55,18 +57,8 @@ async fn mint(
     target: &MintedSecret,
 ) -> Result<(), MintError> {
     let namespace = component.namespace().unwrap_or_default();
-    // The servers and the bucket, resolved as validation resolves them, without the user's
-    // items (the Secret they name may not be written yet).
-    let others: Vec<_> = entries
-        .iter()
-        .filter(|e| !e.name.eq_ignore_ascii_case("jwt") && !e.name.eq_ignore_ascii_case("seedKey"))
-        .cloned()
-        .collect();
-    let Ok(values) = crate::secrets::resolve(&ctx.client, &namespace, &others).await else {
+    let Some(store) = servers_and_bucket(ctx, &namespace, entries).await else {
         // Validation says what is wrong with them.
-        return Ok(());
-    };
-    let Ok(store) = crate::dapr::store_config(&values) else {
         return Ok(());
     };
     let not_allowed = || MintError::NotAllowed {
@@ -165,6 +157,181 @@ async fn mint(
         "minted a NATS user for the Component"
     );
     Ok(())
+}
+
+/// The servers and the bucket, resolved as validation resolves them, without the user's items
+/// (the Secret they name may not be written yet); None when they cannot be (validation says
+/// why).
+async fn servers_and_bucket(
+    ctx: &Context,
+    namespace: &str,
+    entries: &[crate::dapr::MetadataEntry],
+) -> Option<crate::dapr::StoreConfig> {
+    let others: Vec<_> = entries
+        .iter()
+        .filter(|e| !e.name.eq_ignore_ascii_case("jwt") && !e.name.eq_ignore_ascii_case("seedKey"))
+        .cloned()
+        .collect();
+    let values = crate::secrets::resolve(&ctx.client, namespace, &others)
+        .await
+        .ok()?;
+    crate::dapr::store_config(&values).ok()
+}
+
+/// When a Component being deleted has a minted user: revokes it where the policy that minted it
+/// names a revocation Secret (the account's JWT, with the user revoked, signed again with the
+/// operator key and pushed to the resolver on a system-account connection), and returns the
+/// Event that says so; without one, the Warning Event that says the user stays valid. Nothing
+/// (None) for a Component without a minted user. A revocation that fails keeps the Component
+/// (its finalizer) and is retried.
+pub(crate) async fn revoke(ctx: &Context, component: &Component) -> Result<Option<Note>, Problem> {
+    if !component.is_jetstream_state_store() {
+        return Ok(None);
+    }
+    let Ok(entries) = parse_metadata(component) else {
+        return Ok(None);
+    };
+    let Ok(target) = minted::minted_secret(&entries) else {
+        return Ok(None);
+    };
+    let namespace = component.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let failed = |detail: String| {
+        Problem::new(
+            ConditionType::CredentialsResolved,
+            "RevocationFailed",
+            format!(
+                "the NATS user minted for this Component could not be revoked yet ({detail}); the \
+                 Component is kept until it is (retrying)"
+            ),
+            crate::failure::Retry::Backoff,
+        )
+    };
+    let secret = match secrets.get_opt(&target.name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(failed(unavailable("reading the Secret", &e).to_string())),
+    };
+    let uid = component.uid().unwrap_or_default();
+    if !secret.owner_references().iter().any(|o| o.uid == uid) {
+        return Ok(None);
+    }
+    let annotations = secret.annotations();
+    let (Some(user), Some(policy)) = (
+        annotations.get(MINTED_USER_ANNOTATION).cloned(),
+        annotations.get(MINTED_BY_ANNOTATION).cloned(),
+    ) else {
+        return Ok(None);
+    };
+    let account = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&target.jwt_key))
+        .and_then(|v| std::str::from_utf8(&v.0).ok())
+        .and_then(|t| crate::credentials::jwt::decode(t).ok())
+        .map(|d| d.claims.issuer_account().to_owned())
+        .unwrap_or_default();
+    let revocation = ctx
+        .policy
+        .as_ref()
+        .and_then(|p| p.mint_credentials(&policy))
+        .and_then(|c| c.revocation_secret_name);
+    let Some(revocation) = revocation else {
+        return Ok(Some(Note::warning(
+            Reason::MintedUserNotRevoked,
+            format!(
+                "the NATS user {user} minted for this Component is not revoked: NatsServerPolicy \
+                 {policy} names no revocationSecretName, so it stays valid on the server (its \
+                 Secret goes with the Component); revoke it in account {account}, or remove the \
+                 signing key that issued it from the account"
+            ),
+        )));
+    };
+    let (operator_key, system) = revocation_keys(ctx, &policy, &revocation)
+        .await
+        .map_err(failed)?;
+    let Some(store) = servers_and_bucket(ctx, &namespace, &entries).await else {
+        return Err(failed("the Component's servers cannot be read".into()));
+    };
+    let config = crate::credentials::provisioning::connect_as(&store, &system);
+    let connection = ctx
+        .pool
+        .connect_once(&namespace, &config)
+        .await
+        .map_err(|e| failed(format!("connecting with the system account's user: {e}")))?;
+    let client = &connection.client;
+    let timeout = ctx.pool.request_timeout();
+    let ask = |subject: String, body: Vec<u8>| async move {
+        match tokio::time::timeout(timeout, client.request(subject, body.into())).await {
+            Ok(Ok(reply)) => Ok(reply.payload),
+            Ok(Err(e)) => Err(format!("the resolver did not answer: {e}")),
+            Err(_) => Err("the resolver did not answer in time".to_owned()),
+        }
+    };
+    let current = ask(
+        format!("$SYS.REQ.ACCOUNT.{account}.CLAIMS.LOOKUP"),
+        Vec::new(),
+    )
+    .await
+    .map_err(failed)?;
+    let current = String::from_utf8_lossy(&current).into_owned();
+    let now = jiff::Timestamp::now().as_second();
+    let updated = minted::revoke_in_account(&current, &account, &user, now, &operator_key)
+        .map_err(|e| failed(e.to_string()))?;
+    let reply = ask("$SYS.REQ.CLAIMS.UPDATE".to_owned(), updated.into_bytes())
+        .await
+        .map_err(failed)?;
+    let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
+    if let Some(error) = reply.get("error") {
+        let said: String = error
+            .get("description")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("refused")
+            .chars()
+            .take(200)
+            .collect();
+        return Err(failed(format!(
+            "the resolver refused the account's JWT: {said}"
+        )));
+    }
+    tracing::info!(%user, %account, %policy, "revoked the NATS user minted for the Component");
+    Ok(Some(Note::normal(
+        Reason::UserRevoked,
+        format!("the NATS user {user} minted for this Component is revoked in account {account}"),
+    )))
+}
+
+/// The operator key and the system account's user a policy's revocation Secret holds.
+async fn revocation_keys(
+    ctx: &Context,
+    policy: &str,
+    secret_name: &str,
+) -> Result<(nkeys::KeyPair, Identity), String> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.operator_namespace);
+    let secret = secrets
+        .get_opt(secret_name)
+        .await
+        .map_err(|e| unavailable("reading the revocation Secret", &e).to_string())?
+        .ok_or_else(|| {
+            format!("the revocationSecretName of NatsServerPolicy {policy} is not in the operator's namespace")
+        })?;
+    let data = secret.data.unwrap_or_default();
+    let bytes = |k: &str| data.get(k).map(|v| v.0.clone()).unwrap_or_default();
+    let seed = String::from_utf8(bytes("operatorSeed")).unwrap_or_default();
+    let operator = nkeys::KeyPair::from_seed(seed.trim())
+        .ok()
+        .filter(|k| k.public_key().starts_with('O'))
+        .ok_or_else(|| {
+            format!(
+                "the revocation Secret of NatsServerPolicy {policy} has no operatorSeed (SO...)"
+            )
+        })?;
+    let creds = BTreeMap::from([("creds".to_owned(), bytes("systemCreds"))]);
+    let system =
+        Identity::from_secret(&creds, jiff::Timestamp::now().as_second()).map_err(|e| {
+            format!("the systemCreds of NatsServerPolicy {policy}'s revocation Secret: {e}")
+        })?;
+    Ok((operator, system))
 }
 
 /// The signing key a policy names, read from its Secret in the operator's namespace.

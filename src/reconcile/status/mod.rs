@@ -64,6 +64,8 @@ pub enum Reason {
     DeadLetterSubscriptionUnreachable,
     AuditMode,
     AppPermissionDenied,
+    UserRevoked,
+    MintedUserNotRevoked,
 }
 
 impl Reason {
@@ -108,6 +110,8 @@ impl Reason {
             Self::DeadLetterSubscriptionUnreachable => "DeadLetterSubscriptionUnreachable",
             Self::AuditMode => "AuditMode",
             Self::AppPermissionDenied => "AppPermissionDenied",
+            Self::UserRevoked => "UserRevoked",
+            Self::MintedUserNotRevoked => "MintedUserNotRevoked",
         }
     }
 }
@@ -373,7 +377,11 @@ pub fn decide_with_app(
     let (Some((store, settings)), Some(progress)) = (validation.valid(), progress) else {
         return d.fail(first_problem(&validation.findings));
     };
-    d.wants_finalizer = Some(settings.deletion_policy == DeletionPolicy::Delete);
+    // A minted user is revoked (or said not to be) when its Component is deleted.
+    d.wants_finalizer = Some(
+        settings.deletion_policy == DeletionPolicy::Delete
+            || settings.credentials == crate::settings::CredentialsMode::Mint,
+    );
     d.pass(
         ConditionType::CredentialsResolved,
         Reason::Resolved,
