@@ -857,6 +857,13 @@ async fn a_user_minted_for_a_component_does_what_daprd_needs_and_nothing_else() 
     );
     assert_eq!(claims.nats["sub"], json!({ "allow": ["_INBOX.>"] }));
     eprintln!("minted user {}: {:?}", claims.sub, claims.nats);
+    let events = control_plane()
+        .kubectl(&["get", "events", "-n", &ns.name, "-o", "yaml"], None)
+        .expect("events");
+    assert!(
+        events.contains("UserMinted") && events.contains(&claims.sub),
+        "{events}"
+    );
 
     // Dapr's sidecar with the Component as the cluster holds it; its secretKeyRefs resolved by
     // Dapr from a secret store that holds the minted Secret's keys under its name.

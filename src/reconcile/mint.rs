@@ -43,10 +43,14 @@ pub(crate) async fn prepare(ctx: &Context, component: &Component, key: &str) -> 
     }
     let entries = parse_metadata(component).ok()?;
     let target = minted::minted_secret(&entries).ok()?;
-    mint(ctx, component, key, &entries, &target)
-        .await
-        .err()
-        .map(|e| Problem::of(ConditionType::CredentialsResolved, &e))
+    match mint(ctx, component, key, &entries, &target).await {
+        Ok(Some(note)) => {
+            super::report::publish(ctx, component, note).await;
+            None
+        }
+        Ok(None) => None,
+        Err(e) => Some(Problem::of(ConditionType::CredentialsResolved, &e)),
+    }
 }
 
 async fn mint(
@@ -55,11 +59,11 @@ async fn mint(
     key: &str,
     entries: &[crate::dapr::MetadataEntry],
     target: &MintedSecret,
-) -> Result<(), MintError> {
+) -> Result<Option<Note>, MintError> {
     let namespace = component.namespace().unwrap_or_default();
     let Some(store) = servers_and_bucket(ctx, &namespace, entries).await else {
         // Validation says what is wrong with them.
-        return Ok(());
+        return Ok(None);
     };
     let not_allowed = || MintError::NotAllowed {
         namespace: namespace.clone(),
@@ -98,7 +102,7 @@ async fn mint(
         if let (Some(jwt), Some(s)) = (&jwt, &old_seed) {
             let now = jiff::Timestamp::now().as_second();
             if minted::is_current(jwt, s, &signing_key, &permissions, now) {
-                return Ok(());
+                return Ok(None);
             }
         }
         seed = old_seed;
@@ -156,7 +160,17 @@ async fn mint(
         policy = %minting.policy,
         "minted a NATS user for the Component"
     );
-    Ok(())
+    Ok(Some(Note::normal(
+        Reason::UserMinted,
+        format!(
+            "minted NATS user {user} (NatsServerPolicy {policy}) into Secret {secret}: publish {publish}; subscribe {subscribe}",
+            user = user.public_key(),
+            policy = minting.policy,
+            secret = target.name,
+            publish = permissions.publish.join(", "),
+            subscribe = permissions.subscribe.join(", "),
+        ),
+    )))
 }
 
 /// The servers and the bucket, resolved as validation resolves them, without the user's items

@@ -64,6 +64,7 @@ pub enum Reason {
     DeadLetterSubscriptionUnreachable,
     AuditMode,
     AppPermissionDenied,
+    UserMinted,
     UserRevoked,
     MintedUserNotRevoked,
 }
@@ -110,6 +111,7 @@ impl Reason {
             Self::DeadLetterSubscriptionUnreachable => "DeadLetterSubscriptionUnreachable",
             Self::AuditMode => "AuditMode",
             Self::AppPermissionDenied => "AppPermissionDenied",
+            Self::UserMinted => "UserMinted",
             Self::UserRevoked => "UserRevoked",
             Self::MintedUserNotRevoked => "MintedUserNotRevoked",
         }
