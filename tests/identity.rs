@@ -1085,11 +1085,31 @@ async fn a_user_minted_for_a_component_does_what_daprd_needs_and_nothing_else() 
     )
     .await;
 
-    // Without a revocation Secret: the deletion says the user stays valid, and it does.
+    // A Secret of that name the operator did not write is never overwritten: said, and kept;
+    // once it is gone, the user is minted.
+    apply_json(&fixtures::secret(
+        &norevoke.name,
+        "store-nats",
+        &[("jwt", "the team's own"), ("seed", "the team's own")],
+    ));
     let kept_bucket = unique_bucket("norevoke");
     apply_json(&minted_store(&norevoke.name, &kept_bucket));
-    support::wait_kvb_of(operator(), &norevoke.name, "store", "Ready", READY);
+    let (_, message) = wait_refused(&client, &norevoke.name, "MintedSecretConflict").await;
+    assert!(message.contains("store-nats"), "{message}");
     let kept: Api<Secret> = Api::namespaced(client.clone(), &norevoke.name);
+    let theirs = kept
+        .get("store-nats")
+        .await
+        .unwrap()
+        .data
+        .unwrap_or_default();
+    assert_eq!(theirs["jwt"].0, b"the team's own");
+    kept.delete("store-nats", &DeleteParams::default())
+        .await
+        .unwrap();
+
+    // Without a revocation Secret: the deletion says the user stays valid, and it does.
+    support::wait_kvb_of(operator(), &norevoke.name, "store", "Ready", READY);
     let kept_data = kept
         .get("store-nats")
         .await
