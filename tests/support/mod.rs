@@ -15,6 +15,7 @@ pub mod fixtures;
 pub mod forwarder;
 pub mod helm_release;
 pub mod nats;
+pub mod needles;
 pub mod operator;
 pub mod process;
 
