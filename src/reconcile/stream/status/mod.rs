@@ -297,7 +297,14 @@ fn steps(
                 .unwrap_or_default()
         ),
     );
-    if let Some(problem) = consumer_problem(&p.stream, config, step.durable.as_ref()) {
+    let prefix = p.prefix.as_deref().unwrap_or_default();
+    let subscribed: Vec<String> = found
+        .topics
+        .iter()
+        .filter(|t| t.is_subscribed())
+        .map(|t| format!("{prefix}{}", t.topic))
+        .collect();
+    if let Some(problem) = consumer_problem(&p.stream, config, &subscribed, step.durable.as_ref()) {
         return Err(problem);
     }
     o.pass(
@@ -315,6 +322,7 @@ fn steps(
 fn consumer_problem(
     stream: &str,
     config: &PubsubConfig,
+    subscribed: &[String],
     durable: Option<&Durable>,
 ) -> Option<Problem> {
     let (name, found) = durable?;
@@ -322,7 +330,8 @@ fn consumer_problem(
         Err(e) => return Some(Problem::of(ConditionType::ConfigSynced, e)),
         Ok(live) => live.as_ref()?,
     };
-    let differences = crate::pubsub::consumer::differences(&config.consumer, live);
+    let topics: Vec<&str> = subscribed.iter().map(String::as_str).collect();
+    let differences = crate::pubsub::consumer::differences(&config.consumer, live, &topics);
     if differences.is_empty() {
         return None;
     }
