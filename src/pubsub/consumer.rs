@@ -278,6 +278,47 @@ pub fn differences(ask: &ConsumerAsk, live: &consumer::Config, topics: &[&str]) 
     out
 }
 
+/// What `jetstreamkv.io/recreate-consumers` does with a durable consumer daprd cannot bind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recreate {
+    /// Delete it: daprd makes it anew, as the Component asks, when it subscribes.
+    Delete,
+    /// Keep it: a subscriber is bound to it (an app is receiving with it now).
+    KeepBound,
+    /// Keep it: the stream is not one the operator made for this Component, so the consumer
+    /// cannot be said to be this Component's.
+    KeepNotOurs,
+    /// Keep it: audit mode changes nothing.
+    KeepAudit,
+}
+
+impl Recreate {
+    /// Why the consumer was kept, as the status says it (None: it is deleted).
+    pub fn kept_because(self) -> Option<&'static str> {
+        match self {
+            Self::Delete => None,
+            Self::KeepBound => Some("a subscriber is bound to it"),
+            Self::KeepNotOurs => Some("the stream is not one the operator made for this Component"),
+            Self::KeepAudit => Some("audit mode"),
+        }
+    }
+}
+
+/// Whether the opt-in deletes a consumer that differs from what daprd will ask: never one a
+/// subscriber is bound to (`bound`: nats-server's `push_bound`), never one on a stream the
+/// operator did not make for this Component (`ours`), never in audit mode.
+pub fn recreate(bound: bool, ours: bool, audit: bool) -> Recreate {
+    if audit {
+        Recreate::KeepAudit
+    } else if !ours {
+        Recreate::KeepNotOurs
+    } else if bound {
+        Recreate::KeepBound
+    } else {
+        Recreate::Delete
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,5 +468,15 @@ mod tests {
             "filterSubject is \"orders\" on the consumer, the Component asks \"payments\" (a \
              topic subscribed with this durableName)"
         );
+    }
+
+    #[test]
+    fn a_consumer_is_deleted_only_when_unbound_ours_and_enforced() {
+        assert_eq!(recreate(false, true, false), Recreate::Delete);
+        assert_eq!(recreate(true, true, false), Recreate::KeepBound);
+        assert_eq!(recreate(false, false, false), Recreate::KeepNotOurs);
+        assert_eq!(recreate(true, false, false), Recreate::KeepNotOurs);
+        assert_eq!(recreate(false, true, true), Recreate::KeepAudit);
+        assert_eq!(Recreate::Delete.kept_because(), None);
     }
 }

@@ -138,11 +138,12 @@ impl<'a> StreamClient<'a> {
         }
     }
 
-    /// The configuration of the stream's consumer `name` (read only), when it exists.
+    /// The stream's consumer `name` as the server reports it (its config, and whether a
+    /// subscriber is bound to it), when it exists.
     pub async fn consumer(
         &self,
         name: &str,
-    ) -> Result<Option<jetstream::consumer::Config>, NatsError> {
+    ) -> Result<Option<jetstream::consumer::Info>, NatsError> {
         use jetstream::response::Response;
         let subject = format!("CONSUMER.INFO.{}.{name}", self.name);
         match self
@@ -150,7 +151,7 @@ impl<'a> StreamClient<'a> {
             .request::<_, _, Response<jetstream::consumer::Info>>(subject, &serde_json::json!({}))
             .await
         {
-            Ok(Response::Ok(info)) => Ok(Some(info.config)),
+            Ok(Response::Ok(info)) => Ok(Some(info)),
             Ok(Response::Err { error })
                 if error.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND =>
             {
@@ -158,6 +159,28 @@ impl<'a> StreamClient<'a> {
             }
             Ok(Response::Err { error }) => Err(NatsError::from_jetstream("consumer info", &error)),
             Err(e) => Err(request_error("consumer info", &e)),
+        }
+    }
+
+    /// Deletes the stream's consumer `name` (gone already counts as deleted).
+    pub async fn delete_consumer(&self, name: &str) -> Result<(), NatsError> {
+        use jetstream::response::Response;
+        let subject = format!("CONSUMER.DELETE.{}.{name}", self.name);
+        match self
+            .js
+            .request::<_, _, Response<serde_json::Value>>(subject, &serde_json::json!({}))
+            .await
+        {
+            Ok(Response::Ok(_)) => Ok(()),
+            Ok(Response::Err { error })
+                if error.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND =>
+            {
+                Ok(())
+            }
+            Ok(Response::Err { error }) => {
+                Err(NatsError::from_jetstream("consumer delete", &error))
+            }
+            Err(e) => Err(request_error("consumer delete", &e)),
         }
     }
 

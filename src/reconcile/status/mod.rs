@@ -64,6 +64,7 @@ pub enum Reason {
     DeadLetterSubscriptionUnreachable,
     AuditMode,
     AppPermissionDenied,
+    ConsumerRecreated,
 }
 
 impl Reason {
@@ -108,6 +109,7 @@ impl Reason {
             Self::DeadLetterSubscriptionUnreachable => "DeadLetterSubscriptionUnreachable",
             Self::AuditMode => "AuditMode",
             Self::AppPermissionDenied => "AppPermissionDenied",
+            Self::ConsumerRecreated => "ConsumerRecreated",
         }
     }
 }
