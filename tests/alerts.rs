@@ -54,20 +54,7 @@ fn promtool() -> PathBuf {
 
 /// Runs promtool: `Ok(output)` or `Err(output)`.
 fn run_promtool(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(promtool())
-        .args(args)
-        .output()
-        .expect("promtool runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(text)
-    }
+    support::run_command(support::path_str(&promtool()), None, args)
 }
 
 fn helm_bin() -> String {
