@@ -32,8 +32,9 @@ const RELEASE: &str = "jko";
 const RELEASE_NAMESPACE: &str = "monitoring";
 /// The `job` label the chart's ServiceMonitor gives the operator's series: its metrics Service.
 const JOB: &str = "jko-jetstream-kv-operator-metrics";
-/// How long apart the two scrapes of a capture are.
-const CAPTURE: Duration = Duration::from_secs(10);
+/// How long apart the two scrapes of a capture are: long enough for every counter the alerts
+/// rate to move (the operators resync every 4 s and retry after at most 2 s).
+const CAPTURE: Duration = Duration::from_secs(5);
 /// The rule test's length (minutes) and when it checks the alerts.
 const MINUTES: u32 = 50;
 const EVAL_AT: &str = "45m";
@@ -53,20 +54,7 @@ fn promtool() -> PathBuf {
 
 /// Runs promtool: `Ok(output)` or `Err(output)`.
 fn run_promtool(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(promtool())
-        .args(args)
-        .output()
-        .expect("promtool runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(text)
-    }
+    support::run_command(support::path_str(&promtool()), None, args)
 }
 
 fn helm_bin() -> String {
@@ -846,7 +834,7 @@ async fn every_alert_fires_on_its_fault_and_none_in_the_steady_state() {
     let applier = {
         let ns = hooked.name.clone();
         std::thread::spawn(move || {
-            for i in 0..8 {
+            for i in 0..CAPTURE.as_secs().saturating_sub(1) {
                 let manifest = redis(&ns, &format!("during-{i}"));
                 let _ = control_plane().kubectl(&["apply", "-f", "-"], Some(&manifest));
                 std::thread::sleep(Duration::from_secs(1));

@@ -9,13 +9,10 @@
 
 use crate::support;
 
-use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use jetstream_kv_operator::crd::KeyValueBucket;
 use jetstream_kv_operator::dapr::Component;
 use k8s_openapi::api::core::v1::Secret;
@@ -26,6 +23,7 @@ use support::fixtures::{
     self, ComponentManifest, item as value, secret_item as from_secret, unique_bucket,
 };
 use support::nats::NatsServer;
+use support::needles::Needles;
 use support::{RESYNC, TestNamespace, control_plane, eventually, operator, wait_condition};
 
 const READY: Duration = Duration::from_secs(60);
@@ -965,51 +963,4 @@ async fn z_no_credential_appears_in_logs_events_objects_or_metrics() {
         !needles.find(&secrets_yaml).is_empty(),
         "the scan finds no credential even in the Secrets"
     );
-}
-
-/// Any 16-character piece of a credential, or a whole short one, or its base64.
-struct Needles {
-    pieces: HashSet<Vec<u8>>,
-    whole: Vec<String>,
-}
-
-const PIECE: usize = 16;
-
-impl Needles {
-    fn new(secrets: &[String]) -> Self {
-        let mut pieces = HashSet::new();
-        let mut whole = Vec::new();
-        for s in secrets {
-            let bytes = s.trim().as_bytes();
-            if bytes.len() >= PIECE {
-                pieces.extend(bytes.windows(PIECE).map(<[u8]>::to_vec));
-            } else {
-                whole.push(s.trim().to_owned());
-            }
-            whole.push(STANDARD.encode(s));
-        }
-        Needles { pieces, whole }
-    }
-
-    /// Where the text holds a needle (a little context around it).
-    fn find(&self, text: &str) -> Vec<String> {
-        let context = |at: usize| {
-            let (from, to) = (at.saturating_sub(40), (at + 60).min(text.len()));
-            String::from_utf8_lossy(&text.as_bytes()[from..to]).replace('\n', " ")
-        };
-        let mut found: Vec<String> = text
-            .as_bytes()
-            .windows(PIECE)
-            .enumerate()
-            .filter(|(_, w)| self.pieces.contains(*w))
-            .map(|(at, _)| context(at))
-            .take(5)
-            .collect();
-        for w in &self.whole {
-            if let Some(at) = text.find(w.as_str()) {
-                found.push(context(at));
-            }
-        }
-        found
-    }
 }

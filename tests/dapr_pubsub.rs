@@ -529,3 +529,151 @@ async fn a_durable_consumer_that_differs_is_named_before_daprd_fails_on_it() {
     })
     .await;
 }
+
+/// `jetstreamkv.io/recreate-consumers: "true"` (components-contrib #2162 without the manual
+/// `nats consumer rm`): a mismatching durable consumer is kept while a subscriber is bound to
+/// it (its creation time, the server's own record, does not change over two resyncs) and the
+/// status says why; once the subscriber is gone the operator deletes it, and daprd makes its
+/// own and the app receives through it.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_opt_in_a_mismatching_consumer_is_made_anew_unless_a_subscriber_holds_it() {
+    use async_nats::jetstream::consumer;
+    let server = support::nats();
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "dapr-recreate").await;
+    let sfx = support::random_suffix();
+    let durable = format!("orders-{sfx}");
+    let manifest = ComponentManifest::new(&ns.name, "events")
+        .type_("pubsub.jetstream")
+        .item("natsURL", &server.url())
+        .item("durableName", &durable)
+        .item("deliverPolicy", "all")
+        .annotation("jetstreamkv.io/recreate-consumers", "true")
+        .yaml();
+    let subscriptions = [subscription(&ns.name, "orders", &sfx, None)];
+    operator();
+    control_plane().apply(&manifest);
+    for s in &subscriptions {
+        control_plane().apply(&serde_json::to_string(s).expect("JSON"));
+    }
+    let stream = format!("{}_events", ns.name);
+    support::wait_jss(&ns.name, "events", "StreamManaged", |s, r| {
+        s == "True" && r == "StreamManaged"
+    })
+    .await;
+    // The consumer an earlier deployment left behind, and an app still bound to it.
+    let js = support::jetstream(&server.url()).await;
+    let deliver = format!("_INBOX.old{sfx}");
+    let made = js
+        .get_stream(&stream)
+        .await
+        .expect("stream")
+        .create_consumer(consumer::push::Config {
+            durable_name: Some(durable.clone()),
+            deliver_subject: deliver.clone(),
+            deliver_policy: consumer::DeliverPolicy::New,
+            ack_policy: consumer::AckPolicy::Explicit,
+            filter_subject: format!("orders.{sfx}"),
+            ..Default::default()
+        })
+        .await
+        .expect("the old consumer");
+    let created = made.cached_info().created;
+    let holder = async_nats::connect(server.url()).await.expect("connect");
+    let bound = holder.subscribe(deliver).await.expect("subscribe");
+    holder.flush().await.expect("flush");
+    let consumer_info = || async {
+        js.get_stream(&stream)
+            .await
+            .ok()?
+            .consumer_info(&durable)
+            .await
+            .ok()
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the server to see the subscriber bound",
+        || async { consumer_info().await.filter(|i| i.push_bound) },
+        async || String::new(),
+    )
+    .await;
+    let jss = support::wait_jss(&ns.name, "events", "ConsumerMismatch", |_, r| {
+        r == "ConsumerMismatch"
+    })
+    .await;
+    let message = jss["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .and_then(|c| c["message"].as_str())
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.ends_with("did not delete it: a subscriber is bound to it"),
+        "{message}"
+    );
+    tokio::time::sleep(support::RESYNC * 2).await;
+    let kept = consumer_info().await.expect("the bound consumer is kept");
+    assert_eq!(
+        (kept.created, kept.config.deliver_policy),
+        (created, consumer::DeliverPolicy::New),
+        "the consumer a subscriber is bound to was touched"
+    );
+
+    // The subscriber gone: the operator deletes the consumer (the instrument sees the delete:
+    // the consumer is gone), says so in an Event, and the stream is Ready.
+    drop(bound);
+    drop(holder);
+    eventually(
+        Duration::from_secs(60),
+        "the unbound consumer deleted",
+        || async { consumer_info().await.is_none().then_some(()) },
+        async || support::describe(&ns.name, "jss", "events"),
+    )
+    .await;
+    support::wait_jss(&ns.name, "events", "StreamManaged", |s, r| {
+        s == "True" && r == "StreamManaged"
+    })
+    .await;
+    let events = control_plane()
+        .kubectl(&["-n", &ns.name, "get", "events", "-o", "json"], None)
+        .expect("events");
+    assert!(
+        events.contains("ConsumerRecreated") && events.contains(&durable),
+        "no ConsumerRecreated Event naming {durable}"
+    );
+
+    // daprd makes its own consumer, as the Component asks, and the app receives through it.
+    let (app_port, mut rx) = start_app().await;
+    let mut resources = vec![resource_file(&get(&ns.name, "component", "events"))];
+    for s in &subscriptions {
+        let name = s["metadata"]["name"].as_str().expect("name");
+        resources.push(resource_file(&get(&ns.name, "subscriptions.dapr.io", name)));
+    }
+    let app_id = format!("app{}", support::random_suffix());
+    let mut daprd = Daprd::start_with(&app_id, &resources, Some(app_port));
+    daprd.wait_healthy();
+    let made_by_daprd = eventually(
+        Duration::from_secs(30),
+        "daprd's own durable consumer, with deliver policy all",
+        || async {
+            consumer_info()
+                .await
+                .filter(|i| i.config.deliver_policy == consumer::DeliverPolicy::All)
+        },
+        async || daprd.log(),
+    )
+    .await;
+    assert_ne!(made_by_daprd.created, created);
+    let published = daprd
+        .http(
+            "POST",
+            &format!("/v1.0/publish/events/orders.{sfx}"),
+            Some(r#"{"item":"tea"}"#),
+        )
+        .unwrap_or_else(|| panic!("publish: no answer:\n{}", daprd.log()));
+    assert_eq!(published.0, 204, "publish: {published:?}");
+    let delivery = next(&mut rx, Duration::from_secs(20), &daprd).await;
+    eprintln!("delivered after the consumer was made anew: {delivery:?}");
+}

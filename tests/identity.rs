@@ -441,10 +441,20 @@ async fn apps_with_data_rights_only_are_provisioned_by_the_policy_s_identity() {
         async || operator().log_tail(),
     )
     .await;
-    // Advisories are sent asynchronously: give the last one a moment.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
-    let changes = changes_of(&seen, &stream);
+    // Advisories are sent after the answers, on another connection: wait for the delete's.
+    let changes = eventually(
+        Duration::from_secs(10),
+        "the delete's advisory",
+        || async {
+            let changes = changes_of(&seen, &stream);
+            changes
+                .iter()
+                .any(|(w, _)| w == "DELETE")
+                .then_some(changes)
+        },
+        async || format!("{:?}", seen.lock().unwrap()),
+    )
+    .await;
     eprintln!(
         "changes of {stream}: {changes:?}, provisioner {}",
         provisioner.2

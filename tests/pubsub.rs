@@ -22,6 +22,7 @@ use jetstream_kv_operator::secret_value::SecretValue;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use support::advisories::Advisories;
 use support::{TestNamespace, control_plane};
 
 #[tokio::test]
@@ -1500,19 +1501,7 @@ async fn at_rest_a_component_reads_its_streams_and_lists_nothing() {
     let server = support::nats::NatsServer::start();
     let url = server.url();
     let ns = TestNamespace::new(&client, "pubsub-rest").await;
-    let watcher = async_nats::connect(&url).await.unwrap();
-    let mut audits = watcher.subscribe("$JS.EVENT.ADVISORY.API").await.unwrap();
-    watcher.flush().await.unwrap();
-    let requests = |audits: &mut async_nats::Subscriber| {
-        let mut seen = Vec::new();
-        while let Some(Some(audit)) =
-            futures::FutureExt::now_or_never(futures::StreamExt::next(audits))
-        {
-            let audit: serde_json::Value = serde_json::from_slice(&audit.payload).unwrap();
-            seen.push(audit["subject"].as_str().unwrap_or_default().to_owned());
-        }
-        seen
-    };
+    let (audits, _watcher) = Advisories::start(&url).await;
     let topic = format!("rest{}", support::random_suffix());
     control_plane().apply(
         &pubsub_component(&ns.name, "events", &url)
@@ -1530,12 +1519,17 @@ async fn at_rest_a_component_reads_its_streams_and_lists_nothing() {
     .await;
     let api: Api<JetStreamStream> = Api::namespaced(client.clone(), &ns.name);
     wait_managed_with_dead_letters(&api, &ns.name, "events").await;
-    let made = requests(&mut audits);
-    let verbs = |seen: &[String], verb: &str| {
-        seen.iter()
-            .filter(|s| s.starts_with(&format!("$JS.API.STREAM.{verb}")))
-            .count()
-    };
+    let verbs =
+        |seen: &[(String, String)], verb: &str| seen.iter().filter(|(v, _)| v == verb).count();
+    // The advisories trail the answers: wait for both creates to be audited.
+    support::eventually(
+        std::time::Duration::from_secs(10),
+        "both streams' creates audited",
+        || async { (verbs(&audits.all(), "CREATE") >= 2).then_some(()) },
+        async || format!("{:?}", audits.all()),
+    )
+    .await;
+    let made = audits.take();
     eprintln!("to Ready: {made:?}");
     assert!(
         verbs(&made, "CREATE") >= 2,
@@ -1544,7 +1538,7 @@ async fn at_rest_a_component_reads_its_streams_and_lists_nothing() {
     assert!(verbs(&made, "LIST") >= 1, "a create checked: {made:?}");
 
     tokio::time::sleep(support::RESYNC * 3).await;
-    let resting = requests(&mut audits);
+    let resting = audits.take();
     eprintln!("three resyncs at rest: {resting:?}");
     assert!(
         verbs(&resting, "INFO") >= 2,

@@ -6,12 +6,13 @@
 
 use crate::support;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use jetstream_kv_operator::crd::KeyValueBucket;
 use jetstream_kv_operator::pubsub::JetStreamStream;
 use kube::Api;
+use support::advisories::Advisories;
 use support::operator::Operator;
 use support::{TestNamespace, control_plane, nats};
 
@@ -42,53 +43,6 @@ fn policy(namespace: &str, quota: &str) -> String {
         "apiVersion: jetstreamkv.io/v1alpha1\nkind: NatsServerPolicy\nmetadata:\n  name: {namespace}\nspec:\n  conditions:\n  - namespaces: [{namespace}]\n  servers: [{{host: 127.0.0.1, ports: [{}]}}]\n  quota: {quota}\n",
         nats().port()
     )
-}
-
-/// Every JetStream API request nats-server audits, as the subjects requested.
-struct Audit {
-    subjects: Arc<Mutex<Vec<String>>>,
-    _task: tokio::task::JoinHandle<()>,
-}
-
-impl Audit {
-    async fn start() -> Self {
-        let watcher = async_nats::connect(nats().url()).await.unwrap();
-        let mut audits = watcher.subscribe("$JS.EVENT.ADVISORY.API").await.unwrap();
-        watcher.flush().await.unwrap();
-        let subjects = Arc::new(Mutex::new(Vec::new()));
-        let seen = subjects.clone();
-        let task = tokio::spawn(async move {
-            let _keep = watcher;
-            while let Some(audit) = futures::StreamExt::next(&mut audits).await {
-                let audit: serde_json::Value =
-                    serde_json::from_slice(&audit.payload).unwrap_or_default();
-                let subject = audit["subject"].as_str().unwrap_or_default().to_owned();
-                seen.lock().unwrap().push(subject);
-            }
-        });
-        Self {
-            subjects,
-            _task: task,
-        }
-    }
-
-    /// The audited requests naming `stream`.
-    fn naming(&self, stream: &str) -> Vec<String> {
-        let suffix = format!(".{stream}");
-        self.subjects
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.ends_with(&suffix))
-            .cloned()
-            .collect()
-    }
-
-    fn created(&self, stream: &str) -> bool {
-        self.naming(stream)
-            .iter()
-            .any(|s| s.starts_with("$JS.API.STREAM.CREATE."))
-    }
 }
 
 async fn ready(api: &Api<KeyValueBucket>, name: &str) -> Option<(String, String, String)> {
@@ -138,7 +92,7 @@ async fn a_component_over_its_namespace_quota_is_refused_with_nothing_sent() {
         "{maxBuckets: 2, maxBytes: 3000, requireMaxBytes: true}",
     ));
     control_plane().apply(&policy(&team_b.name, "{maxBuckets: 2, storage: [file]}"));
-    let audit = Audit::start().await;
+    let (audit, _watcher) = Advisories::start(&nats().url()).await;
     let a: Api<KeyValueBucket> = Api::namespaced(client.clone(), &team_a.name);
     let b: Api<KeyValueBucket> = Api::namespaced(client.clone(), &team_b.name);
     let bytes = "jetstreamkv.io/max-bytes: \"1000\"";
@@ -184,10 +138,7 @@ async fn a_component_over_its_namespace_quota_is_refused_with_nothing_sent() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let kv = |bucket: &str| format!("KV_{bucket}");
     for admitted in [&buckets[0], &buckets[1], &b1] {
-        assert!(
-            audit.created(&kv(admitted)),
-            "no create of {admitted} audited"
-        );
+        audit.wait_for("CREATE", &kv(admitted), 1).await;
     }
     for refused in [&buckets[2], &unbounded, &memory] {
         assert_eq!(
@@ -218,7 +169,7 @@ async fn a_component_over_its_namespace_quota_is_refused_with_nothing_sent() {
         took < Duration::from_secs(30),
         "a3 waited {took:?} after a place was freed"
     );
-    assert!(audit.created(&kv(&buckets[2])), "no create of a3 audited");
+    audit.wait_for("CREATE", &kv(&buckets[2]), 1).await;
     // Still refused: a-unbounded (its own fault), b-memory (another namespace's quota).
     assert_eq!(
         ready(&a, "a-unbounded").await.map(|r| r.1).as_deref(),
@@ -237,7 +188,7 @@ async fn streams_count_against_the_stream_quota() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "quota-streams").await;
     control_plane().apply(&policy(&ns.name, "{maxStreams: 1, maxReplicas: 1}"));
-    let audit = Audit::start().await;
+    let (audit, _watcher) = Advisories::start(&nats().url()).await;
     let api: Api<JetStreamStream> = Api::namespaced(client.clone(), &ns.name);
     let pubsub = |name: &str| {
         support::fixtures::ComponentManifest::new(&ns.name, name)
@@ -274,7 +225,7 @@ async fn streams_count_against_the_stream_quota() {
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stream = |name: &str| format!("{}_{name}", ns.name);
-    assert!(audit.created(&stream("first")), "no create audited");
+    audit.wait_for("CREATE", &stream("first"), 1).await;
     assert_eq!(audit.naming(&stream("second")), Vec::<String>::new());
     assert!(api.get_opt("second").await.unwrap().is_some());
     let _ = control_plane().kubectl(&["delete", "natsserverpolicy", &ns.name], None);

@@ -10,6 +10,7 @@ use std::time::Duration;
 use jetstream_kv_operator::crd::KeyValueBucket;
 use jetstream_kv_operator::dapr::Component;
 use kube::Api;
+use support::advisories::Advisories;
 use support::{
     RESYNC, TestNamespace, component_yaml as component, control_plane, nats, operator,
     stream_config_json as stream_config, unique_bucket, wait_kvb,
@@ -49,36 +50,22 @@ async fn steady_state_writes_nothing() {
     let reconciles = |m: &str| support::fixtures::metric(m, "jetstream_kv_reconciles_total");
     // nats-server's own record of every JetStream API request (an audit advisory each), whatever
     // the operator counts.
-    let watcher = async_nats::connect(nats().url()).await.unwrap();
-    let mut audits = watcher.subscribe("$JS.EVENT.ADVISORY.API").await.unwrap();
-    watcher.flush().await.unwrap();
+    let (audits, _watcher) = Advisories::start(&nats().url()).await;
     let (_, before) = operator().http_get("/metrics").expect("metrics");
     tokio::time::sleep(RESYNC * 3).await;
     let (_, after) = operator().http_get("/metrics").expect("metrics");
-    let mut requests = Vec::new();
-    while let Ok(Some(audit)) = tokio::time::timeout(
-        Duration::from_millis(200),
-        futures::StreamExt::next(&mut audits),
-    )
-    .await
-    {
-        let audit: serde_json::Value = serde_json::from_slice(&audit.payload).unwrap();
-        requests.push(audit["subject"].as_str().unwrap_or_default().to_owned());
-    }
     let stream = format!("KV_{bucket}");
-    let ours: Vec<_> = requests.iter().filter(|s| s.ends_with(&stream)).collect();
+    let ours = audits.naming(&stream);
     // The instrument sees the resyncs' reads.
     assert!(
         !ours.is_empty(),
-        "nats-server audited no request for {stream} in three resyncs: {requests:?}"
+        "nats-server audited no request for {stream} in three resyncs: {:?}",
+        audits.all()
     );
-    let writes: Vec<_> = ours
-        .iter()
-        .filter(|s| {
-            ["CREATE", "UPDATE", "DELETE", "PURGE", "MSG.DELETE"]
-                .iter()
-                .any(|verb| s.starts_with(&format!("$JS.API.STREAM.{verb}.")))
-        })
+    let writes: Vec<_> = audits
+        .mutating()
+        .into_iter()
+        .filter(|(_, s)| *s == stream)
         .collect();
     assert!(writes.is_empty(), "writes to {stream}: {writes:?}");
     eprintln!(

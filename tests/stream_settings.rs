@@ -6,51 +6,11 @@
 
 use crate::support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::stream;
+use support::advisories::Advisories;
 use support::{ComponentManifest, TestNamespace, control_plane, nats, operator};
-
-/// Every JetStream API request nats-server audits, as the subjects requested.
-struct Audit {
-    subjects: Arc<Mutex<Vec<String>>>,
-    _task: tokio::task::JoinHandle<()>,
-}
-
-impl Audit {
-    async fn start() -> Self {
-        let watcher = async_nats::connect(nats().url()).await.unwrap();
-        let mut audits = watcher.subscribe("$JS.EVENT.ADVISORY.API").await.unwrap();
-        watcher.flush().await.unwrap();
-        let subjects = Arc::new(Mutex::new(Vec::new()));
-        let seen = subjects.clone();
-        let task = tokio::spawn(async move {
-            let _keep = watcher;
-            while let Some(audit) = futures::StreamExt::next(&mut audits).await {
-                let audit: serde_json::Value =
-                    serde_json::from_slice(&audit.payload).unwrap_or_default();
-                let subject = audit["subject"].as_str().unwrap_or_default().to_owned();
-                seen.lock().unwrap().push(subject);
-            }
-        });
-        Self {
-            subjects,
-            _task: task,
-        }
-    }
-
-    /// How many updates of `stream` were requested so far.
-    fn updates(&self, stream: &str) -> usize {
-        let subject = format!("$JS.API.STREAM.UPDATE.{stream}");
-        self.subjects
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| **s == subject)
-            .count()
-    }
-}
 
 async fn live(stream: &str) -> stream::Config {
     support::jetstream(&nats().url())
@@ -132,7 +92,7 @@ async fn stream_settings_are_set_read_back_changed_and_guarded() {
     let ns = TestNamespace::new(&client, "stream-settings").await;
     let subject = format!("settings.{}", support::random_suffix());
     let stream = format!("{}_events", ns.name);
-    let audit = Audit::start().await;
+    let (audit, _watcher) = Advisories::start(&nats().url()).await;
 
     // Set: every setting, read back from the server.
     control_plane().apply(&component(&ns.name, &subject, &ALL));
@@ -195,8 +155,7 @@ async fn stream_settings_are_set_read_back_changed_and_guarded() {
     );
     wait_reason(&ns.name, "StreamManaged", "").await;
     // The instrument sees the operator's updates.
-    let updates = audit.updates(&stream);
-    assert!(updates >= 1, "no update of {stream} audited");
+    let updates = audit.wait_for("UPDATE", &stream, 1).await;
 
     // Refused before anything is sent: a lower limit (messages would be dropped), message
     // TTLs off and a placement move (NATS cannot make them).
@@ -232,7 +191,7 @@ async fn stream_settings_are_set_read_back_changed_and_guarded() {
     // Over two resyncs: no update was sent for any of them.
     tokio::time::sleep(support::RESYNC * 2).await;
     assert_eq!(
-        audit.updates(&stream),
+        audit.count_of("UPDATE", &stream),
         updates,
         "an update of {stream} was sent for a refused change"
     );
@@ -254,7 +213,7 @@ async fn stream_settings_are_set_read_back_changed_and_guarded() {
     .await;
 
     // A duplicate window longer than the max age is refused by validation: nothing sent.
-    let before = audit.updates(&stream);
+    let before = audit.count_of("UPDATE", &stream);
     let mut settings = changed.clone();
     settings.extend([("max-age", "30s")]);
     control_plane().apply(&component(&ns.name, &subject, &settings));
@@ -265,7 +224,7 @@ async fn stream_settings_are_set_read_back_changed_and_guarded() {
     )
     .await;
     tokio::time::sleep(support::RESYNC).await;
-    assert_eq!(audit.updates(&stream), before);
+    assert_eq!(audit.count_of("UPDATE", &stream), before);
 }
 
 /// The refusals that say NATS cannot make a change are ones nats-server itself refuses (its
@@ -351,7 +310,7 @@ async fn an_invalid_consumer_name_is_refused_with_nothing_sent() {
     let ns = TestNamespace::new(&client, "consumer-name").await;
     let subject = format!("names.{}", support::random_suffix());
     let stream = format!("{}_events", ns.name);
-    let audit = Audit::start().await;
+    let (audit, _watcher) = Advisories::start(&nats().url()).await;
     let manifest = |durable: &str| {
         ComponentManifest::new(&ns.name, "events")
             .type_("pubsub.jetstream")
@@ -364,22 +323,13 @@ async fn an_invalid_consumer_name_is_refused_with_nothing_sent() {
     let message = wait_reason(&ns.name, "InvalidConsumerName", "durableName").await;
     assert!(message.contains("\"my consumer\""), "{message}");
     tokio::time::sleep(support::RESYNC).await;
-    let named = |audit: &Audit| {
-        audit
-            .subjects
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.ends_with(&format!(".{stream}")))
-            .count()
-    };
-    assert_eq!(named(&audit), 0, "a request for {stream} was sent");
+    assert_eq!(
+        audit.naming(&stream),
+        Vec::<String>::new(),
+        "a request for {stream} was sent"
+    );
     control_plane().apply(&manifest("my-consumer"));
     wait_reason(&ns.name, "StreamManaged", "").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        named(&audit) > 0,
-        "no request for {stream} audited: {:?}",
-        audit.subjects.lock().unwrap()
-    );
+    // The instrument sees the requests for the stream once there are some.
+    audit.wait_for("CREATE", &stream, 1).await;
 }

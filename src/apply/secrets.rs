@@ -203,11 +203,6 @@ fn store_metadata(c: &Component) -> Result<BTreeMap<String, String>, String> {
         .collect()
 }
 
-/// Go's `strconv.ParseBool` true values, as Dapr decodes a boolean item.
-fn is_true(text: &str) -> bool {
-    matches!(text, "1" | "t" | "T" | "true" | "TRUE" | "True")
-}
-
 /// Reads a `secretstores.local.file` Component's file. The path is the store's `secretsFile`,
 /// relative to the working directory as for daprd.
 fn read_file_store(c: &Component) -> Result<FileStore, String> {
@@ -220,7 +215,9 @@ fn read_file_store(c: &Component) -> Result<FileStore, String> {
         .get("nestedseparator")
         .filter(|s| !s.is_empty())
         .map_or(":", String::as_str);
-    let multi_valued = meta.get("multivalued").is_some_and(|v| is_true(v));
+    let multi_valued = meta
+        .get("multivalued")
+        .is_some_and(|v| crate::dapr::metadata::is_true(v));
     let text = read_bounded(path)?;
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         // Only where: serde_json's message could quote the file's text.

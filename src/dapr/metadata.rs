@@ -26,6 +26,11 @@ pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// The secret store name under which Dapr reads Kubernetes Secrets.
 const KUBERNETES_SECRET_STORE: &str = "kubernetes";
 
+/// Whether a boolean metadata item is true as Dapr decodes it (Go's `strconv.ParseBool`).
+pub(crate) fn is_true(text: &str) -> bool {
+    matches!(text, "1" | "t" | "T" | "true" | "TRUE" | "True")
+}
+
 /// Where the value of one metadata item comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ValueSource {

@@ -72,9 +72,13 @@ pub const CONSUMER_MAX_ACK_PENDING_ANNOTATION: &str = "jetstreamkv.io/consumer-m
 /// `true`: a pub/sub's stream lets publishers give messages a TTL of their own (`Nats-TTL`);
 /// NATS cannot turn it off again.
 pub const ALLOW_MSG_TTL_ANNOTATION: &str = "jetstreamkv.io/allow-msg-ttl";
+/// `true`: a durable consumer of a pub/sub's topics' stream that differs from what daprd will ask
+/// for, and has no subscriber, is deleted so that daprd makes it anew (never one bound by a
+/// subscriber, never one on a stream the operator did not make for this Component).
+pub const RECREATE_CONSUMERS_ANNOTATION: &str = "jetstreamkv.io/recreate-consumers";
 
 /// The annotations of a pub/sub's streams only.
-pub const STREAM_ONLY_ANNOTATIONS: [&str; 12] = [
+pub const STREAM_ONLY_ANNOTATIONS: [&str; 13] = [
     SUBJECTS_ANNOTATION,
     STREAM_ANNOTATION,
     RETENTION_ANNOTATION,
@@ -87,6 +91,7 @@ pub const STREAM_ONLY_ANNOTATIONS: [&str; 12] = [
     CONSUMER_INACTIVE_THRESHOLD_ANNOTATION,
     CONSUMER_MAX_ACK_PENDING_ANNOTATION,
     ALLOW_MSG_TTL_ANNOTATION,
+    RECREATE_CONSUMERS_ANNOTATION,
 ];
 
 /// The bucket settings a pub/sub's streams read too, with the same values and messages; every

@@ -68,6 +68,49 @@ impl Advisories {
     pub fn count(&self) -> usize {
         self.0.lock().unwrap().len()
     }
+
+    /// The verbs of the requests seen for `stream`, in the order they came.
+    pub fn naming(&self, stream: &str) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| s == stream)
+            .map(|(verb, _)| verb.clone())
+            .collect()
+    }
+
+    /// How many `verb` requests were seen for `stream` (`""` for an account-wide request such as
+    /// `LIST` or `NAMES`).
+    pub fn count_of(&self, verb: &str, stream: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(v, s)| v == verb && s == stream)
+            .count()
+    }
+
+    /// Waits until at least `n` `verb` requests for `stream` are seen, and returns how many.
+    /// nats-server publishes its audit after it has answered, on another connection than the
+    /// requester's: the advisory can arrive after the request's effect is visible.
+    pub async fn wait_for(&self, verb: &str, stream: &str, n: usize) -> usize {
+        crate::support::eventually(
+            std::time::Duration::from_secs(10),
+            &format!("{n} {verb} of {stream:?} audited"),
+            || async {
+                let seen = self.count_of(verb, stream);
+                (seen >= n).then_some(seen)
+            },
+            async || format!("{:?}", self.all()),
+        )
+        .await
+    }
+
+    /// The requests seen since the last call (the first call: since the start), emptied out.
+    pub fn take(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
 }
 
 /// `(verb, stream)` of a stream request's subject: `$JS.API.STREAM.<VERB>.<stream>`, where a

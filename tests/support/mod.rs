@@ -15,6 +15,7 @@ pub mod fixtures;
 pub mod forwarder;
 pub mod helm_release;
 pub mod nats;
+pub mod needles;
 pub mod operator;
 pub mod process;
 
@@ -159,10 +160,18 @@ pub fn helm(kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
 /// Runs a command-line client (`kubectl`, `helm`) against the cluster of `kubeconfig`, from the
 /// repository's root: `Ok(output)`, or `Err` with the command and its output.
 pub fn run_tool(bin: &str, kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
-    let out = std::process::Command::new(bin)
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .current_dir(repo_root())
+    run_command(bin, Some(kubeconfig), args)
+}
+
+/// Runs a command (with `KUBECONFIG` when `kubeconfig` is given) from the repository's root:
+/// `Ok(output)` (stdout, then stderr), or `Err` with the command and its output.
+pub fn run_command(bin: &str, kubeconfig: Option<&Path>, args: &[&str]) -> Result<String, String> {
+    let mut command = std::process::Command::new(bin);
+    command.args(args).current_dir(repo_root());
+    if let Some(kubeconfig) = kubeconfig {
+        command.env("KUBECONFIG", kubeconfig);
+    }
+    let out = command
         .output()
         .unwrap_or_else(|e| panic!("run {bin} (eval \"$(test-env/setup.sh)\" first): {e}"));
     let text = format!(

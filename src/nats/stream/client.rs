@@ -53,32 +53,30 @@ impl<'a> StreamClient<'a> {
         js: &jetstream::Context,
         limits: &ListingLimits,
     ) -> Result<Vec<(String, Vec<String>)>, NatsError> {
-        use futures::StreamExt as _;
-        let deadline = tokio::time::Instant::now() + limits.deadline;
-        let mut pages = js.streams();
         let mut out = Vec::new();
         let mut subjects = 0usize;
-        loop {
-            let next = tokio::time::timeout_at(deadline, pages.next())
-                .await
-                .map_err(|_| NatsError::ListingTooLong {
-                    what: format!("took longer than {}s", limits.deadline.as_secs()),
-                })?;
-            let Some(info) = next else { break };
-            let config = info.map_err(|e| request_error("list streams", &e))?.config;
-            subjects = subjects.saturating_add(config.subjects.len());
-            if out.len() >= limits.streams {
-                return Err(NatsError::ListingTooLong {
-                    what: format!("holds more than {} streams", limits.streams),
-                });
-            }
-            if subjects > limits.subjects {
-                return Err(NatsError::ListingTooLong {
-                    what: format!("holds more than {} stream subjects", limits.subjects),
-                });
-            }
-            out.push((config.name, config.subjects));
-        }
+        read_within(
+            js.streams(),
+            limits,
+            "list streams",
+            |info: stream::Info| {
+                let config = info.config;
+                subjects = subjects.saturating_add(config.subjects.len());
+                if out.len() >= limits.streams {
+                    return Err(NatsError::ListingTooLong {
+                        what: format!("holds more than {} streams", limits.streams),
+                    });
+                }
+                if subjects > limits.subjects {
+                    return Err(NatsError::ListingTooLong {
+                        what: format!("holds more than {} stream subjects", limits.subjects),
+                    });
+                }
+                out.push((config.name, config.subjects));
+                Ok(())
+            },
+        )
+        .await?;
         Ok(out)
     }
 
@@ -93,18 +91,8 @@ impl<'a> StreamClient<'a> {
         js: &jetstream::Context,
         limits: &ListingLimits,
     ) -> Result<Vec<String>, NatsError> {
-        use futures::StreamExt as _;
-        let deadline = tokio::time::Instant::now() + limits.deadline;
-        let mut pages = js.stream_names();
         let mut out = Vec::new();
-        loop {
-            let next = tokio::time::timeout_at(deadline, pages.next())
-                .await
-                .map_err(|_| NatsError::ListingTooLong {
-                    what: format!("took longer than {}s", limits.deadline.as_secs()),
-                })?;
-            let Some(name) = next else { break };
-            let name = name.map_err(|e| request_error("list stream names", &e))?;
+        read_within(js.stream_names(), limits, "list stream names", |name: String| {
             // nats-server refuses stream names longer than 256 bytes: a longer one is a hostile
             // server's.
             if out.len() >= limits.streams || name.len() > MAX_STREAM_NAME {
@@ -116,7 +104,9 @@ impl<'a> StreamClient<'a> {
                 });
             }
             out.push(name);
-        }
+            Ok(())
+        })
+        .await?;
         Ok(out)
     }
 
@@ -138,11 +128,12 @@ impl<'a> StreamClient<'a> {
         }
     }
 
-    /// The configuration of the stream's consumer `name` (read only), when it exists.
+    /// The stream's consumer `name` as the server reports it (its config, and whether a
+    /// subscriber is bound to it), when it exists.
     pub async fn consumer(
         &self,
         name: &str,
-    ) -> Result<Option<jetstream::consumer::Config>, NatsError> {
+    ) -> Result<Option<jetstream::consumer::Info>, NatsError> {
         use jetstream::response::Response;
         let subject = format!("CONSUMER.INFO.{}.{name}", self.name);
         match self
@@ -150,7 +141,7 @@ impl<'a> StreamClient<'a> {
             .request::<_, _, Response<jetstream::consumer::Info>>(subject, &serde_json::json!({}))
             .await
         {
-            Ok(Response::Ok(info)) => Ok(Some(info.config)),
+            Ok(Response::Ok(info)) => Ok(Some(info)),
             Ok(Response::Err { error })
                 if error.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND =>
             {
@@ -158,6 +149,28 @@ impl<'a> StreamClient<'a> {
             }
             Ok(Response::Err { error }) => Err(NatsError::from_jetstream("consumer info", &error)),
             Err(e) => Err(request_error("consumer info", &e)),
+        }
+    }
+
+    /// Deletes the stream's consumer `name` (gone already counts as deleted).
+    pub async fn delete_consumer(&self, name: &str) -> Result<(), NatsError> {
+        use jetstream::response::Response;
+        let subject = format!("CONSUMER.DELETE.{}.{name}", self.name);
+        match self
+            .js
+            .request::<_, _, Response<serde_json::Value>>(subject, &serde_json::json!({}))
+            .await
+        {
+            Ok(Response::Ok(_)) => Ok(()),
+            Ok(Response::Err { error })
+                if error.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND =>
+            {
+                Ok(())
+            }
+            Ok(Response::Err { error }) => {
+                Err(NatsError::from_jetstream("consumer delete", &error))
+            }
+            Err(e) => Err(request_error("consumer delete", &e)),
         }
     }
 
@@ -217,6 +230,27 @@ impl<'a> StreamClient<'a> {
             .await
             .map(|_| ())
             .map_err(|e| request_error("delete stream", &e))
+    }
+}
+
+/// Reads a paged listing to its end within `limits.deadline`, each item handed to `keep`, which
+/// refuses the listing (and ends it) when it holds too much.
+async fn read_within<T, E: std::fmt::Display>(
+    mut pages: impl futures::Stream<Item = Result<T, E>> + Unpin,
+    limits: &ListingLimits,
+    what: &str,
+    mut keep: impl FnMut(T) -> Result<(), NatsError>,
+) -> Result<(), NatsError> {
+    use futures::StreamExt as _;
+    let deadline = tokio::time::Instant::now() + limits.deadline;
+    loop {
+        let next = tokio::time::timeout_at(deadline, pages.next())
+            .await
+            .map_err(|_| NatsError::ListingTooLong {
+                what: format!("took longer than {}s", limits.deadline.as_secs()),
+            })?;
+        let Some(item) = next else { return Ok(()) };
+        keep(item.map_err(|e| request_error(what, &e))?)?;
     }
 }
 

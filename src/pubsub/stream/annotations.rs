@@ -14,7 +14,8 @@ pub use crate::settings::{
     ALLOW_MSG_TTL_ANNOTATION, CONSUMER_INACTIVE_THRESHOLD_ANNOTATION,
     CONSUMER_MAX_ACK_PENDING_ANNOTATION, DISCARD_ANNOTATION, DUPLICATE_WINDOW_ANNOTATION,
     MAX_AGE_ANNOTATION, MAX_MSG_SIZE_ANNOTATION, MAX_MSGS_ANNOTATION,
-    MAX_MSGS_PER_SUBJECT_ANNOTATION, RETENTION_ANNOTATION, STREAM_ANNOTATION, SUBJECTS_ANNOTATION,
+    MAX_MSGS_PER_SUBJECT_ANNOTATION, RECREATE_CONSUMERS_ANNOTATION, RETENTION_ANNOTATION,
+    STREAM_ANNOTATION, SUBJECTS_ANNOTATION,
 };
 /// `file` (default) or `memory`: the bucket annotation, read the same way.
 pub const STORAGE_ANNOTATION: &str = "jetstreamkv.io/storage";
@@ -90,6 +91,9 @@ pub struct StreamSettings {
     pub allow_msg_ttl: bool,
     /// Whether changes that discard messages are allowed.
     pub allow_data_loss: bool,
+    /// Whether a mismatching durable consumer with no subscriber is deleted for daprd to make
+    /// anew (see [`RECREATE_CONSUMERS_ANNOTATION`]).
+    pub recreate_consumers: bool,
     /// What happens to the stream when the Component is deleted (retain by default).
     pub deletion_policy: DeletionPolicy,
     /// The annotations given explicitly (what a stream the operator only verifies is held to).
@@ -120,6 +124,7 @@ impl Default for StreamSettings {
             consumer_max_ack_pending: None,
             allow_msg_ttl: false,
             allow_data_loss: false,
+            recreate_consumers: false,
             deletion_policy: DeletionPolicy::Retain,
             explicit: BTreeSet::new(),
         }
@@ -312,6 +317,16 @@ fn stream_limits(
             )
         })?;
         explicit(Field::AllowMsgTtl, true);
+    }
+    if let Some(v) = get(RECREATE_CONSUMERS_ANNOTATION) {
+        s.recreate_consumers = settings::boolean(v).ok_or_else(|| {
+            invalid(
+                RECREATE_CONSUMERS_ANNOTATION,
+                v,
+                "\"true\" (a durable consumer daprd cannot bind, with no subscriber, is deleted \
+                 for daprd to make anew) or \"false\"",
+            )
+        })?;
     }
     Ok(())
 }

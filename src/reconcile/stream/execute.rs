@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use crate::nats::stream::planned::Planned;
 use crate::nats::stream::{Change, StreamClient, is_managed_by, owner_of};
 use crate::pubsub::PubsubConfig;
+use crate::pubsub::consumer::{self, Difference, Recreate};
 use crate::pubsub::resource::StreamStatus;
 use crate::pubsub::stream::{
     BlockReason, Desired, OtherStream, Overlap, Role, StreamPlan, StreamSettings, plan, status_of,
@@ -35,11 +36,18 @@ pub struct StreamStep {
     pub durable: Option<Durable>,
 }
 
-/// A `durableName`, and its consumer on the topics' stream as read (None: there is none).
-pub type Durable = (
-    String,
-    Result<Option<jetstream::consumer::Config>, NatsError>,
-);
+/// The durable consumer daprd will bind on the topics' stream: read, compared with what daprd
+/// will ask, and, with `jetstreamkv.io/recreate-consumers`, deleted when daprd cannot bind it.
+#[derive(Debug)]
+pub struct Durable {
+    /// The `durableName`.
+    pub name: String,
+    /// Where the consumer differs from what daprd will ask (empty: daprd can bind it); None:
+    /// there is no consumer of that name.
+    pub found: Result<Option<Vec<Difference>>, NatsError>,
+    /// With the opt-in and differences: what was done with the consumer.
+    pub recreate: Option<Result<Recreate, NatsError>>,
+}
 
 /// One stream's round: the topics' stream first, then the dead-letter stream when there is one.
 /// A round that did not end well is the last.
@@ -118,6 +126,16 @@ pub enum RoundEnd {
 }
 
 impl RoundEnd {
+    /// Whether the operator made the stream (for this Component or another) and keeps it.
+    pub fn is_managed(&self) -> bool {
+        match self {
+            Self::Created { facts, .. } | Self::InSync { facts } | Self::Updated { facts, .. } => {
+                facts.managed
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the stream is as the Component needs it.
     pub fn is_done(&self) -> bool {
         matches!(
@@ -157,7 +175,8 @@ pub async fn execute(
     };
     let rounds = on.rounds(prepared, found).await;
     let planned = on.planned.into_inner().unwrap_or_default();
-    let durable = durable(ctx, &js, config, &rounds).await;
+    let subscribed = prepared.subscribed_subjects(found);
+    let durable = durable(ctx, &js, (config, settings), &subscribed, &rounds).await;
     Progress::Connected {
         version,
         step: Box::new(StreamStep {
@@ -170,11 +189,14 @@ pub async fn execute(
 }
 
 /// The durable consumer daprd will bind, read when the Component names one (a name with a
-/// per-pod template is each pod's own: not read) and the topics' stream is done.
+/// per-pod template is each pod's own: not read) and the topics' stream is done; compared with
+/// what daprd will ask for the `subscribed` subjects, and deleted when the Component opted in,
+/// it differs, and [`consumer::recreate`] allows.
 async fn durable(
     ctx: Nats<'_>,
     js: &jetstream::Context,
-    config: &PubsubConfig,
+    (config, settings): (&PubsubConfig, &StreamSettings),
+    subscribed: &[String],
     rounds: &Result<Vec<Round>, NatsError>,
 ) -> Option<Durable> {
     let name = config.durable_name.as_ref().filter(|n| !n.contains('{'))?;
@@ -183,9 +205,34 @@ async fn durable(
         .ok()?
         .iter()
         .find(|r| r.role == Role::Topics && r.end.is_done())?;
+    let on = StreamClient::new(js, &topics.stream);
     ctx.metrics.nats_request("consumer_info");
-    let found = StreamClient::new(js, &topics.stream).consumer(name).await;
-    Some((name.clone(), found))
+    let durable = |found, recreate| {
+        Some(Durable {
+            name: name.clone(),
+            found,
+            recreate,
+        })
+    };
+    let info = match on.consumer(name).await {
+        Ok(Some(info)) => info,
+        Ok(None) => return durable(Ok(None), None),
+        Err(e) => return durable(Err(e), None),
+    };
+    let subscribed: Vec<&str> = subscribed.iter().map(String::as_str).collect();
+    let differences = consumer::differences(&config.consumer, &info.config, &subscribed);
+    if !settings.recreate_consumers || differences.is_empty() {
+        return durable(Ok(Some(differences)), None);
+    }
+    let ours = topics.owner_elsewhere.is_none() && topics.end.is_managed();
+    let recreate = match consumer::recreate(info.push_bound, ours, ctx.mode.is_audit()) {
+        Recreate::Delete => {
+            ctx.metrics.nats_request("consumer_delete");
+            on.delete_consumer(name).await.map(|()| Recreate::Delete)
+        }
+        kept => Ok(kept),
+    };
+    durable(Ok(Some(differences)), Some(recreate))
 }
 
 /// The server the streams are on, and what their rounds share.

@@ -25,6 +25,20 @@ pub struct Prepared {
     pub subjects: Result<Found, Problem>,
 }
 
+impl Prepared {
+    /// The subjects daprd subscribes to among `found`'s topics (prefix applied): each
+    /// subscription's consumer filters on one.
+    pub fn subscribed_subjects(&self, found: &Found) -> Vec<String> {
+        let prefix = self.prefix.as_deref().unwrap_or_default();
+        found
+            .topics
+            .iter()
+            .filter(|t| t.is_subscribed())
+            .map(|t| format!("{prefix}{}", t.topic))
+            .collect()
+    }
+}
+
 /// The topics found and the subjects the streams must hold.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Found {

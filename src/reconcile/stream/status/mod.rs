@@ -13,6 +13,7 @@ use crate::failure::{Failure, Problem, Retry};
 use crate::nats::stream::Change;
 use crate::nats::stream::planned::Planned;
 use crate::pubsub::component;
+use crate::pubsub::consumer::Recreate;
 use crate::pubsub::resource::{DETAIL_CONDITIONS, JetStreamStreamSpec, StreamStatus, TopicStatus};
 use crate::pubsub::stream::{
     BlockReason, Desired, Role, StreamSettings, blocked_message, desired_stream, settings_warnings,
@@ -24,7 +25,7 @@ use crate::reconcile::audit::not_carried_out;
 use crate::reconcile::execute::Progress;
 use crate::reconcile::index::WrittenStream;
 use crate::reconcile::status::{Note, Reason, close, deletion_pending_message, first_problem};
-use crate::settings::DeletionPolicy;
+use crate::settings::{DeletionPolicy, RECREATE_CONSUMERS_ANNOTATION};
 use crate::validate::PubsubValidation;
 
 /// What one reconcile of a `pubsub.jetstream` Component decided, before anything is written.
@@ -297,7 +298,7 @@ fn steps(
                 .unwrap_or_default()
         ),
     );
-    if let Some(problem) = consumer_problem(&p.stream, config, step.durable.as_ref()) {
+    if let Some(problem) = consumer_problem(o, &p.stream, step.durable.as_ref()) {
         return Err(problem);
     }
     o.pass(
@@ -310,31 +311,51 @@ fn steps(
 }
 
 /// The durable consumer daprd will bind, when it exists and differs from what the Component
-/// makes daprd ask (`ConsumerMismatch`, naming each field and both values), or could not be
-/// read.
+/// makes daprd ask (`ConsumerMismatch`, naming each field and both values, and why the opt-in
+/// kept it), or could not be read or deleted. A consumer the opt-in deleted is an Event.
 fn consumer_problem(
+    o: &mut StreamOutcome,
     stream: &str,
-    config: &PubsubConfig,
     durable: Option<&Durable>,
 ) -> Option<Problem> {
-    let (name, found) = durable?;
-    let live = match found {
+    let Durable {
+        name,
+        found,
+        recreate,
+    } = durable?;
+    let differences = match found {
         Err(e) => return Some(Problem::of(ConditionType::ConfigSynced, e)),
-        Ok(live) => live.as_ref()?,
+        Ok(found) => found.as_ref().filter(|d| !d.is_empty())?,
     };
-    let differences = crate::pubsub::consumer::differences(&config.consumer, live);
-    if differences.is_empty() {
-        return None;
-    }
     let listed: Vec<String> = differences.iter().map(ToString::to_string).collect();
+    let kept = match recreate {
+        Some(Ok(Recreate::Delete)) => {
+            o.events.push(Note::normal(
+                Reason::ConsumerRecreated,
+                format!(
+                    "deleted the durable consumer {name} on stream {stream}, which daprd could \
+                     not bind ({}); daprd makes it anew when it subscribes",
+                    listed.join("; ")
+                ),
+            ));
+            return None;
+        }
+        Some(Err(e)) => return Some(Problem::of(ConditionType::ConfigSynced, e)),
+        Some(Ok(kept)) => kept
+            .kept_because()
+            .map(|why| format!("; {RECREATE_CONSUMERS_ANNOTATION} did not delete it: {why}"))
+            .unwrap_or_default(),
+        None => String::new(),
+    };
     Some(Problem::new(
         ConditionType::ConfigSynced,
         "ConsumerMismatch",
         format!(
             "the durable consumer {name} on stream {stream} differs from what daprd will ask \
              for: {}; daprd cannot bind it, and its subscription fails (\"consumer name already \
-             in use\") until the consumer is deleted (nats consumer rm {stream} {name}) or the \
-             Component's metadata matches it",
+             in use\") until the consumer is deleted (nats consumer rm {stream} {name}, or \
+             {RECREATE_CONSUMERS_ANNOTATION}: \"true\") or the Component's metadata matches \
+             it{kept}",
             listed.join("; ")
         ),
         Retry::Resync,

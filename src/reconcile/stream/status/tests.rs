@@ -750,9 +750,11 @@ fn a_right_the_app_lacks_keeps_the_stream_from_ready_and_names_the_subject() {
 
 #[test]
 fn a_durable_consumer_that_differs_fails_config_synced_naming_the_field() {
-    use async_nats::jetstream::consumer;
+    use crate::pubsub::consumer::{Difference, Recreate};
+    use crate::reconcile::stream::execute::Durable;
     let (v, p) = valid();
-    let with = |found: Result<Option<consumer::Config>, NatsError>| {
+    let with = |found: Result<Option<Vec<Difference>>, NatsError>,
+                recreate: Option<Result<Recreate, NatsError>>| {
         let Progress::Connected {
             version,
             mut step,
@@ -763,7 +765,11 @@ fn a_durable_consumer_that_differs_fails_config_synced_naming_the_field() {
         else {
             unreachable!()
         };
-        step.durable = Some(("orders".into(), found));
+        step.durable = Some(Durable {
+            name: "orders".into(),
+            found,
+            recreate,
+        });
         decide(
             KEY,
             None,
@@ -776,13 +782,14 @@ fn a_durable_consumer_that_differs_fails_config_synced_naming_the_field() {
             }),
         )
     };
-    let old = consumer::Config {
-        durable_name: Some("orders".into()),
-        deliver_policy: consumer::DeliverPolicy::New,
-        ack_policy: consumer::AckPolicy::Explicit,
-        ..Default::default()
+    let differs = || {
+        Ok(Some(vec![Difference {
+            field: "deliverPolicy",
+            live: "new".into(),
+            asked: "all".into(),
+        }]))
     };
-    let o = with(Ok(Some(old.clone())));
+    let o = with(differs(), None);
     assert_eq!(
         seen(&o),
         expect(
@@ -794,26 +801,45 @@ fn a_durable_consumer_that_differs_fails_config_synced_naming_the_field() {
             Some(ConditionType::ConfigSynced)
         )
     );
-    let ready = o
-        .conditions()
-        .into_iter()
-        .find(|c| c.type_ == ConditionType::Ready)
-        .unwrap();
+    let message = |o: &StreamOutcome| {
+        o.conditions()
+            .into_iter()
+            .find(|c| c.type_ == ConditionType::Ready)
+            .unwrap()
+            .message
+    };
+    let ready = message(&o);
     assert!(
-        ready.message.contains(
+        ready.contains(
             "durable consumer orders on stream shop_events differs from what daprd will ask \
              for: deliverPolicy is new on the consumer, the Component asks all"
         ),
-        "{}",
-        ready.message
+        "{ready}"
+    );
+    assert!(
+        ready.contains("jetstreamkv.io/recreate-consumers"),
+        "{ready}"
     );
     // The same consumer as daprd asks: Ready; none yet: Ready (daprd makes it).
-    let same = consumer::Config {
-        deliver_policy: consumer::DeliverPolicy::All,
-        ..old
-    };
-    assert_eq!(seen(&with(Ok(Some(same)))).ready, Some(true));
-    assert_eq!(seen(&with(Ok(None))).ready, Some(true));
+    assert_eq!(seen(&with(Ok(Some(vec![])), None)).ready, Some(true));
+    assert_eq!(seen(&with(Ok(None), None)).ready, Some(true));
     // Unreadable: retried with back-off.
-    assert_eq!(seen(&with(Err(unreachable()))).retry, Backoff);
+    assert_eq!(seen(&with(Err(unreachable()), None)).retry, Backoff);
+    // With the opt-in: deleted, Ready, and an Event that says what and why.
+    let o = with(differs(), Some(Ok(Recreate::Delete)));
+    assert_eq!(seen(&o).ready, Some(true));
+    assert_eq!(seen(&o).events, ["ConsumerRecreated"]);
+    // Kept: the mismatch stands and says why the opt-in kept it.
+    let o = with(differs(), Some(Ok(Recreate::KeepBound)));
+    assert_eq!(seen(&o).reason, "ConsumerMismatch");
+    assert!(
+        message(&o).ends_with("did not delete it: a subscriber is bound to it"),
+        "{}",
+        message(&o)
+    );
+    // The delete failed: retried with back-off.
+    assert_eq!(
+        seen(&with(differs(), Some(Err(unreachable())))).retry,
+        Backoff
+    );
 }
