@@ -73,6 +73,12 @@ pub enum MintError {
     /// Reading or writing a Secret failed for now.
     #[error("the minted user could not be written now ({0}); retrying")]
     Unavailable(String),
+    /// The user of a Component being deleted could not be revoked yet.
+    #[error(
+        "the NATS user minted for this Component could not be revoked yet ({0}); the Component \
+         is kept until it is (retrying)"
+    )]
+    RevocationFailed(String),
 }
 
 impl Failure for MintError {
@@ -83,6 +89,7 @@ impl Failure for MintError {
             Self::SigningKeyInvalid { .. } => "MintingCredentialsInvalid",
             Self::SecretConflict { .. } => "MintedSecretConflict",
             Self::Unavailable(_) => "MintingFailed",
+            Self::RevocationFailed(_) => "RevocationFailed",
         }
     }
 
@@ -91,7 +98,7 @@ impl Failure for MintError {
             Self::Reference(_) | Self::SecretConflict { .. } => Retry::AwaitChange,
             // A policy or the admin's Secret changes without a change of the Component.
             Self::NotAllowed { .. } | Self::SigningKeyInvalid { .. } => Retry::Resync,
-            Self::Unavailable(_) => Retry::Backoff,
+            Self::Unavailable(_) | Self::RevocationFailed(_) => Retry::Backoff,
         }
     }
 }

@@ -211,14 +211,9 @@ pub(crate) async fn revoke(ctx: &Context, component: &Component) -> Result<Optio
     let namespace = component.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let failed = |detail: String| {
-        Problem::new(
+        Problem::of(
             ConditionType::CredentialsResolved,
-            "RevocationFailed",
-            format!(
-                "the NATS user minted for this Component could not be revoked yet ({detail}); the \
-                 Component is kept until it is (retrying)"
-            ),
-            crate::failure::Retry::Backoff,
+            &MintError::RevocationFailed(detail),
         )
     };
     let secret = match secrets.get_opt(&target.name).await {
@@ -395,6 +390,11 @@ async fn signing_key(
 /// A failed API call: its status code only (an API error can quote what was sent).
 fn unavailable(what: &str, error: &kube::Error) -> MintError {
     let code = match error {
+        kube::Error::Api(s) if s.code == 403 => {
+            "HTTP 403: the operator may not do it; the chart grants it with \
+             natsServerPolicy.mintUsers=true"
+                .to_owned()
+        }
         kube::Error::Api(s) => format!("HTTP {}", s.code),
         _ => "no answer".to_owned(),
     };
