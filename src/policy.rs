@@ -62,6 +62,12 @@ pub struct NatsServerPolicySpec {
     /// policy does not allow never uses them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provisioning_credentials: Option<ProvisioningCredentials>,
+    /// An account signing key with which the operator mints, for each Component this policy
+    /// allows that asks for it (`jetstreamkv.io/credentials: mint`), a user allowed exactly what
+    /// daprd does with its bucket, written to the Secret its `jwt` and `seedKey` name. A
+    /// Component this policy does not allow never gets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mint_credentials: Option<MintCredentials>,
     /// What each namespace this policy applies to may provision, each on its own: the
     /// Components of a namespace share its quota (see [`crate::quota`]). Every quota of every
     /// policy that applies to a namespace holds.
@@ -76,6 +82,23 @@ pub struct NatsServerPolicySpec {
 pub struct ProvisioningCredentials {
     /// The Secret's name, in the operator's namespace (tenants cannot read or write it).
     pub secret_name: String,
+}
+
+/// Where the account signing key is: a Secret in the operator's own namespace, holding `seed`
+/// (the signing key's seed, `SA...`) and `account` (the account's public key, when the seed is a
+/// signing key and not the account's own key).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MintCredentials {
+    /// The Secret's name, in the operator's namespace (tenants cannot read or write it).
+    pub secret_name: String,
+    /// A Secret in the operator's namespace with which the operator revokes a minted user when
+    /// its Component is deleted: `operatorSeed` (the seed of the operator, or of an operator
+    /// signing key, that signs the account's JWT) and `systemCreds` (a `.creds` file of a user of
+    /// the system account, to push the account's JWT to a full resolver). Without it, a deleted
+    /// Component's user stays valid on the server (a Warning Event says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_secret_name: Option<String>,
 }
 
 /// The provisioning identity a Component gets: which policy names it, and where it is.
@@ -243,6 +266,27 @@ pub fn provisioning(
             .as_ref()?
             .secret_name
             .clone(),
+    })
+}
+
+/// The signing key `request` may have a user minted with: that of the first policy, by name,
+/// that applies to its namespace, allows it ([`decide`]'s rules) and names `mintCredentials`.
+/// None: no user is minted for it. Pure.
+pub fn minting(
+    policies: &[(String, NatsServerPolicySpec)],
+    request: &Request<'_>,
+) -> Option<Provisioning> {
+    let mut covering: Vec<&(String, NatsServerPolicySpec)> = policies
+        .iter()
+        .filter(|(_, p)| p.mint_credentials.is_some())
+        .filter(|(_, p)| applies_to(p, request.namespace, request.namespace_labels))
+        .filter(|(_, p)| refuse(p, request).is_none())
+        .collect();
+    covering.sort_by(|a, b| a.0.cmp(&b.0));
+    let (name, policy) = covering.first()?;
+    Some(Provisioning {
+        policy: name.clone(),
+        secret_name: policy.mint_credentials.as_ref()?.secret_name.clone(),
     })
 }
 
@@ -533,6 +577,39 @@ impl Enforcer {
                 names: &[],
             },
         )
+    }
+
+    /// The signing key a Component of `namespace` using `nats_url` may have a user minted with
+    /// (see [`minting`]). No DNS, no connection.
+    pub fn minting(&self, namespace: &str, nats_url: &str) -> Option<Provisioning> {
+        let policies: Vec<(String, NatsServerPolicySpec)> = self
+            .policies
+            .state()
+            .iter()
+            .map(|p| (kube::ResourceExt::name_any(p.as_ref()), p.spec.clone()))
+            .collect();
+        let labels = self.labels_of(namespace);
+        let servers = servers_of(nats_url);
+        minting(
+            &policies,
+            &Request {
+                namespace,
+                namespace_labels: &labels,
+                servers: &servers,
+                // A minted user authenticates with its JWT.
+                has_credentials: true,
+                names: &[],
+            },
+        )
+    }
+
+    /// The `mintCredentials` of the policy named `policy`, if it exists and names them.
+    pub fn mint_credentials(&self, policy: &str) -> Option<MintCredentials> {
+        self.policies
+            .get(&kube::runtime::reflector::ObjectRef::new(policy))?
+            .spec
+            .mint_credentials
+            .clone()
     }
 
     /// The decision for a Component of `namespace` using `nats_url`, whose bucket or streams

@@ -27,7 +27,7 @@ use crate::pubsub::stream::{StreamSettings, stream_settings};
 use crate::pubsub::{PubsubConfig, pubsub_config_with_origins};
 use crate::secret_value::SecretValue;
 use crate::secrets::SecretError;
-use crate::settings::{BucketSettings, from_annotations};
+use crate::settings::{BucketSettings, CredentialsMode, from_annotations};
 
 /// What validation knows of the values held in Secrets.
 #[derive(Clone, Copy, Debug)]
@@ -159,6 +159,17 @@ pub fn validate(component: &Component, values: Values<'_>, now_unix: i64) -> Val
     let Ok(entries) = entries else {
         return out;
     };
+    // A minted user goes to the one Secret jwt and seedKey name.
+    if out
+        .settings
+        .as_ref()
+        .is_some_and(|s| s.credentials == CredentialsMode::Mint)
+        && let Err(e) = crate::credentials::minted::minted_secret(&entries)
+    {
+        out.problem(CredentialsResolved, &e);
+        out.settings = None;
+        return out;
+    }
     let is_offline = matches!(values, Values::Offline);
     let Some((known, values)) = entry_values(&entries, values, &mut out.findings) else {
         return out;
@@ -563,6 +574,47 @@ mod tests {
         let found = check_component(&c, NOW);
         assert!(found.problems.is_empty(), "{found:?}");
         assert_eq!(found.notes.len(), 1);
+    }
+
+    #[test]
+    fn a_minted_user_needs_jwt_and_seed_key_from_one_secret_everywhere() {
+        let mint = "jetstreamkv.io/credentials: mint";
+        let refs = "  - name: jwt\n    secretKeyRef: {name: store-nats, key: jwt}\n  - name: \
+                    seedKey\n    secretKeyRef: {name: store-nats, key: seed}\n";
+        let good = component(&format!("{FROM_SECRET}{refs}"), mint);
+        assert!(check_component(&good, NOW).problems.is_empty());
+        let reasons = |c: &Component| -> Vec<String> {
+            check_component(c, NOW)
+                .problems
+                .iter()
+                .map(|p| p.reason.clone())
+                .collect()
+        };
+        // Without the items, or with another value: refused by check and the webhook (the
+        // same function), and by the reconciler.
+        assert_eq!(
+            reasons(&component(FROM_SECRET, mint)),
+            ["MintedSecretReference"]
+        );
+        let two = refs.replacen("store-nats", "other", 1);
+        assert_eq!(
+            reasons(&component(&format!("{FROM_SECRET}{two}"), mint)),
+            ["MintedSecretReference"]
+        );
+        let values = read(&[("natsURL", "nats://nats:4222"), ("bucket", "orders")]);
+        let v = validate(&component(FROM_SECRET, mint), Values::Read(&values), NOW);
+        assert_eq!(v.findings.problems[0].reason, "MintedSecretReference");
+        // A bad value is refused with what it accepts; the pub/sub refuses it by name.
+        assert_eq!(
+            reasons(&component(
+                FROM_SECRET,
+                "jetstreamkv.io/credentials: borrowed"
+            )),
+            ["InvalidAnnotation"]
+        );
+        let mut pubsub = component(FROM_SECRET, mint);
+        pubsub.spec.type_ = "pubsub.jetstream".into();
+        assert_eq!(reasons(&pubsub), ["InapplicableAnnotation"]);
     }
 
     #[test]

@@ -1230,6 +1230,40 @@ fn provisioning_secrets_are_granted_by_name_in_the_release_namespace_only() {
     );
 }
 
+#[test]
+fn minted_users_add_writing_secrets_in_the_watched_namespaces_only() {
+    let objects = render(&[
+        "--set",
+        "watchNamespaces={team-a},natsServerPolicy.mintUsers=true,natsServerPolicy.provisioningSecrets={nats-minter}",
+    ]);
+    let expected: BTreeSet<Grant> = watched_namespace_grants("team-a")
+        .into_iter()
+        .chain(lease_grants())
+        .chain(policy_grants())
+        .chain(["create", "patch"].map(|verb| grant("team-a", "", "secrets", verb, "*")))
+        .chain([grant(
+            RELEASE_NAMESPACE,
+            "",
+            "secrets",
+            "get",
+            "nats-minter",
+        )])
+        .collect();
+    assert_eq!(
+        objects.operator_grants(),
+        expected,
+        "exactly these permissions"
+    );
+    // Off by default: no Secret is written anywhere.
+    assert!(
+        render(&[])
+            .operator_grants()
+            .iter()
+            .all(|g| g.resource != "secrets" || !["create", "patch"].contains(&g.verb.as_str())),
+        "Secrets written without natsServerPolicy.mintUsers"
+    );
+}
+
 const MONITORING_ON: &[&str] = &[
     "--set",
     "serviceMonitor.enabled=true,prometheusRule.enabled=true,grafanaDashboard.enabled=true",

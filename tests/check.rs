@@ -315,3 +315,25 @@ fn inline_credentials_and_passwords_are_checked_but_never_printed() {
         }
     }
 }
+
+#[test]
+fn a_minted_user_needs_jwt_and_seed_key_from_one_secret() {
+    let component = |items: &str| {
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: store\n  \
+             namespace: shop\n  annotations:\n    jetstreamkv.io/credentials: mint\nspec:\n  \
+             type: state.jetstream\n  version: v1\n  metadata:\n  - name: natsURL\n    value: \
+             nats://nats:4222\n  - name: bucket\n    value: orders\n{items}"
+        )
+    };
+    let refs = "  - name: jwt\n    secretKeyRef: {name: store-nats, key: jwt}\n  - name: seedKey\n    \
+                secretKeyRef: {name: store-nats, key: seed}\n";
+    let good = check(&["-", "-o", "json"], Some(&component(refs)));
+    assert_eq!(good.code, Some(0), "{}{}", good.stdout, good.stderr);
+    let bad = check(&["-", "-o", "json"], Some(&component("")));
+    assert_eq!(bad.code, Some(1), "{}{}", bad.stdout, bad.stderr);
+    let report = json(&bad);
+    assert_eq!(report["problems"][0]["reason"], "MintedSecretReference");
+    let message = report["problems"][0]["message"].as_str().unwrap();
+    assert!(message.contains("secretKeyRefs to one Secret"), "{message}");
+}

@@ -29,6 +29,12 @@ const READY: Duration = Duration::from_secs(60);
 struct World {
     server: NatsServer,
     account: KeyPair,
+    /// A signing key of the application account (what an admin gives the operator to mint
+    /// users with).
+    signing: KeyPair,
+    /// The operator's key (signs account JWTs: what revokes a user) and the system account's.
+    operator: KeyPair,
+    system: KeyPair,
     /// Holds the resolver's directory.
     _resolver: tempfile::TempDir,
 }
@@ -39,7 +45,20 @@ fn world() -> &'static World {
         let operator = KeyPair::new_operator();
         let system = KeyPair::new_account();
         let account = KeyPair::new_account();
+        let signing = KeyPair::new_account();
         let mint = |r: Result<String, jwt::JwtError>| r.expect("minting");
+        // The application account, with a signing key.
+        let mut app = jwt::decode(&mint(jwt::account_jwt(
+            &operator,
+            &account.public_key(),
+            "APP",
+            true,
+        )))
+        .expect("a minted JWT decodes")
+        .claims;
+        app.nats
+            .insert("signing_keys".into(), json!([signing.public_key()]));
+        let app_jwt = mint(jwt::encode(&app, &operator));
         let resolver = tempfile::Builder::new()
             .prefix("jko-resolver-")
             .tempdir()
@@ -53,12 +72,15 @@ fn world() -> &'static World {
             sys = system.public_key(),
             sys_jwt = mint(jwt::account_jwt(&operator, &system.public_key(), "SYS", false)),
             app = account.public_key(),
-            app_jwt = mint(jwt::account_jwt(&operator, &account.public_key(), "APP", true)),
+            app_jwt = app_jwt,
             dir = resolver.path(),
         );
         World {
             server: NatsServer::start_with_config(&config),
             account,
+            signing,
+            operator,
+            system,
             _resolver: resolver,
         }
     })
@@ -153,9 +175,16 @@ fn operator() -> &'static Operator {
 /// A NatsServerPolicy letting `namespace` use the test server, naming `secret` as the
 /// provisioning identity when given.
 fn policy(name: &str, namespace: &str, secret: Option<&str>) -> String {
+    policy_minting(name, namespace, secret, None)
+}
+
+/// [`policy`], naming `mint` as the Secret of the signing key users are minted with.
+fn policy_minting(name: &str, namespace: &str, secret: Option<&str>, mint: Option<&str>) -> String {
     let provisioning = secret
         .map(|s| format!("  provisioningCredentials:\n    secretName: {s}\n"))
-        .unwrap_or_default();
+        .into_iter()
+        .chain(mint.map(|s| format!("  mintCredentials:\n    secretName: {s}\n")))
+        .collect::<String>();
     format!(
         "apiVersion: jetstreamkv.io/v1alpha1\nkind: NatsServerPolicy\nmetadata:\n  name: {name}\nspec:\n  conditions:\n  - namespaces: [{namespace}]\n  servers: [{{host: \"127.0.0.1\"}}]\n{provisioning}"
     )
@@ -697,4 +726,443 @@ async fn a_right_the_app_lacks_is_named_before_daprd_fails_on_it() {
         json!({"item": "tea"})
     );
     let _ = control_plane().kubectl(&["delete", "natsserverpolicy", &policy_name], None);
+}
+
+/// The publish allow list of a user minted for a state store's `bucket`: what daprd's
+/// `state.jetstream` does with it, and nothing else.
+fn minted_publish(bucket: &str) -> Value {
+    json!([
+        format!("$JS.API.STREAM.INFO.KV_{bucket}"),
+        format!("$JS.API.DIRECT.GET.KV_{bucket}.>"),
+        format!("$JS.API.STREAM.MSG.GET.KV_{bucket}"),
+        format!("$KV.{bucket}.>"),
+    ])
+}
+
+/// A state store asking for a minted user, whose `jwt` and `seedKey` name the Secret
+/// `store-nats` the operator writes it to.
+fn minted_store(namespace: &str, bucket: &str) -> Value {
+    ComponentManifest::store(namespace, "store", &world().server.url(), bucket)
+        .item_from_secret("jwt", "store-nats", Some("jwt"))
+        .item_from_secret("seedKey", "store-nats", Some("seed"))
+        .annotation("jetstreamkv.io/credentials", "mint")
+        .json()
+}
+
+/// A client of the minted user, and every error the server sends it.
+async fn connect_collecting(
+    jwt: &str,
+    seed: &str,
+) -> (async_nats::Client, Arc<Mutex<Vec<String>>>) {
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let into = errors.clone();
+    let client = user_connect_options(jwt, seed)
+        .event_callback(move |event| {
+            let into = into.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    into.lock().unwrap().push(e.to_string());
+                }
+            }
+        })
+        .connect(world().server.url())
+        .await
+        .expect("the minted user connects");
+    (client, errors)
+}
+
+/// A user minted per Component (`jetstreamkv.io/credentials: mint`) with the account signing
+/// key a NatsServerPolicy names: written to the Secret the Component's `jwt` and `seedKey`
+/// name, owned by the Component, allowed exactly what daprd does with its bucket. Dapr's own
+/// sidecar saves and reads state with it (its secretKeyRefs resolved by Dapr from a secret
+/// store holding that Secret's keys); the same user is refused by the server on another bucket's
+/// subjects and on stream creation; a namespace whose policy names no signing key gets no user;
+/// the signing key appears nowhere a tenant can read.
+#[tokio::test]
+async fn a_user_minted_for_a_component_does_what_daprd_needs_and_nothing_else() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "mint").await;
+    let outside = TestNamespace::new(&client, "nomint").await;
+    let suffix = support::random_suffix();
+    let observer = user("observer", None);
+    let provisioner = user("provisioner", None);
+    let prov_secret = format!("provisioner-mint-{suffix}");
+    apply_json(&fixtures::secret(
+        operator_namespace(),
+        &prov_secret,
+        &[("jwt", &provisioner.0), ("seed", &provisioner.1)],
+    ));
+    let signing_seed = world().signing.seed().expect("a seed");
+    let key_secret = format!("minter-{suffix}");
+    apply_json(&fixtures::secret(
+        operator_namespace(),
+        &key_secret,
+        &[
+            ("seed", &signing_seed),
+            ("account", &world().account.public_key()),
+        ],
+    ));
+    // What revokes: the operator's key and a user of the system account.
+    let operator_seed = world().operator.seed().expect("a seed");
+    let system_user = KeyPair::new_user();
+    let system_jwt =
+        jwt::user_jwt(&world().system, &system_user.public_key(), "sys", None).expect("minting");
+    let system_creds = creds_file(&system_jwt, &system_user.seed().expect("a seed"));
+    let revocation_secret = format!("revoker-{suffix}");
+    apply_json(&fixtures::secret(
+        operator_namespace(),
+        &revocation_secret,
+        &[
+            ("operatorSeed", &operator_seed),
+            ("systemCreds", &system_creds),
+        ],
+    ));
+    let norevoke = TestNamespace::new(&client, "norevoke").await;
+    let policies = [
+        format!("mint-{suffix}"),
+        format!("nomint-{suffix}"),
+        format!("norevoke-{suffix}"),
+    ];
+    control_plane().apply(&format!(
+        "{}    revocationSecretName: {revocation_secret}\n",
+        policy_minting(
+            &policies[0],
+            &ns.name,
+            Some(&prov_secret),
+            Some(&key_secret),
+        )
+    ));
+    control_plane().apply(&policy(&policies[1], &outside.name, Some(&prov_secret)));
+    control_plane().apply(&policy_minting(
+        &policies[2],
+        &norevoke.name,
+        Some(&prov_secret),
+        Some(&key_secret),
+    ));
+
+    let bucket = unique_bucket("mint");
+    let outside_bucket = unique_bucket("nomint");
+    let component = minted_store(&ns.name, &bucket);
+    apply_json(&component);
+    apply_json(&minted_store(&outside.name, &outside_bucket));
+
+    support::wait_kvb_of(operator(), &ns.name, "store", "Ready", READY);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let secret = secrets.get("store-nats").await.expect("the minted Secret");
+    let owner = &secret.metadata.owner_references.clone().unwrap_or_default()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("Component", "store")
+    );
+    let data = secret.data.clone().unwrap_or_default();
+    let text = |k: &str| String::from_utf8(data[k].0.clone()).expect("text");
+    let (minted_jwt, minted_seed) = (text("jwt"), text("seed"));
+    let claims = jwt::decode_verified(&minted_jwt).expect("the minted JWT verifies");
+    assert_eq!(claims.iss, world().signing.public_key());
+    assert_eq!(claims.issuer_account(), world().account.public_key());
+    assert_eq!(
+        claims.nats["pub"],
+        json!({ "allow": minted_publish(&bucket) })
+    );
+    assert_eq!(claims.nats["sub"], json!({ "allow": ["_INBOX.>"] }));
+    eprintln!("minted user {}: {:?}", claims.sub, claims.nats);
+    let events = control_plane()
+        .kubectl(&["get", "events", "-n", &ns.name, "-o", "yaml"], None)
+        .expect("events");
+    assert!(
+        events.contains("UserMinted") && events.contains(&claims.sub),
+        "{events}"
+    );
+
+    // Dapr's sidecar with the Component as the cluster holds it; its secretKeyRefs resolved by
+    // Dapr from a secret store that holds the minted Secret's keys under its name.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store_file = support::daprd::secret_store_file(
+        dir.path(),
+        "secrets",
+        &json!({ "store-nats": { "jwt": minted_jwt, "seed": minted_seed } }),
+    );
+    let mut with_store = component.clone();
+    with_store["auth"] = json!({ "secretStore": "secrets" });
+    let app_id = format!("mint{suffix}");
+    let mut daprd = Daprd::start_with(&app_id, &[store_file, resource_file(&with_store)], None);
+    daprd.wait_healthy();
+    let saved = daprd.http(
+        "POST",
+        "/v1.0/state/store",
+        Some(r#"[{"key":"order-1","value":{"item":"tea"}}]"#),
+    );
+    assert_eq!(
+        saved.as_ref().map(|s| s.0),
+        Some(204),
+        "{saved:?}\n{}",
+        daprd.log()
+    );
+    let read = daprd
+        .http("GET", "/v1.0/state/store/order-1", None)
+        .unwrap_or_else(|| panic!("read failed:\n{}", daprd.log()));
+    assert_eq!(read.0, 200, "{read:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&read.1).unwrap(),
+        json!({"item": "tea"})
+    );
+    let deleted = daprd.http("DELETE", "/v1.0/state/store/order-1", None);
+    assert_eq!(deleted.as_ref().map(|s| s.0), Some(204), "{deleted:?}");
+    drop(daprd);
+
+    // The same user on the test's own client: its bucket works; another bucket's subjects and
+    // stream creation are refused by the server.
+    let other = unique_bucket("other");
+    let admin = user_connect_options(&observer.0, &observer.1)
+        .connect(world().server.url())
+        .await
+        .expect("the observer connects");
+    async_nats::jetstream::new(admin)
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: other.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("another bucket");
+    let (app, errors) = connect_collecting(&minted_jwt, &minted_seed).await;
+    let js = async_nats::jetstream::new(app.clone());
+    let kv = js
+        .get_key_value(&bucket)
+        .await
+        .expect("binds to its bucket");
+    kv.put("k", "v".into()).await.expect("writes its bucket");
+    assert!(js.get_key_value(&other).await.is_err());
+    let _ = app.publish(format!("$KV.{other}.k"), "x".into()).await;
+    let _ = app.subscribe(format!("$KV.{other}.>")).await;
+    let created = unique_bucket("created");
+    // A bucket's stream, created the way a KV client creates it.
+    assert!(
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: format!("KV_{created}"),
+            subjects: vec![format!("$KV.{created}.>")],
+            ..Default::default()
+        })
+        .await
+        .is_err()
+    );
+    let _ = app.flush().await;
+    let expected = [
+        format!("publish to \"$js.api.stream.info.kv_{other}\""),
+        format!("publish to \"$kv.{other}.k\""),
+        format!("subscription to \"$kv.{other}.>\""),
+        format!("publish to \"$js.api.stream.create.kv_{created}\""),
+    ]
+    .map(|s| s.to_ascii_lowercase());
+    let seen = eventually(
+        Duration::from_secs(10),
+        "the server's permissions violations",
+        || async {
+            let seen: Vec<String> = errors
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|e| e.to_ascii_lowercase())
+                .collect();
+            expected
+                .iter()
+                .all(|x| {
+                    seen.iter()
+                        .any(|e| e.contains("permissions violation") && e.contains(x.as_str()))
+                })
+                .then_some(seen)
+        },
+        async || format!("{:?}", errors.lock().unwrap()),
+    )
+    .await;
+    eprintln!("the server refused the minted user: {seen:?}");
+    assert!(!stream_exists(&observer, &created).await);
+
+    // A namespace whose policy names no signing key: told so, and no Secret written.
+    let (_, message) = wait_refused(&client, &outside.name, "MintingNotAllowed").await;
+    assert!(message.contains(&outside.name), "{message}");
+    let outside_secrets: Api<Secret> = Api::namespaced(client.clone(), &outside.name);
+    assert!(
+        outside_secrets
+            .get_opt("store-nats")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!stream_exists(&observer, &outside_bucket).await);
+
+    // Nothing of the admin's keys where tenants read.
+    let needles = [
+        signing_seed.clone(),
+        operator_seed.clone(),
+        system_user.seed().expect("a seed"),
+        signature_of(&system_jwt),
+        provisioner.1.clone(),
+        signature_of(&provisioner.0),
+    ];
+    let cp = control_plane();
+    let get = |args: &[&str]| cp.kubectl(args, None).unwrap_or_else(|e| panic!("{e}"));
+    let (_, metrics) = operator().http_get("/metrics").expect("metrics");
+    let mut places = vec![
+        ("the operator log".to_owned(), operator().logs()),
+        (
+            "Events".to_owned(),
+            get(&["get", "events", "-A", "-o", "yaml"]),
+        ),
+        (
+            "KeyValueBuckets".to_owned(),
+            get(&["get", "kvb", "-A", "-o", "yaml"]),
+        ),
+        (
+            "Components".to_owned(),
+            get(&["get", "components", "-A", "-o", "yaml"]),
+        ),
+        ("/metrics".to_owned(), metrics),
+    ];
+    for n in [&ns.name, &outside.name, &norevoke.name] {
+        places.push((
+            format!("the Secrets of {n}"),
+            secrets_text(&client, n).await,
+        ));
+    }
+    let leaks: Vec<&String> = places
+        .iter()
+        .filter(|(_, text)| needles.iter().any(|n| holds_piece(text, n)))
+        .map(|(place, _)| place)
+        .collect();
+    assert!(leaks.is_empty(), "the admin's keys in: {leaks:?}");
+    // The scan finds the signing key where it belongs.
+    assert!(holds_piece(
+        &secrets_text(&client, operator_namespace()).await,
+        &signing_seed
+    ));
+
+    // The Component deleted: its user revoked, its connection closed and refused within
+    // seconds.
+    let (watched, _) = connect_collecting(&minted_jwt, &minted_seed).await;
+    let components: Api<Component> = Api::namespaced(client.clone(), &ns.name);
+    let deleted_at = std::time::Instant::now();
+    components
+        .delete("store", &DeleteParams::default())
+        .await
+        .unwrap();
+    let refused = eventually(
+        Duration::from_secs(20),
+        "the minted user to be refused",
+        || async {
+            match user_connect_options(&minted_jwt, &minted_seed)
+                .connect(world().server.url())
+                .await
+            {
+                Ok(_) => None,
+                Err(e) => Some(e.to_string()),
+            }
+        },
+        async || operator().log_tail(),
+    )
+    .await;
+    eprintln!(
+        "the minted user refused {:?} after its Component's deletion: {refused}",
+        deleted_at.elapsed()
+    );
+    assert!(
+        refused.to_ascii_lowercase().contains("authorization"),
+        "{refused}"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the open connection of the revoked user to be closed",
+        || async {
+            (watched.connection_state() != async_nats::connection::State::Connected).then_some(())
+        },
+        async || String::new(),
+    )
+    .await;
+    let events = get(&["get", "events", "-n", &ns.name, "-o", "yaml"]);
+    assert!(events.contains("UserRevoked"), "{events}");
+    eventually(
+        Duration::from_secs(30),
+        "the minted Secret to go with its Component",
+        || async {
+            secrets
+                .get_opt("store-nats")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+        async || String::new(),
+    )
+    .await;
+
+    // A Secret of that name the operator did not write is never overwritten: said, and kept;
+    // once it is gone, the user is minted.
+    apply_json(&fixtures::secret(
+        &norevoke.name,
+        "store-nats",
+        &[("jwt", "the team's own"), ("seed", "the team's own")],
+    ));
+    let kept_bucket = unique_bucket("norevoke");
+    apply_json(&minted_store(&norevoke.name, &kept_bucket));
+    let (_, message) = wait_refused(&client, &norevoke.name, "MintedSecretConflict").await;
+    assert!(message.contains("store-nats"), "{message}");
+    let kept: Api<Secret> = Api::namespaced(client.clone(), &norevoke.name);
+    let theirs = kept
+        .get("store-nats")
+        .await
+        .unwrap()
+        .data
+        .unwrap_or_default();
+    assert_eq!(theirs["jwt"].0, b"the team's own");
+    kept.delete("store-nats", &DeleteParams::default())
+        .await
+        .unwrap();
+
+    // Without a revocation Secret: the deletion says the user stays valid, and it does.
+    support::wait_kvb_of(operator(), &norevoke.name, "store", "Ready", READY);
+    let kept_data = kept
+        .get("store-nats")
+        .await
+        .unwrap()
+        .data
+        .unwrap_or_default();
+    let kept_text = |k: &str| String::from_utf8(kept_data[k].0.clone()).expect("text");
+    let (kept_jwt, kept_seed) = (kept_text("jwt"), kept_text("seed"));
+    Api::<Component>::namespaced(client.clone(), &norevoke.name)
+        .delete("store", &DeleteParams::default())
+        .await
+        .unwrap();
+    let warning = eventually(
+        Duration::from_secs(20),
+        "a MintedUserNotRevoked Event",
+        || async {
+            let events = get(&["get", "events", "-n", &norevoke.name, "-o", "yaml"]);
+            events.contains("MintedUserNotRevoked").then_some(events)
+        },
+        async || operator().log_tail(),
+    )
+    .await;
+    let kept_user = jwt::decode(&kept_jwt).unwrap().claims.sub;
+    assert!(warning.contains(&kept_user), "{warning}");
+    eventually(
+        Duration::from_secs(30),
+        "the minted Secret to go with its Component",
+        || async {
+            kept.get_opt("store-nats")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+        async || String::new(),
+    )
+    .await;
+    user_connect_options(&kept_jwt, &kept_seed)
+        .connect(world().server.url())
+        .await
+        .expect("a user not revoked still connects, as the Event and the docs say");
+
+    for name in &policies {
+        let _ = cp.kubectl(&["delete", "natsserverpolicy", name], None);
+    }
 }

@@ -16,6 +16,7 @@
 local transient = {
   NatsUnavailable = true, NatsTimeout = true, NatsRequestFailed = true, JwtNotYetValid = true,
   BucketMissing = true, BucketCreateConflict = true, SecretReadFailed = true,
+  MintingFailed = true,
   DeletionPending = true,
   QuorumLost = true, NoStreamLeader = true, JetStreamUnavailable = true, ReplicasNotCurrent = true,
   StreamMissing = true, StreamCreateConflict = true, SubscriptionsUnreadable = true,

@@ -27,6 +27,8 @@ local needs_change = {
   TooMuchMetadata = true, ServerNotAllowed = true, NamespacePrefixRequired = true, NatsProtocolViolation = true,
   StreamListingTooLong = true, AuditMode = true,
   ProvisioningCredentialsInvalid = true, AppPermissionDenied = true,
+  MintedSecretReference = true, MintingNotAllowed = true, MintingCredentialsInvalid = true,
+  MintedSecretConflict = true,
   QuotaExceeded = true,
   TlsCertWithoutKey = true, TlsKeyWithoutCert = true, TlsClientAuthUnsupported = true,
   InvalidStreamName = true, InvalidConsumerName = true, InvalidSubject = true, OverlappingSubjects = true,

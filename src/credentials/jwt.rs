@@ -4,12 +4,13 @@
 //! header is `{"typ":"JWT","alg":"ed25519-nkey"}`; the signature is the issuer's ed25519 (nkey)
 //! signature. Operators sign accounts (and themselves), accounts sign users.
 //!
-//! The operator only decodes and verifies user JWTs (see [`super::check_user_credentials`]); the
-//! minting half (`encode`, `operator_jwt`, `account_jwt`, `user_jwt`, in `jwt/mint.rs`) exists so
-//! that the integration tests and benchmarks can run a `nats-server` in operator mode without the
-//! `nsc` tool. It is not in the shipped library: only unit tests and the `test-support` feature
-//! (which the crate's own dev-dependency on itself turns on) compile it. The JSON field names follow the Go library `nats-io/jwt` v2 that `nats-server` decodes
-//! with.
+//! The operator decodes and verifies user JWTs (see [`super::check_user_credentials`]), and
+//! signs the users it mints per Component ([`encode`], used by [`super::minted`]). The rest of
+//! the minting half (`operator_jwt`, `account_jwt`, `user_jwt`, in `jwt/mint.rs`) exists so that
+//! the integration tests and benchmarks can run a `nats-server` in operator mode without the
+//! `nsc` tool: only unit tests and the `test-support` feature (which the crate's own
+//! dev-dependency on itself turns on) compile it. The JSON field names follow the Go library
+//! `nats-io/jwt` v2 that `nats-server` decodes with.
 
 use std::fmt;
 
@@ -19,10 +20,10 @@ use nkeys::KeyPair;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-#[cfg(any(test, feature = "test-support"))]
 mod mint;
+pub use mint::encode;
 #[cfg(any(test, feature = "test-support"))]
-pub use mint::{account_jwt, encode, operator_jwt, user_jwt};
+pub use mint::{account_jwt, operator_jwt, user_jwt};
 
 /// The header algorithm of a v2 NATS JWT, the only one this module writes.
 pub const ALGORITHM: &str = "ed25519-nkey";

@@ -10,6 +10,7 @@
 //! secret and may appear.
 
 pub mod jwt;
+pub mod minted;
 pub mod provisioning;
 
 use nkeys::KeyPair;

@@ -60,6 +60,17 @@ async fn finalize_kind<K: Kind>(
     if ctx.mode.is_audit() {
         return audit_deletion::<K>(component, key, ctx).await;
     }
+    // A minted user is revoked (or said not to be) before its Component goes.
+    match super::mint::revoke(ctx, component).await {
+        Ok(Some(note)) => report::publish(ctx, component, note).await,
+        Ok(None) => {}
+        Err(failure) => {
+            let previous = ctx.previous::<K::Object>(key, component);
+            let outcome = K::deletion_pending(key, previous.as_ref(), &failure);
+            K::report(ctx, component, key, previous.as_ref(), &outcome).await?;
+            return Ok(Action::requeue(ctx.backoff(key)));
+        }
+    }
     let note = if K::deletes(component) {
         match K::delete_provisioned(ctx, component, key).await {
             Ok(done) => done.note,

@@ -5,6 +5,7 @@
 //! the context and the report are generic over the object ([`index::Owned`]).
 //!
 //! One reconcile is a pipeline, one module per step (for a bucket; a pub/sub's are in [`stream`]):
+//! **mint** ([`mint`]: the user a Component asks the operator to mint, written to its Secret) →
 //! **read** ([`read`]: the Secrets it names, what was written before) → **validate**
 //! ([`crate::validate`], pure) → **plan** ([`crate::nats::bucket::plan`], pure) and **execute**
 //! ([`execute`]: NATS only) → **status** ([`status`], pure: conditions, Ready's reason, Stalled or
@@ -19,6 +20,7 @@ pub mod execute;
 pub(crate) mod identity;
 pub mod index;
 pub mod kind;
+pub mod mint;
 mod read;
 pub mod report;
 pub mod status;
@@ -133,8 +135,12 @@ where
     delete::other_kind_gone(component, key, ctx).await?;
     // Read (what was written, from memory or the cache: no request).
     let previous = ctx.previous::<K::Object>(key, component);
-    // Validate.
+    // Mint the user the Component asks for, then validate (reading it like any Secret).
+    let minting = mint::prepare(ctx, component, key).await;
     let mut validation = validated(ctx, component, K::validate).await;
+    if let Some(problem) = minting {
+        validation.findings.problems.insert(0, problem);
+    }
     within_quota(ctx, component, &mut validation);
     // Execute.
     let progress = K::execute(ctx, component, key, &validation, previous.as_ref()).await;

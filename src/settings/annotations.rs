@@ -7,11 +7,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{
-    ALLOW_DATA_LOSS_ANNOTATION, ANNOTATION_PREFIX, BucketSettings, DELETION_POLICY_ANNOTATION,
-    DeletionPolicy, MAX_HISTORY, MAX_METADATA_ITEMS, MAX_METADATA_KEY, MAX_METADATA_TEXT,
-    MAX_METADATA_VALUE, MAX_REPLICAS, MIN_LIMIT_MARKER_TTL, MIN_TTL, ON_EXISTING_ANNOTATION,
-    OnExisting, POLICY_ANNOTATIONS, STATUS_ANNOTATIONS, Setting, SettingsError, Storage,
-    is_reserved_metadata_key, shorten,
+    ALLOW_DATA_LOSS_ANNOTATION, ANNOTATION_PREFIX, BucketSettings, CREDENTIALS_ANNOTATION,
+    CredentialsMode, DELETION_POLICY_ANNOTATION, DeletionPolicy, MAX_HISTORY, MAX_METADATA_ITEMS,
+    MAX_METADATA_KEY, MAX_METADATA_TEXT, MAX_METADATA_VALUE, MAX_REPLICAS, MIN_LIMIT_MARKER_TTL,
+    MIN_TTL, ON_EXISTING_ANNOTATION, OnExisting, POLICY_ANNOTATIONS, STATUS_ANNOTATIONS, Setting,
+    SettingsError, Storage, is_reserved_metadata_key, shorten,
 };
 
 /// Reads the bucket settings and policies from a Component's annotations.
@@ -320,6 +320,12 @@ fn apply_policy(
         ALLOW_DATA_LOSS_ANNOTATION => boolean(value)
             .map(|v| settings.allow_data_loss = v)
             .ok_or("\"true\" or \"false\""),
+        CREDENTIALS_ANNOTATION => CredentialsMode::parse(value)
+            .map(|v| settings.credentials = v)
+            .ok_or(
+                "\"own\" (the credentials the Component names) or \"mint\" (a user the \
+                 operator mints for it, written to the Secret its jwt and seedKey name)",
+            ),
         _ => return None,
     };
     Some(result)
@@ -349,6 +355,13 @@ impl Keyword for Storage {
 
 impl Keyword for OnExisting {
     const ALL: &'static [Self] = &[OnExisting::Verify, OnExisting::Adopt];
+    fn keyword(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl Keyword for CredentialsMode {
+    const ALL: &'static [Self] = &[CredentialsMode::Own, CredentialsMode::Mint];
     fn keyword(self) -> &'static str {
         self.as_str()
     }

@@ -36,6 +36,8 @@ pub const ON_EXISTING_ANNOTATION: &str = "jetstreamkv.io/on-existing";
 pub const DELETION_POLICY_ANNOTATION: &str = "jetstreamkv.io/deletion-policy";
 /// Annotation for [`BucketSettings::allow_data_loss`].
 pub const ALLOW_DATA_LOSS_ANNOTATION: &str = "jetstreamkv.io/allow-data-loss";
+/// Annotation for [`BucketSettings::credentials`].
+pub const CREDENTIALS_ANNOTATION: &str = "jetstreamkv.io/credentials";
 
 /// Annotation listing the topics or topic patterns a pub/sub's stream holds beyond those
 /// discovered (comma- or whitespace-separated, e.g. `orders.>, audit`); the namespace prefix is
@@ -126,7 +128,9 @@ impl ComponentKind {
     /// Whether the annotation `key` (a `jetstreamkv.io/` one) is the other kind's only.
     fn refuses(self, key: &str) -> bool {
         let stream_only = STREAM_ONLY_ANNOTATIONS.contains(&key);
+        // Minted users are made for state stores only so far.
         let bucket_only = key == ON_EXISTING_ANNOTATION
+            || key == CREDENTIALS_ANNOTATION
             || Setting::from_annotation(key).is_some_and(|s| !SHARED_SETTINGS.contains(&s));
         match self {
             Self::StateStore => stream_only,
@@ -168,10 +172,11 @@ pub const STATUS_ANNOTATIONS: [&str; 3] = [
 ];
 
 /// The policy annotations (how the operator behaves, not how the bucket looks).
-const POLICY_ANNOTATIONS: [&str; 3] = [
+const POLICY_ANNOTATIONS: [&str; 4] = [
     ON_EXISTING_ANNOTATION,
     DELETION_POLICY_ANNOTATION,
     ALLOW_DATA_LOSS_ANNOTATION,
+    CREDENTIALS_ANNOTATION,
 ];
 
 /// Most values a KV key keeps (a NATS limit).
@@ -346,6 +351,28 @@ impl OnExisting {
     }
 }
 
+/// Whose NATS user daprd connects with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum CredentialsMode {
+    /// The credentials the Component names (its Secrets), as written by its owner.
+    #[default]
+    Own,
+    /// A user the operator mints for this Component with the signing key of the
+    /// NatsServerPolicy that allows it, written to the Secret its `jwt` and `seedKey` name.
+    Mint,
+}
+
+impl CredentialsMode {
+    /// The annotation value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialsMode::Own => "own",
+            CredentialsMode::Mint => "mint",
+        }
+    }
+}
+
 impl DeletionPolicy {
     /// The annotation and serialized value.
     pub fn as_str(self) -> &'static str {
@@ -399,6 +426,8 @@ pub struct BucketSettings {
     pub deletion_policy: DeletionPolicy,
     /// Whether changes that discard data (lower history or limits, shorter TTL) may be applied.
     pub allow_data_loss: bool,
+    /// Whose NATS user daprd connects with: the Component's own, or one minted for it.
+    pub credentials: CredentialsMode,
     /// The settings the Component sets by annotation (even to their default value).
     pub explicit: BTreeSet<Setting>,
 }
@@ -423,6 +452,7 @@ impl Default for BucketSettings {
             republish_headers_only: false,
             on_existing: OnExisting::Verify,
             deletion_policy: DeletionPolicy::Retain,
+            credentials: CredentialsMode::Own,
             allow_data_loss: false,
             explicit: BTreeSet::new(),
         }

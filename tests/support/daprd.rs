@@ -15,7 +15,7 @@ fn daprd_bin() -> PathBuf {
 }
 
 /// A resource file as daprd reads it from its resources folder: kind, apiVersion, name and the
-/// spec (and `scopes`), exactly as the API server holds them, without the namespace.
+/// spec (and `scopes` and `auth`), exactly as the API server holds them, without the namespace.
 pub fn resource_file(object: &serde_json::Value) -> serde_json::Value {
     let mut file = serde_json::json!({
         "apiVersion": object["apiVersion"],
@@ -23,10 +23,37 @@ pub fn resource_file(object: &serde_json::Value) -> serde_json::Value {
         "metadata": {"name": object["metadata"]["name"]},
         "spec": object["spec"],
     });
-    if let Some(scopes) = object.get("scopes") {
-        file["scopes"] = scopes.clone();
+    for field in ["scopes", "auth"] {
+        if let Some(value) = object.get(field) {
+            file[field] = value.clone();
+        }
     }
     file
+}
+
+/// A `secretstores.local.file` Component named `name` serving `secrets` (Secret name -> key ->
+/// value) the way Dapr serves Kubernetes Secrets to a `secretKeyRef` (`multiValued`: a name
+/// gives every key of that Secret, and `key` picks one), from a file in `dir`.
+pub fn secret_store_file(
+    dir: &std::path::Path,
+    name: &str,
+    secrets: &serde_json::Value,
+) -> serde_json::Value {
+    let path = dir.join(format!("{name}-secrets.json"));
+    std::fs::write(&path, secrets.to_string()).expect("write the secrets file");
+    serde_json::json!({
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": name},
+        "spec": {
+            "type": "secretstores.local.file",
+            "version": "v1",
+            "metadata": [
+                {"name": "secretsFile", "value": path.display().to_string()},
+                {"name": "multiValued", "value": "true"},
+            ],
+        },
+    })
 }
 
 /// A daprd process in self-hosted mode, with its own resources folder and ports; killed on drop.

@@ -111,6 +111,13 @@ exactly the same verbs.
   {{- else }}
   verbs: ["get", "list", "watch"]
   {{- end }}
+{{- if .Values.natsServerPolicy.mintUsers }}
+# Users minted per Component: the Secret a Component's jwt and seedKey name, written with
+# server-side apply (create and patch; never another Secret's data, which it refuses to touch).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create", "patch"]
+{{- end }}
 # Its own resource, one per Component.
 - apiGroups: ["jetstreamkv.io"]
   resources: ["keyvaluebuckets"]

@@ -1,16 +1,20 @@
-//! Minting NATS JWTs, for tests and benchmarks only (the `test-support` feature): they run a
-//! `nats-server` in operator mode without the `nsc` tool.
+//! Minting NATS JWTs: [`encode`] signs the users the operator mints per Component; the rest is
+//! for tests and benchmarks only (the `test-support` feature): they run a `nats-server` in
+//! operator mode without the `nsc` tool.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nkeys::KeyPair;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+#[cfg(any(test, feature = "test-support"))]
+use serde_json::json;
 use sha2::{Digest, Sha512_256};
 
 use super::{CLAIMS_VERSION, Claims, Header, JwtError};
 
 /// `-1` in NATS limits means "no limit"; `0` means "none allowed".
+#[cfg(any(test, feature = "test-support"))]
 const NO_LIMIT: i64 = -1;
 
 /// Signs `claims` with `signer` and returns the JWT.
@@ -44,6 +48,7 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec())
 }
 
+#[cfg(any(test, feature = "test-support"))]
 /// A self-signed operator JWT named `name`.
 pub fn operator_jwt(operator: &KeyPair, name: &str) -> Result<String, JwtError> {
     encode(
@@ -52,6 +57,7 @@ pub fn operator_jwt(operator: &KeyPair, name: &str) -> Result<String, JwtError> 
     )
 }
 
+#[cfg(any(test, feature = "test-support"))]
 /// An account JWT for `account_pub`, signed by `operator`.
 ///
 /// NATS limits are `-1` (unlimited): `0` would mean "no connections, no subscriptions". With
@@ -90,6 +96,7 @@ pub fn account_jwt(
     encode(&claims, operator)
 }
 
+#[cfg(any(test, feature = "test-support"))]
 /// A user JWT for `user_pub`, signed by `account`, expiring at `expires` (unix seconds) if given.
 ///
 /// The user has no permission restrictions and unlimited NATS limits (`-1`).

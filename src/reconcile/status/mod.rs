@@ -65,6 +65,9 @@ pub enum Reason {
     AuditMode,
     AppPermissionDenied,
     ConsumerRecreated,
+    UserMinted,
+    UserRevoked,
+    MintedUserNotRevoked,
 }
 
 impl Reason {
@@ -110,6 +113,9 @@ impl Reason {
             Self::AuditMode => "AuditMode",
             Self::AppPermissionDenied => "AppPermissionDenied",
             Self::ConsumerRecreated => "ConsumerRecreated",
+            Self::UserMinted => "UserMinted",
+            Self::UserRevoked => "UserRevoked",
+            Self::MintedUserNotRevoked => "MintedUserNotRevoked",
         }
     }
 }
@@ -375,7 +381,11 @@ pub fn decide_with_app(
     let (Some((store, settings)), Some(progress)) = (validation.valid(), progress) else {
         return d.fail(first_problem(&validation.findings));
     };
-    d.wants_finalizer = Some(settings.deletion_policy == DeletionPolicy::Delete);
+    // A minted user is revoked (or said not to be) when its Component is deleted.
+    d.wants_finalizer = Some(
+        settings.deletion_policy == DeletionPolicy::Delete
+            || settings.credentials == crate::settings::CredentialsMode::Mint,
+    );
     d.pass(
         ConditionType::CredentialsResolved,
         Reason::Resolved,

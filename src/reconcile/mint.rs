@@ -1,0 +1,403 @@
+//! The mint step, before validation: for a state store that asks for it
+//! (`jetstreamkv.io/credentials: mint`), a user allowed exactly what daprd does with its bucket,
+//! signed with the account signing key of the NatsServerPolicy that allows the Component, and
+//! written to the Secret its `jwt` and `seedKey` name (in its namespace, owned by it). Validation
+//! then reads that Secret as it reads any other.
+//!
+//! Nothing of the signing key leaves the operator's namespace: the Secret written holds the
+//! user's JWT and seed only. A resync that finds the user as it would mint it writes nothing.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt as _};
+
+use super::context::Context;
+use super::status::{Note, Reason};
+use crate::crd::ConditionType;
+use crate::credentials::minted::{self, MintError, MintedSecret, SigningKey};
+use crate::credentials::provisioning::Identity;
+use crate::dapr::{Component, parse_metadata};
+use crate::failure::Problem;
+use crate::secret_value::SecretValue;
+use crate::settings::CredentialsMode;
+
+/// The annotation on a minted Secret naming its user's public key (not secret).
+pub const MINTED_USER_ANNOTATION: &str = "jetstreamkv.io/minted-user";
+/// The annotation on a minted Secret naming the policy whose key signed it.
+pub const MINTED_BY_ANNOTATION: &str = "jetstreamkv.io/minted-by";
+
+/// Mints the Component's user when it asks for one; the problem that stops it, if any. Nothing
+/// is done (None) for a Component that does not ask, or whose manifest validation refuses
+/// (validation says why).
+pub(crate) async fn prepare(ctx: &Context, component: &Component, key: &str) -> Option<Problem> {
+    if !component.is_jetstream_state_store() {
+        return None;
+    }
+    let settings = crate::settings::from_annotations(component.annotations()).ok()?;
+    if settings.credentials != CredentialsMode::Mint {
+        return None;
+    }
+    let entries = parse_metadata(component).ok()?;
+    let target = minted::minted_secret(&entries).ok()?;
+    match mint(ctx, component, key, &entries, &target).await {
+        Ok(Some(note)) => {
+            super::report::publish(ctx, component, note).await;
+            None
+        }
+        Ok(None) => None,
+        Err(e) => Some(Problem::of(ConditionType::CredentialsResolved, &e)),
+    }
+}
+
+async fn mint(
+    ctx: &Context,
+    component: &Component,
+    key: &str,
+    entries: &[crate::dapr::MetadataEntry],
+    target: &MintedSecret,
+) -> Result<Option<Note>, MintError> {
+    let namespace = component.namespace().unwrap_or_default();
+    let Some(store) = servers_and_bucket(ctx, &namespace, entries).await else {
+        // Validation says what is wrong with them.
+        return Ok(None);
+    };
+    let not_allowed = || MintError::NotAllowed {
+        namespace: namespace.clone(),
+    };
+    let policy = ctx.policy.as_ref().ok_or_else(not_allowed)?;
+    let minting = policy
+        .minting(&namespace, store.servers.expose())
+        .ok_or_else(not_allowed)?;
+    let signing_key = signing_key(ctx, &minting.policy, &minting.secret_name).await?;
+    let permissions = minted::state_store(&store.bucket);
+
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let existing = secrets
+        .get_opt(&target.name)
+        .await
+        .map_err(|e| unavailable("reading the Secret", &e))?;
+    let uid = component.uid().unwrap_or_default();
+    let mut seed = None;
+    if let Some(existing) = &existing {
+        let ours = existing
+            .owner_references()
+            .iter()
+            .any(|o| o.uid == uid && o.kind == "Component");
+        if !ours {
+            return Err(MintError::SecretConflict {
+                secret: target.name.clone(),
+            });
+        }
+        let data = existing.data.clone().unwrap_or_default();
+        let value = |k: &str| {
+            data.get(k)
+                .and_then(|v| String::from_utf8(v.0.clone()).ok())
+                .map(SecretValue::new)
+        };
+        let (jwt, old_seed) = (value(&target.jwt_key), value(&target.seed_key));
+        if let (Some(jwt), Some(s)) = (&jwt, &old_seed) {
+            let now = jiff::Timestamp::now().as_second();
+            if minted::is_current(jwt, s, &signing_key, &permissions, now) {
+                return Ok(None);
+            }
+        }
+        seed = old_seed;
+    }
+    let user = minted::user_key(seed.as_ref());
+    let jwt = minted::mint(&signing_key, &user.public_key(), key, &permissions).map_err(|_| {
+        MintError::SigningKeyInvalid {
+            policy: minting.policy.clone(),
+            detail: "the signing key cannot sign".into(),
+        }
+    })?;
+    let seed = user
+        .seed()
+        .map_err(|_| MintError::Unavailable("no seed".into()))?;
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(target.name.clone()),
+            namespace: Some(namespace.clone()),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_owned(),
+                crate::crd::MANAGER.to_owned(),
+            )])),
+            annotations: Some(BTreeMap::from([
+                (MINTED_USER_ANNOTATION.to_owned(), user.public_key()),
+                (MINTED_BY_ANNOTATION.to_owned(), minting.policy.clone()),
+            ])),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "dapr.io/v1alpha1".into(),
+                kind: "Component".into(),
+                name: component.name_any(),
+                uid,
+                controller: Some(true),
+                block_owner_deletion: None,
+            }]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([
+            (target.jwt_key.clone(), ByteString(jwt.into_bytes())),
+            (target.seed_key.clone(), ByteString(seed.into_bytes())),
+        ])),
+        ..Default::default()
+    };
+    secrets
+        .patch(
+            &target.name,
+            &PatchParams::apply(crate::crd::MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .map_err(|e| unavailable("writing the Secret", &e))?;
+    tracing::info!(
+        secret = %target.name,
+        user = %user.public_key(),
+        policy = %minting.policy,
+        "minted a NATS user for the Component"
+    );
+    Ok(Some(Note::normal(
+        Reason::UserMinted,
+        format!(
+            "minted NATS user {user} (NatsServerPolicy {policy}) into Secret {secret}: publish {publish}; subscribe {subscribe}",
+            user = user.public_key(),
+            policy = minting.policy,
+            secret = target.name,
+            publish = permissions.publish.join(", "),
+            subscribe = permissions.subscribe.join(", "),
+        ),
+    )))
+}
+
+/// The servers and the bucket, resolved as validation resolves them, without the user's items
+/// (the Secret they name may not be written yet); None when they cannot be (validation says
+/// why).
+async fn servers_and_bucket(
+    ctx: &Context,
+    namespace: &str,
+    entries: &[crate::dapr::MetadataEntry],
+) -> Option<crate::dapr::StoreConfig> {
+    let others: Vec<_> = entries
+        .iter()
+        .filter(|e| !e.name.eq_ignore_ascii_case("jwt") && !e.name.eq_ignore_ascii_case("seedKey"))
+        .cloned()
+        .collect();
+    let values = crate::secrets::resolve(&ctx.client, namespace, &others)
+        .await
+        .ok()?;
+    crate::dapr::store_config(&values).ok()
+}
+
+/// When a Component being deleted has a minted user: revokes it where the policy that minted it
+/// names a revocation Secret (the account's JWT, with the user revoked, signed again with the
+/// operator key and pushed to the resolver on a system-account connection), and returns the
+/// Event that says so; without one, the Warning Event that says the user stays valid. Nothing
+/// (None) for a Component without a minted user. A revocation that fails keeps the Component
+/// (its finalizer) and is retried.
+pub(crate) async fn revoke(ctx: &Context, component: &Component) -> Result<Option<Note>, Problem> {
+    if !component.is_jetstream_state_store() {
+        return Ok(None);
+    }
+    let Ok(entries) = parse_metadata(component) else {
+        return Ok(None);
+    };
+    let Ok(target) = minted::minted_secret(&entries) else {
+        return Ok(None);
+    };
+    let namespace = component.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let failed = |detail: String| {
+        Problem::of(
+            ConditionType::CredentialsResolved,
+            &MintError::RevocationFailed(detail),
+        )
+    };
+    let secret = match secrets.get_opt(&target.name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(failed(unavailable("reading the Secret", &e).to_string())),
+    };
+    let uid = component.uid().unwrap_or_default();
+    if !secret.owner_references().iter().any(|o| o.uid == uid) {
+        return Ok(None);
+    }
+    let annotations = secret.annotations();
+    let (Some(user), Some(policy)) = (
+        annotations.get(MINTED_USER_ANNOTATION).cloned(),
+        annotations.get(MINTED_BY_ANNOTATION).cloned(),
+    ) else {
+        return Ok(None);
+    };
+    let account = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&target.jwt_key))
+        .and_then(|v| std::str::from_utf8(&v.0).ok())
+        .and_then(|t| crate::credentials::jwt::decode(t).ok())
+        .map(|d| d.claims.issuer_account().to_owned())
+        .unwrap_or_default();
+    let revocation = ctx
+        .policy
+        .as_ref()
+        .and_then(|p| p.mint_credentials(&policy))
+        .and_then(|c| c.revocation_secret_name);
+    let Some(revocation) = revocation else {
+        return Ok(Some(Note::warning(
+            Reason::MintedUserNotRevoked,
+            format!(
+                "the NATS user {user} minted for this Component is not revoked: NatsServerPolicy \
+                 {policy} names no revocationSecretName, so it stays valid on the server (its \
+                 Secret goes with the Component); revoke it in account {account}, or remove the \
+                 signing key that issued it from the account"
+            ),
+        )));
+    };
+    let (operator_key, system) = revocation_keys(ctx, &policy, &revocation)
+        .await
+        .map_err(failed)?;
+    let Some(store) = servers_and_bucket(ctx, &namespace, &entries).await else {
+        return Err(failed("the Component's servers cannot be read".into()));
+    };
+    let config = crate::credentials::provisioning::connect_as(&store, &system);
+    let connection = ctx
+        .pool
+        .connect_once(&namespace, &config)
+        .await
+        .map_err(|e| failed(format!("connecting with the system account's user: {e}")))?;
+    let client = &connection.client;
+    let timeout = ctx.pool.request_timeout();
+    let ask = |subject: String, body: Vec<u8>| async move {
+        match tokio::time::timeout(timeout, client.request(subject, body.into())).await {
+            Ok(Ok(reply)) => Ok(reply.payload),
+            Ok(Err(e)) => Err(format!("the resolver did not answer: {e}")),
+            Err(_) => Err("the resolver did not answer in time".to_owned()),
+        }
+    };
+    let current = ask(
+        format!("$SYS.REQ.ACCOUNT.{account}.CLAIMS.LOOKUP"),
+        Vec::new(),
+    )
+    .await
+    .map_err(failed)?;
+    let current = String::from_utf8_lossy(&current).into_owned();
+    let now = jiff::Timestamp::now().as_second();
+    let updated = minted::revoke_in_account(&current, &account, &user, now, &operator_key)
+        .map_err(|e| failed(e.to_string()))?;
+    let reply = ask("$SYS.REQ.CLAIMS.UPDATE".to_owned(), updated.into_bytes())
+        .await
+        .map_err(failed)?;
+    let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
+    if let Some(error) = reply.get("error") {
+        let said: String = error
+            .get("description")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("refused")
+            .chars()
+            .take(200)
+            .collect();
+        return Err(failed(format!(
+            "the resolver refused the account's JWT: {said}"
+        )));
+    }
+    tracing::info!(%user, %account, %policy, "revoked the NATS user minted for the Component");
+    Ok(Some(Note::normal(
+        Reason::UserRevoked,
+        format!("the NATS user {user} minted for this Component is revoked in account {account}"),
+    )))
+}
+
+/// The operator key and the system account's user a policy's revocation Secret holds.
+async fn revocation_keys(
+    ctx: &Context,
+    policy: &str,
+    secret_name: &str,
+) -> Result<(nkeys::KeyPair, Identity), String> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.operator_namespace);
+    let secret = secrets
+        .get_opt(secret_name)
+        .await
+        .map_err(|e| unavailable("reading the revocation Secret", &e).to_string())?
+        .ok_or_else(|| {
+            format!("the revocationSecretName of NatsServerPolicy {policy} is not in the operator's namespace")
+        })?;
+    let data = secret.data.unwrap_or_default();
+    let bytes = |k: &str| data.get(k).map(|v| v.0.clone()).unwrap_or_default();
+    let seed = String::from_utf8(bytes("operatorSeed")).unwrap_or_default();
+    let operator = nkeys::KeyPair::from_seed(seed.trim())
+        .ok()
+        .filter(|k| k.public_key().starts_with('O'))
+        .ok_or_else(|| {
+            format!(
+                "the revocation Secret of NatsServerPolicy {policy} has no operatorSeed (SO...)"
+            )
+        })?;
+    let creds = BTreeMap::from([("creds".to_owned(), bytes("systemCreds"))]);
+    let system =
+        Identity::from_secret(&creds, jiff::Timestamp::now().as_second()).map_err(|e| {
+            format!("the systemCreds of NatsServerPolicy {policy}'s revocation Secret: {e}")
+        })?;
+    Ok((operator, system))
+}
+
+/// The signing key a policy names, read from its Secret in the operator's namespace.
+async fn signing_key(
+    ctx: &Context,
+    policy: &str,
+    secret_name: &str,
+) -> Result<SigningKey, MintError> {
+    let invalid = |detail: String| {
+        tracing::warn!(
+            policy = %policy,
+            secret = %secret_name,
+            namespace = %ctx.operator_namespace,
+            problem = %detail,
+            "the mintCredentials of a NatsServerPolicy cannot be used"
+        );
+        MintError::SigningKeyInvalid {
+            policy: policy.to_owned(),
+            detail,
+        }
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.operator_namespace);
+    let secret = match secrets.get_opt(secret_name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => {
+            return Err(invalid(
+                "their Secret is not in the operator's namespace".into(),
+            ));
+        }
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            return Err(invalid(
+                "the operator may not read their Secret (grant it get on that Secret in its namespace)"
+                    .into(),
+            ));
+        }
+        Err(e) => return Err(unavailable("reading the signing key", &e)),
+    };
+    let data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    SigningKey::from_secret(&data).map_err(|e| invalid(e.to_string()))
+}
+
+/// A failed API call: its status code only (an API error can quote what was sent).
+fn unavailable(what: &str, error: &kube::Error) -> MintError {
+    let code = match error {
+        kube::Error::Api(s) if s.code == 403 => {
+            "HTTP 403: the operator may not do it; the chart grants it with \
+             natsServerPolicy.mintUsers=true"
+                .to_owned()
+        }
+        kube::Error::Api(s) => format!("HTTP {}", s.code),
+        _ => "no answer".to_owned(),
+    };
+    tracing::warn!(%what, %code, "minting a user failed");
+    MintError::Unavailable(format!("{what}: {code}"))
+}
