@@ -64,6 +64,9 @@ pub enum Reason {
     DeadLetterSubscriptionUnreachable,
     AuditMode,
     AppPermissionDenied,
+    WorkloadsRestarted,
+    HealRateLimited,
+    HealFailed,
 }
 
 impl Reason {
@@ -108,6 +111,9 @@ impl Reason {
             Self::DeadLetterSubscriptionUnreachable => "DeadLetterSubscriptionUnreachable",
             Self::AuditMode => "AuditMode",
             Self::AppPermissionDenied => "AppPermissionDenied",
+            Self::WorkloadsRestarted => "WorkloadsRestarted",
+            Self::HealRateLimited => "HealRateLimited",
+            Self::HealFailed => "HealFailed",
         }
     }
 }
