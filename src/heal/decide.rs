@@ -244,6 +244,9 @@ pub struct PodFacts {
     pub health: PodHealth,
     /// Being deleted: a pod on its way out says nothing of the workload.
     pub deleting: bool,
+    /// When it was created (seconds): a pod made after the transition started with its bucket
+    /// there, and is only starting.
+    pub created: Option<i64>,
 }
 
 impl PodFacts {
@@ -279,6 +282,11 @@ impl PodFacts {
                 PodHealth::NotReady
             },
             deleting: pod.metadata.deletion_timestamp.is_some(),
+            created: pod
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second()),
         }
     }
 }
@@ -301,13 +309,14 @@ impl fmt::Display for Unhealthy {
     }
 }
 
-/// Whether a workload's pods (those its selector matches, not being deleted) are crash-looping
-/// or not Ready.
-pub fn unhealthy(workload: &Workload, pods: &[PodFacts]) -> Option<Unhealthy> {
+/// Whether a workload's pods (those its selector matches, not being deleted, made before the
+/// transition at `since`, in seconds: a later one started with its bucket there) are
+/// crash-looping or not Ready.
+pub fn unhealthy(workload: &Workload, pods: &[PodFacts], since: i64) -> Option<Unhealthy> {
     let selector = workload.selector.as_ref()?;
-    let mine = pods
-        .iter()
-        .filter(|p| !p.deleting && selector.matches(&p.labels));
+    let mine = pods.iter().filter(|p| {
+        !p.deleting && selector.matches(&p.labels) && p.created.is_none_or(|c| c <= since)
+    });
     let mut not_ready = None;
     for pod in mine {
         match pod.health {
@@ -393,6 +402,11 @@ pub fn plan(
     mut limit: impl FnMut() -> bool,
 ) -> Plan {
     let (mut chosen, skipped) = candidates(transition, scopes, workloads, now, cooldown_seconds);
+    // The transition's time; unreadable, every pod counts.
+    let since = transition
+        .since
+        .parse::<jiff::Timestamp>()
+        .map_or(i64::MAX, |t| t.as_second());
     chosen.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
     let mut plan = Plan {
         restart: Vec::new(),
@@ -403,7 +417,7 @@ pub fn plan(
             .collect(),
     };
     for w in chosen {
-        match unhealthy(w, pods) {
+        match unhealthy(w, pods, since) {
             None => plan.left.push((w.display(), Skip::Healthy)),
             Some(_) if !limit() => plan.left.push((w.display(), Skip::RateLimited)),
             Some(why) => plan.restart.push(Restart {

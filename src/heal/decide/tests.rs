@@ -32,6 +32,7 @@ fn pod(app: &str, name: &str, health: PodHealth) -> PodFacts {
         labels: [("app".to_string(), app.to_string())].into(),
         health,
         deleting: false,
+        created: Some(NOW - 600),
     }
 }
 
@@ -42,7 +43,7 @@ fn transition() -> Transition {
     }
 }
 
-const NOW: i64 = 1_796_666_400; // 2026-12-07T18:00:00Z, near enough
+const NOW: i64 = 1_796_666_400; // 2026-12-07T18:00:00Z
 const COOLDOWN: i64 = 300;
 
 fn scopes(s: &[&str]) -> Vec<String> {
@@ -170,7 +171,8 @@ fn a_not_ready_pod_counts_and_a_crash_loop_is_named_first() {
                 pod("orders", "a", PodHealth::Ready),
                 pod("orders", "b", PodHealth::NotReady),
                 pod("orders", "c", PodHealth::CrashLooping),
-            ]
+            ],
+            NOW
         ),
         Some(Unhealthy {
             pod: "c".into(),
@@ -178,18 +180,27 @@ fn a_not_ready_pod_counts_and_a_crash_loop_is_named_first() {
         })
     );
     assert_eq!(
-        unhealthy(&w, &[pod("orders", "b", PodHealth::NotReady)]).map(|u| u.to_string()),
+        unhealthy(&w, &[pod("orders", "b", PodHealth::NotReady)], NOW).map(|u| u.to_string()),
         Some("pod b not Ready".to_string())
     );
     // Another workload's pods, pods on their way out, or no pods: nothing to heal.
     assert_eq!(
-        unhealthy(&w, &[pod("other", "x", PodHealth::CrashLooping)]),
+        unhealthy(&w, &[pod("other", "x", PodHealth::CrashLooping)], NOW),
         None
     );
     let mut leaving = pod("orders", "old", PodHealth::CrashLooping);
     leaving.deleting = true;
-    assert_eq!(unhealthy(&w, &[leaving]), None);
-    assert_eq!(unhealthy(&w, &[]), None);
+    assert_eq!(unhealthy(&w, &[leaving], NOW), None);
+    assert_eq!(unhealthy(&w, &[], NOW), None);
+    // A pod made after the transition started with its bucket there: only starting.
+    let mut new = pod("orders", "new", PodHealth::NotReady);
+    new.created = Some(NOW + 1);
+    assert_eq!(unhealthy(&w, &[new.clone()], NOW), None);
+    new.created = Some(NOW);
+    assert!(
+        unhealthy(&w, &[new], NOW).is_some(),
+        "the same second counts"
+    );
 }
 
 #[test]
@@ -313,7 +324,7 @@ fn a_workload_being_deleted_or_without_a_selector_is_left_alone() {
     .expect("a Deployment");
     let all = Workload::of_deployment(&d).expect("a spec");
     assert_eq!(
-        unhealthy(&all, &pods),
+        unhealthy(&all, &pods, NOW),
         None,
         "an empty selector selects no pod here"
     );
