@@ -149,7 +149,8 @@ pub async fn write_owned<K: Owned>(
 }
 
 /// When Ready turned True between `previous` (None: nothing written before) and `conditions`:
-/// its `lastTransitionTime`.
+/// its `lastTransitionTime` as the API server keeps it (whole seconds), so that the same
+/// transition read back from the API (after a restart, by another leader) has the same text.
 fn turned_ready(previous: Option<&[Condition]>, conditions: &[Condition]) -> Option<String> {
     let ready = |cs: &[Condition]| {
         cs.iter()
@@ -160,7 +161,12 @@ fn turned_ready(previous: Option<&[Condition]>, conditions: &[Condition]) -> Opt
     if previous.and_then(ready).is_some_and(|c| c.status == "True") {
         return None;
     }
-    Some(now.last_transition_time.0.to_string())
+    let at = now.last_transition_time.0;
+    Some(
+        jiff::Timestamp::from_second(at.as_second())
+            .unwrap_or(at)
+            .to_string(),
+    )
 }
 
 /// The last two writes of a report, the same for a KeyValueBucket and a JetStreamStream:
@@ -435,5 +441,10 @@ mod turned_ready_tests {
             None
         );
         assert_eq!(turned_ready(None, &ready("False", t)), None);
+        // Written with a fraction, read back from the API server without: one transition.
+        assert_eq!(
+            turned_ready(None, &ready("True", "2026-12-07T18:00:00.813172868Z")),
+            Some(t.into())
+        );
     }
 }
