@@ -219,13 +219,15 @@ async fn heal(
         cooldown,
         || healer.take(),
     );
-    let mut healed = Healed::default();
-    healed.limited = plan
-        .left
-        .iter()
-        .filter(|(_, why)| *why == Skip::RateLimited)
-        .map(|(name, _)| name.clone())
-        .collect();
+    let mut healed = Healed {
+        limited: plan
+            .left
+            .iter()
+            .filter(|(_, why)| *why == Skip::RateLimited)
+            .map(|(name, _)| name.clone())
+            .collect(),
+        ..Healed::default()
+    };
     let stamp = now.round(jiff::Unit::Second).unwrap_or(now).to_string();
     for restart in plan.restart {
         // A merge patch as kubectl's, over the version read: a workload changed since (another

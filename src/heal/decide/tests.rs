@@ -248,7 +248,7 @@ fn a_workload_restarted_lately_for_another_component_cools_down() {
     let cooling = plan(
         &transition(),
         &[],
-        &[w.clone()],
+        std::slice::from_ref(&w),
         &pods,
         NOW,
         COOLDOWN,
