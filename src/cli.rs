@@ -214,6 +214,21 @@ pub struct RunArgs {
     /// another holder, stops reconciling and exits, before a standby can take over.
     #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
+    /// Heal: when a KeyValueBucket or JetStreamStream turns Ready after not being Ready, roll
+    /// out (as `kubectl rollout restart` does) the Deployments and StatefulSets of its namespace
+    /// that load the Component (`dapr.io/enabled`, and in its scopes) and whose pods are
+    /// crash-looping or not Ready. Needs get, list and patch on deployments and statefulsets and
+    /// list on pods (the chart's heal.enabled). See docs/heal.md.
+    #[arg(long, env = "HEAL", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub heal: bool,
+    /// Heal: workload restarts per minute, over every Component; past it the kubelet's back-off
+    /// restarts them (a Warning Event names them).
+    #[arg(long, env = "HEAL_MAX_PER_MINUTE", default_value_t = 30)]
+    pub heal_max_per_minute: u32,
+    /// Heal: a workload the operator restarted is not restarted again before this has passed
+    /// (another Component's transition, a Component flapping).
+    #[arg(long, env = "HEAL_COOLDOWN", default_value = "5m", value_parser = parse_duration)]
+    pub heal_cooldown: Duration,
     #[command(flatten)]
     pub webhook: WebhookArgs,
 }
@@ -351,6 +366,10 @@ async fn run(args: RunArgs) -> Result<(), String> {
         schema_check_interval: args.schema_check_interval,
         apply_crds: args.apply_crds,
         operator_namespace: args.operator_namespace.clone(),
+        heal: args.heal.then_some(crate::heal::Settings {
+            max_per_minute: args.heal_max_per_minute,
+            cooldown: args.heal_cooldown,
+        }),
     };
     tracing::info!(
         namespaces = ?config.namespaces,
@@ -361,6 +380,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         watch_subscriptions = config.watch_subscriptions,
         identity = %identity,
         leader_election = args.leader_election,
+        heal = args.heal,
         "starting jetstream-kv-operator {}",
         env!("CARGO_PKG_VERSION")
     );

@@ -16,6 +16,7 @@
 //! - [`crd`]: the `KeyValueBucket` resource, condition types and merging (pure);
 //! - [`reconcile`]: the reconcile pipeline: read → validate → plan → execute → status → report;
 //! - [`runtime`]: watches, predicate, sweeper, leader election;
+//! - [`heal`] (opt-in): the workloads that load a Component rolled out when it turns Ready;
 //! - [`http`] and [`metrics`]: the one serving loop, health, readiness and Prometheus metrics;
 //! - [`policy`]: the admin's `NatsServerPolicy`: which servers which namespaces may use (pure);
 //!   [`quota`]: what each namespace may provision under it (pure);
@@ -34,6 +35,7 @@ pub mod dapr;
 pub mod duration;
 pub mod failure;
 pub mod fair_share;
+pub mod heal;
 pub mod http;
 pub mod metrics;
 pub mod nats;

@@ -4,6 +4,8 @@
 #
 #   test-env/image.sh operator BINARY ARCHIVE   the operator's image: the Dockerfile's final stage
 #   test-env/image.sh pause BINARY ARCHIVE      the node's sandbox image (a static binary)
+#   test-env/image.sh daprd BINARY ARCHIVE      Dapr's sidecar (test-env/daprd's build), for pods
+#                                               that run it as Dapr's injector would
 #
 # The operator's image has the runtime contents and metadata of the Dockerfile's final stage
 # (distroless/cc with the operator): the binary and the shared libraries it links (what ldd lists,
@@ -21,6 +23,7 @@ tag=$(sha256sum "$binary" | cut -c1-12)
 case $kind in
   operator) name="localhost/jetstream-kv-operator:$tag" ;;
   pause) name="localhost/pause:$tag" ;;
+  daprd) name="localhost/daprd:$tag" ;;
   *) echo "image.sh: unknown image '$kind'" >&2; exit 2 ;;
 esac
 
@@ -34,8 +37,10 @@ case $kind in
     install -D -m 0755 "$binary" "$root/pause"
     bh config --entrypoint '["/pause"]' --user 65535:65535 "$ctr"
     ;;
-  operator)
-    install -D -m 0755 "$binary" "$root/jetstream-kv-operator"
+  operator|daprd)
+    exe=/jetstream-kv-operator
+    [ "$kind" = operator ] || exe=/daprd
+    install -D -m 0755 "$binary" "$root$exe"
     # The shared libraries and the dynamic loader, at the paths the binary looks for them.
     for lib in $(ldd "$binary" | grep -o '/[^ ]*'); do
       install -D -m 0755 "$(readlink -f "$lib")" "$root$lib"
@@ -47,6 +52,11 @@ case $kind in
     printf 'root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n' >"$root/etc/group"
     chown 65532:65532 "$root/home/nonroot"
     chmod 1777 "$root/tmp"
+  ;;&
+  daprd)
+    bh config --user 65532:65532 --env HOME=/home/nonroot --entrypoint '["/daprd"]' "$ctr"
+    ;;
+  operator)
     bh config \
       --label org.opencontainers.image.title="jetstream-kv-operator" \
       --label org.opencontainers.image.description="Provisions the NATS JetStream KV buckets of Dapr state.jetstream Components" \

@@ -201,6 +201,21 @@ if want daprd; then
   fi
   env_lines+=("export JKO_DAPRD_BIN='$daprd_bin'")
   ready+=("daprd $("$daprd_bin" --version 2>/dev/null)")
+  # With the node: daprd's image, for pods that run it as their sidecar (tests/heal.rs), built
+  # from scratch like the operator's (test-env/image.sh) and kept by the binary's and recipe's hash.
+  if want node; then
+    daprd_image_key=$(cat "$daprd_bin" "$here/image.sh" | sha256sum | cut -c1-16)
+    daprd_archive="$cache/images/daprd-${daprd_image_key}.tar"
+    if [ ! -s "$daprd_archive" ]; then
+      step "building daprd's image (buildah, from scratch)"
+      t=$(date +%s)
+      mkdir -p "$cache/images"
+      "$here/image.sh" daprd "$daprd_bin" "$daprd_archive" >"$daprd_archive.name"
+      find "$cache/images" -name 'daprd-*.tar*' ! -name "daprd-${daprd_image_key}.tar*" -delete
+      elapsed "$t"
+    fi
+    env_lines+=("export JKO_DAPRD_IMAGE_ARCHIVE='$daprd_archive'" "export JKO_DAPRD_IMAGE='$(cat "$daprd_archive.name")'")
+  fi
 fi
 
 command -v kubectl >/dev/null || { echo "kubectl is not installed" >&2; exit 1; }

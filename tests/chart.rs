@@ -487,6 +487,77 @@ fn secrets_get_only_mode_drops_list_and_watch_and_tells_the_operator() {
     assert_eq!(env_value(&default, "WATCH_SECRETS"), "true");
 }
 
+/// What heal adds in a watched namespace: read workloads and pods, patch workloads.
+fn heal_grants(namespace: &str) -> Vec<Grant> {
+    let mut grants = Vec::new();
+    for resource in ["deployments", "statefulsets"] {
+        for verb in ["get", "list", "patch"] {
+            grants.push(grant(namespace, "apps", resource, verb, "*"));
+        }
+    }
+    grants.push(grant(namespace, "", "pods", "list", "*"));
+    grants
+}
+
+#[test]
+fn heal_is_off_by_default_with_no_rbac_on_workloads_and_on_adds_exactly_its_own() {
+    let touches_workloads =
+        |g: &Grant| g.group == "apps" || g.resource == "pods" || g.resource == "*";
+    for values in [&[][..], NAMESPACED] {
+        let off = render(values);
+        let found: Vec<Grant> = off
+            .operator_grants()
+            .into_iter()
+            .filter(touches_workloads)
+            .collect();
+        assert!(found.is_empty(), "heal off grants {found:?}");
+        let operator = operator_container(&off.deployment());
+        assert!(
+            !operator
+                .env
+                .iter()
+                .flatten()
+                .any(|e| e.name.starts_with("HEAL")),
+            "heal off sets HEAL*: {:?}",
+            operator.env
+        );
+    }
+
+    let on = render(&[
+        "--set",
+        "watchNamespaces={team-a,team-b}",
+        "--set",
+        "heal.enabled=true",
+        "--set",
+        "heal.maxPerMinute=12",
+        "--set",
+        "heal.cooldown=90s",
+    ]);
+    let expected: BTreeSet<Grant> = watched_namespace_grants("team-a")
+        .into_iter()
+        .chain(watched_namespace_grants("team-b"))
+        .chain(heal_grants("team-a"))
+        .chain(heal_grants("team-b"))
+        .chain(lease_grants())
+        .chain(policy_grants())
+        .collect();
+    assert_eq!(on.operator_grants(), expected, "exactly these permissions");
+    let operator = operator_container(&on.deployment());
+    assert_eq!(env_value(&operator, "HEAL"), "true");
+    assert_eq!(env_value(&operator, "HEAL_MAX_PER_MINUTE"), "12");
+    assert_eq!(env_value(&operator, "HEAL_COOLDOWN"), "90s");
+    let cluster_wide = render(&["--set", "heal.enabled=true"]);
+    assert!(
+        cluster_wide
+            .operator_grants()
+            .is_superset(&heal_grants("*").into_iter().collect()),
+        "all namespaces: heal's grants cluster-wide"
+    );
+    assert!(lint(&["--set", "heal.enabled=true"]).is_ok());
+    assert_schema_rejects("heal.cooldown=0s", "heal");
+    assert_schema_rejects("heal.maxPerMinute=-1", "heal");
+}
+
 #[test]
 fn the_operator_patches_its_crds_only_when_asked() {
     let crd_verbs = |objects: &Objects| -> BTreeSet<(String, String)> {

@@ -22,6 +22,7 @@ mod environment;
 mod faults;
 mod generated;
 mod gitops;
+mod heal;
 mod health_judges;
 mod hostile_server;
 mod identity;

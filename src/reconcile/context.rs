@@ -50,6 +50,8 @@ pub struct Context {
     /// Per Component, the credentials and bucket whose rights were last checked and found
     /// enough (see [`super::identity::app_rights`]): checked again only when they change.
     pub rights_checked: Arc<std::sync::Mutex<std::collections::HashMap<String, RightsChecked>>>,
+    /// With `--heal`: restarts the workloads that load a Component when it turns Ready.
+    pub heal: Option<Arc<crate::heal::Healer>>,
 }
 
 /// What a check of an app's rights was made for: its connection's identity and the bucket.

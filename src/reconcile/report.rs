@@ -136,7 +136,37 @@ pub async fn write_owned<K: Owned>(
         decided.done,
     )
     .await?;
+    if let Some(healer) = &ctx.heal
+        && !ctx.mode.is_audit()
+        && let Some(since) = turned_ready(
+            previous.is_some().then(|| K::conditions(&previous_status)),
+            K::conditions(&status),
+        )
+    {
+        crate::heal::on_ready(ctx, healer, component, &kind, &since).await;
+    }
     Ok(status)
+}
+
+/// When Ready turned True between `previous` (None: nothing written before) and `conditions`:
+/// its `lastTransitionTime` as the API server keeps it (whole seconds), so that the same
+/// transition read back from the API (after a restart, by another leader) has the same text.
+fn turned_ready(previous: Option<&[Condition]>, conditions: &[Condition]) -> Option<String> {
+    let ready = |cs: &[Condition]| {
+        cs.iter()
+            .find(|c| c.type_ == crate::crd::ConditionType::Ready.as_str())
+            .cloned()
+    };
+    let now = ready(conditions).filter(|c| c.status == "True")?;
+    if previous.and_then(ready).is_some_and(|c| c.status == "True") {
+        return None;
+    }
+    let at = now.last_transition_time.0;
+    Some(
+        jiff::Timestamp::from_second(at.as_second())
+            .unwrap_or(at)
+            .to_string(),
+    )
 }
 
 /// The last two writes of a report, the same for a KeyValueBucket and a JetStreamStream:
@@ -367,5 +397,54 @@ mod note_tests {
         let fitted = fit_note(long);
         assert!(fitted.len() <= MAX_NOTE_BYTES, "{}", fitted.len());
         assert!(fitted.ends_with("..."));
+    }
+}
+
+#[cfg(test)]
+mod turned_ready_tests {
+    use super::*;
+
+    fn ready(status: &str, at: &str) -> Vec<Condition> {
+        vec![Condition {
+            type_: "Ready".into(),
+            status: status.into(),
+            reason: "R".into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: Time(at.parse().expect("time")),
+        }]
+    }
+
+    #[test]
+    fn ready_turns_true_from_false_or_from_nothing_written() {
+        let t = "2026-12-07T18:00:00Z";
+        assert_eq!(
+            turned_ready(
+                Some(&ready("False", "2026-12-07T17:00:00Z")),
+                &ready("True", t)
+            ),
+            Some(t.to_string())
+        );
+        assert_eq!(
+            turned_ready(Some(&ready("Unknown", t)), &ready("True", t)),
+            Some(t.into())
+        );
+        assert_eq!(turned_ready(Some(&[]), &ready("True", t)), Some(t.into()));
+        assert_eq!(turned_ready(None, &ready("True", t)), Some(t.into()));
+        // Ready and still Ready (a resync), or not Ready: no transition to heal for.
+        assert_eq!(
+            turned_ready(Some(&ready("True", t)), &ready("True", t)),
+            None
+        );
+        assert_eq!(
+            turned_ready(Some(&ready("True", t)), &ready("False", t)),
+            None
+        );
+        assert_eq!(turned_ready(None, &ready("False", t)), None);
+        // Written with a fraction, read back from the API server without: one transition.
+        assert_eq!(
+            turned_ready(None, &ready("True", "2026-12-07T18:00:00.813172868Z")),
+            Some(t.into())
+        );
     }
 }

@@ -59,6 +59,8 @@ pub struct Config {
     pub apply_crds: bool,
     /// The operator's own namespace: where the Secrets of provisioning identities are.
     pub operator_namespace: String,
+    /// Heal (`--heal`): restart the workloads that load a Component when it turns Ready.
+    pub heal: Option<crate::heal::Settings>,
 }
 
 /// What every scope's controller shares.
@@ -72,6 +74,7 @@ struct Shared {
     policy: Option<crate::policy::Enforcer>,
     share: Arc<crate::fair_share::NamespaceShare>,
     schema: Arc<crate::schema::SchemaGate>,
+    heal: Option<Arc<crate::heal::Healer>>,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -137,6 +140,7 @@ pub async fn run(
             config.namespace_concurrency,
         )),
         schema,
+        heal: config.heal.map(|s| Arc::new(crate::heal::Healer::new(s))),
     };
     let mut controllers = Vec::new();
     let mut triggers = Vec::new();

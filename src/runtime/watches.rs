@@ -53,6 +53,7 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
         policy,
         share,
         schema,
+        heal,
     } = shared;
     let (components, components_writer) = reflector::store();
     let secret_users = Arc::new(SecretUsers::default());
@@ -125,6 +126,7 @@ pub fn build(scope: Option<String>, config: &Config, shared: Shared) -> Built {
         schema,
         operator_namespace: config.operator_namespace.clone(),
         rights_checked: Arc::default(),
+        heal,
     });
     Built {
         controller,

@@ -65,7 +65,8 @@ impl ControlPlane {
     /// run imported into its containerd: the pause image (`JKO_PAUSE_IMAGE_ARCHIVE`, from
     /// `test-env/setup.sh`), the operator's (`JKO_OPERATOR_IMAGE_ARCHIVE`) and the one of the
     /// release tests/upgrade.rs upgrades from (`JKO_RELEASE_IMAGE_ARCHIVE`), both from
-    /// `test-env/operator-image.sh`. The node is torn down, leaving nothing on the host, when the
+    /// `test-env/operator-image.sh`, and daprd's (`JKO_DAPRD_IMAGE_ARCHIVE`, from
+    /// `test-env/setup.sh`). The node is torn down, leaving nothing on the host, when the
     /// control plane stops (its stdin closes with the test binary).
     pub fn start_node() -> Self {
         let archive = |var: &str, hint: &str| {
@@ -85,6 +86,7 @@ impl ControlPlane {
             "JKO_RELEASE_IMAGE_ARCHIVE",
             "`eval \"$(test-env/operator-image.sh)\"`",
         );
+        let daprd = archive("JKO_DAPRD_IMAGE_ARCHIVE", "`eval \"$(test-env/setup.sh)\"`");
         Self::start_with(
             &[
                 "--node",
@@ -94,6 +96,8 @@ impl ControlPlane {
                 &operator,
                 "--image",
                 &release,
+                "--image",
+                &daprd,
             ],
             Duration::from_secs(300),
         )

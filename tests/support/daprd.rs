@@ -191,3 +191,75 @@ impl Drop for Daprd {
         let _ = self.child.wait();
     }
 }
+
+/// daprd's image on the node (`JKO_DAPRD_IMAGE`, from test-env/setup.sh).
+pub fn image() -> String {
+    std::env::var("JKO_DAPRD_IMAGE").unwrap_or_else(|_| {
+        panic!("JKO_DAPRD_IMAGE is not set: eval \"$(test-env/setup.sh)\" first")
+    })
+}
+
+/// A Deployment of one pod whose container is daprd, as Dapr's injector would add it: loading
+/// the resource files of ConfigMap `config_map` (a Component file from [`resource_file`]), its
+/// HTTP API on 3500 as the readiness probe (healthy once every Component is initialised: a
+/// missing bucket makes daprd exit, so the pod crash-loops). With `dapr_enabled`, the pod
+/// template carries Dapr's annotations (`dapr.io/enabled`, `dapr.io/app-id`), as an app's
+/// manifest does.
+pub fn sidecar_deployment(
+    ns: &str,
+    name: &str,
+    app_id: &str,
+    dapr_enabled: bool,
+    config_map: &str,
+) -> serde_json::Value {
+    let annotations = if dapr_enabled {
+        serde_json::json!({"dapr.io/enabled": "true", "dapr.io/app-id": app_id})
+    } else {
+        serde_json::json!({})
+    };
+    serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}, "annotations": annotations},
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{
+                        "name": "daprd",
+                        "image": image(),
+                        "imagePullPolicy": "Never",
+                        "args": [
+                            "--app-id", app_id, "--mode", "standalone", "--log-level", "info",
+                            "--resources-path", "/resources", "--dapr-http-port", "3500",
+                        ],
+                        "readinessProbe": {
+                            "httpGet": {"path": "/v1.0/healthz", "port": 3500},
+                            "periodSeconds": 1,
+                            "failureThreshold": 1,
+                        },
+                        "volumeMounts": [{"name": "resources", "mountPath": "/resources"}],
+                    }],
+                    "volumes": [{"name": "resources", "configMap": {"name": config_map}}],
+                },
+            },
+        },
+    })
+}
+
+/// A ConfigMap holding resource files for daprd (`component.yaml`: `resource`, as JSON).
+pub fn resources_config_map(
+    ns: &str,
+    name: &str,
+    resource: &serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": ns},
+        "data": {"component.yaml": serde_json::to_string_pretty(resource).expect("JSON")},
+    })
+}

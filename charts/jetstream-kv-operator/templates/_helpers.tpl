@@ -143,6 +143,17 @@ exactly the same verbs.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.heal.enabled }}
+# Heal (heal.enabled): read the workloads and pods of a Component's namespace when its bucket or
+# stream turns Ready, and roll out those that load it (a patch of the pod template, as kubectl
+# rollout restart does). Off: nothing on workloads or pods.
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets"]
+  verbs: ["get", "list", "patch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+{{- end }}
 {{- end }}
 
 {{/*

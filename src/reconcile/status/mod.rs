@@ -68,6 +68,9 @@ pub enum Reason {
     UserMinted,
     UserRevoked,
     MintedUserNotRevoked,
+    WorkloadsRestarted,
+    HealRateLimited,
+    HealFailed,
 }
 
 impl Reason {
@@ -116,6 +119,9 @@ impl Reason {
             Self::UserMinted => "UserMinted",
             Self::UserRevoked => "UserRevoked",
             Self::MintedUserNotRevoked => "MintedUserNotRevoked",
+            Self::WorkloadsRestarted => "WorkloadsRestarted",
+            Self::HealRateLimited => "HealRateLimited",
+            Self::HealFailed => "HealFailed",
         }
     }
 }
