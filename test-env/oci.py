@@ -12,6 +12,8 @@ index pushed to a registry, and what a registry serves read back.
   oci.py show REGISTRY REPO REF BINARY    the image index REF as the registry serves it: per
                                           platform, the manifest digest, the compressed size and
                                           the sha256 of the file BINARY (a path in the image)
+  oci.py rootfs LAYOUT.tar PLATFORM DIR  the file system of the index's image for PLATFORM (e.g.
+                                          linux/arm64), its layers unpacked into DIR
   oci.py tamper REGISTRY REPO TAG         pulls the index under TAG, adds a layer (one file,
                                           /tampered) to its first image and pushes the result
                                           under the same TAG: what an attacker with push rights
@@ -204,6 +206,22 @@ def cmd_show(host, repo, ref, path):
         }))
 
 
+def cmd_rootfs(layout, platform, out):
+    index, blobs = read_layout(layout)
+    (top,) = index["manifests"]
+    for desc in json.loads(blobs[top["digest"]])["manifests"]:
+        if f"{desc['platform']['os']}/{desc['platform']['architecture']}" == platform:
+            break
+    else:
+        sys.exit(f"oci.py: no {platform} image in {layout}")
+    for layer in json.loads(blobs[desc["digest"]])["layers"]:
+        data = blobs[layer["digest"]]
+        if layer["mediaType"].endswith("gzip"):
+            data = gzip.decompress(data)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(out, filter="tar")
+
+
 def cmd_tamper(host, repo, tag):
     reg = Registry(host, repo)
     _, body = reg.get_manifest(tag)
@@ -237,6 +255,7 @@ def main():
         "index": (lambda a: cmd_index(a[0], a[1], a[2:]), 4),
         "push": (lambda a: cmd_push(*a), 4),
         "show": (lambda a: cmd_show(*a), 4),
+        "rootfs": (lambda a: cmd_rootfs(*a), 3),
         "tamper": (lambda a: cmd_tamper(*a), 3),
     }
     if not args or args[0] not in commands or len(args) - 1 < commands[args[0]][1]:
