@@ -82,12 +82,14 @@ fi
 debian_mirror() {
   if [ -n "${JKO_DEBIAN_MIRROR:-}" ]; then echo "$JKO_DEBIAN_MIRROR"; return; fi
   local f
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [ -e "$f" ] || continue
-    awk '/^URIs:/ {u=$2} /^Suites:/ {for (i=2; i<=NF; i++) if ($i !~ /-/ && u ~ /\/debian\/?$/) {print u; exit}}' "$f"
-  done | head -1
-  cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-    awk '$1=="deb" && $2 !~ /^\[/ && $2 ~ /\/debian\/?$/ {print $2}' | head -1
+  {
+    for f in /etc/apt/sources.list.d/*.sources; do
+      [ ! -e "$f" ] || awk '/^URIs:/ {u=$2} /^Suites:/ {for (i=2; i<=NF; i++) if ($i !~ /-/ && u ~ /\/debian\/?$/) {print u; exit}}' "$f"
+    done
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+      [ ! -e "$f" ] || awk '$1=="deb" && $2 !~ /^\[/ && $2 ~ /\/debian\/?$/ {print $2}' "$f"
+    done
+  } | head -1 || true
 }
 # in_root DIR COMMAND...: COMMAND in the Debian root DIR/root, in a mount namespace of its own
 # (so nothing stays mounted): /proc, /dev, this checkout at /jko/src (read-only), cargo's home
@@ -250,6 +252,27 @@ for arch in amd64 arm64; do
     --platform "linux/$arch" --rustc "$rustc_vv" --timestamp "$commit_time" >"$sbom"
   python3 "$here/sbom.py" check --sbom "$sbom" --binary "$dist/linux-$arch/jetstream-kv-operator" --lock "$repo/Cargo.lock" \
     --tree "$work/tree-$arch.txt" --tree-build "$work/tree-build-$arch.txt" --tree-all "$work/tree-all.txt"
+done
+# The check sees a wrong SBOM: one crate left out, a build-time crate (a proc-macro) added, or
+# another binary's digest.
+for wrong in missing extra digest; do
+  python3 - "$wrong" "$dist/jetstream-kv-operator-$version-linux-arm64.cdx.json" "$work/wrong.cdx.json" <<'PY'
+import json, sys
+how, src, out = sys.argv[1:]
+bom = json.load(open(src))
+if how == "missing":
+    bom["components"] = [c for c in bom["components"] if c["name"] != "tokio"]
+elif how == "extra":
+    bom["components"].append({"name": "serde_derive", "version": next(c["version"] for c in bom["components"] if c["name"] == "serde"), "licenses": [{"expression": "MIT OR Apache-2.0"}]})
+else:
+    bom["metadata"]["component"]["hashes"][0]["content"] = "0" * 64
+json.dump(bom, open(out, "w"))
+PY
+  if python3 "$here/sbom.py" check --sbom "$work/wrong.cdx.json" --binary "$dist/linux-arm64/jetstream-kv-operator" --lock "$repo/Cargo.lock" \
+    --tree "$work/tree-arm64.txt" --tree-build "$work/tree-build-arm64.txt" --tree-all "$work/tree-all.txt" 2>"$work/wrong.err"; then
+    fail "the SBOM check passed an SBOM with $wrong"
+  fi
+  say "control: an SBOM with $wrong is refused ($(head -1 "$work/wrong.err" | sed 's/^ *SBOM check failed: //'))"
 done
 elapsed "$t"
 
