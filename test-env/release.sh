@@ -118,7 +118,7 @@ in_root() {
   ' _ "$dir" "$repo" "${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" "$@"
 }
 # Keep one line in 50 of a long tool's output (and every error).
-progress() { awk -v what="$1" '/[Ee]rror|^E:|^W:|warning:/ {print "    " $0; fflush(); next} {n++; if (n % 50 == 0) {printf "    %d %s...\n", n, what; fflush()}}' >&2; }
+progress() { awk -v what="$1" '/^(error|warning)(\[|:)|^E:|^W:|^ *(Error|error):/ {print "    " $0; fflush(); next} {n++; if (n % 50 == 0) {printf "    %d %s...\n", n, what; fflush()}}' >&2; }
 
 suite=$RELEASE_DEBIAN_SUITE
 tc=$(ls -d "$rel/toolchain/$suite-rustc-"* 2>/dev/null | sort -V | tail -1 || true)
