@@ -252,7 +252,7 @@ def cmd_tamper(host, repo, tag):
 def main():
     args = sys.argv[1:]
     commands = {
-        "index": (lambda a: cmd_index(a[0], a[1], a[2:]), 4),
+        "index": (lambda a: cmd_index(a[0], a[1], a[2:]), 3),
         "push": (lambda a: cmd_push(*a), 4),
         "show": (lambda a: cmd_show(*a), 4),
         "rootfs": (lambda a: cmd_rootfs(*a), 3),

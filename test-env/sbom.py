@@ -101,8 +101,6 @@ def generate(args):
         if entry and entry.get("checksum"):
             # The checksum Cargo.lock pins: the SHA-256 of the .crate file.
             c["hashes"] = [{"alg": "SHA-256", "content": entry["checksum"]}]
-        if pkg.get("source"):
-            c["externalReferences"] = [{"type": "distribution", "url": pkg["source"]}]
         return c
 
     root = packages[root_id]
