@@ -24,6 +24,9 @@
 #    verification must fail for an image re-pushed with one more layer and for a chart archive
 #    changed by one byte.
 #
+# JKO_RELEASE_PLATFORMS=arm64 builds and checks the arm64 platform only (a quicker check of this
+# script, not a release).
+#
 # The signing key: JKO_RELEASE_KEY names a cosign private key (COSIGN_PASSWORD its password);
 # without it the script makes a key pair once and keeps it in the cache ($JKO_CACHE/release/keys).
 # dist/cosign.pub is the public key that verifies this release.
@@ -154,14 +157,21 @@ say "toolchain: $rustc_vv, $(chroot "$root" cargo --version) (Debian $suite, $tc
 # clone of a commit already built skips cargo (whose freshness follows files' times).
 sources=$(cd "$repo" && { echo "$rustc_vv"; find src Cargo.toml Cargo.lock -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-16)
 declare -A triple=([amd64]=x86_64-unknown-linux-gnu [arm64]=aarch64-unknown-linux-gnu)
-kept="$tc/bin/$sources"
-if [ -x "$kept/amd64/jetstream-kv-operator" ] && [ -x "$kept/arm64/jetstream-kv-operator" ] && [ -s "$kept/build.jsonl" ]; then
+case ${JKO_RELEASE_PLATFORMS:-amd64 arm64} in
+  "amd64 arm64") platforms=(amd64 arm64) ;;
+  arm64) platforms=(arm64) ;;
+  *) fail "JKO_RELEASE_PLATFORMS is 'amd64 arm64' (the default) or 'arm64'" ;;
+esac
+kept="$tc/bin/$sources-${#platforms[@]}"
+built=true
+for arch in "${platforms[@]}"; do [ -x "$kept/$arch/jetstream-kv-operator" ] || built=false; done
+if [ "$built" = true ] && [ -s "$kept/build.jsonl" ]; then
   step "the binaries of these sources are built ($kept)"
 else
   # arm64 first: its check under qemu-user is the one that needs this toolchain. Build scripts
   # and proc-macros (compiled for this machine) are built once for both.
   : >"$tc/build.jsonl"
-  for arch in arm64 amd64; do
+  for arch in $(printf '%s\n' "${platforms[@]}" | sort -r); do
     step "building the operator for linux/$arch (cargo build --release --target ${triple[$arch]}, nice 19; cold: 20-60 minutes on 2 shared cores)"
     t=$(date +%s)
     in_root "$tc" nice -n 19 sh -c 'cd /jko/src && cargo build --release --locked --bin jetstream-kv-operator --target "$1" --message-format=json-render-diagnostics' \
@@ -169,7 +179,7 @@ else
     elapsed "$t"
   done
   rm -rf "$kept.tmp"
-  for arch in amd64 arm64; do
+  for arch in "${platforms[@]}"; do
     install -D -m 0755 "$tc/target/${triple[$arch]}/release/jetstream-kv-operator" "$kept.tmp/$arch/jetstream-kv-operator"
   done
   mv "$tc/build.jsonl" "$kept.tmp/build.jsonl"
@@ -177,7 +187,7 @@ else
   # Keep the four newest builds.
   ls -dt "$tc/bin/"* | tail -n +5 | xargs -r rm -rf
 fi
-for arch in amd64 arm64; do
+for arch in "${platforms[@]}"; do
   install -D -m 0755 "$kept/$arch/jetstream-kv-operator" "$dist/linux-$arch/jetstream-kv-operator"
   glibc=$(readelf -V "$dist/linux-$arch/jetstream-kv-operator" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
   say "dist/linux-$arch/jetstream-kv-operator: $(file -b "$dist/linux-$arch/jetstream-kv-operator" | cut -d, -f1-2), $(( $(stat -c %s "$dist/linux-$arch/jetstream-kv-operator") / 1000000 )) MB, needs $glibc or newer"
@@ -214,16 +224,18 @@ t=$(date +%s)
 export JKO_BUILDAH_STORE="$rel/buildah"
 work="$rel/work"
 rm -rf "$work" && mkdir -p "$work"
-for arch in amd64 arm64; do
+for arch in "${platforms[@]}"; do
   JKO_IMAGE_PLATFORM=linux/$arch JKO_IMAGE_SYSROOT=$root \
     "$here/image.sh" operator "$dist/linux-$arch/jetstream-kv-operator" "$work/image-$arch.tar" >/dev/null
 done
 image_ref="jetstream-kv-operator:$version"
-index_digest=$(python3 "$here/oci.py" index "$dist/jetstream-kv-operator-$version.oci.tar" "$image_ref" "$work/image-amd64.tar" "$work/image-arm64.tar")
+archives=()
+for arch in "${platforms[@]}"; do archives+=("$work/image-$arch.tar"); done
+index_digest=$(python3 "$here/oci.py" index "$dist/jetstream-kv-operator-$version.oci.tar" "$image_ref" "${archives[@]}")
 say "dist/jetstream-kv-operator-$version.oci.tar: image index $index_digest"
 # Each image holds all its binary needs: `crd` run from the image's own file system (natively
 # for amd64, under qemu-user for arm64), nothing from this machine or the build root.
-for arch in amd64 arm64; do
+for arch in "${platforms[@]}"; do
   rm -rf "$work/rootfs-$arch"
   python3 "$here/oci.py" rootfs "$dist/jetstream-kv-operator-$version.oci.tar" "linux/$arch" "$work/rootfs-$arch"
   case $arch in
@@ -241,7 +253,7 @@ t=$(date +%s)
 commit_time=$(git -C "$repo" show -s --format=%cI HEAD)
 in_root "$tc" sh -c 'cd /jko/src && cargo metadata --locked --offline --format-version 1 --filter-platform "$1" --filter-platform "$2"' _ "${triple[amd64]}" "${triple[arm64]}" >"$work/metadata.json"
 in_root "$tc" sh -c 'cd /jko/src && cargo tree --locked -e all --target all --prefix none --format "{p}"' >"$work/tree-all.txt"
-for arch in amd64 arm64; do
+for arch in "${platforms[@]}"; do
   in_root "$tc" sh -c 'cd /jko/src && cargo tree --locked --offline -e normal,no-proc-macro --target "$1" --prefix none --format "{p}"' _ "${triple[$arch]}" >"$work/tree-$arch.txt"
   in_root "$tc" sh -c 'cd /jko/src && cargo tree --locked --offline -e normal,build --target "$1" --prefix none --format "{p}"' _ "${triple[$arch]}" >"$work/tree-build-$arch.txt"
   sbom="$dist/jetstream-kv-operator-$version-linux-$arch.cdx.json"
@@ -337,7 +349,7 @@ chart_ref="$reg/charts/jetstream-kv-operator"
 say "oci://$chart_ref:$version = $chart_digest"
 
 step "what the registry serves: both platforms, each image's binary the one its SBOM describes"
-for arch in amd64 arm64; do
+for arch in "${platforms[@]}"; do
   line=$(grep "\"linux/$arch\"" "$work/images.jsonl") || fail "the index has no linux/$arch image"
   image_sha=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["binary_sha256"])' "$line")
   sbom_sha=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["metadata"]["component"]["hashes"][0]["content"])' \
@@ -369,7 +381,7 @@ sign() { "$cosign" sign --yes --key "$key" --tlog-upload=false "${cosign_reg[@]}
 verify() { "$cosign" verify --key "$dist/cosign.pub" --insecure-ignore-tlog=true "${cosign_reg[@]}" "$@" 2>"$work/verify.err"; }
 sign --recursive "$repo_ref@$index_digest"
 say "signed the index $index_digest and its two images (--recursive)"
-for arch in amd64 arm64; do
+for arch in "${platforms[@]}"; do
   sbom="$dist/jetstream-kv-operator-$version-linux-$arch.cdx.json"
   digest_var="digest_$arch"
   "$cosign" attest --yes --key "$key" --tlog-upload=false "${cosign_reg[@]}" --type cyclonedx \
@@ -385,7 +397,7 @@ say "signed $(basename "$chart") as a file: $(basename "$chart").sig"
 step "verifying (cosign verify --key dist/cosign.pub)"
 verify "$repo_ref:$version" >/dev/null || { cat "$work/verify.err" >&2; fail "the index does not verify"; }
 say "ok: $repo_ref:$version (the index)"
-for arch in amd64 arm64; do
+for arch in "${platforms[@]}"; do
   digest_var="digest_$arch"
   verify "$repo_ref@${!digest_var}" >/dev/null || { cat "$work/verify.err" >&2; fail "the linux/$arch image does not verify"; }
   "$cosign" verify-attestation --key "$dist/cosign.pub" --insecure-ignore-tlog=true "${cosign_reg[@]}" --type cyclonedx \
@@ -434,8 +446,8 @@ cat >"$dist/release.env" <<ENV
 VERSION=$version
 COMMIT=$commit
 IMAGE_INDEX_DIGEST=$index_digest
-IMAGE_LINUX_AMD64_DIGEST=$digest_amd64
-IMAGE_LINUX_ARM64_DIGEST=$digest_arm64
+IMAGE_LINUX_AMD64_DIGEST=${digest_amd64:-}
+IMAGE_LINUX_ARM64_DIGEST=${digest_arm64:-}
 CHART_DIGEST=$chart_digest
 RUSTC=$rustc_vv
 ENV
