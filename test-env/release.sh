@@ -348,7 +348,7 @@ chart_digest=$(sed -n 's/^Digest: //p' <<<"$chart_push")
 chart_ref="$reg/charts/jetstream-kv-operator"
 say "oci://$chart_ref:$version = $chart_digest"
 
-step "what the registry serves: both platforms, each image's binary the one its SBOM describes"
+step "what the registry serves: every platform, each image's binary the one its SBOM describes"
 for arch in "${platforms[@]}"; do
   line=$(grep "\"linux/$arch\"" "$work/images.jsonl") || fail "the index has no linux/$arch image"
   image_sha=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["binary_sha256"])' "$line")
@@ -380,7 +380,7 @@ cosign_reg=(--allow-http-registry --allow-insecure-registry)
 sign() { "$cosign" sign --yes --key "$key" --tlog-upload=false "${cosign_reg[@]}" "$@" >/dev/null 2>"$work/cosign.err" || { cat "$work/cosign.err" >&2; fail "cosign sign $*"; }; }
 verify() { "$cosign" verify --key "$dist/cosign.pub" --insecure-ignore-tlog=true "${cosign_reg[@]}" "$@" 2>"$work/verify.err"; }
 sign --recursive "$repo_ref@$index_digest"
-say "signed the index $index_digest and its two images (--recursive)"
+say "signed the index $index_digest and its images (--recursive)"
 for arch in "${platforms[@]}"; do
   sbom="$dist/jetstream-kv-operator-$version-linux-$arch.cdx.json"
   digest_var="digest_$arch"
