@@ -12,11 +12,23 @@
 # at the same paths), CA certificates, the nonroot user 65532 and a writable /tmp, the same labels,
 # user, exposed port, entrypoint and command. tests/image.rs checks that the two agree.
 # The image is named localhost/<name>:<first 12 hex digits of the binary's sha256>; the name is
-# printed on stdout. buildah's storage lives in the cache and is emptied after each build.
+# printed on stdout. buildah's storage lives in the cache (JKO_BUILDAH_STORE) and is emptied after
+# each build.
+#
+# For another platform (test-env/release.sh's arm64 image), JKO_IMAGE_PLATFORM names it
+# (linux/amd64 or linux/arm64; default: this machine's) and JKO_IMAGE_SYSROOT the root the binary
+# was linked in, whose libraries go into the image (default: /).
 set -euo pipefail
 kind=$1 binary=$2 archive=$3
 cache=${JKO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jetstream-kv-operator}
-store="$cache/buildah"
+store=${JKO_BUILDAH_STORE:-$cache/buildah}
+platform=${JKO_IMAGE_PLATFORM:-linux/$(dpkg --print-architecture)}
+sysroot=${JKO_IMAGE_SYSROOT:-}
+case $platform in
+  linux/amd64) multiarch=x86_64-linux-gnu ;;
+  linux/arm64) multiarch=aarch64-linux-gnu ;;
+  *) echo "image.sh: unknown platform '$platform' (linux/amd64 or linux/arm64)" >&2; exit 2 ;;
+esac
 bh() { buildah --root "$store/root" --runroot "$store/run" --storage-driver overlay "$@"; }
 
 tag=$(sha256sum "$binary" | cut -c1-12)
@@ -27,7 +39,7 @@ case $kind in
   *) echo "image.sh: unknown image '$kind'" >&2; exit 2 ;;
 esac
 
-ctr=$(bh from --name "jko-image-$$" scratch)
+ctr=$(bh from --name "jko-image-$$" --platform "$platform" scratch)
 cleanup() { bh rm "$ctr" >/dev/null 2>&1 || true; bh rmi -a -f >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 root=$(bh mount "$ctr")
@@ -41,11 +53,30 @@ case $kind in
     exe=/jetstream-kv-operator
     [ "$kind" = operator ] || exe=/daprd
     install -D -m 0755 "$binary" "$root$exe"
-    # The shared libraries and the dynamic loader, at the paths the binary looks for them.
-    for lib in $(ldd "$binary" | grep -o '/[^ ]*'); do
-      install -D -m 0755 "$(readlink -f "$lib")" "$root$lib"
+    # The shared libraries the binary needs (its ELF NEEDED entries, and theirs), from the
+    # sysroot's multiarch folder, and the dynamic loader, at the paths the loader looks for them
+    # (what ldd lists; read from the ELF headers so that it works for another architecture too).
+    # A static binary (daprd is built without cgo) has neither.
+    loader=$(readelf -l "$binary" | sed -n 's/.*Requesting program interpreter: \(.*\)]$/\1/p')
+    [ -z "$loader" ] || install -D -m 0755 "$(readlink -f "$sysroot$loader")" "$root$loader"
+    todo=("$binary") done=" "
+    [ -n "$loader" ] || todo=()
+    while [ ${#todo[@]} -gt 0 ]; do
+      elf=${todo[0]} todo=("${todo[@]:1}")
+      for lib in $(readelf -d "$elf" | sed -n 's/.*(NEEDED).*\[\(.*\)\]$/\1/p'); do
+        case "$done" in *" $lib "*) continue ;; esac
+        done="$done$lib "
+        [ "$lib" != "$(basename "$loader")" ] || continue
+        src=""
+        for dir in "$sysroot/lib/$multiarch" "$sysroot/usr/lib/$multiarch"; do
+          [ -e "$dir/$lib" ] && { src=$(readlink -f "$dir/$lib"); break; }
+        done
+        [ -n "$src" ] || { echo "image.sh: $lib (needed by $elf) is not in $sysroot/lib/$multiarch" >&2; exit 1; }
+        install -D -m 0755 "$src" "$root/lib/$multiarch/$lib"
+        todo+=("$src")
+      done
     done
-    install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+    install -D -m 0644 "$sysroot/etc/ssl/certs/ca-certificates.crt" "$root/etc/ssl/certs/ca-certificates.crt"
     # distroless' users: root, nobody and nonroot (65532), whose home is /home/nonroot.
     mkdir -p "$root/etc" "$root/home/nonroot" "$root/tmp"
     printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$root/etc/passwd"

@@ -11,6 +11,11 @@
 #
 # Everything it starts keeps running in the background so you can try more Components:
 #   export KUBECONFIG=~/.cache/jetstream-kv-operator/quickstart/controlplane/kubeconfig
+#
+# For another binary of the operator (test-env/release.sh runs its arm64 build under qemu-user):
+# JKO_QUICKSTART_OPERATOR is the command that runs it (split on spaces; `run` is appended), and
+# JKO_QUICKSTART_DIR the folder of its state (default $JKO_CACHE/quickstart), so that it never
+# stops a quick start of yours.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*" >&2; }
@@ -23,7 +28,7 @@ case $mode in
   *) echo "usage: $0 [--in-cluster|stop]" >&2; exit 2 ;;
 esac
 eval "$env_out"
-state="$JKO_CACHE/quickstart"
+state=${JKO_QUICKSTART_DIR:-$JKO_CACHE/quickstart}
 mkdir -p "$state"
 
 stop_all() {
@@ -102,13 +107,17 @@ if [ "$mode" = --in-cluster ]; then
   kubectl -n jetstream-kv-operator get pods -o wide >&2
   echo "the operator's pod is Ready $(( $(date +%s) - t ))s after helm install" >&2
 else
-  step "building the operator"
-  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$JKO_CACHE/target}"
-  cargo build --locked --bin jetstream-kv-operator
-  operator="$CARGO_TARGET_DIR/debug/jetstream-kv-operator"
+  if [ -n "${JKO_QUICKSTART_OPERATOR:-}" ]; then
+    read -r -a operator <<<"$JKO_QUICKSTART_OPERATOR"
+  else
+    step "building the operator"
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$JKO_CACHE/target}"
+    cargo build --locked --bin jetstream-kv-operator
+    operator=("$CARGO_TARGET_DIR/debug/jetstream-kv-operator")
+  fi
 
-  step "running the operator (log: $state/operator.log)"
-  HTTP_ADDR="127.0.0.1:$(free_port)" setsid "$operator" run >"$state/operator.log" 2>&1 </dev/null &
+  step "running the operator: ${operator[*]} run (log: $state/operator.log)"
+  HTTP_ADDR="127.0.0.1:$(free_port)" setsid "${operator[@]}" run >"$state/operator.log" 2>&1 </dev/null &
   echo $! >"$state/operator.pid"
 fi
 
