@@ -475,7 +475,12 @@ async fn a_leader_whose_lease_another_holder_takes_exits_and_the_holder_reconcil
 
     let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(jiff::Timestamp::now());
-    let taken = serde_json::json!({"spec": {"holderIdentity": "second", "renewTime": now}});
+    // A taker writes its own duration: 15 s, so that the standby named as the new holder has
+    // time to notice (it polls) and renew, on a loaded machine too (with the leader's 6 s, the
+    // standby once found 1.5 s left and exited before its first renewal was read back).
+    let taken = serde_json::json!({
+        "spec": {"holderIdentity": "second", "renewTime": now, "leaseDurationSeconds": 15}
+    });
     leases
         .patch(&lease, &PatchParams::default(), &Patch::Merge(&taken))
         .await
