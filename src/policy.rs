@@ -251,21 +251,8 @@ pub fn provisioning(
     policies: &[(String, NatsServerPolicySpec)],
     request: &Request<'_>,
 ) -> Option<Provisioning> {
-    let mut covering: Vec<&(String, NatsServerPolicySpec)> = policies
-        .iter()
-        .filter(|(_, p)| p.provisioning_credentials.is_some())
-        .filter(|(_, p)| applies_to(p, request.namespace, request.namespace_labels))
-        .filter(|(_, p)| refuse(p, request).is_none())
-        .collect();
-    covering.sort_by(|a, b| a.0.cmp(&b.0));
-    let (name, policy) = covering.first()?;
-    Some(Provisioning {
-        policy: name.clone(),
-        secret_name: policy
-            .provisioning_credentials
-            .as_ref()?
-            .secret_name
-            .clone(),
+    first_naming(policies, request, |p| {
+        p.provisioning_credentials.as_ref().map(|c| &c.secret_name)
     })
 }
 
@@ -276,18 +263,28 @@ pub fn minting(
     policies: &[(String, NatsServerPolicySpec)],
     request: &Request<'_>,
 ) -> Option<Provisioning> {
-    let mut covering: Vec<&(String, NatsServerPolicySpec)> = policies
+    first_naming(policies, request, |p| {
+        p.mint_credentials.as_ref().map(|c| &c.secret_name)
+    })
+}
+
+/// The first policy, by name, that applies to `request`'s namespace, allows it and names a
+/// Secret by `secret`, with that Secret.
+fn first_naming(
+    policies: &[(String, NatsServerPolicySpec)],
+    request: &Request<'_>,
+    secret: impl Fn(&NatsServerPolicySpec) -> Option<&String>,
+) -> Option<Provisioning> {
+    policies
         .iter()
-        .filter(|(_, p)| p.mint_credentials.is_some())
         .filter(|(_, p)| applies_to(p, request.namespace, request.namespace_labels))
         .filter(|(_, p)| refuse(p, request).is_none())
-        .collect();
-    covering.sort_by(|a, b| a.0.cmp(&b.0));
-    let (name, policy) = covering.first()?;
-    Some(Provisioning {
-        policy: name.clone(),
-        secret_name: policy.mint_credentials.as_ref()?.secret_name.clone(),
-    })
+        .filter_map(|(name, p)| secret(p).map(|s| (name, s)))
+        .min_by(|a, b| a.0.cmp(b.0))
+        .map(|(name, secret_name)| Provisioning {
+            policy: name.clone(),
+            secret_name: secret_name.clone(),
+        })
 }
 
 /// Why one policy refuses the request, or None when it allows it.
