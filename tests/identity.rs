@@ -4,6 +4,7 @@
 //! made each create, update and delete.
 
 use crate::support;
+use support::needles::Needles;
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -521,6 +522,37 @@ async fn apps_with_data_rights_only_are_provisioned_by_the_policy_s_identity() {
 
     // No key, seed or JWT of the admin's in the tenants' namespaces or anything they read.
     let needles = [provisioner.1.clone(), signature_of(&provisioner.0)];
+    let leaks = leaks_in_tenant_places(
+        &client,
+        &[&covered.name, &uncovered.name, &broken.name],
+        &needles,
+    )
+    .await;
+    assert!(leaks.is_empty(), "the admin's credentials in: {leaks:?}");
+    // The scan finds them where they belong.
+    assert!(
+        !Needles::pieces_of([provisioner.1.as_str()])
+            .find(&secrets_text(&client, operator_namespace()).await)
+            .is_empty()
+    );
+
+    for name in &policies {
+        let _ = control_plane().kubectl(&["delete", "natsserverpolicy", name], None);
+    }
+}
+
+/// A JWT's signature: the part no other JWT shares.
+fn signature_of(jwt: &str) -> String {
+    jwt.rsplit('.').next().unwrap_or_default().to_owned()
+}
+
+/// The places a tenant reads (the operator's log, Events, KeyValueBuckets, Components,
+/// `/metrics`, and the Secrets of `namespaces`) that hold any 16-character piece of `needles`.
+async fn leaks_in_tenant_places(
+    client: &kube::Client,
+    namespaces: &[&str],
+    needles: &[String],
+) -> Vec<String> {
     let cp = control_plane();
     let get = |args: &[&str]| cp.kubectl(args, None).unwrap_or_else(|e| panic!("{e}"));
     let (_, metrics) = operator().http_get("/metrics").expect("metrics");
@@ -540,38 +572,18 @@ async fn apps_with_data_rights_only_are_provisioned_by_the_policy_s_identity() {
         ),
         ("/metrics".to_owned(), metrics),
     ];
-    for ns in [&covered.name, &uncovered.name, &broken.name] {
+    for ns in namespaces {
         places.push((
             format!("the Secrets of {ns}"),
-            secrets_text(&client, ns).await,
+            secrets_text(client, ns).await,
         ));
     }
-    let leaks: Vec<String> = places
-        .iter()
-        .filter(|(_, text)| needles.iter().any(|n| holds_piece(text, n)))
-        .map(|(place, _)| place.clone())
-        .collect();
-    assert!(leaks.is_empty(), "the admin's credentials in: {leaks:?}");
-    // The scan finds them where they belong.
-    assert!(holds_piece(
-        &secrets_text(&client, operator_namespace()).await,
-        &provisioner.1
-    ));
-
-    for name in &policies {
-        let _ = cp.kubectl(&["delete", "natsserverpolicy", name], None);
-    }
-}
-
-/// A JWT's signature: the part no other JWT shares.
-fn signature_of(jwt: &str) -> String {
-    jwt.rsplit('.').next().unwrap_or_default().to_owned()
-}
-
-/// Whether `text` holds any 16-character piece of `needle`.
-fn holds_piece(text: &str, needle: &str) -> bool {
-    let pieces: std::collections::HashSet<&[u8]> = needle.as_bytes().windows(16).collect();
-    text.as_bytes().windows(16).any(|w| pieces.contains(w))
+    let pieces = Needles::pieces_of(needles.iter().map(String::as_str));
+    places
+        .into_iter()
+        .filter(|(_, text)| !pieces.find(text).is_empty())
+        .map(|(place, _)| place)
+        .collect()
 }
 
 /// Every value of every Secret of `ns`, decoded.
@@ -1000,42 +1012,24 @@ async fn a_user_minted_for_a_component_does_what_daprd_needs_and_nothing_else() 
         provisioner.1.clone(),
         signature_of(&provisioner.0),
     ];
-    let cp = control_plane();
-    let get = |args: &[&str]| cp.kubectl(args, None).unwrap_or_else(|e| panic!("{e}"));
-    let (_, metrics) = operator().http_get("/metrics").expect("metrics");
-    let mut places = vec![
-        ("the operator log".to_owned(), operator().logs()),
-        (
-            "Events".to_owned(),
-            get(&["get", "events", "-A", "-o", "yaml"]),
-        ),
-        (
-            "KeyValueBuckets".to_owned(),
-            get(&["get", "kvb", "-A", "-o", "yaml"]),
-        ),
-        (
-            "Components".to_owned(),
-            get(&["get", "components", "-A", "-o", "yaml"]),
-        ),
-        ("/metrics".to_owned(), metrics),
-    ];
-    for n in [&ns.name, &outside.name, &norevoke.name] {
-        places.push((
-            format!("the Secrets of {n}"),
-            secrets_text(&client, n).await,
-        ));
-    }
-    let leaks: Vec<&String> = places
-        .iter()
-        .filter(|(_, text)| needles.iter().any(|n| holds_piece(text, n)))
-        .map(|(place, _)| place)
-        .collect();
+    let get = |args: &[&str]| {
+        control_plane()
+            .kubectl(args, None)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let leaks = leaks_in_tenant_places(
+        &client,
+        &[&ns.name, &outside.name, &norevoke.name],
+        &needles,
+    )
+    .await;
     assert!(leaks.is_empty(), "the admin's keys in: {leaks:?}");
     // The scan finds the signing key where it belongs.
-    assert!(holds_piece(
-        &secrets_text(&client, operator_namespace()).await,
-        &signing_seed
-    ));
+    assert!(
+        !Needles::pieces_of([signing_seed.as_str()])
+            .find(&secrets_text(&client, operator_namespace()).await)
+            .is_empty()
+    );
 
     // The Component deleted: its user revoked, its connection closed and refused within
     // seconds.
@@ -1163,6 +1157,6 @@ async fn a_user_minted_for_a_component_does_what_daprd_needs_and_nothing_else() 
         .expect("a user not revoked still connects, as the Event and the docs say");
 
     for name in &policies {
-        let _ = cp.kubectl(&["delete", "natsserverpolicy", name], None);
+        let _ = control_plane().kubectl(&["delete", "natsserverpolicy", name], None);
     }
 }
