@@ -404,6 +404,79 @@ async fn round_trip(test: &str, dead_letter: bool, settings: &[(&str, &str)]) {
     );
 }
 
+/// A `pubsub.jetstream` Component with a `durableName` and `deliverPolicy: all` (and
+/// `annotations`), its Subscription, its stream made by the operator, and a durable consumer of
+/// that name made beforehand with deliver policy `new` and the deliver subject
+/// `<deliver_prefix><suffix>`, as an older deployment of the Component left it.
+struct OldConsumer {
+    ns: TestNamespace,
+    sfx: String,
+    durable: String,
+    stream: String,
+    js: async_nats::jetstream::Context,
+    subscriptions: [Value; 1],
+    deliver: String,
+    /// The consumer as made (its creation time is the server's record).
+    made: async_nats::jetstream::consumer::Info,
+}
+
+impl OldConsumer {
+    async fn make(prefix: &str, annotations: &[(&str, &str)], deliver_prefix: &str) -> Self {
+        use async_nats::jetstream::consumer;
+        let server = support::nats();
+        let client = client().await;
+        let ns = TestNamespace::new(&client, prefix).await;
+        let sfx = support::random_suffix();
+        let durable = format!("orders-{sfx}");
+        let mut manifest = ComponentManifest::new(&ns.name, "events")
+            .type_("pubsub.jetstream")
+            .item("natsURL", &server.url())
+            .item("durableName", &durable)
+            .item("deliverPolicy", "all");
+        for (key, value) in annotations {
+            manifest = manifest.annotation(key, value);
+        }
+        let subscriptions = [subscription(&ns.name, "orders", &sfx, None)];
+        operator();
+        control_plane().apply(&manifest.yaml());
+        for s in &subscriptions {
+            control_plane().apply(&serde_json::to_string(s).expect("JSON"));
+        }
+        let stream = format!("{}_events", ns.name);
+        support::wait_jss(&ns.name, "events", "StreamManaged", |s, r| {
+            s == "True" && r == "StreamManaged"
+        })
+        .await;
+        let js = support::jetstream(&server.url()).await;
+        let deliver = format!("{deliver_prefix}{sfx}");
+        let made = js
+            .get_stream(&stream)
+            .await
+            .expect("stream")
+            .create_consumer(consumer::push::Config {
+                durable_name: Some(durable.clone()),
+                deliver_subject: deliver.clone(),
+                deliver_policy: consumer::DeliverPolicy::New,
+                ack_policy: consumer::AckPolicy::Explicit,
+                filter_subject: format!("orders.{sfx}"),
+                ..Default::default()
+            })
+            .await
+            .expect("the old consumer");
+        let made = made.cached_info().clone();
+        Self {
+            ns,
+            sfx,
+            durable,
+            stream,
+            js,
+            subscriptions,
+            deliver,
+            made,
+        }
+    }
+}
+
 /// A durable consumer made beforehand with deliver policy `new` (as an older deployment of the
 /// Component made it), and a Component whose `deliverPolicy` is now `all`
 /// (components-contrib #2162): the JetStreamStream names the field and both values before
@@ -412,43 +485,16 @@ async fn round_trip(test: &str, dead_letter: bool, settings: &[(&str, &str)]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_durable_consumer_that_differs_is_named_before_daprd_fails_on_it() {
     use async_nats::jetstream::consumer;
-    let server = support::nats();
-    let client = client().await;
-    let ns = TestNamespace::new(&client, "dapr-consumer").await;
-    let sfx = support::random_suffix();
-    let durable = format!("orders-{sfx}");
-    let manifest = ComponentManifest::new(&ns.name, "events")
-        .type_("pubsub.jetstream")
-        .item("natsURL", &server.url())
-        .item("durableName", &durable)
-        .item("deliverPolicy", "all")
-        .yaml();
-    let subscriptions = [subscription(&ns.name, "orders", &sfx, None)];
-    operator();
-    control_plane().apply(&manifest);
-    for s in &subscriptions {
-        control_plane().apply(&serde_json::to_string(s).expect("JSON"));
-    }
-    let stream = format!("{}_events", ns.name);
-    support::wait_jss(&ns.name, "events", "StreamManaged", |s, r| {
-        s == "True" && r == "StreamManaged"
-    })
-    .await;
-    // The consumer an earlier deployment left behind.
-    let js = support::jetstream(&server.url()).await;
-    js.get_stream(&stream)
-        .await
-        .expect("stream")
-        .create_consumer(consumer::push::Config {
-            durable_name: Some(durable.clone()),
-            deliver_subject: format!("_INBOX.old{sfx}"),
-            deliver_policy: consumer::DeliverPolicy::New,
-            ack_policy: consumer::AckPolicy::Explicit,
-            filter_subject: format!("orders.{sfx}"),
-            ..Default::default()
-        })
-        .await
-        .expect("the old consumer");
+    let old = OldConsumer::make("dapr-consumer", &[], "_INBOX.old").await;
+    let OldConsumer {
+        ns,
+        sfx,
+        durable,
+        stream,
+        js,
+        subscriptions,
+        ..
+    } = old;
     // Before daprd runs: the status names the field and both values.
     let jss = support::wait_jss(&ns.name, "events", "ConsumerMismatch", |_, r| {
         r == "ConsumerMismatch"
@@ -538,47 +584,24 @@ async fn a_durable_consumer_that_differs_is_named_before_daprd_fails_on_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn with_the_opt_in_a_mismatching_consumer_is_made_anew_unless_a_subscriber_holds_it() {
     use async_nats::jetstream::consumer;
-    let server = support::nats();
-    let client = client().await;
-    let ns = TestNamespace::new(&client, "dapr-recreate").await;
-    let sfx = support::random_suffix();
-    let durable = format!("orders-{sfx}");
-    let manifest = ComponentManifest::new(&ns.name, "events")
-        .type_("pubsub.jetstream")
-        .item("natsURL", &server.url())
-        .item("durableName", &durable)
-        .item("deliverPolicy", "all")
-        .annotation("jetstreamkv.io/recreate-consumers", "true")
-        .yaml();
-    let subscriptions = [subscription(&ns.name, "orders", &sfx, None)];
-    operator();
-    control_plane().apply(&manifest);
-    for s in &subscriptions {
-        control_plane().apply(&serde_json::to_string(s).expect("JSON"));
-    }
-    let stream = format!("{}_events", ns.name);
-    support::wait_jss(&ns.name, "events", "StreamManaged", |s, r| {
-        s == "True" && r == "StreamManaged"
-    })
+    let old = OldConsumer::make(
+        "dapr-recreate",
+        &[("jetstreamkv.io/recreate-consumers", "true")],
+        "_INBOX.old",
+    )
     .await;
-    // The consumer an earlier deployment left behind, and an app still bound to it.
-    let js = support::jetstream(&server.url()).await;
-    let deliver = format!("_INBOX.old{sfx}");
-    let made = js
-        .get_stream(&stream)
-        .await
-        .expect("stream")
-        .create_consumer(consumer::push::Config {
-            durable_name: Some(durable.clone()),
-            deliver_subject: deliver.clone(),
-            deliver_policy: consumer::DeliverPolicy::New,
-            ack_policy: consumer::AckPolicy::Explicit,
-            filter_subject: format!("orders.{sfx}"),
-            ..Default::default()
-        })
-        .await
-        .expect("the old consumer");
-    let created = made.cached_info().created;
+    let OldConsumer {
+        ns,
+        sfx,
+        durable,
+        stream,
+        js,
+        subscriptions,
+        deliver,
+        made,
+    } = old;
+    let created = made.created;
+    let server = support::nats();
     let holder = async_nats::connect(server.url()).await.expect("connect");
     let bound = holder.subscribe(deliver).await.expect("subscribe");
     holder.flush().await.expect("flush");
