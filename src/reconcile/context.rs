@@ -146,3 +146,38 @@ pub fn jitter(d: Duration, fraction: f64) -> Duration {
     let f = rand::rng().random_range((1.0 - fraction)..(1.0 + fraction));
     d.mul_f64(f)
 }
+
+/// Why a Secret a `NatsServerPolicy` names in the operator's namespace could not be read.
+#[derive(Debug)]
+pub enum AdminSecretError {
+    /// What the cluster admin must fix (the Secret is missing, or the operator may not read it).
+    Unusable(String),
+    /// The API server could not answer now: retried.
+    Unavailable(kube::Error),
+}
+
+/// Reads the Secret `name` of the operator's namespace that a `NatsServerPolicy` names (the
+/// provisioning identity, a signing key), its data as bytes.
+pub async fn admin_secret(
+    ctx: &Context,
+    name: &str,
+) -> Result<std::collections::BTreeMap<String, Vec<u8>>, AdminSecretError> {
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(ctx.client.clone(), &ctx.operator_namespace);
+    match secrets.get_opt(name).await {
+        Ok(Some(secret)) => Ok(secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect()),
+        Ok(None) => Err(AdminSecretError::Unusable(
+            "their Secret is not in the operator's namespace".into(),
+        )),
+        Err(kube::Error::Api(s)) if s.code == 403 => Err(AdminSecretError::Unusable(
+            "the operator may not read their Secret (grant it get on that Secret in its namespace)"
+                .into(),
+        )),
+        Err(e) => Err(AdminSecretError::Unavailable(e)),
+    }
+}

@@ -8,12 +8,8 @@
 //! shown: a failure names the policy and says what is wrong with its Secret, never a value.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
-
-use super::context::Context;
+use super::context::{AdminSecretError, Context, admin_secret};
 use crate::credentials::provisioning::{Identity, connect_as};
 use crate::dapr::{NatsAuth, StoreConfig};
 use crate::nats::NatsError;
@@ -82,21 +78,10 @@ pub async fn connection<'a>(
             detail,
         }
     };
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.operator_namespace);
-    let secret = match secrets.get_opt(&provisioning.secret_name).await {
-        Ok(Some(secret)) => secret,
-        Ok(None) => {
-            return Err(unusable(
-                "their Secret is not in the operator's namespace".into(),
-            ));
-        }
-        Err(kube::Error::Api(s)) if s.code == 403 => {
-            return Err(unusable(
-                "the operator may not read their Secret (grant it get on that Secret in its namespace)"
-                    .into(),
-            ));
-        }
-        Err(e) => {
+    let data = match admin_secret(ctx, &provisioning.secret_name).await {
+        Ok(data) => data,
+        Err(AdminSecretError::Unusable(detail)) => return Err(unusable(detail)),
+        Err(AdminSecretError::Unavailable(e)) => {
             tracing::warn!(error = %e, "reading a provisioning Secret failed");
             return Err(NatsError::ProvisioningCredentials {
                 policy: provisioning.policy.clone(),
@@ -104,12 +89,6 @@ pub async fn connection<'a>(
             });
         }
     };
-    let data: BTreeMap<String, Vec<u8>> = secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
     let now = jiff::Timestamp::now().as_second();
     let identity = Identity::from_secret(&data, now).map_err(|e| unusable(e.to_string()))?;
     if let Some(problem) = other_account(store, &identity, now) {

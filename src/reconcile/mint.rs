@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt as _};
 
-use super::context::Context;
+use super::context::{AdminSecretError, Context, admin_secret};
 use super::status::{Note, Reason};
 use crate::crd::ConditionType;
 use crate::credentials::minted::{self, MintError, MintedSecret, SigningKey};
@@ -362,28 +362,13 @@ async fn signing_key(
             detail,
         }
     };
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.operator_namespace);
-    let secret = match secrets.get_opt(secret_name).await {
-        Ok(Some(secret)) => secret,
-        Ok(None) => {
-            return Err(invalid(
-                "their Secret is not in the operator's namespace".into(),
-            ));
+    let data = match admin_secret(ctx, secret_name).await {
+        Ok(data) => data,
+        Err(AdminSecretError::Unusable(detail)) => return Err(invalid(detail)),
+        Err(AdminSecretError::Unavailable(e)) => {
+            return Err(unavailable("reading the signing key", &e));
         }
-        Err(kube::Error::Api(s)) if s.code == 403 => {
-            return Err(invalid(
-                "the operator may not read their Secret (grant it get on that Secret in its namespace)"
-                    .into(),
-            ));
-        }
-        Err(e) => return Err(unavailable("reading the signing key", &e)),
     };
-    let data: BTreeMap<String, Vec<u8>> = secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
     SigningKey::from_secret(&data).map_err(|e| invalid(e.to_string()))
 }
 
