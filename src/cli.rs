@@ -183,6 +183,11 @@ pub struct RunArgs {
     /// `limits.memory`. Unset: not exposed.
     #[arg(long, env = "MEMORY_LIMIT", value_parser = memory_limit)]
     pub memory_limit: Option<u64>,
+    /// Expose how full each Component's bucket or streams are (`jetstream_kv_stream_bytes` and
+    /// `jetstream_kv_stream_max_bytes`, one series per stream), for at most this many
+    /// Components, for the near-max-bytes alert and the dashboard's usage panel. 0: off.
+    #[arg(long, env = "USAGE_METRICS_MAX_COMPONENTS", default_value_t = 0)]
+    pub usage_metrics_max_components: usize,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
@@ -334,6 +339,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     if let Some(bytes) = args.memory_limit {
         metrics.set_memory_limit(bytes);
     }
+    metrics.enable_usage(args.usage_metrics_max_components);
     let metrics = Arc::new(metrics);
     let health = Arc::new(Health::default());
     let server = http::serve(args.http_addr, health.clone(), metrics.clone())

@@ -1,12 +1,14 @@
 //! Prometheus metrics, served as text on `/metrics`.
 //!
 //! Every series has a bounded set of labels (kinds, fixed CamelCase reasons, Stalled or
-//! Reconciling): 100,000 Components are a handful of series, never one per object. The chart's
+//! Reconciling): 100,000 Components are a handful of series, never one per object. The one
+//! exception is opt-in and capped: per-stream usage ([`Metrics::enable_usage`]), for at most the
+//! number of Components the admin gives. The chart's
 //! alerts and dashboard (`charts/jetstream-kv-operator/templates/prometheusrule.yaml`,
 //! `dashboards/jetstream-kv-operator.json`) name only these, and `tests/alerts.rs` holds them to
 //! a live scrape.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -37,6 +39,14 @@ struct NotReadyLabels {
     kind: String,
     reason: String,
     state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UsageLabels {
+    kind: String,
+    component_namespace: String,
+    component: String,
+    stream: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -75,6 +85,33 @@ impl ObjectState {
             .to_string(),
         })
     }
+}
+
+/// How full one stream of a Component is, as its last reconcile read it from the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamUsage {
+    /// The stream's name (`KV_<bucket>` for a bucket).
+    pub stream: String,
+    /// Bytes stored.
+    pub bytes: u64,
+    /// The stream's size limit; None when unlimited.
+    pub max_bytes: Option<u64>,
+}
+
+/// The opt-in per-stream usage series, for at most `limit` Components.
+struct Usage {
+    limit: usize,
+    bytes: Family<UsageLabels, Gauge>,
+    max_bytes: Family<UsageLabels, Gauge>,
+    left_out: Gauge,
+    shown: Mutex<UsageShown>,
+}
+
+/// Which Components have series, and which were left out for the cap.
+#[derive(Default)]
+struct UsageShown {
+    series: HashMap<String, Vec<UsageLabels>>,
+    left_out: HashSet<String>,
 }
 
 /// How an admission review ended, for `jetstream_kv_webhook_reviews_total`.
@@ -122,6 +159,7 @@ pub struct Metrics {
     resident_memory: Gauge,
     memory_limit: Gauge,
     memory_limit_registered: bool,
+    usage: Option<Usage>,
     by_object: Mutex<HashMap<String, ObjectState>>,
     scrape_hooks: Mutex<Vec<ScrapeHook>>,
 }
@@ -250,6 +288,7 @@ impl Metrics {
             resident_memory,
             memory_limit,
             memory_limit_registered: false,
+            usage: None,
             by_object: Mutex::default(),
             scrape_hooks: Mutex::default(),
         }
@@ -272,6 +311,9 @@ impl Metrics {
     /// is gone). Constant time: it runs after every reconcile of every Component (counting the
     /// map each time made a pass over 100,000 Components quadratic).
     pub fn set_state(&self, object: &str, state: Option<ObjectState>) {
+        if state.is_none() {
+            self.set_usage(object, None);
+        }
         let mut map = self.by_object.lock().unwrap_or_else(|e| e.into_inner());
         if map.get(object) == state.as_ref() {
             return;
@@ -337,6 +379,102 @@ impl Metrics {
         }
         self.memory_limit
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Exposes how full each Component's bucket or streams are (`jetstream_kv_stream_bytes` and
+    /// `jetstream_kv_stream_max_bytes`, labelled by kind, the Component's namespace and name and
+    /// the stream), for at most `limit` Components: the series a near-full alert and dashboard
+    /// need, bounded however many Components there are. Components beyond the cap are counted in
+    /// `jetstream_kv_stream_usage_left_out`. `limit` 0 keeps them off.
+    pub fn enable_usage(&mut self, limit: usize) {
+        if limit == 0 || self.usage.is_some() {
+            return;
+        }
+        let usage = Usage {
+            limit,
+            bytes: Family::default(),
+            max_bytes: Family::default(),
+            left_out: Gauge::default(),
+            shown: Mutex::default(),
+        };
+        self.registry.register(
+            "stream_bytes",
+            "Bytes stored in a Component's bucket or stream, as its last reconcile read them \
+             (opt-in, for a capped number of Components)",
+            usage.bytes.clone(),
+        );
+        self.registry.register(
+            "stream_max_bytes",
+            "The size limit (max-bytes) of a Component's bucket or stream, when it has one \
+             (opt-in, for a capped number of Components)",
+            usage.max_bytes.clone(),
+        );
+        self.registry.register(
+            "stream_usage_left_out",
+            "Components whose usage is not exposed because the cap on usage series was reached",
+            usage.left_out.clone(),
+        );
+        self.usage = Some(usage);
+    }
+
+    /// Whether per-stream usage is exposed ([`enable_usage`](Self::enable_usage)).
+    pub fn usage_enabled(&self) -> bool {
+        self.usage.is_some()
+    }
+
+    /// Records how full the streams of `object` (a Component's `namespace/name`) are, or drops
+    /// its series (`None`: gone, or the server not reached, so the usage is not known). A no-op
+    /// unless usage is enabled. Constant time in the number of Components.
+    pub fn set_usage(&self, object: &str, usage: Option<(&str, &[StreamUsage])>) {
+        let Some(u) = &self.usage else { return };
+        let mut shown = u.shown.lock().unwrap_or_else(|e| e.into_inner());
+        let old = shown.series.remove(object).unwrap_or_default();
+        let Some((kind, streams)) = usage else {
+            for labels in &old {
+                u.bytes.remove(labels);
+                u.max_bytes.remove(labels);
+            }
+            shown.left_out.remove(object);
+            u.left_out.set(shown.left_out.len() as i64);
+            return;
+        };
+        if old.is_empty() && shown.series.len() >= u.limit {
+            shown.left_out.insert(object.to_string());
+            u.left_out.set(shown.left_out.len() as i64);
+            return;
+        }
+        let (namespace, name) = object.split_once('/').unwrap_or(("", object));
+        let new: Vec<UsageLabels> = streams
+            .iter()
+            .map(|s| UsageLabels {
+                kind: kind.to_string(),
+                component_namespace: namespace.to_string(),
+                component: name.to_string(),
+                stream: s.stream.clone(),
+            })
+            .collect();
+        for labels in old.iter().filter(|l| !new.contains(l)) {
+            u.bytes.remove(labels);
+            u.max_bytes.remove(labels);
+        }
+        for (labels, s) in new.iter().zip(streams) {
+            u.bytes
+                .get_or_create(labels)
+                .set(i64::try_from(s.bytes).unwrap_or(i64::MAX));
+            match s.max_bytes {
+                Some(max) => {
+                    u.max_bytes
+                        .get_or_create(labels)
+                        .set(i64::try_from(max).unwrap_or(i64::MAX));
+                }
+                None => {
+                    u.max_bytes.remove(labels);
+                }
+            }
+        }
+        shown.left_out.remove(object);
+        u.left_out.set(shown.left_out.len() as i64);
+        shown.series.insert(object.to_string(), new);
     }
 
     /// Runs `hook` before each scrape (to refresh a gauge read from elsewhere).
@@ -516,5 +654,77 @@ mod tests {
         assert_eq!(parse_memory("1G"), Some(1_000_000_000));
         assert_eq!(parse_memory("1.5Gi"), None);
         assert_eq!(parse_memory("x"), None);
+    }
+
+    fn usage(stream: &str, bytes: u64, max_bytes: Option<u64>) -> StreamUsage {
+        StreamUsage {
+            stream: stream.into(),
+            bytes,
+            max_bytes,
+        }
+    }
+
+    #[test]
+    fn usage_series_are_opt_in_capped_and_dropped_with_their_component() {
+        let off = Metrics::new();
+        off.set_usage(
+            "a/x",
+            Some(("KeyValueBucket", &[usage("KV_x", 5, Some(10))])),
+        );
+        assert!(!off.encode(true).contains("stream_bytes"));
+
+        let mut m = Metrics::new();
+        m.enable_usage(2);
+        let kv = "KeyValueBucket";
+        m.set_usage("a/x", Some((kv, &[usage("KV_x", 5, Some(10))])));
+        m.set_usage("a/y", Some((kv, &[usage("KV_y", 7, None)])));
+        m.set_usage("b/z", Some((kv, &[usage("KV_z", 9, Some(10))])));
+        let text = m.encode(true);
+        let x = r#"{kind="KeyValueBucket",component_namespace="a",component="x",stream="KV_x"}"#;
+        let y = r#"{kind="KeyValueBucket",component_namespace="a",component="y",stream="KV_y"}"#;
+        assert!(
+            text.contains(&format!("jetstream_kv_stream_bytes{x} 5")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("jetstream_kv_stream_max_bytes{x} 10")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("jetstream_kv_stream_bytes{y} 7")),
+            "{text}"
+        );
+        // No limit: no max series (the alert's ratio has nothing to divide by).
+        assert!(
+            !text.contains(&format!("jetstream_kv_stream_max_bytes{y}")),
+            "{text}"
+        );
+        // The cap: the third Component is counted, not exposed.
+        assert!(!text.contains("KV_z"), "{text}");
+        assert!(
+            text.contains("jetstream_kv_stream_usage_left_out 1"),
+            "{text}"
+        );
+
+        // A Component deleted frees its place for the next reconcile of one left out.
+        m.set_state("a/x", None);
+        m.set_usage("b/z", Some((kv, &[usage("KV_z", 9, Some(10))])));
+        let text = m.encode(true);
+        assert!(!text.contains("KV_x"), "{text}");
+        assert!(text.contains("KV_z"), "{text}");
+        assert!(
+            text.contains("jetstream_kv_stream_usage_left_out 0"),
+            "{text}"
+        );
+
+        // A stream renamed (a pub/sub's stream changed) or the server not reached: old series go.
+        m.set_usage(
+            "b/z",
+            Some(("JetStreamStream", &[usage("ORDERS", 1, None)])),
+        );
+        m.set_usage("a/y", None);
+        let text = m.encode(true);
+        assert!(!text.contains("KV_z") && !text.contains("KV_y"), "{text}");
+        assert!(text.contains(r#"stream="ORDERS"} 1"#), "{text}");
     }
 }

@@ -192,7 +192,7 @@ fn the_rendered_rules_and_every_dashboard_query_parse_with_prometheus_own_parser
     std::fs::write(&path, serde_json::to_string(&rules).expect("JSON")).expect("write");
     let out = run_promtool(&["check", "rules", support::path_str(&path)])
         .unwrap_or_else(|e| panic!("promtool check rules on the chart's rules:\n{e}"));
-    assert!(out.contains("SUCCESS: 12 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 13 rules found"), "{out}");
     for (name, rule) in alerts(&rules) {
         let url = rule["annotations"]["runbook_url"]
             .as_str()
@@ -554,6 +554,35 @@ fn redis(ns: &str, name: &str) -> String {
         .yaml()
 }
 
+/// The max-bytes of the bucket the near-max-bytes alert is tested on.
+const LIMITED_MAX_BYTES: u64 = 64 * 1024;
+
+/// Puts 1 KiB values into `bucket` until the server reports it holds `share` of
+/// [`LIMITED_MAX_BYTES`] (or refuses a put: full); returns the bytes it reports.
+async fn fill(url: &str, bucket: &str, share: f64) -> u64 {
+    let js = support::jetstream(url).await;
+    let kv = js.get_key_value(bucket).await.expect("the limited bucket");
+    let value = vec![b'x'; 1024];
+    let mut i = 0u64;
+    loop {
+        i += 1;
+        let bytes = js
+            .get_stream(format!("KV_{bucket}"))
+            .await
+            .expect("the limited bucket's stream")
+            .info()
+            .await
+            .expect("stream info")
+            .state
+            .bytes;
+        if bytes as f64 >= share * LIMITED_MAX_BYTES as f64
+            || kv.put(format!("k{i}"), value.clone().into()).await.is_err()
+        {
+            return bytes;
+        }
+    }
+}
+
 fn resident_memory(page: &str) -> f64 {
     support::fixtures::metric(page, "jetstream_kv_resident_memory_bytes ")
 }
@@ -573,15 +602,28 @@ async fn every_alert_fires_on_its_fault_and_none_in_the_steady_state() {
     let scoped = ["--namespaces", ns.name.as_str()];
     let mut states: Vec<State> = Vec::new();
 
-    // The steady state: two Ready buckets, an operator with the chart's memory limit.
-    let main = operator(&scoped, &[("MEMORY_LIMIT", "512Mi")]);
+    // The steady state: three Ready buckets, one with a max-bytes it is far from, and an
+    // operator with the chart's memory limit and usage series on.
+    let main = operator(
+        &scoped,
+        &[
+            ("MEMORY_LIMIT", "512Mi"),
+            ("USAGE_METRICS_MAX_COMPONENTS", "100"),
+        ],
+    );
     for name in ["orders", "carts"] {
         apply(
             &ComponentManifest::store(&ns.name, name, &nats.url(), &support::unique_bucket(name))
                 .yaml(),
         );
     }
-    for name in ["orders", "carts"] {
+    let limited_bucket = support::unique_bucket("limited");
+    apply(
+        &ComponentManifest::store(&ns.name, "limited", &nats.url(), &limited_bucket)
+            .annotation("jetstreamkv.io/max-bytes", &LIMITED_MAX_BYTES.to_string())
+            .yaml(),
+    );
+    for name in ["orders", "carts", "limited"] {
         wait_kvb(&ns.name, name, &main, |s, _| s == "True");
     }
     wait_metrics(&main, "the leader, ready", |p| {
@@ -848,6 +890,32 @@ async fn every_alert_fires_on_its_fault_and_none_in_the_steady_state() {
     };
     applier.join().expect("the applier thread");
     drop(webhook);
+
+    // A bucket filled past 90% of its max-bytes, as the operator reads it at its next resync.
+    let limited_stream = format!("KV_{limited_bucket}");
+    let filled = fill(&nats.url(), &limited_bucket, 0.93).await;
+    wait_metrics(&main, "the bucket's usage past 90%", |p| {
+        let samples = support::fixtures::samples(p);
+        samples.iter().any(|(k, v)| {
+            k.starts_with("jetstream_kv_stream_bytes{")
+                && k.contains(&format!("stream=\"{limited_stream}\""))
+                && *v >= 0.9 * LIMITED_MAX_BYTES as f64
+        })
+    });
+    states.push(State {
+        name: "a bucket near its max-bytes".into(),
+        targets: capture(&[("operator-0", &main)]),
+        expected: vec![expect(
+            "JetStreamKVStreamNearMaxBytes",
+            &[
+                ("kind", "KeyValueBucket"),
+                ("component_namespace", &ns.name),
+                ("component", "limited"),
+                ("stream", &limited_stream),
+            ],
+        )],
+    });
+    eprintln!("alerts: {filled} bytes written to {limited_stream} (max-bytes {LIMITED_MAX_BYTES})");
 
     // Killed: the one instance is gone; Prometheus's scrape fails (up 0).
     let doomed = operator(&scoped, &[]);

@@ -1382,7 +1382,7 @@ fn the_alerts_and_the_dashboard_are_off_by_default_and_opt_in() {
         .iter()
         .filter_map(|r| r["expr"].as_str())
         .collect();
-    assert_eq!(exprs.len(), 12, "{exprs:?}");
+    assert_eq!(exprs.len(), 13, "{exprs:?}");
     let matcher = format!(r#"job="{job}", namespace="{RELEASE_NAMESPACE}""#);
     for expr in &exprs {
         assert!(expr.contains(&matcher), "{expr} does not select {matcher}");
@@ -1465,6 +1465,28 @@ fn the_operator_is_told_its_memory_limit_for_the_memory_alert() {
             .iter()
             .all(|e| e.name != "MEMORY_LIMIT"),
         "no limit, no MEMORY_LIMIT"
+    );
+}
+
+#[test]
+fn usage_series_are_off_unless_the_value_caps_them() {
+    let off = operator_container(&render(&[]).deployment());
+    assert!(
+        off.env
+            .unwrap_or_default()
+            .iter()
+            .all(|e| e.name != "USAGE_METRICS_MAX_COMPONENTS"),
+        "usage series are opt-in"
+    );
+    let on =
+        operator_container(&render(&["--set", "metrics.usage.maxComponents=500"]).deployment());
+    assert_eq!(
+        env(&on, "USAGE_METRICS_MAX_COMPONENTS").value.as_deref(),
+        Some("500")
+    );
+    assert_schema_rejects(
+        "metrics.usage.maxComponents=-1",
+        "/metrics/usage/maxComponents",
     );
 }
 

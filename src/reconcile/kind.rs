@@ -21,6 +21,7 @@ use super::stream::{self as streams, StreamOutcome};
 use crate::crd::{ConditionType, KeyValueBucket};
 use crate::dapr::{Component, StoreConfig};
 use crate::failure::{Problem, Retry};
+use crate::metrics::StreamUsage;
 use crate::nats::app_rights::Denied;
 use crate::nats::stream::planned::Planned;
 use crate::pubsub::{JetStreamStream, PubsubConfig, StreamSettings, Subscription};
@@ -83,6 +84,10 @@ pub trait Kind {
 
     /// When to look again.
     fn retry(outcome: &Self::Outcome) -> Retry;
+
+    /// How full the bucket or streams are, as the server reported them (empty when it was not
+    /// reached), for the opt-in usage metrics.
+    fn usage(outcome: &Self::Outcome) -> Vec<StreamUsage>;
 
     /// Whether the Component's annotations ask for its bucket or streams to be deleted with it.
     fn deletes(component: &Component) -> bool;
@@ -186,6 +191,14 @@ impl Kind for Bucket {
 
     fn retry(outcome: &Outcome) -> Retry {
         outcome.retry
+    }
+
+    fn usage(outcome: &Outcome) -> Vec<StreamUsage> {
+        outcome
+            .bucket
+            .iter()
+            .map(|b| usage_of(&b.stream, b.bytes, b.config.max_bytes))
+            .collect()
     }
 
     fn deletes(component: &Component) -> bool {
@@ -320,6 +333,14 @@ impl Kind for Streams {
         outcome.retry()
     }
 
+    fn usage(outcome: &StreamOutcome) -> Vec<StreamUsage> {
+        [&outcome.stream, &outcome.dead_letter_stream]
+            .into_iter()
+            .flatten()
+            .map(|s| usage_of(&s.name, s.bytes, s.config.max_bytes))
+            .collect()
+    }
+
     fn deletes(component: &Component) -> bool {
         crate::pubsub::stream::stream_settings(component.annotations())
             .is_ok_and(|s| s.deletion_policy == DeletionPolicy::Delete)
@@ -402,4 +423,15 @@ fn name_of(key: &str) -> &str {
 
 fn retained_message(what: &str) -> String {
     format!("the Component is deleted and its deletion policy is retain: the {what} kept")
+}
+
+/// One stream's usage; a max-bytes of 0 or less (NATS writes -1) is no limit.
+fn usage_of(stream: &str, bytes: u64, max_bytes: Option<i64>) -> StreamUsage {
+    StreamUsage {
+        stream: stream.to_string(),
+        bytes,
+        max_bytes: max_bytes
+            .and_then(|m| u64::try_from(m).ok())
+            .filter(|m| *m > 0),
+    }
 }

@@ -173,6 +173,12 @@ where
             stalled,
         }),
     );
+    if ctx.metrics.usage_enabled() {
+        let usage = K::usage(&outcome);
+        let kind = <K::Object as kube::Resource>::kind(&());
+        ctx.metrics
+            .set_usage(key, (!usage.is_empty()).then_some((&*kind, &usage[..])));
+    }
     tracing::debug!(ready = ?ready.map(|c| (&c.status, &c.reason)), elapsed = ?started.elapsed(), "reconciled");
     Ok(requeue(ctx, key, K::retry(&outcome)))
 }
