@@ -6,6 +6,8 @@
 //! within seconds of the bucket, instead of at the end of the kubelet's back-off. A Deployment
 //! outside the Component's scopes and one that is not Dapr-enabled crash-loop on the same
 //! bucket and are never touched (their generation and annotations, as the API server has them).
+//! The same story for a `pubsub.jetstream` Component (daprd exits when its NATS server cannot be
+//! reached) and its JetStreamStream.
 //!
 //! `JKO_HEAL_COMPARE=<duration>` (e.g. `5m`) also runs the same story without heal, the app
 //! crash-looping that long before NATS comes back, and prints how long the kubelet's back-off
@@ -87,19 +89,53 @@ fn untouched_marks(ns: &str, name: &str) -> (Value, Value, Value) {
     )
 }
 
+/// What the Component is: a state store (its KeyValueBucket) or a pub/sub (its JetStreamStream).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    StateStore,
+    PubSub,
+}
+
+impl Kind {
+    /// The short name of the operator's object.
+    fn object(self) -> &'static str {
+        match self {
+            Kind::StateStore => "kvb",
+            Kind::PubSub => "jss",
+        }
+    }
+
+    /// What the operator makes.
+    fn what(self) -> &'static str {
+        match self {
+            Kind::StateStore => "bucket",
+            Kind::PubSub => "stream",
+        }
+    }
+
+    /// The Deployments of the story: (app, Dapr-enabled). `orders` is in the Component's
+    /// scopes, `billing` is Dapr-enabled but out of them, `plain` is not Dapr-enabled (the
+    /// state store's story; the pub/sub's keeps the scope check, with one daprd fewer).
+    fn apps(self) -> &'static [(&'static str, bool)] {
+        match self {
+            Kind::StateStore => &[("orders", true), ("billing", true), ("plain", false)],
+            Kind::PubSub => &[("orders", true), ("billing", true)],
+        }
+    }
+}
+
 /// One app story: a release (heal on or off), its own nats-server on the node's bridge, stopped;
-/// a Component scoped to app `orders`; three Deployments running daprd on it (`orders`,
-/// `billing`: Dapr-enabled but out of scope, `plain`: not Dapr-enabled), all crash-looping.
+/// a Component scoped to app `orders`; Deployments running daprd on it ([`Kind::apps`]), all
+/// crash-looping.
 struct Story {
+    kind: Kind,
     release: HelmRelease,
     nats: NatsServer,
     component: String,
 }
 
-const APPS: [(&str, bool); 3] = [("orders", true), ("billing", true), ("plain", false)];
-
 impl Story {
-    fn crash_looping(test: &str, heal: bool) -> Story {
+    fn crash_looping(test: &str, heal: bool, kind: Kind) -> Story {
         let cp = node_cluster();
         let gateway = cp.node.as_ref().expect("a node").gateway.clone();
         let mut nats = NatsServer::start_on(&gateway);
@@ -117,9 +153,21 @@ impl Story {
         nats.stop();
 
         let ns = release.apps.clone();
-        let component = "statestore".to_string();
-        let bucket = support::unique_bucket("heal");
-        let mut manifest = ComponentManifest::store(&ns, &component, &nats.url(), &bucket).json();
+        let (component, mut manifest) = match kind {
+            Kind::StateStore => {
+                let bucket = support::unique_bucket("heal");
+                let m = ComponentManifest::store(&ns, "statestore", &nats.url(), &bucket);
+                ("statestore".to_string(), m.json())
+            }
+            Kind::PubSub => {
+                // The stream's subjects from the annotation: no Subscription is needed.
+                let m = ComponentManifest::new(&ns, "pubsub")
+                    .type_("pubsub.jetstream")
+                    .item("natsURL", &nats.url())
+                    .annotation("jetstreamkv.io/subjects", "orders.>");
+                ("pubsub".to_string(), m.json())
+            }
+        };
         manifest["scopes"] = serde_json::json!(["orders"]);
         apply(&manifest);
         // daprd reads the Component from a file, as the API server holds it; `billing` and
@@ -134,7 +182,7 @@ impl Story {
             .remove("scopes");
         apply(&resources_config_map(&ns, "scoped", &scoped));
         apply(&resources_config_map(&ns, "unscoped", &unscoped));
-        for (app, dapr) in APPS {
+        for &(app, dapr) in kind.apps() {
             let files = if app == "orders" {
                 "scoped"
             } else {
@@ -142,37 +190,46 @@ impl Story {
             };
             apply(&sidecar_deployment(&ns, app, app, dapr, files));
         }
-        for (app, _) in APPS {
+        for (app, _) in kind.apps() {
             wait_for(
                 Duration::from_secs(90),
-                &format!("the pod of {app} to crash-loop without its bucket"),
+                &format!("the pod of {app} to crash-loop without its {}", kind.what()),
                 || pods_of(&ns, app).iter().any(crash_looping).then_some(()),
                 || release.describe(cp),
             );
         }
-        let kvb = get(&ns, &format!("kvb/{component}"));
+        let object = get(&ns, &format!("{}/{component}", kind.object()));
         assert_ne!(
-            ready_status(&kvb).0,
+            ready_status(&object).0,
             "True",
-            "the KeyValueBucket is Ready without NATS: {kvb}"
+            "the {} is Ready without NATS: {object}",
+            kind.object()
         );
         Story {
+            kind,
             release,
             nats,
             component,
         }
     }
 
-    /// Starts NATS again and waits for the KeyValueBucket to be Ready; when it turned Ready.
+    /// The KeyValueBucket or JetStreamStream, as the API server has it.
+    fn object(&self) -> Value {
+        get(
+            &self.release.apps,
+            &format!("{}/{}", self.kind.object(), self.component),
+        )
+    }
+
+    /// Starts NATS again and waits for the KeyValueBucket or JetStreamStream to be Ready; when
+    /// it turned Ready.
     fn fix(&mut self) -> i64 {
         self.nats.start_again();
-        let ns = self.release.apps.clone();
         wait_for(
             Duration::from_secs(60),
-            "the KeyValueBucket to be Ready once NATS is back",
+            &format!("the {} to be Ready once NATS is back", self.kind.object()),
             || {
-                let kvb = get(&ns, &format!("kvb/{}", self.component));
-                let (status, since) = ready_status(&kvb);
+                let (status, since) = ready_status(&self.object());
                 (status == "True").then(|| seconds(&since))
             },
             || self.release.describe(node_cluster()),
@@ -223,9 +280,9 @@ impl Story {
     }
 }
 
-/// Ready's (status, lastTransitionTime) of a KeyValueBucket.
-fn ready_status(kvb: &Value) -> (String, String) {
-    kvb["status"]["conditions"]
+/// Ready's (status, lastTransitionTime) of a KeyValueBucket or JetStreamStream.
+fn ready_status(object: &Value) -> (String, String) {
+    object["status"]["conditions"]
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
         .map(|c| {
@@ -242,10 +299,32 @@ fn ready_status(kvb: &Value) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_looping_app_is_ready_within_seconds_of_its_bucket_and_no_other_is_touched() {
+    heals("heal", Kind::StateStore);
+    // The measurement without heal, asked for: minutes of the kubelet's back-off.
+    if let Some(wait) = std::env::var("JKO_HEAL_COMPARE")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        let wait = jetstream_kv_operator::duration::parse_flag(&wait)
+            .unwrap_or_else(|e| panic!("JKO_HEAL_COMPARE: {e}"));
+        without_heal(wait);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_looping_pubsub_app_is_ready_within_seconds_of_its_stream_and_no_other_is_touched()
+{
+    heals("heal-pubsub", Kind::PubSub);
+}
+
+/// The story with heal on: the app in scope is rolled out once and Ready within seconds of its
+/// bucket or stream; the others are never touched.
+fn heals(test: &str, kind: Kind) {
     let started = Instant::now();
-    let mut story = Story::crash_looping("heal", true);
+    let mut story = Story::crash_looping(test, true, kind);
     let ns = story.release.apps.clone();
-    let before: Vec<_> = APPS
+    let before: Vec<_> = kind
+        .apps()
         .iter()
         .map(|(app, _)| (*app, untouched_marks(&ns, app)))
         .collect();
@@ -259,7 +338,7 @@ async fn a_crash_looping_app_is_ready_within_seconds_of_its_bucket_and_no_other_
     // The operator rolled `orders` out, as kubectl rollout restart does, once, for this
     // transition.
     let orders = get(&ns, "deployment/orders");
-    let (_, since) = ready_status(&get(&ns, &format!("kvb/{}", story.component)));
+    let (_, since) = ready_status(&story.object());
     assert!(
         orders["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
             .is_string(),
@@ -281,8 +360,9 @@ async fn a_crash_looping_app_is_ready_within_seconds_of_its_bucket_and_no_other_
     );
     assert!(
         app_ready - bucket_ready <= 20,
-        "orders' pod turned Ready {} s after the bucket",
-        app_ready - bucket_ready
+        "orders' pod turned Ready {} s after the {}",
+        app_ready - bucket_ready,
+        kind.what()
     );
     // The Deployment outside the scopes and the one without Dapr, crash-looping on the same
     // bucket, are as they were: the API server's generation and annotations.
@@ -318,30 +398,21 @@ async fn a_crash_looping_app_is_ready_within_seconds_of_its_bucket_and_no_other_
         orders_after["metadata"]["generation"], orders["metadata"]["generation"],
         "orders rolled out again for the same transition"
     );
+    let what = kind.what();
     eprintln!(
-        "figures: with heal, orders' pod Ready {} s after the bucket turned Ready (the API's \
-         second-precision times; {:.1?} from the test seeing the bucket Ready to seeing the pod \
-         Ready); the three apps crash-looping {:.1?} after the start",
+        "figures: {kind:?}: with heal, orders' pod Ready {} s after the {what} turned Ready (the \
+         API's second-precision times; {:.1?} from the test seeing the {what} Ready to seeing \
+         the pod Ready); the apps crash-looping {:.1?} after the start",
         app_ready - bucket_ready,
         waited,
         crash_looping_at
     );
-
-    // The measurement without heal, asked for: minutes of the kubelet's back-off.
-    if let Some(wait) = std::env::var("JKO_HEAL_COMPARE")
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
-        let wait = jetstream_kv_operator::duration::parse_flag(&wait)
-            .unwrap_or_else(|e| panic!("JKO_HEAL_COMPARE: {e}"));
-        without_heal(wait);
-    }
 }
 
 /// The same story without heal: the app crash-loops for `crash_for`, NATS comes back, and the
 /// pod waits for the kubelet's back-off; nothing is rolled out.
 fn without_heal(crash_for: Duration) {
-    let mut story = Story::crash_looping("no-heal", false);
+    let mut story = Story::crash_looping("no-heal", false, Kind::StateStore);
     let ns = story.release.apps.clone();
     let before = untouched_marks(&ns, "orders");
     std::thread::sleep(crash_for);
