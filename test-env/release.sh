@@ -222,12 +222,20 @@ say "Ready under qemu-user; $(( $(date +%s) - t ))s with the servers' start and 
 step "the images (test-env/image.sh: from scratch, the Dockerfile's final stage) and their OCI index"
 t=$(date +%s)
 export JKO_BUILDAH_STORE="$rel/buildah"
+# The images' times (their creation and their files') are the commit's, or SOURCE_DATE_EPOCH's
+# when it is given: the same binary makes the same image, to the digest.
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$repo" show -s --format=%ct HEAD)}
 work="$rel/work"
 rm -rf "$work" && mkdir -p "$work"
+image() { JKO_IMAGE_PLATFORM=linux/$1 JKO_IMAGE_SYSROOT=$root "$here/image.sh" operator "$dist/linux-$1/jetstream-kv-operator" "$2" >/dev/null; }
+manifest_digest() { tar -xOf "$1" index.json | python3 -c 'import json, sys; print(json.load(sys.stdin)["manifests"][0]["digest"])'; }
 for arch in "${platforms[@]}"; do
-  JKO_IMAGE_PLATFORM=linux/$arch JKO_IMAGE_SYSROOT=$root \
-    "$here/image.sh" operator "$dist/linux-$arch/jetstream-kv-operator" "$work/image-$arch.tar" >/dev/null
+  image "$arch" "$work/image-$arch.tar"
 done
+image arm64 "$work/again-arm64.tar"
+[ "$(manifest_digest "$work/again-arm64.tar")" = "$(manifest_digest "$work/image-arm64.tar")" ] ||
+  fail "the arm64 image built twice from the same binary has two digests: $(manifest_digest "$work/image-arm64.tar"), $(manifest_digest "$work/again-arm64.tar")"
+say "reproducible: the linux/arm64 image built once more from the same binary has the same digest, $(manifest_digest "$work/image-arm64.tar") (times: SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH, $(date -u -d "@$SOURCE_DATE_EPOCH" +%FT%TZ))"
 image_ref="jetstream-kv-operator:$version"
 archives=()
 for arch in "${platforms[@]}"; do archives+=("$work/image-$arch.tar"); done
@@ -244,6 +252,21 @@ for arch in "${platforms[@]}"; do
   esac
   "${run[@]}" crd | cmp -s - "$repo/crds/keyvaluebucket.yaml" || fail "the linux/$arch image's binary, run from the image, does not print the CRD"
   say "linux/$arch: the binary runs from the image's own files ($(ls "$work/rootfs-$arch/lib/"*/ | tr '\n' ' '))"
+  # Its CA certificates are the Debian root's package's, not this machine's bundle (which may
+  # hold CAs of this machine's own: /usr/local/share/ca-certificates).
+  cmp -s "$work/rootfs-$arch/etc/ssl/certs/ca-certificates.crt" "$root/etc/ssl/certs/ca-certificates.crt" ||
+    fail "the linux/$arch image's CA certificates are not the $suite root's"
+  local_cas=$(python3 - "$work/rootfs-$arch/etc/ssl/certs/ca-certificates.crt" /usr/local/share/ca-certificates <<'PY'
+import glob, re, sys
+pem = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.S)
+bundle = set(pem.findall(open(sys.argv[1]).read()))
+for path in sorted(glob.glob(sys.argv[2] + "/**/*.crt", recursive=True)):
+    if set(pem.findall(open(path).read())) & bundle:
+        print(path)
+PY
+)
+  [ -z "$local_cas" ] || fail "the linux/$arch image trusts this machine's own CAs: $local_cas"
+  say "linux/$arch: CA certificates: the $suite root's ca-certificates $(chroot "$root" dpkg-query -W -f '${Version}' ca-certificates), $(grep -c 'BEGIN CERTIFICATE' "$root/etc/ssl/certs/ca-certificates.crt") certificates, none of this machine's $(find /usr/local/share/ca-certificates -name '*.crt' 2>/dev/null | wc -l) own"
 done
 elapsed "$t"
 
@@ -450,6 +473,7 @@ IMAGE_LINUX_AMD64_DIGEST=${digest_amd64:-}
 IMAGE_LINUX_ARM64_DIGEST=${digest_arm64:-}
 CHART_DIGEST=$chart_digest
 RUSTC=$rustc_vv
+SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH
 ENV
 (cd "$dist" && find . -type f ! -name SHA256SUMS -printf '%P\n' | LC_ALL=C sort | xargs sha256sum >SHA256SUMS)
 step "dist/ (release $version of commit ${commit:0:12}, in $(( $(date +%s) - t_start ))s)"
