@@ -379,9 +379,10 @@ for arch in "${platforms[@]}"; do
     "$dist/jetstream-kv-operator-$version-linux-$arch.cdx.json")
   [ "$image_sha" = "$sbom_sha" ] || fail "linux/$arch: the image's binary is $image_sha, the SBOM's $sbom_sha"
   size=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["compressed_size"])' "$line")
+  unpacked=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["uncompressed_size"])' "$line")
   digest=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["digest"])' "$line")
   printf -v "digest_$arch" '%s' "$digest"
-  say "linux/$arch: $digest, $(awk -v s="$size" 'BEGIN {printf "%.1f", s / 1e6}') MB compressed; its /jetstream-kv-operator sha256 ${image_sha:0:16}... = the SBOM's"
+  say "linux/$arch: $digest, $(awk -v s="$size" -v u="$unpacked" 'BEGIN {printf "%.1f MB compressed, %.1f MB uncompressed", s / 1e6, u / 1e6}'); its /jetstream-kv-operator sha256 ${image_sha:0:16}... = the SBOM's"
 done
 
 step "signing with cosign $COSIGN_VERSION (no transparency log: nothing leaves this machine)"
