@@ -14,7 +14,10 @@
 #    `check` on examples/, and a reconcile of examples/statestore.yaml until Ready against the
 #    quick start's API server and nats-server (test-env/quickstart.sh).
 # 2. Their images, from scratch as test-env/image.sh builds the Dockerfile's final stage (the
-#    libraries and CA certificates from that root), as one OCI image index (test-env/oci.py).
+#    libraries and CA certificates from that root, checked to hold none of this machine's own
+#    CAs), as one OCI image index (test-env/oci.py). Their times are the commit's
+#    (SOURCE_DATE_EPOCH): the same binaries give the same index digest (checked by building the
+#    arm64 image twice).
 # 3. An SBOM (CycloneDX) per binary: the crates compiled into it, with versions, licences and
 #    checksums (test-env/sbom.py), checked against `cargo tree` and Cargo.lock.
 # 4. The Helm chart, packaged.
