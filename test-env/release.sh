@@ -20,7 +20,8 @@
 #    arm64 image twice).
 # 3. An SBOM (CycloneDX) per binary: the crates compiled into it, with versions, licences and
 #    checksums (test-env/sbom.py), checked against `cargo tree` and Cargo.lock.
-# 4. The Helm chart, packaged.
+# 4. The Helm chart, packaged, with the commit's time (SOURCE_DATE_EPOCH) in it: the same chart
+#    gives the same archive and chart digest.
 # 5. A registry on loopback (CNCF distribution, built from its Go module) the index and the chart
 #    are pushed to; cosign (built from its Go module) signs the index, its two images and the
 #    chart there, and the chart's archive as a file; every signature is verified there, and
@@ -319,7 +320,25 @@ eval "$helm_env"
 "$JKO_HELM_BIN" package "$repo/charts/jetstream-kv-operator" --destination "$dist" >/dev/null
 chart="$dist/jetstream-kv-operator-$version.tgz"
 [ -s "$chart" ] || fail "helm package wrote no $chart"
-say "$(basename "$chart"): $(stat -c %s "$chart") bytes"
+# helm package writes the time of packaging into the archive (its files' times, gzip's header),
+# and helm push the archive file's time into the chart's OCI manifest: all of them become
+# SOURCE_DATE_EPOCH, so the same chart gives the same archive and the same chart digest.
+python3 - "$chart" "$SOURCE_DATE_EPOCH" <<'PY'
+import gzip, io, sys, tarfile
+path, epoch = sys.argv[1], int(sys.argv[2])
+out = io.BytesIO()
+with tarfile.open(path) as src, tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as dst:
+    for member in src.getmembers():
+        member.mtime = epoch
+        member.uid = member.gid = 0
+        member.uname = member.gname = ""
+        dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+with open(path, "wb") as f, gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=epoch) as gz:
+    gz.write(out.getvalue())
+PY
+touch -d "@$SOURCE_DATE_EPOCH" "$chart"
+"$JKO_HELM_BIN" lint "$chart" >/dev/null || fail "the chart archive, its times set, does not lint"
+say "$(basename "$chart"): $(stat -c %s "$chart") bytes, sha256 $(sha256sum "$chart" | cut -c1-16)... (times: SOURCE_DATE_EPOCH)"
 
 # --- 5. Registry, signatures, verification ------------------------------------------------------
 tools="$rel/tools"
