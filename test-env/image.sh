@@ -100,7 +100,9 @@ case $kind in
     ;;
 esac
 bh umount "$ctr" >/dev/null
-bh commit --quiet "$ctr" "$name" >/dev/null
+# SOURCE_DATE_EPOCH (test-env/release.sh: the commit's time) fixes the image's creation time and
+# its files' times: the same binary then makes the same image, to the digest.
+bh commit --quiet ${SOURCE_DATE_EPOCH:+--timestamp "$SOURCE_DATE_EPOCH"} "$ctr" "$name" >/dev/null
 mkdir -p "$(dirname "$archive")"
 rm -f "$archive.tmp"
 bh push --quiet "$name" "oci-archive:$archive.tmp:$name" >&2

@@ -10,8 +10,10 @@ index pushed to a registry, and what a registry serves read back.
                                           under TAG (registry API over plain HTTP: loopback only);
                                           prints the pushed index's digest
   oci.py show REGISTRY REPO REF BINARY    the image index REF as the registry serves it: per
-                                          platform, the manifest digest, the compressed size and
-                                          the sha256 of the file BINARY (a path in the image)
+                                          platform, the manifest digest, the sizes compressed
+                                          (what a node pulls) and not (its layers' tar
+                                          streams), and the sha256 of the file BINARY (a path
+                                          in the image)
   oci.py rootfs LAYOUT.tar PLATFORM DIR  the file system of the index's image for PLATFORM (e.g.
                                           linux/arm64), its layers unpacked into DIR
   oci.py tamper REGISTRY REPO TAG         pulls the index under TAG, adds a layer (one file,
@@ -175,17 +177,20 @@ def cmd_push(layout, host, repo, tag):
 
 
 def file_in_layers(reg, manifest, path):
-    """The bytes of PATH in an image (the last layer that has it)."""
+    """The bytes of PATH in an image (the last layer that has it), and the size of its layers
+    uncompressed (their tar streams)."""
     found = None
+    unpacked = 0
     for desc in manifest["layers"]:
         layer = reg.get_blob(desc["digest"])
         if desc["mediaType"].endswith("gzip"):
             layer = gzip.decompress(layer)
+        unpacked += len(layer)
         with tarfile.open(fileobj=io.BytesIO(layer)) as tar:
             for member in tar.getmembers():
                 if member.isfile() and "/" + member.name.lstrip("./") == path:
                     found = tar.extractfile(member).read()
-    return found
+    return found, unpacked
 
 
 def cmd_show(host, repo, ref, path):
@@ -196,12 +201,13 @@ def cmd_show(host, repo, ref, path):
     for desc in json.loads(body)["manifests"]:
         _, manifest_bytes = reg.get_manifest(desc["digest"])
         manifest = json.loads(manifest_bytes)
-        binary = file_in_layers(reg, manifest, path)
+        binary, unpacked = file_in_layers(reg, manifest, path)
         size = manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"])
         print(json.dumps({
             "platform": f"{desc['platform']['os']}/{desc['platform']['architecture']}",
             "digest": desc["digest"],
             "compressed_size": size,
+            "uncompressed_size": manifest["config"]["size"] + unpacked,
             "binary_sha256": hashlib.sha256(binary).hexdigest() if binary is not None else None,
         }))
 

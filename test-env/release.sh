@@ -14,10 +14,14 @@
 #    `check` on examples/, and a reconcile of examples/statestore.yaml until Ready against the
 #    quick start's API server and nats-server (test-env/quickstart.sh).
 # 2. Their images, from scratch as test-env/image.sh builds the Dockerfile's final stage (the
-#    libraries and CA certificates from that root), as one OCI image index (test-env/oci.py).
+#    libraries and CA certificates from that root, checked to hold none of this machine's own
+#    CAs), as one OCI image index (test-env/oci.py). Their times are the commit's
+#    (SOURCE_DATE_EPOCH): the same binaries give the same index digest (checked by building the
+#    arm64 image twice).
 # 3. An SBOM (CycloneDX) per binary: the crates compiled into it, with versions, licences and
 #    checksums (test-env/sbom.py), checked against `cargo tree` and Cargo.lock.
-# 4. The Helm chart, packaged.
+# 4. The Helm chart, packaged, with the commit's time (SOURCE_DATE_EPOCH) in it: the same chart
+#    gives the same archive and chart digest.
 # 5. A registry on loopback (CNCF distribution, built from its Go module) the index and the chart
 #    are pushed to; cosign (built from its Go module) signs the index, its two images and the
 #    chart there, and the chart's archive as a file; every signature is verified there, and
@@ -222,12 +226,20 @@ say "Ready under qemu-user; $(( $(date +%s) - t ))s with the servers' start and 
 step "the images (test-env/image.sh: from scratch, the Dockerfile's final stage) and their OCI index"
 t=$(date +%s)
 export JKO_BUILDAH_STORE="$rel/buildah"
+# The images' times (their creation and their files') are the commit's, or SOURCE_DATE_EPOCH's
+# when it is given: the same binary makes the same image, to the digest.
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$repo" show -s --format=%ct HEAD)}
 work="$rel/work"
 rm -rf "$work" && mkdir -p "$work"
+image() { JKO_IMAGE_PLATFORM=linux/$1 JKO_IMAGE_SYSROOT=$root "$here/image.sh" operator "$dist/linux-$1/jetstream-kv-operator" "$2" >/dev/null; }
+manifest_digest() { tar -xOf "$1" index.json | python3 -c 'import json, sys; print(json.load(sys.stdin)["manifests"][0]["digest"])'; }
 for arch in "${platforms[@]}"; do
-  JKO_IMAGE_PLATFORM=linux/$arch JKO_IMAGE_SYSROOT=$root \
-    "$here/image.sh" operator "$dist/linux-$arch/jetstream-kv-operator" "$work/image-$arch.tar" >/dev/null
+  image "$arch" "$work/image-$arch.tar"
 done
+image arm64 "$work/again-arm64.tar"
+[ "$(manifest_digest "$work/again-arm64.tar")" = "$(manifest_digest "$work/image-arm64.tar")" ] ||
+  fail "the arm64 image built twice from the same binary has two digests: $(manifest_digest "$work/image-arm64.tar"), $(manifest_digest "$work/again-arm64.tar")"
+say "reproducible: the linux/arm64 image built once more from the same binary has the same digest, $(manifest_digest "$work/image-arm64.tar") (times: SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH, $(date -u -d "@$SOURCE_DATE_EPOCH" +%FT%TZ))"
 image_ref="jetstream-kv-operator:$version"
 archives=()
 for arch in "${platforms[@]}"; do archives+=("$work/image-$arch.tar"); done
@@ -244,6 +256,21 @@ for arch in "${platforms[@]}"; do
   esac
   "${run[@]}" crd | cmp -s - "$repo/crds/keyvaluebucket.yaml" || fail "the linux/$arch image's binary, run from the image, does not print the CRD"
   say "linux/$arch: the binary runs from the image's own files ($(ls "$work/rootfs-$arch/lib/"*/ | tr '\n' ' '))"
+  # Its CA certificates are the Debian root's package's, not this machine's bundle (which may
+  # hold CAs of this machine's own: /usr/local/share/ca-certificates).
+  cmp -s "$work/rootfs-$arch/etc/ssl/certs/ca-certificates.crt" "$root/etc/ssl/certs/ca-certificates.crt" ||
+    fail "the linux/$arch image's CA certificates are not the $suite root's"
+  local_cas=$(python3 - "$work/rootfs-$arch/etc/ssl/certs/ca-certificates.crt" /usr/local/share/ca-certificates <<'PY'
+import glob, re, sys
+pem = re.compile(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.S)
+bundle = set(pem.findall(open(sys.argv[1]).read()))
+for path in sorted(glob.glob(sys.argv[2] + "/**/*.crt", recursive=True)):
+    if set(pem.findall(open(path).read())) & bundle:
+        print(path)
+PY
+)
+  [ -z "$local_cas" ] || fail "the linux/$arch image trusts this machine's own CAs: $local_cas"
+  say "linux/$arch: CA certificates: the $suite root's ca-certificates $(chroot "$root" dpkg-query -W -f '${Version}' ca-certificates), $(grep -c 'BEGIN CERTIFICATE' "$root/etc/ssl/certs/ca-certificates.crt") certificates, none of this machine's $(find /usr/local/share/ca-certificates -name '*.crt' 2>/dev/null | wc -l) own"
 done
 elapsed "$t"
 
@@ -293,7 +320,25 @@ eval "$helm_env"
 "$JKO_HELM_BIN" package "$repo/charts/jetstream-kv-operator" --destination "$dist" >/dev/null
 chart="$dist/jetstream-kv-operator-$version.tgz"
 [ -s "$chart" ] || fail "helm package wrote no $chart"
-say "$(basename "$chart"): $(stat -c %s "$chart") bytes"
+# helm package writes the time of packaging into the archive (its files' times, gzip's header),
+# and helm push the archive file's time into the chart's OCI manifest: all of them become
+# SOURCE_DATE_EPOCH, so the same chart gives the same archive and the same chart digest.
+python3 - "$chart" "$SOURCE_DATE_EPOCH" <<'PY'
+import gzip, io, sys, tarfile
+path, epoch = sys.argv[1], int(sys.argv[2])
+out = io.BytesIO()
+with tarfile.open(path) as src, tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as dst:
+    for member in src.getmembers():
+        member.mtime = epoch
+        member.uid = member.gid = 0
+        member.uname = member.gname = ""
+        dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+with open(path, "wb") as f, gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=epoch) as gz:
+    gz.write(out.getvalue())
+PY
+touch -d "@$SOURCE_DATE_EPOCH" "$chart"
+"$JKO_HELM_BIN" lint "$chart" >/dev/null || fail "the chart archive, its times set, does not lint"
+say "$(basename "$chart"): $(stat -c %s "$chart") bytes, sha256 $(sha256sum "$chart" | cut -c1-16)... (times: SOURCE_DATE_EPOCH)"
 
 # --- 5. Registry, signatures, verification ------------------------------------------------------
 tools="$rel/tools"
@@ -356,9 +401,10 @@ for arch in "${platforms[@]}"; do
     "$dist/jetstream-kv-operator-$version-linux-$arch.cdx.json")
   [ "$image_sha" = "$sbom_sha" ] || fail "linux/$arch: the image's binary is $image_sha, the SBOM's $sbom_sha"
   size=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["compressed_size"])' "$line")
+  unpacked=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["uncompressed_size"])' "$line")
   digest=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["digest"])' "$line")
   printf -v "digest_$arch" '%s' "$digest"
-  say "linux/$arch: $digest, $(awk -v s="$size" 'BEGIN {printf "%.1f", s / 1e6}') MB compressed; its /jetstream-kv-operator sha256 ${image_sha:0:16}... = the SBOM's"
+  say "linux/$arch: $digest, $(awk -v s="$size" -v u="$unpacked" 'BEGIN {printf "%.1f MB compressed, %.1f MB uncompressed", s / 1e6, u / 1e6}'); its /jetstream-kv-operator sha256 ${image_sha:0:16}... = the SBOM's"
 done
 
 step "signing with cosign $COSIGN_VERSION (no transparency log: nothing leaves this machine)"
@@ -450,6 +496,7 @@ IMAGE_LINUX_AMD64_DIGEST=${digest_amd64:-}
 IMAGE_LINUX_ARM64_DIGEST=${digest_arm64:-}
 CHART_DIGEST=$chart_digest
 RUSTC=$rustc_vv
+SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH
 ENV
 (cd "$dist" && find . -type f ! -name SHA256SUMS -printf '%P\n' | LC_ALL=C sort | xargs sha256sum >SHA256SUMS)
 step "dist/ (release $version of commit ${commit:0:12}, in $(( $(date +%s) - t_start ))s)"
