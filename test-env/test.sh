@@ -48,7 +48,7 @@ step "building the operator's images for the node tests: this checkout's, and th
 env_out=$(test-env/operator-image.sh)
 eval "$env_out"
 
-step "cargo test (unit tests, then integration tests against real servers and a real node, ${TEST_LANES:-2} modules at a time)"
+step "cargo test (unit tests, then integration tests against real servers and a real node, ${TEST_LANES:-3} modules at a time)"
 # This run's marker: every server the tests start inherits it (see the leftover check below).
 export JKO_TEST_RUN="test-sh-$$-$(date +%s%N)"
 # test-env/run-tests.py builds the test binaries with cargo and runs them, the integration tests a
