@@ -12,8 +12,8 @@
 # at the same paths), CA certificates, the nonroot user 65532 and a writable /tmp, the same labels,
 # user, exposed port, entrypoint and command. tests/image.rs checks that the two agree.
 # The image is named localhost/<name>:<first 12 hex digits of the binary's sha256>; the name is
-# printed on stdout. buildah's storage lives in the cache (JKO_BUILDAH_STORE) and is emptied after
-# each build.
+# printed on stdout. buildah's storage lives in the cache, a folder of its own per build (under
+# JKO_BUILDAH_STORE), removed after it: two checkouts building at once never share one.
 #
 # For another platform (test-env/release.sh's arm64 image), JKO_IMAGE_PLATFORM names it
 # (linux/amd64 or linux/arm64; default: this machine's) and JKO_IMAGE_SYSROOT the root the binary
@@ -21,7 +21,7 @@
 set -euo pipefail
 kind=$1 binary=$2 archive=$3
 cache=${JKO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jetstream-kv-operator}
-store=${JKO_BUILDAH_STORE:-$cache/buildah}
+store=${JKO_BUILDAH_STORE:-$cache/buildah}/build-$$
 platform=${JKO_IMAGE_PLATFORM:-linux/$(dpkg --print-architecture)}
 sysroot=${JKO_IMAGE_SYSROOT:-}
 case $platform in
@@ -40,7 +40,11 @@ case $kind in
 esac
 
 ctr=$(bh from --name "jko-image-$$" --platform "$platform" scratch)
-cleanup() { bh rm "$ctr" >/dev/null 2>&1 || true; bh rmi -a -f >/dev/null 2>&1 || true; }
+cleanup() {
+  bh rm "$ctr" >/dev/null 2>&1 || true
+  bh rmi -a -f >/dev/null 2>&1 || true
+  rm -rf "$store" 2>/dev/null || true
+}
 trap cleanup EXIT
 root=$(bh mount "$ctr")
 

@@ -56,9 +56,11 @@ archive="$cache/images/jetstream-kv-operator-$tag-$recipe.tar"
 if [ ! -s "$archive" ]; then
   printf '==> %s\n' "building the operator's image (buildah, from scratch)" >&2
   "$here/image.sh" operator "$bin" "$archive" >/dev/null
-  # Older archives of this image are of no use any more.
-  find "$cache/images" -name 'jetstream-kv-operator-*.tar' ! -name "$(basename "$archive")" -delete
+  # Archives unused for two days (another checkout may be using its own this very minute: each
+  # use below marks its archive).
+  find "$cache/images" -name 'jetstream-kv-operator-*.tar' ! -name "$(basename "$archive")" -mtime +1 -delete
 fi
+touch "$archive" "$bin"
 printf '    image localhost/jetstream-kv-operator:%s, %s MB as an archive (%ss)\n' "$tag" \
   "$(( $(stat -c %s "$archive") / 1000000 ))" "$(( $(date +%s) - t ))" >&2
 echo "export JKO_OPERATOR_IMAGE_ARCHIVE='$archive'"

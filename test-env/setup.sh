@@ -211,9 +211,12 @@ if want daprd; then
       t=$(date +%s)
       mkdir -p "$cache/images"
       "$here/image.sh" daprd "$daprd_bin" "$daprd_archive" >"$daprd_archive.name"
-      find "$cache/images" -name 'daprd-*.tar*' ! -name "daprd-${daprd_image_key}.tar*" -delete
+      # Archives of other recipes unused for two days (another checkout may be using a newer
+      # one this very minute: each use below marks its archive).
+      find "$cache/images" -name 'daprd-*.tar*' ! -name "daprd-${daprd_image_key}.tar*" -mtime +1 -delete
       elapsed "$t"
     fi
+    touch "$daprd_archive" "$daprd_archive.name"
     env_lines+=("export JKO_DAPRD_IMAGE_ARCHIVE='$daprd_archive'" "export JKO_DAPRD_IMAGE='$(cat "$daprd_archive.name")'")
   fi
 fi

@@ -78,6 +78,16 @@ fn crash_looping(pod: &Value) -> bool {
             .is_some_and(|n| n >= 1)
 }
 
+/// The pod's daprd has been restarted `restarts` times and crashed again: it waits for the
+/// kubelet's back-off (10 s doubled at each restart), not running.
+fn backing_off(pod: &Value, restarts: u64) -> bool {
+    let status = &pod["status"]["containerStatuses"][0];
+    status["restartCount"]
+        .as_u64()
+        .is_some_and(|n| n >= restarts)
+        && status["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+}
+
 /// What the operator could change on a Deployment, as the API server has it: its generation
 /// (bumped by any change of its spec: a rollout), its annotations and its pod template's.
 fn untouched_marks(ns: &str, name: &str) -> (Value, Value, Value) {
@@ -110,6 +120,17 @@ impl Kind {
         match self {
             Kind::StateStore => "bucket",
             Kind::PubSub => "stream",
+        }
+    }
+
+    /// How many times `orders`' daprd has been restarted before NATS comes back: the back-off it
+    /// then waits out must outlast NATS's start, the operator's next retry and the rollout. A
+    /// state store's daprd fails until the bucket exists (the kubelet cannot win the race
+    /// against heal by much), a pub/sub's recovers as soon as NATS answers: 40 s of back-off.
+    fn restarts_before_fix(self) -> u64 {
+        match self {
+            Kind::StateStore => 1,
+            Kind::PubSub => 3,
         }
     }
 
@@ -222,8 +243,23 @@ impl Story {
     }
 
     /// Starts NATS again and waits for the KeyValueBucket or JetStreamStream to be Ready; when
-    /// it turned Ready.
+    /// it turned Ready. NATS comes back while `orders`' daprd waits out the kubelet's back-off
+    /// ([`Kind::restarts_before_fix`]): a daprd the kubelet starts before heal acts could reach
+    /// NATS itself and, for a pub/sub (whose daprd needs its stream only to subscribe), turn
+    /// Ready with no heal at all, which is the kubelet's recovery, not heal's.
     fn fix(&mut self) -> i64 {
+        let restarts = self.kind.restarts_before_fix();
+        wait_for(
+            Duration::from_secs(120),
+            "orders' daprd to wait out a back-off",
+            || {
+                pods_of(&self.release.apps, "orders")
+                    .iter()
+                    .all(|pod| backing_off(pod, restarts))
+                    .then_some(())
+            },
+            || self.release.describe(node_cluster()),
+        );
         self.nats.start_again();
         wait_for(
             Duration::from_secs(60),
@@ -342,7 +378,9 @@ fn heals(test: &str, kind: Kind) {
     assert!(
         orders["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
             .is_string(),
-        "orders was not rolled out: {orders}"
+        "orders was not rolled out: {orders}\nEvents on the Component: {:?}\n{}",
+        story.events(),
+        story.release.describe(node_cluster())
     );
     let uid = get(&ns, &format!("component/{}", story.component))["metadata"]["uid"]
         .as_str()
