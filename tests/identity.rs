@@ -783,21 +783,20 @@ async fn connect_collecting(
     (client, errors)
 }
 
-/// A user minted per Component (`jetstreamkv.io/credentials: mint`) with the account signing
-/// key a NatsServerPolicy names: written to the Secret the Component's `jwt` and `seedKey`
-/// name, owned by the Component, allowed exactly what daprd does with its bucket. Dapr's own
-/// sidecar saves and reads state with it (its secretKeyRefs resolved by Dapr from a secret
-/// store holding that Secret's keys); the same user is refused by the server on another bucket's
-/// subjects and on stream creation; a namespace whose policy names no signing key gets no user;
-/// the signing key appears nowhere a tenant can read.
-#[tokio::test]
-async fn a_user_minted_for_a_component_does_what_daprd_needs_and_nothing_else() {
-    operator();
-    let client = support::client().await;
-    let ns = TestNamespace::new(&client, "mint").await;
-    let outside = TestNamespace::new(&client, "nomint").await;
-    let suffix = support::random_suffix();
-    let observer = user("observer", None);
+/// The admin's Secrets in the operator's namespace for minting: a provisioning identity, the
+/// account signing key, and what revokes (the operator's key and a user of the system account).
+struct MintingSecrets {
+    provisioner: (String, String, String),
+    prov_secret: String,
+    signing_seed: String,
+    key_secret: String,
+    operator_seed: String,
+    system_user: KeyPair,
+    system_jwt: String,
+    revocation_secret: String,
+}
+
+fn minting_secrets(suffix: &str) -> MintingSecrets {
     let provisioner = user("provisioner", None);
     let prov_secret = format!("provisioner-mint-{suffix}");
     apply_json(&fixtures::secret(
@@ -830,27 +829,72 @@ async fn a_user_minted_for_a_component_does_what_daprd_needs_and_nothing_else() 
             ("systemCreds", &system_creds),
         ],
     ));
+    MintingSecrets {
+        provisioner,
+        prov_secret,
+        signing_seed,
+        key_secret,
+        operator_seed,
+        system_user,
+        system_jwt,
+        revocation_secret,
+    }
+}
+
+/// A policy letting `namespace` use the test server, with the provisioning identity, signing
+/// key and revocation Secret of `secrets`.
+fn policy_revoking(name: &str, namespace: &str, secrets: &MintingSecrets) -> String {
+    format!(
+        "{}    revocationSecretName: {}\n",
+        policy_minting(
+            name,
+            namespace,
+            Some(&secrets.prov_secret),
+            Some(&secrets.key_secret),
+        ),
+        secrets.revocation_secret
+    )
+}
+
+/// A user minted per Component (`jetstreamkv.io/credentials: mint`) with the account signing
+/// key a NatsServerPolicy names: written to the Secret the Component's `jwt` and `seedKey`
+/// name, owned by the Component, allowed exactly what daprd does with its bucket. Dapr's own
+/// sidecar saves and reads state with it (its secretKeyRefs resolved by Dapr from a secret
+/// store holding that Secret's keys); the same user is refused by the server on another bucket's
+/// subjects and on stream creation; a namespace whose policy names no signing key gets no user;
+/// the signing key appears nowhere a tenant can read.
+#[tokio::test]
+async fn a_user_minted_for_a_component_does_what_daprd_needs_and_nothing_else() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "mint").await;
+    let outside = TestNamespace::new(&client, "nomint").await;
+    let suffix = support::random_suffix();
+    let observer = user("observer", None);
+    let keys = minting_secrets(&suffix);
+    let MintingSecrets {
+        provisioner,
+        prov_secret,
+        signing_seed,
+        key_secret,
+        operator_seed,
+        system_user,
+        system_jwt,
+        ..
+    } = &keys;
     let norevoke = TestNamespace::new(&client, "norevoke").await;
     let policies = [
         format!("mint-{suffix}"),
         format!("nomint-{suffix}"),
         format!("norevoke-{suffix}"),
     ];
-    control_plane().apply(&format!(
-        "{}    revocationSecretName: {revocation_secret}\n",
-        policy_minting(
-            &policies[0],
-            &ns.name,
-            Some(&prov_secret),
-            Some(&key_secret),
-        )
-    ));
-    control_plane().apply(&policy(&policies[1], &outside.name, Some(&prov_secret)));
+    control_plane().apply(&policy_revoking(&policies[0], &ns.name, &keys));
+    control_plane().apply(&policy(&policies[1], &outside.name, Some(prov_secret)));
     control_plane().apply(&policy_minting(
         &policies[2],
         &norevoke.name,
-        Some(&prov_secret),
-        Some(&key_secret),
+        Some(prov_secret),
+        Some(key_secret),
     ));
 
     let bucket = unique_bucket("mint");
@@ -1008,7 +1052,7 @@ async fn a_user_minted_for_a_component_does_what_daprd_needs_and_nothing_else() 
         signing_seed.clone(),
         operator_seed.clone(),
         system_user.seed().expect("a seed"),
-        signature_of(&system_jwt),
+        signature_of(system_jwt),
         provisioner.1.clone(),
         signature_of(&provisioner.0),
     ];
@@ -1155,6 +1199,187 @@ async fn a_user_minted_for_a_component_does_what_daprd_needs_and_nothing_else() 
         .connect(world().server.url())
         .await
         .expect("a user not revoked still connects, as the Event and the docs say");
+
+    for name in &policies {
+        let _ = control_plane().kubectl(&["delete", "natsserverpolicy", name], None);
+    }
+}
+
+/// The user minted into the Secret `store-nats` of `secrets`, once it is there and is not
+/// `except`: `(jwt, seed, public key)`.
+async fn minted_user(
+    secrets: &Api<Secret>,
+    except: Option<&str>,
+) -> Option<(String, String, String)> {
+    let secret = secrets.get_opt("store-nats").await.ok()??;
+    let user = secret
+        .metadata
+        .annotations?
+        .get("jetstreamkv.io/minted-user")?
+        .clone();
+    if Some(user.as_str()) == except {
+        return None;
+    }
+    let data = secret.data?;
+    let text = |k: &str| String::from_utf8(data.get(k)?.0.clone()).ok();
+    let (jwt, seed) = (text("jwt")?, text("seed")?);
+    (jwt::decode_verified(&jwt).ok()?.sub == user).then_some((jwt, seed, user))
+}
+
+/// How a user connects now: Ok, or the server's refusal.
+async fn connects(user: &(String, String, String)) -> Result<async_nats::Client, String> {
+    user_connect_options(&user.0, &user.1)
+        .connect(world().server.url())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Waits until `user` is refused by the server; the refusal and how long it took from `since`.
+async fn wait_refused_user(user: &(String, String, String), since: std::time::Instant) -> String {
+    let refused = eventually(
+        Duration::from_secs(20),
+        &format!("the user {} to be refused", user.2),
+        || async { connects(user).await.err() },
+        async || operator().log_tail(),
+    )
+    .await;
+    eprintln!(
+        "user {} refused {:?} after it was replaced: {refused}",
+        user.2,
+        since.elapsed()
+    );
+    assert!(
+        refused.to_ascii_lowercase().contains("authorization"),
+        "{refused}"
+    );
+    refused
+}
+
+/// A minted user replaced by another (its Secret edited by hand; the Component now naming
+/// another bucket) is revoked as it is replaced: the server refuses it and closes its
+/// connection within seconds, while the new user connects and uses the bucket. Where the policy
+/// names no revocation Secret, the replacement says (a Warning) that the earlier user stays
+/// valid, and it does.
+#[tokio::test]
+async fn a_user_minted_again_revokes_the_one_it_replaces() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "remint").await;
+    let norevoke = TestNamespace::new(&client, "remintkept").await;
+    let suffix = support::random_suffix();
+    let keys = minting_secrets(&suffix);
+    let policies = [format!("remint-{suffix}"), format!("remintkept-{suffix}")];
+    control_plane().apply(&policy_revoking(&policies[0], &ns.name, &keys));
+    control_plane().apply(&policy_minting(
+        &policies[1],
+        &norevoke.name,
+        Some(&keys.prov_secret),
+        Some(&keys.key_secret),
+    ));
+    let bucket = unique_bucket("remint");
+    apply_json(&minted_store(&ns.name, &bucket));
+    support::wait_kvb_of(operator(), &ns.name, "store", "Ready", READY);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let first = minted_user(&secrets, None).await.expect("the minted user");
+    let (watched, _) = connect_collecting(&first.0, &first.1).await;
+
+    // The Secret edited by hand: a new user minted, the first one revoked.
+    let edited = std::time::Instant::now();
+    secrets
+        .patch(
+            "store-nats",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({ "stringData": { "jwt": "edited by hand" } })),
+        )
+        .await
+        .expect("edit the minted Secret");
+    let second = eventually(
+        READY,
+        "a new user minted into the edited Secret",
+        || minted_user(&secrets, Some(&first.2)),
+        async || operator().log_tail(),
+    )
+    .await;
+    wait_refused_user(&first, edited).await;
+    eventually(
+        Duration::from_secs(10),
+        "the open connection of the replaced user to be closed",
+        || async {
+            (watched.connection_state() != async_nats::connection::State::Connected).then_some(())
+        },
+        async || String::new(),
+    )
+    .await;
+    let app = connects(&second).await.expect("the new user connects");
+    let kv = async_nats::jetstream::new(app)
+        .get_key_value(&bucket)
+        .await
+        .expect("the new user binds to its bucket");
+    kv.put("k", "v".into()).await.expect("and writes it");
+    let events = control_plane()
+        .kubectl(&["get", "events", "-n", &ns.name, "-o", "yaml"], None)
+        .expect("events");
+    assert!(
+        events.contains("UserRevoked") && events.contains(&first.2),
+        "{events}"
+    );
+
+    // The Component now names another bucket: the user minted for the first one is replaced
+    // and revoked too.
+    let moved = unique_bucket("moved");
+    let since = std::time::Instant::now();
+    apply_json(&minted_store(&ns.name, &moved));
+    let third = eventually(
+        READY,
+        "a user minted for the other bucket",
+        || minted_user(&secrets, Some(&second.2)),
+        async || operator().log_tail(),
+    )
+    .await;
+    wait_refused_user(&second, since).await;
+    let app = connects(&third).await.expect("the new user connects");
+    support::wait_kvb_of(operator(), &ns.name, "store", "Ready", READY);
+    async_nats::jetstream::new(app)
+        .get_key_value(&moved)
+        .await
+        .expect("the new user binds to the other bucket");
+
+    // No revocation Secret: the replacement says the earlier user stays valid, and it does.
+    let kept_bucket = unique_bucket("remintkept");
+    apply_json(&minted_store(&norevoke.name, &kept_bucket));
+    support::wait_kvb_of(operator(), &norevoke.name, "store", "Ready", READY);
+    let kept: Api<Secret> = Api::namespaced(client.clone(), &norevoke.name);
+    let before = minted_user(&kept, None).await.expect("the minted user");
+    kept.patch(
+        "store-nats",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({ "stringData": { "jwt": "edited by hand" } })),
+    )
+    .await
+    .expect("edit the minted Secret");
+    eventually(
+        READY,
+        "a new user minted into the edited Secret",
+        || minted_user(&kept, Some(&before.2)),
+        async || operator().log_tail(),
+    )
+    .await;
+    let warning = eventually(
+        Duration::from_secs(20),
+        "a MintedUserNotRevoked Event",
+        || async {
+            let events = control_plane()
+                .kubectl(&["get", "events", "-n", &norevoke.name, "-o", "yaml"], None)
+                .expect("events");
+            events.contains("MintedUserNotRevoked").then_some(events)
+        },
+        async || operator().log_tail(),
+    )
+    .await;
+    assert!(warning.contains(&before.2), "{warning}");
+    connects(&before)
+        .await
+        .expect("a replaced user not revoked still connects, as the Event and the docs say");
 
     for name in &policies {
         let _ = control_plane().kubectl(&["delete", "natsserverpolicy", name], None);

@@ -79,6 +79,12 @@ pub enum MintError {
          is kept until it is (retrying)"
     )]
     RevocationFailed(String),
+    /// The user a new one replaces could not be revoked yet.
+    #[error(
+        "the NATS user minted earlier for this Component could not be revoked yet ({0}); its \
+         replacement is minted once it is (retrying)"
+    )]
+    SupersededNotRevoked(String),
 }
 
 impl Failure for MintError {
@@ -89,7 +95,7 @@ impl Failure for MintError {
             Self::SigningKeyInvalid { .. } => "MintingCredentialsInvalid",
             Self::SecretConflict { .. } => "MintedSecretConflict",
             Self::Unavailable(_) => "MintingFailed",
-            Self::RevocationFailed(_) => "RevocationFailed",
+            Self::RevocationFailed(_) | Self::SupersededNotRevoked(_) => "RevocationFailed",
         }
     }
 
@@ -98,7 +104,9 @@ impl Failure for MintError {
             Self::Reference(_) | Self::SecretConflict { .. } => Retry::AwaitChange,
             // A policy or the admin's Secret changes without a change of the Component.
             Self::NotAllowed { .. } | Self::SigningKeyInvalid { .. } => Retry::Resync,
-            Self::Unavailable(_) | Self::RevocationFailed(_) => Retry::Backoff,
+            Self::Unavailable(_) | Self::RevocationFailed(_) | Self::SupersededNotRevoked(_) => {
+                Retry::Backoff
+            }
         }
     }
 }
@@ -348,13 +356,6 @@ pub fn revoke_in_account(
     jwt::encode(&claims, operator).map_err(|_| RevokeError::CannotSign)
 }
 
-/// The user key pair of a seed already minted (kept when the user is minted again, so that a
-/// revocation names one user per Component), or a new one.
-pub fn user_key(seed: Option<&SecretValue>) -> KeyPair {
-    seed.and_then(|s| super::user_key_pair(s).ok())
-        .unwrap_or_else(KeyPair::new_user)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,8 +537,5 @@ mod tests {
         assert!(!is_current(&jwt, &seed, &other_key, &permissions, 0));
         let other_seed = SecretValue::new(KeyPair::new_user().seed().unwrap());
         assert!(!is_current(&jwt, &other_seed, &key, &permissions, 0));
-        // The seed is kept when minted again.
-        assert_eq!(user_key(Some(&seed)).public_key(), user.public_key());
-        assert_ne!(user_key(None).public_key(), user.public_key());
     }
 }

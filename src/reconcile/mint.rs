@@ -44,11 +44,12 @@ pub(crate) async fn prepare(ctx: &Context, component: &Component, key: &str) -> 
     let entries = parse_metadata(component).ok()?;
     let target = minted::minted_secret(&entries).ok()?;
     match mint(ctx, component, key, &entries, &target).await {
-        Ok(Some(note)) => {
-            super::report::publish(ctx, component, note).await;
+        Ok(notes) => {
+            for note in notes {
+                super::report::publish(ctx, component, note).await;
+            }
             None
         }
-        Ok(None) => None,
         Err(e) => Some(Problem::of(ConditionType::CredentialsResolved, &e)),
     }
 }
@@ -59,11 +60,11 @@ async fn mint(
     key: &str,
     entries: &[crate::dapr::MetadataEntry],
     target: &MintedSecret,
-) -> Result<Option<Note>, MintError> {
+) -> Result<Vec<Note>, MintError> {
     let namespace = component.namespace().unwrap_or_default();
     let Some(store) = servers_and_bucket(ctx, &namespace, entries).await else {
         // Validation says what is wrong with them.
-        return Ok(None);
+        return Ok(Vec::new());
     };
     let not_allowed = || MintError::NotAllowed {
         namespace: namespace.clone(),
@@ -81,7 +82,7 @@ async fn mint(
         .await
         .map_err(|e| unavailable("reading the Secret", &e))?;
     let uid = component.uid().unwrap_or_default();
-    let mut seed = None;
+    let mut superseded = None;
     if let Some(existing) = &existing {
         let ours = existing
             .owner_references()
@@ -98,16 +99,27 @@ async fn mint(
                 .and_then(|v| String::from_utf8(v.0.clone()).ok())
                 .map(SecretValue::new)
         };
-        let (jwt, old_seed) = (value(&target.jwt_key), value(&target.seed_key));
-        if let (Some(jwt), Some(s)) = (&jwt, &old_seed) {
+        let (jwt, seed) = (value(&target.jwt_key), value(&target.seed_key));
+        if let (Some(jwt), Some(s)) = (&jwt, &seed) {
             let now = jiff::Timestamp::now().as_second();
             if minted::is_current(jwt, s, &signing_key, &permissions, now) {
-                return Ok(None);
+                return Ok(Vec::new());
             }
         }
-        seed = old_seed;
+        superseded = MintedUser::of(existing, &target.jwt_key, signing_key.account());
     }
-    let user = minted::user_key(seed.as_ref());
+    // A new user every time: the one it replaces is revoked at this moment, which would revoke
+    // a new JWT of the same user issued in the same second too.
+    let user = nkeys::KeyPair::new_user();
+    let mut notes = Vec::new();
+    if let Some(earlier) = superseded {
+        // Revoked before its Secret is replaced: a failure leaves the Secret naming it, and the
+        // next attempt revokes it again.
+        let note = revoke_user(ctx, &namespace, &store, &earlier, Why::Replaced)
+            .await
+            .map_err(MintError::SupersededNotRevoked)?;
+        notes.push(note);
+    }
     let jwt = minted::mint(&signing_key, &user.public_key(), key, &permissions).map_err(|_| {
         MintError::SigningKeyInvalid {
             policy: minting.policy.clone(),
@@ -160,7 +172,9 @@ async fn mint(
         policy = %minting.policy,
         "minted a NATS user for the Component"
     );
-    Ok(Some(Note::normal(
+    notes.insert(
+        0,
+        Note::normal(
         Reason::UserMinted,
         format!(
             "minted NATS user {user} (NatsServerPolicy {policy}) into Secret {secret}: publish {publish}; subscribe {subscribe}",
@@ -170,7 +184,9 @@ async fn mint(
             publish = permissions.publish.join(", "),
             subscribe = permissions.subscribe.join(", "),
         ),
-    )))
+    ),
+    );
+    Ok(notes)
 }
 
 /// The servers and the bucket, resolved as validation resolves them, without the user's items
@@ -225,49 +241,115 @@ pub(crate) async fn revoke(ctx: &Context, component: &Component) -> Result<Optio
     if !secret.owner_references().iter().any(|o| o.uid == uid) {
         return Ok(None);
     }
-    let annotations = secret.annotations();
-    let (Some(user), Some(policy)) = (
-        annotations.get(MINTED_USER_ANNOTATION).cloned(),
-        annotations.get(MINTED_BY_ANNOTATION).cloned(),
-    ) else {
+    let Some(user) = MintedUser::of(&secret, &target.jwt_key, "") else {
         return Ok(None);
     };
-    let account = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(&target.jwt_key))
-        .and_then(|v| std::str::from_utf8(&v.0).ok())
-        .and_then(|t| crate::credentials::jwt::decode(t).ok())
-        .map(|d| d.claims.issuer_account().to_owned())
-        .unwrap_or_default();
-    let revocation = ctx
-        .policy
-        .as_ref()
-        .and_then(|p| p.mint_credentials(&policy))
-        .and_then(|c| c.revocation_secret_name);
-    let Some(revocation) = revocation else {
-        return Ok(Some(Note::warning(
-            Reason::MintedUserNotRevoked,
-            format!(
-                "the NATS user {user} minted for this Component is not revoked: NatsServerPolicy \
-                 {policy} names no revocationSecretName, so it stays valid on the server (its \
-                 Secret goes with the Component); revoke it in account {account}, or remove the \
-                 signing key that issued it from the account"
-            ),
-        )));
-    };
-    let (operator_key, system) = revocation_keys(ctx, &policy, &revocation)
-        .await
-        .map_err(failed)?;
     let Some(store) = servers_and_bucket(ctx, &namespace, &entries).await else {
         return Err(failed("the Component's servers cannot be read".into()));
     };
-    let config = crate::credentials::provisioning::connect_as(&store, &system);
+    revoke_user(ctx, &namespace, &store, &user, Why::Deleted)
+        .await
+        .map(Some)
+        .map_err(failed)
+}
+
+/// A user the operator minted, as its Secret names it.
+struct MintedUser {
+    /// Its public key.
+    user: String,
+    /// The policy whose signing key minted it.
+    policy: String,
+    /// Its account (from its JWT; `fallback` when the JWT no longer says).
+    account: String,
+}
+
+impl MintedUser {
+    /// The user a minted Secret names (its annotations), None when it names none.
+    fn of(secret: &Secret, jwt_key: &str, fallback: &str) -> Option<Self> {
+        let annotations = secret.annotations();
+        let user = annotations.get(MINTED_USER_ANNOTATION)?.clone();
+        let policy = annotations.get(MINTED_BY_ANNOTATION)?.clone();
+        let account = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(jwt_key))
+            .and_then(|v| std::str::from_utf8(&v.0).ok())
+            .and_then(|t| crate::credentials::jwt::decode(t).ok())
+            .map(|d| d.claims.issuer_account().to_owned())
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| fallback.to_owned());
+        Some(Self {
+            user,
+            policy,
+            account,
+        })
+    }
+}
+
+/// Why a minted user goes.
+#[derive(Clone, Copy)]
+enum Why {
+    /// Its Component is deleted.
+    Deleted,
+    /// A new user replaces it.
+    Replaced,
+}
+
+impl Why {
+    fn which(self) -> &'static str {
+        match self {
+            Self::Deleted => "minted for this Component",
+            Self::Replaced => "minted earlier for this Component (replaced by a new one)",
+        }
+    }
+}
+
+/// One read-modify-write of an account's JWT at a time: two revocations at once would each push
+/// the account with only their own user revoked.
+static REVOKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Revokes `minted` on the Component's servers where the policy that minted it names a
+/// revocation Secret: the Event that says so. Without one, the Warning Event that says the user
+/// stays valid. Err: what failed (retried).
+async fn revoke_user(
+    ctx: &Context,
+    namespace: &str,
+    store: &crate::dapr::StoreConfig,
+    minted: &MintedUser,
+    why: Why,
+) -> Result<Note, String> {
+    let MintedUser {
+        user,
+        policy,
+        account,
+    } = minted;
+    let which = why.which();
+    let revocation = ctx
+        .policy
+        .as_ref()
+        .and_then(|p| p.mint_credentials(policy))
+        .and_then(|c| c.revocation_secret_name);
+    let Some(revocation) = revocation else {
+        let gone = match why {
+            Why::Deleted => "its Secret goes with the Component",
+            Why::Replaced => "whoever holds its seed and JWT can still connect",
+        };
+        return Ok(Note::warning(
+            Reason::MintedUserNotRevoked,
+            format!(
+                "the NATS user {user} {which} is not revoked: NatsServerPolicy {policy} names no \
+                 revocationSecretName, so it stays valid on the server ({gone}); revoke it in \
+                 account {account}, or remove the signing key that issued it from the account"
+            ),
+        ));
+    };
+    let (operator_key, system) = revocation_keys(ctx, policy, &revocation).await?;
+    let config = crate::credentials::provisioning::connect_as(store, &system);
     let connection = ctx
         .pool
-        .connect_once(&namespace, &config)
+        .connect_once(namespace, &config)
         .await
-        .map_err(|e| failed(format!("connecting with the system account's user: {e}")))?;
+        .map_err(|e| format!("connecting with the system account's user: {e}"))?;
     let client = &connection.client;
     let timeout = ctx.pool.request_timeout();
     let ask = |subject: String, body: Vec<u8>| async move {
@@ -277,19 +359,17 @@ pub(crate) async fn revoke(ctx: &Context, component: &Component) -> Result<Optio
             Err(_) => Err("the resolver did not answer in time".to_owned()),
         }
     };
+    let _one_at_a_time = REVOKING.lock().await;
     let current = ask(
         format!("$SYS.REQ.ACCOUNT.{account}.CLAIMS.LOOKUP"),
         Vec::new(),
     )
-    .await
-    .map_err(failed)?;
+    .await?;
     let current = String::from_utf8_lossy(&current).into_owned();
     let now = jiff::Timestamp::now().as_second();
-    let updated = minted::revoke_in_account(&current, &account, &user, now, &operator_key)
-        .map_err(|e| failed(e.to_string()))?;
-    let reply = ask("$SYS.REQ.CLAIMS.UPDATE".to_owned(), updated.into_bytes())
-        .await
-        .map_err(failed)?;
+    let updated = minted::revoke_in_account(&current, account, user, now, &operator_key)
+        .map_err(|e| e.to_string())?;
+    let reply = ask("$SYS.REQ.CLAIMS.UPDATE".to_owned(), updated.into_bytes()).await?;
     let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
     if let Some(error) = reply.get("error") {
         let said: String = error
@@ -299,15 +379,13 @@ pub(crate) async fn revoke(ctx: &Context, component: &Component) -> Result<Optio
             .chars()
             .take(200)
             .collect();
-        return Err(failed(format!(
-            "the resolver refused the account's JWT: {said}"
-        )));
+        return Err(format!("the resolver refused the account's JWT: {said}"));
     }
-    tracing::info!(%user, %account, %policy, "revoked the NATS user minted for the Component");
-    Ok(Some(Note::normal(
+    tracing::info!(%user, %account, %policy, "revoked a NATS user minted for a Component");
+    Ok(Note::normal(
         Reason::UserRevoked,
-        format!("the NATS user {user} minted for this Component is revoked in account {account}"),
-    )))
+        format!("the NATS user {user} {which} is revoked in account {account}"),
+    ))
 }
 
 /// The operator key and the system account's user a policy's revocation Secret holds.
