@@ -73,6 +73,12 @@ pub enum MintError {
     /// Reading or writing a Secret failed for now.
     #[error("the minted user could not be written now ({0}); retrying")]
     Unavailable(String),
+    /// The Component asks for something a minted user is not made for.
+    #[error(
+        "jetstreamkv.io/credentials: mint is not made for a pub/sub with {0} (its JetStream API \
+         and acknowledgement subjects differ); remove it, or name your own credentials"
+    )]
+    Unsupported(&'static str),
     /// The user of a Component being deleted could not be revoked yet.
     #[error(
         "the NATS user minted for this Component could not be revoked yet ({0}); the Component \
@@ -94,6 +100,7 @@ impl Failure for MintError {
             Self::NotAllowed { .. } => "MintingNotAllowed",
             Self::SigningKeyInvalid { .. } => "MintingCredentialsInvalid",
             Self::SecretConflict { .. } => "MintedSecretConflict",
+            Self::Unsupported(_) => "MintingNotSupported",
             Self::Unavailable(_) => "MintingFailed",
             Self::RevocationFailed(_) | Self::SupersededNotRevoked(_) => "RevocationFailed",
         }
@@ -101,7 +108,9 @@ impl Failure for MintError {
 
     fn retry(&self) -> Retry {
         match self {
-            Self::Reference(_) | Self::SecretConflict { .. } => Retry::AwaitChange,
+            Self::Reference(_) | Self::SecretConflict { .. } | Self::Unsupported(_) => {
+                Retry::AwaitChange
+            }
             // A policy or the admin's Secret changes without a change of the Component.
             Self::NotAllowed { .. } | Self::SigningKeyInvalid { .. } => Retry::Resync,
             Self::Unavailable(_) | Self::RevocationFailed(_) | Self::SupersededNotRevoked(_) => {
@@ -253,6 +262,37 @@ pub fn state_store(bucket: &str) -> Permissions {
             format!("$JS.API.STREAM.MSG.GET.KV_{bucket}"),
             format!("$KV.{bucket}.>"),
         ],
+        subscribe: vec![DAPR_INBOX.to_owned()],
+    }
+}
+
+/// What daprd's `pubsub.jetstream` does with the streams of one Component and nothing else
+/// (nats.go's JetStream API, as components-contrib's `pubsub/jetstream` calls it): publish on
+/// each subject the streams hold (`topics`: the topics' and dead-letter subjects, prefix
+/// applied, as the streams are made with them); when it subscribes, look the stream of the topic
+/// up by subject (`by_subject`: without `streamName`), create the consumer on the stream
+/// (`CONSUMER.CREATE.<s>` for an ephemeral one, `CONSUMER.CREATE.<s>.<name>.<filter>` for a
+/// durable one, after its `CONSUMER.INFO`), read it again to bind to it, acknowledge each
+/// message (`$JS.ACK.<s>.>`) and answer flow control (`$JS.FC.<s>.>`); and the replies and
+/// deliveries on its inbox. `streams`: the stream and, when it has dead-letter topics, the
+/// dead-letter stream.
+pub fn pubsub(streams: &[&str], topics: &[String], by_subject: bool) -> Permissions {
+    let mut publish = Vec::new();
+    if by_subject {
+        publish.push("$JS.API.STREAM.NAMES".to_owned());
+    }
+    for stream in streams {
+        publish.extend([
+            format!("$JS.API.CONSUMER.CREATE.{stream}"),
+            format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+            format!("$JS.API.CONSUMER.INFO.{stream}.>"),
+            format!("$JS.ACK.{stream}.>"),
+            format!("$JS.FC.{stream}.>"),
+        ]);
+    }
+    publish.extend(topics.iter().cloned());
+    Permissions {
+        publish,
         subscribe: vec![DAPR_INBOX.to_owned()],
     }
 }
@@ -537,5 +577,34 @@ mod tests {
         assert!(!is_current(&jwt, &seed, &other_key, &permissions, 0));
         let other_seed = SecretValue::new(KeyPair::new_user().seed().unwrap());
         assert!(!is_current(&jwt, &other_seed, &key, &permissions, 0));
+    }
+
+    #[test]
+    fn a_pub_sub_user_allows_its_streams_consumers_and_topics_only() {
+        let topics = ["orders.new".to_owned(), "poison".to_owned()];
+        let p = pubsub(&["shop_events", "shop_events_deadletter"], &topics, true);
+        assert_eq!(
+            p.publish,
+            [
+                "$JS.API.STREAM.NAMES",
+                "$JS.API.CONSUMER.CREATE.shop_events",
+                "$JS.API.CONSUMER.CREATE.shop_events.>",
+                "$JS.API.CONSUMER.INFO.shop_events.>",
+                "$JS.ACK.shop_events.>",
+                "$JS.FC.shop_events.>",
+                "$JS.API.CONSUMER.CREATE.shop_events_deadletter",
+                "$JS.API.CONSUMER.CREATE.shop_events_deadletter.>",
+                "$JS.API.CONSUMER.INFO.shop_events_deadletter.>",
+                "$JS.ACK.shop_events_deadletter.>",
+                "$JS.FC.shop_events_deadletter.>",
+                "orders.new",
+                "poison",
+            ]
+        );
+        assert_eq!(p.subscribe, [DAPR_INBOX]);
+        // With streamName, daprd does not look the stream up.
+        let named = pubsub(&["events"], &topics, false);
+        assert!(!named.publish.iter().any(|s| s.contains("STREAM")));
+        assert!(!named.publish.iter().any(|s| s.contains("DELETE")));
     }
 }

@@ -1,8 +1,8 @@
-//! The mint step, before validation: for a state store that asks for it
-//! (`jetstreamkv.io/credentials: mint`), a user allowed exactly what daprd does with its bucket,
-//! signed with the account signing key of the NatsServerPolicy that allows the Component, and
-//! written to the Secret its `jwt` and `seedKey` name (in its namespace, owned by it). Validation
-//! then reads that Secret as it reads any other.
+//! The mint step, before validation: for a state store or a pub/sub that asks for it
+//! (`jetstreamkv.io/credentials: mint`), a user allowed exactly what daprd does with its bucket
+//! or its streams and their subjects, signed with the account signing key of the
+//! NatsServerPolicy that allows the Component, and written to the Secret its `jwt` and `seedKey`
+//! name (in its namespace, owned by it). Validation then reads that Secret as it reads any other.
 //!
 //! Nothing of the signing key leaves the operator's namespace: the Secret written holds the
 //! user's JWT and seed only. A resync that finds the user as it would mint it writes nothing.
@@ -34,11 +34,7 @@ pub const MINTED_BY_ANNOTATION: &str = "jetstreamkv.io/minted-by";
 /// is done (None) for a Component that does not ask, or whose manifest validation refuses
 /// (validation says why).
 pub(crate) async fn prepare(ctx: &Context, component: &Component, key: &str) -> Option<Problem> {
-    if !component.is_jetstream_state_store() {
-        return None;
-    }
-    let settings = crate::settings::from_annotations(component.annotations()).ok()?;
-    if settings.credentials != CredentialsMode::Mint {
+    if !asks_to_mint(component) {
         return None;
     }
     let entries = parse_metadata(component).ok()?;
@@ -54,6 +50,22 @@ pub(crate) async fn prepare(ctx: &Context, component: &Component, key: &str) -> 
     }
 }
 
+/// Whether a Component of ours asks for a minted user (with annotations that parse).
+fn asks_to_mint(component: &Component) -> bool {
+    let mode = if component.is_jetstream_state_store() {
+        crate::settings::from_annotations(component.annotations())
+            .ok()
+            .map(|s| s.credentials)
+    } else if component.is_jetstream_pubsub() {
+        crate::pubsub::stream::stream_settings(component.annotations())
+            .ok()
+            .map(|s| s.credentials)
+    } else {
+        None
+    };
+    mode == Some(CredentialsMode::Mint)
+}
+
 async fn mint(
     ctx: &Context,
     component: &Component,
@@ -62,8 +74,8 @@ async fn mint(
     target: &MintedSecret,
 ) -> Result<Vec<Note>, MintError> {
     let namespace = component.namespace().unwrap_or_default();
-    let Some(store) = servers_and_bucket(ctx, &namespace, entries).await else {
-        // Validation says what is wrong with them.
+    let Some((store, permissions)) = purpose(ctx, component, &namespace, entries).await? else {
+        // Validation (or the stream's subjects step) says what is wrong.
         return Ok(Vec::new());
     };
     let not_allowed = || MintError::NotAllowed {
@@ -74,7 +86,6 @@ async fn mint(
         .minting(&namespace, store.servers.expose())
         .ok_or_else(not_allowed)?;
     let signing_key = signing_key(ctx, &minting.policy, &minting.secret_name).await?;
-    let permissions = minted::state_store(&store.bucket);
 
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let existing = secrets
@@ -189,23 +200,95 @@ async fn mint(
     Ok(notes)
 }
 
-/// The servers and the bucket, resolved as validation resolves them, without the user's items
-/// (the Secret they name may not be written yet); None when they cannot be (validation says
-/// why).
-async fn servers_and_bucket(
+/// The metadata values, resolved as validation resolves them, without the user's items (the
+/// Secret they name may not be written yet); None when they cannot be (validation says why).
+async fn values_without_user(
     ctx: &Context,
     namespace: &str,
     entries: &[crate::dapr::MetadataEntry],
-) -> Option<crate::dapr::StoreConfig> {
+) -> Option<Vec<(String, SecretValue)>> {
     let others: Vec<_> = entries
         .iter()
         .filter(|e| !e.name.eq_ignore_ascii_case("jwt") && !e.name.eq_ignore_ascii_case("seedKey"))
         .cloned()
         .collect();
-    let values = crate::secrets::resolve(&ctx.client, namespace, &others)
+    crate::secrets::resolve(&ctx.client, namespace, &others)
         .await
-        .ok()?;
-    crate::dapr::store_config(&values).ok()
+        .ok()
+}
+
+/// Where the Component's servers are (the bucket's, or a pub/sub's); None when they cannot be
+/// read (validation says why).
+async fn servers_of(
+    ctx: &Context,
+    component: &Component,
+    namespace: &str,
+    entries: &[crate::dapr::MetadataEntry],
+) -> Option<crate::dapr::StoreConfig> {
+    let values = values_without_user(ctx, namespace, entries).await?;
+    if component.is_jetstream_pubsub() {
+        let config = crate::pubsub::pubsub_config(&values).ok()?;
+        Some(config.connection(""))
+    } else {
+        crate::dapr::store_config(&values).ok()
+    }
+}
+
+/// The servers a minted user connects to and what it may do there: a state store's bucket, or
+/// a pub/sub's streams and the subjects they hold (the rule the streams are made with, from the
+/// Component and the declarative Subscriptions of its namespace). None when they are not known
+/// (validation or the subjects step says why).
+async fn purpose(
+    ctx: &Context,
+    component: &Component,
+    namespace: &str,
+    entries: &[crate::dapr::MetadataEntry],
+) -> Result<Option<(crate::dapr::StoreConfig, minted::Permissions)>, MintError> {
+    let Some(values) = values_without_user(ctx, namespace, entries).await else {
+        return Ok(None);
+    };
+    if !component.is_jetstream_pubsub() {
+        return Ok(crate::dapr::store_config(&values).ok().map(|store| {
+            let permissions = minted::state_store(&store.bucket);
+            (store, permissions)
+        }));
+    }
+    let Ok(config) = crate::pubsub::pubsub_config(&values) else {
+        return Ok(None);
+    };
+    if config.domain.is_some() {
+        return Err(MintError::Unsupported("a JetStream domain"));
+    }
+    if config.api_prefix.is_some() {
+        return Err(MintError::Unsupported("an apiPrefix"));
+    }
+    let Ok(settings) = crate::pubsub::stream::stream_settings(component.annotations()) else {
+        return Ok(None);
+    };
+    let subscriptions = super::stream::subscriptions(ctx, namespace).await;
+    let prepared = super::stream::topics::prepare(
+        namespace,
+        &component.name_any(),
+        &config,
+        &settings,
+        subscriptions.as_deref(),
+    );
+    let Ok(found) = &prepared.subjects else {
+        return Ok(None);
+    };
+    let subjects = &found.subjects;
+    let mut streams = vec![prepared.stream.as_str()];
+    if !subjects.dead_letters.is_empty() {
+        streams.push(prepared.dead_letters.as_str());
+    }
+    let topics: Vec<String> = subjects
+        .subjects
+        .iter()
+        .chain(&subjects.dead_letters)
+        .cloned()
+        .collect();
+    let permissions = minted::pubsub(&streams, &topics, config.stream_name.is_none());
+    Ok(Some((config.connection(&prepared.stream), permissions)))
 }
 
 /// When a Component being deleted has a minted user: revokes it where the policy that minted it
@@ -215,7 +298,7 @@ async fn servers_and_bucket(
 /// (None) for a Component without a minted user. A revocation that fails keeps the Component
 /// (its finalizer) and is retried.
 pub(crate) async fn revoke(ctx: &Context, component: &Component) -> Result<Option<Note>, Problem> {
-    if !component.is_jetstream_state_store() {
+    if !component.is_jetstream_state_store() && !component.is_jetstream_pubsub() {
         return Ok(None);
     }
     let Ok(entries) = parse_metadata(component) else {
@@ -244,7 +327,7 @@ pub(crate) async fn revoke(ctx: &Context, component: &Component) -> Result<Optio
     let Some(user) = MintedUser::of(&secret, &target.jwt_key, "") else {
         return Ok(None);
     };
-    let Some(store) = servers_and_bucket(ctx, &namespace, &entries).await else {
+    let Some(store) = servers_of(ctx, component, &namespace, &entries).await else {
         return Err(failed("the Component's servers cannot be read".into()));
     };
     revoke_user(ctx, &namespace, &store, &user, Why::Deleted)
