@@ -404,9 +404,50 @@ async fn apps_with_data_rights_only_are_provisioned_by_the_policy_s_identity() {
     support::wait_jss(&covered.name, "events", "Ready=True", |s, _| s == "True").await;
 
     // Not covered: the same rights, its own credentials, the server's refusal; nothing made.
-    let (refusal, message) = wait_refused(&client, &uncovered.name, "").await;
+    // The server drops the create and the client sees no answer: the operator tells the
+    // server's refusal, naming the subject, rather than a timeout.
+    let (refusal, message) = wait_refused(&client, &uncovered.name, "NatsPermissionDenied").await;
     eprintln!("without a provisioning identity: {refusal}: {message}");
+    assert!(
+        message.contains(&format!(
+            "may not publish to $JS.API.STREAM.CREATE.KV_{uncovered_bucket}"
+        )),
+        "{message}"
+    );
     assert!(!stream_exists(&observer, &uncovered_bucket).await);
+    // So is a pub/sub's: its user, with data rights only, may not list or create streams.
+    let uncovered_topic = unique_bucket("refused");
+    let rights = vec!["$JS.API.STREAM.NAMES".to_owned(), uncovered_topic.clone()];
+    let refused_user = user("refused-events", Some((&rights, &["_INBOX.>"])));
+    apply_json(&fixtures::secret(
+        &uncovered.name,
+        "events",
+        &[("jwt", &refused_user.0), ("seed", &refused_user.1)],
+    ));
+    apply_json(
+        &ComponentManifest::new(&uncovered.name, "events")
+            .type_("pubsub.jetstream")
+            .item("natsURL", &world().server.url())
+            .item_from_secret("jwt", "events", Some("jwt"))
+            .item_from_secret("seedKey", "events", Some("seed"))
+            .annotation("jetstreamkv.io/subjects", &uncovered_topic)
+            .json(),
+    );
+    let jss = support::wait_jss(&uncovered.name, "events", "NatsPermissionDenied", |_, r| {
+        r == "NatsPermissionDenied"
+    })
+    .await;
+    let message = jss["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    eprintln!("a pub/sub without a provisioning identity: {message}");
+    assert!(
+        message.contains("may not publish to $JS.API.STREAM."),
+        "{message}"
+    );
     // A policy naming a Secret that is not there: said, without the Secret's name.
     let (_, message) = wait_refused(&client, &broken.name, "ProvisioningCredentialsInvalid").await;
     assert!(message.contains(&policies[2]), "{message}");
