@@ -1380,6 +1380,54 @@ async fn a_user_minted_again_revokes_the_one_it_replaces() {
         .await
         .expect("the new user binds to the other bucket");
 
+    // The annotation edited to name another user (say another team's), the seed and JWT too:
+    // the operator cannot tell that user is this Component's, so it says so and revokes
+    // nothing; the other user still connects.
+    let victim = user("victim", None);
+    let since = std::time::Instant::now();
+    secrets
+        .patch(
+            "store-nats",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({
+                "metadata": { "annotations": { "jetstreamkv.io/minted-user": victim.2 } },
+                "stringData": { "jwt": "edited by hand", "seed": "edited by hand" },
+            })),
+        )
+        .await
+        .expect("edit the minted Secret");
+    let fourth = eventually(
+        READY,
+        "a new user minted into the edited Secret",
+        || minted_user(&secrets, Some(&victim.2)),
+        async || operator().log_tail(),
+    )
+    .await;
+    let warning = eventually(
+        Duration::from_secs(20),
+        "a MintedUserNotRevoked Event naming the other user",
+        || async {
+            let events = control_plane()
+                .kubectl(&["get", "events", "-n", &ns.name, "-o", "yaml"], None)
+                .expect("events");
+            (events.contains("MintedUserNotRevoked") && events.contains(&victim.2))
+                .then_some(events)
+        },
+        async || operator().log_tail(),
+    )
+    .await;
+    assert!(warning.contains("cannot tell"), "{warning}");
+    // Revocations take effect within a second or two (above): give this one longer to show.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    connects(&victim)
+        .await
+        .expect("a user the Secret does not prove is never revoked");
+    connects(&fourth).await.expect("the new user connects");
+    eprintln!(
+        "a foreign user named by the annotation still connects {:?} after the edit",
+        since.elapsed()
+    );
+
     // No revocation Secret: the replacement says the earlier user stays valid, and it does.
     let kept_bucket = unique_bucket("remintkept");
     apply_json(&minted_store(&norevoke.name, &kept_bucket));

@@ -352,6 +352,29 @@ pub fn is_current(
         && claims.nats.get("pub").and_then(|s| s.get("deny")).is_none()
 }
 
+/// Whether a minted Secret still shows that `user` (the public key its annotation names) is the
+/// user minted for the Component `component` (`namespace/name`): its seed is that user's (no
+/// one holds another user's seed), or its JWT is one the operator minted for that user and this
+/// Component (verified, of that subject, named after the Component). A tenant can edit the
+/// annotation of a Secret in its namespace; a user it cannot prove is never revoked, so no
+/// tenant can have another's user revoked.
+pub fn proves(
+    jwt: Option<&SecretValue>,
+    seed: Option<&SecretValue>,
+    user: &str,
+    component: &str,
+) -> bool {
+    let by_seed = seed
+        .and_then(|s| super::user_key_pair(s).ok())
+        .is_some_and(|k| k.public_key() == user);
+    let by_jwt = jwt
+        .and_then(|j| jwt::decode_verified(j.expose().trim()).ok())
+        .is_some_and(|c| {
+            c.claim_type() == Some("user") && c.sub == user && c.name.as_deref() == Some(component)
+        });
+    by_seed || by_jwt
+}
+
 /// Why an account's JWT cannot be given a revocation.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RevokeError {
@@ -606,5 +629,27 @@ mod tests {
         let named = pubsub(&["events"], &topics, false);
         assert!(!named.publish.iter().any(|s| s.contains("STREAM")));
         assert!(!named.publish.iter().any(|s| s.contains("DELETE")));
+    }
+
+    #[test]
+    fn a_minted_user_is_proved_by_its_seed_or_by_its_jwt_named_after_the_component() {
+        let key = SigningKey::new(KeyPair::new_account(), KeyPair::new_account().public_key());
+        let user = KeyPair::new_user();
+        let token = mint(&key, &user.public_key(), "shop/store", &state_store("o")).unwrap();
+        let (jwt, seed) = (
+            SecretValue::new(token),
+            SecretValue::new(user.seed().unwrap()),
+        );
+        let edited = SecretValue::new("edited by hand");
+        let me = user.public_key();
+        assert!(proves(Some(&jwt), Some(&seed), &me, "shop/store"));
+        assert!(proves(Some(&edited), Some(&seed), &me, "shop/store"));
+        assert!(proves(Some(&jwt), Some(&edited), &me, "shop/store"));
+        assert!(!proves(Some(&edited), Some(&edited), &me, "shop/store"));
+        // Another user's key in the annotation: neither the seed nor the JWT is that user's.
+        let other = KeyPair::new_user().public_key();
+        assert!(!proves(Some(&jwt), Some(&seed), &other, "shop/store"));
+        // Another Component's JWT copied in: not this Component's.
+        assert!(!proves(Some(&jwt), None, &me, "team/store"));
     }
 }

@@ -117,7 +117,7 @@ async fn mint(
                 return Ok(Vec::new());
             }
         }
-        superseded = MintedUser::of(existing, &target.jwt_key, signing_key.account());
+        superseded = MintedUser::of(existing, target, key, signing_key.account());
     }
     // A new user every time: the one it replaces is revoked at this moment, which would revoke
     // a new JWT of the same user issued in the same second too.
@@ -324,7 +324,8 @@ pub(crate) async fn revoke(ctx: &Context, component: &Component) -> Result<Optio
     if !secret.owner_references().iter().any(|o| o.uid == uid) {
         return Ok(None);
     }
-    let Some(user) = MintedUser::of(&secret, &target.jwt_key, "") else {
+    let key = super::object_key(component);
+    let Some(user) = MintedUser::of(&secret, &target, &key, "") else {
         return Ok(None);
     };
     let Some(store) = servers_of(ctx, component, &namespace, &entries).await else {
@@ -344,20 +345,30 @@ struct MintedUser {
     policy: String,
     /// Its account (from its JWT; `fallback` when the JWT no longer says).
     account: String,
+    /// Whether the Secret still shows it is the Component's: only then is it revoked.
+    proven: bool,
 }
 
 impl MintedUser {
-    /// The user a minted Secret names (its annotations), None when it names none.
-    fn of(secret: &Secret, jwt_key: &str, fallback: &str) -> Option<Self> {
+    /// The user a minted Secret names (its annotations), None when it names none. `proven`:
+    /// whether the Secret still shows it is the Component's (see [`minted::proves`]).
+    fn of(secret: &Secret, target: &MintedSecret, component: &str, fallback: &str) -> Option<Self> {
         let annotations = secret.annotations();
         let user = annotations.get(MINTED_USER_ANNOTATION)?.clone();
         let policy = annotations.get(MINTED_BY_ANNOTATION)?.clone();
-        let account = secret
-            .data
+        let value = |key: &str| {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .and_then(|v| String::from_utf8(v.0.clone()).ok())
+                .map(SecretValue::new)
+        };
+        let (jwt, seed) = (value(&target.jwt_key), value(&target.seed_key));
+        let proven = minted::proves(jwt.as_ref(), seed.as_ref(), &user, component);
+        let account = jwt
             .as_ref()
-            .and_then(|d| d.get(jwt_key))
-            .and_then(|v| std::str::from_utf8(&v.0).ok())
-            .and_then(|t| crate::credentials::jwt::decode(t).ok())
+            .and_then(|t| crate::credentials::jwt::decode(t.expose()).ok())
             .map(|d| d.claims.issuer_account().to_owned())
             .filter(|a| !a.is_empty())
             .unwrap_or_else(|| fallback.to_owned());
@@ -365,6 +376,7 @@ impl MintedUser {
             user,
             policy,
             account,
+            proven,
         })
     }
 }
@@ -405,8 +417,20 @@ async fn revoke_user(
         user,
         policy,
         account,
+        proven,
     } = minted;
     let which = why.which();
+    if !proven {
+        return Ok(Note::warning(
+            Reason::MintedUserNotRevoked,
+            format!(
+                "the NATS user {user} that the Secret's jetstreamkv.io/minted-user annotation names \
+                 as {which} is not revoked: the Secret no longer holds its seed or its JWT, so the \
+                 operator cannot tell it is this Component's; if it is, revoke it in account \
+                 {account} by hand"
+            ),
+        ));
+    }
     let revocation = ctx
         .policy
         .as_ref()
