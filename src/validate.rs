@@ -159,13 +159,11 @@ pub fn validate(component: &Component, values: Values<'_>, now_unix: i64) -> Val
     let Ok(entries) = entries else {
         return out;
     };
-    // A minted user goes to the one Secret jwt and seedKey name.
-    if out
+    let mints = out
         .settings
         .as_ref()
-        .is_some_and(|s| s.credentials == CredentialsMode::Mint)
-        && let Err(e) = crate::credentials::minted::minted_secret(&entries)
-    {
+        .is_some_and(|s| s.credentials == CredentialsMode::Mint);
+    if let Some(e) = minted_secret_problem(mints, &entries) {
         out.problem(CredentialsResolved, &e);
         out.settings = None;
         return out;
@@ -195,6 +193,18 @@ pub fn validate(component: &Component, values: Values<'_>, now_unix: i64) -> Val
     }
     check_credentials(&known, now_unix, &mut out.findings);
     out
+}
+
+/// For a Component that asks for a minted user (`mints`), what is wrong with where it would go:
+/// the one Secret its `jwt` and `seedKey` name (both kinds, one rule).
+fn minted_secret_problem(
+    mints: bool,
+    entries: &[MetadataEntry],
+) -> Option<crate::credentials::minted::MintError> {
+    if !mints {
+        return None;
+    }
+    crate::credentials::minted::minted_secret(entries).err()
 }
 
 /// Each metadata entry's value when known (None: held in a Secret, offline).
@@ -296,6 +306,15 @@ pub fn validate_pubsub(
     let Ok(entries) = entries else {
         return out;
     };
+    let mints = out
+        .settings
+        .as_ref()
+        .is_some_and(|s| s.credentials == CredentialsMode::Mint);
+    if let Some(e) = minted_secret_problem(mints, &entries) {
+        out.problem(CredentialsResolved, &e);
+        out.settings = None;
+        return out;
+    }
     let Some((known, values)) = entry_values(&entries, values, &mut out.findings) else {
         return out;
     };
@@ -604,7 +623,7 @@ mod tests {
         let values = read(&[("natsURL", "nats://nats:4222"), ("bucket", "orders")]);
         let v = validate(&component(FROM_SECRET, mint), Values::Read(&values), NOW);
         assert_eq!(v.findings.problems[0].reason, "MintedSecretReference");
-        // A bad value is refused with what it accepts; the pub/sub refuses it by name.
+        // A bad value is refused with what it accepts.
         assert_eq!(
             reasons(&component(
                 FROM_SECRET,
@@ -612,9 +631,27 @@ mod tests {
             )),
             ["InvalidAnnotation"]
         );
-        let mut pubsub = component(FROM_SECRET, mint);
-        pubsub.spec.type_ = "pubsub.jetstream".into();
-        assert_eq!(reasons(&pubsub), ["InapplicableAnnotation"]);
+        // A pub/sub, by the same rule.
+        let as_pubsub = |mut c: Component| {
+            c.spec.type_ = "pubsub.jetstream".into();
+            c
+        };
+        assert!(
+            check_component(&as_pubsub(good.clone()), NOW)
+                .problems
+                .is_empty()
+        );
+        assert_eq!(
+            reasons(&as_pubsub(component(FROM_SECRET, mint))),
+            ["MintedSecretReference"]
+        );
+        assert_eq!(
+            reasons(&as_pubsub(component(
+                FROM_SECRET,
+                "jetstreamkv.io/credentials: borrowed"
+            ))),
+            ["InvalidAnnotation"]
+        );
     }
 
     #[test]

@@ -87,7 +87,7 @@ fn manifest_object(manifest: &str) -> Value {
 
 /// A declarative Subscription (`dapr.io/v2alpha1`) `name` on the `events` Component: topic
 /// `<name>.<suffix>` (each test its own subjects on the shared server), route `/<name>`.
-fn subscription(ns: &str, name: &str, suffix: &str, dead_letter: Option<&str>) -> Value {
+pub(crate) fn subscription(ns: &str, name: &str, suffix: &str, dead_letter: Option<&str>) -> Value {
     let mut s = json!({
         "apiVersion": "dapr.io/v2alpha1",
         "kind": "Subscription",

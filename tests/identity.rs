@@ -404,9 +404,50 @@ async fn apps_with_data_rights_only_are_provisioned_by_the_policy_s_identity() {
     support::wait_jss(&covered.name, "events", "Ready=True", |s, _| s == "True").await;
 
     // Not covered: the same rights, its own credentials, the server's refusal; nothing made.
-    let (refusal, message) = wait_refused(&client, &uncovered.name, "").await;
+    // The server drops the create and the client sees no answer: the operator tells the
+    // server's refusal, naming the subject, rather than a timeout.
+    let (refusal, message) = wait_refused(&client, &uncovered.name, "NatsPermissionDenied").await;
     eprintln!("without a provisioning identity: {refusal}: {message}");
+    assert!(
+        message.contains(&format!(
+            "may not publish to $JS.API.STREAM.CREATE.KV_{uncovered_bucket}"
+        )),
+        "{message}"
+    );
     assert!(!stream_exists(&observer, &uncovered_bucket).await);
+    // So is a pub/sub's: its user, with data rights only, may not list or create streams.
+    let uncovered_topic = unique_bucket("refused");
+    let rights = vec!["$JS.API.STREAM.NAMES".to_owned(), uncovered_topic.clone()];
+    let refused_user = user("refused-events", Some((&rights, &["_INBOX.>"])));
+    apply_json(&fixtures::secret(
+        &uncovered.name,
+        "events",
+        &[("jwt", &refused_user.0), ("seed", &refused_user.1)],
+    ));
+    apply_json(
+        &ComponentManifest::new(&uncovered.name, "events")
+            .type_("pubsub.jetstream")
+            .item("natsURL", &world().server.url())
+            .item_from_secret("jwt", "events", Some("jwt"))
+            .item_from_secret("seedKey", "events", Some("seed"))
+            .annotation("jetstreamkv.io/subjects", &uncovered_topic)
+            .json(),
+    );
+    let jss = support::wait_jss(&uncovered.name, "events", "NatsPermissionDenied", |_, r| {
+        r == "NatsPermissionDenied"
+    })
+    .await;
+    let message = jss["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    eprintln!("a pub/sub without a provisioning identity: {message}");
+    assert!(
+        message.contains("may not publish to $JS.API.STREAM."),
+        "{message}"
+    );
     // A policy naming a Secret that is not there: said, without the Secret's name.
     let (_, message) = wait_refused(&client, &broken.name, "ProvisioningCredentialsInvalid").await;
     assert!(message.contains(&policies[2]), "{message}");
@@ -546,8 +587,9 @@ fn signature_of(jwt: &str) -> String {
     jwt.rsplit('.').next().unwrap_or_default().to_owned()
 }
 
-/// The places a tenant reads (the operator's log, Events, KeyValueBuckets, Components,
-/// `/metrics`, and the Secrets of `namespaces`) that hold any 16-character piece of `needles`.
+/// The places a tenant reads (the operator's log, Events, KeyValueBuckets, JetStreamStreams,
+/// Components, `/metrics`, and the Secrets of `namespaces`) that hold any 16-character piece of
+/// `needles`.
 async fn leaks_in_tenant_places(
     client: &kube::Client,
     namespaces: &[&str],
@@ -565,6 +607,10 @@ async fn leaks_in_tenant_places(
         (
             "KeyValueBuckets".to_owned(),
             get(&["get", "kvb", "-A", "-o", "yaml"]),
+        ),
+        (
+            "JetStreamStreams".to_owned(),
+            get(&["get", "jss", "-A", "-o", "yaml"]),
         ),
         (
             "Components".to_owned(),
@@ -783,21 +829,20 @@ async fn connect_collecting(
     (client, errors)
 }
 
-/// A user minted per Component (`jetstreamkv.io/credentials: mint`) with the account signing
-/// key a NatsServerPolicy names: written to the Secret the Component's `jwt` and `seedKey`
-/// name, owned by the Component, allowed exactly what daprd does with its bucket. Dapr's own
-/// sidecar saves and reads state with it (its secretKeyRefs resolved by Dapr from a secret
-/// store holding that Secret's keys); the same user is refused by the server on another bucket's
-/// subjects and on stream creation; a namespace whose policy names no signing key gets no user;
-/// the signing key appears nowhere a tenant can read.
-#[tokio::test]
-async fn a_user_minted_for_a_component_does_what_daprd_needs_and_nothing_else() {
-    operator();
-    let client = support::client().await;
-    let ns = TestNamespace::new(&client, "mint").await;
-    let outside = TestNamespace::new(&client, "nomint").await;
-    let suffix = support::random_suffix();
-    let observer = user("observer", None);
+/// The admin's Secrets in the operator's namespace for minting: a provisioning identity, the
+/// account signing key, and what revokes (the operator's key and a user of the system account).
+struct MintingSecrets {
+    provisioner: (String, String, String),
+    prov_secret: String,
+    signing_seed: String,
+    key_secret: String,
+    operator_seed: String,
+    system_user: KeyPair,
+    system_jwt: String,
+    revocation_secret: String,
+}
+
+fn minting_secrets(suffix: &str) -> MintingSecrets {
     let provisioner = user("provisioner", None);
     let prov_secret = format!("provisioner-mint-{suffix}");
     apply_json(&fixtures::secret(
@@ -830,27 +875,72 @@ async fn a_user_minted_for_a_component_does_what_daprd_needs_and_nothing_else() 
             ("systemCreds", &system_creds),
         ],
     ));
+    MintingSecrets {
+        provisioner,
+        prov_secret,
+        signing_seed,
+        key_secret,
+        operator_seed,
+        system_user,
+        system_jwt,
+        revocation_secret,
+    }
+}
+
+/// A policy letting `namespace` use the test server, with the provisioning identity, signing
+/// key and revocation Secret of `secrets`.
+fn policy_revoking(name: &str, namespace: &str, secrets: &MintingSecrets) -> String {
+    format!(
+        "{}    revocationSecretName: {}\n",
+        policy_minting(
+            name,
+            namespace,
+            Some(&secrets.prov_secret),
+            Some(&secrets.key_secret),
+        ),
+        secrets.revocation_secret
+    )
+}
+
+/// A user minted per Component (`jetstreamkv.io/credentials: mint`) with the account signing
+/// key a NatsServerPolicy names: written to the Secret the Component's `jwt` and `seedKey`
+/// name, owned by the Component, allowed exactly what daprd does with its bucket. Dapr's own
+/// sidecar saves and reads state with it (its secretKeyRefs resolved by Dapr from a secret
+/// store holding that Secret's keys); the same user is refused by the server on another bucket's
+/// subjects and on stream creation; a namespace whose policy names no signing key gets no user;
+/// the signing key appears nowhere a tenant can read.
+#[tokio::test]
+async fn a_user_minted_for_a_component_does_what_daprd_needs_and_nothing_else() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "mint").await;
+    let outside = TestNamespace::new(&client, "nomint").await;
+    let suffix = support::random_suffix();
+    let observer = user("observer", None);
+    let keys = minting_secrets(&suffix);
+    let MintingSecrets {
+        provisioner,
+        prov_secret,
+        signing_seed,
+        key_secret,
+        operator_seed,
+        system_user,
+        system_jwt,
+        ..
+    } = &keys;
     let norevoke = TestNamespace::new(&client, "norevoke").await;
     let policies = [
         format!("mint-{suffix}"),
         format!("nomint-{suffix}"),
         format!("norevoke-{suffix}"),
     ];
-    control_plane().apply(&format!(
-        "{}    revocationSecretName: {revocation_secret}\n",
-        policy_minting(
-            &policies[0],
-            &ns.name,
-            Some(&prov_secret),
-            Some(&key_secret),
-        )
-    ));
-    control_plane().apply(&policy(&policies[1], &outside.name, Some(&prov_secret)));
+    control_plane().apply(&policy_revoking(&policies[0], &ns.name, &keys));
+    control_plane().apply(&policy(&policies[1], &outside.name, Some(prov_secret)));
     control_plane().apply(&policy_minting(
         &policies[2],
         &norevoke.name,
-        Some(&prov_secret),
-        Some(&key_secret),
+        Some(prov_secret),
+        Some(key_secret),
     ));
 
     let bucket = unique_bucket("mint");
@@ -889,16 +979,10 @@ async fn a_user_minted_for_a_component_does_what_daprd_needs_and_nothing_else() 
 
     // Dapr's sidecar with the Component as the cluster holds it; its secretKeyRefs resolved by
     // Dapr from a secret store that holds the minted Secret's keys under its name.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store_file = support::daprd::secret_store_file(
-        dir.path(),
-        "secrets",
-        &json!({ "store-nats": { "jwt": minted_jwt, "seed": minted_seed } }),
-    );
-    let mut with_store = component.clone();
-    with_store["auth"] = json!({ "secretStore": "secrets" });
     let app_id = format!("mint{suffix}");
-    let mut daprd = Daprd::start_with(&app_id, &[store_file, resource_file(&with_store)], None);
+    let minted = (minted_jwt.clone(), minted_seed.clone(), claims.sub.clone());
+    let (mut daprd, _dir) =
+        daprd_with_minted(&app_id, &component, "store-nats", &minted, &[], None);
     daprd.wait_healthy();
     let saved = daprd.http(
         "POST",
@@ -959,32 +1043,14 @@ async fn a_user_minted_for_a_component_does_what_daprd_needs_and_nothing_else() 
         .is_err()
     );
     let _ = app.flush().await;
-    let expected = [
-        format!("publish to \"$js.api.stream.info.kv_{other}\""),
-        format!("publish to \"$kv.{other}.k\""),
-        format!("subscription to \"$kv.{other}.>\""),
-        format!("publish to \"$js.api.stream.create.kv_{created}\""),
-    ]
-    .map(|s| s.to_ascii_lowercase());
-    let seen = eventually(
-        Duration::from_secs(10),
-        "the server's permissions violations",
-        || async {
-            let seen: Vec<String> = errors
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|e| e.to_ascii_lowercase())
-                .collect();
-            expected
-                .iter()
-                .all(|x| {
-                    seen.iter()
-                        .any(|e| e.contains("permissions violation") && e.contains(x.as_str()))
-                })
-                .then_some(seen)
-        },
-        async || format!("{:?}", errors.lock().unwrap()),
+    let seen = violations(
+        &errors,
+        &[
+            format!("publish to \"$js.api.stream.info.kv_{other}\""),
+            format!("publish to \"$kv.{other}.k\""),
+            format!("subscription to \"$kv.{other}.>\""),
+            format!("publish to \"$js.api.stream.create.kv_{created}\""),
+        ],
     )
     .await;
     eprintln!("the server refused the minted user: {seen:?}");
@@ -1008,7 +1074,7 @@ async fn a_user_minted_for_a_component_does_what_daprd_needs_and_nothing_else() 
         signing_seed.clone(),
         operator_seed.clone(),
         system_user.seed().expect("a seed"),
-        signature_of(&system_jwt),
+        signature_of(system_jwt),
         provisioner.1.clone(),
         signature_of(&provisioner.0),
     ];
@@ -1159,4 +1225,521 @@ async fn a_user_minted_for_a_component_does_what_daprd_needs_and_nothing_else() 
     for name in &policies {
         let _ = control_plane().kubectl(&["delete", "natsserverpolicy", name], None);
     }
+}
+
+/// The user minted into the Secret `store-nats` of `secrets`, once it is there and is not
+/// `except`: `(jwt, seed, public key)`.
+async fn minted_user(
+    secrets: &Api<Secret>,
+    except: Option<&str>,
+) -> Option<(String, String, String)> {
+    minted_user_in(secrets, "store-nats", except).await
+}
+
+/// [`minted_user`] in the Secret `name`.
+async fn minted_user_in(
+    secrets: &Api<Secret>,
+    name: &str,
+    except: Option<&str>,
+) -> Option<(String, String, String)> {
+    let secret = secrets.get_opt(name).await.ok()??;
+    let user = secret
+        .metadata
+        .annotations?
+        .get("jetstreamkv.io/minted-user")?
+        .clone();
+    if Some(user.as_str()) == except {
+        return None;
+    }
+    let data = secret.data?;
+    let text = |k: &str| String::from_utf8(data.get(k)?.0.clone()).ok();
+    let (jwt, seed) = (text("jwt")?, text("seed")?);
+    (jwt::decode_verified(&jwt).ok()?.sub == user).then_some((jwt, seed, user))
+}
+
+/// How a user connects now: Ok, or the server's refusal.
+async fn connects(user: &(String, String, String)) -> Result<async_nats::Client, String> {
+    user_connect_options(&user.0, &user.1)
+        .connect(world().server.url())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Waits until `user` is refused by the server; the refusal and how long it took from `since`
+/// (when it was `what`: "replaced", "deleted").
+async fn wait_refused_user(
+    user: &(String, String, String),
+    since: std::time::Instant,
+    what: &str,
+) -> String {
+    let refused = eventually(
+        Duration::from_secs(20),
+        &format!("the user {} to be refused", user.2),
+        || async { connects(user).await.err() },
+        async || operator().log_tail(),
+    )
+    .await;
+    eprintln!(
+        "user {} refused {:?} after it was {what}: {refused}",
+        user.2,
+        since.elapsed()
+    );
+    assert!(
+        refused.to_ascii_lowercase().contains("authorization"),
+        "{refused}"
+    );
+    refused
+}
+
+/// A minted user replaced by another (its Secret edited by hand; the Component now naming
+/// another bucket) is revoked as it is replaced: the server refuses it and closes its
+/// connection within seconds, while the new user connects and uses the bucket. Where the policy
+/// names no revocation Secret, the replacement says (a Warning) that the earlier user stays
+/// valid, and it does.
+#[tokio::test]
+async fn a_user_minted_again_revokes_the_one_it_replaces() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "remint").await;
+    let norevoke = TestNamespace::new(&client, "remintkept").await;
+    let suffix = support::random_suffix();
+    let keys = minting_secrets(&suffix);
+    let policies = [format!("remint-{suffix}"), format!("remintkept-{suffix}")];
+    control_plane().apply(&policy_revoking(&policies[0], &ns.name, &keys));
+    control_plane().apply(&policy_minting(
+        &policies[1],
+        &norevoke.name,
+        Some(&keys.prov_secret),
+        Some(&keys.key_secret),
+    ));
+    let bucket = unique_bucket("remint");
+    apply_json(&minted_store(&ns.name, &bucket));
+    support::wait_kvb_of(operator(), &ns.name, "store", "Ready", READY);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let first = minted_user(&secrets, None).await.expect("the minted user");
+    let (watched, _) = connect_collecting(&first.0, &first.1).await;
+
+    // The Secret edited by hand: a new user minted, the first one revoked.
+    let edited = std::time::Instant::now();
+    secrets
+        .patch(
+            "store-nats",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({ "stringData": { "jwt": "edited by hand" } })),
+        )
+        .await
+        .expect("edit the minted Secret");
+    let second = eventually(
+        READY,
+        "a new user minted into the edited Secret",
+        || minted_user(&secrets, Some(&first.2)),
+        async || operator().log_tail(),
+    )
+    .await;
+    wait_refused_user(&first, edited, "replaced").await;
+    eventually(
+        Duration::from_secs(10),
+        "the open connection of the replaced user to be closed",
+        || async {
+            (watched.connection_state() != async_nats::connection::State::Connected).then_some(())
+        },
+        async || String::new(),
+    )
+    .await;
+    let app = connects(&second).await.expect("the new user connects");
+    let kv = async_nats::jetstream::new(app)
+        .get_key_value(&bucket)
+        .await
+        .expect("the new user binds to its bucket");
+    kv.put("k", "v".into()).await.expect("and writes it");
+    let events = control_plane()
+        .kubectl(&["get", "events", "-n", &ns.name, "-o", "yaml"], None)
+        .expect("events");
+    assert!(
+        events.contains("UserRevoked") && events.contains(&first.2),
+        "{events}"
+    );
+
+    // The Component now names another bucket: the user minted for the first one is replaced
+    // and revoked too.
+    let moved = unique_bucket("moved");
+    let since = std::time::Instant::now();
+    apply_json(&minted_store(&ns.name, &moved));
+    let third = eventually(
+        READY,
+        "a user minted for the other bucket",
+        || minted_user(&secrets, Some(&second.2)),
+        async || operator().log_tail(),
+    )
+    .await;
+    wait_refused_user(&second, since, "replaced").await;
+    let app = connects(&third).await.expect("the new user connects");
+    support::wait_kvb_of(operator(), &ns.name, "store", "Ready", READY);
+    async_nats::jetstream::new(app)
+        .get_key_value(&moved)
+        .await
+        .expect("the new user binds to the other bucket");
+
+    // The annotation edited to name another user (say another team's), the seed and JWT too:
+    // the operator cannot tell that user is this Component's, so it says so and revokes
+    // nothing; the other user still connects.
+    let victim = user("victim", None);
+    let since = std::time::Instant::now();
+    secrets
+        .patch(
+            "store-nats",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({
+                "metadata": { "annotations": { "jetstreamkv.io/minted-user": victim.2 } },
+                "stringData": { "jwt": "edited by hand", "seed": "edited by hand" },
+            })),
+        )
+        .await
+        .expect("edit the minted Secret");
+    let fourth = eventually(
+        READY,
+        "a new user minted into the edited Secret",
+        || minted_user(&secrets, Some(&victim.2)),
+        async || operator().log_tail(),
+    )
+    .await;
+    let warning = eventually(
+        Duration::from_secs(20),
+        "a MintedUserNotRevoked Event naming the other user",
+        || async {
+            let events = control_plane()
+                .kubectl(&["get", "events", "-n", &ns.name, "-o", "yaml"], None)
+                .expect("events");
+            (events.contains("MintedUserNotRevoked") && events.contains(&victim.2))
+                .then_some(events)
+        },
+        async || operator().log_tail(),
+    )
+    .await;
+    assert!(warning.contains("cannot tell"), "{warning}");
+    // Revocations take effect within a second or two (above): give this one longer to show.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    connects(&victim)
+        .await
+        .expect("a user the Secret does not prove is never revoked");
+    connects(&fourth).await.expect("the new user connects");
+    eprintln!(
+        "a foreign user named by the annotation still connects {:?} after the edit",
+        since.elapsed()
+    );
+
+    // No revocation Secret: the replacement says the earlier user stays valid, and it does.
+    let kept_bucket = unique_bucket("remintkept");
+    apply_json(&minted_store(&norevoke.name, &kept_bucket));
+    support::wait_kvb_of(operator(), &norevoke.name, "store", "Ready", READY);
+    let kept: Api<Secret> = Api::namespaced(client.clone(), &norevoke.name);
+    let before = minted_user(&kept, None).await.expect("the minted user");
+    kept.patch(
+        "store-nats",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({ "stringData": { "jwt": "edited by hand" } })),
+    )
+    .await
+    .expect("edit the minted Secret");
+    eventually(
+        READY,
+        "a new user minted into the edited Secret",
+        || minted_user(&kept, Some(&before.2)),
+        async || operator().log_tail(),
+    )
+    .await;
+    let warning = eventually(
+        Duration::from_secs(20),
+        "a MintedUserNotRevoked Event",
+        || async {
+            let events = control_plane()
+                .kubectl(&["get", "events", "-n", &norevoke.name, "-o", "yaml"], None)
+                .expect("events");
+            events.contains("MintedUserNotRevoked").then_some(events)
+        },
+        async || operator().log_tail(),
+    )
+    .await;
+    assert!(warning.contains(&before.2), "{warning}");
+    connects(&before)
+        .await
+        .expect("a replaced user not revoked still connects, as the Event and the docs say");
+
+    for name in &policies {
+        let _ = control_plane().kubectl(&["delete", "natsserverpolicy", name], None);
+    }
+}
+
+/// Dapr's sidecar with `component` as the cluster holds it (and `others`: Subscriptions), its
+/// secretKeyRefs resolved by Dapr from a secret store that holds the minted Secret `secret`'s
+/// `jwt` and `seed` under its name; the folder of that store goes with it.
+fn daprd_with_minted(
+    app_id: &str,
+    component: &Value,
+    secret: &str,
+    user: &(String, String, String),
+    others: &[Value],
+    app_port: Option<u16>,
+) -> (Daprd, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store_file = support::daprd::secret_store_file(
+        dir.path(),
+        "secrets",
+        &json!({ secret: { "jwt": user.0, "seed": user.1 } }),
+    );
+    let mut with_store = component.clone();
+    with_store["auth"] = json!({ "secretStore": "secrets" });
+    let mut resources = vec![store_file, resource_file(&with_store)];
+    resources.extend(others.iter().map(resource_file));
+    (Daprd::start_with(app_id, &resources, app_port), dir)
+}
+
+/// The server's permissions violations `errors` holds for every one of `expected` (lower case),
+/// once it holds them all.
+async fn violations(errors: &Arc<Mutex<Vec<String>>>, expected: &[String]) -> Vec<String> {
+    let expected: Vec<String> = expected.iter().map(|s| s.to_ascii_lowercase()).collect();
+    eventually(
+        Duration::from_secs(10),
+        "the server's permissions violations",
+        || async {
+            let seen: Vec<String> = errors
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|e| e.to_ascii_lowercase())
+                .collect();
+            expected
+                .iter()
+                .all(|x| {
+                    seen.iter()
+                        .any(|e| e.contains("permissions violation") && e.contains(x.as_str()))
+                })
+                .then_some(seen)
+        },
+        async || format!("{:?}", errors.lock().unwrap()),
+    )
+    .await
+}
+
+/// A user minted for a `pubsub.jetstream` Component (`jetstreamkv.io/credentials: mint`) is
+/// allowed exactly what daprd's pub/sub does with the Component's streams and the subjects they
+/// hold (from its declarative Subscriptions, dead-letter topic included): Dapr's own sidecar
+/// with it publishes, the app receives, and a message the app fails reaches the dead-letter
+/// topic's subscriber. The same user on the test's own client is refused by the server on
+/// another stream's subject, on consumers of another stream and on stream creation; nothing of
+/// the admin's keys appears where the tenant reads; after the Component's deletion the user is
+/// refused within seconds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_minted_for_a_pub_sub_publishes_and_receives_its_topics_only() {
+    operator();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "mintps").await;
+    let suffix = support::random_suffix();
+    let keys = minting_secrets(&suffix);
+    let policy_name = format!("mintps-{suffix}");
+    control_plane().apply(&policy_revoking(&policy_name, &ns.name, &keys));
+    let observer = user("observer", None);
+
+    let component = ComponentManifest::new(&ns.name, "events")
+        .type_("pubsub.jetstream")
+        .item("natsURL", &world().server.url())
+        .item("deliverPolicy", "all")
+        .item_from_secret("jwt", "events-nats", Some("jwt"))
+        .item_from_secret("seedKey", "events-nats", Some("seed"))
+        .annotation("jetstreamkv.io/credentials", "mint")
+        .json();
+    apply_json(&component);
+    let subscriptions = [
+        crate::dapr_pubsub::subscription(&ns.name, "orders", &suffix, None),
+        crate::dapr_pubsub::subscription(&ns.name, "payments", &suffix, Some("poison")),
+        crate::dapr_pubsub::subscription(&ns.name, "poison", &suffix, None),
+    ];
+    for s in &subscriptions {
+        apply_json(s);
+    }
+    let stream = format!("{}_events", ns.name);
+    let dead_letters = format!("{stream}_deadletter");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let topics = [
+        format!("orders.{suffix}"),
+        format!("payments.{suffix}"),
+        format!("poison.{suffix}"),
+    ];
+    let mut expected_publish = vec!["$JS.API.STREAM.NAMES".to_owned()];
+    for s in [&stream, &dead_letters] {
+        expected_publish.extend([
+            format!("$JS.API.CONSUMER.CREATE.{s}"),
+            format!("$JS.API.CONSUMER.CREATE.{s}.>"),
+            format!("$JS.API.CONSUMER.INFO.{s}.>"),
+            format!("$JS.ACK.{s}.>"),
+            format!("$JS.FC.{s}.>"),
+        ]);
+    }
+    expected_publish.extend(topics.iter().cloned());
+    // Minted once the Subscriptions' topics are known (minted again as they are found).
+    let minted = eventually(
+        READY,
+        "a user minted with the three Subscriptions' topics",
+        || async {
+            let minted = minted_user_in(&secrets, "events-nats", None).await?;
+            let claims = jwt::decode_verified(&minted.0).ok()?;
+            (claims.nats["pub"] == json!({ "allow": expected_publish })).then_some(minted)
+        },
+        async || {
+            let now = minted_user_in(&secrets, "events-nats", None)
+                .await
+                .and_then(|m| jwt::decode_verified(&m.0).ok())
+                .map(|c| c.nats["pub"].clone());
+            format!(
+                "minted now: {now:?}, wanted {expected_publish:?}\n{}\n--- operator log:\n{}",
+                support::describe(&ns.name, "jss", "events"),
+                operator().log_tail()
+            )
+        },
+    )
+    .await;
+    let claims = jwt::decode_verified(&minted.0).expect("the minted JWT verifies");
+    assert_eq!(claims.iss, world().signing.public_key());
+    assert_eq!(claims.nats["sub"], json!({ "allow": ["_INBOX.>"] }));
+    eprintln!("minted pub/sub user {}: {:?}", claims.sub, claims.nats);
+    support::wait_jss(&ns.name, "events", "Ready=True", |s, _| s == "True").await;
+
+    // daprd with the minted Secret: publishes; the app receives; a failed message reaches the
+    // dead-letter topic's subscriber.
+    let (app_port, mut rx) = crate::dapr_pubsub::start_app().await;
+    let app_id = format!("mintps{suffix}");
+    let cluster_component: Value = serde_json::from_str(
+        &control_plane()
+            .kubectl(
+                &["-n", &ns.name, "get", "component", "events", "-o", "json"],
+                None,
+            )
+            .expect("the Component"),
+    )
+    .expect("JSON");
+    let (mut daprd, _dir) = daprd_with_minted(
+        &app_id,
+        &cluster_component,
+        "events-nats",
+        &minted,
+        &subscriptions,
+        Some(app_port),
+    );
+    daprd.wait_healthy();
+    let mut received = Vec::new();
+    for (topic, body) in [
+        ("orders", r#"{"item":"tea"}"#),
+        ("payments", r#"{"card":"declined"}"#),
+    ] {
+        let published = daprd.http(
+            "POST",
+            &format!("/v1.0/publish/events/{topic}.{suffix}"),
+            Some(body),
+        );
+        assert_eq!(
+            published.as_ref().map(|p| p.0),
+            Some(204),
+            "publish to {topic}: {published:?}\n{}",
+            daprd.log()
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !(received.contains(&"/orders".to_owned()) && received.contains(&"/poison".to_owned())) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some((route, _))) => received.push(route),
+            _ => panic!(
+                "the app received {received:?} only, not /orders and /poison:\n{}",
+                daprd.log()
+            ),
+        }
+    }
+    eprintln!("the app received, through daprd with the minted user: {received:?}");
+    assert!(
+        !daprd
+            .log()
+            .to_ascii_lowercase()
+            .contains("permissions violation"),
+        "{}",
+        daprd.log()
+    );
+    drop(daprd);
+
+    // The same user on the test's own client: another stream's subject and consumers, and
+    // stream creation, are refused by the server.
+    let other = format!("other_{suffix}");
+    let admin = user_connect_options(&observer.0, &observer.1)
+        .connect(world().server.url())
+        .await
+        .expect("the observer connects");
+    async_nats::jetstream::new(admin)
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: other.clone(),
+            subjects: vec![format!("other.{suffix}")],
+            ..Default::default()
+        })
+        .await
+        .expect("another stream");
+    let (app, errors) = connect_collecting(&minted.0, &minted.1).await;
+    let js = async_nats::jetstream::new(app.clone());
+    js.publish(format!("orders.{suffix}"), "own".into())
+        .await
+        .expect("publishes to its topic")
+        .await
+        .expect("stored in its stream");
+    let _ = app.publish(format!("other.{suffix}"), "x".into()).await;
+    let _ = app.subscribe(format!("other.{suffix}")).await;
+    let _ = app
+        .publish(format!("$JS.API.CONSUMER.CREATE.{other}"), "{}".into())
+        .await;
+    let created = format!("created_{suffix}");
+    assert!(
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: created.clone(),
+            subjects: vec![format!("created.{suffix}")],
+            ..Default::default()
+        })
+        .await
+        .is_err()
+    );
+    let _ = app.flush().await;
+    let seen = violations(
+        &errors,
+        &[
+            format!("publish to \"other.{suffix}\""),
+            format!("subscription to \"other.{suffix}\""),
+            format!("publish to \"$js.api.consumer.create.{other}\""),
+            format!("publish to \"$js.api.stream.create.{created}\""),
+        ],
+    )
+    .await;
+    eprintln!("the server refused the minted pub/sub user: {seen:?}");
+
+    // Nothing of the admin's keys where the tenant reads.
+    let needles = [
+        keys.signing_seed.clone(),
+        keys.operator_seed.clone(),
+        keys.system_user.seed().expect("a seed"),
+        signature_of(&keys.system_jwt),
+        keys.provisioner.1.clone(),
+        signature_of(&keys.provisioner.0),
+    ];
+    let leaks = leaks_in_tenant_places(&client, &[&ns.name], &needles).await;
+    assert!(leaks.is_empty(), "the admin's keys in: {leaks:?}");
+
+    // The Component deleted: its user revoked within seconds.
+    let deleted = std::time::Instant::now();
+    Api::<Component>::namespaced(client.clone(), &ns.name)
+        .delete("events", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_refused_user(&minted, deleted, "deleted").await;
+    // (Its Event is the second UserRevoked of this Component, after the user minted before the
+    // Subscriptions were seen: the Event recorder counts it on the first one, note and all.)
+    let said = operator()
+        .logs()
+        .lines()
+        .any(|l| l.contains("revoked a NATS user") && l.contains(&minted.2));
+    assert!(said, "{}", operator().log_tail());
+    let _ = control_plane().kubectl(&["delete", "natsserverpolicy", &policy_name], None);
 }

@@ -28,7 +28,7 @@ local needs_change = {
   StreamListingTooLong = true, AuditMode = true,
   ProvisioningCredentialsInvalid = true, AppPermissionDenied = true,
   MintedSecretReference = true, MintingNotAllowed = true, MintingCredentialsInvalid = true,
-  MintedSecretConflict = true,
+  MintedSecretConflict = true, MintingNotSupported = true, NatsPermissionDenied = true,
   QuotaExceeded = true,
   TlsCertWithoutKey = true, TlsKeyWithoutCert = true, TlsClientAuthUnsupported = true,
   InvalidStreamName = true, InvalidConsumerName = true, InvalidSubject = true, OverlappingSubjects = true,

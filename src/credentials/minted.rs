@@ -73,12 +73,24 @@ pub enum MintError {
     /// Reading or writing a Secret failed for now.
     #[error("the minted user could not be written now ({0}); retrying")]
     Unavailable(String),
+    /// The Component asks for something a minted user is not made for.
+    #[error(
+        "jetstreamkv.io/credentials: mint is not made for a pub/sub with {0} (its JetStream API \
+         and acknowledgement subjects differ); remove it, or name your own credentials"
+    )]
+    Unsupported(&'static str),
     /// The user of a Component being deleted could not be revoked yet.
     #[error(
         "the NATS user minted for this Component could not be revoked yet ({0}); the Component \
          is kept until it is (retrying)"
     )]
     RevocationFailed(String),
+    /// The user a new one replaces could not be revoked yet.
+    #[error(
+        "the NATS user minted earlier for this Component could not be revoked yet ({0}); its \
+         replacement is minted once it is (retrying)"
+    )]
+    SupersededNotRevoked(String),
 }
 
 impl Failure for MintError {
@@ -88,17 +100,22 @@ impl Failure for MintError {
             Self::NotAllowed { .. } => "MintingNotAllowed",
             Self::SigningKeyInvalid { .. } => "MintingCredentialsInvalid",
             Self::SecretConflict { .. } => "MintedSecretConflict",
+            Self::Unsupported(_) => "MintingNotSupported",
             Self::Unavailable(_) => "MintingFailed",
-            Self::RevocationFailed(_) => "RevocationFailed",
+            Self::RevocationFailed(_) | Self::SupersededNotRevoked(_) => "RevocationFailed",
         }
     }
 
     fn retry(&self) -> Retry {
         match self {
-            Self::Reference(_) | Self::SecretConflict { .. } => Retry::AwaitChange,
+            Self::Reference(_) | Self::SecretConflict { .. } | Self::Unsupported(_) => {
+                Retry::AwaitChange
+            }
             // A policy or the admin's Secret changes without a change of the Component.
             Self::NotAllowed { .. } | Self::SigningKeyInvalid { .. } => Retry::Resync,
-            Self::Unavailable(_) | Self::RevocationFailed(_) => Retry::Backoff,
+            Self::Unavailable(_) | Self::RevocationFailed(_) | Self::SupersededNotRevoked(_) => {
+                Retry::Backoff
+            }
         }
     }
 }
@@ -249,6 +266,37 @@ pub fn state_store(bucket: &str) -> Permissions {
     }
 }
 
+/// What daprd's `pubsub.jetstream` does with the streams of one Component and nothing else
+/// (nats.go's JetStream API, as components-contrib's `pubsub/jetstream` calls it): publish on
+/// each subject the streams hold (`topics`: the topics' and dead-letter subjects, prefix
+/// applied, as the streams are made with them); when it subscribes, look the stream of the topic
+/// up by subject (`by_subject`: without `streamName`), create the consumer on the stream
+/// (`CONSUMER.CREATE.<s>` for an ephemeral one, `CONSUMER.CREATE.<s>.<name>.<filter>` for a
+/// durable one, after its `CONSUMER.INFO`), read it again to bind to it, acknowledge each
+/// message (`$JS.ACK.<s>.>`) and answer flow control (`$JS.FC.<s>.>`); and the replies and
+/// deliveries on its inbox. `streams`: the stream and, when it has dead-letter topics, the
+/// dead-letter stream.
+pub fn pubsub(streams: &[&str], topics: &[String], by_subject: bool) -> Permissions {
+    let mut publish = Vec::new();
+    if by_subject {
+        publish.push("$JS.API.STREAM.NAMES".to_owned());
+    }
+    for stream in streams {
+        publish.extend([
+            format!("$JS.API.CONSUMER.CREATE.{stream}"),
+            format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+            format!("$JS.API.CONSUMER.INFO.{stream}.>"),
+            format!("$JS.ACK.{stream}.>"),
+            format!("$JS.FC.{stream}.>"),
+        ]);
+    }
+    publish.extend(topics.iter().cloned());
+    Permissions {
+        publish,
+        subscribe: vec![DAPR_INBOX.to_owned()],
+    }
+}
+
 /// A user JWT for `user_public_key`, signed by `key`, allowing exactly `permissions`, named
 /// `name` (the Component's `namespace/name`, so the server's logs say whose it is).
 pub fn mint(
@@ -304,6 +352,29 @@ pub fn is_current(
         && claims.nats.get("pub").and_then(|s| s.get("deny")).is_none()
 }
 
+/// Whether a minted Secret still shows that `user` (the public key its annotation names) is the
+/// user minted for the Component `component` (`namespace/name`): its seed is that user's (no
+/// one holds another user's seed), or its JWT is one the operator minted for that user and this
+/// Component (verified, of that subject, named after the Component). A tenant can edit the
+/// annotation of a Secret in its namespace; a user it cannot prove is never revoked, so no
+/// tenant can have another's user revoked.
+pub fn proves(
+    jwt: Option<&SecretValue>,
+    seed: Option<&SecretValue>,
+    user: &str,
+    component: &str,
+) -> bool {
+    let by_seed = seed
+        .and_then(|s| super::user_key_pair(s).ok())
+        .is_some_and(|k| k.public_key() == user);
+    let by_jwt = jwt
+        .and_then(|j| jwt::decode_verified(j.expose().trim()).ok())
+        .is_some_and(|c| {
+            c.claim_type() == Some("user") && c.sub == user && c.name.as_deref() == Some(component)
+        });
+    by_seed || by_jwt
+}
+
 /// Why an account's JWT cannot be given a revocation.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RevokeError {
@@ -346,13 +417,6 @@ pub fn revoke_in_account(
         map.insert(user.to_owned(), Value::from(now));
     }
     jwt::encode(&claims, operator).map_err(|_| RevokeError::CannotSign)
-}
-
-/// The user key pair of a seed already minted (kept when the user is minted again, so that a
-/// revocation names one user per Component), or a new one.
-pub fn user_key(seed: Option<&SecretValue>) -> KeyPair {
-    seed.and_then(|s| super::user_key_pair(s).ok())
-        .unwrap_or_else(KeyPair::new_user)
 }
 
 #[cfg(test)]
@@ -536,8 +600,56 @@ mod tests {
         assert!(!is_current(&jwt, &seed, &other_key, &permissions, 0));
         let other_seed = SecretValue::new(KeyPair::new_user().seed().unwrap());
         assert!(!is_current(&jwt, &other_seed, &key, &permissions, 0));
-        // The seed is kept when minted again.
-        assert_eq!(user_key(Some(&seed)).public_key(), user.public_key());
-        assert_ne!(user_key(None).public_key(), user.public_key());
+    }
+
+    #[test]
+    fn a_pub_sub_user_allows_its_streams_consumers_and_topics_only() {
+        let topics = ["orders.new".to_owned(), "poison".to_owned()];
+        let p = pubsub(&["shop_events", "shop_events_deadletter"], &topics, true);
+        assert_eq!(
+            p.publish,
+            [
+                "$JS.API.STREAM.NAMES",
+                "$JS.API.CONSUMER.CREATE.shop_events",
+                "$JS.API.CONSUMER.CREATE.shop_events.>",
+                "$JS.API.CONSUMER.INFO.shop_events.>",
+                "$JS.ACK.shop_events.>",
+                "$JS.FC.shop_events.>",
+                "$JS.API.CONSUMER.CREATE.shop_events_deadletter",
+                "$JS.API.CONSUMER.CREATE.shop_events_deadletter.>",
+                "$JS.API.CONSUMER.INFO.shop_events_deadletter.>",
+                "$JS.ACK.shop_events_deadletter.>",
+                "$JS.FC.shop_events_deadletter.>",
+                "orders.new",
+                "poison",
+            ]
+        );
+        assert_eq!(p.subscribe, [DAPR_INBOX]);
+        // With streamName, daprd does not look the stream up.
+        let named = pubsub(&["events"], &topics, false);
+        assert!(!named.publish.iter().any(|s| s.contains("STREAM")));
+        assert!(!named.publish.iter().any(|s| s.contains("DELETE")));
+    }
+
+    #[test]
+    fn a_minted_user_is_proved_by_its_seed_or_by_its_jwt_named_after_the_component() {
+        let key = SigningKey::new(KeyPair::new_account(), KeyPair::new_account().public_key());
+        let user = KeyPair::new_user();
+        let token = mint(&key, &user.public_key(), "shop/store", &state_store("o")).unwrap();
+        let (jwt, seed) = (
+            SecretValue::new(token),
+            SecretValue::new(user.seed().unwrap()),
+        );
+        let edited = SecretValue::new("edited by hand");
+        let me = user.public_key();
+        assert!(proves(Some(&jwt), Some(&seed), &me, "shop/store"));
+        assert!(proves(Some(&edited), Some(&seed), &me, "shop/store"));
+        assert!(proves(Some(&jwt), Some(&edited), &me, "shop/store"));
+        assert!(!proves(Some(&edited), Some(&edited), &me, "shop/store"));
+        // Another user's key in the annotation: neither the seed nor the JWT is that user's.
+        let other = KeyPair::new_user().public_key();
+        assert!(!proves(Some(&jwt), Some(&seed), &other, "shop/store"));
+        // Another Component's JWT copied in: not this Component's.
+        assert!(!proves(Some(&jwt), None, &me, "team/store"));
     }
 }

@@ -95,6 +95,10 @@ pub enum NatsError {
     #[error("NATS request failed ({what}): {detail}")]
     Request { what: String, detail: String },
     #[error(
+        "the NATS server refused {what}: this user may not publish to {subject}; grant it that right, or let a NatsServerPolicy name a provisioning identity for this Component (see docs/credentials.md)"
+    )]
+    PermissionDenied { what: String, subject: String },
+    #[error(
         "namespace {namespace} already uses {limit} distinct NATS connections (server lists and credentials), the operator's limit per namespace; let Components share natsURL and credentials, or ask the operator's admin to raise --max-nats-connections-per-namespace"
     )]
     ConnectionLimit { namespace: String, limit: usize },
@@ -121,6 +125,7 @@ impl Failure for NatsError {
             Self::UnsupportedByServer { .. } => "UnsupportedByServer",
             Self::Timeout { .. } => "NatsTimeout",
             Self::Request { .. } => "NatsRequestFailed",
+            Self::PermissionDenied { .. } => "NatsPermissionDenied",
             Self::ListingTooLong { .. } => "StreamListingTooLong",
             Self::ConnectionLimit { .. } => "NatsConnectionLimit",
             Self::ProvisioningCredentials { .. } => "ProvisioningCredentialsInvalid",

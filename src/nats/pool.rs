@@ -580,6 +580,18 @@ impl ServerErrors {
         );
     }
 
+    /// Takes the latest permissions violation of a publish to a subject ending with `.{tail}`
+    /// (the server's `-ERR` for a request it dropped, which the client then sees time out): that
+    /// subject, as the server wrote it. Taken, so that one refusal explains one failure.
+    pub fn take_publish_refusal(&self, tail: &str) -> Option<String> {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let found = kept
+            .iter()
+            .rposition(|e| refused_publish(e).is_some_and(|s| s.ends_with(&format!(".{tail}"))))?;
+        let line = kept.remove(found)?;
+        refused_publish(&line).map(str::to_owned)
+    }
+
     /// The errors so far, oldest first.
     pub fn seen(&self) -> Vec<String> {
         self.0
@@ -589,6 +601,15 @@ impl ServerErrors {
             .cloned()
             .collect()
     }
+}
+
+/// The subject of a server error that is a publish permissions violation
+/// (`Permissions Violation for Publish to "<subject>"`, in any case).
+fn refused_publish(error: &str) -> Option<&str> {
+    const SAID: &str = "permissions violation for publish to \"";
+    let at = error.to_ascii_lowercase().find(SAID)? + SAID.len();
+    let rest = error.get(at..)?;
+    rest.split('"').next().filter(|s| !s.is_empty())
 }
 
 /// A connection of its own ([`ConnectionPool::connect_once`]); closed when dropped.
@@ -739,6 +760,28 @@ fn percent_decode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_refused_publish_is_taken_once_by_the_request_it_explains() {
+        let errors = super::ServerErrors::default();
+        errors.push("permissions violation for subscription to \"_INBOX.x.*\"");
+        errors.push("Permissions Violation for Publish to \"$JS.API.STREAM.CREATE.KV_a\"");
+        errors.push("permissions violation for publish to \"$JS.API.STREAM.INFO.KV_a\"");
+        // Another stream's, or a subject that only ends like it: not this request's.
+        assert_eq!(errors.take_publish_refusal("STREAM.CREATE.KV_b"), None);
+        assert_eq!(errors.take_publish_refusal("CREATE.KV_"), None);
+        assert_eq!(
+            errors.take_publish_refusal("STREAM.CREATE.KV_a").as_deref(),
+            Some("$JS.API.STREAM.CREATE.KV_a")
+        );
+        // Taken: the next timeout of the same request is a timeout.
+        assert_eq!(errors.take_publish_refusal("STREAM.CREATE.KV_a"), None);
+        assert_eq!(
+            errors.take_publish_refusal("STREAM.INFO.KV_a").as_deref(),
+            Some("$JS.API.STREAM.INFO.KV_a")
+        );
+        assert_eq!(errors.seen().len(), 1);
+    }
+
     use super::*;
 
     #[test]

@@ -281,7 +281,7 @@ pub(super) async fn delete_bucket(
             note: Note::normal(Reason::BucketRetained, note),
         })
     };
-    let (client, live) = connect(ctx.nats(), key, store)
+    let (client, live, _) = connect(ctx.nats(), key, store)
         .await
         .map_err(|e| Problem::of(ConditionType::Connected, &e))?;
     let Some(live) = live else {

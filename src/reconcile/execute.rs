@@ -11,7 +11,7 @@ use crate::metrics::Metrics;
 use crate::nats::NatsError;
 use crate::nats::bucket::{self, BlockReason, Desired, Plan};
 use crate::nats::cluster;
-use crate::nats::pool::ConnectionPool;
+use crate::nats::pool::{ConnectionPool, ServerErrors};
 use crate::nats::stream::planned::Planned;
 use crate::nats::stream::{Change, StreamClient, is_managed_by};
 use crate::settings::BucketSettings;
@@ -113,22 +113,36 @@ pub async fn client(
     key: &str,
     store: &StoreConfig,
 ) -> Result<async_nats::Client, NatsError> {
-    client_as(ctx, key, store).await.map(|(client, _)| client)
+    client_as(ctx, key, store)
+        .await
+        .map(|(client, _, _)| client)
 }
 
-/// [`client`], and the connection config it connected with.
+/// [`client`], and what the server reports as errors on its connection (a request it refuses
+/// is told as refused, see [`StreamClient::with_refusals`]).
+pub async fn client_with_refusals(
+    ctx: Nats<'_>,
+    key: &str,
+    store: &StoreConfig,
+) -> Result<(async_nats::Client, ServerErrors), NatsError> {
+    client_as(ctx, key, store)
+        .await
+        .map(|(client, _, refusals)| (client, refusals))
+}
+
+/// [`client_with_refusals`], and the connection config it connected with.
 async fn client_as(
     ctx: Nats<'_>,
     key: &str,
     store: &StoreConfig,
-) -> Result<(async_nats::Client, StoreConfig), NatsError> {
+) -> Result<(async_nats::Client, StoreConfig, ServerErrors), NatsError> {
     let connection = match ctx.provisioning {
         Some(cluster) => super::identity::connection(cluster, key, store).await?,
         None => super::identity::Connection::own(store),
     };
     let store = connection.config.as_ref();
-    let client = match ctx.pool.connect(key, store).await {
-        Ok(client) => client,
+    let (client, refusals) = match ctx.pool.connect_with_errors(key, store).await {
+        Ok(connected) => connected,
         Err(e) => return Err(connection.refused(told(ctx, store, e))),
     };
     if client.connection_state() != async_nats::connection::State::Connected {
@@ -143,7 +157,7 @@ async fn client_as(
     }
     // A connection that works makes its last protocol violation history.
     ctx.pool.connection_works(store);
-    Ok((client, connection.config.into_owned()))
+    Ok((client, connection.config.into_owned(), refusals))
 }
 
 /// A failure on the connection of `store`, as told: when the server broke the protocol (the
@@ -164,15 +178,16 @@ pub async fn connect(
     ctx: Nats<'_>,
     key: &str,
     store: &StoreConfig,
-) -> Result<(async_nats::Client, Option<stream::Info>), NatsError> {
-    let (client, used) = client_as(ctx, key, store).await?;
+) -> Result<(async_nats::Client, Option<stream::Info>, ServerErrors), NatsError> {
+    let (client, used, refusals) = client_as(ctx, key, store).await?;
     let js = async_nats::jetstream::new(client.clone());
     ctx.metrics.nats_request("info");
     let live = StreamClient::new(&js, &bucket::stream_name(&store.bucket))
+        .with_refusals(&refusals)
         .fetch()
         .await
         .map_err(|e| told(ctx, &used, e))?;
-    Ok((client, live))
+    Ok((client, live, refusals))
 }
 
 /// Connects, and brings the bucket to `settings`.
@@ -183,7 +198,7 @@ pub async fn execute(
     settings: &BucketSettings,
     previously_managed: Option<bool>,
 ) -> Progress {
-    let (client, live) = match connect(ctx, key, store).await {
+    let (client, live, refusals) = match connect(ctx, key, store).await {
         Ok(c) => c,
         Err(e) => return Progress::NotConnected(e),
     };
@@ -193,7 +208,8 @@ pub async fn execute(
     let js = async_nats::jetstream::new(client.clone());
     let target = Target {
         ctx,
-        bucket: &StreamClient::new(&js, &bucket::stream_name(&store.bucket)),
+        bucket: &StreamClient::new(&js, &bucket::stream_name(&store.bucket))
+            .with_refusals(&refusals),
         desired: Desired {
             bucket: &store.bucket,
             owner: key,

@@ -1,8 +1,8 @@
-//! The mint step, before validation: for a state store that asks for it
-//! (`jetstreamkv.io/credentials: mint`), a user allowed exactly what daprd does with its bucket,
-//! signed with the account signing key of the NatsServerPolicy that allows the Component, and
-//! written to the Secret its `jwt` and `seedKey` name (in its namespace, owned by it). Validation
-//! then reads that Secret as it reads any other.
+//! The mint step, before validation: for a state store or a pub/sub that asks for it
+//! (`jetstreamkv.io/credentials: mint`), a user allowed exactly what daprd does with its bucket
+//! or its streams and their subjects, signed with the account signing key of the
+//! NatsServerPolicy that allows the Component, and written to the Secret its `jwt` and `seedKey`
+//! name (in its namespace, owned by it). Validation then reads that Secret as it reads any other.
 //!
 //! Nothing of the signing key leaves the operator's namespace: the Secret written holds the
 //! user's JWT and seed only. A resync that finds the user as it would mint it writes nothing.
@@ -34,23 +34,36 @@ pub const MINTED_BY_ANNOTATION: &str = "jetstreamkv.io/minted-by";
 /// is done (None) for a Component that does not ask, or whose manifest validation refuses
 /// (validation says why).
 pub(crate) async fn prepare(ctx: &Context, component: &Component, key: &str) -> Option<Problem> {
-    if !component.is_jetstream_state_store() {
-        return None;
-    }
-    let settings = crate::settings::from_annotations(component.annotations()).ok()?;
-    if settings.credentials != CredentialsMode::Mint {
+    if !asks_to_mint(component) {
         return None;
     }
     let entries = parse_metadata(component).ok()?;
     let target = minted::minted_secret(&entries).ok()?;
     match mint(ctx, component, key, &entries, &target).await {
-        Ok(Some(note)) => {
-            super::report::publish(ctx, component, note).await;
+        Ok(notes) => {
+            for note in notes {
+                super::report::publish(ctx, component, note).await;
+            }
             None
         }
-        Ok(None) => None,
         Err(e) => Some(Problem::of(ConditionType::CredentialsResolved, &e)),
     }
+}
+
+/// Whether a Component of ours asks for a minted user (with annotations that parse).
+fn asks_to_mint(component: &Component) -> bool {
+    let mode = if component.is_jetstream_state_store() {
+        crate::settings::from_annotations(component.annotations())
+            .ok()
+            .map(|s| s.credentials)
+    } else if component.is_jetstream_pubsub() {
+        crate::pubsub::stream::stream_settings(component.annotations())
+            .ok()
+            .map(|s| s.credentials)
+    } else {
+        None
+    };
+    mode == Some(CredentialsMode::Mint)
 }
 
 async fn mint(
@@ -59,11 +72,11 @@ async fn mint(
     key: &str,
     entries: &[crate::dapr::MetadataEntry],
     target: &MintedSecret,
-) -> Result<Option<Note>, MintError> {
+) -> Result<Vec<Note>, MintError> {
     let namespace = component.namespace().unwrap_or_default();
-    let Some(store) = servers_and_bucket(ctx, &namespace, entries).await else {
-        // Validation says what is wrong with them.
-        return Ok(None);
+    let Some((store, permissions)) = purpose(ctx, component, &namespace, entries).await? else {
+        // Validation (or the stream's subjects step) says what is wrong.
+        return Ok(Vec::new());
     };
     let not_allowed = || MintError::NotAllowed {
         namespace: namespace.clone(),
@@ -73,7 +86,6 @@ async fn mint(
         .minting(&namespace, store.servers.expose())
         .ok_or_else(not_allowed)?;
     let signing_key = signing_key(ctx, &minting.policy, &minting.secret_name).await?;
-    let permissions = minted::state_store(&store.bucket);
 
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let existing = secrets
@@ -81,7 +93,7 @@ async fn mint(
         .await
         .map_err(|e| unavailable("reading the Secret", &e))?;
     let uid = component.uid().unwrap_or_default();
-    let mut seed = None;
+    let mut superseded = None;
     if let Some(existing) = &existing {
         let ours = existing
             .owner_references()
@@ -98,16 +110,27 @@ async fn mint(
                 .and_then(|v| String::from_utf8(v.0.clone()).ok())
                 .map(SecretValue::new)
         };
-        let (jwt, old_seed) = (value(&target.jwt_key), value(&target.seed_key));
-        if let (Some(jwt), Some(s)) = (&jwt, &old_seed) {
+        let (jwt, seed) = (value(&target.jwt_key), value(&target.seed_key));
+        if let (Some(jwt), Some(s)) = (&jwt, &seed) {
             let now = jiff::Timestamp::now().as_second();
             if minted::is_current(jwt, s, &signing_key, &permissions, now) {
-                return Ok(None);
+                return Ok(Vec::new());
             }
         }
-        seed = old_seed;
+        superseded = MintedUser::of(existing, target, key, signing_key.account());
     }
-    let user = minted::user_key(seed.as_ref());
+    // A new user every time: the one it replaces is revoked at this moment, which would revoke
+    // a new JWT of the same user issued in the same second too.
+    let user = nkeys::KeyPair::new_user();
+    let mut notes = Vec::new();
+    if let Some(earlier) = superseded {
+        // Revoked before its Secret is replaced: a failure leaves the Secret naming it, and the
+        // next attempt revokes it again.
+        let note = revoke_user(ctx, &namespace, &store, &earlier, Why::Replaced)
+            .await
+            .map_err(MintError::SupersededNotRevoked)?;
+        notes.push(note);
+    }
     let jwt = minted::mint(&signing_key, &user.public_key(), key, &permissions).map_err(|_| {
         MintError::SigningKeyInvalid {
             policy: minting.policy.clone(),
@@ -160,7 +183,9 @@ async fn mint(
         policy = %minting.policy,
         "minted a NATS user for the Component"
     );
-    Ok(Some(Note::normal(
+    notes.insert(
+        0,
+        Note::normal(
         Reason::UserMinted,
         format!(
             "minted NATS user {user} (NatsServerPolicy {policy}) into Secret {secret}: publish {publish}; subscribe {subscribe}",
@@ -170,26 +195,100 @@ async fn mint(
             publish = permissions.publish.join(", "),
             subscribe = permissions.subscribe.join(", "),
         ),
-    )))
+    ),
+    );
+    Ok(notes)
 }
 
-/// The servers and the bucket, resolved as validation resolves them, without the user's items
-/// (the Secret they name may not be written yet); None when they cannot be (validation says
-/// why).
-async fn servers_and_bucket(
+/// The metadata values, resolved as validation resolves them, without the user's items (the
+/// Secret they name may not be written yet); None when they cannot be (validation says why).
+async fn values_without_user(
     ctx: &Context,
     namespace: &str,
     entries: &[crate::dapr::MetadataEntry],
-) -> Option<crate::dapr::StoreConfig> {
+) -> Option<Vec<(String, SecretValue)>> {
     let others: Vec<_> = entries
         .iter()
         .filter(|e| !e.name.eq_ignore_ascii_case("jwt") && !e.name.eq_ignore_ascii_case("seedKey"))
         .cloned()
         .collect();
-    let values = crate::secrets::resolve(&ctx.client, namespace, &others)
+    crate::secrets::resolve(&ctx.client, namespace, &others)
         .await
-        .ok()?;
-    crate::dapr::store_config(&values).ok()
+        .ok()
+}
+
+/// Where the Component's servers are (the bucket's, or a pub/sub's); None when they cannot be
+/// read (validation says why).
+async fn servers_of(
+    ctx: &Context,
+    component: &Component,
+    namespace: &str,
+    entries: &[crate::dapr::MetadataEntry],
+) -> Option<crate::dapr::StoreConfig> {
+    let values = values_without_user(ctx, namespace, entries).await?;
+    if component.is_jetstream_pubsub() {
+        let config = crate::pubsub::pubsub_config(&values).ok()?;
+        Some(config.connection(""))
+    } else {
+        crate::dapr::store_config(&values).ok()
+    }
+}
+
+/// The servers a minted user connects to and what it may do there: a state store's bucket, or
+/// a pub/sub's streams and the subjects they hold (the rule the streams are made with, from the
+/// Component and the declarative Subscriptions of its namespace). None when they are not known
+/// (validation or the subjects step says why).
+async fn purpose(
+    ctx: &Context,
+    component: &Component,
+    namespace: &str,
+    entries: &[crate::dapr::MetadataEntry],
+) -> Result<Option<(crate::dapr::StoreConfig, minted::Permissions)>, MintError> {
+    let Some(values) = values_without_user(ctx, namespace, entries).await else {
+        return Ok(None);
+    };
+    if !component.is_jetstream_pubsub() {
+        return Ok(crate::dapr::store_config(&values).ok().map(|store| {
+            let permissions = minted::state_store(&store.bucket);
+            (store, permissions)
+        }));
+    }
+    let Ok(config) = crate::pubsub::pubsub_config(&values) else {
+        return Ok(None);
+    };
+    if config.domain.is_some() {
+        return Err(MintError::Unsupported("a JetStream domain"));
+    }
+    if config.api_prefix.is_some() {
+        return Err(MintError::Unsupported("an apiPrefix"));
+    }
+    let Ok(settings) = crate::pubsub::stream::stream_settings(component.annotations()) else {
+        return Ok(None);
+    };
+    let subscriptions = super::stream::subscriptions(ctx, namespace).await;
+    let prepared = super::stream::topics::prepare(
+        namespace,
+        &component.name_any(),
+        &config,
+        &settings,
+        subscriptions.as_deref(),
+    );
+    let Ok(found) = &prepared.subjects else {
+        return Ok(None);
+    };
+    let subjects = &found.subjects;
+    let mut streams = vec![prepared.stream.as_str()];
+    if !subjects.dead_letters.is_empty() {
+        streams.push(prepared.dead_letters.as_str());
+    }
+    let topics: Vec<String> = subjects
+        .subjects
+        .iter()
+        .chain(&subjects.dead_letters)
+        .cloned()
+        .collect();
+    let permissions = minted::pubsub(&streams, &topics, config.stream_name.is_none());
+    Ok(Some((config.connection(&prepared.stream), permissions)))
 }
 
 /// When a Component being deleted has a minted user: revokes it where the policy that minted it
@@ -199,7 +298,7 @@ async fn servers_and_bucket(
 /// (None) for a Component without a minted user. A revocation that fails keeps the Component
 /// (its finalizer) and is retried.
 pub(crate) async fn revoke(ctx: &Context, component: &Component) -> Result<Option<Note>, Problem> {
-    if !component.is_jetstream_state_store() {
+    if !component.is_jetstream_state_store() && !component.is_jetstream_pubsub() {
         return Ok(None);
     }
     let Ok(entries) = parse_metadata(component) else {
@@ -225,49 +324,139 @@ pub(crate) async fn revoke(ctx: &Context, component: &Component) -> Result<Optio
     if !secret.owner_references().iter().any(|o| o.uid == uid) {
         return Ok(None);
     }
-    let annotations = secret.annotations();
-    let (Some(user), Some(policy)) = (
-        annotations.get(MINTED_USER_ANNOTATION).cloned(),
-        annotations.get(MINTED_BY_ANNOTATION).cloned(),
-    ) else {
+    let key = super::object_key(component);
+    let Some(user) = MintedUser::of(&secret, &target, &key, "") else {
         return Ok(None);
     };
-    let account = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(&target.jwt_key))
-        .and_then(|v| std::str::from_utf8(&v.0).ok())
-        .and_then(|t| crate::credentials::jwt::decode(t).ok())
-        .map(|d| d.claims.issuer_account().to_owned())
-        .unwrap_or_default();
+    let Some(store) = servers_of(ctx, component, &namespace, &entries).await else {
+        return Err(failed("the Component's servers cannot be read".into()));
+    };
+    revoke_user(ctx, &namespace, &store, &user, Why::Deleted)
+        .await
+        .map(Some)
+        .map_err(failed)
+}
+
+/// A user the operator minted, as its Secret names it.
+struct MintedUser {
+    /// Its public key.
+    user: String,
+    /// The policy whose signing key minted it.
+    policy: String,
+    /// Its account (from its JWT; `fallback` when the JWT no longer says).
+    account: String,
+    /// Whether the Secret still shows it is the Component's: only then is it revoked.
+    proven: bool,
+}
+
+impl MintedUser {
+    /// The user a minted Secret names (its annotations), None when it names none. `proven`:
+    /// whether the Secret still shows it is the Component's (see [`minted::proves`]).
+    fn of(secret: &Secret, target: &MintedSecret, component: &str, fallback: &str) -> Option<Self> {
+        let annotations = secret.annotations();
+        let user = annotations.get(MINTED_USER_ANNOTATION)?.clone();
+        let policy = annotations.get(MINTED_BY_ANNOTATION)?.clone();
+        let value = |key: &str| {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .and_then(|v| String::from_utf8(v.0.clone()).ok())
+                .map(SecretValue::new)
+        };
+        let (jwt, seed) = (value(&target.jwt_key), value(&target.seed_key));
+        let proven = minted::proves(jwt.as_ref(), seed.as_ref(), &user, component);
+        let account = jwt
+            .as_ref()
+            .and_then(|t| crate::credentials::jwt::decode(t.expose()).ok())
+            .map(|d| d.claims.issuer_account().to_owned())
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| fallback.to_owned());
+        Some(Self {
+            user,
+            policy,
+            account,
+            proven,
+        })
+    }
+}
+
+/// Why a minted user goes.
+#[derive(Clone, Copy)]
+enum Why {
+    /// Its Component is deleted.
+    Deleted,
+    /// A new user replaces it.
+    Replaced,
+}
+
+impl Why {
+    fn which(self) -> &'static str {
+        match self {
+            Self::Deleted => "minted for this Component",
+            Self::Replaced => "minted earlier for this Component (replaced by a new one)",
+        }
+    }
+}
+
+/// One read-modify-write of an account's JWT at a time: two revocations at once would each push
+/// the account with only their own user revoked.
+static REVOKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Revokes `minted` on the Component's servers where the policy that minted it names a
+/// revocation Secret: the Event that says so. Without one, the Warning Event that says the user
+/// stays valid. Err: what failed (retried).
+async fn revoke_user(
+    ctx: &Context,
+    namespace: &str,
+    store: &crate::dapr::StoreConfig,
+    minted: &MintedUser,
+    why: Why,
+) -> Result<Note, String> {
+    let MintedUser {
+        user,
+        policy,
+        account,
+        proven,
+    } = minted;
+    let which = why.which();
+    if !proven {
+        return Ok(Note::warning(
+            Reason::MintedUserNotRevoked,
+            format!(
+                "the NATS user {user} that the Secret's jetstreamkv.io/minted-user annotation names \
+                 as {which} is not revoked: the Secret no longer holds its seed or its JWT, so the \
+                 operator cannot tell it is this Component's; if it is, revoke it in account \
+                 {account} by hand"
+            ),
+        ));
+    }
     let revocation = ctx
         .policy
         .as_ref()
-        .and_then(|p| p.mint_credentials(&policy))
+        .and_then(|p| p.mint_credentials(policy))
         .and_then(|c| c.revocation_secret_name);
     let Some(revocation) = revocation else {
-        return Ok(Some(Note::warning(
+        let gone = match why {
+            Why::Deleted => "its Secret goes with the Component",
+            Why::Replaced => "whoever holds its seed and JWT can still connect",
+        };
+        return Ok(Note::warning(
             Reason::MintedUserNotRevoked,
             format!(
-                "the NATS user {user} minted for this Component is not revoked: NatsServerPolicy \
-                 {policy} names no revocationSecretName, so it stays valid on the server (its \
-                 Secret goes with the Component); revoke it in account {account}, or remove the \
-                 signing key that issued it from the account"
+                "the NATS user {user} {which} is not revoked: NatsServerPolicy {policy} names no \
+                 revocationSecretName, so it stays valid on the server ({gone}); revoke it in \
+                 account {account}, or remove the signing key that issued it from the account"
             ),
-        )));
+        ));
     };
-    let (operator_key, system) = revocation_keys(ctx, &policy, &revocation)
-        .await
-        .map_err(failed)?;
-    let Some(store) = servers_and_bucket(ctx, &namespace, &entries).await else {
-        return Err(failed("the Component's servers cannot be read".into()));
-    };
-    let config = crate::credentials::provisioning::connect_as(&store, &system);
+    let (operator_key, system) = revocation_keys(ctx, policy, &revocation).await?;
+    let config = crate::credentials::provisioning::connect_as(store, &system);
     let connection = ctx
         .pool
-        .connect_once(&namespace, &config)
+        .connect_once(namespace, &config)
         .await
-        .map_err(|e| failed(format!("connecting with the system account's user: {e}")))?;
+        .map_err(|e| format!("connecting with the system account's user: {e}"))?;
     let client = &connection.client;
     let timeout = ctx.pool.request_timeout();
     let ask = |subject: String, body: Vec<u8>| async move {
@@ -277,19 +466,17 @@ pub(crate) async fn revoke(ctx: &Context, component: &Component) -> Result<Optio
             Err(_) => Err("the resolver did not answer in time".to_owned()),
         }
     };
+    let _one_at_a_time = REVOKING.lock().await;
     let current = ask(
         format!("$SYS.REQ.ACCOUNT.{account}.CLAIMS.LOOKUP"),
         Vec::new(),
     )
-    .await
-    .map_err(failed)?;
+    .await?;
     let current = String::from_utf8_lossy(&current).into_owned();
     let now = jiff::Timestamp::now().as_second();
-    let updated = minted::revoke_in_account(&current, &account, &user, now, &operator_key)
-        .map_err(|e| failed(e.to_string()))?;
-    let reply = ask("$SYS.REQ.CLAIMS.UPDATE".to_owned(), updated.into_bytes())
-        .await
-        .map_err(failed)?;
+    let updated = minted::revoke_in_account(&current, account, user, now, &operator_key)
+        .map_err(|e| e.to_string())?;
+    let reply = ask("$SYS.REQ.CLAIMS.UPDATE".to_owned(), updated.into_bytes()).await?;
     let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_default();
     if let Some(error) = reply.get("error") {
         let said: String = error
@@ -299,15 +486,13 @@ pub(crate) async fn revoke(ctx: &Context, component: &Component) -> Result<Optio
             .chars()
             .take(200)
             .collect();
-        return Err(failed(format!(
-            "the resolver refused the account's JWT: {said}"
-        )));
+        return Err(format!("the resolver refused the account's JWT: {said}"));
     }
-    tracing::info!(%user, %account, %policy, "revoked the NATS user minted for the Component");
-    Ok(Some(Note::normal(
+    tracing::info!(%user, %account, %policy, "revoked a NATS user minted for a Component");
+    Ok(Note::normal(
         Reason::UserRevoked,
-        format!("the NATS user {user} minted for this Component is revoked in account {account}"),
-    )))
+        format!("the NATS user {user} {which} is revoked in account {account}"),
+    ))
 }
 
 /// The operator key and the system account's user a policy's revocation Secret holds.

@@ -128,9 +128,7 @@ impl ComponentKind {
     /// Whether the annotation `key` (a `jetstreamkv.io/` one) is the other kind's only.
     fn refuses(self, key: &str) -> bool {
         let stream_only = STREAM_ONLY_ANNOTATIONS.contains(&key);
-        // Minted users are made for state stores only so far.
         let bucket_only = key == ON_EXISTING_ANNOTATION
-            || key == CREDENTIALS_ANNOTATION
             || Setting::from_annotation(key).is_some_and(|s| !SHARED_SETTINGS.contains(&s));
         match self {
             Self::StateStore => stream_only,

@@ -4,6 +4,7 @@
 use async_nats::jetstream::{self, stream};
 
 use crate::nats::NatsError;
+use crate::nats::pool::ServerErrors;
 
 /// How much one listing of an account's streams may hold, and for how long it may go on.
 #[derive(Clone, Debug)]
@@ -25,6 +26,9 @@ pub const LISTING_LIMITS: ListingLimits = ListingLimits {
 pub struct StreamClient<'a> {
     js: &'a jetstream::Context,
     name: String,
+    /// What the server reported on the connection: a request it refused (and the client saw
+    /// time out) is told as refused, naming the subject.
+    refusals: Option<&'a ServerErrors>,
 }
 
 /// The longest stream name a listing takes.
@@ -36,6 +40,24 @@ impl<'a> StreamClient<'a> {
         Self {
             js,
             name: stream.to_owned(),
+            refusals: None,
+        }
+    }
+
+    /// This client, telling a request the server refused (a permissions violation on the
+    /// connection `refusals` are of) as refused rather than timed out.
+    pub fn with_refusals(mut self, refusals: &'a ServerErrors) -> Self {
+        self.refusals = Some(refusals);
+        self
+    }
+
+    /// A failed request (`api`: its JetStream API subject after the API prefix): when it timed
+    /// out and the server said it refused that subject, the refusal.
+    fn failed(&self, what: &str, api: &str, e: &dyn std::fmt::Display) -> NatsError {
+        let error = request_error(what, e);
+        match self.refusals {
+            Some(refusals) => refused(error, refusals, api),
+            None => error,
         }
     }
 
@@ -123,7 +145,7 @@ impl<'a> StreamClient<'a> {
                 jetstream::context::GetStreamErrorKind::JetStream(js) => {
                     Err(NatsError::from_jetstream("stream info", &js))
                 }
-                _ => Err(request_error("stream info", &e)),
+                _ => Err(self.failed("stream info", &format!("STREAM.INFO.{}", self.name), &e)),
             },
         }
     }
@@ -148,7 +170,11 @@ impl<'a> StreamClient<'a> {
                 Ok(None)
             }
             Ok(Response::Err { error }) => Err(NatsError::from_jetstream("consumer info", &error)),
-            Err(e) => Err(request_error("consumer info", &e)),
+            Err(e) => Err(self.failed(
+                "consumer info",
+                &format!("CONSUMER.INFO.{}.{name}", self.name),
+                &e,
+            )),
         }
     }
 
@@ -170,7 +196,11 @@ impl<'a> StreamClient<'a> {
             Ok(Response::Err { error }) => {
                 Err(NatsError::from_jetstream("consumer delete", &error))
             }
-            Err(e) => Err(request_error("consumer delete", &e)),
+            Err(e) => Err(self.failed(
+                "consumer delete",
+                &format!("CONSUMER.DELETE.{}.{name}", self.name),
+                &e,
+            )),
         }
     }
 
@@ -201,7 +231,7 @@ impl<'a> StreamClient<'a> {
                         servers: "the server".into(),
                     })
                 }
-                _ => Err(request_error("create stream", &e)),
+                _ => Err(self.failed("create stream", &format!("STREAM.CREATE.{}", self.name), &e)),
             },
         }
     }
@@ -219,7 +249,7 @@ impl<'a> StreamClient<'a> {
                         &asked,
                     )
                 }
-                _ => request_error("update stream", &e),
+                _ => self.failed("update stream", &format!("STREAM.UPDATE.{}", self.name), &e),
             })
     }
 
@@ -229,7 +259,7 @@ impl<'a> StreamClient<'a> {
             .delete_stream(&self.name)
             .await
             .map(|_| ())
-            .map_err(|e| request_error("delete stream", &e))
+            .map_err(|e| self.failed("delete stream", &format!("STREAM.DELETE.{}", self.name), &e))
     }
 }
 
@@ -251,6 +281,21 @@ async fn read_within<T, E: std::fmt::Display>(
             })?;
         let Some(item) = next else { return Ok(()) };
         keep(item.map_err(|e| request_error(what, &e))?)?;
+    }
+}
+
+/// `error`, or, when it is a timeout and the server said (in `refusals`) it refused the request
+/// `api` (its JetStream API subject after the API prefix), that refusal, naming the subject.
+pub fn refused(error: NatsError, refusals: &ServerErrors, api: &str) -> NatsError {
+    let NatsError::Timeout { what } = error else {
+        return error;
+    };
+    match refusals.take_publish_refusal(api) {
+        Some(subject) => NatsError::PermissionDenied {
+            what,
+            subject: crate::nats::remote_text(&subject),
+        },
+        None => NatsError::Timeout { what },
     }
 }
 

@@ -12,5 +12,5 @@ pub mod planned;
 pub mod subject;
 
 pub use change::{Change, ChangeKind, Field};
-pub use client::StreamClient;
+pub use client::{StreamClient, refused};
 pub use owner::{META_COMPONENT, META_MANAGED_BY, identity, is_managed_by, owner_of};

@@ -96,6 +96,8 @@ pub struct StreamSettings {
     pub recreate_consumers: bool,
     /// What happens to the stream when the Component is deleted (retain by default).
     pub deletion_policy: DeletionPolicy,
+    /// Whose NATS user daprd connects with: the Component's own, or one minted for it.
+    pub credentials: crate::settings::CredentialsMode,
     /// The annotations given explicitly (what a stream the operator only verifies is held to).
     pub explicit: BTreeSet<Field>,
 }
@@ -126,6 +128,7 @@ impl Default for StreamSettings {
             allow_data_loss: false,
             recreate_consumers: false,
             deletion_policy: DeletionPolicy::Retain,
+            credentials: crate::settings::CredentialsMode::Own,
             explicit: BTreeSet::new(),
         }
     }
@@ -197,6 +200,7 @@ pub fn stream_settings(
     s.metadata = bucket.metadata;
     s.allow_data_loss = bucket.allow_data_loss;
     s.deletion_policy = bucket.deletion_policy;
+    s.credentials = bucket.credentials;
     for (setting, field) in [
         (Setting::Storage, Field::Storage),
         (Setting::Replicas, Field::Replicas),

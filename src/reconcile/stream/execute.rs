@@ -21,7 +21,7 @@ use crate::pubsub::stream::{
     BlockReason, Desired, OtherStream, Overlap, Role, StreamPlan, StreamSettings, plan, status_of,
     uncovered,
 };
-use crate::reconcile::execute::{Nats, Progress, client};
+use crate::reconcile::execute::{Nats, Progress, client_with_refusals};
 use crate::reconcile::index::WrittenStream;
 
 /// What happened to a Component's streams, once connected.
@@ -154,8 +154,9 @@ pub async fn execute(
     found: &Found,
     previous: Option<&WrittenStream>,
 ) -> Progress<StreamStep> {
-    let client = match client(ctx, key, &config.connection(&prepared.stream)).await {
-        Ok(client) => client,
+    let connected = client_with_refusals(ctx, key, &config.connection(&prepared.stream)).await;
+    let (client, refusals) = match connected {
+        Ok(connected) => connected,
         Err(e) => return Progress::NotConnected(e),
     };
     let server = client.server_info();
@@ -172,11 +173,19 @@ pub async fn execute(
         settings,
         previous,
         planned: Mutex::default(),
+        refusals: &refusals,
     };
     let rounds = on.rounds(prepared, found).await;
     let planned = on.planned.into_inner().unwrap_or_default();
     let subscribed = prepared.subscribed_subjects(found);
-    let durable = durable(ctx, &js, (config, settings), &subscribed, &rounds).await;
+    let durable = durable(
+        ctx,
+        (&js, &refusals),
+        (config, settings),
+        &subscribed,
+        &rounds,
+    )
+    .await;
     Progress::Connected {
         version,
         step: Box::new(StreamStep {
@@ -194,7 +203,7 @@ pub async fn execute(
 /// it differs, and [`consumer::recreate`] allows.
 async fn durable(
     ctx: Nats<'_>,
-    js: &jetstream::Context,
+    (js, refusals): (&jetstream::Context, &crate::nats::pool::ServerErrors),
     (config, settings): (&PubsubConfig, &StreamSettings),
     subscribed: &[String],
     rounds: &Result<Vec<Round>, NatsError>,
@@ -205,7 +214,7 @@ async fn durable(
         .ok()?
         .iter()
         .find(|r| r.role == Role::Topics && r.end.is_done())?;
-    let on = StreamClient::new(js, &topics.stream);
+    let on = StreamClient::new(js, &topics.stream).with_refusals(refusals);
     ctx.metrics.nats_request("consumer_info");
     let durable = |found, recreate| {
         Some(Durable {
@@ -247,6 +256,8 @@ struct Server<'a> {
     previous: Option<&'a WrittenStream>,
     /// Audit mode: what enforce mode would do to each stream.
     planned: Mutex<Vec<Planned>>,
+    /// What the server reported on the connection (its refusals).
+    refusals: &'a crate::nats::pool::ServerErrors,
 }
 
 impl Server<'_> {
@@ -342,7 +353,7 @@ impl Server<'_> {
     /// The account's streams, listed once per reconcile when first needed.
     async fn listing(&self, all: &mut Option<Vec<OtherStream>>) -> Result<(), NatsError> {
         if all.is_none() {
-            *all = Some(listed(self.ctx, self.js).await?);
+            *all = Some(listed(self.ctx, self.js, self.refusals).await?);
         }
         Ok(())
     }
@@ -356,7 +367,10 @@ impl Server<'_> {
     ) -> Result<&'n HashSet<String>, NatsError> {
         if names.is_none() {
             self.ctx.metrics.nats_request("names");
-            *names = Some(StreamClient::names(self.js).await?.into_iter().collect());
+            let listed = StreamClient::names(self.js)
+                .await
+                .map_err(|e| crate::nats::stream::refused(e, self.refusals, "STREAM.NAMES"))?;
+            *names = Some(listed.into_iter().collect());
         }
         Ok(names.get_or_insert_default())
     }
@@ -367,7 +381,10 @@ impl Server<'_> {
             return Ok(None);
         }
         self.ctx.metrics.nats_request("info");
-        StreamClient::new(self.js, stream).fetch().await
+        StreamClient::new(self.js, stream)
+            .with_refusals(self.refusals)
+            .fetch()
+            .await
     }
 
     /// What the last status said of this stream: whether the operator managed it.
@@ -391,7 +408,7 @@ impl Server<'_> {
         mut live: Option<stream::Info>,
         all: &[OtherStream],
     ) -> (RoundEnd, Option<stream::Info>) {
-        let target = StreamClient::new(self.js, desired.stream);
+        let target = StreamClient::new(self.js, desired.stream).with_refusals(self.refusals);
         if let Some(info) = &live
             && let Some(error) = cluster::availability_problem(info)
         {
@@ -538,9 +555,15 @@ fn round(role: Role, stream: &str, owner: Option<String>, end: RoundEnd) -> Roun
 }
 
 /// The streams of the account, with their subjects (overlaps are decided before sending).
-async fn listed(ctx: Nats<'_>, js: &jetstream::Context) -> Result<Vec<OtherStream>, NatsError> {
+async fn listed(
+    ctx: Nats<'_>,
+    js: &jetstream::Context,
+    refusals: &crate::nats::pool::ServerErrors,
+) -> Result<Vec<OtherStream>, NatsError> {
     ctx.metrics.nats_request("list");
-    let all = StreamClient::all(js).await?;
+    let all = StreamClient::all(js)
+        .await
+        .map_err(|e| crate::nats::stream::refused(e, refusals, "STREAM.LIST"))?;
     Ok(all
         .into_iter()
         .map(|(name, subjects)| OtherStream { name, subjects })

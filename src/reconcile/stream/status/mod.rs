@@ -225,7 +225,11 @@ fn steps(
     let (Some((config, settings)), Some(p)) = (validation.valid(), prepared) else {
         return Err(first_problem(&validation.findings));
     };
-    o.wants_finalizer = Some(settings.deletion_policy == DeletionPolicy::Delete);
+    // A minted user is revoked (or said not to be) when its Component is deleted.
+    o.wants_finalizer = Some(
+        settings.deletion_policy == DeletionPolicy::Delete
+            || settings.credentials == crate::settings::CredentialsMode::Mint,
+    );
     understood(&mut o.spec, config, settings, p);
     o.pass(
         ConditionType::CredentialsResolved,
