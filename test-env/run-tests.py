@@ -225,7 +225,9 @@ def main():
     print(f"    (doc tests in {time.monotonic() - started:.0f}s)", flush=True)
 
     if durations_file:
-        known.update({n: round(s, 1) for n, (_, s) in results.items() if s})
+        # Only what passed: a module that failed early (its node not started) would otherwise be
+        # scheduled last next time, behind modules it outlasts by minutes.
+        known.update({n: round(s, 1) for n, (code, s) in results.items() if s and code == 0})
         try:
             with open(durations_file + ".tmp", "w") as f:
                 json.dump(known, f, indent=1, sort_keys=True)

@@ -99,6 +99,9 @@ fn untouched_marks(ns: &str, name: &str) -> (Value, Value, Value) {
     )
 }
 
+/// The operator's resync interval in these stories.
+const RESYNC: Duration = Duration::from_secs(4);
+
 /// What the Component is: a state store (its KeyValueBucket) or a pub/sub (its JetStreamStream).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
@@ -167,6 +170,8 @@ impl Story {
             // The operator retries a stopped server soon (its default back-off reaches 2m).
             "extraEnv[0].name=MAX_BACKOFF".into(),
             "extraEnv[0].value=2s".into(),
+            // Resyncs soon, so that the check of no second rollout sees some.
+            format!("resyncInterval={}s", RESYNC.as_secs()),
         ];
         let values: Vec<&str> = values.iter().map(String::as_str).collect();
         let release = HelmRelease::install(test, &values);
@@ -428,8 +433,8 @@ fn heals(test: &str, kind: Kind) {
         restarted[0].1
     );
 
-    // A few resyncs later too (the resync interval is 10 s).
-    std::thread::sleep(Duration::from_secs(12));
+    // Two resyncs later too.
+    std::thread::sleep(RESYNC * 2 + Duration::from_secs(1));
     untouched();
     let orders_after = get(&ns, "deployment/orders");
     assert_eq!(

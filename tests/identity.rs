@@ -196,6 +196,28 @@ fn apply_json(object: &Value) {
 }
 
 /// A state store Component with its user's JWT and seed from the Secret `app`.
+/// A pub/sub Component `events` in `namespace` on `topic` (its stream's subjects), whose own user
+/// (`user_name`, in the Secret `events`) has data rights only: the stream lookup by topic and
+/// publishing to it.
+fn pubsub_with_data_rights(namespace: &str, user_name: &str, topic: &str) {
+    let rights = vec!["$JS.API.STREAM.NAMES".to_owned(), topic.to_owned()];
+    let (jwt, seed, _) = user(user_name, Some((&rights, &["_INBOX.>"])));
+    apply_json(&fixtures::secret(
+        namespace,
+        "events",
+        &[("jwt", &jwt), ("seed", &seed)],
+    ));
+    apply_json(
+        &ComponentManifest::new(namespace, "events")
+            .type_("pubsub.jetstream")
+            .item("natsURL", &world().server.url())
+            .item_from_secret("jwt", "events", Some("jwt"))
+            .item_from_secret("seedKey", "events", Some("seed"))
+            .annotation("jetstreamkv.io/subjects", topic)
+            .json(),
+    );
+}
+
 fn store(namespace: &str, bucket: &str, annotations: &[(&str, &str)]) -> Value {
     let mut c = ComponentManifest::store(namespace, "store", &world().server.url(), bucket)
         .item_from_secret("jwt", "app", Some("jwt"))
@@ -385,22 +407,7 @@ async fn apps_with_data_rights_only_are_provisioned_by_the_policy_s_identity() {
     // A pub/sub Component of the covered namespace: its stream is the provisioning user's too.
     // Its user's data rights: the stream lookup by topic, and publishing to it.
     let topic = unique_bucket("orders");
-    let pub_rights = vec!["$JS.API.STREAM.NAMES".to_owned(), topic.clone()];
-    let publisher = user("events", Some((&pub_rights, &["_INBOX.>"])));
-    apply_json(&fixtures::secret(
-        &covered.name,
-        "events",
-        &[("jwt", &publisher.0), ("seed", &publisher.1)],
-    ));
-    apply_json(
-        &ComponentManifest::new(&covered.name, "events")
-            .type_("pubsub.jetstream")
-            .item("natsURL", &world().server.url())
-            .item_from_secret("jwt", "events", Some("jwt"))
-            .item_from_secret("seedKey", "events", Some("seed"))
-            .annotation("jetstreamkv.io/subjects", &topic)
-            .json(),
-    );
+    pubsub_with_data_rights(&covered.name, "events", &topic);
     support::wait_jss(&covered.name, "events", "Ready=True", |s, _| s == "True").await;
 
     // Not covered: the same rights, its own credentials, the server's refusal; nothing made.
@@ -416,23 +423,7 @@ async fn apps_with_data_rights_only_are_provisioned_by_the_policy_s_identity() {
     );
     assert!(!stream_exists(&observer, &uncovered_bucket).await);
     // So is a pub/sub's: its user, with data rights only, may not list or create streams.
-    let uncovered_topic = unique_bucket("refused");
-    let rights = vec!["$JS.API.STREAM.NAMES".to_owned(), uncovered_topic.clone()];
-    let refused_user = user("refused-events", Some((&rights, &["_INBOX.>"])));
-    apply_json(&fixtures::secret(
-        &uncovered.name,
-        "events",
-        &[("jwt", &refused_user.0), ("seed", &refused_user.1)],
-    ));
-    apply_json(
-        &ComponentManifest::new(&uncovered.name, "events")
-            .type_("pubsub.jetstream")
-            .item("natsURL", &world().server.url())
-            .item_from_secret("jwt", "events", Some("jwt"))
-            .item_from_secret("seedKey", "events", Some("seed"))
-            .annotation("jetstreamkv.io/subjects", &uncovered_topic)
-            .json(),
-    );
+    pubsub_with_data_rights(&uncovered.name, "refused-events", &unique_bucket("refused"));
     let jss = support::wait_jss(&uncovered.name, "events", "NatsPermissionDenied", |_, r| {
         r == "NatsPermissionDenied"
     })
