@@ -32,6 +32,11 @@ env_out=$(test-env/setup.sh)
 eval "$env_out"
 # Build artefacts live in the cache too, so a fresh clone does not rebuild every dependency.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$JKO_CACHE/target}"
+# In CI every run is a fresh clone, whose crate cargo builds from scratch (its fingerprint follows
+# the checkout's path): incremental compilation's records would only be written, never read.
+if [ -n "${CI:-}" ]; then
+  export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+fi
 # The servers' data (etcd, JetStream stores) and logs of a run live under target/tmp: cleared
 # before, and after unless KEEP_TEST_DATA is set (to read logs of a failure).
 clean_test_data() { rm -rf "$CARGO_TARGET_DIR/tmp/controlplanes" "$CARGO_TARGET_DIR/tmp/operator-logs"; }
