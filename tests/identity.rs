@@ -1183,16 +1183,7 @@ async fn a_user_minted_for_a_component_does_what_daprd_needs_and_nothing_else() 
         .delete("store", &DeleteParams::default())
         .await
         .unwrap();
-    let warning = eventually(
-        Duration::from_secs(20),
-        "a MintedUserNotRevoked Event",
-        || async {
-            let events = get(&["get", "events", "-n", &norevoke.name, "-o", "yaml"]);
-            events.contains("MintedUserNotRevoked").then_some(events)
-        },
-        async || operator().log_tail(),
-    )
-    .await;
+    let warning = events_showing(&norevoke.name, &["MintedUserNotRevoked"]).await;
     let kept_user = jwt::decode(&kept_jwt).unwrap().claims.sub;
     assert!(warning.contains(&kept_user), "{warning}");
     eventually(
@@ -1249,6 +1240,22 @@ async fn minted_user_in(
 }
 
 /// How a user connects now: Ok, or the server's refusal.
+/// The Events of namespace `ns` (as YAML), once they show every piece of `text` (20 s at most).
+async fn events_showing(ns: &str, text: &[&str]) -> String {
+    eventually(
+        Duration::from_secs(20),
+        &format!("Events in {ns} showing {text:?}"),
+        || async {
+            let events = control_plane()
+                .kubectl(&["get", "events", "-n", ns, "-o", "yaml"], None)
+                .expect("events");
+            text.iter().all(|t| events.contains(t)).then_some(events)
+        },
+        async || operator().log_tail(),
+    )
+    .await
+}
+
 async fn connects(user: &(String, String, String)) -> Result<async_nats::Client, String> {
     user_connect_options(&user.0, &user.1)
         .connect(world().server.url())
@@ -1394,19 +1401,7 @@ async fn a_user_minted_again_revokes_the_one_it_replaces() {
         async || operator().log_tail(),
     )
     .await;
-    let warning = eventually(
-        Duration::from_secs(20),
-        "a MintedUserNotRevoked Event naming the other user",
-        || async {
-            let events = control_plane()
-                .kubectl(&["get", "events", "-n", &ns.name, "-o", "yaml"], None)
-                .expect("events");
-            (events.contains("MintedUserNotRevoked") && events.contains(&victim.2))
-                .then_some(events)
-        },
-        async || operator().log_tail(),
-    )
-    .await;
+    let warning = events_showing(&ns.name, &["MintedUserNotRevoked", &victim.2]).await;
     assert!(warning.contains("cannot tell"), "{warning}");
     // Revocations take effect within a second or two (above): give this one longer to show.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -1439,18 +1434,7 @@ async fn a_user_minted_again_revokes_the_one_it_replaces() {
         async || operator().log_tail(),
     )
     .await;
-    let warning = eventually(
-        Duration::from_secs(20),
-        "a MintedUserNotRevoked Event",
-        || async {
-            let events = control_plane()
-                .kubectl(&["get", "events", "-n", &norevoke.name, "-o", "yaml"], None)
-                .expect("events");
-            events.contains("MintedUserNotRevoked").then_some(events)
-        },
-        async || operator().log_tail(),
-    )
-    .await;
+    let warning = events_showing(&norevoke.name, &["MintedUserNotRevoked"]).await;
     assert!(warning.contains(&before.2), "{warning}");
     connects(&before)
         .await
