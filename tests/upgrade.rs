@@ -93,9 +93,10 @@ fn run_doc_command(command: &str, release: &HelmRelease) -> String {
         std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into())
     );
     let started = Instant::now();
-    let out = std::process::Command::new("sh")
+    let mut sh = std::process::Command::new("sh");
+    support::kube_tool_env(&mut sh, &node_cluster().kubeconfig);
+    let out = sh
         .args(["-c", command])
-        .env("KUBECONFIG", &node_cluster().kubeconfig)
         .env("PATH", path)
         .current_dir(support::repo_root())
         .output()
