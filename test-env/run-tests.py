@@ -11,6 +11,11 @@ as one block when it ends, with cargo's `Running` header and libtest's `test res
 
     test-env/run-tests.py [ARGS FOR EVERY TEST PROCESS...]
 
+Each lane starts the control plane (etcd and kube-apiserver) of its next module while the current
+one runs: a module's `support::control_plane()` claims it (`JKO_PRESTARTED_CONTROLPLANE`) instead
+of waiting 4-10 s for its own; a module that does not claim it (a node's modules start a control
+plane with a node) leaves it to the next. `TEST_PRESTART=0` turns this off.
+
 TEST_LANES (default 3) sets how many modules run at once. Durations of the last run are kept in
 $JKO_CACHE/test-durations.json, and the longest modules start first. Exit status 1 when any
 failed.
@@ -123,16 +128,65 @@ def modules(path):
     return [(label, path, names) for label, names in groups.items()]
 
 
-def run(name, path, tests, args, timeout=None):
-    """Runs a binary (`tests`: the module's tests, or [] for all) in a session of its own; kills
-    the session after `timeout` seconds. Returns (exit status, output, seconds); the status is 1
-    when the output does not count every test given as passed."""
+class Prestarted:
+    """A control plane started ahead of the module that will claim it: `controlplane --dir DIR
+    --exit-on-stdin-eof` (JKO_CONTROLPLANE_BIN), which stops when this closes its stdin. The module
+    claims it by creating DIR/claimed (tests/support/controlplane.rs), and it is stopped after
+    that module; unclaimed, it waits for the lane's next module."""
+
+    count = 0
+
+    def __init__(self, binary, root):
+        Prestarted.count += 1
+        self.dir = os.path.join(root, f"prestarted-{os.getpid()}-{Prestarted.count}")
+        os.makedirs(self.dir)
+        with open(os.path.join(self.dir, "controlplane.log"), "w") as log:
+            self.proc = subprocess.Popen([binary, "--dir", self.dir, "--exit-on-stdin-eof"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                         stderr=log, start_new_session=True)
+        # Reaped as soon as it exits: a module that stops it waits until its pid is gone.
+        threading.Thread(target=self.proc.wait, daemon=True).start()
+
+    @staticmethod
+    def start():
+        """A new one, or None when turned off or the environment has no control plane binary."""
+        binary = os.environ.get("JKO_CONTROLPLANE_BIN")
+        if os.environ.get("TEST_PRESTART", "1") == "0" or not binary:
+            return None
+        target = os.environ.get("CARGO_TARGET_DIR", "target")
+        return Prestarted(binary, os.path.join(target, "tmp", "controlplanes"))
+
+    def env(self):
+        return {"JKO_PRESTARTED_CONTROLPLANE": os.path.abspath(self.dir),
+                "JKO_PRESTARTED_CONTROLPLANE_PID": str(self.proc.pid)}
+
+    def claimed(self):
+        return os.path.exists(os.path.join(self.dir, "claimed"))
+
+    def stop(self):
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def run(name, path, tests, args, timeout=None, env=None, watch=None):
+    """Runs a binary (`tests`: the module's tests, or [] for all) in a session of its own, with
+    `env` added to the environment and `watch(proc)` called in a thread of its own; kills the
+    session after `timeout` seconds. Returns (exit status, output, seconds); the status is 1 when
+    the output does not count every test given as passed."""
     started = time.monotonic()
     selection = ["--exact", *tests] if tests else []
     expected = len(tests) if tests else len(listed(path, args))
     proc = subprocess.Popen([path, *selection, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                            errors="replace", start_new_session=True)
+                            errors="replace", start_new_session=True,
+                            env={**os.environ, **(env or {})})
+    watcher = threading.Thread(target=watch, args=(proc,), daemon=True) if watch else None
+    if watcher:
+        watcher.start()
     try:
         output, _ = proc.communicate(timeout=timeout)
         why = counted(output, expected) if proc.returncode == 0 else None
@@ -144,6 +198,8 @@ def run(name, path, tests, args, timeout=None):
             output = ""
             proc.wait()
         why = f"killed after {timeout:.0f}s (TEST_MODULE_TIMEOUT)"
+    if watcher:
+        watcher.join()
     code = proc.returncode
     if why:
         output += f"\n{name}: {why}\n"
@@ -198,13 +254,39 @@ def main():
     print(f"==> {len(queue)} integration test modules, {lanes} at a time", flush=True)
 
     def lane():
-        while True:
-            with lock:
-                if not queue:
-                    return
-                name, path, tests = queue.pop(0)
-                print(f"    started {name}", flush=True)
-            report(name, path, *run(name, path, tests, args, timeout))
+        ahead = Prestarted.start() if queue else None
+        try:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    name, path, tests = queue.pop(0)
+                    print(f"    started {name}", flush=True)
+                given, following = ahead, []
+
+                def watch(proc, given=given, following=following):
+                    # Once the module has claimed its control plane, the next module's starts.
+                    while given and proc.poll() is None:
+                        if given.claimed():
+                            with lock:
+                                more = bool(queue)
+                            if more:
+                                following.append(Prestarted.start())
+                            return
+                        time.sleep(0.2)
+
+                # --show-output: what a module's tests print (their figures, how long their
+                # servers took) is in the log when they pass too.
+                report(name, path, *run(name, path, tests, [*args, "--show-output"], timeout,
+                                        env=given.env() if given else None, watch=watch))
+                if given and (given.claimed() or given.proc.poll() is not None):
+                    given.stop()
+                    with lock:
+                        more = bool(queue)
+                    ahead = following[0] if following else Prestarted.start() if more else None
+        finally:
+            if ahead:
+                ahead.stop()
 
     threads = [threading.Thread(target=lane) for _ in range(lanes)]
     for t in threads:

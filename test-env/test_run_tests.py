@@ -102,7 +102,7 @@ class Run(unittest.TestCase):
         self.assertIn(state, ("gone", "Z"), "the module's child outlived the kill")
 
 
-class Main(unittest.TestCase):
+class Harness(unittest.TestCase):
     """main() with cargo replaced: build() returns fake binaries, doc tests pass."""
 
     def setUp(self):
@@ -123,6 +123,9 @@ class Main(unittest.TestCase):
         runner.doc_tests = lambda: (0, "test result: ok. 0 passed; 0 failed; 0 ignored;")
         sys.argv = ["run-tests.py"]
         os.environ.pop("JKO_CACHE", None)
+        # No control plane is started ahead (Prestarted below has its own tests).
+        saved_env = {k: os.environ.pop(k, None) for k in ("JKO_CONTROLPLANE_BIN", "TEST_LANES")}
+        self.addCleanup(lambda: [os.environ.__setitem__(k, v) for k, v in saved_env.items() if v])
 
     def restore(self):
         runner.build, runner.doc_tests, sys.argv = self.saved
@@ -150,6 +153,8 @@ class Main(unittest.TestCase):
         with open(out) as f:
             return code, f.read().rstrip("\n").splitlines()
 
+
+class Main(Harness):
     def test_every_module_built_and_passed_is_green(self):
         code, lines = self.main([], self.modules(self.names))
         self.assertEqual(code, 0, lines)
@@ -185,6 +190,89 @@ class Main(unittest.TestCase):
         self.assertEqual(code, 1, lines)
         self.assertIn(f"FAILED: tests/{self.names[0]}.rs", lines)
         self.assertRegex(lines[-1], rf"^{len(self.names)} passed, 1 failed ")
+
+
+class Prestart(Harness):
+    """Control planes started ahead: a fake `controlplane` (ready after 0.1 s, stops when its
+    stdin closes) and fake modules that claim it as tests/support/controlplane.rs does, or not
+    (a node's modules)."""
+
+    def setUp(self):
+        super().setUp()
+        self.seen = os.path.join(self.dir.name, "seen")
+        os.mkdir(self.seen)
+        fake_cp = os.path.join(self.bin, "controlplane")
+        with open(fake_cp, "w") as f:
+            f.write(textwrap.dedent(f"""\
+                #!/bin/sh
+                dir=$2
+                echo $$ > "$dir/pid"
+                (sleep 0.1; echo '{{}}' > "$dir/ready.json") &
+                cat > /dev/null
+                echo stopped > "$dir/stopped"
+                """))
+        os.chmod(fake_cp, 0o755)
+        os.environ["JKO_CONTROLPLANE_BIN"] = fake_cp
+        os.environ["TEST_LANES"] = "2"
+        self.addCleanup(os.environ.pop, "TEST_LANES", None)
+        self.addCleanup(os.environ.pop, "JKO_CONTROLPLANE_BIN", None)
+        os.environ["CARGO_TARGET_DIR"] = os.path.join(self.dir.name, "target")
+        self.addCleanup(os.environ.pop, "CARGO_TARGET_DIR", None)
+
+    def module(self, name, claims):
+        """A module that records the control plane it was given (and claims it when `claims`,
+        after waiting for it to be ready), then takes 1 s."""
+        path = os.path.join(self.bin, name)
+        claim = textwrap.dedent(f"""\
+            [ -f "$JKO_PRESTARTED_CONTROLPLANE/ready.json" ] || touch {self.seen}/{name}.waited
+            while [ ! -f "$JKO_PRESTARTED_CONTROLPLANE/ready.json" ]; do sleep 0.05; done
+            touch "$JKO_PRESTARTED_CONTROLPLANE/claimed"
+            """) if claims else ":\n"
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\n"
+                    f"case \" $* \" in *\" --list \"*) echo '{name}::t: test'; exit 0;; esac\n"
+                    f"echo \"$JKO_PRESTARTED_CONTROLPLANE\" > {self.seen}/{name}\n"
+                    f"if [ -n \"$JKO_PRESTARTED_CONTROLPLANE\" ]; then\n{claim}fi\n"
+                    "sleep 0.5\n"
+                    "echo 'test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; x'\n")
+        os.chmod(path, 0o755)
+        return (f"tests/{name}.rs", path, [f"{name}::t"])
+
+    def given(self, name):
+        with open(os.path.join(self.seen, name)) as f:
+            return f.read().strip()
+
+    def test_each_module_claims_a_control_plane_of_its_own_and_none_is_left(self):
+        node = self.names[:2]
+        integration = [self.module(n, claims=n not in node) for n in self.names]
+        code, lines = self.main([], integration)
+        self.assertEqual(code, 0, lines)
+        claimed = [self.given(n) for n in self.names if n not in node]
+        self.assertTrue(all(claimed), "a module was given no control plane")
+        self.assertEqual(len(set(claimed)), len(claimed), "two modules were given one control plane")
+        # Started while the module before ran: only each lane's first module waited for one.
+        waited = [n for n in self.names if os.path.exists(os.path.join(self.seen, f"{n}.waited"))]
+        self.assertLessEqual(len(waited), 2, f"these modules waited for a control plane: {waited}")
+        # A module that did not claim its control plane left it to a later one.
+        for n in node:
+            self.assertIn(self.given(n), claimed)
+        started = os.listdir(os.path.join(self.dir.name, "target", "tmp", "controlplanes"))
+        # At most one started ahead per lane and never used.
+        self.assertLessEqual(len(started), len(claimed) + 2, started)
+        for d in started:
+            d = os.path.join(self.dir.name, "target", "tmp", "controlplanes", d)
+            with open(os.path.join(d, "pid")) as f:
+                pid = f.read().strip()
+            self.assertFalse(os.path.exists(f"/proc/{pid}"), f"{d} is still running")
+            self.assertTrue(os.path.exists(os.path.join(d, "stopped")), f"{d} was killed, not stopped")
+
+    def test_turned_off_no_control_plane_is_started(self):
+        os.environ["TEST_PRESTART"] = "0"
+        self.addCleanup(os.environ.pop, "TEST_PRESTART", None)
+        code, lines = self.main([], [self.module(n, claims=True) for n in self.names])
+        self.assertEqual(code, 0, lines)
+        self.assertEqual([self.given(n) for n in self.names], [""] * len(self.names))
+        self.assertFalse(os.path.exists(os.path.join(self.dir.name, "target")))
 
 
 if __name__ == "__main__":

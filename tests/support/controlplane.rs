@@ -18,7 +18,27 @@ pub struct ControlPlane {
     pub version: String,
     /// The node, when started with [`ControlPlane::start_node`].
     pub node: Option<NodeInfo>,
-    child: Mutex<Child>,
+    /// The `controlplane` process: this process's child, or one that test-env/run-tests.py
+    /// started ahead of this module (see [`ControlPlane::claim_prestarted`]).
+    process: Process,
+}
+
+enum Process {
+    Child(Mutex<Child>),
+    /// Started by the test runner, which reaps it: gone from /proc once it has exited.
+    Prestarted(u32),
+}
+
+impl Process {
+    fn signal(&self, sig: i32) {
+        match self {
+            Process::Child(child) => signal(&child.lock().expect("child lock"), sig),
+            // SAFETY: kill(2) on the pid of the control plane this module claimed.
+            Process::Prestarted(pid) => unsafe {
+                libc::kill(*pid as i32, sig);
+            },
+        }
+    }
 }
 
 /// The node of a control plane started with `--node`, as its ready.json describes it.
@@ -56,9 +76,58 @@ fn read_ready(dir: &std::path::Path) -> Option<Ready> {
 }
 
 impl ControlPlane {
-    /// Starts a control plane in a new directory and waits until it serves.
+    /// Starts a control plane in a new directory and waits until it serves: the one
+    /// test-env/run-tests.py started ahead of this module, when there is one to claim.
     pub fn start() -> Self {
-        Self::start_with(&[], Duration::from_secs(180))
+        Self::claim_prestarted().unwrap_or_else(|| Self::start_with(&[], Duration::from_secs(180)))
+    }
+
+    /// The control plane the test runner started for this module while the one before ran
+    /// (`JKO_PRESTARTED_CONTROLPLANE`, its folder, and `…_PID`): claimed once per process by
+    /// creating `claimed` in its folder, which tells the runner to stop it after this module.
+    /// `None` (and a control plane of this process's own) when there is none, another test of
+    /// this module claimed it, or it did not get ready.
+    fn claim_prestarted() -> Option<Self> {
+        let dir = PathBuf::from(std::env::var_os("JKO_PRESTARTED_CONTROLPLANE")?);
+        let pid: u32 = std::env::var("JKO_PRESTARTED_CONTROLPLANE_PID")
+            .ok()?
+            .parse()
+            .ok()?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dir.join("claimed"))
+            .ok()?;
+        let started = Instant::now();
+        let alive = || std::path::Path::new(&format!("/proc/{pid}")).exists();
+        let ready = loop {
+            if let Some(ready) = read_ready(&dir) {
+                break ready;
+            }
+            if !alive() || started.elapsed() > Duration::from_secs(180) {
+                eprintln!(
+                    "the prestarted control plane in {} did not get ready: starting one; its log:\n{}",
+                    dir.display(),
+                    tail(&dir.join("controlplane.log"), 20)
+                );
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        eprintln!(
+            "control plane {} ready at {} (started by the test runner; waited {:.1?})",
+            ready.version,
+            ready.server,
+            started.elapsed()
+        );
+        Some(Self {
+            kubeconfig: dir.join("kubeconfig"),
+            dir,
+            server: ready.server,
+            version: ready.version,
+            node: None,
+            process: Process::Prestarted(pid),
+        })
     }
 
     /// Starts a control plane with a node that runs pods (needs root), with the images the tests
@@ -164,15 +233,15 @@ impl ControlPlane {
             server: ready.server,
             version: ready.version,
             node: ready.node,
-            child: Mutex::new(child),
+            process: Process::Child(Mutex::new(child)),
         }
     }
 
     /// Runs kubectl against this control plane; `Ok(stdout)` or `Err(stderr and stdout)`.
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
         let mut cmd = Command::new("kubectl");
+        super::kube_tool_env(&mut cmd, &self.kubeconfig);
         cmd.args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -238,7 +307,7 @@ impl ControlPlane {
     /// Restarts kube-apiserver on the same port and etcd data, and waits until it serves again.
     pub fn restart_apiserver(&self) {
         let before = read_ready(&self.dir).map(|r| r.apiserver_pid);
-        signal(&self.child.lock().expect("child lock"), libc::SIGUSR1);
+        self.process.signal(libc::SIGUSR1);
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
             if read_ready(&self.dir).is_some_and(|r| Some(r.apiserver_pid) != before) {
@@ -257,11 +326,24 @@ impl ControlPlane {
     /// Stops the control plane and waits until it has exited: with a node, after the node is torn
     /// down (pods, containerd, mounts, bridge, iptables rule, cgroups).
     pub fn stop(&self) {
-        if let Ok(mut child) = self.child.lock()
-            && matches!(child.try_wait(), Ok(None))
-        {
-            signal(&child, libc::SIGTERM);
-            let _ = child.wait();
+        match &self.process {
+            Process::Child(child) => {
+                if let Ok(mut child) = child.lock()
+                    && matches!(child.try_wait(), Ok(None))
+                {
+                    signal(&child, libc::SIGTERM);
+                    let _ = child.wait();
+                }
+            }
+            Process::Prestarted(pid) => {
+                self.process.signal(libc::SIGTERM);
+                let gone = Instant::now() + Duration::from_secs(60);
+                while std::path::Path::new(&format!("/proc/{pid}")).exists()
+                    && Instant::now() < gone
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
         }
     }
 }
