@@ -292,7 +292,23 @@ pub async fn per_key_ttl_behaves_as_documented(url: &str, bucket: &str) {
     // The delete marker the server leaves when the key's own TTL runs out.
     let marker = next(&mut watch).await;
     assert_eq!(marker.operation, Operation::Purge, "{marker:?}");
-    assert_eq!(store.get("session").await.expect("get"), None);
+    // A get may be answered by a replica of an R3 bucket that has not applied the marker yet
+    // (direct get; seen once in fresh27: "token" just after the watcher's Purge): it reads the
+    // key gone within seconds.
+    super::eventually(
+        WAIT,
+        "a get to find the key gone",
+        || async {
+            store
+                .get("session")
+                .await
+                .expect("get")
+                .is_none()
+                .then_some(())
+        },
+        async || format!("{:?}", store.get("session").await),
+    )
+    .await;
     // The marker is kept for the limit-marker TTL, then removed too.
     super::eventually(
         WAIT,
