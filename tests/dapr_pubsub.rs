@@ -659,13 +659,19 @@ async fn with_the_opt_in_a_mismatching_consumer_is_made_anew_unless_a_subscriber
         s == "True" && r == "StreamManaged"
     })
     .await;
-    let events = control_plane()
-        .kubectl(&["-n", &ns.name, "get", "events", "-o", "json"], None)
-        .expect("events");
-    assert!(
-        events.contains("ConsumerRecreated") && events.contains(&durable),
-        "no ConsumerRecreated Event naming {durable}"
-    );
+    // The Event is written after the status (seen missing once when read at once, fresh28).
+    eventually(
+        Duration::from_secs(30),
+        &format!("a ConsumerRecreated Event naming {durable}"),
+        || async {
+            let events = control_plane()
+                .kubectl(&["-n", &ns.name, "get", "events", "-o", "json"], None)
+                .ok()?;
+            (events.contains("ConsumerRecreated") && events.contains(&durable)).then_some(())
+        },
+        async || support::describe(&ns.name, "jss", "events"),
+    )
+    .await;
 
     // daprd makes its own consumer, as the Component asks, and the app receives through it.
     let (app_port, mut rx) = start_app().await;
