@@ -112,13 +112,24 @@ async fn an_outdated_crd_stops_its_kind_and_a_pruned_policy_field_fails_closed()
     // The other kind is acted on.
     support::wait_jss(&ns.name, "events", "Ready=True", |s, _| s == "True").await;
     assert!(!ready(&operator), "ready with an outdated CRD");
-    let events = control_plane()
-        .kubectl(&["get", "events", "-A", "-o", "json"], None)
-        .unwrap();
-    assert!(
-        events.contains("CrdOutdated") && events.contains("lacks the field(s) status.plan"),
-        "no CrdOutdated Event naming the field"
-    );
+    // Waited for, not read once: the Event may be written after what the test saw above.
+    eventually(
+        Duration::from_secs(30),
+        "a CrdOutdated Event naming the field",
+        || async {
+            let events = control_plane()
+                .kubectl(&["get", "events", "-A", "-o", "json"], None)
+                .ok()?;
+            (events.contains("CrdOutdated") && events.contains("lacks the field(s) status.plan"))
+                .then_some(())
+        },
+        async || {
+            control_plane()
+                .kubectl(&["get", "events", "-A"], None)
+                .unwrap_or_else(|e| e)
+        },
+    )
+    .await;
     let kvbs: Api<KeyValueBucket> = Api::namespaced(client.clone(), &ns.name);
     assert!(
         kvbs.get_opt("store").await.unwrap().is_none(),
