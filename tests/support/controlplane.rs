@@ -458,17 +458,34 @@ impl ControlPlane {
             None,
         )
         .expect("install the CRDs in crds/");
-        self.kubectl(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "crd",
-                "--all",
-                "--timeout=60s",
-            ],
-            None,
-        )
-        .expect("CRDs established");
+        // Polled, not `kubectl wait --for=condition=Established crd --all`: that fails at once
+        // ("accessor error: <nil>") on a CRD whose status has no conditions yet (fresh31,
+        // under load).
+        let established = |list: &serde_json::Value| {
+            list["items"].as_array().is_some_and(|crds| {
+                !crds.is_empty()
+                    && crds.iter().all(|crd| {
+                        crd["status"]["conditions"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|c| c["type"] == "Established" && c["status"] == "True")
+                    })
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let list = self
+                .kubectl(&["get", "crd", "-o", "json"], None)
+                .map(|text| serde_json::from_str(&text).unwrap_or_default());
+            match list {
+                Ok(list) if established(&list) => return,
+                _ if Instant::now() > deadline => {
+                    panic!("the CRDs in crds/ not established after 60 s: {list:?}")
+                }
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
     }
 
     /// Restarts kube-apiserver on the same port and etcd data, and waits until it serves again.
