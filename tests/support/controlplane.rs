@@ -315,6 +315,25 @@ impl ControlPlane {
         name: Option<&str>,
     ) -> Result<String, String> {
         let client = super::client_for(&self.kubeconfig).await;
+        match self.get_with(&client, resource, namespace, name).await {
+            // A path the server does not serve (a plain-text 404, not a Status): the kind's
+            // served version changed since discovery (tests/upgrade.rs swaps the CRDs for the
+            // release's). Looked up again, once.
+            Err(e) if e.contains("404 page not found") => {
+                self.served.lock().expect("served lock").clear();
+                self.get_with(&client, resource, namespace, name).await
+            }
+            other => other,
+        }
+    }
+
+    async fn get_with(
+        &self,
+        client: &kube::Client,
+        resource: &str,
+        namespace: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<String, String> {
         let known = self
             .served
             .lock()
@@ -325,7 +344,7 @@ impl ControlPlane {
             Some(served) => served,
             None => {
                 // Looked up again when a name is not known: a CRD may have come since.
-                let found = discover(&client).await?;
+                let found = discover(client).await?;
                 let served = found.get(resource).cloned();
                 *self.served.lock().expect("served lock") = found;
                 served.ok_or_else(|| {
